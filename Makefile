@@ -1,0 +1,36 @@
+# The two quick-start commands: `make run` and `make test`. Both install what is missing,
+# fetch the default model once, and build.
+BUILD_DIR ?= build
+JOBS ?= $(shell nproc)
+MODEL ?= models/SmolLM2-135M-Instruct.Q4_1.gguf
+THREADS ?= $(shell nproc)
+
+.PHONY: all deps model configure build run test bench clean
+
+all: build
+
+deps:
+	@scripts/install_deps.sh
+
+model:
+	@scripts/fetch_model.sh
+
+$(BUILD_DIR)/CMakeCache.txt:
+	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=Release
+
+configure: deps $(BUILD_DIR)/CMakeCache.txt
+
+build: configure
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+run: build model
+	$(BUILD_DIR)/troupe generate --model $(MODEL) --chat --threads $(THREADS)
+
+test: build model
+	cd $(BUILD_DIR) && ctest --output-on-failure -j 1 --timeout 1500
+
+bench: build model
+	bench/compare_llama_cpp.sh
+
+clean:
+	rm -rf $(BUILD_DIR)

@@ -1,0 +1,40 @@
+// The `troupe` command line: info | generate (serve arrives with the front door).
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "model/error.hpp"
+#include "model/gguf.hpp"
+
+namespace {
+
+int usage() {
+  std::fprintf(stderr,
+               "usage: troupe <command> [options]\n"
+               "  info MODEL            print GGUF metadata and the tensor table\n");
+  return 2;
+}
+
+int run_info(int argc, char** argv) {
+  if (argc < 3) return usage();
+  const auto file = troupe::gguf::file::open(argv[2]);
+  std::fputs(file.describe().c_str(), stdout);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) return usage();
+  try {
+    if (std::strcmp(argv[1], "info") == 0) return run_info(argc, argv);
+    return usage();
+  } catch (const troupe::error& e) {
+    std::fprintf(stderr, "troupe: %s: %s\n", troupe::to_string(e.code()), e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "troupe: %s\n", e.what());
+    return 1;
+  }
+}
