@@ -1,0 +1,45 @@
+// Whole-vocabulary passes of the CPU sampler: argmax, sums of tempered weights, and the
+// partial selections (top-k, threshold, nucleus) that keep the filters off a full sort.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "model/sampler_math.hpp"
+
+namespace troupe {
+
+// The best logit and its token, ties to the lowest id; NaN never wins.
+sampler_candidate argmax(std::span<const float> logits);
+
+// Sum over logits >= cutoff of tempered_weight(logit, max_logit, inv_temperature).
+double sum_tempered_weights(std::span<const float> logits, float max_logit,
+                            float inv_temperature, float cutoff);
+double sum_tempered_weights(std::span<const sampler_candidate> candidates, float max_logit,
+                            float inv_temperature);
+
+// Writes each token's tempered weight (0 below cutoff) to weights and returns their sum.
+double tempered_weights(std::span<const float> logits, float max_logit, float inv_temperature,
+                        float cutoff, std::span<float> weights);
+
+// The k best tokens (ranks_before), in no particular order; out is reused scratch.
+void select_top(std::span<const float> logits, size_t k, std::vector<sampler_candidate>& out);
+
+// Every token whose logit is >= cutoff, in id order.
+void collect_at_least(std::span<const float> logits, float cutoff,
+                      std::vector<sampler_candidate>& out);
+
+// A logit below which no token can be in the top_p nucleus: such tokens together weigh
+// less than (1 - top_p) / 2, so the tokens above it already hold more than top_p.
+// total is the sum of the tempered weights of the whole vocabulary.
+float nucleus_cutoff_logit(float max_logit, float temperature, double total, float top_p,
+                           size_t vocab_size);
+
+// Sorts the best prefix of candidates just far enough to find the nucleus, the smallest
+// prefix whose probability (weight / total) reaches top_p, and returns its length (all
+// candidates when they never reach it). Expected linear time in the number of candidates.
+size_t sort_nucleus(std::vector<sampler_candidate>& candidates, double total, float top_p,
+                    float max_logit, float inv_temperature);
+
+}  // namespace troupe
