@@ -5,6 +5,7 @@
 #include <string>
 
 #include "model/error.hpp"
+#include "apps/generate.hpp"
 #include "model/gguf.hpp"
 
 namespace {
@@ -12,7 +13,8 @@ namespace {
 int usage() {
   std::fprintf(stderr,
                "usage: troupe <command> [options]\n"
-               "  info MODEL            print GGUF metadata and the tensor table\n");
+               "  info MODEL            print GGUF metadata and the tensor table\n"
+               "  generate --model M    generate text (troupe generate --help)\n");
   return 2;
 }
 
@@ -29,6 +31,7 @@ int main(int argc, char** argv) {
   if (argc < 2) return usage();
   try {
     if (std::strcmp(argv[1], "info") == 0) return run_info(argc, argv);
+    if (std::strcmp(argv[1], "generate") == 0) return troupe::apps::run_generate(argc, argv);
     return usage();
   } catch (const troupe::error& e) {
     std::fprintf(stderr, "troupe: %s: %s\n", troupe::to_string(e.code()), e.what());

@@ -1,0 +1,100 @@
+// Engine throughput on one sequence, measured the way llama-bench measures llama.cpp:
+// prefill = one step of --prompt-tokens tokens from an empty cache; decode = --gen-tokens
+// single-token steps from an empty cache. Prints a table, or one JSON line with --json.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "apps/cli_args.hpp"
+#include "cpu/cpu_backend.hpp"
+#include "cpu/matmul.hpp"
+#include "model/error.hpp"
+
+using namespace troupe;
+
+namespace {
+
+double seconds(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : (v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]));
+}
+
+sequence_step make_step(int32_t start, std::vector<int32_t> tokens, int32_t block_size) {
+  sequence_step s;
+  s.start_pos = start;
+  const int32_t blocks = (start + (int32_t)tokens.size() + block_size - 1) / block_size;
+  s.block_table.resize(blocks);
+  std::iota(s.block_table.begin(), s.block_table.end(), 0);
+  s.tokens = std::move(tokens);
+  s.params.temperature = 0.0f;
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const apps::cli_args args(argc, argv, 1, {"--model", "--threads", "--prompt-tokens", "--gen-tokens", "--repeat"},
+                              {"--json"});
+    const auto path = args.get("--model");
+    if (!path) throw error(error_code::invalid_argument, "--model is required");
+    const int prompt_tokens = (int)args.get_int("--prompt-tokens", 512, 1, 8192);
+    const int gen_tokens = (int)args.get_int("--gen-tokens", 128, 1, 8192);
+    const int repeat = (int)args.get_int("--repeat", 1, 1, 100);
+
+    auto file = std::make_shared<const gguf::file>(gguf::file::open(*path));
+    cpu::cpu_backend_options options;
+    options.num_threads = (int)args.get_int("--threads", 0, 0, 1024);
+    options.num_blocks = (std::max(prompt_tokens, gen_tokens) + 15) / 16 + 1;
+    cpu::cpu_backend backend(file, options);
+    const int32_t vocab = backend.config().vocab_size;
+    const int32_t bs = backend.kv_shape().block_size;
+
+    std::vector<int32_t> prompt(prompt_tokens);
+    for (int i = 0; i < prompt_tokens; ++i) prompt[i] = (int32_t)((1009LL * i + 17) % vocab);
+
+    std::vector<double> prefill, decode;
+    for (int r = 0; r < repeat + 1; ++r) {  // the first round warms caches and pages
+      batch_plan plan;
+      plan.sequences.push_back(make_step(0, prompt, bs));
+      const auto t0 = std::chrono::steady_clock::now();
+      backend.step(plan);
+      const auto t1 = std::chrono::steady_clock::now();
+      int32_t token = 1;
+      for (int i = 0; i < gen_tokens; ++i) {
+        batch_plan p;
+        p.sequences.push_back(make_step(i, {token}, bs));
+        token = backend.step(p).outputs[0].token;
+      }
+      const auto t2 = std::chrono::steady_clock::now();
+      if (r == 0) continue;
+      prefill.push_back(prompt_tokens / seconds(t0, t1));
+      decode.push_back(gen_tokens / seconds(t1, t2));
+    }
+    const double pp = median(prefill), tg = median(decode);
+    if (args.has("--json")) {
+      std::printf("{\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"weight_bytes_per_token\": %lld, "
+                  "\"threads\": %d, \"prompt_tokens\": %d, \"gen_tokens\": %d, \"kernel_path\": \"%s\"}\n",
+                  pp, tg, (long long)backend.weight_bytes_per_token(), backend.num_threads(), prompt_tokens,
+                  gen_tokens, std::string(cpu::kernel_path()).c_str());
+    } else {
+      std::printf("troupe engine, %d threads, kernels %s\n", backend.num_threads(),
+                  std::string(cpu::kernel_path()).c_str());
+      std::printf("  prefill pp%-5d %10.1f tok/s\n", prompt_tokens, pp);
+      std::printf("  decode  tg%-5d %10.1f tok/s\n", gen_tokens, tg);
+      std::printf("  weights read per decode token: %.1f MB\n", backend.weight_bytes_per_token() / 1e6);
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_engine: %s\n", e.what());
+    return 1;
+  }
+}
