@@ -34,6 +34,10 @@ class gguf_writer {
   // dims as GGUF stores them (dims[0] contiguous); data must be exactly the tensor's bytes.
   void add_tensor(const std::string& name, ggml_type type, const std::vector<int64_t>& dims,
                   std::vector<std::byte> data);
+  // A tensor info written exactly as given (any type id, dims and offset) with no data of its
+  // own, in order with the ordinary tensors; for malformed files.
+  void add_raw_tensor(const std::string& name, uint32_t type_id, const std::vector<uint64_t>& dims,
+                      uint64_t offset);
 
   void set_alignment(uint32_t alignment);  // also writes general.alignment
   std::vector<std::byte> bytes(uint32_t version = 3) const;
@@ -41,7 +45,14 @@ class gguf_writer {
 
  private:
   struct kv { std::string key; uint32_t type_id; std::vector<std::byte> payload; };
-  struct tensor { std::string name; ggml_type type; std::vector<int64_t> dims; std::vector<std::byte> data; };
+  struct tensor {
+    std::string name;
+    uint32_t type_id;
+    std::vector<uint64_t> dims;
+    std::vector<std::byte> data;
+    bool is_raw = false;       // a raw info: offset is written as is and data is empty
+    uint64_t raw_offset = 0;
+  };
   std::vector<kv> kvs_;
   std::vector<tensor> tensors_;
   uint32_t alignment_ = 32;
