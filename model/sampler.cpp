@@ -106,25 +106,34 @@ std::vector<token_logprob> top_raw_logprobs(std::span<const float> logits, int32
   return top;
 }
 
-// Draws from candidates already sorted best first, after min-p; returns the chosen token.
-int32_t draw_sorted(std::span<const sampler_candidate> sorted, float max_logit,
-                    float inv_temperature, float min_p_cutoff, double uniform,
-                    sampler_scratch& scratch) {
+// Above this many kept tokens, weighing the whole vocabulary beats sorting them by id.
+constexpr size_t max_compact_draw = 2048;
+
+// Draws among the kept candidates (min-p still to apply), scanning them in token id order
+// like every other path.
+int32_t draw_kept(std::span<const float> logits, std::span<sampler_candidate> kept,
+                  float max_logit, float inv_temperature, float min_p_cutoff, double uniform,
+                  sampler_scratch& scratch) {
   auto& weights = scratch.weights;
-  weights.clear();
-  double total = 0.0;
-  for (const auto& c : sorted) {
-    if (c.logit < min_p_cutoff) break;
-    weights.push_back(tempered_weight(c.logit, max_logit, inv_temperature));
-    total += weights.back();
+  if (kept.size() <= max_compact_draw) {
+    std::sort(kept.begin(), kept.end(), [](const auto& a, const auto& b) { return a.token < b.token; });
+    weights.clear();
+    for (const auto& c : kept) {
+      const bool is_kept = c.logit >= min_p_cutoff;
+      weights.push_back(is_kept ? tempered_weight(c.logit, max_logit, inv_temperature) : 0.0f);
+    }
+    return kept[draw_by_weight(weights, uniform)].token;
   }
-  const double target = uniform * total;
-  double cumulative = 0.0;
-  for (size_t i = 0; i < weights.size(); ++i) {
-    cumulative += weights[i];
-    if (cumulative > target) return sorted[i].token;
+  // The kept set is every token ranking at or before its worst member.
+  const sampler_candidate worst = *std::min_element(
+      kept.begin(), kept.end(), [](const auto& a, const auto& b) { return ranks_before(b, a); });
+  weights.resize(logits.size());
+  tempered_weights(logits, max_logit, inv_temperature, std::max(min_p_cutoff, worst.logit),
+                   weights);
+  for (size_t i = static_cast<size_t>(worst.token) + 1; i < logits.size(); ++i) {
+    if (logits[i] == worst.logit) weights[i] = 0.0f;  // ties after the worst rank below it
   }
-  return sorted.front().token;  // only reached through rounding; the best token is safe
+  return static_cast<int32_t>(draw_by_weight(weights, uniform));
 }
 
 // Temperature, top-k, top-p, min-p and the seeded draw over the (penalized) logits.
@@ -140,40 +149,29 @@ int32_t draw(std::span<const float> logits, const sampling_params& params, doubl
   const bool has_top_p = params.top_p < 1.0f;
   auto& candidates = scratch.candidates;
 
-  if (has_top_k) {
-    select_top(logits, static_cast<size_t>(params.top_k), candidates);
-    size_t num_kept = candidates.size();
-    if (has_top_p) {
-      const double total = sum_tempered_weights(candidates, max_logit, inv_temperature);
-      num_kept = sort_nucleus(candidates, total, params.top_p, max_logit, inv_temperature);
+  if (has_top_k || has_top_p) {
+    double total = 0.0;
+    if (has_top_k) {
+      select_top(logits, static_cast<size_t>(params.top_k), candidates);
+      if (has_top_p) total = sum_tempered_weights(candidates, max_logit, inv_temperature);
     } else {
-      std::sort(candidates.begin(), candidates.end(), ranks_before);
+      total = sum_tempered_weights(logits, max_logit, inv_temperature, negative_infinity);
+      collect_at_least(logits,
+                       std::max(min_p_cutoff, nucleus_cutoff_logit(max_logit, temperature, total,
+                                                                   params.top_p, vocab_size)),
+                       candidates);
     }
-    return draw_sorted(std::span(candidates).first(num_kept), max_logit, inv_temperature,
-                       min_p_cutoff, uniform, scratch);
-  }
-  if (has_top_p) {
-    const double total = sum_tempered_weights(logits, max_logit, inv_temperature, negative_infinity);
-    const float cutoff = std::max(min_p_cutoff, nucleus_cutoff_logit(max_logit, temperature, total,
-                                                                      params.top_p, vocab_size));
-    collect_at_least(logits, cutoff, candidates);
     const size_t num_kept =
-        sort_nucleus(candidates, total, params.top_p, max_logit, inv_temperature);
-    return draw_sorted(std::span(candidates).first(num_kept), max_logit, inv_temperature,
-                       min_p_cutoff, uniform, scratch);
+        has_top_p ? select_nucleus(candidates, total, params.top_p, max_logit, inv_temperature)
+                  : candidates.size();
+    return draw_kept(logits, std::span(candidates).first(num_kept), max_logit, inv_temperature,
+                     min_p_cutoff, uniform, scratch);
   }
-  // No top-k, no top-p: weigh the whole vocabulary in id order, min-p by cutoff.
+  // No top-k, no top-p: weigh the whole vocabulary, min-p by cutoff.
   auto& weights = scratch.weights;
   weights.resize(vocab_size);
-  const double total =
-      tempered_weights(logits, max_logit, inv_temperature, min_p_cutoff, weights);
-  const double target = uniform * total;
-  double cumulative = 0.0;
-  for (size_t i = 0; i < vocab_size; ++i) {
-    cumulative += weights[i];
-    if (cumulative > target) return static_cast<int32_t>(i);
-  }
-  return best;
+  tempered_weights(logits, max_logit, inv_temperature, min_p_cutoff, weights);
+  return static_cast<int32_t>(draw_by_weight(weights, uniform));
 }
 
 }  // namespace

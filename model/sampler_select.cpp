@@ -1,6 +1,8 @@
 // The CPU sampler's whole-vocabulary passes and partial selections (see sampler_select.hpp).
 #include "model/sampler_select.hpp"
 
+#include "model/sampler_simd.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -18,19 +20,46 @@ void keep_best(std::vector<sampler_candidate>& candidates, size_t k) {
 
 }  // namespace
 
+// Whole-vocabulary reductions keep num_lanes independent float accumulators, a fixed
+// association the compiler may vectorize: the result is the same on every run, which the
+// seeded draw needs.
+constexpr size_t num_lanes = 16;
+
 sampler_candidate argmax(std::span<const float> logits) {
-  sampler_candidate best{negative_infinity, 0};
-  for (size_t i = 0; i < logits.size(); ++i) {
-    if (logits[i] > best.logit) best = {logits[i], static_cast<int32_t>(i)};
+  float lanes[num_lanes];
+  std::fill(std::begin(lanes), std::end(lanes), negative_infinity);
+  const size_t num_whole = logits.size() - logits.size() % num_lanes;
+  for (size_t i = 0; i < num_whole; i += num_lanes) {
+    for (size_t j = 0; j < num_lanes; ++j) {
+      lanes[j] = __builtin_isgreater(logits[i + j], lanes[j]) ? logits[i + j] : lanes[j];
+    }
   }
-  return best;
+  float max_logit = negative_infinity;
+  for (float lane : lanes) max_logit = lane > max_logit ? lane : max_logit;
+  for (size_t i = num_whole; i < logits.size(); ++i) {
+    max_logit = logits[i] > max_logit ? logits[i] : max_logit;
+  }
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (logits[i] == max_logit) return {max_logit, static_cast<int32_t>(i)};
+  }
+  return {negative_infinity, 0};  // no logit above -inf (all -inf or NaN)
 }
 
 double sum_tempered_weights(std::span<const float> logits, float max_logit,
                             float inv_temperature, float cutoff) {
+  cutoff = std::max(cutoff, negligible_logit_below(max_logit, 1.0f / inv_temperature));
+  float4 lanes[num_lanes / 4] = {};
+  const size_t num_whole = logits.size() - logits.size() % num_lanes;
+  for (size_t i = 0; i < num_whole; i += num_lanes) {
+    for (size_t j = 0; j < num_lanes / 4; ++j) {
+      lanes[j] += tempered_weight4(load_float4(&logits[i + 4 * j]), max_logit, inv_temperature,
+                                   cutoff);
+    }
+  }
   double total = 0.0;
-  for (float logit : logits) {
-    if (logit >= cutoff) total += tempered_weight(logit, max_logit, inv_temperature);
+  for (const float4& lane : lanes) total += lane[0] + lane[1] + lane[2] + lane[3];
+  for (size_t i = num_whole; i < logits.size(); ++i) {
+    if (logits[i] >= cutoff) total += sampler_exp((logits[i] - max_logit) * inv_temperature);
   }
   return total;
 }
@@ -42,15 +71,71 @@ double sum_tempered_weights(std::span<const sampler_candidate> candidates, float
   return total;
 }
 
-double tempered_weights(std::span<const float> logits, float max_logit, float inv_temperature,
-                        float cutoff, std::span<float> weights) {
-  double total = 0.0;
-  for (size_t i = 0; i < logits.size(); ++i) {
-    const float logit = logits[i];
-    weights[i] = logit >= cutoff ? tempered_weight(logit, max_logit, inv_temperature) : 0.0f;
-    total += weights[i];
+void tempered_weights(std::span<const float> logits, float max_logit, float inv_temperature,
+                      float cutoff, std::span<float> weights) {
+  cutoff = std::max(cutoff, negligible_logit_below(max_logit, 1.0f / inv_temperature));
+  const size_t num_whole = logits.size() - logits.size() % 4;
+  for (size_t i = 0; i < num_whole; i += 4) {
+    store_float4(&weights[i], tempered_weight4(load_float4(&logits[i]), max_logit,
+                                               inv_temperature, cutoff));
   }
-  return total;
+  for (size_t i = num_whole; i < logits.size(); ++i) {
+    const float weight = sampler_exp((logits[i] - max_logit) * inv_temperature);
+    weights[i] = logits[i] >= cutoff ? weight : 0.0f;
+  }
+}
+
+namespace {
+
+constexpr size_t block_size = 256;
+
+float block_sum(std::span<const float> weights) {
+  float lanes[num_lanes] = {};
+  const size_t num_whole = weights.size() - weights.size() % num_lanes;
+  for (size_t i = 0; i < num_whole; i += num_lanes) {
+    for (size_t j = 0; j < num_lanes; ++j) lanes[j] += weights[i + j];
+  }
+  float sum = 0.0f;
+  for (float lane : lanes) sum += lane;
+  for (size_t i = num_whole; i < weights.size(); ++i) sum += weights[i];
+  return sum;
+}
+
+}  // namespace
+
+// Two levels, blocks then elements, with the total summed exactly as the scan sums it; if
+// rounding still carries the target past every weight, the last positive weight wins.
+size_t draw_by_weight(std::span<const float> weights, double uniform) {
+  const auto block_at = [&](size_t first) {
+    return weights.subspan(first, std::min(block_size, weights.size() - first));
+  };
+  double total = 0.0;
+  size_t last_nonempty = 0;
+  for (size_t first = 0; first < weights.size(); first += block_size) {
+    const float sum = block_sum(block_at(first));
+    total += sum;
+    if (sum > 0.0f) last_nonempty = first;
+  }
+  const double target = uniform * total;
+  double cumulative = 0.0;
+  for (size_t first = 0; first < weights.size(); first += block_size) {
+    const auto block = block_at(first);
+    const double block_total = block_sum(block);
+    if (cumulative + block_total > target) {
+      for (size_t i = 0; i < block.size(); ++i) {
+        cumulative += block[i];
+        if (block[i] > 0.0f && cumulative > target) return first + i;
+      }
+      last_nonempty = first;
+      break;
+    }
+    cumulative += block_total;
+  }
+  const auto block = block_at(last_nonempty);
+  for (size_t i = block.size(); i-- > 0;) {
+    if (block[i] > 0.0f) return last_nonempty + i;
+  }
+  return 0;  // no positive weight at all; callers never pass that
 }
 
 // One pass with a buffer of 2k: whenever it fills, keep the k best and raise the admission
@@ -88,28 +173,37 @@ float nucleus_cutoff_logit(float max_logit, float temperature, double total, flo
   return max_logit + temperature * static_cast<float>(std::log(tau) + std::log(total));
 }
 
-// Sorts chunks of growing size (nth_element, then sort within the chunk) until the running
-// probability reaches top_p: a peaked distribution costs one small sort.
-size_t sort_nucleus(std::vector<sampler_candidate>& candidates, double total, float top_p,
-                    float max_logit, float inv_temperature) {
+// Quickselect by probability mass: halve the undecided range [lo, hi) with nth_element
+// until it is small, moving its better half into the nucleus when that half's mass is not
+// yet enough; then sort what is left and scan.
+size_t select_nucleus(std::vector<sampler_candidate>& candidates, double total, float top_p,
+                      float max_logit, float inv_temperature) {
   const double target = static_cast<double>(top_p) * total;
-  double cumulative = 0.0;
-  size_t num_sorted = 0;
-  size_t chunk = 32;
-  while (num_sorted < candidates.size()) {
-    const size_t end = std::min(candidates.size(), num_sorted + chunk);
-    const auto first = candidates.begin() + static_cast<std::ptrdiff_t>(num_sorted);
-    const auto last = candidates.begin() + static_cast<std::ptrdiff_t>(end);
-    if (end < candidates.size()) std::nth_element(first, last, candidates.end(), ranks_before);
-    std::sort(first, last, ranks_before);
-    for (size_t i = num_sorted; i < end; ++i) {
-      cumulative += tempered_weight(candidates[i].logit, max_logit, inv_temperature);
-      if (cumulative >= target) return i + 1;
+  const auto at = [&](size_t i) { return candidates.begin() + static_cast<std::ptrdiff_t>(i); };
+  const auto mass = [&](size_t first, size_t last) {
+    return sum_tempered_weights(std::span(candidates).subspan(first, last - first), max_logit,
+                                inv_temperature);
+  };
+  double mass_before = 0.0;  // of candidates [0, lo), all in the nucleus
+  size_t lo = 0;
+  size_t hi = candidates.size();
+  while (hi - lo > 64) {
+    const size_t mid = lo + (hi - lo) / 2;
+    std::nth_element(at(lo), at(mid), at(hi), ranks_before);
+    const double upper_mass = mass(lo, mid);
+    if (mass_before + upper_mass >= target) {
+      hi = mid;
+    } else {
+      mass_before += upper_mass;
+      lo = mid;
     }
-    num_sorted = end;
-    chunk *= 4;
   }
-  return candidates.size();
+  std::sort(at(lo), at(hi), ranks_before);
+  for (size_t i = lo; i < hi; ++i) {
+    mass_before += tempered_weight(candidates[i].logit, max_logit, inv_temperature);
+    if (mass_before >= target) return i + 1;
+  }
+  return hi;
 }
 
 }  // namespace troupe

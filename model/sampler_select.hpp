@@ -19,9 +19,13 @@ double sum_tempered_weights(std::span<const float> logits, float max_logit,
 double sum_tempered_weights(std::span<const sampler_candidate> candidates, float max_logit,
                             float inv_temperature);
 
-// Writes each token's tempered weight (0 below cutoff) to weights and returns their sum.
-double tempered_weights(std::span<const float> logits, float max_logit, float inv_temperature,
-                        float cutoff, std::span<float> weights);
+// Writes each token's tempered weight (0 below cutoff) to weights.
+void tempered_weights(std::span<const float> logits, float max_logit, float inv_temperature,
+                      float cutoff, std::span<float> weights);
+
+// The index drawn from weights (unnormalized, not all zero) by inverse CDF at uniform in
+// [0, 1), scanning in index order; only positive weights can be drawn.
+size_t draw_by_weight(std::span<const float> weights, double uniform);
 
 // The k best tokens (ranks_before), in no particular order; out is reused scratch.
 void select_top(std::span<const float> logits, size_t k, std::vector<sampler_candidate>& out);
@@ -36,10 +40,11 @@ void collect_at_least(std::span<const float> logits, float cutoff,
 float nucleus_cutoff_logit(float max_logit, float temperature, double total, float top_p,
                            size_t vocab_size);
 
-// Sorts the best prefix of candidates just far enough to find the nucleus, the smallest
-// prefix whose probability (weight / total) reaches top_p, and returns its length (all
-// candidates when they never reach it). Expected linear time in the number of candidates.
-size_t sort_nucleus(std::vector<sampler_candidate>& candidates, double total, float top_p,
-                    float max_logit, float inv_temperature);
+// Reorders candidates so that the nucleus comes first and returns its length: the
+// smallest set of best-ranked candidates whose probability (weight / total) reaches top_p,
+// or all candidates when they never reach it. The nucleus itself is left in no particular
+// order. Expected linear time in the number of candidates.
+size_t select_nucleus(std::vector<sampler_candidate>& candidates, double total, float top_p,
+                      float max_logit, float inv_temperature);
 
 }  // namespace troupe

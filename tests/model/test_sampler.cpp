@@ -72,21 +72,18 @@ std::vector<double> log_softmax(const std::vector<float>& logits) {
   return out;
 }
 
-// The filters done the slow, obvious way (full sort), drawing with the same uniform and in
-// the same order as the sampler, so the two must agree token for token. The order: best
-// first once top-k or top-p ranks the tokens, else token id order (no sort needed).
+// The filters done the slow, obvious way (a full sort), then a draw with the same uniform
+// over the kept tokens in id order, as the sampler scans them: the two must agree token for
+// token.
 int32_t reference_draw(const std::vector<float>& logits, const sampling_params& params,
                        uint64_t sample_index) {
   std::vector<sampler_candidate> sorted;
   for (size_t i = 0; i < logits.size(); ++i) sorted.push_back({logits[i], static_cast<int32_t>(i)});
-  const bool is_ranked = params.top_k > 0 || params.top_p < 1.0f;
-  const float max_logit = std::max_element(sorted.begin(), sorted.end(), [](auto& a, auto& b) {
-                            return a.logit < b.logit;
-                          })->logit;
-  if (is_ranked) std::sort(sorted.begin(), sorted.end(), ranks_before);
+  std::sort(sorted.begin(), sorted.end(), ranks_before);
   if (params.top_k > 0 && static_cast<size_t>(params.top_k) < sorted.size()) {
     sorted.resize(static_cast<size_t>(params.top_k));
   }
+  const float max_logit = sorted.front().logit;
   const float inv_temperature = 1.0f / params.temperature;
   double total = 0.0;
   for (const auto& c : sorted) total += tempered_weight(c.logit, max_logit, inv_temperature);
@@ -98,18 +95,18 @@ int32_t reference_draw(const std::vector<float>& logits, const sampling_params& 
     if (params.top_p < 1.0f && cumulative >= params.top_p * total) break;
   }
   const float cutoff = min_p_cutoff_logit(max_logit, params.min_p, params.temperature);
-  std::vector<float> weights;
+  std::vector<float> weights(logits.size(), 0.0f);
   double kept_total = 0.0;
-  for (size_t i = 0; i < num_kept; ++i) {
-    const bool is_kept = sorted[i].logit >= cutoff;
-    weights.push_back(is_kept ? tempered_weight(sorted[i].logit, max_logit, inv_temperature) : 0.0f);
-    kept_total += weights.back();
+  for (size_t i = 0; i < num_kept && sorted[i].logit >= cutoff; ++i) {
+    const float weight = tempered_weight(sorted[i].logit, max_logit, inv_temperature);
+    weights[static_cast<size_t>(sorted[i].token)] = weight;
+    kept_total += weight;
   }
   const double target = sample_uniform(params.seed, sample_index) * kept_total;
   cumulative = 0.0;
   for (size_t i = 0; i < weights.size(); ++i) {
     cumulative += weights[i];
-    if (cumulative > target) return sorted[i].token;
+    if (weights[i] > 0.0f && cumulative > target) return static_cast<int32_t>(i);
   }
   return sorted.front().token;
 }
