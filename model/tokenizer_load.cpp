@@ -231,6 +231,7 @@ tokenizer tokenizer::from_gguf(const gguf::file& file) {
   std::stable_sort(t.special_ids.begin(), t.special_ids.end(), [&](int32_t a, int32_t b) {
     return t.vocab.tokens[a].text.size() > t.vocab.tokens[b].text.size();
   });
+  unicode::flags_of(0);  // builds the category table now rather than in the first encode
   t.pieces.reserve(static_cast<size_t>(n));
   for (int32_t id = 0; id < n; ++id) t.pieces.push_back(piece_for_cache(t, id));
   return tok;

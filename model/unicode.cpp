@@ -1,6 +1,7 @@
 // Code point categories, UTF-8 encoding/decoding and the GPT-2 byte mapping (see unicode.hpp).
 #include "model/unicode.hpp"
 
+#include <algorithm>
 #include <array>
 
 namespace troupe::unicode {
@@ -16,7 +17,7 @@ const std::vector<uint8_t>& flag_table() {
     for (size_t i = 0; i < detail::k_num_ranges; ++i) {
       const uint32_t end = i + 1 < detail::k_num_ranges ? detail::k_ranges[i + 1].first
                                                          : static_cast<uint32_t>(k_num_code_points);
-      for (uint32_t cp = detail::k_ranges[i].first; cp < end; ++cp) t[cp] = detail::k_ranges[i].flags;
+      std::fill(t.begin() + detail::k_ranges[i].first, t.begin() + end, detail::k_ranges[i].flags);
     }
     return t;
   }();
