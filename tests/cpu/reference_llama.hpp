@@ -1,0 +1,15 @@
+// A plain fp32 llama forward pass for tests: whole matrices dequantized, contiguous KV,
+// no batching, no quantized activations. Slow and obviously correct; the CPU backend is
+// checked against it.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "model/gguf.hpp"
+
+namespace troupe::test {
+
+// Logits of every position (tokens.size() x vocab) for one sequence from position 0.
+std::vector<float> reference_logits(const gguf::file& file, const std::vector<int32_t>& tokens);
+
+}  // namespace troupe::test
