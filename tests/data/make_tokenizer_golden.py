@@ -11,6 +11,7 @@ import ctypes
 import json
 import os
 import sys
+import tempfile
 
 import gguf
 import jinja2
@@ -64,6 +65,48 @@ def fnv1a64(data: bytes) -> int:
         h ^= b
         h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
     return h
+
+
+# Pre-tokenizer variants checked by re-labelling SmolLM2's vocabulary (the split differs,
+# the vocabulary and merges stay); the test builds the same files in memory.
+PRE_VARIANTS = ["llama3", "qwen2", "gpt-2", "default", "starcoder"]
+PRE_TEXTS = [
+    "Hello world! 123", "I'M you're WE'VE they'll", "1234567890 and 12", "   lead  \t\ttabs \n\n  x",
+    "a\r\n\r\nb  \n", "(parens)!\n\nnext", "x=42;y=-7.5e3", "café naïve 日本語 Привет",
+    "emoji 😀👍🏽 ok", "def f(a):\n    return a**2\n", "!!!???...,,, $+<=>^~|`", "٣٤٥ ²³ ½ digits",
+    "mixed123abc456", "it's 'quoted' ' spaced ' text", "end with space ", "\n", "",
+    "<|im_start|>user\nhi<|im_end|>",
+]
+
+
+def relabel_vocab(src: str, pre: str, path: str) -> None:
+    reader = gguf.GGUFReader(src)
+
+    def strings(key):
+        f = reader.fields[key]
+        return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
+
+    types = reader.fields["tokenizer.ggml.token_type"]
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_context_length(64)
+    w.add_embedding_length(8)
+    w.add_block_count(1)
+    w.add_feed_forward_length(16)
+    w.add_head_count(2)
+    w.add_head_count_kv(2)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(strings("tokenizer.ggml.tokens"))
+    w.add_token_types([int(types.parts[i][0]) for i in types.data])
+    w.add_token_merges(strings("tokenizer.ggml.merges"))
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
 
 
 def write_spm_vocab(path: str) -> None:
@@ -198,6 +241,14 @@ def main() -> None:
         chats.append({"messages": messages, "add_generation_prompt": add_gen, "rendered": rendered,
                       "ids": bpe.tokenize(rendered.encode("utf-8"), False, True)})
 
+    pre_variants = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for pre in PRE_VARIANTS:
+            path = os.path.join(tmp, f"{pre}.gguf")
+            relabel_vocab(model_path, pre, path)
+            m = vocab_only_model(path)
+            pre_variants[pre] = [case(m, t.encode("utf-8"), True, True) for t in PRE_TEXTS]
+
     write_spm_vocab(SPM_PATH)
     spm = vocab_only_model(SPM_PATH)
     spm_cases = []
@@ -209,7 +260,7 @@ def main() -> None:
     golden = {
         "bpe": {"model": os.path.basename(model_path), "eog_ids": bpe.eog_ids(), "n_vocab": bpe.n_vocab,
                 "pieces_fnv1a": bpe.pieces_hash(False), "pieces_special_fnv1a": bpe.pieces_hash(True),
-                "cases": bpe_cases, "chat_template": template, "chats": chats},
+                "cases": bpe_cases, "chat_template": template, "chats": chats, "pre_variants": pre_variants},
         "spm": {"model": os.path.basename(SPM_PATH), "eog_ids": spm.eog_ids(), "n_vocab": spm.n_vocab,
                 "pieces_fnv1a": spm.pieces_hash(False), "pieces_special_fnv1a": spm.pieces_hash(True),
                 "cases": spm_cases},

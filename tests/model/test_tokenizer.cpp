@@ -316,6 +316,34 @@ TEST_CASE("the default model tokenizes exactly like llama.cpp") {
   MESSAGE(num_matched << " of " << golden["cases"].items.size() << " golden BPE strings match llama.cpp");
 }
 
+TEST_CASE("llama3, qwen2, gpt-2, default and starcoder splits match llama.cpp on SmolLM2's vocabulary") {
+  if (!std::filesystem::exists(TROUPE_TEST_MODEL)) {
+    MESSAGE("skipped: " << TROUPE_TEST_MODEL << " is absent");
+    return;
+  }
+  const auto variants = troupe::test::json::load(k_golden_path)["bpe"]["pre_variants"];
+  const gguf::file real = gguf::file::open(TROUPE_TEST_MODEL);
+  std::vector<int32_t> types;
+  for (const int64_t t : real.get_array("tokenizer.ggml.token_type")->ints) types.push_back(static_cast<int32_t>(t));
+  for (const auto& [pre, cases] : variants.fields) {
+    gguf_writer w;  // the same vocabulary and merges, relabelled with another pre-tokenizer
+    w.add_string("tokenizer.ggml.model", "gpt2");
+    w.add_string("tokenizer.ggml.pre", pre);
+    w.add_strings("tokenizer.ggml.tokens", real.get_array("tokenizer.ggml.tokens")->strings);
+    w.add_i32s("tokenizer.ggml.token_type", types);
+    w.add_strings("tokenizer.ggml.merges", real.get_array("tokenizer.ggml.merges")->strings);
+    w.add_u32("tokenizer.ggml.bos_token_id", 1);
+    w.add_u32("tokenizer.ggml.eos_token_id", 2);
+    w.add_u32("tokenizer.ggml.unknown_token_id", 0);
+    const tokenizer tok = tokenizer::from_gguf(gguf::file::parse(w.bytes()));
+    troupe::test::json model;
+    model.fields["cases"] = cases;
+    CAPTURE(pre);
+    const int num_matched = check_golden_cases(tok, model);
+    MESSAGE(pre << ": " << num_matched << " of " << cases.items.size() << " golden strings match llama.cpp");
+  }
+}
+
 TEST_CASE("the tiny SentencePiece vocab tokenizes exactly like llama.cpp") {
   const auto golden = troupe::test::json::load(k_golden_path)["spm"];
   const gguf::file file = gguf::file::open(std::string(TROUPE_TEST_DATA_DIR) + "/" + golden["model"].str);
