@@ -1,0 +1,245 @@
+// AVX-512 VNNI kernels (compiled for that target per function, chosen at run time): a
+// register-tiled int8 product, 16 rows per zmm lane set times up to 4 tokens, vpdpbusd on
+// unsigned weights and signed activations, the float epilogue once per block of 32.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "cpu/packed_layout.hpp"
+
+#if defined(__x86_64__)
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c,avx2,bmi,bmi2")
+
+namespace troupe::cpu::detail {
+namespace {
+
+inline __m512i broadcast_4_bytes(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+// The maskz form sidesteps GCC 12's -Wmaybe-uninitialized false positive in _mm512_cvtph_ps.
+inline __m512 fp16x16_to_fp32(const void* p) {
+  return _mm512_maskz_cvtph_ps(static_cast<__mmask16>(0xffff), _mm256_loadu_si256(static_cast<const __m256i*>(p)));
+}
+
+void quantize_avx512(const float* x, int64_t num_tokens, int64_t num_cols, int8_t* q, float* d, float* s,
+                     int32_t* sum) {
+  const int64_t num_blocks_total = num_tokens * (num_cols / block_cols);
+  for (int64_t b = 0; b < num_blocks_total; ++b) {
+    const __m512 x0 = _mm512_loadu_ps(x + 32 * b);
+    const __m512 x1 = _mm512_loadu_ps(x + 32 * b + 16);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
+    const float scale = amax / 127.0f;
+    const __m512 inverse = _mm512_set1_ps(scale != 0.0f ? 1.0f / scale : 0.0f);
+    const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, inverse));
+    const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, inverse));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 32 * b), _mm512_cvtepi32_epi8(q0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 32 * b + 16), _mm512_cvtepi32_epi8(q1));
+    const int32_t total = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    d[b] = scale;
+    s[b] = scale * static_cast<float>(total);
+    sum[b] = total;
+  }
+}
+
+template <int_format F>
+inline __m512 load_d(const uint8_t* sc) {
+  if constexpr (has_f32_scales(F)) return _mm512_loadu_ps(sc);
+  else return fp16x16_to_fp32(sc);
+}
+
+template <int_format F>
+inline __m512 load_m(const uint8_t* sc, __m512 d, __m512 min_factor) {
+  if constexpr (!has_stored_min(F)) return _mm512_mul_ps(d, min_factor);
+  else if constexpr (has_f32_scales(F)) return _mm512_loadu_ps(sc + 64);
+  else return fp16x16_to_fp32(sc + 32);
+}
+
+// G groups of 16 rows (starting at group g0) times T tokens (starting at t0).
+template <int_format F, int G, int T>
+void tile(const packed_matrix::impl& w, int64_t g0, const act_view& act, int64_t t0, float* y) {
+  constexpr int64_t qs_block = qs_block_bytes(F);
+  constexpr int64_t sc_block = scales_block_bytes(F);
+  const int64_t nb = w.num_blocks;
+  const uint8_t* wq[G];
+  const uint8_t* ws[G];
+  for (int g = 0; g < G; ++g) {
+    wq[g] = w.qs.get() + (g0 + g) * w.qs_group_stride();
+    ws[g] = w.scales.get() + (g0 + g) * w.scales_group_stride();
+  }
+  const int8_t* aq[T];
+  for (int t = 0; t < T; ++t) aq[t] = act.q + (t0 + t) * act.num_cols;
+  const float* ad = act.d + t0 * nb;
+  const float* as = act.s + t0 * nb;
+  const __m512i low4 = _mm512_set1_epi8(0x0f);
+  const __m512 min_factor = _mm512_set1_ps(w.min_factor);
+
+  __m512 acc[G][T];
+  for (int g = 0; g < G; ++g)
+    for (int t = 0; t < T; ++t) acc[g][t] = _mm512_setzero_ps();
+
+  for (int64_t b = 0; b < nb; ++b) {
+    __m512i dot[G][T];
+    for (int g = 0; g < G; ++g)
+      for (int t = 0; t < T; ++t) dot[g][t] = _mm512_setzero_si512();
+    for (int g = 0; g < G; ++g) _mm_prefetch(reinterpret_cast<const char*>(wq[g] + (b + 8) * qs_block), _MM_HINT_T0);
+    if constexpr (is_nib(F)) {
+      for (int j = 0; j < 4; ++j) {
+        __m512i raw[G];
+        for (int g = 0; g < G; ++g) raw[g] = _mm512_loadu_si512(wq[g] + b * qs_block + 64 * j);
+        for (int t = 0; t < T; ++t) {
+          const __m512i a = broadcast_4_bytes(aq[t] + 32 * b + 4 * j);
+          for (int g = 0; g < G; ++g) dot[g][t] = _mm512_dpbusd_epi32(dot[g][t], _mm512_and_si512(raw[g], low4), a);
+        }
+        for (int t = 0; t < T; ++t) {
+          const __m512i a = broadcast_4_bytes(aq[t] + 32 * b + 16 + 4 * j);
+          for (int g = 0; g < G; ++g)
+            dot[g][t] = _mm512_dpbusd_epi32(dot[g][t], _mm512_and_si512(_mm512_srli_epi16(raw[g], 4), low4), a);
+        }
+      }
+    } else {
+      for (int j = 0; j < 8; ++j) {
+        __m512i u[G];
+        for (int g = 0; g < G; ++g) u[g] = _mm512_loadu_si512(wq[g] + b * qs_block + 64 * j);
+        for (int t = 0; t < T; ++t) {
+          const __m512i a = broadcast_4_bytes(aq[t] + 32 * b + 4 * j);
+          for (int g = 0; g < G; ++g) dot[g][t] = _mm512_dpbusd_epi32(dot[g][t], u[g], a);
+        }
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      const __m512 d = load_d<F>(ws[g] + b * sc_block);
+      const __m512 m = load_m<F>(ws[g] + b * sc_block, d, min_factor);
+      for (int t = 0; t < T; ++t) {
+        const __m512 scale = _mm512_mul_ps(d, _mm512_set1_ps(ad[t * nb + b]));
+        acc[g][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[g][t]), scale, acc[g][t]);
+        acc[g][t] = _mm512_fmadd_ps(m, _mm512_set1_ps(as[t * nb + b]), acc[g][t]);
+      }
+    }
+  }
+
+  for (int g = 0; g < G; ++g) {
+    const int64_t row0 = (g0 + g) * rows_per_group;
+    const int64_t num_valid = std::min<int64_t>(rows_per_group, w.num_rows - row0);
+    const __mmask16 mask = static_cast<__mmask16>((1u << num_valid) - 1u);
+    for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * w.num_rows + row0, mask, acc[g][t]);
+  }
+}
+
+template <int_format F, int G>
+void tile_tokens(const packed_matrix::impl& w, int64_t g0, const act_view& act, int64_t t0, int64_t nt,
+                 float* y) {
+  switch (nt) {
+    case 1: return tile<F, G, 1>(w, g0, act, t0, y);
+    case 2: return tile<F, G, 2>(w, g0, act, t0, y);
+    case 3: return tile<F, G, 3>(w, g0, act, t0, y);
+    default: return tile<F, G, 4>(w, g0, act, t0, y);
+  }
+}
+
+constexpr int64_t max_tile_tokens = 4;
+constexpr int64_t token_chunk = 128;  // activations of a chunk stay in L2 while the rows stream
+
+template <int_format F>
+void int_groups_format(const packed_matrix::impl& w, int64_t group_begin, int64_t group_end,
+                       const act_view& act, int64_t num_tokens, float* y) {
+  for (int64_t c0 = 0; c0 < num_tokens; c0 += token_chunk) {
+    const int64_t c1 = std::min(num_tokens, c0 + token_chunk);
+    for (int64_t g = group_begin; g < group_end; g += 2) {
+      const bool is_pair = g + 1 < group_end;
+      for (int64_t t0 = c0; t0 < c1; t0 += max_tile_tokens) {
+        const int64_t nt = std::min(max_tile_tokens, c1 - t0);
+        if (is_pair) tile_tokens<F, 2>(w, g, act, t0, nt, y);
+        else tile_tokens<F, 1>(w, g, act, t0, nt, y);
+      }
+    }
+  }
+}
+
+void int_groups_avx512(const packed_matrix::impl& w, int64_t group_begin, int64_t group_end,
+                       const act_view& act, int64_t num_tokens, float* y) {
+  switch (w.format) {
+    case int_format::nib_f16_min: return int_groups_format<int_format::nib_f16_min>(w, group_begin, group_end, act, num_tokens, y);
+    case int_format::nib_f16_sym: return int_groups_format<int_format::nib_f16_sym>(w, group_begin, group_end, act, num_tokens, y);
+    case int_format::byte_f16_min: return int_groups_format<int_format::byte_f16_min>(w, group_begin, group_end, act, num_tokens, y);
+    case int_format::byte_f16_sym: return int_groups_format<int_format::byte_f16_sym>(w, group_begin, group_end, act, num_tokens, y);
+    case int_format::nib_f32_min: return int_groups_format<int_format::nib_f32_min>(w, group_begin, group_end, act, num_tokens, y);
+  }
+}
+
+// Float path: a tile of 4 rows converted to fp32, then dotted with every token.
+void convert_row(const packed_matrix::impl& w, int64_t row, float* out) {
+  const uint8_t* src = w.raw.get() + static_cast<size_t>(row) * w.raw_row_bytes;
+  const int64_t n = w.num_cols;
+  int64_t k = 0;
+  if (w.type == ggml_type::f16) {
+    for (; k + 16 <= n; k += 16)
+      _mm512_storeu_ps(out + k, fp16x16_to_fp32(src + 2 * k));
+  } else if (w.type == ggml_type::bf16) {
+    for (; k + 16 <= n; k += 16) {
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 2 * k));
+      _mm512_storeu_ps(out + k, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+    }
+  } else {
+    float_row(w, row, out);
+    return;
+  }
+  uint16_t h;
+  for (; k < n; ++k) {
+    std::memcpy(&h, src + 2 * k, 2);
+    out[k] = w.type == ggml_type::f16 ? fp16_to_fp32(h) : bf16_to_fp32(h);
+  }
+}
+
+void float_rows_avx512(const packed_matrix::impl& w, int64_t row_begin, int64_t row_end, const float* x,
+                       int64_t num_tokens, float* y) {
+  constexpr int64_t tile_rows = 4;
+  const int64_t n = w.num_cols;
+  float* buffer = thread_scratch_floats(static_cast<size_t>(tile_rows * n));
+  const float* rows[tile_rows];
+  for (int64_t r0 = row_begin; r0 < row_end; r0 += tile_rows) {
+    const int64_t nr = std::min(tile_rows, row_end - r0);
+    for (int64_t i = 0; i < tile_rows; ++i) {
+      if (i < nr && w.type == ggml_type::f32) {
+        rows[i] = reinterpret_cast<const float*>(w.raw.get() + static_cast<size_t>(r0 + i) * w.raw_row_bytes);
+      } else {
+        rows[i] = buffer + i * n;
+        if (i < nr) convert_row(w, r0 + i, buffer + i * n);
+      }
+    }
+    for (int64_t t = 0; t < num_tokens; ++t) {
+      const float* xt = x + t * n;
+      __m512 acc[tile_rows];
+      for (auto& a : acc) a = _mm512_setzero_ps();
+      for (int64_t k = 0; k < n; k += 16) {
+        const __mmask16 mask = n - k >= 16 ? static_cast<__mmask16>(0xffff)
+                                           : static_cast<__mmask16>((1u << (n - k)) - 1u);
+        const __m512 xv = _mm512_maskz_loadu_ps(mask, xt + k);
+        for (int64_t i = 0; i < tile_rows; ++i)
+          acc[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, rows[i] + k), xv, acc[i]);
+      }
+      for (int64_t i = 0; i < nr; ++i) y[t * w.num_rows + r0 + i] = _mm512_reduce_add_ps(acc[i]);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace troupe::cpu::detail
+
+#pragma GCC pop_options
+
+namespace troupe::cpu::detail {
+const kernel_table& avx512_kernels() {
+  static const kernel_table table{quantize_avx512, int_groups_avx512, float_rows_avx512};
+  return table;
+}
+}  // namespace troupe::cpu::detail
+#else
+namespace troupe::cpu::detail {
+const kernel_table& avx512_kernels() { return portable_kernels(); }
+}  // namespace troupe::cpu::detail
+#endif
