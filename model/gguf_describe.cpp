@@ -2,6 +2,7 @@
 // abbreviated, the tensor table and the bytes per tensor type.
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <string>
 #include <variant>
@@ -14,9 +15,15 @@ namespace {
 constexpr size_t max_array_elements_shown = 8;
 constexpr size_t max_string_chars_shown = 80;
 
-std::string format_double(double x) {
+// The shortest text that reads back as the same value at the stored precision, so an f32
+// 1e-5 prints as 1e-05, not 9.99999975e-06.
+std::string format_number(double x, value_type type) {
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%.9g", x);
+  for (int precision = 6; precision <= 17; ++precision) {
+    std::snprintf(buf, sizeof buf, "%.*g", precision, x);
+    const double back = std::strtod(buf, nullptr);
+    if (type == value_type::f32 ? static_cast<float>(back) == static_cast<float>(x) : back == x) break;
+  }
   return buf;
 }
 
@@ -54,7 +61,7 @@ std::string format_array(const array_value& a) {
     if (a.element_type == value_type::string) {
       out += format_string(a.strings[i]);
     } else if (a.element_type == value_type::f32 || a.element_type == value_type::f64) {
-      out += format_double(a.floats[i]);
+      out += format_number(a.floats[i], a.element_type);
     } else if (a.element_type == value_type::boolean) {
       out += a.ints[i] != 0 ? "true" : "false";
     } else {
@@ -67,14 +74,15 @@ std::string format_array(const array_value& a) {
 
 std::string format_value(const value& v) {
   struct visitor {
+    value_type type;
     std::string operator()(int64_t x) const { return std::to_string(x); }
     std::string operator()(uint64_t x) const { return std::to_string(x); }
-    std::string operator()(double x) const { return format_double(x); }
+    std::string operator()(double x) const { return format_number(x, type); }
     std::string operator()(bool x) const { return x ? "true" : "false"; }
     std::string operator()(const std::string& s) const { return format_string(s); }
     std::string operator()(const array_value& a) const { return format_array(a); }
   };
-  return std::visit(visitor{}, v.data);
+  return std::visit(visitor{v.type}, v.data);
 }
 
 std::string format_dims(const tensor_info& t) {

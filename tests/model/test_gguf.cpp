@@ -253,15 +253,50 @@ TEST_CASE("gguf: describe lists the header, metadata with long arrays cut, tenso
   gguf_writer w;
   w.add_string("general.architecture", "llama");
   w.add_i32s("many", {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10});
+  w.add_f32("eps", 1e-5f);
+  w.add_string("template", std::string(200, 'x') + "\n");
   w.add_tensor("token_embd.weight", ggml_type::f32, {4, 2}, f32_bytes(std::vector<float>(8, 1.0f)));
   const auto text = parse(w).describe();
   CHECK(text.find("GGUF version 3") != std::string::npos);
   CHECK(text.find("alignment: 32") != std::string::npos);
   CHECK(text.find("general.architecture (string) = \"llama\"") != std::string::npos);
   CHECK(text.find("many (array) = [i32 x 11] [0, 1, 2, 3, 4, 5, 6, 7, ...]") != std::string::npos);
+  CHECK(text.find("eps (f32) = 1e-05") != std::string::npos);
+  CHECK(text.find("\"... (201 bytes)") != std::string::npos);
   CHECK(text.find("token_embd.weight") != std::string::npos);
   CHECK(text.find("[4, 2]") != std::string::npos);
   CHECK(text.find("F32       1 tensors") != std::string::npos);
+}
+
+TEST_CASE("gguf: a file written by gguf-py (an independent writer) reads back every value") {
+  const auto f = gguf::file::open(std::string(TROUPE_TEST_DATA_DIR) + "/gguf_py_sample.gguf");
+  CHECK(f.version() == 3);
+  CHECK(f.get_string("general.architecture") == "llama");
+  CHECK(f.get_int("t.u8") == 200);
+  CHECK(f.get_int("t.i8") == -100);
+  CHECK(f.get_int("t.u16") == 60000);
+  CHECK(f.get_int("t.i16") == -30000);
+  CHECK(f.get_int("t.u32") == 4000000000ll);
+  CHECK(f.get_int("t.i32") == -2000000000);
+  CHECK(std::get<uint64_t>(f.find("t.u64")->data) == 18000000000000000000ull);
+  CHECK(f.get_int("t.i64") == -9000000000000000000ll);
+  CHECK(f.get_float("t.f32") == 0.125);
+  CHECK(f.get_float("t.f64") == 1e300);
+  CHECK(f.get_bool("t.bool") == true);
+  CHECK(f.get_string("t.str") == "héllo");
+  CHECK(f.get_array("t.strs")->strings == std::vector<std::string>{"a", "", "Ġthe"});
+  CHECK(f.get_array("t.ints")->ints == std::vector<int64_t>{1, -2, 3});
+  CHECK(f.get_int("llama.block_count") == 2);
+  REQUIRE(f.tensors().size() == 4);
+  CHECK(f.find_tensor("norm.weight")->dims == std::array<int64_t, 4>{8, 1, 1, 1});
+  float v;
+  std::memcpy(&v, f.find_tensor("norm.weight")->data + 4 * 7, 4);
+  CHECK(v == 7.0f);
+  CHECK(f.find_tensor("blk.0.attn_q.weight")->type == ggml_type::q8_0);
+  CHECK(f.find_tensor("blk.0.attn_q.weight")->dims == std::array<int64_t, 4>{32, 2, 1, 1});
+  CHECK(f.find_tensor("blk.0.attn_k.weight")->type == ggml_type::q4_1);
+  CHECK(f.find_tensor("half.weight")->type == ggml_type::f16);
+  CHECK(f.find_tensor("half.weight")->dims == std::array<int64_t, 4>{4, 3, 1, 1});
 }
 
 TEST_CASE("gguf: the tiny llama model parses with llama metadata and tokenizer keys") {

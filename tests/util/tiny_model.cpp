@@ -51,7 +51,8 @@ std::vector<std::pair<std::string, std::string>> learn_merges(int num_merges) {
         for (char c : word) symbols.push_back(byte_to_symbol(static_cast<uint8_t>(c)));
         ++words[symbols];
       }
-      word = i == text.size() ? "" : " ";
+      word.clear();
+      if (i != text.size()) word.push_back(' ');  // a space belongs to the word after it
     } else {
       word += text[i];
     }
