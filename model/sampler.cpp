@@ -1,5 +1,5 @@
 // The CPU sampler: raw logprobs, penalties, logit bias, then argmax or a filtered seeded draw.
-// Filters work on a small candidate set picked by partial selection, never a full vocab sort.
+// Filters work on a candidate set picked by partial selection, never a full vocabulary sort.
 #include "model/sampler.hpp"
 
 #include <algorithm>
@@ -36,7 +36,8 @@ sampler_scratch& thread_scratch() {
                                                 std::to_string(token));
 }
 
-// Overwrites logits[token], remembering its raw value the first time it is touched.
+// Overwrites logits[token], recording the old value; a token's first record holds its raw
+// logit, which raw_logit finds for the reported logprob.
 void set_logit(std::span<float> logits, int32_t token, float value, sampler_scratch& scratch) {
   scratch.raw_logits.emplace_back(token, logits[token]);
   logits[token] = value;
@@ -116,7 +117,8 @@ int32_t draw_kept(std::span<const float> logits, std::span<sampler_candidate> ke
                   sampler_scratch& scratch) {
   auto& weights = scratch.weights;
   if (kept.size() <= max_compact_draw) {
-    std::sort(kept.begin(), kept.end(), [](const auto& a, const auto& b) { return a.token < b.token; });
+    std::sort(kept.begin(), kept.end(),
+              [](const auto& a, const auto& b) { return a.token < b.token; });
     weights.clear();
     for (const auto& c : kept) {
       const bool is_kept = c.logit >= min_p_cutoff;

@@ -21,7 +21,8 @@ TROUPE_HD uint64_t splitmix64(uint64_t x) {
 // (seed, sample_index), so a recomputed sequence redraws exactly the same values. Mixing the
 // seed before combining it with the index keeps nearby seeds and nearby indexes unrelated.
 TROUPE_HD double sample_uniform(uint64_t seed, uint64_t sample_index) {
-  const uint64_t bits = splitmix64(splitmix64(seed) ^ splitmix64(sample_index ^ 0x5A3C0F1E2D4B6987ull));
+  const uint64_t bits =
+      splitmix64(splitmix64(seed) ^ splitmix64(sample_index ^ 0x5A3C0F1E2D4B6987ull));
   return static_cast<double>(bits >> 11) * 0x1.0p-53;
 }
 

@@ -23,21 +23,24 @@ std::string format_number(double value) {
 }
 
 // Written as "not inside" so that NaN, which fails every comparison, is rejected too.
+// Built by appending: GCC 12 warns falsely (-Wrestrict, PR105651) on "literal" + string.
+std::string interval(char open, double lo, double hi) {
+  std::string text(1, open);
+  text.append(format_number(lo)).append(", ").append(format_number(hi)).append("]");
+  return text;
+}
+
 void require_closed(const char* field, double value, double lo, double hi) {
-  if (!(value >= lo && value <= hi)) {
-    reject(field, "[" + format_number(lo) + ", " + format_number(hi) + "]", value);
-  }
+  if (!(value >= lo && value <= hi)) reject(field, interval('[', lo, hi), value);
 }
 
 void require_left_open(const char* field, double value, double lo, double hi) {
-  if (!(value > lo && value <= hi)) {
-    reject(field, "(" + format_number(lo) + ", " + format_number(hi) + "]", value);
-  }
+  if (!(value > lo && value <= hi)) reject(field, interval('(', lo, hi), value);
 }
 
 void require_token_id(const std::string& field, int32_t token, int32_t vocab_size) {
   if (token < 0 || token >= vocab_size) {
-    reject(field, "[0, " + std::to_string(vocab_size) + ")", token);
+    reject(field, std::string("[0, ").append(std::to_string(vocab_size)).append(")"), token);
   }
 }
 
@@ -53,7 +56,7 @@ void sampling_params::validate(int32_t vocab_size) const {
   require_closed("frequency_penalty", frequency_penalty, -2.0, 2.0);
   if (penalty_last_n < -1) reject("penalty_last_n", "[-1, inf) (-1 = all)", penalty_last_n);
   for (const auto& [token, bias] : logit_bias) {
-    const std::string field = "logit_bias[" + std::to_string(token) + "]";
+    const std::string field = std::string("logit_bias[").append(std::to_string(token)).append("]");
     require_token_id(field + " token id", token, vocab_size);
     require_closed(field.c_str(), bias, -100.0, 100.0);
   }
