@@ -111,6 +111,14 @@ void clean_spaces(std::string& s) {
   });
 }
 
+const token_entry& entry(const tokenizer_state& t, int32_t id) {
+  if (id < 0 || id >= t.vocab.size()) {
+    throw error(error_code::invalid_argument, "token id " + std::to_string(id) + " is outside the vocabulary (0.." +
+                                                  std::to_string(t.vocab.size() - 1) + ")");
+  }
+  return t.vocab.tokens[static_cast<size_t>(id)];
+}
+
 }  // namespace
 
 tokenizer::tokenizer() : impl_(std::make_unique<impl>()) {}
@@ -143,13 +151,8 @@ std::vector<int32_t> tokenizer::encode(std::string_view text, bool add_special, 
 }
 
 std::string tokenizer::token_to_piece(int32_t id, bool render_special) const {
-  const impl& t = *impl_;
-  if (id < 0 || id >= t.vocab.size()) {
-    throw error(error_code::invalid_argument, "token id " + std::to_string(id) + " is outside the vocabulary (0.." +
-                                                  std::to_string(t.vocab.size() - 1) + ")");
-  }
-  if (!render_special && (t.vocab.tokens[id].attrs & (attr_control | attr_unknown))) return {};
-  return t.pieces[id];
+  if (!render_special && (entry(*impl_, id).attrs & (attr_control | attr_unknown))) return {};
+  return impl_->pieces[static_cast<size_t>(id)];
 }
 
 std::string tokenizer::decode(std::span<const int32_t> ids, bool render_special) const {
@@ -167,7 +170,7 @@ std::string tokenizer::decode(std::span<const int32_t> ids, bool render_special)
 int32_t tokenizer::vocab_size() const { return impl_->vocab.size(); }
 
 token_kind tokenizer::kind(int32_t id) const {
-  const uint32_t a = impl_->vocab.tokens.at(static_cast<size_t>(id)).attrs;
+  const uint32_t a = entry(*impl_, id).attrs;
   if (a & attr_control) return token_kind::control;
   if (a & attr_unknown) return token_kind::unknown;
   if (a & attr_user_defined) return token_kind::user_defined;
@@ -177,7 +180,7 @@ token_kind tokenizer::kind(int32_t id) const {
   return token_kind::undefined;
 }
 
-const std::string& tokenizer::token_text(int32_t id) const { return impl_->vocab.tokens.at(static_cast<size_t>(id)).text; }
+const std::string& tokenizer::token_text(int32_t id) const { return entry(*impl_, id).text; }
 int32_t tokenizer::bos_id() const { return impl_->bos_id; }
 int32_t tokenizer::eos_id() const { return impl_->eos_id; }
 bool tokenizer::adds_bos() const { return impl_->add_bos; }

@@ -383,3 +383,13 @@ TEST_CASE("encoding 10 KB of text is fast (reported, not asserted)") {
   CHECK(tok.decode(ids, false) == text);
   MESSAGE("encoded " << text.size() << " bytes into " << ids.size() << " tokens in " << ms << " ms");
 }
+
+TEST_CASE("token_to_piece refuses ids outside the vocabulary") {
+  const tokenizer tok = tiny_bpe().build();
+  try {
+    tok.token_to_piece(tok.vocab_size(), true);
+    FAIL("no throw");
+  } catch (const error& e) {
+    CHECK(e.code() == error_code::invalid_argument);
+  }
+}
