@@ -151,7 +151,8 @@ std::vector<int32_t> tokenizer::encode(std::string_view text, bool add_special, 
 }
 
 std::string tokenizer::token_to_piece(int32_t id, bool render_special) const {
-  if (!render_special && (entry(*impl_, id).attrs & (attr_control | attr_unknown))) return {};
+  const uint32_t attrs = entry(*impl_, id).attrs;  // validates id
+  if (!render_special && (attrs & (attr_control | attr_unknown))) return {};
   return impl_->pieces[static_cast<size_t>(id)];
 }
 
