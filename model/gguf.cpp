@@ -90,6 +90,13 @@ uint64_t scalar_bytes(value_type type) {
   }
 }
 
+// Reserves room for `count` elements, but never more bytes than the file has left: a count
+// that passed the fits-in-the-file check can still be ~10x larger once widened in memory.
+template <class T>
+void reserve_bounded(std::vector<T>& v, uint64_t count, uint64_t remaining_bytes) {
+  v.reserve(static_cast<size_t>(std::min<uint64_t>(count, remaining_bytes / sizeof(T) + 1)));
+}
+
 bool is_known_value_type(uint32_t id) { return id <= static_cast<uint32_t>(value_type::f64); }
 
 // A bounds-checked little-endian cursor over the file image.
@@ -178,13 +185,13 @@ array_value read_array(reader& in, const std::string& what) {
   }
   const auto n = static_cast<size_t>(count);
   if (out.element_type == value_type::string) {
-    out.strings.reserve(n);
+    reserve_bounded(out.strings, n, in.remaining());
     for (size_t i = 0; i < n; ++i) out.strings.push_back(in.read_string(what));
   } else if (out.element_type == value_type::f32 || out.element_type == value_type::f64) {
-    out.floats.reserve(n);
+    reserve_bounded(out.floats, n, in.remaining());
     for (size_t i = 0; i < n; ++i) out.floats.push_back(read_scalar(in, out.element_type, what).f);
   } else {
-    out.ints.reserve(n);
+    reserve_bounded(out.ints, n, in.remaining());
     for (size_t i = 0; i < n; ++i) {
       const scalar s = read_scalar(in, out.element_type, what);
       if (s.kind == scalar::kind::unsigned_int) {
@@ -224,6 +231,15 @@ std::optional<uint64_t> align_up(uint64_t x, uint64_t alignment) {
   return (x + alignment - 1) & ~(alignment - 1);
 }
 
+[[noreturn]] void io_fail(const std::string& path, std::string_view action, std::string_view reason) {
+  throw error(error_code::io_error, "cannot " + std::string(action) + " '" + path + "': " + std::string(reason));
+}
+
+struct fd_guard {
+  int fd;
+  ~fd_guard() { ::close(fd); }
+};
+
 }  // namespace
 
 file::file(file&&) noexcept = default;
@@ -231,35 +247,19 @@ file& file::operator=(file&&) noexcept = default;
 file::~file() = default;
 
 file file::open(const std::string& path) {
-  const auto io_fail = [&](const std::string& what, int err) -> file {
-    throw error(error_code::io_error, "cannot " + what + " '" + path + "': " + std::strerror(err));
-  };
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return io_fail("open", errno);
+  if (fd < 0) io_fail(path, "open", std::strerror(errno));
+  const fd_guard guard{fd};
   struct stat st {};
-  if (fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return io_fail("stat", err);
-  }
-  if (S_ISDIR(st.st_mode)) {
-    ::close(fd);
-    return io_fail("map", EISDIR);
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw error(error_code::io_error, "cannot map '" + path + "': not a regular file");
-  }
-  if (st.st_size == 0) {
-    ::close(fd);
-    throw error(error_code::io_error, "cannot map '" + path + "': the file is empty");
-  }
+  if (fstat(fd, &st) != 0) io_fail(path, "stat", std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) io_fail(path, "map", std::strerror(EISDIR));
+  if (!S_ISREG(st.st_mode)) io_fail(path, "map", "not a regular file");
+  if (st.st_size == 0) io_fail(path, "map", "the file is empty");
   auto map = std::make_unique<mapping>();
   map->length = static_cast<size_t>(st.st_size);
+  // The mapping stays valid after the descriptor is closed.
   void* address = mmap(nullptr, map->length, PROT_READ, MAP_PRIVATE, fd, 0);
-  const int err = errno;
-  ::close(fd);  // the mapping keeps the file alive
-  if (address == MAP_FAILED) return io_fail("mmap", err);
+  if (address == MAP_FAILED) io_fail(path, "mmap", std::strerror(errno));
   map->address = address;
 
   file f;
@@ -312,7 +312,7 @@ void file::parse_all() {
          " bytes after the header");
   }
 
-  metadata_.reserve(static_cast<size_t>(num_kvs));
+  reserve_bounded(metadata_, num_kvs, in.remaining());
   for (uint64_t i = 0; i < num_kvs; ++i) {
     std::string key = in.read_string("key of metadata entry " + std::to_string(i));
     if (metadata_index_.count(key) != 0) fail("duplicate metadata key " + quoted(key));
@@ -336,7 +336,7 @@ void file::parse_all() {
     alignment_ = alignment;
   }
 
-  tensors_.reserve(static_cast<size_t>(num_tensors));
+  reserve_bounded(tensors_, num_tensors, in.remaining());
   for (uint64_t i = 0; i < num_tensors; ++i) {
     tensor_info t{};
     t.name = in.read_string("name of tensor " + std::to_string(i));

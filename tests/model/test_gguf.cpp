@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <set>
 #include <string>
 
 #include "model/error.hpp"
@@ -314,6 +315,53 @@ TEST_CASE("gguf: the tiny llama model parses with llama metadata and tokenizer k
   CHECK(f.find_tensor("blk.1.ffn_down.weight")->type == ggml_type::q4_1);
   CHECK(f.find_tensor("output.weight") == nullptr);
   CHECK(f.tensors().size() == 2 * 9 + 2);
+}
+
+TEST_CASE("gguf: the tiny model writes the requested weight types and an untied output head") {
+  troupe::test::tiny_model_options o;
+  o.weight_type = ggml_type::q4_k;
+  o.embedding_type = ggml_type::f16;
+  o.embedding_dim = 256;
+  o.ffn_dim = 512;
+  o.num_layers = 1;
+  o.tied_output = false;
+  const auto f = gguf::file::parse(troupe::test::make_tiny_llama(o));
+  CHECK(f.find_tensor("blk.0.attn_q.weight")->type == ggml_type::q4_k);
+  CHECK(f.find_tensor("blk.0.ffn_down.weight")->dims == std::array<int64_t, 4>{512, 256, 1, 1});
+  CHECK(f.find_tensor("blk.0.attn_k.weight")->dims == std::array<int64_t, 4>{256, 128, 1, 1});
+  CHECK(f.find_tensor("token_embd.weight")->type == ggml_type::f16);
+  CHECK(f.find_tensor("output.weight")->type == ggml_type::f16);
+  CHECK(f.find_tensor("output_norm.weight")->type == ggml_type::f32);
+  CHECK(f.get_int("llama.rope.dimension_count") == 64);
+}
+
+TEST_CASE("gguf: the tiny model is deterministic per seed and refuses rows that are not whole blocks") {
+  troupe::test::tiny_model_options o;
+  CHECK(troupe::test::make_tiny_llama(o) == troupe::test::make_tiny_llama(o));
+  o.seed = 2;
+  CHECK(troupe::test::make_tiny_llama(o) != troupe::test::make_tiny_llama({}));
+  o.weight_type = ggml_type::q6_k;  // 256-value blocks do not divide 64-wide rows
+  CHECK_THROWS_AS(troupe::test::make_tiny_llama(o), troupe::error);
+}
+
+TEST_CASE("gguf: every tiny vocabulary merge joins two tokens into a token of the vocabulary") {
+  const auto vocab = troupe::test::make_tiny_vocab();
+  CHECK(vocab.merges.size() == 64);
+  CHECK(vocab.tokens.size() == vocab.token_types.size());
+  CHECK(vocab.tokens[3 + 0x00] == "\u0100");
+  CHECK(vocab.tokens[3 + 0xad] == troupe::test::byte_to_symbol(0xad));
+  CHECK(troupe::test::byte_to_symbol(0xad) == "\u0143");  // the 68th and last remapped byte
+  const std::set<std::string> tokens(vocab.tokens.begin(), vocab.tokens.end());
+  CHECK(tokens.size() == vocab.tokens.size());
+  for (const auto& merge : vocab.merges) {
+    const auto space = merge.find(' ');
+    REQUIRE(space != std::string::npos);
+    const std::string left = merge.substr(0, space), right = merge.substr(space + 1);
+    CHECK(tokens.count(left) == 1);
+    CHECK(tokens.count(right) == 1);
+    CHECK(tokens.count(left + right) == 1);
+  }
+  CHECK(tokens.count("Ġthe") == 1);
 }
 
 TEST_CASE("gguf: the default model has 272 tensors of the expected types and SmolLM2 metadata") {
