@@ -86,7 +86,8 @@ void tile(const packed_matrix::impl& w, int64_t g, const act_view& act, int64_t 
       for (int t = 0; t < T; ++t) {
         const __m256 scale = _mm256_mul_ps(d, _mm256_set1_ps(act.d[(t0 + t) * nb + b]));
         acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[t][h]), scale, acc[t][h]);
-        acc[t][h] = _mm256_fmadd_ps(m, _mm256_set1_ps(act.s[(t0 + t) * nb + b]), acc[t][h]);
+        const float* as = uses_q8_1_sum(F) ? act.s : act.s_exact;
+        acc[t][h] = _mm256_fmadd_ps(m, _mm256_set1_ps(as[(t0 + t) * nb + b]), acc[t][h]);
       }
     }
   }

@@ -27,21 +27,22 @@ inline __m512 fp16x16_to_fp32(const void* p) {
 }
 
 void quantize_avx512(const float* x, int64_t num_tokens, int64_t num_cols, int8_t* q, float* d, float* s,
-                     int32_t* sum) {
+                     float* s_exact, int32_t* sum) {
   const int64_t num_blocks_total = num_tokens * (num_cols / block_cols);
   for (int64_t b = 0; b < num_blocks_total; ++b) {
     const __m512 x0 = _mm512_loadu_ps(x + 32 * b);
     const __m512 x1 = _mm512_loadu_ps(x + 32 * b + 16);
     const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
-    const float scale = amax / 127.0f;
-    const __m512 inverse = _mm512_set1_ps(scale != 0.0f ? 1.0f / scale : 0.0f);
+    const float scale = amax / 127.0f;  // the recipe of quantize_row_q8, bit for bit
+    const __m512 inverse = _mm512_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
     const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, inverse));
     const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, inverse));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 32 * b), _mm512_cvtepi32_epi8(q0));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 32 * b + 16), _mm512_cvtepi32_epi8(q1));
     const int32_t total = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
-    d[b] = scale;
-    s[b] = scale * static_cast<float>(total);
+    d[b] = fp16_to_fp32(fp32_to_fp16(scale));
+    s[b] = fp16_to_fp32(fp32_to_fp16(scale * static_cast<float>(total)));
+    s_exact[b] = d[b] * static_cast<float>(total);
     sum[b] = total;
   }
 }
@@ -74,7 +75,7 @@ void tile(const packed_matrix::impl& w, int64_t g0, const act_view& act, int64_t
   const int8_t* aq[T];
   for (int t = 0; t < T; ++t) aq[t] = act.q + (t0 + t) * act.num_cols;
   const float* ad = act.d + t0 * nb;
-  const float* as = act.s + t0 * nb;
+  const float* as = (uses_q8_1_sum(F) ? act.s : act.s_exact) + t0 * nb;
   const __m512i low4 = _mm512_set1_epi8(0x0f);
   const __m512 min_factor = _mm512_set1_ps(w.min_factor);
 

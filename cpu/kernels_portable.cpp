@@ -9,10 +9,11 @@ namespace troupe::cpu::detail {
 namespace {
 
 void quantize_portable(const float* x, int64_t num_tokens, int64_t num_cols, int8_t* q, float* d, float* s,
-                       int32_t* sum) {
+                       float* s_exact, int32_t* sum) {
   const int64_t nb = num_cols / block_cols;
   for (int64_t t = 0; t < num_tokens; ++t)
-    quantize_row_q8(x + t * num_cols, num_cols, q + t * num_cols, d + t * nb, s + t * nb, sum + t * nb);
+    quantize_row_q8(x + t * num_cols, num_cols, q + t * num_cols, d + t * nb, s + t * nb, s_exact + t * nb,
+                    sum + t * nb);
 }
 
 float load_scale(const uint8_t* p, int64_t index, bool is_f32) {
@@ -56,7 +57,7 @@ void int_groups_portable(const packed_matrix::impl& w, int64_t group_begin, int6
           const float d = load_scale(sc, lane, f32);
           const float m = stored_min ? load_scale(sc, rows_per_group + lane, f32) : w.min_factor * d;
           acc += static_cast<float>(dot) * (d * act.d[t * act.num_blocks + b]);
-          acc += m * act.s[t * act.num_blocks + b];
+          acc += m * (uses_q8_1_sum(w.format) ? act.s : act.s_exact)[t * act.num_blocks + b];
         }
         y[t * w.num_rows + row] = acc;
       }

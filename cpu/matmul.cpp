@@ -3,6 +3,7 @@
 #include "cpu/matmul.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <string>
 
 #include "cpu/cpu_features.hpp"
@@ -49,24 +50,26 @@ act_view quantize_activations(const kernel_table& k, const float* x, int64_t num
   thread_local std::vector<uint8_t> storage;
   const int64_t nb = num_cols / detail::block_cols;
   const size_t q_bytes = static_cast<size_t>((num_tokens * num_cols + 63) / 64 * 64);
-  const size_t per_block = sizeof(float) * 2 + sizeof(int32_t);
+  const size_t per_block = sizeof(float) * 3 + sizeof(int32_t);
   const size_t total = q_bytes + static_cast<size_t>(num_tokens * nb) * per_block + 64;
   if (storage.size() < total) storage.resize(total);
   uint8_t* base = storage.data() + (64 - reinterpret_cast<uintptr_t>(storage.data()) % 64) % 64;
   auto* q = reinterpret_cast<int8_t*>(base);
   auto* d = reinterpret_cast<float*>(base + q_bytes);
   float* s = d + num_tokens * nb;
-  auto* sum = reinterpret_cast<int32_t*>(s + num_tokens * nb);
+  float* s_exact = s + num_tokens * nb;
+  auto* sum = reinterpret_cast<int32_t*>(s_exact + num_tokens * nb);
 
   constexpr int64_t parallel_min_values = 1 << 15;
   if (num_tokens > 1 && num_tokens * num_cols >= parallel_min_values && pool.num_threads() > 1) {
     pool.parallel_for(num_tokens, [&](int64_t t0, int64_t t1) {
-      k.quantize(x + t0 * num_cols, t1 - t0, num_cols, q + t0 * num_cols, d + t0 * nb, s + t0 * nb, sum + t0 * nb);
+      k.quantize(x + t0 * num_cols, t1 - t0, num_cols, q + t0 * num_cols, d + t0 * nb, s + t0 * nb,
+                 s_exact + t0 * nb, sum + t0 * nb);
     });
   } else {
-    k.quantize(x, num_tokens, num_cols, q, d, s, sum);
+    k.quantize(x, num_tokens, num_cols, q, d, s, s_exact, sum);
   }
-  return act_view{q, d, s, sum, num_cols, nb};
+  return act_view{q, d, s, s_exact, sum, num_cols, nb};
 }
 
 void check_same_input(const packed_matrix& w, int64_t num_cols) {
@@ -94,17 +97,25 @@ void run_matmuls(const packed_matrix* const* ws, float* const* ys, size_t num_ma
 
   int64_t total_units = 0;
   for (size_t i = 0; i < num_matrices; ++i) total_units += num_units(ws[i]->get());
-  pool.run([&](int index, int count) {
-    const int64_t begin = total_units * index / count;
-    const int64_t end = total_units * (index + 1) / count;
-    int64_t offset = 0;
-    for (size_t i = 0; i < num_matrices && offset < end; ++i) {
-      const packed_matrix::impl& w = ws[i]->get();
-      const int64_t n = num_units(w);
-      const int64_t lo = std::max<int64_t>(begin - offset, 0);
-      const int64_t hi = std::min<int64_t>(end - offset, n);
-      if (lo < hi) run_units(k, w, lo, hi, act, x, num_tokens, ys[i]);
-      offset += n;
+  // Threads claim chunks of units from a shared counter rather than fixed shares: the second
+  // vCPU here is sometimes half as fast as the first, and a fixed split would wait for it.
+  const int64_t num_chunks_wanted = 4 * static_cast<int64_t>(pool.num_threads());
+  const int64_t chunk_units = std::max<int64_t>(1, total_units / num_chunks_wanted);
+  std::atomic<int64_t> next_unit{0};
+  pool.run([&](int, int) {
+    for (;;) {
+      const int64_t begin = next_unit.fetch_add(chunk_units, std::memory_order_relaxed);
+      if (begin >= total_units) return;
+      const int64_t end = std::min(total_units, begin + chunk_units);
+      int64_t offset = 0;
+      for (size_t i = 0; i < num_matrices && offset < end; ++i) {
+        const packed_matrix::impl& w = ws[i]->get();
+        const int64_t n = num_units(w);
+        const int64_t lo = std::max<int64_t>(begin - offset, 0);
+        const int64_t hi = std::min<int64_t>(end - offset, n);
+        if (lo < hi) run_units(k, w, lo, hi, act, x, num_tokens, ys[i]);
+        offset += n;
+      }
     }
   });
 }

@@ -40,6 +40,9 @@ constexpr bool has_f32_scales(int_format f) { return f == int_format::nib_f32_mi
 constexpr bool has_stored_min(int_format f) {
   return f == int_format::nib_f16_min || f == int_format::byte_f16_min || f == int_format::nib_f32_min;
 }
+// Q4_1 and Q5_1 pair with llama.cpp's Q8_1 activations, whose sum term is rounded to fp16;
+// the others need the exact d*sum(q) (the symmetric formats' offset must cancel exactly).
+constexpr bool uses_q8_1_sum(int_format f) { return f == int_format::nib_f16_min || f == int_format::byte_f16_min; }
 constexpr int64_t qs_block_bytes(int_format f) { return is_nib(f) ? 256 : 512; }
 constexpr int64_t scales_block_bytes(int_format f) {
   return (has_f32_scales(f) ? 4 : 2) * rows_per_group * (has_stored_min(f) ? 2 : 1);
@@ -83,12 +86,13 @@ struct packed_matrix::impl {
 
 namespace troupe::cpu::detail {
 
-// Activations quantized to blocks of 32: token t's values at q + t*num_cols, its per-block
-// scale, scaled sum and integer sum at d/s/sum + t*num_blocks.
+// Activations quantized to blocks of 32 (see quantize_row_q8): token t's values at
+// q + t*num_cols, its per-block d, s, s_exact and sum at + t*num_blocks.
 struct act_view {
   const int8_t* q;
   const float* d;
   const float* s;
+  const float* s_exact;
   const int32_t* sum;
   int64_t num_cols;
   int64_t num_blocks;
@@ -97,7 +101,7 @@ struct act_view {
 struct kernel_table {
   // Quantizes num_tokens rows of num_cols floats (num_cols % 32 == 0).
   void (*quantize)(const float* x, int64_t num_tokens, int64_t num_cols, int8_t* q, float* d, float* s,
-                   int32_t* sum);
+                   float* s_exact, int32_t* sum);
   // y rows [16*group_begin, 16*group_end) for every token; y has num_rows floats per token.
   void (*int_groups)(const packed_matrix::impl& w, int64_t group_begin, int64_t group_end,
                      const act_view& act, int64_t num_tokens, float* y);

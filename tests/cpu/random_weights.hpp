@@ -75,15 +75,22 @@ struct reference_product {
 inline reference_product reference_matmul(ggml_type type, const std::vector<uint8_t>& rows, int64_t num_rows,
                                           int64_t num_cols, const std::vector<float>& x, int64_t num_tokens) {
   const size_t row_size = static_cast<size_t>(*row_bytes(type, num_cols));
+  const int64_t nb = num_cols / 32;
   std::vector<float> a(x.size());
+  // Q4_1/Q5_1 meet Q8_1 activations, whose per-block sum s is rounded to fp16: the product
+  // gains m_w * (s - d*sum(q)) per block over the exact dot.
+  const bool has_q8_1_sum = type == ggml_type::q4_1 || type == ggml_type::q5_1;
+  std::vector<double> sum_error(static_cast<size_t>(num_tokens * nb));
   if (cpu::uses_quantized_activations(type)) {
-    const int64_t nb = num_cols / 32;
     std::vector<int8_t> q(static_cast<size_t>(num_cols));
-    std::vector<float> d(static_cast<size_t>(nb)), s(static_cast<size_t>(nb));
+    std::vector<float> d(static_cast<size_t>(nb)), s(static_cast<size_t>(nb)), s_exact(static_cast<size_t>(nb));
     std::vector<int32_t> sum(static_cast<size_t>(nb));
     for (int64_t t = 0; t < num_tokens; ++t) {
-      cpu::quantize_row_q8(x.data() + t * num_cols, num_cols, q.data(), d.data(), s.data(), sum.data());
+      cpu::quantize_row_q8(x.data() + t * num_cols, num_cols, q.data(), d.data(), s.data(), s_exact.data(),
+                           sum.data());
       for (int64_t k = 0; k < num_cols; ++k) a[t * num_cols + k] = d[k / 32] * q[k];
+      for (int64_t b = 0; b < nb; ++b)
+        sum_error[t * nb + b] = static_cast<double>(s[b]) - static_cast<double>(d[b]) * sum[b];
     }
   } else {
     a = x;
@@ -98,6 +105,13 @@ inline reference_product reference_matmul(ggml_type type, const std::vector<uint
       for (int64_t k = 0; k < num_cols; ++k) {
         acc += static_cast<double>(w[k]) * a[t * num_cols + k];
         mag += std::fabs(static_cast<double>(w[k]) * a[t * num_cols + k]);
+      }
+      if (has_q8_1_sum) {
+        for (int64_t b = 0; b < nb; ++b) {
+          uint16_t m;
+          std::memcpy(&m, rows.data() + r * row_size + b * traits_of(type).block_bytes + 2, 2);
+          acc += fp16_to_fp32(m) * sum_error[t * nb + b];
+        }
       }
       out.y[t * num_rows + r] = acc;
       out.magnitude[t * num_rows + r] = mag;
