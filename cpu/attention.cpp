@@ -1,7 +1,6 @@
 // Paged attention on the CPU: work items of (sequence, kv head, up to 16 query tokens)
 // handed out dynamically; keys and values are converted from fp16 a tile of 16 positions
-// at a time and shared by every query row of the item (all q heads of the group), with an
-// online softmax so no score matrix is materialised.
+// at a time and shared by every query row of the item (all q heads of the group).
 #include "cpu/attention.hpp"
 
 #include <immintrin.h>
@@ -11,7 +10,6 @@
 #include <cmath>
 #include <vector>
 
-#include "model/ops_math.hpp"
 #include "model/quant.hpp"
 
 namespace troupe::cpu {
@@ -53,37 +51,58 @@ void load_tile_portable(const layer_view& v, const attention_sequence& s, int32_
   }
 }
 
+// Scores of every (row, key) pair, then a softmax per row normalised before it weights the
+// values, with q and the probabilities rounded to fp16 on the way: the same roundings as
+// llama.cpp's attention over an fp16 KV cache, so both agree to the last bits that matter.
 void attend_portable(const layer_view& v, const attention_sequence& s, const work_item& w, const float* q,
                      float* out) {
   const int hd = v.head_dim;
   const int num_rows = (w.token_end - w.token_begin) * v.group;
-  std::vector<float> k_tile(tile_keys * hd), v_tile(tile_keys * hd), acc(num_rows * hd, 0.0f);
-  std::vector<online_softmax> stats(num_rows);
-  const int32_t last_pos = s.start_pos + w.token_end - 1;
-  for (int32_t j0 = 0; j0 <= last_pos; j0 += tile_keys) {
-    const int n = std::min<int32_t>(tile_keys, last_pos - j0 + 1);
+  const int32_t num_keys = s.start_pos + w.token_end;
+  std::vector<float> k_tile(tile_keys * hd), v_tile(tile_keys * hd), acc((size_t)num_rows * hd, 0.0f);
+  std::vector<float> qh((size_t)num_rows * hd), probs((size_t)num_rows * num_keys, 0.0f);
+  for (int r = 0; r < num_rows; ++r) {
+    const float* qr = q + (int64_t)(s.first_row + w.token_begin + r / v.group) * v.q_dim +
+                      (w.kv_head * v.group + r % v.group) * hd;
+    for (int d = 0; d < hd; ++d) qh[(size_t)r * hd + d] = fp16_to_fp32(fp32_to_fp16(qr[d]));
+  }
+  for (int32_t j0 = 0; j0 < num_keys; j0 += tile_keys) {
+    const int n = std::min<int32_t>(tile_keys, num_keys - j0);
     load_tile_portable(v, s, w.kv_head, j0, n, k_tile.data(), v_tile.data());
     for (int r = 0; r < num_rows; ++r) {
-      const int32_t t = w.token_begin + r / v.group;
-      const int32_t head = w.kv_head * v.group + r % v.group;
-      const int32_t qpos = s.start_pos + t;
-      const float* qr = q + (int64_t)(s.first_row + t) * v.q_dim + head * hd;
-      float* a = acc.data() + r * hd;
+      const int32_t qpos = s.start_pos + w.token_begin + r / v.group;
       for (int i = 0; i < n && j0 + i <= qpos; ++i) {
         float dot = 0.0f;
-        for (int d = 0; d < hd; ++d) dot += qr[d] * k_tile[i * hd + d];
-        float p;
-        const float rescale = online_softmax_push(stats[r], dot * v.scale, p);
-        for (int d = 0; d < hd; ++d) a[d] = a[d] * rescale + p * v_tile[i * hd + d];
+        for (int d = 0; d < hd; ++d) dot += qh[(size_t)r * hd + d] * k_tile[i * hd + d];
+        probs[(size_t)r * num_keys + j0 + i] = dot * v.scale;
       }
     }
   }
   for (int r = 0; r < num_rows; ++r) {
-    const int32_t t = w.token_begin + r / v.group;
-    const int32_t head = w.kv_head * v.group + r % v.group;
-    float* o = out + (int64_t)(s.first_row + t) * v.q_dim + head * hd;
-    const float inv = 1.0f / stats[r].l;
-    for (int d = 0; d < hd; ++d) o[d] = acc[r * hd + d] * inv;
+    const int32_t count = s.start_pos + w.token_begin + r / v.group + 1;
+    float* p = &probs[(size_t)r * num_keys];
+    const float m = *std::max_element(p, p + count);
+    double sum = 0.0;
+    for (int32_t j = 0; j < count; ++j) sum += (p[j] = std::exp(p[j] - m));
+    const float inv = (float)(1.0 / sum);
+    for (int32_t j = 0; j < count; ++j) p[j] = fp16_to_fp32(fp32_to_fp16(p[j] * inv));
+  }
+  for (int32_t j0 = 0; j0 < num_keys; j0 += tile_keys) {
+    const int n = std::min<int32_t>(tile_keys, num_keys - j0);
+    load_tile_portable(v, s, w.kv_head, j0, n, k_tile.data(), v_tile.data());
+    for (int r = 0; r < num_rows; ++r) {
+      const float* p = &probs[(size_t)r * num_keys + j0];
+      float* a = &acc[(size_t)r * hd];
+      for (int i = 0; i < n; ++i) {
+        if (p[i] == 0.0f) continue;
+        for (int d = 0; d < hd; ++d) a[d] += p[i] * v_tile[i * hd + d];
+      }
+    }
+  }
+  for (int r = 0; r < num_rows; ++r) {
+    float* o = out + (int64_t)(s.first_row + w.token_begin + r / v.group) * v.q_dim +
+               (w.kv_head * v.group + r % v.group) * hd;
+    std::copy(&acc[(size_t)r * hd], &acc[(size_t)r * hd] + hd, o);
   }
 }
 
@@ -120,64 +139,85 @@ __attribute__((target("avx512f,f16c"))) void load_tile_avx512(const layer_view& 
   }
 }
 
-// head_dim % 16 == 0. Scores of a row for a tile are computed as 16 dot products, the
-// softmax update and exp run on all 16 lanes at once.
+// head_dim % 16 == 0. The same two passes as attend_portable, 16 lanes at a time.
 __attribute__((target("avx512f,f16c"))) void attend_avx512(const layer_view& v, const attention_sequence& s,
                                                             const work_item& w, const float* q, float* out) {
   const int hd = v.head_dim;
   const int num_rows = (w.token_end - w.token_begin) * v.group;
-  thread_local std::vector<float> k_tile, v_tile, acc, row_m, row_l;
+  const int32_t num_keys = s.start_pos + w.token_end;
+  const int32_t stride = (num_keys + 15) & ~15;
+  thread_local std::vector<float> k_tile, v_tile, acc, qh, probs;
   k_tile.resize(tile_keys * hd);
   v_tile.resize(tile_keys * hd);
   acc.assign((size_t)num_rows * hd, 0.0f);
-  row_m.assign(num_rows, -INFINITY);
-  row_l.assign(num_rows, 0.0f);
-  const int32_t last_pos = s.start_pos + w.token_end - 1;
-  alignas(64) float scores[tile_keys];
-  for (int32_t j0 = 0; j0 <= last_pos; j0 += tile_keys) {
-    const int n = std::min<int32_t>(tile_keys, last_pos - j0 + 1);
+  qh.resize((size_t)num_rows * hd);
+  probs.assign((size_t)num_rows * stride, 0.0f);
+  for (int r = 0; r < num_rows; ++r) {
+    const float* qr = q + (int64_t)(s.first_row + w.token_begin + r / v.group) * v.q_dim +
+                      (w.kv_head * v.group + r % v.group) * hd;
+    for (int d = 0; d < hd; d += 16) {
+      const __m256i h = _mm512_cvtps_ph(_mm512_loadu_ps(qr + d), _MM_FROUND_TO_NEAREST_INT);
+      _mm512_storeu_ps(&qh[(size_t)r * hd + d], _mm512_cvtph_ps(h));
+    }
+  }
+  for (int32_t j0 = 0; j0 < num_keys; j0 += tile_keys) {
+    const int n = std::min<int32_t>(tile_keys, num_keys - j0);
     load_tile_avx512(v, s, w.kv_head, j0, n, k_tile.data(), v_tile.data());
     for (int r = 0; r < num_rows; ++r) {
-      const int32_t t = w.token_begin + r / v.group;
-      const int32_t head = w.kv_head * v.group + r % v.group;
-      const int32_t qpos = s.start_pos + t;
+      const int32_t qpos = s.start_pos + w.token_begin + r / v.group;
       const int valid = std::min<int32_t>(n, qpos - j0 + 1);
-      if (valid <= 0) continue;
-      const float* qr = q + (int64_t)(s.first_row + t) * v.q_dim + head * hd;
+      const float* qr = &qh[(size_t)r * hd];
+      float* p = &probs[(size_t)r * stride + j0];
       for (int i = 0; i < valid; ++i) {
         __m512 sum = _mm512_setzero_ps();
         for (int d = 0; d < hd; d += 16) {
           sum = _mm512_fmadd_ps(_mm512_loadu_ps(qr + d), _mm512_loadu_ps(k_tile.data() + i * hd + d), sum);
         }
-        scores[i] = _mm512_reduce_add_ps(sum) * v.scale;
+        p[i] = _mm512_reduce_add_ps(sum) * v.scale;
       }
-      const __mmask16 mask = (__mmask16)((1u << valid) - 1u);
-      const __m512 sv = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), mask, scores);
-      const float tile_max = _mm512_reduce_max_ps(sv);
-      const float m_old = row_m[r];
-      const float m_new = std::max(m_old, tile_max);
-      const float rescale = (m_old == -INFINITY) ? 0.0f : std::exp(m_old - m_new);
-      const __m512 p = _mm512_maskz_mov_ps(mask, exp512(_mm512_sub_ps(sv, _mm512_set1_ps(m_new))));
-      row_l[r] = row_l[r] * rescale + _mm512_reduce_add_ps(p);
-      row_m[r] = m_new;
-      _mm512_store_ps(scores, p);
-      float* a = acc.data() + (size_t)r * hd;
-      const __m512 rs = _mm512_set1_ps(rescale);
+    }
+  }
+  for (int r = 0; r < num_rows; ++r) {
+    const int32_t count = s.start_pos + w.token_begin + r / v.group + 1;
+    float* p = &probs[(size_t)r * stride];
+    __m512 mv = _mm512_set1_ps(-INFINITY);
+    for (int32_t j = 0; j < count; j += 16) {
+      const __mmask16 k = (__mmask16)(count - j >= 16 ? 0xffff : (1u << (count - j)) - 1u);
+      mv = _mm512_max_ps(mv, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), k, p + j));
+    }
+    const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mv));
+    double sum = 0.0;
+    for (int32_t j = 0; j < count; j += 16) {
+      const __mmask16 k = (__mmask16)(count - j >= 16 ? 0xffff : (1u << (count - j)) - 1u);
+      const __m512 e = _mm512_maskz_mov_ps(k, exp512(_mm512_sub_ps(_mm512_loadu_ps(p + j), m)));
+      _mm512_storeu_ps(p + j, e);
+      sum += (double)_mm512_reduce_add_ps(e);
+    }
+    const __m512 inv = _mm512_set1_ps((float)(1.0 / sum));
+    for (int32_t j = 0; j < count; j += 16) {
+      const __m256i h = _mm512_cvtps_ph(_mm512_mul_ps(_mm512_loadu_ps(p + j), inv), _MM_FROUND_TO_NEAREST_INT);
+      _mm512_storeu_ps(p + j, _mm512_cvtph_ps(h));
+    }
+  }
+  for (int32_t j0 = 0; j0 < num_keys; j0 += tile_keys) {
+    const int n = std::min<int32_t>(tile_keys, num_keys - j0);
+    load_tile_avx512(v, s, w.kv_head, j0, n, k_tile.data(), v_tile.data());
+    for (int r = 0; r < num_rows; ++r) {
+      const float* p = &probs[(size_t)r * stride + j0];
+      float* a = &acc[(size_t)r * hd];
       for (int d = 0; d < hd; d += 16) {
-        __m512 ad = _mm512_mul_ps(_mm512_loadu_ps(a + d), rs);
-        for (int i = 0; i < valid; ++i) {
-          ad = _mm512_fmadd_ps(_mm512_set1_ps(scores[i]), _mm512_loadu_ps(v_tile.data() + i * hd + d), ad);
+        __m512 ad = _mm512_loadu_ps(a + d);
+        for (int i = 0; i < n; ++i) {
+          ad = _mm512_fmadd_ps(_mm512_set1_ps(p[i]), _mm512_loadu_ps(v_tile.data() + i * hd + d), ad);
         }
         _mm512_storeu_ps(a + d, ad);
       }
     }
   }
   for (int r = 0; r < num_rows; ++r) {
-    const int32_t t = w.token_begin + r / v.group;
-    const int32_t head = w.kv_head * v.group + r % v.group;
-    float* o = out + (int64_t)(s.first_row + t) * v.q_dim + head * hd;
-    const __m512 inv = _mm512_set1_ps(1.0f / row_l[r]);
-    for (int d = 0; d < hd; d += 16) _mm512_storeu_ps(o + d, _mm512_mul_ps(_mm512_loadu_ps(acc.data() + (size_t)r * hd + d), inv));
+    float* o = out + (int64_t)(s.first_row + w.token_begin + r / v.group) * v.q_dim +
+               (w.kv_head * v.group + r % v.group) * hd;
+    std::copy(&acc[(size_t)r * hd], &acc[(size_t)r * hd] + hd, o);
   }
 }
 

@@ -1,0 +1,228 @@
+// The CPU backend on the real default model against golden data from llama.cpp
+// (tests/data/make_golden_logits.py): teacher-forced top-1 agreement, perplexity, greedy
+// continuations, full logit rows, and batch invariance of greedy decoding.
+#include <doctest/doctest.h>
+#include <simdjson.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "cpu/cpu_backend.hpp"
+#include "engine/single_sequence.hpp"
+#include "model/tokenizer.hpp"
+
+using namespace troupe;
+
+namespace {
+
+struct real_model {
+  std::shared_ptr<const gguf::file> file;
+  std::unique_ptr<cpu::cpu_backend> backend;
+  std::vector<int32_t> eog_ids;
+};
+
+// Loaded once for all tests in this file; nullptr when the model file is absent.
+real_model* model() {
+  static std::unique_ptr<real_model> m = [] {
+    std::unique_ptr<real_model> r;
+    if (!std::filesystem::exists(TROUPE_TEST_MODEL)) return r;
+    r = std::make_unique<real_model>();
+    r->file = std::make_shared<const gguf::file>(gguf::file::open(TROUPE_TEST_MODEL));
+    r->eog_ids = tokenizer::from_gguf(*r->file).eog_ids();
+    cpu::cpu_backend_options o;
+    o.num_blocks = 16 * 72;  // 16 sequences of up to 1152 positions
+    o.eog_ids = r->eog_ids;
+    r->backend = std::make_unique<cpu::cpu_backend>(r->file, o);
+    return r;
+  }();
+  return m.get();
+}
+
+simdjson::dom::element load_json(simdjson::dom::parser& parser, const std::string& name) {
+  return parser.load(std::string(TROUPE_TEST_DATA_DIR) + "/" + name);
+}
+
+std::vector<int32_t> ints(simdjson::dom::array a) {
+  std::vector<int32_t> out;
+  for (auto v : a) out.push_back((int32_t)int64_t(v));
+  return out;
+}
+
+std::vector<double> doubles(simdjson::dom::array a) {
+  std::vector<double> out;
+  for (auto v : a) out.push_back(double(v));
+  return out;
+}
+
+int32_t argmax(const float* row, int32_t n) { return (int32_t)(std::max_element(row, row + n) - row); }
+
+#define REQUIRE_MODEL()                                                          \
+  if (!model()) {                                                                \
+    MESSAGE("skipped: " << TROUPE_TEST_MODEL << " is absent (make test fetches it)"); \
+    return;                                                                      \
+  }
+
+}  // namespace
+
+TEST_CASE("llama.cpp agreement: teacher-forced next-token top-1 agrees on at least 99% of positions") {
+  REQUIRE_MODEL();
+  simdjson::dom::parser parser;
+  const auto golden = load_json(parser, "golden_teacher_forced.json");
+  single_sequence seq(*model()->backend, model()->eog_ids);
+  const int32_t vocab = model()->backend->config().vocab_size;
+  int64_t positions = 0, agree = 0, agree_clear = 0, clear = 0;
+  for (auto text : golden["texts"].get_array()) {
+    const auto tokens = ints(text["tokens"].get_array());
+    const auto top1 = ints(text["top1"].get_array());
+    const auto l1 = doubles(text["top1_logit"].get_array());
+    const auto l2 = doubles(text["top2_logit"].get_array());
+    const auto logits = seq.score(tokens);
+    int64_t text_agree = 0;
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      const bool same = argmax(&logits[i * vocab], vocab) == top1[i];
+      text_agree += same;
+      if (l1[i] - l2[i] >= 0.1) {
+        ++clear;
+        agree_clear += same;
+      }
+    }
+    MESSAGE(std::string(text["name"].get_string().value()) << ": " << text_agree << "/" << tokens.size());
+    positions += (int64_t)tokens.size();
+    agree += text_agree;
+  }
+  MESSAGE("top-1 agreement " << agree << "/" << positions << "; where llama.cpp's margin >= 0.1: " << agree_clear
+                             << "/" << clear);
+  CHECK(positions >= 1000);
+  CHECK((double)agree / (double)positions >= 0.99);
+}
+
+TEST_CASE("llama.cpp agreement: perplexity of the first 1024 tokens of GPL-3 is within 1%") {
+  REQUIRE_MODEL();
+  simdjson::dom::parser parser;
+  const auto golden = load_json(parser, "golden_ppl_gpl3.json");
+  const auto tokens = ints(golden["tokens"].get_array());
+  const double want = double(golden["ppl"]);
+  single_sequence seq(*model()->backend, model()->eog_ids);
+  const int32_t vocab = model()->backend->config().vocab_size;
+  const auto logits = seq.score(tokens);
+  double nll = 0;
+  for (size_t i = 1; i < tokens.size(); ++i) {
+    const float* row = &logits[(i - 1) * vocab];
+    const float m = *std::max_element(row, row + vocab);
+    double sum = 0;
+    for (int32_t t = 0; t < vocab; ++t) sum += std::exp((double)row[t] - m);
+    nll += -(((double)row[tokens[i]] - m) - std::log(sum));
+  }
+  const double ppl = std::exp(nll / (double)(tokens.size() - 1));
+  MESSAGE("troupe ppl " << ppl << ", llama.cpp ppl " << want);
+  CHECK(tokens.size() == 1024);
+  CHECK(std::fabs(ppl / want - 1.0) < 0.01);
+}
+
+TEST_CASE("llama.cpp agreement: greedy continuations match up to llama.cpp's first near-tie") {
+  REQUIRE_MODEL();
+  simdjson::dom::parser parser;
+  const auto golden = load_json(parser, "golden_greedy.json");
+  single_sequence seq(*model()->backend, model()->eog_ids);
+  int num_prompts = 0;
+  for (auto p : golden["prompts"].get_array()) {
+    const auto prompt = ints(p["prompt_tokens"].get_array());
+    const auto want = ints(p["generated"].get_array());
+    size_t compare = want.size();
+    if (auto tie = p["first_margin_below_0_1"]; !tie.is_null()) compare = (size_t)int64_t(tie);
+    sampling_params params;
+    params.temperature = 0.0f;
+    params.ignore_eos = true;
+    params.max_tokens = (int32_t)want.size();
+    std::vector<int32_t> got;
+    generation_stats stats;
+    seq.reset();
+    seq.generate(prompt, params, [&](int32_t t) { got.push_back(t); return true; }, stats);
+    CAPTURE(std::string(p["name"].get_string().value()));
+    CAPTURE(compare);
+    REQUIRE(got.size() >= compare);
+    CHECK(std::vector<int32_t>(got.begin(), got.begin() + (ptrdiff_t)compare) ==
+          std::vector<int32_t>(want.begin(), want.begin() + (ptrdiff_t)compare));
+    ++num_prompts;
+  }
+  CHECK(num_prompts >= 5);
+}
+
+TEST_CASE("llama.cpp agreement: full logit rows are close to llama.cpp's") {
+  REQUIRE_MODEL();
+  simdjson::dom::parser parser;
+  const auto golden = load_json(parser, "golden_full_logits.json");
+  const auto tokens = ints(golden["prompt_tokens"].get_array());
+  const auto rows = ints(golden["positions"].get_array());
+  const int32_t vocab = (int32_t)int64_t(golden["n_vocab"]);
+  std::ifstream in(std::string(TROUPE_TEST_DATA_DIR) + "/golden_full_logits.f16", std::ios::binary);
+  std::vector<uint16_t> want((size_t)vocab * rows.size());
+  in.read(reinterpret_cast<char*>(want.data()), (std::streamsize)(want.size() * 2));
+  REQUIRE(in.good());
+  single_sequence seq(*model()->backend, model()->eog_ids);
+  const auto logits = seq.score(tokens);
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const float* got = &logits[(size_t)rows[r] * vocab];
+    double ab = 0, aa = 0, bb = 0, max_diff = 0;
+    for (int32_t t = 0; t < vocab; ++t) {
+      const double w = fp16_to_fp32(want[r * vocab + t]);
+      ab += w * got[t], aa += (double)got[t] * got[t], bb += w * w;
+      max_diff = std::max(max_diff, std::fabs(w - got[t]));
+    }
+    const double cosine = ab / std::sqrt(aa * bb);
+    const auto top1 = ints(golden["top1"].get_array());
+    CHECK(argmax(got, vocab) == top1[r]);
+    MESSAGE("position " << rows[r] << ": cosine " << cosine << ", max |diff| " << max_diff);
+    CHECK(cosine > 0.999);
+  }
+}
+
+TEST_CASE("llama.cpp agreement: 16 sequences batched decode the same greedy tokens as alone") {
+  REQUIRE_MODEL();
+  simdjson::dom::parser parser;
+  const auto golden = load_json(parser, "golden_greedy.json");
+  std::vector<std::vector<int32_t>> prompts;
+  for (auto p : golden["prompts"].get_array()) prompts.push_back(ints(p["prompt_tokens"].get_array()));
+  for (size_t i = 0; prompts.size() < 16; ++i) {  // 16 distinct prompts: variations of the golden ones
+    auto p = prompts[i];
+    p.insert(p.begin(), prompts[(i + 3) % 8].begin(), prompts[(i + 3) % 8].begin() + 3);
+    prompts.push_back(p);
+  }
+  auto& b = *model()->backend;
+  const int32_t bs = b.kv_shape().block_size;
+  constexpr int num_steps = 24;
+  auto run = [&](const std::vector<size_t>& which) {
+    std::vector<std::vector<int32_t>> out(prompts.size());
+    std::vector<int32_t> pos(prompts.size(), 0);
+    for (int step = 0; step <= num_steps; ++step) {
+      batch_plan plan;
+      for (size_t i : which) {
+        sequence_step s;
+        s.seq_id = i;
+        s.tokens = step == 0 ? prompts[i] : std::vector<int32_t>{out[i].back()};
+        s.start_pos = pos[i];
+        const int32_t end = pos[i] + (int32_t)s.tokens.size();
+        for (int32_t blk = 0; blk < (end + bs - 1) / bs; ++blk) s.block_table.push_back((int32_t)i * 72 + blk);
+        s.params.temperature = 0.0f;
+        pos[i] = end;
+        plan.sequences.push_back(std::move(s));
+      }
+      const auto r = b.step(plan);
+      for (size_t k = 0; k < which.size(); ++k) out[which[k]].push_back(r.outputs[k].token);
+    }
+    return out;
+  };
+  std::vector<size_t> all(prompts.size());
+  std::iota(all.begin(), all.end(), 0);
+  const auto batched = run(all);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    CAPTURE(i);
+    CHECK(run({i})[i] == batched[i]);
+  }
+}
