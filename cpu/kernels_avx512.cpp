@@ -87,7 +87,6 @@ void tile(const packed_matrix::impl& w, int64_t g0, const act_view& act, int64_t
     __m512i dot[G][T];
     for (int g = 0; g < G; ++g)
       for (int t = 0; t < T; ++t) dot[g][t] = _mm512_setzero_si512();
-    for (int g = 0; g < G; ++g) _mm_prefetch(reinterpret_cast<const char*>(wq[g] + (b + 8) * qs_block), _MM_HINT_T0);
     if constexpr (is_nib(F)) {
       for (int j = 0; j < 4; ++j) {
         __m512i raw[G];
@@ -148,6 +147,23 @@ constexpr int64_t token_chunk = 128;  // activations of a chunk stay in L2 while
 template <int_format F>
 void int_groups_format(const packed_matrix::impl& w, int64_t group_begin, int64_t group_end,
                        const act_view& act, int64_t num_tokens, float* y) {
+  if (num_tokens <= 2) {
+    // Bandwidth-bound: the more row groups stream at once, the better the memory system
+    // overlaps them with the arithmetic (measured: 8 groups ~19% faster than 2 at 1 token;
+    // software prefetch on top of that measured no gain).
+    int64_t g = group_begin;
+    if (num_tokens == 1) {
+      for (; g + 8 <= group_end; g += 8) tile<F, 8, 1>(w, g, act, 0, y);
+      for (; g + 4 <= group_end; g += 4) tile<F, 4, 1>(w, g, act, 0, y);
+      for (; g + 2 <= group_end; g += 2) tile<F, 2, 1>(w, g, act, 0, y);
+      if (g < group_end) tile<F, 1, 1>(w, g, act, 0, y);
+    } else {
+      for (; g + 4 <= group_end; g += 4) tile<F, 4, 2>(w, g, act, 0, y);
+      for (; g + 2 <= group_end; g += 2) tile<F, 2, 2>(w, g, act, 0, y);
+      if (g < group_end) tile<F, 1, 2>(w, g, act, 0, y);
+    }
+    return;
+  }
   for (int64_t c0 = 0; c0 < num_tokens; c0 += token_chunk) {
     const int64_t c1 = std::min(num_tokens, c0 + token_chunk);
     for (int64_t g = group_begin; g < group_end; g += 2) {

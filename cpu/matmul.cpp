@@ -25,19 +25,23 @@ const kernel_table& active_kernels() {
   return detail::portable_kernels();
 }
 
-// Work units: an integer matrix splits by pairs of 16-row groups (the kernels' row tile),
-// a float matrix by 4 rows.
+// Work units: an integer matrix splits by runs of 16-row groups (the kernels' row tile,
+// see groups_per_unit), a float matrix by 4 rows.
 constexpr int64_t float_unit_rows = 4;
 
-int64_t num_units(const packed_matrix::impl& w) {
-  if (w.is_int) return (w.num_groups + 1) / 2;
+int64_t num_units(const packed_matrix::impl& w, int64_t num_tokens) {
+  if (w.is_int) {
+    const int64_t per_unit = detail::groups_per_unit(num_tokens);
+    return (w.num_groups + per_unit - 1) / per_unit;
+  }
   return (w.num_rows + float_unit_rows - 1) / float_unit_rows;
 }
 
 void run_units(const kernel_table& k, const packed_matrix::impl& w, int64_t unit_begin, int64_t unit_end,
                const act_view& act, const float* x, int64_t num_tokens, float* y) {
   if (w.is_int) {
-    k.int_groups(w, 2 * unit_begin, std::min(w.num_groups, 2 * unit_end), act, num_tokens, y);
+    const int64_t per_unit = detail::groups_per_unit(num_tokens);
+    k.int_groups(w, per_unit * unit_begin, std::min(w.num_groups, per_unit * unit_end), act, num_tokens, y);
   } else {
     k.float_rows(w, unit_begin * float_unit_rows, std::min(w.num_rows, unit_end * float_unit_rows), x,
                  num_tokens, y);
@@ -96,7 +100,7 @@ void run_matmuls(const packed_matrix* const* ws, float* const* ys, size_t num_ma
   if (needs_quantized) act = quantize_activations(k, x, num_tokens, num_cols, pool);
 
   int64_t total_units = 0;
-  for (size_t i = 0; i < num_matrices; ++i) total_units += num_units(ws[i]->get());
+  for (size_t i = 0; i < num_matrices; ++i) total_units += num_units(ws[i]->get(), num_tokens);
   // Threads claim chunks of units from a shared counter rather than fixed shares: the second
   // vCPU here is sometimes half as fast as the first, and a fixed split would wait for it.
   const int64_t num_chunks_wanted = 4 * static_cast<int64_t>(pool.num_threads());
@@ -110,7 +114,7 @@ void run_matmuls(const packed_matrix* const* ws, float* const* ys, size_t num_ma
       int64_t offset = 0;
       for (size_t i = 0; i < num_matrices && offset < end; ++i) {
         const packed_matrix::impl& w = ws[i]->get();
-        const int64_t n = num_units(w);
+        const int64_t n = num_units(w, num_tokens);
         const int64_t lo = std::max<int64_t>(begin - offset, 0);
         const int64_t hi = std::min<int64_t>(end - offset, n);
         if (lo < hi) run_units(k, w, lo, hi, act, x, num_tokens, ys[i]);

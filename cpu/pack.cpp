@@ -1,8 +1,14 @@
 // packed_matrix: repacks GGUF weight rows once at load time into the interleaved layout the
 // integer kernels stream (see packed_layout.hpp), or keeps float-path rows as stored.
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "cpu/packed_layout.hpp"
 #include "cpu/quantize_activations.hpp"
@@ -12,10 +18,18 @@ namespace troupe::cpu {
 namespace detail {
 
 aligned_bytes allocate_aligned(size_t num_bytes) {
-  const size_t rounded = (num_bytes + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
+  // Large matrices go on 2 MiB pages where the kernel allows it (THP in madvise mode): a
+  // decode step streams ~100 MB of weights, and 4 KiB pages would cost a TLB walk per page.
+  constexpr size_t huge_page = size_t{2} << 20;
+  const bool is_large = num_bytes >= huge_page;
+  const size_t alignment = is_large ? huge_page : 64;
+  const size_t rounded = std::max<size_t>(alignment, (num_bytes + alignment - 1) / alignment * alignment);
+  void* p = std::aligned_alloc(alignment, rounded);
   if (p == nullptr) throw std::bad_alloc();
-  std::memset(p, 0, rounded == 0 ? 64 : rounded);
+#if defined(__linux__)
+  if (alignment == huge_page) (void)madvise(p, rounded, MADV_HUGEPAGE);
+#endif
+  std::memset(p, 0, rounded);
   return aligned_bytes(static_cast<uint8_t*>(p));
 }
 
