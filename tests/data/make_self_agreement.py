@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Measures how well llama.cpp agrees with itself on the teacher-forced golden texts.
+
+golden_teacher_forced.json holds llama.cpp's top-1 predictions with flash attention off.
+This script evaluates the same token sequences with flash attention on (same model, same
+threads) and writes tests/data/golden_self_agreement.json: the share of positions whose
+top-1 id is the same, overall and by llama.cpp's top-2 margin. It is the noise floor of
+top-1 agreement for this model: troupe's agreement test is judged against it.
+
+Usage: python3 tests/data/make_self_agreement.py [--model PATH]
+Requires: pip install llama-cpp-python==0.3.36 numpy
+"""
+import argparse
+import json
+import os
+
+import numpy as np
+import llama_cpp
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    args = ap.parse_args()
+    golden = json.load(open(os.path.join(ROOT, "tests", "data", "golden_teacher_forced.json")))
+    llm = llama_cpp.Llama(model_path=args.model, n_ctx=2048, n_batch=512, n_ubatch=512, n_threads=2,
+                          n_threads_batch=2, logits_all=True, flash_attn=True, verbose=False)
+    tops, want, margins = [], [], []
+    for text in golden["texts"]:
+        llm.reset()
+        llm.eval(text["tokens"])
+        logits = np.array(llm.scores[: len(text["tokens"])])
+        tops += list(logits.argmax(axis=1))
+        want += text["top1"]
+        margins += [a - b for a, b in zip(text["top1_logit"], text["top2_logit"])]
+    tops, want, margins = np.array(tops), np.array(want), np.array(margins)
+    by_margin = {}
+    for threshold in (0.1, 0.2, 0.3, 0.5):
+        sel = margins >= threshold
+        by_margin[str(threshold)] = {"positions": int(sel.sum()), "agree": int((tops[sel] == want[sel]).sum())}
+    out = {
+        "definition": ("top-1 ids of llama.cpp with flash_attn=True compared with the golden top-1 ids "
+                       "(flash_attn=False) over every position of golden_teacher_forced.json"),
+        "llama_cpp_python": llama_cpp.__version__,
+        "positions": int(len(want)),
+        "agree": int((tops == want).sum()),
+        "overall": float((tops == want).mean()),
+        "by_min_margin": by_margin,
+    }
+    path = os.path.join(ROOT, "tests", "data", "golden_self_agreement.json")
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+        f.write("\n")
+    print(f"wrote {path}: {out['agree']}/{out['positions']} = {out['overall']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
