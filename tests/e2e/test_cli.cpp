@@ -1,0 +1,88 @@
+// The `troupe` binary as a user runs it: info, generate (plain and chat), interactive chat,
+// and clear errors with a non-zero exit for bad input.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <string>
+
+#include "process.hpp"
+
+using troupe::test::run_process;
+
+namespace {
+
+const std::string troupe_bin = TROUPE_BINARY;
+const std::string model = TROUPE_TEST_MODEL;
+
+bool have_model() { return std::filesystem::exists(model); }
+
+#define REQUIRE_MODEL()                                               \
+  if (!have_model()) {                                                \
+    MESSAGE("skipped: " << model << " is absent (make test fetches it)"); \
+    return;                                                           \
+  }
+
+}  // namespace
+
+TEST_CASE("cli: troupe info prints the metadata and the tensor table") {
+  REQUIRE_MODEL();
+  const auto r = run_process(troupe_bin + " info " + model);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("llama.block_count") != std::string::npos);
+  CHECK(r.out.find("token_embd.weight") != std::string::npos);
+  CHECK(r.out.find("blk.29.ffn_down.weight") != std::string::npos);
+}
+
+TEST_CASE("cli: troupe generate streams a greedy continuation and reports speed on stderr") {
+  REQUIRE_MODEL();
+  const auto r = run_process(troupe_bin + " generate --model " + model +
+                             " --prompt 'The capital of France is' --temperature 0 -n 12 --threads 2");
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.rfind("The capital of France is", 0) == 0);
+  CHECK(r.out.size() > std::string("The capital of France is").size() + 5);
+  CHECK(r.err.find("tok/s") != std::string::npos);
+  CHECK(r.err.find("generation: 12 tokens") != std::string::npos);
+}
+
+TEST_CASE("cli: the same seed gives the same text") {
+  REQUIRE_MODEL();
+  const std::string cmd = troupe_bin + " generate --model " + model +
+                          " --prompt 'Once upon a time' --temperature 1.0 --seed 42 -n 24 --ignore-eos";
+  const auto a = run_process(cmd);
+  const auto b = run_process(cmd);
+  CHECK(a.exit_code == 0);
+  CHECK(a.out == b.out);
+}
+
+TEST_CASE("cli: an interactive chat answers each line and keeps the conversation") {
+  REQUIRE_MODEL();
+  const auto r = run_process(troupe_bin + " generate --model " + model + " --chat --temperature 0 -n 16",
+                             "Hello!\nWhat did I just say?\n");
+  CHECK(r.exit_code == 0);
+  // Two answers, the second reusing the first turn's KV cache.
+  CHECK(r.err.find("(0 cached)") != std::string::npos);
+  CHECK(r.err.find("cached)") != r.err.rfind("cached)"));
+  CHECK(r.err.find("(0 cached)") == r.err.rfind("(0 cached)"));
+}
+
+TEST_CASE("cli: bad input gets a message naming the problem and exit code 1") {
+  REQUIRE_MODEL();
+  auto r = run_process(troupe_bin + " generate --model " + model + " --prompt x --top-p 3");
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("top_p") != std::string::npos);
+  r = run_process(troupe_bin + " generate --model " + model + " --prompt x --temperature hot");
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("--temperature") != std::string::npos);
+  r = run_process(troupe_bin + " generate --model " + model + " --prompt x --no-such-flag");
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("--no-such-flag") != std::string::npos);
+  r = run_process(troupe_bin + " generate --model /nonexistent.gguf --prompt x");
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("/nonexistent.gguf") != std::string::npos);
+  r = run_process(troupe_bin + " generate --model /etc/hostname --prompt x");
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("invalid_model") != std::string::npos);
+  r = run_process(troupe_bin + " frobnicate");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("usage") != std::string::npos);
+}
