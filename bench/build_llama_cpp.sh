@@ -93,6 +93,8 @@ done
 for o in LLAMA_BUILD_TOOLS LLAMA_BUILD_SERVER; do
   if has_option "$o"; then opts+=("-D$o=ON"); fi
 done
+# (The sdist carries vendor/llama.cpp/.git with its git data, so llama.cpp's build info
+# reports the real vendored llama.cpp commit, not troupe's.)
 gen=()
 if [[ ! -f $build/CMakeCache.txt ]] && command -v ninja >/dev/null; then gen=(-G Ninja); fi
 
