@@ -3,7 +3,6 @@
 #include "cpu/matmul.hpp"
 
 #include <algorithm>
-#include <atomic>
 #include <string>
 
 #include "cpu/cpu_features.hpp"
@@ -66,7 +65,10 @@ act_view quantize_activations(const kernel_table& k, const float* x, int64_t num
 
   constexpr int64_t parallel_min_values = 1 << 15;
   if (num_tokens > 1 && num_tokens * num_cols >= parallel_min_values && pool.num_threads() > 1) {
-    pool.parallel_for(num_tokens, [&](int64_t t0, int64_t t1) {
+    constexpr int64_t tokens_per_chunk = 16;
+    pool.run_chunks((num_tokens + tokens_per_chunk - 1) / tokens_per_chunk, [&](int64_t chunk) {
+      const int64_t t0 = chunk * tokens_per_chunk;
+      const int64_t t1 = std::min(num_tokens, t0 + tokens_per_chunk);
       k.quantize(x + t0 * num_cols, t1 - t0, num_cols, q + t0 * num_cols, d + t0 * nb, s + t0 * nb,
                  s_exact + t0 * nb, sum + t0 * nb);
     });
@@ -101,25 +103,22 @@ void run_matmuls(const packed_matrix* const* ws, float* const* ys, size_t num_ma
 
   int64_t total_units = 0;
   for (size_t i = 0; i < num_matrices; ++i) total_units += num_units(ws[i]->get(), num_tokens);
-  // Threads claim chunks of units from a shared counter rather than fixed shares: the second
-  // vCPU here is sometimes half as fast as the first, and a fixed split would wait for it.
+  // Threads claim chunks of units rather than fixed shares: the second vCPU here is
+  // sometimes slow or busy, and a fixed split would wait for it.
   const int64_t num_chunks_wanted = 4 * static_cast<int64_t>(pool.num_threads());
   const int64_t chunk_units = std::max<int64_t>(1, total_units / num_chunks_wanted);
-  std::atomic<int64_t> next_unit{0};
-  pool.run([&](int, int) {
-    for (;;) {
-      const int64_t begin = next_unit.fetch_add(chunk_units, std::memory_order_relaxed);
-      if (begin >= total_units) return;
-      const int64_t end = std::min(total_units, begin + chunk_units);
-      int64_t offset = 0;
-      for (size_t i = 0; i < num_matrices && offset < end; ++i) {
-        const packed_matrix::impl& w = ws[i]->get();
-        const int64_t n = num_units(w, num_tokens);
-        const int64_t lo = std::max<int64_t>(begin - offset, 0);
-        const int64_t hi = std::min<int64_t>(end - offset, n);
-        if (lo < hi) run_units(k, w, lo, hi, act, x, num_tokens, ys[i]);
-        offset += n;
-      }
+  const int64_t num_chunks = (total_units + chunk_units - 1) / chunk_units;
+  pool.run_chunks(num_chunks, [&](int64_t chunk) {
+    const int64_t begin = chunk * chunk_units;
+    const int64_t end = std::min(total_units, begin + chunk_units);
+    int64_t offset = 0;
+    for (size_t i = 0; i < num_matrices && offset < end; ++i) {
+      const packed_matrix::impl& w = ws[i]->get();
+      const int64_t n = num_units(w, num_tokens);
+      const int64_t lo = std::max<int64_t>(begin - offset, 0);
+      const int64_t hi = std::min<int64_t>(end - offset, n);
+      if (lo < hi) run_units(k, w, lo, hi, act, x, num_tokens, ys[i]);
+      offset += n;
     }
   });
 }

@@ -48,6 +48,41 @@ TEST_CASE("thread_pool wakes workers that went to sleep between runs") {
   }
 }
 
+TEST_CASE("run_chunks calls every chunk exactly once per run, over thousands of runs") {
+  for (int num_threads : {1, 2, 3}) {
+    thread_pool pool(num_threads);
+    const int num_runs = num_threads <= 2 ? 3000 : 300;
+    for (int run = 0; run < num_runs; ++run) {
+      const int64_t num_chunks = run % 13;  // 0 and 1 included
+      std::vector<std::atomic<int>> calls(static_cast<size_t>(num_chunks));
+      pool.run_chunks(num_chunks, [&](int64_t chunk) { calls[static_cast<size_t>(chunk)].fetch_add(1); });
+      for (auto& c : calls) REQUIRE(c.load() == 1);
+    }
+  }
+}
+
+TEST_CASE("run_chunks returns only after every chunk's writes are done") {
+  thread_pool pool(2);
+  for (int run = 0; run < 2000; ++run) {
+    std::vector<int> out(8, 0);  // plain ints: a missing happens-before would show under TSan
+    pool.run_chunks(8, [&](int64_t chunk) { out[static_cast<size_t>(chunk)] = run + 1; });
+    for (int v : out) REQUIRE(v == run + 1);
+  }
+}
+
+TEST_CASE("run and run_chunks interleave, also with workers that fell asleep") {
+  thread_pool pool(3);
+  for (int run = 0; run < 400; ++run) {
+    if (run % 100 == 99) std::this_thread::sleep_for(std::chrono::milliseconds(3));
+    std::atomic<int> every{0};
+    pool.run([&](int, int) { every.fetch_add(1); });
+    REQUIRE(every.load() == 3);
+    std::atomic<int> chunks{0};
+    pool.run_chunks(5, [&](int64_t) { chunks.fetch_add(1); });
+    REQUIRE(chunks.load() == 5);
+  }
+}
+
 TEST_CASE("parallel_for covers [0, n) exactly once in contiguous ranges") {
   thread_pool pool(3);
   for (int64_t n : {0, 1, 2, 3, 7, 100, 12345}) {
