@@ -1,0 +1,483 @@
+// scheduler_policy: admission order, budgets, chunked prefill, preemption and resumption,
+// aborts, stop rules and the one-step-in-flight rule, driven against fake_kv_space and a
+// simulated worker whose next token depends on everything fed so far.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <map>
+#include <random>
+
+#include "engine/fake_kv_space.hpp"
+#include "engine/scheduler_policy.hpp"
+#include "model/error.hpp"
+
+using namespace troupe;
+using troupe::test::fake_kv_space;
+
+namespace {
+
+constexpr int32_t eog_token = 2;
+
+scheduler_config config(int32_t max_num_seqs, int32_t max_num_batched_tokens, int32_t max_model_len = 256) {
+  scheduler_config c;
+  c.max_num_seqs = max_num_seqs;
+  c.max_num_batched_tokens = max_num_batched_tokens;
+  c.max_model_len = max_model_len;
+  c.ageing_ms = 0;
+  return c;
+}
+
+sequence_request request(uint64_t id, int32_t num_prompt_tokens, int32_t priority = 0, int32_t max_tokens = 16) {
+  sequence_request r;
+  r.id = id;
+  for (int32_t i = 0; i < num_prompt_tokens; ++i) r.prompt_tokens.push_back(100 + static_cast<int32_t>((id * 31 + i * 7) % 500));
+  r.params.max_tokens = max_tokens;
+  r.params.seed = id;
+  r.priority = priority;
+  return r;
+}
+
+// Stands in for the model: the next token hashes the whole context, the seed and the sample
+// index, so any token fed wrongly (or a wrong sample_index) changes every later token. It keeps
+// what each sequence fed to check that a step always continues exactly where the KV ends.
+class simulated_worker {
+ public:
+  explicit simulated_worker(int32_t block_size) : block_size_(block_size) {}
+
+  step_result run(const batch_plan& plan) {
+    step_result result;
+    for (const auto& s : plan.sequences) {
+      auto& context = fed_[s.seq_id];
+      REQUIRE(static_cast<size_t>(s.start_pos) <= context.size());
+      context.resize(static_cast<size_t>(s.start_pos));
+      context.insert(context.end(), s.tokens.begin(), s.tokens.end());
+      CHECK(static_cast<size_t>(s.block_table.size()) * static_cast<size_t>(block_size_) >= context.size());
+      sequence_output o;
+      o.seq_id = s.seq_id;
+      if (s.wants_sample) o.token = next_token(context, s.params.seed, s.sample_index);
+      result.outputs.push_back(o);
+    }
+    return result;
+  }
+
+  static int32_t next_token(const std::vector<int32_t>& context, uint64_t seed, uint64_t sample_index) {
+    uint64_t h = 1469598103934665603ull ^ seed ^ (sample_index << 32);
+    for (int32_t t : context) h = (h ^ static_cast<uint64_t>(t)) * 1099511628211ull;
+    return 10 + static_cast<int32_t>(h % 990);  // never eog_token
+  }
+
+ private:
+  int32_t block_size_;
+  std::map<uint64_t, std::vector<int32_t>> fed_;
+};
+
+// Every sampled token and how each sequence ended, over one run.
+struct run_log {
+  std::map<uint64_t, std::vector<int32_t>> outputs;
+  std::map<uint64_t, finish_reason> finished;
+  void record(const std::vector<sequence_event>& events) {
+    for (const auto& e : events) {
+      outputs[e.seq_id].push_back(e.token);
+      if (e.state == sequence_state::finished) finished[e.seq_id] = e.reason;
+    }
+  }
+};
+
+struct fixture {
+  fake_kv_space kv;
+  scheduler_policy sched;
+  simulated_worker worker;
+  run_log log;
+  fixture(scheduler_config c, int32_t num_blocks, int32_t block_size = 4, int32_t num_host_blocks = 0)
+      : kv(num_blocks, block_size, num_host_blocks), sched(c, kv, {eog_token}), worker(block_size) {}
+
+  scheduled_step step(int64_t now_ms = 0) {
+    auto s = sched.schedule(now_ms);
+    if (!s.is_empty()) log.record(sched.on_step_done(worker.run(s.plan)));
+    return s;
+  }
+  void run_to_end(int64_t now_ms = 0) {
+    for (int i = 0; sched.has_unfinished(); ++i) {
+      REQUIRE(i < 100000);
+      REQUIRE_FALSE(step(now_ms).is_empty());
+    }
+  }
+};
+
+std::vector<uint64_t> ids_in(const batch_plan& plan) {
+  std::vector<uint64_t> ids;
+  for (const auto& s : plan.sequences) ids.push_back(s.seq_id);
+  return ids;
+}
+
+bool contains(const std::vector<uint64_t>& ids, uint64_t id) {
+  return std::find(ids.begin(), ids.end(), id) != ids.end();
+}
+
+const sequence_step* step_of(const batch_plan& plan, uint64_t id) {
+  for (const auto& s : plan.sequences) if (s.seq_id == id) return &s;
+  return nullptr;
+}
+
+}  // namespace
+
+TEST_CASE("waiting sequences are admitted in priority order, lower number first") {
+  fixture f(config(2, 64), 64);
+  f.sched.add(request(1, 4, 5), 0);
+  f.sched.add(request(2, 4, 1), 0);
+  f.sched.add(request(3, 4, 3), 0);
+  CHECK(f.step().started == std::vector<uint64_t>{2, 3});
+}
+
+TEST_CASE("within one priority level sequences are admitted in arrival order") {
+  fixture f(config(8, 64), 64);
+  for (uint64_t id : {9, 3, 7, 1, 5}) f.sched.add(request(id, 4, 2), 0);
+  CHECK(f.step().started == std::vector<uint64_t>{9, 3, 7, 1, 5});
+}
+
+TEST_CASE("ageing lets an old low-priority request overtake a newer high-priority one") {
+  auto c = config(1, 64);
+  SUBCASE("with ageing") {
+    c.ageing_ms = 100;
+    fixture f(c, 64);
+    f.sched.add(request(1, 4, 5), 0);
+    f.sched.add(request(2, 4, 1), 1000);  // 1000 ms later: request 1 has aged to priority -5
+    CHECK(f.step(1000).started == std::vector<uint64_t>{1});
+    // Running with the priority it was admitted with, it is not evicted by what it overtook.
+    CHECK(f.step(1001).preempted.empty());
+  }
+  SUBCASE("without ageing") {
+    fixture f(c, 64);
+    f.sched.add(request(1, 4, 5), 0);
+    f.sched.add(request(2, 4, 1), 1000);
+    CHECK(f.step(1000).started == std::vector<uint64_t>{2});
+  }
+}
+
+TEST_CASE("the token budget and max_num_seqs are never exceeded on random workloads") {
+  for (const bool is_chunked : {true, false}) {
+    for (const auto mode : {preemption_mode::recompute, preemption_mode::swap}) {
+      CAPTURE(is_chunked);
+      CAPTURE(static_cast<int>(mode));
+      auto c = config(8, 64, 64);
+      c.enable_chunked_prefill = is_chunked;
+      c.preemption = mode;
+      c.ageing_ms = 50;
+      fixture f(c, 48, 4, 32);
+      std::mt19937 rng(1234);
+      uint64_t next_id = 1;
+      for (int64_t t = 0; t < 3000 || f.sched.has_unfinished(); t += 10) {
+        REQUIRE(t < 1000000);
+        if (t < 3000) {
+          for (int k = static_cast<int>(rng() % 3); k > 0; --k) {
+            f.sched.add(request(next_id++, 1 + static_cast<int32_t>(rng() % 60), static_cast<int32_t>(rng() % 4),
+                                1 + static_cast<int32_t>(rng() % 40)), t);
+          }
+          if (rng() % 7 == 0) f.sched.abort(1 + rng() % next_id);
+        }
+        const auto s = f.sched.schedule(t);
+        CHECK(s.plan.num_tokens() <= c.max_num_batched_tokens);
+        CHECK(static_cast<int32_t>(s.plan.sequences.size()) <= c.max_num_seqs);
+        CHECK(f.sched.stats().num_running <= c.max_num_seqs);
+        if (!s.is_empty()) f.log.record(f.sched.on_step_done(f.worker.run(s.plan)));
+      }
+      CHECK(f.sched.stats().num_preemptions > 0);
+      CHECK(f.kv.is_all_free(32));
+    }
+  }
+}
+
+TEST_CASE("chunked prefill splits a long prompt while running decodes get a token every step") {
+  fixture f(config(8, 16), 64);
+  for (uint64_t id = 1; id <= 3; ++id) f.sched.add(request(id, 4, 0, 100), 0);
+  f.step();
+  f.sched.add(request(9, 40, 0, 100), 0);
+  std::vector<int32_t> chunk_starts;
+  for (int i = 0; i < 4; ++i) {
+    const auto s = f.step();
+    CHECK(s.plan.num_tokens() == (i < 3 ? 16 : 4));
+    for (uint64_t id = 1; id <= 3; ++id) CHECK(step_of(s.plan, id) != nullptr);
+    const auto* chunk = step_of(s.plan, 9);
+    REQUIRE(chunk != nullptr);
+    chunk_starts.push_back(chunk->start_pos);
+    CHECK(chunk->wants_sample == (i == 3));
+  }
+  CHECK(chunk_starts == std::vector<int32_t>{0, 13, 26, 39});
+  CHECK(f.log.outputs[9].size() == 1);
+}
+
+TEST_CASE("without chunked prefill a prompt is only scheduled whole") {
+  auto c = config(8, 16, 16);
+  c.enable_chunked_prefill = false;
+  fixture f(c, 64);
+  for (uint64_t id = 1; id <= 3; ++id) f.sched.add(request(id, 4, 0, 3), 0);
+  f.step();
+  f.sched.add(request(9, 14, 0, 1), 0);
+  auto s = f.step();  // 3 decode tokens leave 13 of 16: the 14-token prompt waits
+  CHECK(step_of(s.plan, 9) == nullptr);
+  while (step_of(s.plan, 9) == nullptr) s = f.step();
+  CHECK(step_of(s.plan, 9)->tokens.size() == 14);
+}
+
+TEST_CASE("a prefix-cache hit shortens the prefill") {
+  fixture f(config(8, 64), 64);
+  f.kv.set_cached_prefix_tokens(8);
+  f.sched.add(request(1, 20), 0);
+  const auto s = f.sched.schedule(0);
+  REQUIRE(s.plan.sequences.size() == 1);
+  CHECK(s.plan.sequences[0].start_pos == 8);
+  CHECK(s.plan.sequences[0].tokens.size() == 12);
+  CHECK(f.sched.find(1)->num_cached_prefix_tokens == 8);
+}
+
+// Pool of 4 blocks of 4 tokens: a (4-token prompt) and b, c (2-token prompts) fit after
+// prefill; a's first decode takes the last block, and b's fourth token needs one more.
+uint64_t first_victim(fixture& f, int32_t pa, int32_t pb, int32_t pc) {
+  f.sched.add(request(1, 4, pa, 12), 0);
+  f.sched.add(request(2, 2, pb, 12), 0);
+  f.sched.add(request(3, 2, pc, 12), 0);
+  for (int i = 0; i < 10; ++i) {
+    const auto s = f.step();
+    if (!s.preempted.empty()) {
+      CHECK(s.preempted.size() == 1);
+      return s.preempted[0];
+    }
+  }
+  FAIL("no preemption");
+  return 0;
+}
+
+TEST_CASE("preemption picks the lowest-priority, latest-arrived running sequence") {
+  SUBCASE("latest arrival among the lowest priority") {
+    fixture f(config(8, 64), 4);
+    CHECK(first_victim(f, 0, 1, 1) == 3);
+  }
+  SUBCASE("lowest priority even when it arrived first") {
+    fixture f(config(8, 64), 4);
+    CHECK(first_victim(f, 2, 0, 1) == 1);
+  }
+}
+
+TEST_CASE("a recomputed sequence is fed prompt+output and continues its sample_index") {
+  fixture big(config(8, 64), 64);
+  for (auto [id, len] : {std::pair{1, 4}, {2, 2}, {3, 2}}) big.sched.add(request(id, len, 1, 12), 0);
+  big.run_to_end();
+
+  fixture f(config(8, 64), 4);
+  const uint64_t victim = first_victim(f, 1, 1, 1);
+  const auto output_before = f.log.outputs[victim];
+  CHECK(f.kv.block_table(victim).empty());
+  CHECK(f.sched.find(victim)->state() == sequence_state::waiting);
+  scheduled_step s;
+  while (step_of(s.plan, victim) == nullptr) s = f.step();
+  const auto& resumed = *step_of(s.plan, victim);
+  CHECK(contains(s.resumed, victim));
+  CHECK(resumed.start_pos == 0);
+  std::vector<int32_t> expected = request(victim, 2).prompt_tokens;
+  expected.insert(expected.end(), output_before.begin(), output_before.end());
+  CHECK(resumed.tokens == expected);
+  CHECK(resumed.sample_index == output_before.size());
+  CHECK(resumed.wants_sample);
+  f.run_to_end();
+  CHECK(f.log.outputs == big.log.outputs);
+  CHECK(f.kv.is_all_free());
+}
+
+TEST_CASE("swap mode swaps the victim out and back in and resumes where it stopped") {
+  fixture big(config(8, 64), 64);
+  for (auto [id, len] : {std::pair{1, 4}, {2, 2}, {3, 2}}) big.sched.add(request(id, len, 1, 12), 0);
+  big.run_to_end();
+
+  auto c = config(8, 64);
+  c.preemption = preemption_mode::swap;
+  fixture f(c, 4, 4, 8);
+  f.sched.add(request(1, 4, 1, 12), 0);
+  f.sched.add(request(2, 2, 1, 12), 0);
+  f.sched.add(request(3, 2, 1, 12), 0);
+  scheduled_step s;
+  while (s.preempted.empty()) s = f.step();
+  CHECK(s.preempted == std::vector<uint64_t>{3});
+  CHECK_FALSE(s.ops.swap_out.empty());
+  CHECK(f.sched.stats().num_swapped == 1);
+  const int32_t num_computed = f.sched.find(3)->num_computed_tokens;
+  while (s.ops.swap_in.empty()) s = f.step();
+  CHECK(contains(s.resumed, 3));
+  const auto* resumed = step_of(s.plan, 3);
+  REQUIRE(resumed != nullptr);
+  CHECK(resumed->start_pos == num_computed);
+  CHECK(resumed->tokens.size() == 1);
+  f.run_to_end();
+  CHECK(f.log.outputs == big.log.outputs);
+  CHECK(f.kv.is_all_free(8));
+}
+
+TEST_CASE("a higher-priority arrival preempts lower-priority work when max_num_seqs is reached") {
+  fixture f(config(2, 64), 64);
+  f.sched.add(request(1, 4, 5), 0);
+  f.sched.add(request(2, 4, 5), 0);
+  f.step();
+  SUBCASE("a strictly higher priority preempts the latest of the lowest") {
+    f.sched.add(request(3, 4, 0), 0);
+    const auto s = f.step();
+    CHECK(s.preempted == std::vector<uint64_t>{2});
+    CHECK(s.started == std::vector<uint64_t>{3});
+    CHECK(ids_in(s.plan) == std::vector<uint64_t>{1, 3});
+  }
+  SUBCASE("an equal priority waits") {
+    f.sched.add(request(3, 4, 5), 0);
+    const auto s = f.step();
+    CHECK(s.preempted.empty());
+    CHECK(f.sched.find(3)->state() == sequence_state::waiting);
+  }
+}
+
+TEST_CASE("abort in every state returns all blocks") {
+  auto c = config(8, 64);
+  c.preemption = preemption_mode::swap;
+  fixture f(c, 4, 4, 8);
+  SUBCASE("waiting") {
+    f.sched.add(request(1, 4), 0);
+    CHECK(f.sched.abort(1));
+  }
+  SUBCASE("running, between steps") {
+    f.sched.add(request(1, 4), 0);
+    f.step();
+    CHECK(f.sched.abort(1));
+  }
+  SUBCASE("running, in flight: its output is then ignored") {
+    f.sched.add(request(1, 4), 0);
+    f.sched.add(request(2, 4), 0);
+    const auto s = f.sched.schedule(0);
+    CHECK(f.sched.abort(1));
+    const auto events = f.sched.on_step_done(f.worker.run(s.plan));
+    REQUIRE(events.size() == 1);
+    CHECK(events[0].seq_id == 2);
+    CHECK(f.sched.abort(2));
+  }
+  SUBCASE("swapped and preempted") {
+    const uint64_t victim = first_victim(f, 0, 1, 1);
+    CHECK(f.sched.find(victim)->state() == sequence_state::swapped);
+    for (uint64_t id = 1; id <= 3; ++id) CHECK(f.sched.abort(id));
+  }
+  SUBCASE("waiting after a recompute preemption") {
+    fixture g(config(8, 64), 4);
+    const uint64_t victim = first_victim(g, 0, 1, 1);
+    CHECK(g.sched.find(victim)->state() == sequence_state::waiting);
+    for (uint64_t id = 1; id <= 3; ++id) CHECK(g.sched.abort(id));
+    CHECK(g.kv.is_all_free());
+  }
+  CHECK_FALSE(f.sched.has_unfinished());
+  CHECK(f.kv.is_all_free(8));
+  CHECK_FALSE(f.sched.abort(1));  // already gone
+  CHECK_FALSE(f.sched.abort(77)); // never known
+}
+
+TEST_CASE("a prompt that can never fit is refused at add time") {
+  fixture f(config(8, 64, 32), 4);  // 4 blocks of 4: 16 tokens of KV
+  auto code_of = [&](sequence_request r) {
+    try {
+      f.sched.add(std::move(r), 0);
+    } catch (const error& e) {
+      return e.code();
+    }
+    return error_code::internal;
+  };
+  CHECK(code_of(request(1, 33)) == error_code::context_overflow);  // over max_model_len
+  CHECK(code_of(request(2, 17)) == error_code::context_overflow);  // over the pool
+  CHECK(code_of(request(3, 0)) == error_code::invalid_argument);
+  CHECK_FALSE(f.sched.has_unfinished());
+  f.sched.add(request(4, 16), 0);
+  CHECK(code_of(request(4, 3)) == error_code::invalid_argument);  // a live id
+  f.run_to_end();
+  CHECK(f.log.finished[4] == finish_reason::length);
+}
+
+TEST_CASE("stop rules end a sequence with stop or length") {
+  auto finish_with = [](int32_t token, sampling_params params, int32_t max_model_len = 256) {
+    fake_kv_space kv(64, 4);
+    scheduler_policy sched(config(8, 64, max_model_len), kv, {eog_token});
+    auto r = request(1, 6);
+    r.params = std::move(params);
+    sched.add(std::move(r), 0);
+    for (int32_t n = 1;; ++n) {
+      const auto s = sched.schedule(0);
+      step_result result;
+      result.outputs.push_back({1, token});
+      const auto events = sched.on_step_done(result);
+      if (events.at(0).state == sequence_state::finished) {
+        CHECK(kv.is_all_free());
+        return std::pair{events[0].reason, n};
+      }
+    }
+  };
+  sampling_params p;
+  p.max_tokens = 5;
+  CHECK(finish_with(eog_token, p) == std::pair{finish_reason::stop, 1});
+  CHECK(finish_with(50, p) == std::pair{finish_reason::length, 5});
+  CHECK(finish_with(50, p, 8) == std::pair{finish_reason::length, 2});
+  p.ignore_eos = true;
+  CHECK(finish_with(eog_token, p) == std::pair{finish_reason::length, 5});
+  p.stop_token_ids = {50};
+  CHECK(finish_with(50, p) == std::pair{finish_reason::stop, 1});
+}
+
+TEST_CASE("one step in flight: schedule twice without on_step_done is an error") {
+  fixture f(config(8, 64), 64);
+  CHECK_THROWS_AS(f.sched.on_step_done({}), error);
+  f.sched.add(request(1, 4), 0);
+  f.sched.schedule(0);
+  CHECK(f.sched.is_step_in_flight());
+  try {
+    f.sched.schedule(0);
+    FAIL("schedule() was accepted with a step in flight");
+  } catch (const error& e) {
+    CHECK(e.code() == error_code::internal);
+  }
+  CHECK_THROWS_AS(f.sched.on_step_done({}), error);  // the wanted sample is missing
+}
+
+TEST_CASE("a failed step fails every sequence in it and frees their blocks") {
+  fixture f(config(8, 64), 64);
+  f.sched.add(request(1, 4), 0);
+  f.sched.add(request(2, 4), 0);
+  f.sched.schedule(0);
+  const auto events = f.sched.on_step_failed("device lost");
+  REQUIRE(events.size() == 2);
+  CHECK(events[0].state == sequence_state::failed);
+  CHECK(events[0].message == "device lost");
+  CHECK_FALSE(f.sched.has_unfinished());
+  CHECK(f.kv.is_all_free());
+}
+
+TEST_CASE("steps carry the penalty window and count the batch efficiency") {
+  fixture f(config(4, 16), 64);
+  auto r = request(1, 6);
+  r.params.repetition_penalty = 1.1f;
+  r.params.penalty_last_n = 4;
+  f.sched.add(std::move(r), 0);
+  f.step();
+  const auto s = f.sched.schedule(0);
+  const auto& step = s.plan.sequences.at(0);
+  CHECK(step.penalty_tokens.size() == 4);
+  CHECK(step.num_prompt_penalty_tokens == 3);
+  CHECK(step.sample_index == 1);
+  CHECK(s.num_scheduled_tokens == 1);
+  CHECK(f.sched.stats().batch_efficiency() == doctest::Approx(7.0 / 32.0));
+}
+
+TEST_CASE("a sequence's state changes only along legal transitions") {
+  sequence seq(1, {5, 6, 7}, {}, 0, 0, 0);
+  CHECK_THROWS_AS(seq.transition_to(sequence_state::finished), error);
+  CHECK_THROWS_AS(seq.transition_to(sequence_state::swapped), error);
+  seq.transition_to(sequence_state::running);
+  seq.num_computed_tokens = 3;
+  seq.transition_to(sequence_state::waiting);
+  CHECK(seq.num_computed_tokens == 0);
+  seq.transition_to(sequence_state::running);
+  seq.transition_to(sequence_state::swapped);
+  CHECK_THROWS_AS(seq.transition_to(sequence_state::finished), error);
+  seq.transition_to(sequence_state::running);
+  seq.transition_to(sequence_state::finished);
+  CHECK_THROWS_AS(seq.transition_to(sequence_state::cancelled), error);
+  CHECK_THROWS_AS(seq.transition_to(sequence_state::running), error);
+}
