@@ -30,6 +30,17 @@ uint64_t block_key(uint64_t parent_key, std::span<const int32_t> tokens) {
 
 std::string seq_name(uint64_t seq_id) { return "sequence " + std::to_string(seq_id); }
 
+// The entry of a sequence whose blocks are on the device, const or not as the map is.
+template <class sequence_map>
+auto& find_resident(sequence_map& seqs, uint64_t seq_id, const char* what) {
+  const auto it = seqs.find(seq_id);
+  if (it == seqs.end()) throw error(error_code::invalid_argument, std::string(what) + ": unknown " + seq_name(seq_id));
+  if (it->second.is_swapped) {
+    throw error(error_code::invalid_argument, std::string(what) + ": " + seq_name(seq_id) + " is swapped out");
+  }
+  return it->second;
+}
+
 }  // namespace
 
 block_manager::block_manager(const block_manager_config& config)
@@ -303,17 +314,8 @@ kv_operations block_manager::grow(uint64_t seq_id, int32_t num_tokens, std::span
 
 // ---- sequences ----------------------------------------------------------------------------
 
-block_manager::sequence_blocks& block_manager::resident(uint64_t seq_id, const char* what) {
-  const auto it = seqs_.find(seq_id);
-  if (it == seqs_.end()) throw error(error_code::invalid_argument, std::string(what) + ": unknown " + seq_name(seq_id));
-  if (it->second.is_swapped) {
-    throw error(error_code::invalid_argument, std::string(what) + ": " + seq_name(seq_id) + " is swapped out");
-  }
-  return it->second;
-}
-
 const std::vector<int32_t>& block_manager::block_table(uint64_t seq_id) const {
-  return const_cast<block_manager*>(this)->resident(seq_id, "block_table").blocks;
+  return find_resident(seqs_, seq_id, "block_table").blocks;
 }
 
 void block_manager::release(uint64_t seq_id) {
@@ -332,7 +334,7 @@ void block_manager::fork(uint64_t parent_id, uint64_t child_id) {
   if (seqs_.contains(child_id)) {
     throw error(error_code::invalid_argument, "cannot fork into " + seq_name(child_id) + ": it already exists");
   }
-  sequence_blocks child = resident(parent_id, "fork");
+  sequence_blocks child = find_resident(seqs_, parent_id, "fork");
   for (int32_t b : child.blocks) add_ref(b);
   seqs_.emplace(child_id, std::move(child));
 }
@@ -364,7 +366,7 @@ bool block_manager::can_swap_out(uint64_t seq_id) const {
 }
 
 kv_operations block_manager::swap_out(uint64_t seq_id) {
-  auto& seq = resident(seq_id, "swap_out");
+  auto& seq = find_resident(seqs_, seq_id, "swap_out");
   if (seq.blocks.size() > free_host_blocks_.size()) {
     throw error(error_code::context_overflow, "swapping out " + seq_name(seq_id) + " needs " +
                                                   std::to_string(seq.blocks.size()) + " host blocks but " +

@@ -146,7 +146,6 @@ class block_manager final : public kv_space {
   void lru_push_back(int32_t block);
   void lru_remove(int32_t block);
   std::span<const int32_t> stored_tokens(int32_t block) const;
-  sequence_blocks& resident(uint64_t seq_id, const char* what);
 
   int32_t num_blocks_;
   int32_t block_size_;

@@ -1,6 +1,6 @@
 // Property test of engine/block_manager: thousands of random submit / grow / fork / release /
 // swap operations against a simulated KV memory. Every sequence must read back exactly its
-// own tokens through its block table (so no block is handed to two sequences that write
+// own KV through its block table (so no block is handed to two sequences that write
 // different data, copy-on-write and prefix hits are right), invariants hold after each
 // operation, and at the end every block is free or cached-evictable.
 #include <doctest/doctest.h>
@@ -16,6 +16,18 @@
 namespace troupe {
 namespace {
 
+// Like real KV, a position's simulated KV depends on every token up to it, so a block with
+// the right tokens after a different prefix reads back wrong.
+std::vector<uint64_t> simulated_kv(const std::vector<int32_t>& tokens) {
+  std::vector<uint64_t> kv(tokens.size());
+  uint64_t h = 0;
+  for (size_t p = 0; p < tokens.size(); ++p) {
+    h = (h ^ static_cast<uint64_t>(tokens[p] + 1)) * 0x100000001b3ULL;
+    kv[p] = h;
+  }
+  return kv;
+}
+
 struct simulated_sequence {
   std::vector<int32_t> tokens;  // known tokens; KV exists for [0, num_computed)
   int32_t num_computed = 0;
@@ -28,8 +40,8 @@ class simulation {
       : bm_(config),
         config_(config),
         rng_(seed),
-        device_(static_cast<size_t>(config.num_blocks), std::vector<int32_t>(static_cast<size_t>(config.block_size), -1)),
-        host_(static_cast<size_t>(config.num_swap_blocks), std::vector<int32_t>(static_cast<size_t>(config.block_size), -1)) {
+        device_(static_cast<size_t>(config.num_blocks), std::vector<uint64_t>(static_cast<size_t>(config.block_size), 0)),
+        host_(static_cast<size_t>(config.num_swap_blocks), std::vector<uint64_t>(static_cast<size_t>(config.block_size), 0)) {
     // A few long "system prompts" that new prompts start with, so prefix hits are common.
     for (int t = 0; t < 4; ++t) {
       std::vector<int32_t> base(48);
@@ -59,8 +71,15 @@ class simulation {
     CHECK(bm_.num_free_blocks() == config_.num_blocks);
     CHECK(s.num_used_swap_blocks == 0);
     for (int32_t b = 0; b < config_.num_blocks; ++b) CHECK(bm_.ref_count(b) == 0);
-    MESSAGE("ops ", num_ops, ": ", num_grown_, " grows, ", num_refused_, " refused, ", num_copies_, " copies, ",
-            num_swaps_, " swaps, hit ratio ", s.prefix_hit_ratio(), ", evicted ", s.num_evicted_blocks);
+    // The run exercised what it claims to.
+    INFO(num_grown_, " grows, ", num_refused_, " refused, ", num_copies_, " copies, ", num_swaps_, " swaps, hit ratio ",
+         s.prefix_hit_ratio(), ", ", s.num_evicted_blocks, " evicted");
+    CHECK(num_grown_ > num_ops / 4);
+    CHECK(num_refused_ > 0);
+    CHECK(num_copies_ > 0);
+    CHECK((num_swaps_ > 0) == (config_.num_swap_blocks > 0));
+    CHECK((s.num_evicted_blocks > 0) == config_.enable_prefix_caching);
+    CHECK((s.prefix_hit_ratio() > 0.1) == config_.enable_prefix_caching);
   }
 
  private:
@@ -76,17 +95,17 @@ class simulation {
   }
 
   void write(uint64_t id, int32_t from, int32_t to) {
-    const auto& seq = seqs_.at(id);
+    const auto kv = simulated_kv(seqs_.at(id).tokens);
     const auto& table = bm_.block_table(id);
     const int32_t bs = config_.block_size;
     for (int32_t p = from; p < to; ++p) {
       device_[static_cast<size_t>(table[static_cast<size_t>(p / bs)])][static_cast<size_t>(p % bs)] =
-          seq.tokens[static_cast<size_t>(p)];
+          kv[static_cast<size_t>(p)];
     }
   }
 
-  void apply(const std::vector<block_copy>& copies, std::vector<std::vector<int32_t>>& from,
-             std::vector<std::vector<int32_t>>& to) {
+  void apply(const std::vector<block_copy>& copies, std::vector<std::vector<uint64_t>>& from,
+             std::vector<std::vector<uint64_t>>& to) {
     for (const auto& c : copies) to[static_cast<size_t>(c.dst)] = from[static_cast<size_t>(c.src)];
   }
 
@@ -94,8 +113,14 @@ class simulation {
     const uint64_t id = next_id_++;
     simulated_sequence seq;
     seq.family = id;
-    const auto& base = bases_[static_cast<size_t>(pick(0, static_cast<int>(bases_.size()) - 1))];
-    seq.tokens.assign(base.begin(), base.begin() + pick(1, static_cast<int>(base.size())));
+    if (pick(0, 1) == 0) {
+      const auto& base = bases_[static_cast<size_t>(pick(0, static_cast<int>(bases_.size()) - 1))];
+      seq.tokens.assign(base.begin(), base.begin() + pick(1, static_cast<int>(base.size())));
+    } else {  // whole blocks drawn from two patterns: equal blocks after different prefixes
+      for (int i = pick(1, 6); i > 0; --i) {
+        for (int32_t t = 0; t < config_.block_size; ++t) seq.tokens.push_back(pick(0, 1) * 7 + t % 2);
+      }
+    }
     for (int i = pick(0, 6); i > 0; --i) seq.tokens.push_back(pick(0, 5));
     const auto size = static_cast<int32_t>(seq.tokens.size());
     const int32_t cached = bm_.num_cached_prefix_tokens(seq.tokens);
@@ -130,6 +155,7 @@ class simulation {
     }
     if (!bm_.can_grow(id, num_tokens)) {
       expect_refused([&] { bm_.grow(id, num_tokens, seq.tokens); });
+      if (pick(0, 1) == 0) release_one(pick_sequence(false));  // preempt by recompute
       return;
     }
     const auto ops = bm_.grow(id, num_tokens, seq.tokens);
@@ -196,7 +222,7 @@ class simulation {
     ++num_refused_;
   }
 
-  // Reading each sequence's KV through its block table gives back its own tokens, and a
+  // Reading each sequence's KV through its block table gives back its own, and a
   // partly filled block is shared only within one fork family.
   void check_contents() {
     const int32_t bs = config_.block_size;
@@ -204,11 +230,12 @@ class simulation {
     for (const auto& [id, seq] : seqs_) {
       if (bm_.is_swapped(id)) continue;
       const auto& table = bm_.block_table(id);
+      const auto kv = simulated_kv(seq.tokens);
       REQUIRE(table.size() == static_cast<size_t>((seq.num_computed + bs - 1) / bs));
       for (int32_t p = 0; p < seq.num_computed; ++p) {
         const int32_t block = table[static_cast<size_t>(p / bs)];
-        if (device_[static_cast<size_t>(block)][static_cast<size_t>(p % bs)] != seq.tokens[static_cast<size_t>(p)]) {
-          FAIL("sequence ", id, " reads a wrong token at position ", p, " from block ", block);
+        if (device_[static_cast<size_t>(block)][static_cast<size_t>(p % bs)] != kv[static_cast<size_t>(p)]) {
+          FAIL("sequence ", id, " reads wrong KV at position ", p, " from block ", block);
         }
       }
       if (seq.num_computed % bs != 0) {
@@ -221,8 +248,8 @@ class simulation {
   block_manager bm_;
   block_manager_config config_;
   std::mt19937 rng_;
-  std::vector<std::vector<int32_t>> device_;
-  std::vector<std::vector<int32_t>> host_;
+  std::vector<std::vector<uint64_t>> device_;
+  std::vector<std::vector<uint64_t>> host_;
   std::vector<std::vector<int32_t>> bases_;
   std::map<uint64_t, simulated_sequence> seqs_;
   uint64_t next_id_ = 1;
