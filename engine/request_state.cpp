@@ -115,8 +115,8 @@ request_state::token_result request_state::on_token(const sampled_token& sampled
   token_result result;
   if (is_terminal(status_) || decided_) return result;
   if (status_ != request_status::running) {
-    throw error(error_code::internal,
-                std::string("request: token received while ") + to_string(status_) + "; tokens come only while running");
+    throw error(error_code::internal, std::string("request: token received while ") + to_string(status_) +
+                                          "; tokens come only while running");
   }
   ++num_output_tokens_;
   if (!first_token_ms_) first_token_ms_ = now_ms;
