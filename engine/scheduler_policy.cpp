@@ -4,6 +4,7 @@
 #include "engine/scheduler_policy.hpp"
 
 #include <algorithm>
+#include <optional>
 #include <unordered_set>
 
 #include "model/error.hpp"
@@ -85,9 +86,11 @@ scheduled_step scheduler_policy::schedule(int64_t now_ms) {
   b.budget = config_.max_num_batched_tokens;
   schedule_running(b);
   // Resuming swapped or admitting new work in the step that had to preempt would only
-  // evict again; vLLM skips both after a preemption too.
-  if (!b.has_preempted) schedule_swapped(b);
-  if (!b.has_preempted && swapped_.empty()) schedule_waiting(b);
+  // evict again (vLLM skips both too), unless nothing is left to run: an empty step must
+  // mean that nothing can run until the next add, abort or step_done.
+  const bool may_admit = !b.has_preempted || b.entries.empty();
+  if (may_admit) schedule_swapped(b);
+  if (may_admit && swapped_.empty()) schedule_waiting(b);
 
   for (const auto& e : b.entries) b.out.plan.sequences.push_back(make_step(sequences_.at(e.seq_id), e.num_tokens));
   b.out.num_scheduled_tokens = config_.max_num_batched_tokens - b.budget;
@@ -123,7 +126,7 @@ void scheduler_policy::schedule_running(step_builder& b) {
     const int32_t target = seq.num_computed_tokens + n;
     bool was_preempted = false;
     while (!kv_.can_grow(id, target)) {
-      const uint64_t victim = lowest_ranked_running();
+      const uint64_t victim = *lowest_ranked_running(b);  // id itself at worst
       preempt(victim, b);
       if (victim == id) {
         was_preempted = true;
@@ -185,10 +188,10 @@ void scheduler_policy::schedule_waiting(step_builder& b) {
     // A strictly higher-priority arrival may evict lower-priority running work. A victim
     // restarts its ageing in the waiting queue, so two sequences cannot evict each other
     // in turn without one of them waiting out ageing_ms per level first.
-    while (is_blocked() && !running_.empty()) {
-      const uint64_t victim = lowest_ranked_running();
-      if (sequences_.at(victim).admitted_priority <= priority) break;
-      preempt(victim, b);
+    while (is_blocked()) {
+      const auto victim = lowest_ranked_running(b);
+      if (!victim || sequences_.at(*victim).admitted_priority <= priority) break;
+      preempt(*victim, b);
     }
     if (is_blocked()) break;  // strict order: nothing behind it jumps the queue
     append(b.out.ops, kv_.grow(id, target, seq.tokens()));
@@ -216,7 +219,10 @@ void scheduler_policy::preempt(uint64_t seq_id, step_builder& b) {
     b.budget += entry->num_tokens;
     b.entries.erase(entry);
   }
-  if (config_.preemption == preemption_mode::swap && kv_.can_swap_out(seq_id)) {
+  // A swap_out after a swap_in of the same step could take the host blocks that swap_in
+  // reads, but the backend runs every swap_out first: recompute instead.
+  const bool may_swap = config_.preemption == preemption_mode::swap && b.out.ops.swap_in.empty();
+  if (may_swap && kv_.can_swap_out(seq_id)) {
     append(b.out.ops, kv_.swap_out(seq_id));
     seq.transition_to(sequence_state::swapped);
     swapped_.push_back(seq_id);
@@ -232,11 +238,19 @@ void scheduler_policy::preempt(uint64_t seq_id, step_builder& b) {
   b.has_preempted = true;
 }
 
-uint64_t scheduler_policy::lowest_ranked_running() const {
-  if (running_.empty()) throw error(error_code::internal, "no running sequence to preempt");
-  return *std::max_element(running_.begin(), running_.end(), [this](uint64_t x, uint64_t y) {
-    return is_ranked_before(sequences_.at(x), sequences_.at(y));
-  });
+std::optional<uint64_t> scheduler_policy::lowest_ranked_running(const step_builder& b) const {
+  // Sequences that entered running in this step are not victims: evicting them would undo
+  // a swap_in or an admission of the same step.
+  auto has_entered = [&b](uint64_t id) {
+    return std::find(b.out.started.begin(), b.out.started.end(), id) != b.out.started.end() ||
+           std::find(b.out.resumed.begin(), b.out.resumed.end(), id) != b.out.resumed.end();
+  };
+  std::optional<uint64_t> lowest;
+  for (uint64_t id : running_) {
+    if (has_entered(id)) continue;
+    if (!lowest || is_ranked_before(sequences_.at(*lowest), sequences_.at(id))) lowest = id;
+  }
+  return lowest;
 }
 
 int64_t scheduler_policy::effective_priority(const sequence& seq, int64_t now_ms) const {

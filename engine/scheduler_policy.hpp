@@ -5,6 +5,7 @@
 // on_step_done(), and fans the returned events out to the request actors.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -25,7 +26,9 @@ struct sequence_request {
 
 struct scheduled_step {
   batch_plan plan;                     // empty: nothing to run now
-  kv_operations ops;                   // block copies and swaps to do before running the plan
+  // Block moves to do before running the plan, in this order: swap_out, copies, swap_in
+  // (a swap_out reads blocks that a copy or a later step may reuse).
+  kv_operations ops;
   std::vector<uint64_t> preempted;     // stopped running this step (recompute or swap)
   std::vector<uint64_t> started;       // scheduled for the first time
   std::vector<uint64_t> resumed;       // running again after a preemption
@@ -73,7 +76,8 @@ class scheduler_policy {
   void add(sequence_request request, int64_t now_ms);
 
   // Plans the next step and reserves its KV. Throws troupe::error(internal) while a
-  // step is in flight. A non-empty result is in flight until on_step_done/on_step_failed.
+  // step is in flight. A non-empty result is in flight until on_step_done/on_step_failed;
+  // an empty one means nothing can run before the next add, abort or step_done.
   scheduled_step schedule(int64_t now_ms);
 
   // Appends the sampled tokens (outputs matched by seq_id), applies the stop rules, finishes
@@ -108,7 +112,7 @@ class scheduler_policy {
   // Tokens `seq` may feed this step under the remaining budget (0: not this step).
   int32_t num_tokens_to_feed(const sequence& seq, int32_t num_uncomputed, int32_t budget) const;
   void preempt(uint64_t seq_id, step_builder& b);
-  uint64_t lowest_ranked_running() const;
+  std::optional<uint64_t> lowest_ranked_running(const step_builder& b) const;
   int64_t effective_priority(const sequence& seq, int64_t now_ms) const;
   sequence_step make_step(const sequence& seq, int32_t num_tokens) const;
   bool should_stop(sequence& seq) const;

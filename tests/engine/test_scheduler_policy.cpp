@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <map>
 #include <random>
+#include <set>
 
 #include "engine/fake_kv_space.hpp"
 #include "engine/scheduler_policy.hpp"
@@ -37,24 +38,37 @@ sequence_request request(uint64_t id, int32_t num_prompt_tokens, int32_t priorit
   return r;
 }
 
-// Stands in for the model: the next token hashes the whole context, the seed and the sample
-// index, so any token fed wrongly (or a wrong sample_index) changes every later token. It keeps
-// what each sequence fed to check that a step always continues exactly where the KV ends.
+// Stands in for the model over a paged KV memory that holds token ids: a step first does
+// the block moves (swap_out, copies, swap_in), then writes every fed token into its slot
+// through the block table, then reads each sequence's context [0, start_pos + n) back the
+// same way. The next token hashes that context, the seed and the sample index, so a wrong
+// start_pos, block table, block move or sample_index changes every later token.
 class simulated_worker {
  public:
-  explicit simulated_worker(int32_t block_size) : block_size_(block_size) {}
+  simulated_worker(int32_t num_blocks, int32_t block_size, int32_t num_host_blocks)
+      : block_size_(block_size),
+        device_(static_cast<size_t>(num_blocks * block_size), -1),
+        host_(static_cast<size_t>(num_host_blocks * block_size), -1) {}
 
-  step_result run(const batch_plan& plan) {
+  step_result run(const scheduled_step& step) {
+    for (const auto& c : step.ops.swap_out) move_block(device_, c.src, host_, c.dst);
+    for (const auto& c : step.ops.copies) move_block(device_, c.src, device_, c.dst);
+    for (const auto& c : step.ops.swap_in) move_block(host_, c.src, device_, c.dst);
+    for (const auto& s : step.plan.sequences) {
+      REQUIRE(s.block_table.size() * static_cast<size_t>(block_size_) >= s.start_pos + s.tokens.size());
+      for (size_t i = 0; i < s.tokens.size(); ++i) slot(s.block_table, s.start_pos + static_cast<int32_t>(i)) = s.tokens[i];
+    }
     step_result result;
-    for (const auto& s : plan.sequences) {
-      auto& context = fed_[s.seq_id];
-      REQUIRE(static_cast<size_t>(s.start_pos) <= context.size());
-      context.resize(static_cast<size_t>(s.start_pos));
-      context.insert(context.end(), s.tokens.begin(), s.tokens.end());
-      CHECK(static_cast<size_t>(s.block_table.size()) * static_cast<size_t>(block_size_) >= context.size());
+    for (const auto& s : step.plan.sequences) {
       sequence_output o;
       o.seq_id = s.seq_id;
-      if (s.wants_sample) o.token = next_token(context, s.params.seed, s.sample_index);
+      if (s.wants_sample) {
+        std::vector<int32_t> context;
+        for (int32_t pos = 0; pos < s.start_pos + static_cast<int32_t>(s.tokens.size()); ++pos) {
+          context.push_back(slot(s.block_table, pos));
+        }
+        o.token = next_token(context, s.params.seed, s.sample_index);
+      }
       result.outputs.push_back(o);
     }
     return result;
@@ -67,9 +81,32 @@ class simulated_worker {
   }
 
  private:
+  int32_t& slot(const std::vector<int32_t>& table, int32_t pos) {
+    return device_.at(static_cast<size_t>(table.at(static_cast<size_t>(pos / block_size_)) * block_size_ + pos % block_size_));
+  }
+  void move_block(const std::vector<int32_t>& from, int32_t src, std::vector<int32_t>& to, int32_t dst) {
+    const auto first = from.begin() + static_cast<ptrdiff_t>(src) * block_size_;
+    std::copy(first, first + block_size_, to.begin() + static_cast<ptrdiff_t>(dst) * block_size_);
+  }
+
   int32_t block_size_;
-  std::map<uint64_t, std::vector<int32_t>> fed_;
+  std::vector<int32_t> device_;  // num_blocks x block_size token ids
+  std::vector<int32_t> host_;
 };
+
+// What the simulated worker samples for a request that runs alone and is never preempted.
+std::vector<int32_t> run_alone(const sequence_request& r, int32_t max_sequence_tokens) {
+  std::vector<int32_t> context = r.prompt_tokens;
+  std::vector<int32_t> output;
+  while (true) {
+    output.push_back(simulated_worker::next_token(context, r.params.seed, output.size()));
+    context.push_back(output.back());
+    if (static_cast<int32_t>(output.size()) >= r.params.max_tokens ||
+        static_cast<int32_t>(context.size()) >= max_sequence_tokens) {
+      return output;
+    }
+  }
+}
 
 // Every sampled token and how each sequence ended, over one run.
 struct run_log {
@@ -89,11 +126,12 @@ struct fixture {
   simulated_worker worker;
   run_log log;
   fixture(scheduler_config c, int32_t num_blocks, int32_t block_size = 4, int32_t num_host_blocks = 0)
-      : kv(num_blocks, block_size, num_host_blocks), sched(c, kv, {eog_token}), worker(block_size) {}
+      : kv(num_blocks, block_size, num_host_blocks), sched(c, kv, {eog_token}),
+        worker(num_blocks, block_size, num_host_blocks) {}
 
   scheduled_step step(int64_t now_ms = 0) {
     auto s = sched.schedule(now_ms);
-    if (!s.is_empty()) log.record(sched.on_step_done(worker.run(s.plan)));
+    if (!s.is_empty()) log.record(sched.on_step_done(worker.run(s)));
     return s;
   }
   void run_to_end(int64_t now_ms = 0) {
@@ -166,23 +204,39 @@ TEST_CASE("the token budget and max_num_seqs are never exceeded on random worklo
       fixture f(c, 48, 4, 32);
       std::mt19937 rng(1234);
       uint64_t next_id = 1;
+      std::map<uint64_t, sequence_request> requests;
+      std::set<uint64_t> aborted;
       for (int64_t t = 0; t < 3000 || f.sched.has_unfinished(); t += 10) {
         REQUIRE(t < 1000000);
         if (t < 3000) {
           for (int k = static_cast<int>(rng() % 3); k > 0; --k) {
-            f.sched.add(request(next_id++, 1 + static_cast<int32_t>(rng() % 60), static_cast<int32_t>(rng() % 4),
-                                1 + static_cast<int32_t>(rng() % 40)), t);
+            auto r = request(next_id++, 1 + static_cast<int32_t>(rng() % 60), static_cast<int32_t>(rng() % 4),
+                             1 + static_cast<int32_t>(rng() % 40));
+            requests[r.id] = r;
+            f.sched.add(std::move(r), t);
           }
-          if (rng() % 7 == 0) f.sched.abort(1 + rng() % next_id);
+          const uint64_t victim = 1 + rng() % next_id;
+          if (rng() % 7 == 0 && f.sched.abort(victim)) aborted.insert(victim);
         }
         const auto s = f.sched.schedule(t);
         CHECK(s.plan.num_tokens() <= c.max_num_batched_tokens);
         CHECK(static_cast<int32_t>(s.plan.sequences.size()) <= c.max_num_seqs);
         CHECK(f.sched.stats().num_running <= c.max_num_seqs);
-        if (!s.is_empty()) f.log.record(f.sched.on_step_done(f.worker.run(s.plan)));
+        CHECK((!s.is_empty() || !f.sched.has_unfinished()));  // never idle with work left
+        if (!s.is_empty()) f.log.record(f.sched.on_step_done(f.worker.run(s)));
       }
       CHECK(f.sched.stats().num_preemptions > 0);
       CHECK(f.kv.is_all_free(32));
+      // However often it was preempted, each sequence drew what it would have drawn alone.
+      for (const auto& [id, r] : requests) {
+        const auto expected = run_alone(r, f.sched.max_sequence_tokens());
+        const auto& got = f.log.outputs[id];
+        if (aborted.contains(id)) {
+          CHECK(std::equal(got.begin(), got.end(), expected.begin()));
+        } else {
+          CHECK(got == expected);
+        }
+      }
     }
   }
 }
@@ -349,7 +403,7 @@ TEST_CASE("abort in every state returns all blocks") {
     f.sched.add(request(2, 4), 0);
     const auto s = f.sched.schedule(0);
     CHECK(f.sched.abort(1));
-    const auto events = f.sched.on_step_done(f.worker.run(s.plan));
+    const auto events = f.sched.on_step_done(f.worker.run(s));
     REQUIRE(events.size() == 1);
     CHECK(events[0].seq_id == 2);
     CHECK(f.sched.abort(2));
