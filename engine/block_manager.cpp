@@ -330,6 +330,15 @@ void block_manager::release(uint64_t seq_id) {
   seqs_.erase(it);
 }
 
+void block_manager::discard(uint64_t seq_id) {
+  const auto it = seqs_.find(seq_id);
+  if (it == seqs_.end()) return;
+  for (int32_t b : it->second.blocks) {
+    if (block_states_[static_cast<size_t>(b)].serial != 0) unregister(b);
+  }
+  release(seq_id);
+}
+
 void block_manager::fork(uint64_t parent_id, uint64_t child_id) {
   if (seqs_.contains(child_id)) {
     throw error(error_code::invalid_argument, "cannot fork into " + seq_name(child_id) + ": it already exists");

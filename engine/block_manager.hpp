@@ -72,6 +72,9 @@ class block_manager final : public kv_space {
   const std::vector<int32_t>& block_table(uint64_t seq_id) const override;
   // Unknown or already released sequences are ignored (aborts may race with finishes).
   void release(uint64_t seq_id) override;
+  // Like release, for a sequence whose last step failed: its blocks may hold unwritten KV,
+  // so none of them stays in (or remains findable through) the prefix cache.
+  void discard(uint64_t seq_id);
   // Throws invalid_argument when the parent is unknown or swapped out, or the child exists.
   void fork(uint64_t parent_id, uint64_t child_id) override;
 

@@ -271,6 +271,21 @@ TEST_CASE("a released chain is evicted from its tail, keeping the prefix that ot
   CHECK(bm.num_cached_prefix_tokens(prompt) == 4);
 }
 
+TEST_CASE("discarding a sequence whose step failed frees its blocks and drops them from the prefix cache") {
+  auto bm = make_manager(8);
+  const auto prompt = run_of(10);
+  bm.grow(1, 10, prompt);
+  bm.grow(2, 10, prompt);  // shares the two cached blocks
+  bm.discard(1);
+  bm.discard(42);  // unknown: a no-op
+  CHECK(bm.num_cached_prefix_tokens(prompt) == 0);
+  CHECK(bm.block_table(2).size() == 3);
+  bm.discard(2);
+  CHECK(bm.num_free_blocks() == 8);
+  CHECK(bm.stats().num_cached_blocks == 0);
+  bm.check_invariants();
+}
+
 TEST_CASE("with prefix caching disabled nothing is cached or looked up") {
   auto bm = make_manager(8, 4, 0, false);
   const auto prompt = run_of(10);

@@ -1,8 +1,8 @@
 // Property test of engine/block_manager: thousands of random submit / grow / fork / release /
-// swap operations against a simulated KV memory. Every sequence must read back exactly its
-// own KV through its block table (so no block is handed to two sequences that write
-// different data, copy-on-write and prefix hits are right), invariants hold after each
-// operation, and at the end every block is free or cached-evictable.
+// discard / swap operations against a simulated KV memory. Every sequence must read back
+// exactly its own KV through its block table (so no block is handed to two sequences that
+// write different data, copy-on-write and prefix hits are right), invariants hold after
+// each operation, and at the end every block is free or cached-evictable.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -178,7 +178,13 @@ class simulation {
   void release() {
     if (pick(0, 9) == 0) return bm_.release(next_id_ + 1000);  // unknown: a no-op
     const uint64_t id = pick_sequence(pick(0, 3) == 0);
-    if (id != 0) release_one(id);
+    if (id == 0) return;
+    if (pick(0, 7) == 0) {  // its step failed
+      bm_.discard(id);
+      seqs_.erase(id);
+    } else {
+      release_one(id);
+    }
   }
 
   void release_one(uint64_t id) {
