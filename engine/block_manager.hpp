@@ -45,9 +45,11 @@ struct block_manager_stats {
 //   blocks written by the same step; the backend writes every sequence's KV of a layer
 //   before any attention of that layer reads it, or the scheduler must keep such hits out
 //   of the writer's step.
-// - The kv_operations returned by calls made while building one plan must run in call
-//   order, before the step: a swap_out's device->host copies read blocks that a later
-//   grow or swap_in of the same iteration may reuse.
+// - The kv_operations returned by calls made while building one plan must run before the
+//   step, in call order: a swap_out's device->host copies read blocks that a later grow or
+//   swap_in of the same iteration may reuse. Running all swap_outs, then all copies, then
+//   all swap_ins is the same thing unless the iteration swaps out a sequence after it got
+//   a copy-on-write copy or was swapped in earlier in that same iteration.
 // - Swapping a sequence copies every block it holds, shared ones included, into its own
 //   host blocks and drops its references on the device, so the sharers are untouched and
 //   swap_in always allocates fresh, unshared device blocks.
