@@ -37,10 +37,11 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 struct scheduler_policy::step_builder {
   int64_t now_ms = 0;
-  int32_t budget = 0;  // tokens left this step
+  int32_t budget = 0;  // tokens neither planned nor promised yet
   scheduled_step out;
-  std::vector<step_entry> entries;  // plan order
-  bool has_preempted = false;
+  std::vector<step_entry> entries;                 // planned: KV grown, in plan order
+  std::unordered_map<uint64_t, int32_t> promised;  // running sequences' token shares not yet planned
+  bool has_preempted_for_kv = false;
 };
 
 scheduler_policy::scheduler_policy(scheduler_config config, kv_space& kv, std::vector<int32_t> eog_ids)
@@ -84,16 +85,22 @@ scheduled_step scheduler_policy::schedule(int64_t now_ms) {
   step_builder b;
   b.now_ms = now_ms;
   b.budget = config_.max_num_batched_tokens;
+  // Every eviction comes before any KV is grown or swapped in for this step: an evicted
+  // sequence then never leaves planned-but-unwritten blocks in the prefix cache, and every
+  // swap_out precedes every swap_in, the order the backend runs them in.
+  const auto queue = waiting_in_order(now_ms);
+  preempt_for_priority(b, queue);
   schedule_running(b);
-  // Resuming swapped or admitting new work in the step that had to preempt would only
-  // evict again (vLLM skips both too), unless nothing is left to run: an empty step must
-  // mean that nothing can run until the next add, abort or step_done.
-  const bool may_admit = !b.has_preempted || b.entries.empty();
-  if (may_admit) schedule_swapped(b);
-  if (may_admit && swapped_.empty()) schedule_waiting(b);
+  // Resuming swapped or admitting new work in a step that ran out of KV would only evict
+  // again (vLLM skips both too), unless nothing is left to run: an empty step must mean
+  // that nothing can run until the next add, abort or step_done.
+  if (!b.has_preempted_for_kv || b.entries.empty()) {
+    schedule_swapped(b);
+    if (swapped_.empty()) schedule_waiting(b, queue);
+  }
 
   for (const auto& e : b.entries) b.out.plan.sequences.push_back(make_step(sequences_.at(e.seq_id), e.num_tokens));
-  b.out.num_scheduled_tokens = config_.max_num_batched_tokens - b.budget;
+  b.out.num_scheduled_tokens = static_cast<int32_t>(b.out.plan.num_tokens());
   b.out.token_budget = config_.max_num_batched_tokens;
   if (!b.out.is_empty()) {
     in_flight_ = std::move(b.entries);
@@ -105,38 +112,78 @@ scheduled_step scheduler_policy::schedule(int64_t now_ms) {
   return std::move(b.out);
 }
 
-int32_t scheduler_policy::num_tokens_to_feed(const sequence&, int32_t num_uncomputed, int32_t budget) const {
+int32_t scheduler_policy::num_tokens_to_feed(int32_t num_uncomputed, int32_t budget) const {
   if (budget <= 0 || num_uncomputed <= 0) return 0;
   if (num_uncomputed <= budget) return num_uncomputed;
   return config_.enable_chunked_prefill ? budget : 0;
 }
 
+std::vector<std::pair<int64_t, uint64_t>> scheduler_policy::waiting_in_order(int64_t now_ms) const {
+  std::vector<std::pair<int64_t, uint64_t>> queue;
+  queue.reserve(waiting_.size());
+  for (uint64_t id : waiting_) queue.emplace_back(effective_priority(sequences_.at(id), now_ms), id);
+  std::sort(queue.begin(), queue.end(), [this](const auto& x, const auto& y) {
+    if (x.first != y.first) return x.first < y.first;
+    return sequences_.at(x.second).arrival_order < sequences_.at(y.second).arrival_order;
+  });
+  return queue;
+}
+
+void scheduler_policy::preempt_for_priority(step_builder& b, const std::vector<std::pair<int64_t, uint64_t>>& queue) {
+  if (!swapped_.empty()) return;  // swapped sequences resume before anything waiting is admitted
+  int32_t num_free_slots = config_.max_num_seqs - static_cast<int32_t>(running_.size());
+  for (const auto& [priority, id] : queue) {
+    if (num_free_slots > 0) {
+      --num_free_slots;
+      continue;
+    }
+    // Strictly higher priority only. The victim restarts its ageing in the waiting queue,
+    // so two sequences cannot evict each other in turn without ageing_ms per level waited.
+    // It is recomputed rather than swapped: swapped sequences would hold the admission back.
+    const auto victim = lowest_ranked_running();
+    if (!victim || sequences_.at(*victim).admitted_priority <= priority) break;
+    preempt(*victim, b, preemption_mode::recompute);
+  }
+}
+
 void scheduler_policy::schedule_running(step_builder& b) {
   auto by_rank = [this](uint64_t x, uint64_t y) { return is_ranked_before(sequences_.at(x), sequences_.at(y)); };
   std::sort(running_.begin(), running_.end(), by_rank);
-  std::vector<uint64_t> order;  // decodes first, then the prefill chunks of running sequences
-  for (uint64_t id : running_) if (sequences_.at(id).is_decoding()) order.push_back(id);
-  for (uint64_t id : running_) if (!sequences_.at(id).is_decoding()) order.push_back(id);
-
-  for (uint64_t id : order) {
-    sequence& seq = sequences_.at(id);
-    if (seq.state() != sequence_state::running) continue;  // preempted for an earlier one
-    const int32_t n = num_tokens_to_feed(seq, seq.num_uncomputed_tokens(), b.budget);
+  // Token shares: every decode its one token first, then prefill chunks in rank order.
+  for (uint64_t id : running_) {
+    if (sequences_.at(id).is_decoding() && b.budget > 0) {
+      b.promised[id] = 1;
+      --b.budget;
+    }
+  }
+  for (uint64_t id : running_) {
+    const sequence& seq = sequences_.at(id);
+    if (seq.is_decoding()) continue;
+    const int32_t n = num_tokens_to_feed(seq.num_uncomputed_tokens(), b.budget);
     if (n == 0) continue;
+    b.promised[id] = n;
+    b.budget -= n;
+  }
+  // KV in rank order, so that the lowest-ranked running sequence, the victim when blocks
+  // run out, is never one already planned (at worst the one asking).
+  const auto order = running_;
+  for (uint64_t id : order) {
+    const auto share = b.promised.find(id);
+    if (share == b.promised.end()) continue;  // no tokens this step, or preempted
+    sequence& seq = sequences_.at(id);
+    const int32_t n = share->second;
     const int32_t target = seq.num_computed_tokens + n;
     bool was_preempted = false;
-    while (!kv_.can_grow(id, target)) {
-      const uint64_t victim = *lowest_ranked_running(b);  // id itself at worst
-      preempt(victim, b);
-      if (victim == id) {
-        was_preempted = true;
-        break;
-      }
+    while (!was_preempted && !kv_.can_grow(id, target)) {
+      const uint64_t victim = *lowest_ranked_running();
+      preempt(victim, b, config_.preemption);
+      b.has_preempted_for_kv = true;
+      was_preempted = victim == id;
     }
     if (was_preempted) continue;
+    b.promised.erase(id);
     append(b.out.ops, kv_.grow(id, target, seq.tokens()));
     b.entries.push_back({id, n});
-    b.budget -= n;
   }
 }
 
@@ -148,7 +195,7 @@ void scheduler_policy::schedule_swapped(step_builder& b) {
     const uint64_t id = swapped_[num_resumed];
     sequence& seq = sequences_.at(id);
     if (static_cast<int32_t>(running_.size()) >= config_.max_num_seqs) break;
-    const int32_t n = num_tokens_to_feed(seq, seq.num_uncomputed_tokens(), b.budget);
+    const int32_t n = num_tokens_to_feed(seq.num_uncomputed_tokens(), b.budget);
     if (n == 0 || !kv_.can_swap_in(id)) break;
     append(b.out.ops, kv_.swap_in(id));
     seq.transition_to(sequence_state::running);
@@ -164,37 +211,16 @@ void scheduler_policy::schedule_swapped(step_builder& b) {
   swapped_.erase(swapped_.begin(), swapped_.begin() + static_cast<ptrdiff_t>(num_resumed));
 }
 
-void scheduler_policy::schedule_waiting(step_builder& b) {
-  std::vector<std::pair<int64_t, uint64_t>> keyed;  // (effective priority, id)
-  keyed.reserve(waiting_.size());
-  for (uint64_t id : waiting_) keyed.emplace_back(effective_priority(sequences_.at(id), b.now_ms), id);
-  std::sort(keyed.begin(), keyed.end(), [this](const auto& x, const auto& y) {
-    if (x.first != y.first) return x.first < y.first;
-    return sequences_.at(x.second).arrival_order < sequences_.at(y.second).arrival_order;
-  });
-
+void scheduler_policy::schedule_waiting(step_builder& b, const std::vector<std::pair<int64_t, uint64_t>>& queue) {
   std::unordered_set<uint64_t> admitted;
-  for (const auto& entry : keyed) {
-    const int64_t priority = entry.first;
-    const uint64_t id = entry.second;
+  for (const auto& [priority, id] : queue) {
     sequence& seq = sequences_.at(id);
+    if (static_cast<int32_t>(running_.size()) >= config_.max_num_seqs) break;
     const int32_t num_cached = kv_.num_cached_prefix_tokens(seq.tokens());
-    const int32_t n = num_tokens_to_feed(seq, seq.num_tokens() - num_cached, b.budget);
-    if (n == 0) break;
-    const int32_t target = num_cached + n;
-    auto is_blocked = [&] {
-      return static_cast<int32_t>(running_.size()) >= config_.max_num_seqs || !kv_.can_grow(id, target);
-    };
-    // A strictly higher-priority arrival may evict lower-priority running work. A victim
-    // restarts its ageing in the waiting queue, so two sequences cannot evict each other
-    // in turn without one of them waiting out ageing_ms per level first.
-    while (is_blocked()) {
-      const auto victim = lowest_ranked_running(b);
-      if (!victim || sequences_.at(*victim).admitted_priority <= priority) break;
-      preempt(*victim, b);
-    }
-    if (is_blocked()) break;  // strict order: nothing behind it jumps the queue
-    append(b.out.ops, kv_.grow(id, target, seq.tokens()));
+    const int32_t n = num_tokens_to_feed(seq.num_tokens() - num_cached, b.budget);
+    // Strict order: nothing behind a blocked sequence jumps the queue.
+    if (n == 0 || !kv_.can_grow(id, num_cached + n)) break;
+    append(b.out.ops, kv_.grow(id, num_cached + n, seq.tokens()));
     seq.num_computed_tokens = num_cached;
     seq.num_cached_prefix_tokens = num_cached;
     seq.admitted_priority = priority;
@@ -208,21 +234,18 @@ void scheduler_policy::schedule_waiting(step_builder& b) {
   std::erase_if(waiting_, [&](uint64_t id) { return admitted.contains(id); });
 }
 
-void scheduler_policy::preempt(uint64_t seq_id, step_builder& b) {
+void scheduler_policy::preempt(uint64_t seq_id, step_builder& b, preemption_mode mode) {
+  const auto is_planned = [seq_id](const step_entry& e) { return e.seq_id == seq_id; };
+  if (std::any_of(b.entries.begin(), b.entries.end(), is_planned)) {
+    throw error(error_code::internal, "sequence " + std::to_string(seq_id) + " was evicted after being planned");
+  }
+  if (const auto share = b.promised.find(seq_id); share != b.promised.end()) {
+    b.budget += share->second;
+    b.promised.erase(share);
+  }
   sequence& seq = sequences_.at(seq_id);
   erase_id(running_, seq_id);
-  erase_id(b.out.started, seq_id);
-  erase_id(b.out.resumed, seq_id);
-  const auto entry = std::find_if(b.entries.begin(), b.entries.end(),
-                                  [seq_id](const step_entry& e) { return e.seq_id == seq_id; });
-  if (entry != b.entries.end()) {
-    b.budget += entry->num_tokens;
-    b.entries.erase(entry);
-  }
-  // A swap_out after a swap_in of the same step could take the host blocks that swap_in
-  // reads, but the backend runs every swap_out first: recompute instead.
-  const bool may_swap = config_.preemption == preemption_mode::swap && b.out.ops.swap_in.empty();
-  if (may_swap && kv_.can_swap_out(seq_id)) {
+  if (mode == preemption_mode::swap && kv_.can_swap_out(seq_id)) {
     append(b.out.ops, kv_.swap_out(seq_id));
     seq.transition_to(sequence_state::swapped);
     swapped_.push_back(seq_id);
@@ -235,19 +258,11 @@ void scheduler_policy::preempt(uint64_t seq_id, step_builder& b) {
   ++seq.num_preemptions;
   ++totals_.num_preemptions;
   b.out.preempted.push_back(seq_id);
-  b.has_preempted = true;
 }
 
-std::optional<uint64_t> scheduler_policy::lowest_ranked_running(const step_builder& b) const {
-  // Sequences that entered running in this step are not victims: evicting them would undo
-  // a swap_in or an admission of the same step.
-  auto has_entered = [&b](uint64_t id) {
-    return std::find(b.out.started.begin(), b.out.started.end(), id) != b.out.started.end() ||
-           std::find(b.out.resumed.begin(), b.out.resumed.end(), id) != b.out.resumed.end();
-  };
+std::optional<uint64_t> scheduler_policy::lowest_ranked_running() const {
   std::optional<uint64_t> lowest;
   for (uint64_t id : running_) {
-    if (has_entered(id)) continue;
     if (!lowest || is_ranked_before(sequences_.at(*lowest), sequences_.at(id))) lowest = id;
   }
   return lowest;

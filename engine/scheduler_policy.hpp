@@ -106,13 +106,17 @@ class scheduler_policy {
   };
   struct step_builder;
 
+  // (effective priority, id) of the waiting sequences, best first.
+  std::vector<std::pair<int64_t, uint64_t>> waiting_in_order(int64_t now_ms) const;
+  void preempt_for_priority(step_builder& b, const std::vector<std::pair<int64_t, uint64_t>>& queue);
   void schedule_running(step_builder& b);
   void schedule_swapped(step_builder& b);
-  void schedule_waiting(step_builder& b);
-  // Tokens `seq` may feed this step under the remaining budget (0: not this step).
-  int32_t num_tokens_to_feed(const sequence& seq, int32_t num_uncomputed, int32_t budget) const;
-  void preempt(uint64_t seq_id, step_builder& b);
-  std::optional<uint64_t> lowest_ranked_running(const step_builder& b) const;
+  void schedule_waiting(step_builder& b, const std::vector<std::pair<int64_t, uint64_t>>& queue);
+  // Tokens to feed this step under the remaining budget (0: not this step).
+  int32_t num_tokens_to_feed(int32_t num_uncomputed, int32_t budget) const;
+  void preempt(uint64_t seq_id, step_builder& b, preemption_mode mode);
+  // The victim: lowest admitted priority, then latest arrival.
+  std::optional<uint64_t> lowest_ranked_running() const;
   int64_t effective_priority(const sequence& seq, int64_t now_ms) const;
   sequence_step make_step(const sequence& seq, int32_t num_tokens) const;
   bool should_stop(sequence& seq) const;

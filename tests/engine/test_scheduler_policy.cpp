@@ -8,6 +8,7 @@
 #include <random>
 #include <set>
 
+#include "engine/block_manager.hpp"
 #include "engine/fake_kv_space.hpp"
 #include "engine/scheduler_policy.hpp"
 #include "model/error.hpp"
@@ -192,7 +193,67 @@ TEST_CASE("ageing lets an old low-priority request overtake a newer high-priorit
   }
 }
 
-TEST_CASE("the token budget and max_num_seqs are never exceeded on random workloads") {
+namespace {
+
+struct workload_result {
+  run_log log;
+  std::map<uint64_t, sequence_request> requests;
+  std::set<uint64_t> aborted;
+};
+
+// 3 s of random arrivals (prompt lengths, priorities, max_tokens, aborts), then drains.
+// Checks the budgets at every step and that no step is empty while work is left.
+workload_result run_random_workload(scheduler_policy& sched, simulated_worker& worker, const scheduler_config& c,
+                                    uint32_t seed, bool has_shared_prefixes) {
+  std::mt19937 rng(seed);
+  workload_result w;
+  uint64_t next_id = 1;
+  std::vector<std::vector<int32_t>> prefixes(3);
+  for (auto& p : prefixes) for (int i = 0; i < 24; ++i) p.push_back(100 + static_cast<int32_t>(rng() % 500));
+  for (int64_t t = 0; t < 3000 || sched.has_unfinished(); t += 10) {
+    REQUIRE(t < 1000000);
+    if (t < 3000) {
+      for (int k = static_cast<int>(rng() % 3); k > 0; --k) {
+        auto r = request(next_id++, 1 + static_cast<int32_t>(rng() % 60), static_cast<int32_t>(rng() % 4),
+                         1 + static_cast<int32_t>(rng() % 40));
+        if (has_shared_prefixes) {
+          const auto& p = prefixes[rng() % prefixes.size()];
+          r.prompt_tokens.insert(r.prompt_tokens.begin(), p.begin(), p.begin() + static_cast<ptrdiff_t>(rng() % 24));
+          r.prompt_tokens.resize(std::min<size_t>(r.prompt_tokens.size(), 60));
+        }
+        w.requests[r.id] = r;
+        sched.add(std::move(r), t);
+      }
+      const uint64_t victim = 1 + rng() % next_id;
+      if (rng() % 7 == 0 && sched.abort(victim)) w.aborted.insert(victim);
+    }
+    const auto s = sched.schedule(t);
+    CHECK(s.plan.num_tokens() <= c.max_num_batched_tokens);
+    CHECK(static_cast<int32_t>(s.plan.sequences.size()) <= c.max_num_seqs);
+    CHECK(sched.stats().num_running <= c.max_num_seqs);
+    CHECK((!s.is_empty() || !sched.has_unfinished()));  // never idle with work left
+    if (!s.is_empty()) w.log.record(sched.on_step_done(worker.run(s)));
+  }
+  return w;
+}
+
+// However often it was preempted, each sequence drew what it would have drawn alone.
+void check_outputs_match_runs_alone(const workload_result& w, int32_t max_sequence_tokens) {
+  for (const auto& [id, r] : w.requests) {
+    const auto expected = run_alone(r, max_sequence_tokens);
+    const auto it = w.log.outputs.find(id);
+    const auto got = it == w.log.outputs.end() ? std::vector<int32_t>{} : it->second;
+    if (w.aborted.contains(id)) {
+      CHECK(std::equal(got.begin(), got.end(), expected.begin()));
+    } else {
+      CHECK(got == expected);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("on random workloads the budgets hold and preempted sequences resume exactly") {
   for (const bool is_chunked : {true, false}) {
     for (const auto mode : {preemption_mode::recompute, preemption_mode::swap}) {
       CAPTURE(is_chunked);
@@ -201,42 +262,37 @@ TEST_CASE("the token budget and max_num_seqs are never exceeded on random worklo
       c.enable_chunked_prefill = is_chunked;
       c.preemption = mode;
       c.ageing_ms = 50;
-      fixture f(c, 48, 4, 32);
-      std::mt19937 rng(1234);
-      uint64_t next_id = 1;
-      std::map<uint64_t, sequence_request> requests;
-      std::set<uint64_t> aborted;
-      for (int64_t t = 0; t < 3000 || f.sched.has_unfinished(); t += 10) {
-        REQUIRE(t < 1000000);
-        if (t < 3000) {
-          for (int k = static_cast<int>(rng() % 3); k > 0; --k) {
-            auto r = request(next_id++, 1 + static_cast<int32_t>(rng() % 60), static_cast<int32_t>(rng() % 4),
-                             1 + static_cast<int32_t>(rng() % 40));
-            requests[r.id] = r;
-            f.sched.add(std::move(r), t);
-          }
-          const uint64_t victim = 1 + rng() % next_id;
-          if (rng() % 7 == 0 && f.sched.abort(victim)) aborted.insert(victim);
-        }
-        const auto s = f.sched.schedule(t);
-        CHECK(s.plan.num_tokens() <= c.max_num_batched_tokens);
-        CHECK(static_cast<int32_t>(s.plan.sequences.size()) <= c.max_num_seqs);
-        CHECK(f.sched.stats().num_running <= c.max_num_seqs);
-        CHECK((!s.is_empty() || !f.sched.has_unfinished()));  // never idle with work left
-        if (!s.is_empty()) f.log.record(f.sched.on_step_done(f.worker.run(s)));
+      for (const uint32_t seed : {1234u, 7u, 2024u}) {
+        CAPTURE(seed);
+        fixture f(c, 48, 4, 32);
+        const auto w = run_random_workload(f.sched, f.worker, c, seed, false);
+        CHECK(f.sched.stats().num_preemptions > 0);
+        CHECK(f.kv.is_all_free(32));
+        check_outputs_match_runs_alone(w, f.sched.max_sequence_tokens());
       }
-      CHECK(f.sched.stats().num_preemptions > 0);
-      CHECK(f.kv.is_all_free(32));
-      // However often it was preempted, each sequence drew what it would have drawn alone.
-      for (const auto& [id, r] : requests) {
-        const auto expected = run_alone(r, f.sched.max_sequence_tokens());
-        const auto& got = f.log.outputs[id];
-        if (aborted.contains(id)) {
-          CHECK(std::equal(got.begin(), got.end(), expected.begin()));
-        } else {
-          CHECK(got == expected);
-        }
-      }
+    }
+  }
+}
+
+TEST_CASE("with the real block manager and prefix caching, outputs equal uninterrupted runs") {
+  for (const auto mode : {preemption_mode::recompute, preemption_mode::swap}) {
+    CAPTURE(static_cast<int>(mode));
+    auto c = config(8, 64, 64);
+    c.preemption = mode;
+    c.ageing_ms = 50;
+    for (const uint32_t seed : {99u, 5u, 4242u}) {
+      CAPTURE(seed);
+      block_manager kv({.num_blocks = 48, .block_size = 4, .num_swap_blocks = 32, .enable_prefix_caching = true});
+      scheduler_policy sched(c, kv, {eog_token});
+      simulated_worker worker(48, 4, 32);
+      const auto w = run_random_workload(sched, worker, c, seed, true);
+      kv.check_invariants();
+      const auto s = kv.stats();
+      CHECK(s.num_used_blocks == 0);
+      CHECK(s.num_used_swap_blocks == 0);
+      CHECK(s.prefix_hit_ratio() > 0.0);
+      CHECK(sched.stats().num_preemptions > 0);
+      check_outputs_match_runs_alone(w, sched.max_sequence_tokens());
     }
   }
 }
