@@ -41,10 +41,12 @@ struct block_manager_stats {
 //
 // Contracts the caller relies on:
 // - Blocks are registered in the prefix cache by grow() as soon as they are full of known
-//   tokens, i.e. when the step that writes them is planned. A hit can therefore point at
-//   blocks written by the same step; the backend writes every sequence's KV of a layer
-//   before any attention of that layer reads it, or the scheduler must keep such hits out
-//   of the writer's step.
+//   tokens, i.e. when the step that writes them is planned. So:
+//   * a hit can point at blocks written by the same step; the backend writes every
+//     sequence's KV of a layer before any attention of that layer reads it;
+//   * a sequence grown for a step must not be released before that step has run (its
+//     blocks would be cached holding nothing); use discard() when it must go, or when
+//     its step failed.
 // - The kv_operations returned by calls made while building one plan must run before the
 //   step, in call order: a swap_out's device->host copies read blocks that a later grow or
 //   swap_in of the same iteration may reuse. Running all swap_outs, then all copies, then
