@@ -1,6 +1,6 @@
-// scheduler_policy: builds one step (running decodes, running prefill chunks, swapped
-// resumes, waiting admissions, in that order), preempts for KV and priority, and retires
-// sequences on stop rules, failures and aborts.
+// scheduler_policy: builds one step (evictions for higher-priority arrivals, running
+// decodes and prefill chunks with evictions when KV runs out, swapped resumes, waiting
+// admissions, in that order) and retires sequences on stop rules, failures and aborts.
 #include "engine/scheduler_policy.hpp"
 
 #include <algorithm>

@@ -1,6 +1,6 @@
 // scheduler_policy: admission order, budgets, chunked prefill, preemption and resumption,
-// aborts, stop rules and the one-step-in-flight rule, driven against fake_kv_space and a
-// simulated worker whose next token depends on everything fed so far.
+// aborts, stop rules and the one-step-in-flight rule, driven against fake_kv_space (and the
+// real block_manager) with simulated_worker standing in for the model.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -10,11 +10,14 @@
 
 #include "engine/block_manager.hpp"
 #include "engine/fake_kv_space.hpp"
+#include "engine/simulated_worker.hpp"
 #include "engine/scheduler_policy.hpp"
 #include "model/error.hpp"
 
 using namespace troupe;
 using troupe::test::fake_kv_space;
+using troupe::test::run_alone;
+using troupe::test::simulated_worker;
 
 namespace {
 
@@ -37,76 +40,6 @@ sequence_request request(uint64_t id, int32_t num_prompt_tokens, int32_t priorit
   r.params.seed = id;
   r.priority = priority;
   return r;
-}
-
-// Stands in for the model over a paged KV memory that holds token ids: a step first does
-// the block moves (swap_out, copies, swap_in), then writes every fed token into its slot
-// through the block table, then reads each sequence's context [0, start_pos + n) back the
-// same way. The next token hashes that context, the seed and the sample index, so a wrong
-// start_pos, block table, block move or sample_index changes every later token.
-class simulated_worker {
- public:
-  simulated_worker(int32_t num_blocks, int32_t block_size, int32_t num_host_blocks)
-      : block_size_(block_size),
-        device_(static_cast<size_t>(num_blocks * block_size), -1),
-        host_(static_cast<size_t>(num_host_blocks * block_size), -1) {}
-
-  step_result run(const scheduled_step& step) {
-    for (const auto& c : step.ops.swap_out) move_block(device_, c.src, host_, c.dst);
-    for (const auto& c : step.ops.copies) move_block(device_, c.src, device_, c.dst);
-    for (const auto& c : step.ops.swap_in) move_block(host_, c.src, device_, c.dst);
-    for (const auto& s : step.plan.sequences) {
-      REQUIRE(s.block_table.size() * static_cast<size_t>(block_size_) >= s.start_pos + s.tokens.size());
-      for (size_t i = 0; i < s.tokens.size(); ++i) slot(s.block_table, s.start_pos + static_cast<int32_t>(i)) = s.tokens[i];
-    }
-    step_result result;
-    for (const auto& s : step.plan.sequences) {
-      sequence_output o;
-      o.seq_id = s.seq_id;
-      if (s.wants_sample) {
-        std::vector<int32_t> context;
-        for (int32_t pos = 0; pos < s.start_pos + static_cast<int32_t>(s.tokens.size()); ++pos) {
-          context.push_back(slot(s.block_table, pos));
-        }
-        o.token = next_token(context, s.params.seed, s.sample_index);
-      }
-      result.outputs.push_back(o);
-    }
-    return result;
-  }
-
-  static int32_t next_token(const std::vector<int32_t>& context, uint64_t seed, uint64_t sample_index) {
-    uint64_t h = 1469598103934665603ull ^ seed ^ (sample_index << 32);
-    for (int32_t t : context) h = (h ^ static_cast<uint64_t>(t)) * 1099511628211ull;
-    return 10 + static_cast<int32_t>(h % 990);  // never eog_token
-  }
-
- private:
-  int32_t& slot(const std::vector<int32_t>& table, int32_t pos) {
-    return device_.at(static_cast<size_t>(table.at(static_cast<size_t>(pos / block_size_)) * block_size_ + pos % block_size_));
-  }
-  void move_block(const std::vector<int32_t>& from, int32_t src, std::vector<int32_t>& to, int32_t dst) {
-    const auto first = from.begin() + static_cast<ptrdiff_t>(src) * block_size_;
-    std::copy(first, first + block_size_, to.begin() + static_cast<ptrdiff_t>(dst) * block_size_);
-  }
-
-  int32_t block_size_;
-  std::vector<int32_t> device_;  // num_blocks x block_size token ids
-  std::vector<int32_t> host_;
-};
-
-// What the simulated worker samples for a request that runs alone and is never preempted.
-std::vector<int32_t> run_alone(const sequence_request& r, int32_t max_sequence_tokens) {
-  std::vector<int32_t> context = r.prompt_tokens;
-  std::vector<int32_t> output;
-  while (true) {
-    output.push_back(simulated_worker::next_token(context, r.params.seed, output.size()));
-    context.push_back(output.back());
-    if (static_cast<int32_t>(output.size()) >= r.params.max_tokens ||
-        static_cast<int32_t>(context.size()) >= max_sequence_tokens) {
-      return output;
-    }
-  }
 }
 
 // Every sampled token and how each sequence ended, over one run.
