@@ -307,8 +307,7 @@ std::vector<sequence_event> scheduler_policy::on_step_done(const step_result& re
 
   std::vector<sequence_event> events;
   const auto entries = std::move(in_flight_);
-  in_flight_.clear();
-  is_step_in_flight_ = false;
+  end_step();
   for (const auto& e : entries) {
     sequence& seq = sequences_.at(e.seq_id);
     seq.num_computed_tokens += e.num_tokens;
@@ -330,8 +329,7 @@ std::vector<sequence_event> scheduler_policy::on_step_failed(const std::string& 
   if (!is_step_in_flight_) throw error(error_code::internal, "on_step_failed() without a step in flight");
   std::vector<sequence_event> events;
   const auto entries = std::move(in_flight_);
-  in_flight_.clear();
-  is_step_in_flight_ = false;
+  end_step();
   for (const auto& e : entries) {
     sequence_event ev;
     ev.seq_id = e.seq_id;
@@ -361,13 +359,29 @@ bool scheduler_policy::should_stop(sequence& seq) const {
 
 void scheduler_policy::retire(sequence& seq, sequence_state final_state) {
   const uint64_t id = seq.id;
-  if (seq.state() == sequence_state::running || seq.state() == sequence_state::swapped) kv_.release(id);
+  if (seq.state() == sequence_state::running || seq.state() == sequence_state::swapped) {
+    // Blocks planned for the step in flight are registered in the prefix cache before the
+    // step writes them: they go back only once the step has run.
+    const auto is_id = [id](const step_entry& e) { return e.seq_id == id; };
+    if (std::any_of(in_flight_.begin(), in_flight_.end(), is_id)) {
+      std::erase_if(in_flight_, is_id);
+      releases_after_step_.push_back(id);
+    } else {
+      kv_.release(id);
+    }
+  }
   seq.transition_to(final_state);
   erase_id(running_, id);
   erase_id(waiting_, id);
   erase_id(swapped_, id);
-  std::erase_if(in_flight_, [id](const step_entry& e) { return e.seq_id == id; });
   sequences_.erase(id);
+}
+
+void scheduler_policy::end_step() {
+  in_flight_.clear();
+  is_step_in_flight_ = false;
+  for (uint64_t id : releases_after_step_) kv_.release(id);
+  releases_after_step_.clear();
 }
 
 bool scheduler_policy::abort(uint64_t seq_id) {

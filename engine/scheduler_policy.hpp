@@ -89,7 +89,7 @@ class scheduler_policy {
 
   // Cancels a sequence in any live state and returns its blocks; false (and no effect)
   // for an unknown or already finished id. Safe while a step is in flight: the step's
-  // output for it is then ignored.
+  // output for it is ignored and its blocks go back when the step is done.
   bool abort(uint64_t seq_id);
 
   bool is_step_in_flight() const { return is_step_in_flight_; }
@@ -121,6 +121,7 @@ class scheduler_policy {
   sequence_step make_step(const sequence& seq, int32_t num_tokens) const;
   bool should_stop(sequence& seq) const;
   void retire(sequence& seq, sequence_state final_state);
+  void end_step();
 
   scheduler_config config_;
   kv_space& kv_;
@@ -131,6 +132,7 @@ class scheduler_policy {
   std::vector<uint64_t> running_;
   std::vector<uint64_t> swapped_;
   std::vector<step_entry> in_flight_;
+  std::vector<uint64_t> releases_after_step_;  // aborted while their step was in flight
   bool is_step_in_flight_ = false;
   uint64_t next_arrival_order_ = 0;
   scheduler_stats totals_;

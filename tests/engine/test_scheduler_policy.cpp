@@ -157,10 +157,15 @@ workload_result run_random_workload(scheduler_policy& sched, simulated_worker& w
         w.requests[r.id] = r;
         sched.add(std::move(r), t);
       }
-      const uint64_t victim = 1 + rng() % next_id;
-      if (rng() % 7 == 0 && sched.abort(victim)) w.aborted.insert(victim);
     }
+    // Aborts land between steps and while a step is in flight.
+    auto maybe_abort = [&] {
+      const uint64_t victim = 1 + rng() % next_id;
+      if (t < 3000 && rng() % 14 == 0 && sched.abort(victim)) w.aborted.insert(victim);
+    };
+    maybe_abort();
     const auto s = sched.schedule(t);
+    maybe_abort();
     CHECK(s.plan.num_tokens() <= c.max_num_batched_tokens);
     CHECK(static_cast<int32_t>(s.plan.sequences.size()) <= c.max_num_seqs);
     CHECK(sched.stats().num_running <= c.max_num_seqs);
@@ -392,6 +397,8 @@ TEST_CASE("abort in every state returns all blocks") {
     f.sched.add(request(2, 4), 0);
     const auto s = f.sched.schedule(0);
     CHECK(f.sched.abort(1));
+    CHECK(f.sched.find(1) == nullptr);
+    CHECK(f.kv.num_sequences_holding_blocks() == 2);  // the step still writes its blocks
     const auto events = f.sched.on_step_done(f.worker.run(s));
     REQUIRE(events.size() == 1);
     CHECK(events[0].seq_id == 2);
