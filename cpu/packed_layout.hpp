@@ -48,9 +48,9 @@ constexpr int64_t scales_block_bytes(int_format f) {
   return (has_f32_scales(f) ? 4 : 2) * rows_per_group * (has_stored_min(f) ? 2 : 1);
 }
 
-// Row groups per unit of work that matmul hands a thread: a single token streams 8 groups
-// at once (the AVX-512 matvec tile), batches tile 2 groups by up to 4 tokens.
-constexpr int64_t groups_per_unit(int64_t num_tokens) { return num_tokens == 1 ? 8 : 2; }
+// Row groups per unit of work that matmul hands a thread: the AVX-512 kernels stream 8
+// groups at once for a single token and tile 4 groups by several tokens for batches.
+constexpr int64_t groups_per_unit(int64_t num_tokens) { return num_tokens == 1 ? 8 : 4; }
 
 struct free_deleter {
   void operator()(void* p) const { std::free(p); }
