@@ -70,6 +70,14 @@ if ((run_llama)) && [[ ! -x $llama_bench ]]; then
   [[ -x $llama_bench ]] || { say "llama-bench still missing at $llama_bench"; exit 1; }
 fi
 
+# On a small shared machine a busy core wrecks multi-threaded runs (a descheduled thread
+# stalls every barrier: llama-bench -t 2 decode fell from ~118 to <1 tok/s with one core
+# taken by another process). Warn rather than report such numbers silently.
+load=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)
+if awk -v l="$load" -v n="$(nproc)" 'BEGIN { exit !(l > n / 2) }'; then
+  say "WARNING: load average $load on $(nproc) CPUs: other work will distort these timings"
+fi
+
 out=${out:-bench/out/compare-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out"
 say "model $model, threads $threads, rounds $rounds, pp$n_prompt / tg$n_gen, raw output in $out"
