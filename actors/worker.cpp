@@ -47,4 +47,8 @@ worker_actor spawn_worker(caf::actor_system& sys, std::shared_ptr<backend> b) {
   return sys.spawn<caf::detached>(worker, std::move(b));
 }
 
+worker_actor spawn_worker_attached(caf::actor_system& sys, std::shared_ptr<backend> b) {
+  return sys.spawn(worker, std::move(b));
+}
+
 }  // namespace troupe

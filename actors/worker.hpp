@@ -20,5 +20,8 @@ using worker_actor = caf::typed_actor<
 
 // Spawns a detached worker that takes ownership of the backend.
 worker_actor spawn_worker(caf::actor_system& sys, std::shared_ptr<backend> b);
+// The same on the actor system's scheduler threads: for CAF's deterministic test
+// scheduler, which runs every actor on the test's thread.
+worker_actor spawn_worker_attached(caf::actor_system& sys, std::shared_ptr<backend> b);
 
 }  // namespace troupe

@@ -78,7 +78,7 @@ class block_manager final : public kv_space {
   void release(uint64_t seq_id) override;
   // Like release, for a sequence whose last step failed: its blocks may hold unwritten KV,
   // so none of them stays in (or remains findable through) the prefix cache.
-  void discard(uint64_t seq_id);
+  void discard(uint64_t seq_id) override;
   // Throws invalid_argument when the parent is unknown or swapped out, or the child exists.
   void fork(uint64_t parent_id, uint64_t child_id) override;
 

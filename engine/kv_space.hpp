@@ -41,6 +41,9 @@ class kv_space {
   virtual const std::vector<int32_t>& block_table(uint64_t seq_id) const = 0;
   // Returns all of the sequence's blocks (full ones stay in the prefix cache as reusable).
   virtual void release(uint64_t seq_id) = 0;
+  // Returns them and drops them from the prefix cache: for a sequence whose planned step
+  // never ran (their KV was never written). Unknown ids are ignored.
+  virtual void discard(uint64_t seq_id) = 0;
   // child shares parent's blocks (reference counts); a later grow copies on write.
   virtual void fork(uint64_t parent_id, uint64_t child_id) = 0;
 

@@ -366,6 +366,9 @@ void scheduler_policy::retire(sequence& seq, sequence_state final_state) {
     if (std::any_of(in_flight_.begin(), in_flight_.end(), is_id)) {
       std::erase_if(in_flight_, is_id);
       releases_after_step_.push_back(id);
+    } else if (final_state == sequence_state::failed) {
+      // Its planned step never ran: the blocks registered in the prefix cache hold nothing.
+      kv_.discard(id);
     } else {
       kv_.release(id);
     }

@@ -64,6 +64,7 @@ class fake_kv_space : public kv_space {
     give_back(device_, free_, seq_id);
     give_back(host_, host_free_, seq_id);
   }
+  void discard(uint64_t seq_id) override { release(seq_id); }
   void fork(uint64_t, uint64_t) override { throw error(error_code::unsupported, "fake_kv_space does not fork"); }
 
   bool can_swap_out(uint64_t seq_id) const override {

@@ -1,0 +1,84 @@
+#include "actors/batcher.hpp"
+
+#include <optional>
+#include <unordered_map>
+
+#include "actors/messages.hpp"
+#include "engine/batcher_policy.hpp"
+
+namespace troupe {
+
+namespace {
+
+struct batcher_state {
+  std::optional<batcher_policy> policy;
+  std::unordered_map<uint64_t, pending_sequence_ptr> held;
+  caf::actor scheduler;
+  int32_t num_waiting_in_scheduler = 0;
+  int64_t armed_deadline_ms = -1;  // the timer already set, -1 when none
+  static inline const char* name = "troupe.batcher";
+};
+
+using batcher_self = caf::stateful_actor<batcher_state>*;
+
+void release_ready(batcher_self self) {
+  auto& st = self->state;
+  const int64_t now = now_ms();
+  auto ids = st.policy->take_ready(now);
+  if (!ids.empty()) {
+    auto batch = std::make_shared<std::vector<pending_sequence_ptr>>();
+    for (uint64_t id : ids) {
+      if (auto it = st.held.find(id); it != st.held.end()) {
+        batch->push_back(it->second);
+        st.held.erase(it);
+      }
+    }
+    self->send(st.scheduler, atoms::batch_atom::value, pending_batch_ptr(std::move(batch)));
+  }
+  if (const auto deadline = st.policy->next_deadline_ms(); deadline && *deadline != st.armed_deadline_ms) {
+    st.armed_deadline_ms = *deadline;
+    self->delayed_send(self, std::chrono::milliseconds(std::max<int64_t>(0, *deadline - now)),
+                       atoms::tick_atom::value);
+  }
+}
+
+caf::behavior batcher(batcher_self self, scheduler_config config, caf::actor scheduler) {
+  self->state.policy.emplace(config);
+  self->state.scheduler = std::move(scheduler);
+  return {
+      [=](atoms::enqueue_atom, const pending_sequence_ptr& p) {
+        auto& st = self->state;
+        const auto offer = st.policy->offer(p->request.id, now_ms(), st.num_waiting_in_scheduler);
+        if (!offer.is_accepted()) {
+          self->send(p->owner, atoms::refused_atom::value, p->request.id, std::string(to_string(offer.refusal)),
+                   offer.message);
+          return;
+        }
+        st.held.emplace(p->request.id, p);
+        release_ready(self);
+      },
+      [=](atoms::cancel_atom, uint64_t seq_id) {
+        auto& st = self->state;
+        if (st.policy->remove(seq_id)) {
+          st.held.erase(seq_id);
+          return;
+        }
+        // Already released: messages between two actors keep their order, so the abort
+        // reaches the scheduler after the batch that carried the sequence.
+        self->send(st.scheduler, atoms::abort_atom::value, seq_id);
+      },
+      [=](atoms::waiting_atom, int32_t num_waiting) { self->state.num_waiting_in_scheduler = num_waiting; },
+      [=](atoms::tick_atom) {
+        self->state.armed_deadline_ms = -1;
+        release_ready(self);
+      },
+  };
+}
+
+}  // namespace
+
+caf::actor spawn_batcher(caf::actor_system& sys, const scheduler_config& config, caf::actor scheduler) {
+  return sys.spawn(batcher, config, std::move(scheduler));
+}
+
+}  // namespace troupe

@@ -1,0 +1,18 @@
+// The batcher actor: dynamic batching at admission (engine/batcher_policy). Holds new
+// sequences until max_batch_size have arrived or the oldest has waited max_wait_ms, then
+// hands them to the scheduler in one message; refuses past max_queue_len (queue_full).
+//
+//   enqueue_atom, pending_sequence_ptr   from a request actor; refused_atom back when full
+//   cancel_atom, uint64_t seq_id         drop it if held, else forward abort to the scheduler
+//   waiting_atom, int32_t num_waiting    the scheduler's waiting queue, for the queue cap
+//   tick_atom                            its own timer at the oldest request's deadline
+#pragma once
+#include <caf/all.hpp>
+
+#include "engine/scheduler_config.hpp"
+
+namespace troupe {
+
+caf::actor spawn_batcher(caf::actor_system& sys, const scheduler_config& config, caf::actor scheduler);
+
+}  // namespace troupe

@@ -1,0 +1,70 @@
+// The engine: spawns and owns one replica's actor graph inside the caller's actor system,
+// and is the small C++ API that `troupe generate`, the front door and embedding programs
+// use: submit(request, sink) and cancel(handle).
+//
+//   request actor ──► batcher ──► scheduler (+ block manager) ──► worker (detached)
+//        ▲                              │ started / preempted / token events
+//        └──────────────────────────────┘
+#pragma once
+#include <caf/all.hpp>
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "actors/messages.hpp"
+#include "actors/model_bundle.hpp"
+#include "actors/scheduler.hpp"
+#include "actors/worker.hpp"
+#include "engine/request.hpp"
+#include "engine/scheduler_config.hpp"
+
+namespace troupe {
+
+struct engine_options {
+  scheduler_config scheduling;
+  bool enable_prefix_caching = true;
+  int32_t num_swap_blocks = 0;   // host blocks for swap preemption (0: recompute only)
+  bool detached_worker = true;   // false only under CAF's deterministic test scheduler
+};
+
+class engine {
+ public:
+  // The backend's KV shape sizes the block manager; scheduling.max_model_len is capped by
+  // the model's context. Throws troupe::error for inconsistent options.
+  engine(caf::actor_system& sys, std::shared_ptr<const model_bundle> model, std::shared_ptr<backend> b,
+         engine_options options);
+  ~engine();
+  engine(const engine&) = delete;
+  engine& operator=(const engine&) = delete;
+
+  struct handle {
+    caf::actor actor;
+    uint64_t seq_id = 0;
+  };
+
+  // Starts a request; its events (accepted, delta..., done | error) go to sink from actor
+  // threads. Never blocks.
+  handle submit(request req, event_sink_ptr sink);
+  // Cancels a request: it ends with done(cancelled) and returns its KV blocks. Harmless
+  // for a finished request.
+  void cancel(const handle& h);
+
+  // Blocks the calling thread for a snapshot: for tests, benchmarks and metrics threads,
+  // never for an actor or an I/O thread.
+  scheduler_snapshot stats();
+
+  const model_bundle& model() const { return *model_; }
+  const scheduler_config& scheduling() const { return scheduling_; }
+
+ private:
+  caf::actor_system& sys_;
+  std::shared_ptr<const model_bundle> model_;
+  scheduler_config scheduling_;
+  worker_actor worker_;
+  caf::actor scheduler_;
+  caf::actor batcher_;
+  std::atomic<uint64_t> next_seq_id_{1};
+};
+
+}  // namespace troupe

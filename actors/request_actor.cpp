@@ -1,0 +1,136 @@
+#include "actors/request_actor.hpp"
+
+#include <optional>
+
+#include "engine/request_state.hpp"
+#include "model/error.hpp"
+
+namespace troupe {
+
+namespace {
+
+struct request_actor_state {
+  std::shared_ptr<const model_bundle> model;
+  std::optional<request> req;
+  std::unique_ptr<request_state> state;
+  event_sink_ptr sink;
+  uint64_t seq_id = 0;
+  request_actor_links links;
+  bool is_done = false;
+  static inline const char* name = "troupe.request";
+};
+
+using request_self = caf::stateful_actor<request_actor_state>*;
+
+void emit(request_self self, const request_event& e) { self->state.sink->on_event(self->state.req->id, e); }
+
+void fail(request_self self, request_error_code code, const std::string& message) {
+  auto& st = self->state;
+  if (st.is_done) return;
+  st.is_done = true;
+  if (st.state && !st.state->is_finished()) st.state->transition_to(request_status::failed, now_ms());
+  emit(self, error_event{code, message});
+  self->quit();
+}
+
+// Ends the request with a done event (after a last delta of held-back text).
+void finish(request_self self, request_finish_reason reason) {
+  auto& st = self->state;
+  if (st.is_done) return;
+  st.is_done = true;
+  auto r = st.state->finish(reason, now_ms());
+  if (!r.last_delta.is_empty()) emit(self, r.last_delta);
+  emit(self, r.done);
+  self->quit();
+}
+
+// Stops the sequence wherever it is (batcher or scheduler) and ends the request.
+void stop_early(request_self self, request_finish_reason reason) {
+  self->send(self->state.links.batcher, atoms::cancel_atom::value, self->state.seq_id);
+  finish(self, reason);
+}
+
+request_error_code code_of(const std::string& code) {
+  if (code == "queue_full") return request_error_code::queue_full;
+  if (code == "context_overflow") return request_error_code::context_overflow;
+  if (code == "invalid_argument") return request_error_code::invalid_request;
+  return request_error_code::internal;
+}
+
+caf::behavior request_actor(request_self self, std::shared_ptr<const model_bundle> model, request req,
+                            event_sink_ptr sink, uint64_t seq_id, request_actor_links links) {
+  auto& st = self->state;
+  st.model = std::move(model);
+  st.req = std::move(req);
+  st.sink = std::move(sink);
+  st.seq_id = seq_id;
+  st.links = std::move(links);
+  try {
+    const auto& m = *st.model;
+    st.req->validate(m.config.vocab_size, m.max_model_len);
+    st.state = std::make_unique<request_state>(*st.req, m.tok, m.max_model_len, now_ms());
+    auto tokens = prompt_tokens(*st.req, m.tok, m.tmpl, m.max_model_len);
+    st.state->set_num_prompt_tokens(static_cast<int32_t>(tokens.size()));
+    st.state->transition_to(request_status::queued, now_ms());
+    emit(self, accepted_event{st.req->id});
+    auto pending = std::make_shared<pending_sequence>();
+    pending->request = sequence_request{seq_id, std::move(tokens), st.req->params, st.req->priority};
+    pending->owner = caf::actor_cast<caf::actor>(self);
+    self->send(st.links.batcher, atoms::enqueue_atom::value, pending_sequence_ptr(std::move(pending)));
+    if (const auto deadline = st.state->deadline_ms()) {
+      self->delayed_send(self, std::chrono::milliseconds(std::max<int64_t>(0, *deadline - now_ms())),
+                         atoms::deadline_atom::value);
+    }
+  } catch (const error& e) {
+    fail(self, to_error_event(e).code, e.what());
+    return {};
+  }
+  return {
+      [=](atoms::cancel_atom) {
+        if (self->state.is_done) return;
+        stop_early(self, request_finish_reason::cancelled);
+      },
+      [=](atoms::deadline_atom) {
+        if (self->state.is_done) return;
+        stop_early(self, request_finish_reason::timeout);
+      },
+      [=](atoms::refused_atom, uint64_t, const std::string& code, const std::string& message) {
+        fail(self, code_of(code), message);
+      },
+      [=](atoms::started_atom, uint64_t, int32_t num_cached) {
+        auto& st = self->state;
+        if (st.is_done) return;
+        if (num_cached >= 0) st.state->set_num_cached_prompt_tokens(num_cached);
+        st.state->transition_to(request_status::running, now_ms());
+      },
+      [=](atoms::preempt_atom, uint64_t) {
+        auto& st = self->state;
+        if (st.is_done || st.state->status() != request_status::running) return;
+        st.state->transition_to(request_status::preempted, now_ms());
+      },
+      [=](atoms::token_atom, const sequence_event_ptr& e) {
+        auto& st = self->state;
+        if (st.is_done) return;
+        if (e->state == sequence_state::failed) return fail(self, request_error_code::internal, e->message);
+        if (st.state->status() == request_status::preempted || st.state->status() == request_status::queued) {
+          st.state->transition_to(request_status::running, now_ms());
+        }
+        auto r = st.state->on_token(sampled_token{e->token, e->logprob, e->top_logprobs}, now_ms());
+        if (!r.delta.is_empty()) emit(self, r.delta);
+        if (e->state == sequence_state::finished) {
+          return finish(self, e->reason == finish_reason::length ? request_finish_reason::length
+                                                                 : request_finish_reason::stop);
+        }
+        if (r.finish) stop_early(self, *r.finish);
+      },
+  };
+}
+
+}  // namespace
+
+caf::actor spawn_request_actor(caf::actor_system& sys, std::shared_ptr<const model_bundle> model, request req,
+                               event_sink_ptr sink, uint64_t seq_id, request_actor_links links) {
+  return sys.spawn(request_actor, std::move(model), std::move(req), std::move(sink), seq_id, std::move(links));
+}
+
+}  // namespace troupe

@@ -1,0 +1,142 @@
+#include "actors/scheduler.hpp"
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <unordered_map>
+
+#include "actors/messages.hpp"
+#include "model/error.hpp"
+
+namespace troupe {
+
+namespace {
+
+using set_batcher_atom = caf::atom_constant<caf::atom("setbatch")>;
+
+struct scheduler_state {
+  std::unique_ptr<block_manager> blocks;
+  std::unique_ptr<scheduler_policy> policy;
+  std::unordered_map<uint64_t, caf::actor> owners;  // live sequence -> its request actor
+  worker_actor worker;
+  caf::actor batcher;
+  double busy_seconds = 0;
+  double overhead_seconds = 0;
+  static inline const char* name = "troupe.scheduler";
+};
+
+using scheduler_self = caf::stateful_actor<scheduler_state>*;
+using clock_type = std::chrono::steady_clock;
+
+double seconds_between(clock_type::time_point a, clock_type::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+void fan_out(scheduler_self self, const std::vector<sequence_event>& events) {
+  auto& st = self->state;
+  for (const auto& e : events) {
+    const auto it = st.owners.find(e.seq_id);
+    if (it == st.owners.end()) continue;
+    self->send(it->second, atoms::token_atom::value, sequence_event_ptr(std::make_shared<sequence_event>(e)));
+    if (e.state != sequence_state::running) st.owners.erase(it);
+  }
+}
+
+void report_waiting(scheduler_self self) {
+  if (self->state.batcher) {
+    self->send(self->state.batcher, atoms::waiting_atom::value, self->state.policy->stats().num_waiting);
+  }
+}
+
+// Plans and sends the next step unless one is in flight or nothing can run.
+void kick(scheduler_self self) {
+  auto& st = self->state;
+  if (st.policy->is_step_in_flight()) return;
+  const auto plan_start = clock_type::now();
+  auto step = st.policy->schedule(now_ms());
+  if (step.is_empty()) return;
+  for (uint64_t id : step.started) {
+    if (auto it = st.owners.find(id); it != st.owners.end()) {
+      self->send(it->second, atoms::started_atom::value, id, st.blocks->num_reused_prefix_tokens(id));
+    }
+  }
+  for (uint64_t id : step.resumed) {
+    if (auto it = st.owners.find(id); it != st.owners.end()) {
+      self->send(it->second, atoms::started_atom::value, id, int32_t{-1});
+    }
+  }
+  for (uint64_t id : step.preempted) {
+    if (auto it = st.owners.find(id); it != st.owners.end()) self->send(it->second, atoms::preempt_atom::value, id);
+  }
+  auto request = std::make_shared<step_request>();
+  request->ops = std::move(step.ops);
+  request->plan = std::move(step.plan);
+  const auto sent = clock_type::now();
+  st.overhead_seconds += seconds_between(plan_start, sent);
+  self->request(st.worker, caf::infinite, atoms::step_atom::value, step_request_ptr(std::move(request)))
+      .then(
+          [=](const step_result_ptr& result) {
+            const auto back = clock_type::now();
+            self->state.busy_seconds += seconds_between(sent, back);
+            fan_out(self, self->state.policy->on_step_done(*result));
+            report_waiting(self);
+            kick(self);
+            self->state.overhead_seconds += seconds_between(back, clock_type::now());
+          },
+          [=](caf::error& err) {
+            fan_out(self, self->state.policy->on_step_failed(self->system().render(err)));
+            report_waiting(self);
+            kick(self);
+          });
+}
+
+caf::behavior scheduler(scheduler_self self, scheduler_config config, block_manager_config blocks,
+                        std::vector<int32_t> eog_ids, worker_actor worker) {
+  auto& st = self->state;
+  st.blocks = std::make_unique<block_manager>(blocks);
+  st.policy = std::make_unique<scheduler_policy>(config, *st.blocks, std::move(eog_ids));
+  st.worker = std::move(worker);
+  return {
+      [=](atoms::batch_atom, const pending_batch_ptr& batch) {
+        auto& st = self->state;
+        const int64_t now = now_ms();
+        for (const auto& p : *batch) {
+          try {
+            st.policy->add(p->request, now);
+            st.owners.emplace(p->request.id, p->owner);
+          } catch (const error& e) {
+            self->send(p->owner, atoms::refused_atom::value, p->request.id, std::string(to_string(e.code())),
+                       std::string(e.what()));
+          }
+        }
+        report_waiting(self);
+        kick(self);
+      },
+      [=](atoms::abort_atom, uint64_t seq_id) {
+        auto& st = self->state;
+        st.owners.erase(seq_id);
+        if (st.policy->abort(seq_id)) {
+          report_waiting(self);
+          kick(self);
+        }
+      },
+      [=](atoms::stats_atom) {
+        auto& st = self->state;
+        return scheduler_snapshot{st.policy->stats(), st.blocks->stats(), st.busy_seconds, st.overhead_seconds};
+      },
+      [=](set_batcher_atom, caf::actor b) { self->state.batcher = std::move(b); },
+  };
+}
+
+}  // namespace
+
+caf::actor spawn_scheduler(caf::actor_system& sys, const scheduler_config& config,
+                           const block_manager_config& blocks, std::vector<int32_t> eog_ids, worker_actor worker) {
+  return sys.spawn(scheduler, config, blocks, std::move(eog_ids), std::move(worker));
+}
+
+void set_batcher(caf::actor scheduler, caf::actor batcher) {
+  caf::anon_send(scheduler, set_batcher_atom::value, std::move(batcher));
+}
+
+}  // namespace troupe
