@@ -1,0 +1,248 @@
+// The actor runtime on the real default model: concurrency gives the same greedy text as
+// one request at a time, preemption under KV pressure keeps outputs intact, priorities,
+// cancel storms return every block, and refusals arrive as error events.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "actors/engine.hpp"
+#include "cpu/cpu_backend.hpp"
+
+using namespace troupe;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Collects every request's events; waits until all submitted requests ended.
+class collecting_sink : public event_sink {
+ public:
+  struct record {
+    std::string text;
+    std::vector<int32_t> tokens;
+    std::optional<done_event> done;
+    std::optional<error_event> err;
+    int64_t first_token_order = -1;  // global order of the first delta
+  };
+
+  void on_event(const std::string& id, const request_event& e) override {
+    std::lock_guard lock(mutex_);
+    auto& r = records_[id];
+    if (auto d = std::get_if<delta_event>(&e)) {
+      if (r.first_token_order < 0 && !d->token_ids.empty()) r.first_token_order = next_order_++;
+      r.text += d->text;
+      r.tokens.insert(r.tokens.end(), d->token_ids.begin(), d->token_ids.end());
+    } else if (auto done = std::get_if<done_event>(&e)) {
+      r.done = *done;
+      ++num_ended_;
+    } else if (auto err = std::get_if<error_event>(&e)) {
+      r.err = *err;
+      ++num_ended_;
+    }
+    cv_.notify_all();
+  }
+
+  bool wait_for(size_t n, std::chrono::seconds timeout = 300s) {
+    std::unique_lock lock(mutex_);
+    return cv_.wait_for(lock, timeout, [&] { return num_ended_ >= n; });
+  }
+
+  std::map<std::string, record> records() {
+    std::lock_guard lock(mutex_);
+    return records_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::map<std::string, record> records_;
+  size_t num_ended_ = 0;
+  int64_t next_order_ = 0;
+};
+
+struct fixture {
+  explicit fixture(engine_options options = {}, int32_t num_blocks = 512) {
+    auto file = std::make_shared<const gguf::file>(gguf::file::open(TROUPE_TEST_MODEL));
+    model = model_bundle::load(file, 2048);
+    cpu::cpu_backend_options o;
+    o.num_blocks = num_blocks;
+    o.eog_ids = model->tok.eog_ids();
+    auto backend = std::make_shared<cpu::cpu_backend>(file, o);
+    cfg.set("scheduler.max-threads", 2);
+    sys = std::make_unique<caf::actor_system>(cfg);
+    eng = std::make_unique<engine>(*sys, model, backend, options);
+  }
+  ~fixture() {
+    eng.reset();
+    sys.reset();
+  }
+  caf::actor_system_config cfg;
+  std::shared_ptr<const model_bundle> model;
+  std::unique_ptr<caf::actor_system> sys;
+  std::unique_ptr<engine> eng;
+};
+
+request chat(const std::string& id, const std::string& question, int32_t max_tokens, int32_t priority = 0) {
+  request r;
+  r.id = id;
+  r.messages = {{"user", question}};
+  r.params.temperature = 0.0f;
+  r.params.max_tokens = max_tokens;
+  r.priority = priority;
+  return r;
+}
+
+const std::vector<std::string> questions = {
+    "What is the capital of France?", "Name three colors.", "Write a haiku about rain.",
+    "What is 2 + 2?", "Give me a tip for learning C++.", "Who wrote Hamlet?",
+    "Describe a cat in one sentence.", "What is the boiling point of water?",
+};
+
+#define REQUIRE_MODEL()                                                               \
+  if (!std::filesystem::exists(TROUPE_TEST_MODEL)) {                                  \
+    MESSAGE("skipped: " << TROUPE_TEST_MODEL << " is absent (make test fetches it)"); \
+    return;                                                                           \
+  }
+
+std::map<std::string, collecting_sink::record> run_all(fixture& f, const std::vector<request>& reqs) {
+  auto sink = std::make_shared<collecting_sink>();
+  for (const auto& r : reqs) f.eng->submit(r, sink);
+  REQUIRE(sink->wait_for(reqs.size()));
+  return sink->records();
+}
+
+}  // namespace
+
+TEST_CASE("engine: 32 concurrent requests give the same greedy text as one at a time") {
+  REQUIRE_MODEL();
+  fixture f;
+  std::vector<request> reqs;
+  for (int i = 0; i < 32; ++i) reqs.push_back(chat("r" + std::to_string(i), questions[i % 8] + std::string(i / 8, '!'), 24));
+  const auto together = run_all(f, reqs);
+  for (int i = 0; i < 32; i += 5) {  // a sample of them alone, to keep the test short
+    const auto alone = run_all(f, {reqs[i]});
+    const auto& a = alone.at(reqs[i].id);
+    const auto& t = together.at(reqs[i].id);
+    CAPTURE(i);
+    REQUIRE(a.done);
+    REQUIRE(t.done);
+    CHECK(t.tokens == a.tokens);
+    CHECK(t.text == a.text);
+  }
+  const auto s = f.eng->stats();
+  CHECK(s.blocks.num_used_blocks == 0);
+}
+
+TEST_CASE("engine: requests preempted for KV space finish with the text of an uninterrupted run") {
+  REQUIRE_MODEL();
+  engine_options o;
+  o.scheduling.max_num_seqs = 8;
+  // 8 sequences of ~105 positions share their 2 system-prompt blocks through the prefix
+  // cache and need ~42 blocks in all; 32 blocks make preemption certain.
+  fixture f(o, 32);
+  std::vector<request> reqs;
+  for (int i = 0; i < 8; ++i) {
+    auto r = chat("p" + std::to_string(i), questions[i], 64);
+    r.params.ignore_eos = true;
+    reqs.push_back(r);
+  }
+  const auto together = run_all(f, reqs);
+  const auto s = f.eng->stats();
+  MESSAGE("preemptions: " << s.scheduling.num_preemptions);
+  CHECK(s.scheduling.num_preemptions > 0);
+  for (int i = 0; i < 8; i += 3) {
+    const auto alone = run_all(f, {reqs[i]});
+    CHECK(together.at(reqs[i].id).tokens == alone.at(reqs[i].id).tokens);
+  }
+  CHECK(f.eng->stats().blocks.num_used_blocks == 0);
+}
+
+TEST_CASE("engine: a high-priority request submitted into a full engine starts before queued low-priority ones") {
+  REQUIRE_MODEL();
+  engine_options o;
+  o.scheduling.max_num_seqs = 2;
+  o.scheduling.max_num_batched_tokens = 256;
+  fixture f(o);
+  auto sink = std::make_shared<collecting_sink>();
+  for (int i = 0; i < 6; ++i) f.eng->submit(chat("low" + std::to_string(i), questions[i], 48, 5), sink);
+  std::this_thread::sleep_for(50ms);
+  f.eng->submit(chat("high", questions[7], 8, 0), sink);
+  REQUIRE(sink->wait_for(7));
+  const auto r = sink->records();
+  int num_low_after_high = 0;
+  for (int i = 2; i < 6; ++i) {  // the low-priority requests that were still queued
+    num_low_after_high += r.at("low" + std::to_string(i)).first_token_order > r.at("high").first_token_order;
+  }
+  CHECK(num_low_after_high == 4);
+}
+
+TEST_CASE("engine: a cancel storm leaves every KV block free") {
+  REQUIRE_MODEL();
+  engine_options o;
+  o.scheduling.max_num_seqs = 16;
+  fixture f(o, 256);
+  auto sink = std::make_shared<collecting_sink>();
+  std::mt19937 rng(7);
+  std::vector<engine::handle> handles;
+  const int n = 200;
+  for (int i = 0; i < n; ++i) {
+    auto r = chat("c" + std::to_string(i), questions[i % 8], 32);
+    r.params.ignore_eos = true;
+    handles.push_back(f.eng->submit(r, sink));
+    if (rng() % 3 == 0) std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
+    if (rng() % 4 != 0) f.eng->cancel(handles[rng() % handles.size()]);
+  }
+  for (auto& h : handles) f.eng->cancel(h);
+  f.eng->cancel(handles.front());  // twice: harmless
+  REQUIRE(sink->wait_for(n));
+  // A request ends as soon as it is cancelled; its abort reaches the scheduler after that.
+  auto s = f.eng->stats();
+  for (int i = 0; i < 100 && (s.blocks.num_used_blocks != 0 || s.scheduling.num_running != 0); ++i) {
+    std::this_thread::sleep_for(50ms);
+    s = f.eng->stats();
+  }
+  CHECK(s.blocks.num_used_blocks == 0);
+  CHECK(s.scheduling.num_running == 0);
+  CHECK(s.scheduling.num_waiting == 0);
+  int num_cancelled = 0;
+  for (const auto& [id, rec] : sink->records()) {
+    CHECK((rec.done.has_value() || rec.err.has_value()));
+    num_cancelled += rec.done && rec.done->reason == request_finish_reason::cancelled;
+  }
+  CHECK(num_cancelled > n / 2);
+}
+
+TEST_CASE("engine: refusals arrive as error events (queue full, prompt too long, bad parameters)") {
+  REQUIRE_MODEL();
+  engine_options o;
+  o.scheduling.max_num_seqs = 1;
+  o.scheduling.max_batch_size = 1;
+  o.scheduling.max_queue_len = 2;
+  fixture f(o);
+  auto sink = std::make_shared<collecting_sink>();
+  for (int i = 0; i < 12; ++i) f.eng->submit(chat("q" + std::to_string(i), questions[0], 16), sink);
+  auto too_long = chat("long", std::string(20000, 'a'), 8);
+  f.eng->submit(too_long, sink);
+  auto bad = chat("bad", "hi", 8);
+  bad.params.top_p = 7.0f;
+  f.eng->submit(bad, sink);
+  REQUIRE(sink->wait_for(14));
+  const auto r = sink->records();
+  int num_queue_full = 0;
+  for (int i = 0; i < 12; ++i) {
+    const auto& rec = r.at("q" + std::to_string(i));
+    num_queue_full += rec.err && rec.err->code == request_error_code::queue_full;
+  }
+  CHECK(num_queue_full > 0);
+  REQUIRE(r.at("long").err);
+  CHECK(r.at("long").err->code == request_error_code::context_overflow);
+  REQUIRE(r.at("bad").err);
+  CHECK(r.at("bad").err->code == request_error_code::invalid_request);
+  CHECK(r.at("bad").err->message.find("top_p") != std::string::npos);
+}
