@@ -83,7 +83,7 @@ TEST_CASE("run and run_chunks interleave, also with workers that fell asleep") {
   }
 }
 
-TEST_CASE("parallel_for covers [0, n) exactly once in contiguous ranges") {
+TEST_CASE("parallel_for covers 0..n exactly once in contiguous ranges") {
   thread_pool pool(3);
   for (int64_t n : {0, 1, 2, 3, 7, 100, 12345}) {
     std::vector<std::atomic<int>> hits(static_cast<size_t>(n));

@@ -385,7 +385,7 @@ TEST_CASE("stats count used, cached and free blocks, the prefix hit ratio and th
   CHECK(bm.stats().num_unused_slots == 4);
 }
 
-TEST_CASE("release of an unknown or finished sequence is harmless; other calls on one are caller bugs") {
+TEST_CASE("release of an unknown or finished sequence is harmless, other calls on one are caller bugs") {
   auto bm = make_manager(4, 4, 2);
   bm.release(42);
   bm.grow(1, 4, {});

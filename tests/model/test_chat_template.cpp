@@ -95,14 +95,14 @@ TEST_CASE("llama3 renders header blocks with trimmed content") {
         "<|start_header_id|>assistant<|end_header_id|>\n\n");
 }
 
-TEST_CASE("llama2 with <<SYS>> folds the system prompt into the first [INST]") {
+TEST_CASE("llama2 with <<SYS>> folds the system prompt into the first INST turn") {
   const chat_template t = chat_template::from_jinja("[INST] <<SYS>>\\n{{ system }}\\n<</SYS>>");
   CHECK(t.kind() == chat_template_kind::llama2);
   CHECK(t.apply(conversation(), true) ==
         "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello! </s>[INST] Bye [/INST]");
 }
 
-TEST_CASE("mistral v3 renders [INST] turns with trimmed answers") {
+TEST_CASE("mistral v3 renders INST turns with trimmed answers") {
   const chat_template t = chat_template::from_name("mistral");
   CHECK(t.kind() == chat_template_kind::mistral);
   CHECK(t.apply(conversation(), true) == "[INST] Be brief.\n\nHi[/INST] Hello!</s>[INST] Bye[/INST]");

@@ -410,7 +410,7 @@ TEST_CASE("sampler rejects logits that do not match the vocabulary size") {
   CHECK_THROWS_AS(s.sample(logits, sampling_params{}, {}, 0, 0), error);
 }
 
-TEST_CASE("sampler sample_uniform stays in [0, 1) and is a pure function of seed and index") {
+TEST_CASE("sampler sample_uniform stays in the unit interval and is a pure function of seed and index") {
   double sum = 0.0;
   for (uint64_t i = 0; i < 10000; ++i) {
     const double u = sample_uniform(77, i);
