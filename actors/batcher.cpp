@@ -1,5 +1,6 @@
 #include "actors/batcher.hpp"
 
+#include <deque>
 #include <optional>
 #include <unordered_map>
 
@@ -14,7 +15,17 @@ struct batcher_state {
   std::optional<batcher_policy> policy;
   std::unordered_map<uint64_t, pending_sequence_ptr> held;
   caf::actor scheduler;
-  int32_t num_waiting_in_scheduler = 0;
+  // The scheduler's waiting queue as last reported, plus the batches sent since that report
+  // (the report says how many batches it had received), so the queue cap holds even while
+  // batches and reports cross.
+  int32_t num_waiting_reported = 0;
+  uint64_t num_batches_sent = 0;
+  std::deque<int32_t> unacknowledged_batch_sizes;
+  int32_t num_waiting_in_scheduler() const {
+    int32_t n = num_waiting_reported;
+    for (int32_t size : unacknowledged_batch_sizes) n += size;
+    return n;
+  }
   int64_t armed_deadline_ms = -1;  // the timer already set, -1 when none
   static inline const char* name = "troupe.batcher";
 };
@@ -33,6 +44,8 @@ void release_ready(batcher_self self) {
         st.held.erase(it);
       }
     }
+    ++st.num_batches_sent;
+    st.unacknowledged_batch_sizes.push_back(static_cast<int32_t>(batch->size()));
     self->send(st.scheduler, atoms::batch_atom::value, pending_batch_ptr(std::move(batch)));
   }
   if (const auto deadline = st.policy->next_deadline_ms(); deadline && *deadline != st.armed_deadline_ms) {
@@ -48,7 +61,7 @@ caf::behavior batcher(batcher_self self, scheduler_config config, caf::actor sch
   return {
       [=](atoms::enqueue_atom, const pending_sequence_ptr& p) {
         auto& st = self->state;
-        const auto offer = st.policy->offer(p->request.id, now_ms(), st.num_waiting_in_scheduler);
+        const auto offer = st.policy->offer(p->request.id, now_ms(), st.num_waiting_in_scheduler());
         if (!offer.is_accepted()) {
           self->send(p->owner, atoms::refused_atom::value, p->request.id, std::string(to_string(offer.refusal)),
                    offer.message);
@@ -67,7 +80,12 @@ caf::behavior batcher(batcher_self self, scheduler_config config, caf::actor sch
         // reaches the scheduler after the batch that carried the sequence.
         self->send(st.scheduler, atoms::abort_atom::value, seq_id);
       },
-      [=](atoms::waiting_atom, int32_t num_waiting) { self->state.num_waiting_in_scheduler = num_waiting; },
+      [=](atoms::waiting_atom, int32_t num_waiting, uint64_t num_batches_received) {
+        auto& st = self->state;
+        st.num_waiting_reported = num_waiting;
+        const uint64_t num_unacknowledged = st.num_batches_sent - num_batches_received;
+        while (st.unacknowledged_batch_sizes.size() > num_unacknowledged) st.unacknowledged_batch_sizes.pop_front();
+      },
       [=](atoms::tick_atom) {
         self->state.armed_deadline_ms = -1;
         release_ready(self);

@@ -4,7 +4,7 @@
 //
 //   enqueue_atom, pending_sequence_ptr   from a request actor; refused_atom back when full
 //   cancel_atom, uint64_t seq_id         drop it if held, else forward abort to the scheduler
-//   waiting_atom, int32_t num_waiting    the scheduler's waiting queue, for the queue cap
+//   waiting_atom, int32_t num_waiting, uint64_t num_batches_received   from the scheduler, for the cap
 //   tick_atom                            its own timer at the oldest request's deadline
 #pragma once
 #include <caf/all.hpp>

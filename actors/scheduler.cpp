@@ -20,6 +20,7 @@ struct scheduler_state {
   std::unordered_map<uint64_t, caf::actor> owners;  // live sequence -> its request actor
   worker_actor worker;
   caf::actor batcher;
+  uint64_t num_batches_received = 0;
   double busy_seconds = 0;
   double overhead_seconds = 0;
   static inline const char* name = "troupe.scheduler";
@@ -44,7 +45,8 @@ void fan_out(scheduler_self self, const std::vector<sequence_event>& events) {
 
 void report_waiting(scheduler_self self) {
   if (self->state.batcher) {
-    self->send(self->state.batcher, atoms::waiting_atom::value, self->state.policy->stats().num_waiting);
+    self->send(self->state.batcher, atoms::waiting_atom::value, self->state.policy->stats().num_waiting,
+               self->state.num_batches_received);
   }
 }
 
@@ -99,6 +101,7 @@ caf::behavior scheduler(scheduler_self self, scheduler_config config, block_mana
   return {
       [=](atoms::batch_atom, const pending_batch_ptr& batch) {
         auto& st = self->state;
+        ++st.num_batches_received;
         const int64_t now = now_ms();
         for (const auto& p : *batch) {
           try {
