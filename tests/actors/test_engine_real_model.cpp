@@ -170,7 +170,11 @@ TEST_CASE("engine: a high-priority request submitted into a full engine starts b
   o.scheduling.max_num_batched_tokens = 256;
   fixture f(o);
   auto sink = std::make_shared<collecting_sink>();
-  for (int i = 0; i < 6; ++i) f.eng->submit(chat("low" + std::to_string(i), questions[i], 48, 5), sink);
+  for (int i = 0; i < 6; ++i) {
+    auto low = chat("low" + std::to_string(i), questions[i], 48, 5);
+    low.params.ignore_eos = true;  // the two running ones must still be running when "high" arrives
+    f.eng->submit(low, sink);
+  }
   std::this_thread::sleep_for(50ms);
   f.eng->submit(chat("high", questions[7], 8, 0), sink);
   REQUIRE(sink->wait_for(7));
