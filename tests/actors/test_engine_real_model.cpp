@@ -179,11 +179,13 @@ TEST_CASE("engine: a high-priority request submitted into a full engine starts b
   f.eng->submit(chat("high", questions[7], 8, 0), sink);
   REQUIRE(sink->wait_for(7));
   const auto r = sink->records();
+  // Request actors tokenize in parallel, so which two low-priority requests got the two
+  // slots first is not fixed; the other four were queued when "high" arrived.
   int num_low_after_high = 0;
-  for (int i = 2; i < 6; ++i) {  // the low-priority requests that were still queued
+  for (int i = 0; i < 6; ++i) {
     num_low_after_high += r.at("low" + std::to_string(i)).first_token_order > r.at("high").first_token_order;
   }
-  CHECK(num_low_after_high == 4);
+  CHECK(num_low_after_high >= 4);
 }
 
 TEST_CASE("engine: a cancel storm leaves every KV block free") {
