@@ -19,6 +19,15 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 
+// prefix + n; written out because GCC 12 warns (-Wrestrict, a false positive) on
+// "literal" + std::to_string(n).
+inline std::string numbered(const char* prefix, long long n) {
+  std::string s(prefix);
+  s += std::to_string(n);
+  return s;
+}
+
+
 class timing_sink : public event_sink {
  public:
   explicit timing_sink(clock_type::time_point start) : start_(start) {}
@@ -103,7 +112,7 @@ int main(int argc, char** argv) {
       auto sink = std::make_shared<timing_sink>(start);
       for (int i = 0; i < n; ++i) {
         request r;
-        r.id = "s" + std::to_string(i);
+        r.id = numbered("s", i);
         std::vector<int32_t> ids(prompt_tokens);
         for (int t = 0; t < prompt_tokens; ++t) ids[t] = (int32_t)((7919LL * (t + 1) * (i + 3)) % 40000 + 100);
         r.prompt = model->tok.decode(ids, false);

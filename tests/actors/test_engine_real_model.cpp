@@ -20,6 +20,15 @@ using namespace std::chrono_literals;
 
 namespace {
 
+// prefix + n; written out because GCC 12 warns (-Wrestrict, a false positive) on
+// "literal" + std::to_string(n).
+inline std::string numbered(const char* prefix, long long n) {
+  std::string s(prefix);
+  s += std::to_string(n);
+  return s;
+}
+
+
 // Collects every request's events; waits until all submitted requests ended.
 class collecting_sink : public event_sink {
  public:
@@ -123,7 +132,7 @@ TEST_CASE("engine: 32 concurrent requests give the same greedy text as one at a 
   REQUIRE_MODEL();
   fixture f;
   std::vector<request> reqs;
-  for (int i = 0; i < 32; ++i) reqs.push_back(chat("r" + std::to_string(i), questions[i % 8] + std::string(i / 8, '!'), 24));
+  for (int i = 0; i < 32; ++i) reqs.push_back(chat(numbered("r", i), questions[i % 8] + std::string(i / 8, '!'), 24));
   const auto together = run_all(f, reqs);
   for (int i = 0; i < 32; i += 5) {  // a sample of them alone, to keep the test short
     const auto alone = run_all(f, {reqs[i]});
@@ -148,7 +157,7 @@ TEST_CASE("engine: requests preempted for KV space finish with the text of an un
   fixture f(o, 32);
   std::vector<request> reqs;
   for (int i = 0; i < 8; ++i) {
-    auto r = chat("p" + std::to_string(i), questions[i], 64);
+    auto r = chat(numbered("p", i), questions[i], 64);
     r.params.ignore_eos = true;
     reqs.push_back(r);
   }
@@ -171,7 +180,7 @@ TEST_CASE("engine: a high-priority request submitted into a full engine starts b
   fixture f(o);
   auto sink = std::make_shared<collecting_sink>();
   for (int i = 0; i < 6; ++i) {
-    auto low = chat("low" + std::to_string(i), questions[i], 48, 5);
+    auto low = chat(numbered("low", i), questions[i], 48, 5);
     low.params.ignore_eos = true;  // the two running ones must still be running when "high" arrives
     f.eng->submit(low, sink);
   }
@@ -183,7 +192,7 @@ TEST_CASE("engine: a high-priority request submitted into a full engine starts b
   // slots first is not fixed; the other four were queued when "high" arrived.
   int num_low_after_high = 0;
   for (int i = 0; i < 6; ++i) {
-    num_low_after_high += r.at("low" + std::to_string(i)).first_token_order > r.at("high").first_token_order;
+    num_low_after_high += r.at(numbered("low", i)).first_token_order > r.at("high").first_token_order;
   }
   CHECK(num_low_after_high >= 4);
 }
@@ -198,7 +207,7 @@ TEST_CASE("engine: a cancel storm leaves every KV block free") {
   std::vector<engine::handle> handles;
   const int n = 200;
   for (int i = 0; i < n; ++i) {
-    auto r = chat("c" + std::to_string(i), questions[i % 8], 32);
+    auto r = chat(numbered("c", i), questions[i % 8], 32);
     r.params.ignore_eos = true;
     handles.push_back(f.eng->submit(r, sink));
     if (rng() % 3 == 0) std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
@@ -232,7 +241,7 @@ TEST_CASE("engine: refusals arrive as error events (queue full, prompt too long,
   o.scheduling.max_queue_len = 2;
   fixture f(o);
   auto sink = std::make_shared<collecting_sink>();
-  for (int i = 0; i < 12; ++i) f.eng->submit(chat("q" + std::to_string(i), questions[0], 16), sink);
+  for (int i = 0; i < 12; ++i) f.eng->submit(chat(numbered("q", i), questions[0], 16), sink);
   auto too_long = chat("long", std::string(20000, 'a'), 8);
   f.eng->submit(too_long, sink);
   auto bad = chat("bad", "hi", 8);
@@ -242,7 +251,7 @@ TEST_CASE("engine: refusals arrive as error events (queue full, prompt too long,
   const auto r = sink->records();
   int num_queue_full = 0;
   for (int i = 0; i < 12; ++i) {
-    const auto& rec = r.at("q" + std::to_string(i));
+    const auto& rec = r.at(numbered("q", i));
     num_queue_full += rec.err && rec.err->code == request_error_code::queue_full;
   }
   CHECK(num_queue_full > 0);
