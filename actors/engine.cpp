@@ -17,7 +17,7 @@ engine::engine(caf::actor_system& sys, std::shared_ptr<const model_bundle> model
   block_manager_config blocks;
   blocks.num_blocks = shape.num_blocks;
   blocks.block_size = shape.block_size;
-  blocks.num_swap_blocks = options.num_swap_blocks;
+  blocks.num_swap_blocks = b->num_swap_blocks();
   blocks.enable_prefix_caching = options.enable_prefix_caching;
   worker_ = options.detached_worker ? spawn_worker(sys, std::move(b)) : spawn_worker_attached(sys, std::move(b));
   scheduler_ = spawn_scheduler(sys, scheduling_, blocks, model_->tok.eog_ids(), worker_);

@@ -24,7 +24,6 @@ namespace troupe {
 struct engine_options {
   scheduler_config scheduling;
   bool enable_prefix_caching = true;
-  int32_t num_swap_blocks = 0;   // host blocks for swap preemption (0: recompute only)
   bool detached_worker = true;   // false only under CAF's deterministic test scheduler
 };
 

@@ -19,14 +19,16 @@ worker_actor::behavior_type worker(worker_actor::stateful_pointer<worker_state> 
       [=](atoms::step_atom, const step_request_ptr& request) -> caf::result<step_result_ptr> {
         try {
           auto& engine = *self->state.engine;
-          if (!request->ops.swap_out.empty() || !request->ops.swap_in.empty()) {
-            throw error(error_code::unsupported, "this backend has no host swap space");
-          }
-          if (!request->ops.copies.empty()) {
-            std::vector<std::pair<int32_t, int32_t>> pairs;
-            for (const auto& c : request->ops.copies) pairs.emplace_back(c.src, c.dst);
-            engine.copy_blocks(pairs);
-          }
+          // In the order the scheduler requires: swap-outs read blocks that copies or
+          // swap-ins of the same step may overwrite.
+          const auto pairs = [](const std::vector<block_copy>& moves) {
+            std::vector<std::pair<int32_t, int32_t>> out;
+            for (const auto& m : moves) out.emplace_back(m.src, m.dst);
+            return out;
+          };
+          if (!request->ops.swap_out.empty()) engine.swap_out(pairs(request->ops.swap_out));
+          if (!request->ops.copies.empty()) engine.copy_blocks(pairs(request->ops.copies));
+          if (!request->ops.swap_in.empty()) engine.swap_in(pairs(request->ops.swap_in));
           return std::make_shared<const step_result>(engine.step(request->plan));
         } catch (const error& e) {
           return caf::make_error(caf::sec::runtime_error, std::string(to_string(e.code())) + ": " + e.what());

@@ -112,6 +112,11 @@ cpu_backend::cpu_backend(std::shared_ptr<const gguf::file> file, const cpu_backe
     throw error(error_code::invalid_argument, "the KV cache must hold at least one block (kv_cache_bytes too small)");
   }
   kv_ = std::make_unique<kv_memory>(config_.num_layers, (int32_t)num_blocks, options.block_size, config_.kv_dim());
+  if (options.num_swap_blocks < 0) throw error(error_code::invalid_argument, "num_swap_blocks must be >= 0");
+  if (options.num_swap_blocks > 0) {
+    swap_ = std::make_unique<kv_memory>(config_.num_layers, options.num_swap_blocks, options.block_size,
+                                        config_.kv_dim());
+  }
 
   // RoPE angles per position, as ggml computes them (a float power chain per position).
   const int32_t half = config_.rope_dim / 2;
@@ -142,6 +147,27 @@ void cpu_backend::copy_blocks(const std::vector<std::pair<int32_t, int32_t>>& pa
     }
   }
   for (const auto& [src, dst] : pairs) kv_->copy_block(src, dst);
+}
+
+namespace {
+void check_moves(const std::vector<std::pair<int32_t, int32_t>>& moves, int32_t num_from, int32_t num_to,
+                 const char* what) {
+  for (const auto& [from, to] : moves) {
+    if (from < 0 || to < 0 || from >= num_from || to >= num_to) {
+      throw error(error_code::invalid_argument, std::string(what) + ": block id out of range");
+    }
+  }
+}
+}  // namespace
+
+void cpu_backend::swap_out(const std::vector<std::pair<int32_t, int32_t>>& device_to_host) {
+  check_moves(device_to_host, kv_->num_blocks(), num_swap_blocks(), "swap_out");
+  for (const auto& [device, host] : device_to_host) kv_->copy_block_to(*swap_, device, host);
+}
+
+void cpu_backend::swap_in(const std::vector<std::pair<int32_t, int32_t>>& host_to_device) {
+  check_moves(host_to_device, num_swap_blocks(), kv_->num_blocks(), "swap_in");
+  for (const auto& [host, device] : host_to_device) swap_->copy_block_to(*kv_, host, device);
 }
 
 void cpu_backend::validate(const batch_plan& plan) const {

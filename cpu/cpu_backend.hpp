@@ -20,6 +20,7 @@ struct cpu_backend_options {
   int32_t block_size = 16;       // KV positions per block
   int64_t kv_cache_bytes = 0;    // 0: enough for max(4 * context, 16384) positions, capped at 1 GiB
   int32_t num_blocks = 0;        // overrides kv_cache_bytes when > 0
+  int32_t num_swap_blocks = 0;   // host swap space for preempted sequences (0: none)
   std::vector<int32_t> eog_ids;  // suppressed by ignore_eos
 };
 
@@ -32,6 +33,9 @@ class cpu_backend final : public backend {
   kv_cache_shape kv_shape() const override;
   step_result step(const batch_plan& plan) override;
   void copy_blocks(const std::vector<std::pair<int32_t, int32_t>>& pairs) override;
+  int32_t num_swap_blocks() const override { return swap_ ? swap_->num_blocks() : 0; }
+  void swap_out(const std::vector<std::pair<int32_t, int32_t>>& device_to_host) override;
+  void swap_in(const std::vector<std::pair<int32_t, int32_t>>& host_to_device) override;
 
   int num_threads() const { return pool_.num_threads(); }
   // Bytes of weights one decode step reads (all matrices + the output head + norms).
@@ -56,6 +60,7 @@ class cpu_backend final : public backend {
   packed_matrix output_;
   std::vector<layer_weights> layers_;
   std::unique_ptr<kv_memory> kv_;
+  std::unique_ptr<kv_memory> swap_;  // host swap space, same block geometry
   sampler sampler_;
   std::unique_ptr<workspace> ws_;
   std::vector<float> rope_cos_, rope_sin_;  // [context][rope_dim/2]

@@ -11,11 +11,11 @@ kv_memory::kv_memory(int32_t num_layers, int32_t num_blocks, int32_t block_size,
   data_.reset(new uint16_t[static_cast<size_t>(n)]);
 }
 
-void kv_memory::copy_block(int32_t src, int32_t dst) {
+void kv_memory::copy_block_to(kv_memory& to, int32_t src, int32_t dst) const {
   const size_t block_elems = static_cast<size_t>(block_size_) * kv_dim_;
   for (int32_t layer = 0; layer < num_layers_; ++layer) {
-    std::memcpy(key(layer, dst, 0), key(layer, src, 0), block_elems * sizeof(uint16_t));
-    std::memcpy(value(layer, dst, 0), value(layer, src, 0), block_elems * sizeof(uint16_t));
+    std::memcpy(to.key(layer, dst, 0), key(layer, src, 0), block_elems * sizeof(uint16_t));
+    std::memcpy(to.value(layer, dst, 0), value(layer, src, 0), block_elems * sizeof(uint16_t));
   }
 }
 

@@ -24,7 +24,9 @@ class kv_memory {
   const uint16_t* value(int32_t layer, int32_t block, int32_t offset) const { return data_.get() + index(layer, 1, block, offset); }
 
   // Copies every layer's K and V of block src into block dst.
-  void copy_block(int32_t src, int32_t dst);
+  void copy_block(int32_t src, int32_t dst) { copy_block_to(*this, src, dst); }
+  // The same into another pool of the same geometry (swap space).
+  void copy_block_to(kv_memory& to, int32_t src, int32_t dst) const;
 
  private:
   int64_t index(int32_t layer, int32_t kv, int32_t block, int32_t offset) const {

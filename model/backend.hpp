@@ -69,6 +69,11 @@ class backend {
   virtual step_result step(const batch_plan& plan) = 0;
   // Copies whole KV blocks (copy-on-write forks), pairs of (source, destination).
   virtual void copy_blocks(const std::vector<std::pair<int32_t, int32_t>>& pairs) = 0;
+  // Host swap space for preempted sequences: blocks of it, and moves of whole blocks
+  // (device block, host block) out to it and (host block, device block) back.
+  virtual int32_t num_swap_blocks() const = 0;
+  virtual void swap_out(const std::vector<std::pair<int32_t, int32_t>>& device_to_host) = 0;
+  virtual void swap_in(const std::vector<std::pair<int32_t, int32_t>>& host_to_device) = 0;
 };
 
 }  // namespace troupe

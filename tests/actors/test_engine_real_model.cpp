@@ -76,11 +76,12 @@ class collecting_sink : public event_sink {
 };
 
 struct fixture {
-  explicit fixture(engine_options options = {}, int32_t num_blocks = 512) {
+  explicit fixture(engine_options options = {}, int32_t num_blocks = 512, int32_t num_swap_blocks = 0) {
     auto file = std::make_shared<const gguf::file>(gguf::file::open(TROUPE_TEST_MODEL));
     model = model_bundle::load(file, 2048);
     cpu::cpu_backend_options o;
     o.num_blocks = num_blocks;
+    o.num_swap_blocks = num_swap_blocks;
     o.eog_ids = model->tok.eog_ids();
     auto backend = std::make_shared<cpu::cpu_backend>(file, o);
     cfg.set("scheduler.max-threads", 2);
@@ -170,6 +171,29 @@ TEST_CASE("engine: requests preempted for KV space finish with the text of an un
     CHECK(together.at(reqs[i].id).tokens == alone.at(reqs[i].id).tokens);
   }
   CHECK(f.eng->stats().blocks.num_used_blocks == 0);
+}
+
+TEST_CASE("engine: requests swapped out to host memory finish with the text of an uninterrupted run") {
+  REQUIRE_MODEL();
+  engine_options o;
+  o.scheduling.max_num_seqs = 8;
+  o.scheduling.preemption = preemption_mode::swap;
+  fixture f(o, 32, 64);
+  std::vector<request> reqs;
+  for (int i = 0; i < 8; ++i) {
+    auto r = chat(numbered("w", i), questions[i], 64);
+    r.params.ignore_eos = true;
+    reqs.push_back(r);
+  }
+  const auto together = run_all(f, reqs);
+  const auto s = f.eng->stats();
+  MESSAGE("preemptions: " << s.scheduling.num_preemptions);
+  CHECK(s.scheduling.num_preemptions > 0);
+  CHECK(s.blocks.num_used_swap_blocks == 0);
+  for (int i = 1; i < 8; i += 3) {
+    const auto alone = run_all(f, {reqs[i]});
+    CHECK(together.at(reqs[i].id).tokens == alone.at(reqs[i].id).tokens);
+  }
 }
 
 TEST_CASE("engine: a high-priority request submitted into a full engine starts before queued low-priority ones") {

@@ -253,3 +253,31 @@ TEST_CASE("forward: block sizes other than 16 page correctly") {
     CHECK(max_abs_diff(l, first) < 1e-4);
   }
 }
+
+TEST_CASE("forward: blocks swapped out to host memory and back continue like the original") {
+  auto f = tiny_file();
+  cpu::cpu_backend_options o;
+  o.num_blocks = 16;
+  o.num_swap_blocks = 4;
+  o.num_threads = 2;
+  cpu::cpu_backend b(f, o);
+  CHECK(b.num_swap_blocks() == 4);
+  const auto prompt = some_tokens(20, b.config().vocab_size, 4);
+  batch_plan p;
+  p.sequences.push_back(step_of(1, prompt, 0, {0, 1}, false));
+  b.step(p);
+  batch_plan next;
+  next.sequences.push_back(step_of(1, {9}, 20, {0, 1}));
+  const auto want = b.step(next).outputs[0].logits;
+  // Out to host blocks 3 and 2, device blocks overwritten by another sequence, back into 7, 8.
+  b.swap_out({{0, 3}, {1, 2}});
+  batch_plan other;
+  other.sequences.push_back(step_of(2, some_tokens(30, b.config().vocab_size, 8), 0, {0, 1}, false));
+  b.step(other);
+  b.swap_in({{3, 7}, {2, 8}});
+  batch_plan resumed;
+  resumed.sequences.push_back(step_of(1, {9}, 20, {7, 8}));
+  CHECK(max_abs_diff(b.step(resumed).outputs[0].logits, want) < 1e-6);
+  CHECK_THROWS_AS(b.swap_out({{0, 4}}), error);
+  CHECK_THROWS_AS(b.swap_in({{4, 0}}), error);
+}
