@@ -34,7 +34,7 @@ using batcher_self = caf::stateful_actor<batcher_state>*;
 
 void release_ready(batcher_self self) {
   auto& st = self->state;
-  const int64_t now = now_ms();
+  const int64_t now = now_ms(self);
   auto ids = st.policy->take_ready(now);
   if (!ids.empty()) {
     auto batch = std::make_shared<std::vector<pending_sequence_ptr>>();
@@ -61,7 +61,7 @@ caf::behavior batcher(batcher_self self, scheduler_config config, caf::actor sch
   return {
       [=](atoms::enqueue_atom, const pending_sequence_ptr& p) {
         auto& st = self->state;
-        const auto offer = st.policy->offer(p->request.id, now_ms(), st.num_waiting_in_scheduler());
+        const auto offer = st.policy->offer(p->request.id, now_ms(self), st.num_waiting_in_scheduler());
         if (!offer.is_accepted()) {
           self->send(p->owner, atoms::refused_atom::value, p->request.id, std::string(to_string(offer.refusal)),
                    offer.message);

@@ -43,10 +43,10 @@ class event_sink {
 };
 using event_sink_ptr = std::shared_ptr<event_sink>;
 
-// Milliseconds on the steady clock: the time every policy is given.
-inline int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+// Milliseconds on the actor system's clock: the time every policy is given. Under CAF's
+// deterministic test scheduler this is the simulated time, so timers and policies agree.
+inline int64_t now_ms(const caf::local_actor* self) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(self->clock().now().time_since_epoch()).count();
 }
 
 }  // namespace troupe

@@ -28,7 +28,7 @@ void fail(request_self self, request_error_code code, const std::string& message
   auto& st = self->state;
   if (st.is_done) return;
   st.is_done = true;
-  if (st.state && !st.state->is_finished()) st.state->transition_to(request_status::failed, now_ms());
+  if (st.state && !st.state->is_finished()) st.state->transition_to(request_status::failed, now_ms(self));
   emit(self, error_event{code, message});
   self->quit();
 }
@@ -38,7 +38,7 @@ void finish(request_self self, request_finish_reason reason) {
   auto& st = self->state;
   if (st.is_done) return;
   st.is_done = true;
-  auto r = st.state->finish(reason, now_ms());
+  auto r = st.state->finish(reason, now_ms(self));
   if (!r.last_delta.is_empty()) emit(self, r.last_delta);
   emit(self, r.done);
   self->quit();
@@ -68,17 +68,17 @@ caf::behavior request_actor(request_self self, std::shared_ptr<const model_bundl
   try {
     const auto& m = *st.model;
     st.req->validate(m.config.vocab_size, m.max_model_len);
-    st.state = std::make_unique<request_state>(*st.req, m.tok, m.max_model_len, now_ms());
+    st.state = std::make_unique<request_state>(*st.req, m.tok, m.max_model_len, now_ms(self));
     auto tokens = prompt_tokens(*st.req, m.tok, m.tmpl, m.max_model_len);
     st.state->set_num_prompt_tokens(static_cast<int32_t>(tokens.size()));
-    st.state->transition_to(request_status::queued, now_ms());
+    st.state->transition_to(request_status::queued, now_ms(self));
     emit(self, accepted_event{st.req->id});
     auto pending = std::make_shared<pending_sequence>();
     pending->request = sequence_request{seq_id, std::move(tokens), st.req->params, st.req->priority};
     pending->owner = caf::actor_cast<caf::actor>(self);
     self->send(st.links.batcher, atoms::enqueue_atom::value, pending_sequence_ptr(std::move(pending)));
     if (const auto deadline = st.state->deadline_ms()) {
-      self->delayed_send(self, std::chrono::milliseconds(std::max<int64_t>(0, *deadline - now_ms())),
+      self->delayed_send(self, std::chrono::milliseconds(std::max<int64_t>(0, *deadline - now_ms(self))),
                          atoms::deadline_atom::value);
     }
   } catch (const error& e) {
@@ -101,21 +101,21 @@ caf::behavior request_actor(request_self self, std::shared_ptr<const model_bundl
         auto& st = self->state;
         if (st.is_done) return;
         if (num_cached >= 0) st.state->set_num_cached_prompt_tokens(num_cached);
-        st.state->transition_to(request_status::running, now_ms());
+        st.state->transition_to(request_status::running, now_ms(self));
       },
       [=](atoms::preempt_atom, uint64_t) {
         auto& st = self->state;
         if (st.is_done || st.state->status() != request_status::running) return;
-        st.state->transition_to(request_status::preempted, now_ms());
+        st.state->transition_to(request_status::preempted, now_ms(self));
       },
       [=](atoms::token_atom, const sequence_event_ptr& e) {
         auto& st = self->state;
         if (st.is_done) return;
         if (e->state == sequence_state::failed) return fail(self, request_error_code::internal, e->message);
         if (st.state->status() == request_status::preempted || st.state->status() == request_status::queued) {
-          st.state->transition_to(request_status::running, now_ms());
+          st.state->transition_to(request_status::running, now_ms(self));
         }
-        auto r = st.state->on_token(sampled_token{e->token, e->logprob, e->top_logprobs}, now_ms());
+        auto r = st.state->on_token(sampled_token{e->token, e->logprob, e->top_logprobs}, now_ms(self));
         if (!r.delta.is_empty()) emit(self, r.delta);
         if (e->state == sequence_state::finished) {
           return finish(self, e->reason == finish_reason::length ? request_finish_reason::length

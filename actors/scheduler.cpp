@@ -55,7 +55,7 @@ void kick(scheduler_self self) {
   auto& st = self->state;
   if (st.policy->is_step_in_flight()) return;
   const auto plan_start = clock_type::now();
-  auto step = st.policy->schedule(now_ms());
+  auto step = st.policy->schedule(now_ms(self));
   if (step.is_empty()) return;
   for (uint64_t id : step.started) {
     if (auto it = st.owners.find(id); it != st.owners.end()) {
@@ -102,7 +102,7 @@ caf::behavior scheduler(scheduler_self self, scheduler_config config, block_mana
       [=](atoms::batch_atom, const pending_batch_ptr& batch) {
         auto& st = self->state;
         ++st.num_batches_received;
-        const int64_t now = now_ms();
+        const int64_t now = now_ms(self);
         for (const auto& p : *batch) {
           try {
             st.policy->add(p->request, now);

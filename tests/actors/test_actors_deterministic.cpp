@@ -1,0 +1,175 @@
+// The actor graph under CAF's deterministic test scheduler (every actor runs on the test's
+// thread, time is simulated) with a scripted backend: admission batching on size and on
+// timeout, deadlines, cancellation, and a worker that fails a step and stays usable.
+#include <doctest/doctest.h>
+
+#include <caf/scheduler/test_coordinator.hpp>
+
+#include <map>
+#include <mutex>
+
+#include "actors/engine.hpp"
+#include "model/error.hpp"
+#include "util/tiny_model.hpp"
+
+using namespace troupe;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Answers every sampled sequence with token (last fed token + 1) mod vocab, from a pool
+// of 64 blocks of 16; can be told to fail its next step.
+class scripted_backend : public backend {
+ public:
+  explicit scripted_backend(model_config c) : config_(std::move(c)) {}
+  const model_config& config() const override { return config_; }
+  kv_cache_shape kv_shape() const override { return {64, 16, 1}; }
+  step_result step(const batch_plan& plan) override {
+    ++num_steps;
+    if (fail_next) {
+      fail_next = false;
+      throw error(error_code::internal, "scripted failure");
+    }
+    step_result r;
+    for (const auto& s : plan.sequences) {
+      sequence_output o;
+      o.seq_id = s.seq_id;
+      if (s.wants_sample) o.token = (s.tokens.back() + 1) % config_.vocab_size;
+      r.outputs.push_back(o);
+    }
+    return r;
+  }
+  void copy_blocks(const std::vector<std::pair<int32_t, int32_t>>&) override {}
+  int32_t num_swap_blocks() const override { return 0; }
+  void swap_out(const std::vector<std::pair<int32_t, int32_t>>&) override {}
+  void swap_in(const std::vector<std::pair<int32_t, int32_t>>&) override {}
+
+  int num_steps = 0;
+  bool fail_next = false;
+
+ private:
+  model_config config_;
+};
+
+struct recording_sink : event_sink {
+  void on_event(const std::string& id, const request_event& e) override {
+    std::lock_guard lock(mutex);
+    if (auto d = std::get_if<delta_event>(&e)) num_tokens[id] += (int)d->token_ids.size();
+    if (auto d = std::get_if<done_event>(&e)) done[id] = *d;
+    if (auto x = std::get_if<error_event>(&e)) errors[id] = *x;
+  }
+  std::mutex mutex;
+  std::map<std::string, int> num_tokens;
+  std::map<std::string, done_event> done;
+  std::map<std::string, error_event> errors;
+};
+
+struct deterministic_fixture {
+  explicit deterministic_fixture(scheduler_config sc) {
+    cfg.set("scheduler.policy", caf::atom("testing"));
+    sys = std::make_unique<caf::actor_system>(cfg);
+    sched = &dynamic_cast<caf::scheduler::test_coordinator&>(sys->scheduler());
+    auto file = std::make_shared<const gguf::file>(gguf::file::parse(test::make_tiny_llama()));
+    model = model_bundle::load(file, 256);
+    backend_ = std::make_shared<scripted_backend>(model->config);
+    engine_options o;
+    o.scheduling = sc;
+    o.detached_worker = false;
+    eng = std::make_unique<engine>(*sys, model, backend_, o);
+    sched->run();
+  }
+  ~deterministic_fixture() {
+    eng.reset();
+    sched->run();
+  }
+  request make(const std::string& id, int32_t max_tokens, int64_t timeout_ms = 0) {
+    request r;
+    r.id = id;
+    r.prompt = "the cat sat on the mat";
+    r.params.temperature = 0.0f;
+    r.params.max_tokens = max_tokens;
+    r.params.ignore_eos = true;
+    r.timeout_ms = timeout_ms;
+    return r;
+  }
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  caf::scheduler::test_coordinator* sched = nullptr;
+  std::shared_ptr<const model_bundle> model;
+  std::shared_ptr<scripted_backend> backend_;
+  std::unique_ptr<engine> eng;
+  std::shared_ptr<recording_sink> sink = std::make_shared<recording_sink>();
+};
+
+}  // namespace
+
+TEST_CASE("actors: the batcher holds requests until max_wait_ms passes, then they run to max_tokens") {
+  scheduler_config sc;
+  sc.max_batch_size = 4;
+  sc.max_wait_ms = 100;
+  deterministic_fixture f(sc);
+  f.eng->submit(f.make("a", 5), f.sink);
+  f.eng->submit(f.make("b", 5), f.sink);
+  f.sched->run();
+  CHECK(f.backend_->num_steps == 0);  // held: 2 of 4, and no time has passed
+  f.sched->advance_time(100ms);
+  f.sched->run();
+  CHECK(f.backend_->num_steps > 0);
+  REQUIRE(f.sink->done.count("a"));
+  REQUIRE(f.sink->done.count("b"));
+  CHECK(f.sink->done["a"].reason == request_finish_reason::length);
+  CHECK(f.sink->num_tokens["a"] == 5);
+  CHECK(f.sink->done["a"].usage.completion_tokens == 5);
+}
+
+TEST_CASE("actors: the batcher releases at once when max_batch_size requests are held") {
+  scheduler_config sc;
+  sc.max_batch_size = 3;
+  sc.max_wait_ms = 100000;
+  deterministic_fixture f(sc);
+  for (const char* id : {"a", "b", "c"}) f.eng->submit(f.make(id, 3), f.sink);
+  f.sched->run();
+  CHECK(f.sink->done.size() == 3);
+}
+
+TEST_CASE("actors: a request past its deadline ends with timeout and frees its blocks") {
+  scheduler_config sc;
+  sc.max_batch_size = 2;
+  sc.max_wait_ms = 100000;  // held in the batcher until the deadline
+  deterministic_fixture f(sc);
+  f.eng->submit(f.make("late", 5, 50), f.sink);
+  f.sched->run();
+  CHECK(f.sink->done.empty());
+  f.sched->advance_time(50ms);
+  f.sched->run();
+  REQUIRE(f.sink->done.count("late"));
+  CHECK(f.sink->done["late"].reason == request_finish_reason::timeout);
+  CHECK(f.backend_->num_steps == 0);
+}
+
+TEST_CASE("actors: a cancelled request ends with cancelled; a second cancel is harmless") {
+  scheduler_config sc;
+  deterministic_fixture f(sc);
+  auto h = f.eng->submit(f.make("x", 50), f.sink);
+  f.eng->cancel(h);
+  f.eng->cancel(h);
+  f.sched->run();
+  REQUIRE(f.sink->done.count("x"));
+  CHECK(f.sink->done["x"].reason == request_finish_reason::cancelled);
+  CHECK(f.sink->num_tokens["x"] < 50);
+}
+
+TEST_CASE("actors: a failed step becomes an error event and the worker serves the next request") {
+  scheduler_config sc;
+  deterministic_fixture f(sc);
+  f.backend_->fail_next = true;
+  f.eng->submit(f.make("first", 4), f.sink);
+  f.sched->run();
+  REQUIRE(f.sink->errors.count("first"));
+  CHECK(f.sink->errors["first"].code == request_error_code::internal);
+  CHECK(f.sink->errors["first"].message.find("scripted failure") != std::string::npos);
+  f.eng->submit(f.make("second", 4), f.sink);
+  f.sched->run();
+  REQUIRE(f.sink->done.count("second"));
+  CHECK(f.sink->num_tokens["second"] == 4);
+}
