@@ -1,8 +1,12 @@
 // `troupe generate`: one prompt (or an interactive chat with --chat and no --prompt)
-// streamed to stdout, with prompt and generation speed on stderr.
+// streamed to stdout through the actor runtime (engine::submit), with prompt and generation
+// speed on stderr. In a chat, earlier turns' KV comes back from the prefix cache.
 #include "apps/generate.hpp"
 
+#include <condition_variable>
 #include <cstdio>
+#include <mutex>
+#include <optional>
 #include <iostream>
 #include <memory>
 #include <random>
@@ -10,8 +14,8 @@
 #include <vector>
 
 #include "apps/cli_args.hpp"
+#include "actors/engine.hpp"
 #include "cpu/cpu_backend.hpp"
-#include "engine/single_sequence.hpp"
 #include "model/chat_template.hpp"
 #include "model/error.hpp"
 #include "model/tokenizer.hpp"
@@ -53,34 +57,70 @@ sampling_params read_params(const cli_args& args, int32_t vocab_size) {
   return p;
 }
 
+// Streams one request's deltas to stdout and wakes the main thread when it ends.
+class stdout_sink : public event_sink {
+ public:
+  void on_event(const std::string&, const request_event& e) override {
+    std::lock_guard lock(mutex_);
+    if (auto d = std::get_if<delta_event>(&e)) {
+      std::fwrite(d->text.data(), 1, d->text.size(), stdout);
+      std::fflush(stdout);
+      text_ += d->text;
+    } else if (auto done = std::get_if<done_event>(&e)) {
+      done_ = *done;
+      ended_ = true;
+      cv_.notify_all();
+    } else if (auto err = std::get_if<error_event>(&e)) {
+      error_ = *err;
+      ended_ = true;
+      cv_.notify_all();
+    }
+  }
+  // Waits for the end; returns the answer's text or throws the request's error.
+  std::string wait(done_event& done) {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [&] { return ended_; });
+    if (error_) {
+      throw error(error_->code == request_error_code::context_overflow ? error_code::context_overflow
+                                                                      : error_code::invalid_argument,
+                  error_->message);
+    }
+    done = *done_;
+    return text_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool ended_ = false;
+  std::string text_;
+  std::optional<done_event> done_;
+  std::optional<error_event> error_;
+};
+
 struct session {
-  const tokenizer& tok;
-  single_sequence& seq;
+  engine& eng;
   sampling_params params;
+  int next_id = 0;
 
   // Streams one answer to stdout; returns its text.
-  std::string answer(const std::vector<int32_t>& prompt) {
-    incremental_decoder decoder(tok);
-    std::string text;
-    generation_stats stats;
-    seq.generate(prompt, params, [&](int32_t token) {
-      const auto piece = decoder.push(token);
-      text += piece;
-      std::fwrite(piece.data(), 1, piece.size(), stdout);
-      std::fflush(stdout);
-      return true;
-    }, stats);
-    const auto rest = decoder.flush();
-    text += rest;
-    std::fwrite(rest.data(), 1, rest.size(), stdout);
+  std::string answer(request req) {
+    req.id = "generate-" + std::to_string(next_id++);
+    req.params = params;
+    auto sink = std::make_shared<stdout_sink>();
+    eng.submit(std::move(req), sink);
+    done_event done;
+    const auto text = sink->wait(done);
     std::fputc('\n', stdout);
     std::fflush(stdout);
-    const double decoded = (double)std::max<int64_t>(0, stats.num_generated_tokens - 1);
-    std::fprintf(stderr, "[prompt: %lld tokens (%lld cached), %.1f tok/s | generation: %lld tokens, %.1f tok/s]\n",
-                 (long long)stats.num_prompt_tokens, (long long)stats.num_cached_tokens,
-                 stats.prefill_seconds > 0 ? (double)stats.num_prompt_tokens / stats.prefill_seconds : 0.0,
-                 (long long)stats.num_generated_tokens,
-                 stats.decode_seconds > 0 ? decoded / stats.decode_seconds : 0.0);
+    const auto& u = done.usage;
+    const auto& t = done.timings;
+    const int64_t computed = u.prompt_tokens - u.cached_prompt_tokens;
+    const double prefill_s = (t.time_to_first_token_ms - t.queue_ms) / 1000.0;
+    const double decode_s = t.per_output_token_ms * std::max(0, u.completion_tokens - 1) / 1000.0;
+    std::fprintf(stderr, "[prompt: %d tokens (%d cached), %.1f tok/s | generation: %d tokens, %.1f tok/s]\n",
+                 u.prompt_tokens, u.cached_prompt_tokens, prefill_s > 0 ? (double)computed / prefill_s : 0.0,
+                 u.completion_tokens, decode_s > 0 ? (double)(u.completion_tokens - 1) / decode_s : 0.0);
     return text;
   }
 };
@@ -104,38 +144,46 @@ int run_generate(int argc, char** argv) {
   if (!chat && !prompt) throw error(error_code::invalid_argument, "--prompt is required without --chat");
 
   auto file = std::make_shared<const gguf::file>(gguf::file::open(*model_path));
-  const auto tok = tokenizer::from_gguf(*file);
-  const auto tmpl = chat_template::from_gguf(*file);
+  const int32_t max_model_len = 8192;
+  auto model = model_bundle::load(file, max_model_len);
   cpu::cpu_backend_options options;
   options.num_threads = (int)args.get_int("--threads", 0, 0, 1024);
-  options.eog_ids = tok.eog_ids();
-  const int64_t context = std::min<int64_t>(file->get_int(file->get_string("general.architecture").value_or("llama") +
-                                                          ".context_length").value_or(4096), 8192);
-  options.kv_cache_bytes = 0;
-  options.num_blocks = (int32_t)((context + 15) / 16);
-  cpu::cpu_backend backend(file, options);
-  single_sequence seq(backend, tok.eog_ids());
-  session s{tok, seq, read_params(args, backend.config().vocab_size)};
+  options.eog_ids = model->tok.eog_ids();
+  options.num_blocks = (model->max_model_len + 15) / 16 + 1;
+  auto backend = std::make_shared<cpu::cpu_backend>(file, options);
+  const auto params = read_params(args, backend->config().vocab_size);
+  caf::actor_system_config cfg;
+  cfg.set("scheduler.max-threads", 1);
+  caf::actor_system sys{cfg};
+  engine_options eo;
+  eo.scheduling.max_model_len = model->max_model_len;
+  eo.scheduling.max_num_batched_tokens = 512;
+  eo.scheduling.max_num_seqs = 1;
+  eo.scheduling.max_batch_size = 1;
+  engine eng(sys, model, backend, eo);
+  session s{eng, params};
 
   if (!chat) {
     std::fwrite(prompt->data(), 1, prompt->size(), stdout);
-    s.answer(tok.encode(*prompt, true, false));
+    request r;
+    r.prompt = *prompt;
+    s.answer(std::move(r));
     return 0;
   }
   std::vector<chat_message> conversation;
   if (auto system = args.get("--system")) conversation.push_back({"system", *system});
   auto turn = [&](const std::string& user) {
     conversation.push_back({"user", user});
-    const auto rendered = tmpl.apply(conversation, true);
-    conversation.push_back({"assistant", s.answer(tok.encode(rendered, true, true))});
+    request r;
+    r.messages = conversation;
+    conversation.push_back({"assistant", s.answer(std::move(r))});
   };
   if (prompt) {
     turn(*prompt);
     return 0;
   }
   std::fprintf(stderr, "troupe chat with %s (%d threads). Empty line or Ctrl-D ends.\n",
-               backend.config().name.empty() ? model_path->c_str() : backend.config().name.c_str(),
-               backend.num_threads());
+               model->name.empty() ? model_path->c_str() : model->name.c_str(), backend->num_threads());
   std::string line;
   while (true) {
     std::fputs("> ", stderr);
@@ -146,7 +194,6 @@ int run_generate(int argc, char** argv) {
       if (e.code() != error_code::context_overflow) throw;
       std::fprintf(stderr, "troupe: %s; starting a new conversation\n", e.what());
       conversation.clear();
-      seq.reset();
     }
   }
   return 0;
