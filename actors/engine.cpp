@@ -1,12 +1,59 @@
 #include "actors/engine.hpp"
 
 #include <algorithm>
+#include <unordered_map>
 
 #include "actors/batcher.hpp"
 #include "actors/request_actor.hpp"
 #include "model/error.hpp"
 
 namespace troupe {
+
+namespace {
+
+// Forwards a request's events to an application's actor and tells the frontend when the
+// request ended, so it can forget the request's handle.
+class actor_sink : public event_sink {
+ public:
+  actor_sink(caf::actor sink, caf::actor frontend) : sink_(std::move(sink)), frontend_(std::move(frontend)) {}
+  void on_event(const std::string& id, const request_event& e) override {
+    caf::anon_send(sink_, atoms::event_atom::value,
+                   request_event_ptr(std::make_shared<request_event_message>(request_event_message{id, e})));
+    if (std::holds_alternative<done_event>(e) || std::holds_alternative<error_event>(e)) {
+      caf::anon_send(frontend_, atoms::done_ack_atom::value, id);
+    }
+  }
+
+ private:
+  caf::actor sink_;
+  caf::actor frontend_;
+};
+
+struct frontend_state {
+  std::unordered_map<std::string, engine::handle> live;
+  static inline const char* name = "troupe.engine";
+};
+
+}  // namespace
+
+engine_actor engine::actor() {
+  if (frontend_) return frontend_;
+  engine* self_engine = this;
+  auto impl = [self_engine](caf::stateful_actor<frontend_state>* self) -> caf::behavior {
+    return {
+        [=](atoms::submit_atom, const request_ptr& req, const caf::actor& sink) {
+          auto s = std::make_shared<actor_sink>(sink, caf::actor_cast<caf::actor>(self));
+          self->state.live[req->id] = self_engine->submit(*req, std::move(s));
+        },
+        [=](atoms::cancel_atom, const std::string& id) {
+          if (auto it = self->state.live.find(id); it != self->state.live.end()) self_engine->cancel(it->second);
+        },
+        [=](atoms::done_ack_atom, const std::string& id) { self->state.live.erase(id); },
+    };
+  };
+  frontend_ = caf::actor_cast<engine_actor>(sys_.spawn(impl));
+  return frontend_;
+}
 
 engine::engine(caf::actor_system& sys, std::shared_ptr<const model_bundle> model, std::shared_ptr<backend> b,
                engine_options options)
@@ -26,6 +73,7 @@ engine::engine(caf::actor_system& sys, std::shared_ptr<const model_bundle> model
 }
 
 engine::~engine() {
+  if (frontend_) caf::anon_send_exit(frontend_, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(batcher_, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(scheduler_, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(worker_, caf::exit_reason::user_shutdown);

@@ -21,6 +21,15 @@
 
 namespace troupe {
 
+// The engine as a typed actor, for CAF applications:
+//   submit_atom, request_ptr, caf::actor sink   the sink actor receives
+//                                               (event_atom, request_event_ptr) messages:
+//                                               accepted, delta..., then done or error
+//   cancel_atom, std::string request_id         cancel a request submitted here
+// Request ids must be unique among the requests in flight through this interface.
+using engine_actor = caf::typed_actor<caf::reacts_to<atoms::submit_atom, request_ptr, caf::actor>,
+                                      caf::reacts_to<atoms::cancel_atom, std::string>>;
+
 struct engine_options {
   scheduler_config scheduling;
   bool enable_prefix_caching = true;
@@ -53,6 +62,9 @@ class engine {
   // never for an actor or an I/O thread.
   scheduler_snapshot stats();
 
+  // The typed actor interface (spawned on first use; lives as long as the engine).
+  engine_actor actor();
+
   const model_bundle& model() const { return *model_; }
   const scheduler_config& scheduling() const { return scheduling_; }
 
@@ -63,6 +75,7 @@ class engine {
   worker_actor worker_;
   caf::actor scheduler_;
   caf::actor batcher_;
+  engine_actor frontend_;
   std::atomic<uint64_t> next_seq_id_{1};
 };
 

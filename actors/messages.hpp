@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/kv_space.hpp"
+#include "engine/request.hpp"
 #include "engine/request_events.hpp"
 #include "engine/scheduler_policy.hpp"
 #include "model/backend.hpp"
@@ -43,6 +44,15 @@ class event_sink {
 };
 using event_sink_ptr = std::shared_ptr<event_sink>;
 
+// A request and its events as messages, for CAF applications that talk to the engine
+// through its typed actor interface.
+using request_ptr = std::shared_ptr<const request>;
+struct request_event_message {
+  std::string request_id;
+  request_event event;
+};
+using request_event_ptr = std::shared_ptr<const request_event_message>;
+
 // Milliseconds on the actor system's clock: the time every policy is given. Under CAF's
 // deterministic test scheduler this is the simulated time, so timers and policies agree.
 inline int64_t now_ms(const caf::local_actor* self) {
@@ -57,6 +67,8 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::pending_sequence_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::pending_batch_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::sequence_event_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::event_sink_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::request_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::request_event_ptr)
 
 namespace troupe::atoms {
 
@@ -74,5 +86,8 @@ using waiting_atom = caf::atom_constant<caf::atom("waiting")>;    // scheduler -
 using tick_atom = caf::atom_constant<caf::atom("tick")>;          // timers
 using deadline_atom = caf::atom_constant<caf::atom("deadline")>;  // request's own timer
 using stats_atom = caf::atom_constant<caf::atom("stats")>;        // -> scheduler
+using submit_atom = caf::atom_constant<caf::atom("submit")>;      // application -> engine actor
+using event_atom = caf::atom_constant<caf::atom("event")>;        // engine -> application sink actor
+using done_ack_atom = caf::atom_constant<caf::atom("ended")>;     // sink adapter -> engine actor
 
 }  // namespace troupe::atoms

@@ -173,3 +173,33 @@ TEST_CASE("actors: a failed step becomes an error event and the worker serves th
   REQUIRE(f.sink->done.count("second"));
   CHECK(f.sink->num_tokens["second"] == 4);
 }
+
+TEST_CASE("actors: a CAF application submits and cancels through the engine's typed actor interface") {
+  scheduler_config sc;
+  deterministic_fixture f(sc);
+  auto events = std::make_shared<std::vector<request_event_message>>();
+  auto app = f.sys->spawn([events](caf::event_based_actor*) -> caf::behavior {
+    return {[events](atoms::event_atom, const request_event_ptr& m) { events->push_back(*m); }};
+  });
+  auto eng = f.eng->actor();
+  auto ask = [&](const std::string& id, int32_t max_tokens) {
+    auto r = std::make_shared<request>(f.make(id, max_tokens));
+    caf::anon_send(eng, atoms::submit_atom::value, request_ptr(std::move(r)), app);
+  };
+  ask("typed", 3);
+  f.sched->run();
+  ask("stopped", 200);
+  caf::anon_send(eng, atoms::cancel_atom::value, std::string("stopped"));
+  caf::anon_send(eng, atoms::cancel_atom::value, std::string("never-submitted"));
+  f.sched->run();
+  std::map<std::string, std::vector<request_event>> by_id;
+  for (const auto& m : *events) by_id[m.request_id].push_back(m.event);
+  REQUIRE(by_id["typed"].size() >= 3);
+  CHECK(std::holds_alternative<accepted_event>(by_id["typed"].front()));
+  REQUIRE(std::holds_alternative<done_event>(by_id["typed"].back()));
+  CHECK(std::get<done_event>(by_id["typed"].back()).usage.completion_tokens == 3);
+  REQUIRE(std::holds_alternative<done_event>(by_id["stopped"].back()));
+  CHECK(std::get<done_event>(by_id["stopped"].back()).reason == request_finish_reason::cancelled);
+  caf::anon_send_exit(app, caf::exit_reason::user_shutdown);
+  f.sched->run();
+}
