@@ -66,8 +66,16 @@ engine::engine(caf::actor_system& sys, std::shared_ptr<const model_bundle> model
   blocks.block_size = shape.block_size;
   blocks.num_swap_blocks = b->num_swap_blocks();
   blocks.enable_prefix_caching = options.enable_prefix_caching;
-  worker_ = options.detached_worker ? spawn_worker(sys, std::move(b)) : spawn_worker_attached(sys, std::move(b));
-  scheduler_ = spawn_scheduler(sys, scheduling_, blocks, model_->tok.eog_ids(), worker_);
+  const bool detached = options.detached_worker;
+  caf::actor_system* system = &sys;
+  auto latest = latest_worker_;
+  worker_factory make_worker = [system, b, detached, latest] {
+    auto w = detached ? spawn_worker(*system, b) : spawn_worker_attached(*system, b);
+    std::lock_guard lock(latest->mutex);
+    latest->worker = w;
+    return w;
+  };
+  scheduler_ = spawn_scheduler(sys, scheduling_, blocks, model_->tok.eog_ids(), std::move(make_worker));
   batcher_ = spawn_batcher(sys, scheduling_, scheduler_);
   set_batcher(scheduler_, batcher_);
 }
@@ -76,7 +84,7 @@ engine::~engine() {
   if (frontend_) caf::anon_send_exit(frontend_, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(batcher_, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(scheduler_, caf::exit_reason::user_shutdown);
-  caf::anon_send_exit(worker_, caf::exit_reason::user_shutdown);
+
 }
 
 engine::handle engine::submit(request req, event_sink_ptr sink) {
@@ -87,6 +95,11 @@ engine::handle engine::submit(request req, event_sink_ptr sink) {
 
 void engine::cancel(const handle& h) {
   if (h.actor) caf::anon_send(h.actor, atoms::cancel_atom::value);
+}
+
+caf::actor engine::current_worker() {
+  std::lock_guard lock(latest_worker_->mutex);
+  return caf::actor_cast<caf::actor>(latest_worker_->worker);
 }
 
 scheduler_snapshot engine::stats() {

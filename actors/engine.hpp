@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "actors/messages.hpp"
@@ -62,6 +63,10 @@ class engine {
   // never for an actor or an I/O thread.
   scheduler_snapshot stats();
 
+  // The worker running steps now (it changes when a crashed worker is replaced); for
+  // supervision tests and diagnostics.
+  caf::actor current_worker();
+
   // The typed actor interface (spawned on first use; lives as long as the engine).
   engine_actor actor();
 
@@ -72,10 +77,14 @@ class engine {
   caf::actor_system& sys_;
   std::shared_ptr<const model_bundle> model_;
   scheduler_config scheduling_;
-  worker_actor worker_;
   caf::actor scheduler_;
   caf::actor batcher_;
   engine_actor frontend_;
+  struct worker_slot {
+    std::mutex mutex;
+    worker_actor worker;  // the last one spawned
+  };
+  std::shared_ptr<worker_slot> latest_worker_ = std::make_shared<worker_slot>();
   std::atomic<uint64_t> next_seq_id_{1};
 };
 

@@ -13,12 +13,16 @@ namespace troupe {
 namespace {
 
 using set_batcher_atom = caf::atom_constant<caf::atom("setbatch")>;
+using worker_atom = caf::atom_constant<caf::atom("worker")>;
 
 struct scheduler_state {
   std::unique_ptr<block_manager> blocks;
   std::unique_ptr<scheduler_policy> policy;
   std::unordered_map<uint64_t, caf::actor> owners;  // live sequence -> its request actor
   worker_actor worker;
+  worker_factory make_worker;
+  std::shared_ptr<worker_actor> current_worker;  // read by the exit functor
+  int64_t num_worker_restarts = 0;
   caf::actor batcher;
   uint64_t num_batches_received = 0;
   double busy_seconds = 0;
@@ -93,11 +97,30 @@ void kick(scheduler_self self) {
 }
 
 caf::behavior scheduler(scheduler_self self, scheduler_config config, block_manager_config blocks,
-                        std::vector<int32_t> eog_ids, worker_actor worker) {
+                        std::vector<int32_t> eog_ids, worker_factory make_worker) {
   auto& st = self->state;
   st.blocks = std::make_unique<block_manager>(blocks);
   st.policy = std::make_unique<scheduler_policy>(config, *st.blocks, std::move(eog_ids));
-  st.worker = std::move(worker);
+  st.make_worker = std::move(make_worker);
+  st.worker = st.make_worker();
+  self->monitor(st.worker);
+  // The worker goes when the scheduler goes (engine shutdown), whichever worker it is then.
+  auto current_worker = std::make_shared<worker_actor>(st.worker);
+  st.current_worker = current_worker;
+  self->attach_functor([current_worker](const caf::error&) {
+    caf::anon_send_exit(*current_worker, caf::exit_reason::user_shutdown);
+  });
+  // A dead worker is replaced; the step it had in flight fails through the request's error
+  // handler (its requests end with an error), everything queued carries on.
+  self->set_down_handler([=](caf::down_msg& down) {
+    auto& st = self->state;
+    if (down.source != st.worker.address()) return;
+    ++st.num_worker_restarts;
+    st.worker = st.make_worker();
+    *st.current_worker = st.worker;
+    self->monitor(st.worker);
+    kick(self);
+  });
   return {
       [=](atoms::batch_atom, const pending_batch_ptr& batch) {
         auto& st = self->state;
@@ -128,14 +151,16 @@ caf::behavior scheduler(scheduler_self self, scheduler_config config, block_mana
         return scheduler_snapshot{st.policy->stats(), st.blocks->stats(), st.busy_seconds, st.overhead_seconds};
       },
       [=](set_batcher_atom, caf::actor b) { self->state.batcher = std::move(b); },
+      [=](worker_atom) { return caf::actor_cast<caf::actor>(self->state.worker); },
   };
 }
 
 }  // namespace
 
 caf::actor spawn_scheduler(caf::actor_system& sys, const scheduler_config& config,
-                           const block_manager_config& blocks, std::vector<int32_t> eog_ids, worker_actor worker) {
-  return sys.spawn(scheduler, config, blocks, std::move(eog_ids), std::move(worker));
+                           const block_manager_config& blocks, std::vector<int32_t> eog_ids,
+                           worker_factory make_worker) {
+  return sys.spawn(scheduler, config, blocks, std::move(eog_ids), std::move(make_worker));
 }
 
 void set_batcher(caf::actor scheduler, caf::actor batcher) {

@@ -6,10 +6,13 @@
 //   batch_atom, pending_batch_ptr   new sequences from the batcher
 //   abort_atom, uint64_t seq_id     cancel a sequence (unknown or finished: ignored)
 //   stats_atom -> scheduler_snapshot
+//   worker_atom -> the current worker (for supervision tests)
 // To request actors: started_atom(seq_id, cached tokens), preempt_atom(seq_id),
 // token_atom(sequence_event_ptr), refused_atom(seq_id, message) when a prompt never fits.
 #pragma once
 #include <caf/all.hpp>
+
+#include <functional>
 
 #include "actors/worker.hpp"
 #include "engine/block_manager.hpp"
@@ -31,8 +34,13 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::scheduler_snapshot)
 
 namespace troupe {
 
+// Spawns a worker (again, after a crash): the scheduler monitors its worker and replaces a
+// dead one through this, failing only the requests of the step that was in flight.
+using worker_factory = std::function<worker_actor()>;
+
 caf::actor spawn_scheduler(caf::actor_system& sys, const scheduler_config& config,
-                           const block_manager_config& blocks, std::vector<int32_t> eog_ids, worker_actor worker);
+                           const block_manager_config& blocks, std::vector<int32_t> eog_ids,
+                           worker_factory make_worker);
 
 // The scheduler must know the batcher to report its waiting queue (for the queue cap).
 void set_batcher(caf::actor scheduler, caf::actor batcher);

@@ -203,3 +203,17 @@ TEST_CASE("actors: a CAF application submits and cancels through the engine's ty
   caf::anon_send_exit(app, caf::exit_reason::user_shutdown);
   f.sched->run();
 }
+
+TEST_CASE("actors: a crashed worker is replaced and queued requests still complete") {
+  scheduler_config sc;
+  deterministic_fixture f(sc);
+  f.eng->submit(f.make("before", 3), f.sink);
+  f.sched->run();
+  REQUIRE(f.sink->done.count("before"));
+  caf::anon_send_exit(f.eng->current_worker(), caf::exit_reason::kill);
+  f.sched->run();
+  f.eng->submit(f.make("after", 3), f.sink);
+  f.sched->run();
+  REQUIRE(f.sink->done.count("after"));
+  CHECK(f.sink->num_tokens["after"] == 3);
+}
