@@ -35,15 +35,24 @@ struct layer_view {
   float scale;
 };
 
+// The fp16 key and value of one kv head at position pos, found through the block table.
+struct kv_row {
+  const uint16_t* k;
+  const uint16_t* v;
+};
+
+inline kv_row row_at(const layer_view& v, const attention_sequence& s, int32_t kv_head, int32_t pos) {
+  const int32_t bs = v.kv->block_size();
+  const int32_t block = s.block_table[pos / bs];
+  return {v.kv->key(v.layer, block, pos % bs) + kv_head * v.head_dim,
+          v.kv->value(v.layer, block, pos % bs) + kv_head * v.head_dim};
+}
+
 // Converts keys/values of positions [j0, j0 + n) of one kv head into fp32 tiles.
 void load_tile_portable(const layer_view& v, const attention_sequence& s, int32_t kv_head, int32_t j0, int n,
                         float* k_tile, float* v_tile) {
-  const int32_t bs = v.kv->block_size();
   for (int i = 0; i < n; ++i) {
-    const int32_t pos = j0 + i;
-    const int32_t block = s.block_table[pos / bs];
-    const uint16_t* k = v.kv->key(v.layer, block, pos % bs) + kv_head * v.head_dim;
-    const uint16_t* vv = v.kv->value(v.layer, block, pos % bs) + kv_head * v.head_dim;
+    const auto [k, vv] = row_at(v, s, kv_head, j0 + i);
     for (int d = 0; d < v.head_dim; ++d) {
       k_tile[i * v.head_dim + d] = fp16_to_fp32(k[d]);
       v_tile[i * v.head_dim + d] = fp16_to_fp32(vv[d]);
@@ -126,12 +135,8 @@ __attribute__((target("avx512f"))) inline __m512 exp512(__m512 x) {
 __attribute__((target("avx512f,f16c"))) void load_tile_avx512(const layer_view& v, const attention_sequence& s,
                                                                int32_t kv_head, int32_t j0, int n, float* k_tile,
                                                                float* v_tile) {
-  const int32_t bs = v.kv->block_size();
   for (int i = 0; i < n; ++i) {
-    const int32_t pos = j0 + i;
-    const int32_t block = s.block_table[pos / bs];
-    const uint16_t* k = v.kv->key(v.layer, block, pos % bs) + kv_head * v.head_dim;
-    const uint16_t* vv = v.kv->value(v.layer, block, pos % bs) + kv_head * v.head_dim;
+    const auto [k, vv] = row_at(v, s, kv_head, j0 + i);
     for (int d = 0; d < v.head_dim; d += 16) {
       _mm512_storeu_ps(k_tile + i * v.head_dim + d, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(k + d))));
       _mm512_storeu_ps(v_tile + i * v.head_dim + d, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(vv + d))));

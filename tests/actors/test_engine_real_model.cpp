@@ -149,13 +149,14 @@ TEST_CASE("engine: 32 concurrent requests give the same greedy text as one at a 
   CHECK(s.blocks.num_used_blocks == 0);
 }
 
-TEST_CASE("engine: requests preempted for KV space finish with the text of an uninterrupted run") {
-  REQUIRE_MODEL();
+// 8 sequences of ~105 positions share their 2 system-prompt blocks through the prefix
+// cache and need ~42 blocks in all; 32 blocks make preemption certain. Every output must
+// equal that of the same request run alone.
+static void check_preemption_keeps_text(preemption_mode mode, int32_t num_swap_blocks) {
   engine_options o;
   o.scheduling.max_num_seqs = 8;
-  // 8 sequences of ~105 positions share their 2 system-prompt blocks through the prefix
-  // cache and need ~42 blocks in all; 32 blocks make preemption certain.
-  fixture f(o, 32);
+  o.scheduling.preemption = mode;
+  fixture f(o, 32, num_swap_blocks);
   std::vector<request> reqs;
   for (int i = 0; i < 8; ++i) {
     auto r = chat(numbered("p", i), questions[i], 64);
@@ -166,6 +167,7 @@ TEST_CASE("engine: requests preempted for KV space finish with the text of an un
   const auto s = f.eng->stats();
   MESSAGE("preemptions: " << s.scheduling.num_preemptions);
   CHECK(s.scheduling.num_preemptions > 0);
+  CHECK(s.blocks.num_used_swap_blocks == 0);
   for (int i = 0; i < 8; i += 3) {
     const auto alone = run_all(f, {reqs[i]});
     CHECK(together.at(reqs[i].id).tokens == alone.at(reqs[i].id).tokens);
@@ -173,27 +175,14 @@ TEST_CASE("engine: requests preempted for KV space finish with the text of an un
   CHECK(f.eng->stats().blocks.num_used_blocks == 0);
 }
 
+TEST_CASE("engine: requests preempted for KV space finish with the text of an uninterrupted run") {
+  REQUIRE_MODEL();
+  check_preemption_keeps_text(preemption_mode::recompute, 0);
+}
+
 TEST_CASE("engine: requests swapped out to host memory finish with the text of an uninterrupted run") {
   REQUIRE_MODEL();
-  engine_options o;
-  o.scheduling.max_num_seqs = 8;
-  o.scheduling.preemption = preemption_mode::swap;
-  fixture f(o, 32, 64);
-  std::vector<request> reqs;
-  for (int i = 0; i < 8; ++i) {
-    auto r = chat(numbered("w", i), questions[i], 64);
-    r.params.ignore_eos = true;
-    reqs.push_back(r);
-  }
-  const auto together = run_all(f, reqs);
-  const auto s = f.eng->stats();
-  MESSAGE("preemptions: " << s.scheduling.num_preemptions);
-  CHECK(s.scheduling.num_preemptions > 0);
-  CHECK(s.blocks.num_used_swap_blocks == 0);
-  for (int i = 1; i < 8; i += 3) {
-    const auto alone = run_all(f, {reqs[i]});
-    CHECK(together.at(reqs[i].id).tokens == alone.at(reqs[i].id).tokens);
-  }
+  check_preemption_keeps_text(preemption_mode::swap, 64);
 }
 
 TEST_CASE("engine: a high-priority request submitted into a full engine starts before queued low-priority ones") {
