@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 MODEL ?= models/SmolLM2-135M-Instruct.Q4_1.gguf
 THREADS ?= $(shell nproc)
 
-.PHONY: all deps model configure build run test bench clean
+.PHONY: all deps test-deps model configure build run test bench clean
 
 all: build
 
@@ -14,6 +14,9 @@ deps:
 
 model:
 	@scripts/fetch_model.sh
+
+test-deps:
+	@scripts/install_test_deps.sh
 
 $(BUILD_DIR)/CMakeCache.txt:
 	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=Release
@@ -26,7 +29,7 @@ build: configure
 run: build model
 	$(BUILD_DIR)/troupe generate --model $(MODEL) --chat --threads $(THREADS)
 
-test: build model
+test: build model test-deps
 	cd $(BUILD_DIR) && ctest --output-on-failure -j 1 --timeout 1500
 
 bench: build model
