@@ -35,14 +35,7 @@ using pending_sequence_ptr = std::shared_ptr<const pending_sequence>;
 using pending_batch_ptr = std::shared_ptr<const std::vector<pending_sequence_ptr>>;
 using sequence_event_ptr = std::shared_ptr<const sequence_event>;
 
-// Where a request's events go. Called from actor threads, one event at a time per request:
-// an implementation that touches other threads' state posts the event there.
-class event_sink {
- public:
-  virtual ~event_sink() = default;
-  virtual void on_event(const std::string& request_id, const request_event& event) = 0;
-};
-using event_sink_ptr = std::shared_ptr<event_sink>;
+// event_sink (where a request's events go) is declared in engine/request_events.hpp.
 
 // A request and its events as messages, for CAF applications that talk to the engine
 // through its typed actor interface.

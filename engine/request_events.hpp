@@ -2,6 +2,7 @@
 // done or error. Plain values; the wire codecs (WebSocket, SSE) and the embedding API map them.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <variant>
@@ -116,5 +117,15 @@ inline error_event to_error_event(const error& e) {
   }
   return {request_error_code::internal, e.what()};
 }
+
+// Where a request's events go. Called from actor threads, one event at a time per request:
+// an implementation that touches other threads' state posts the event there. Declared
+// here, free of CAF, so that the front door can implement it without the actor headers.
+class event_sink {
+ public:
+  virtual ~event_sink() = default;
+  virtual void on_event(const std::string& request_id, const request_event& event) = 0;
+};
+using event_sink_ptr = std::shared_ptr<event_sink>;
 
 }  // namespace troupe
