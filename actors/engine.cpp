@@ -29,6 +29,22 @@ class actor_sink : public event_sink {
   caf::actor frontend_;
 };
 
+// Counts a request's last event in the serving metrics, then passes every event on.
+class metered_sink : public event_sink {
+ public:
+  metered_sink(event_sink_ptr inner, std::shared_ptr<serving_metrics> metrics)
+      : inner_(std::move(inner)), metrics_(std::move(metrics)) {}
+  void on_event(const std::string& id, const request_event& e) override {
+    if (auto done = std::get_if<done_event>(&e)) metrics_->on_request_done(*done);
+    else if (auto err = std::get_if<error_event>(&e)) metrics_->on_request_error(*err);
+    inner_->on_event(id, e);
+  }
+
+ private:
+  event_sink_ptr inner_;
+  std::shared_ptr<serving_metrics> metrics_;
+};
+
 struct frontend_state {
   std::unordered_map<std::string, engine::handle> live;
   static inline const char* name = "troupe.engine";
@@ -57,7 +73,11 @@ engine_actor engine::actor() {
 
 engine::engine(caf::actor_system& sys, std::shared_ptr<const model_bundle> model, std::shared_ptr<backend> b,
                engine_options options)
-    : sys_(sys), model_(std::move(model)), scheduling_(options.scheduling) {
+    : sys_(sys),
+      model_(std::move(model)),
+      scheduling_(options.scheduling),
+      metrics_(options.metrics ? options.metrics : std::make_shared<metrics_registry>()),
+      serving_metrics_(std::make_shared<serving_metrics>(metrics_)) {
   const auto shape = b->kv_shape();
   scheduling_.max_model_len = std::min(scheduling_.max_model_len, model_->max_model_len);
   scheduling_.validate();
@@ -75,7 +95,8 @@ engine::engine(caf::actor_system& sys, std::shared_ptr<const model_bundle> model
     latest->worker = w;
     return w;
   };
-  scheduler_ = spawn_scheduler(sys, scheduling_, blocks, model_->tok.eog_ids(), std::move(make_worker));
+  scheduler_ = spawn_scheduler(sys, scheduling_, blocks, model_->tok.eog_ids(), std::move(make_worker),
+                               serving_metrics_);
   batcher_ = spawn_batcher(sys, scheduling_, scheduler_);
   set_batcher(scheduler_, batcher_);
 }
@@ -89,7 +110,8 @@ engine::~engine() {
 
 engine::handle engine::submit(request req, event_sink_ptr sink) {
   const uint64_t id = next_seq_id_.fetch_add(1);
-  auto actor = spawn_request_actor(sys_, model_, std::move(req), std::move(sink), id, {batcher_, scheduler_});
+  auto metered = std::make_shared<metered_sink>(std::move(sink), serving_metrics_);
+  auto actor = spawn_request_actor(sys_, model_, std::move(req), std::move(metered), id, {batcher_, scheduler_});
   return {std::move(actor), id};
 }
 

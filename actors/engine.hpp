@@ -17,8 +17,10 @@
 #include "actors/model_bundle.hpp"
 #include "actors/scheduler.hpp"
 #include "actors/worker.hpp"
+#include "engine/metrics.hpp"
 #include "engine/request.hpp"
 #include "engine/scheduler_config.hpp"
+#include "engine/serving_metrics.hpp"
 
 namespace troupe {
 
@@ -35,6 +37,9 @@ struct engine_options {
   scheduler_config scheduling;
   bool enable_prefix_caching = true;
   bool detached_worker = true;   // false only under CAF's deterministic test scheduler
+  // Where the engine's troupe_* metrics go; null: a registry of its own. Share one to serve
+  // the front door's metrics (or several engines') on one /metrics page.
+  std::shared_ptr<metrics_registry> metrics;
 };
 
 class engine {
@@ -53,7 +58,7 @@ class engine {
   };
 
   // Starts a request; its events (accepted, delta..., done | error) go to sink from actor
-  // threads. Never blocks.
+  // threads, the last one after it has been counted in metrics(). Never blocks.
   handle submit(request req, event_sink_ptr sink);
   // Cancels a request: it ends with done(cancelled) and returns its KV blocks. Harmless
   // for a finished request.
@@ -62,6 +67,10 @@ class engine {
   // Blocks the calling thread for a snapshot: for tests, benchmarks and metrics threads,
   // never for an actor or an I/O thread.
   scheduler_snapshot stats();
+
+  // The engine's metrics, kept current by the actors: any thread may register its own
+  // metrics here or call render_prometheus(), without a message round-trip.
+  const std::shared_ptr<metrics_registry>& metrics() const { return metrics_; }
 
   // The worker running steps now (it changes when a crashed worker is replaced); for
   // supervision tests and diagnostics.
@@ -77,6 +86,8 @@ class engine {
   caf::actor_system& sys_;
   std::shared_ptr<const model_bundle> model_;
   scheduler_config scheduling_;
+  std::shared_ptr<metrics_registry> metrics_;
+  std::shared_ptr<serving_metrics> serving_metrics_;
   caf::actor scheduler_;
   caf::actor batcher_;
   engine_actor frontend_;

@@ -27,6 +27,8 @@ struct scheduler_state {
   uint64_t num_batches_received = 0;
   double busy_seconds = 0;
   double overhead_seconds = 0;
+  std::shared_ptr<serving_metrics> metrics;  // null: none
+  std::chrono::steady_clock::time_point last_blocks_sample;
   static inline const char* name = "troupe.scheduler";
 };
 
@@ -35,6 +37,28 @@ using clock_type = std::chrono::steady_clock;
 
 double seconds_between(clock_type::time_point a, clock_type::time_point b) {
   return std::chrono::duration<double>(b - a).count();
+}
+
+double clock_seconds(clock_type::time_point t) { return std::chrono::duration<double>(t.time_since_epoch()).count(); }
+
+void add_overhead(scheduler_self self, double seconds) {
+  self->state.overhead_seconds += seconds;
+  if (self->state.metrics) self->state.metrics->on_scheduler_overhead(seconds);
+}
+
+// The queue gauges after every change. The KV pool's statistics walk every sequence, so
+// they are sampled at most every 100 ms while busy, and taken whenever the engine has
+// drained, so that an idle engine's figures are exact.
+void publish_state(scheduler_self self) {
+  auto& st = self->state;
+  if (!st.metrics) return;
+  st.metrics->on_queues(st.policy->stats());
+  if (st.policy->has_unfinished()) {
+    const auto now = clock_type::now();
+    if (now - st.last_blocks_sample < std::chrono::milliseconds(100)) return;
+    st.last_blocks_sample = now;
+  }
+  st.metrics->on_blocks(st.blocks->stats());
 }
 
 void fan_out(scheduler_self self, const std::vector<sequence_event>& events) {
@@ -54,13 +78,18 @@ void report_waiting(scheduler_self self) {
   }
 }
 
-// Plans and sends the next step unless one is in flight or nothing can run.
-void kick(scheduler_self self) {
+void kick(scheduler_self self);
+
+// Plans the next step and sends it to the worker, unless nothing can run.
+void send_step(scheduler_self self) {
   auto& st = self->state;
-  if (st.policy->is_step_in_flight()) return;
   const auto plan_start = clock_type::now();
   auto step = st.policy->schedule(now_ms(self));
-  if (step.is_empty()) return;
+  if (step.is_empty()) {
+    if (st.metrics) st.metrics->on_idle();
+    return;
+  }
+  if (st.metrics) st.metrics->on_preemptions(static_cast<int64_t>(step.preempted.size()));
   for (uint64_t id : step.started) {
     if (auto it = st.owners.find(id); it != st.owners.end()) {
       self->send(it->second, atoms::started_atom::value, id, st.blocks->num_reused_prefix_tokens(id));
@@ -74,20 +103,34 @@ void kick(scheduler_self self) {
   for (uint64_t id : step.preempted) {
     if (auto it = st.owners.find(id); it != st.owners.end()) self->send(it->second, atoms::preempt_atom::value, id);
   }
+  step_sample sample;
+  sample.num_sequences = static_cast<int32_t>(step.plan.sequences.size());
+  sample.num_tokens = step.num_scheduled_tokens;
+  sample.token_budget = step.token_budget;
   auto request = std::make_shared<step_request>();
   request->ops = std::move(step.ops);
   request->plan = std::move(step.plan);
   const auto sent = clock_type::now();
-  st.overhead_seconds += seconds_between(plan_start, sent);
+  add_overhead(self, seconds_between(plan_start, sent));
   self->request(st.worker, caf::infinite, atoms::step_atom::value, step_request_ptr(std::move(request)))
       .then(
-          [=](const step_result_ptr& result) {
+          [=](const step_result_ptr& result) mutable {
+            auto& st = self->state;
             const auto back = clock_type::now();
-            self->state.busy_seconds += seconds_between(sent, back);
-            fan_out(self, self->state.policy->on_step_done(*result));
+            st.busy_seconds += seconds_between(sent, back);
+            if (st.metrics) {
+              sample.sent_seconds = clock_seconds(sent);
+              sample.back_seconds = clock_seconds(back);
+              st.metrics->on_step(sample);
+            }
+            auto events = st.policy->on_step_done(*result);
+            // Before the events go out: a client that has seen its request end finds it
+            // gone from the gauges too.
+            publish_state(self);
+            fan_out(self, events);
             report_waiting(self);
             kick(self);
-            self->state.overhead_seconds += seconds_between(back, clock_type::now());
+            add_overhead(self, seconds_between(back, clock_type::now()));
           },
           [=](caf::error& err) {
             fan_out(self, self->state.policy->on_step_failed(self->system().render(err)));
@@ -96,9 +139,17 @@ void kick(scheduler_self self) {
           });
 }
 
+// Sends the next step unless one is in flight, and brings the gauges up to date.
+void kick(scheduler_self self) {
+  if (!self->state.policy->is_step_in_flight()) send_step(self);
+  publish_state(self);
+}
+
 caf::behavior scheduler(scheduler_self self, scheduler_config config, block_manager_config blocks,
-                        std::vector<int32_t> eog_ids, worker_factory make_worker) {
+                        std::vector<int32_t> eog_ids, worker_factory make_worker,
+                        std::shared_ptr<serving_metrics> metrics) {
   auto& st = self->state;
+  st.metrics = std::move(metrics);
   st.blocks = std::make_unique<block_manager>(blocks);
   st.policy = std::make_unique<scheduler_policy>(config, *st.blocks, std::move(eog_ids));
   st.make_worker = std::move(make_worker);
@@ -159,8 +210,8 @@ caf::behavior scheduler(scheduler_self self, scheduler_config config, block_mana
 
 caf::actor spawn_scheduler(caf::actor_system& sys, const scheduler_config& config,
                            const block_manager_config& blocks, std::vector<int32_t> eog_ids,
-                           worker_factory make_worker) {
-  return sys.spawn(scheduler, config, blocks, std::move(eog_ids), std::move(make_worker));
+                           worker_factory make_worker, std::shared_ptr<serving_metrics> metrics) {
+  return sys.spawn(scheduler, config, blocks, std::move(eog_ids), std::move(make_worker), std::move(metrics));
 }
 
 void set_batcher(caf::actor scheduler, caf::actor batcher) {

@@ -18,6 +18,7 @@
 #include "engine/block_manager.hpp"
 #include "engine/scheduler_config.hpp"
 #include "engine/scheduler_policy.hpp"
+#include "engine/serving_metrics.hpp"
 
 namespace troupe {
 
@@ -38,9 +39,12 @@ namespace troupe {
 // dead one through this, failing only the requests of the step that was in flight.
 using worker_factory = std::function<worker_actor()>;
 
+// `metrics` (null: none) hears of every step, preemption and queue change, and gets the
+// KV pool's statistics at most every 100 ms while busy, and exactly whenever the engine
+// has drained; so rendering them never needs a message to the scheduler.
 caf::actor spawn_scheduler(caf::actor_system& sys, const scheduler_config& config,
                            const block_manager_config& blocks, std::vector<int32_t> eog_ids,
-                           worker_factory make_worker);
+                           worker_factory make_worker, std::shared_ptr<serving_metrics> metrics = nullptr);
 
 // The scheduler must know the batcher to report its waiting queue (for the queue cap).
 void set_batcher(caf::actor scheduler, caf::actor batcher);
