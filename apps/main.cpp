@@ -1,4 +1,4 @@
-// The `troupe` command line: info | generate (serve arrives with the front door).
+// The `troupe` command line: info | generate | serve.
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -6,6 +6,7 @@
 
 #include "model/error.hpp"
 #include "apps/generate.hpp"
+#include "apps/serve.hpp"
 #include "model/gguf.hpp"
 
 namespace {
@@ -14,7 +15,8 @@ int usage() {
   std::fprintf(stderr,
                "usage: troupe <command> [options]\n"
                "  info MODEL            print GGUF metadata and the tensor table\n"
-               "  generate --model M    generate text (troupe generate --help)\n");
+               "  generate --model M    generate text (troupe generate --help)\n"
+               "  serve --model M       serve HTTP, WebSocket and the chat page (troupe serve --help)\n");
   return 2;
 }
 
@@ -32,6 +34,7 @@ int main(int argc, char** argv) {
   try {
     if (std::strcmp(argv[1], "info") == 0) return run_info(argc, argv);
     if (std::strcmp(argv[1], "generate") == 0) return troupe::apps::run_generate(argc, argv);
+    if (std::strcmp(argv[1], "serve") == 0) return troupe::apps::run_serve(argc, argv);
     return usage();
   } catch (const troupe::error& e) {
     std::fprintf(stderr, "troupe: %s: %s\n", troupe::to_string(e.code()), e.what());

@@ -1,0 +1,136 @@
+// `troupe serve`: reads the config, loads the model, starts the engine and the front door,
+// prints "troupe: serving MODEL on http://HOST:PORT", and on SIGINT/SIGTERM drains: stops
+// accepting, lets in-flight requests finish for drain_timeout_ms, cancels the rest (their
+// `done` says so), and exits 0. A second signal skips the wait.
+#include "apps/serve.hpp"
+
+#include <caf/all.hpp>
+
+#include <csignal>
+#include <cstdio>
+#include <ctime>
+
+#include "actors/engine.hpp"
+#include "config/config_parse.hpp"
+#include "cpu/cpu_backend.hpp"
+#include "model/error.hpp"
+#include "model/gguf.hpp"
+#include "net/bridge.hpp"
+#include "net/server.hpp"
+
+namespace troupe::apps {
+namespace {
+
+constexpr const char* serve_usage =
+    "usage: troupe serve --model M [options]\n"
+    "Serves the OpenAI-compatible HTTP API, the WebSocket protocol (/v1/ws), /metrics,\n"
+    "/health and a chat page (/) on http://HOST:PORT. Options:\n";
+
+// Waits up to timeout_ms for a blocked signal; true when one came.
+bool wait_signal(const sigset_t& signals, int64_t timeout_ms) {
+  timespec ts{static_cast<time_t>(timeout_ms / 1000), static_cast<long>((timeout_ms % 1000) * 1000000)};
+  return sigtimedwait(&signals, nullptr, &ts) > 0;
+}
+
+// Polls until pred() or the deadline or a signal; true when pred() held.
+template <class Pred>
+bool wait_until(const sigset_t& signals, int64_t timeout_ms, Pred pred) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    if (wait_signal(signals, 20)) return pred();
+  }
+  return true;
+}
+
+std::shared_ptr<backend> make_backend(const config& c, std::shared_ptr<const gguf::file> file,
+                                      const model_bundle& model, std::string& description) {
+  if (c.device == "cuda") {
+    throw error(error_code::invalid_argument, "--device cuda: no CUDA backend in this build path yet; use --device cpu");
+  }
+  cpu::cpu_backend_options options;
+  options.num_threads = c.threads;
+  options.block_size = c.block_size;
+  options.kv_cache_bytes = c.kv_cache_bytes;
+  options.eog_ids = model.tok.eog_ids();
+  if (c.swap_space > 0) {
+    // K and V in fp16 for every layer, as cpu/kv_memory lays a block out.
+    const auto& m = model.config;
+    const double bytes_per_block = 2.0 * m.num_layers * c.block_size * m.kv_dim() * 2;
+    options.num_swap_blocks = static_cast<int32_t>(c.swap_space * double(1ull << 30) / bytes_per_block);
+  }
+  auto b = std::make_shared<cpu::cpu_backend>(std::move(file), options);
+  description = "device: cpu (" + std::to_string(b->num_threads()) + " threads)";
+  return b;
+}
+
+}  // namespace
+
+int run_serve(int argc, char** argv) {
+  for (int i = 2; i < argc; ++i) {
+    if (std::string_view(argv[i]) == "--help" || std::string_view(argv[i]) == "-h") {
+      std::fputs(serve_usage, stdout);
+      std::fputs(config_help().c_str(), stdout);
+      return 0;
+    }
+  }
+  config c = parse_config(argc, argv, 2);
+  c.validate();
+
+  // Every thread started from here on inherits the mask, so the signals wait for main.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto file = std::make_shared<const gguf::file>(gguf::file::open(c.model));
+  auto model = model_bundle::load(file, c.scheduling.max_model_len);
+  std::string device;
+  auto b = make_backend(c, file, *model, device);
+
+  caf::actor_system_config cfg;
+  cfg.set("scheduler.max-threads", 2);
+  caf::actor_system sys{cfg};
+  engine_options eo;
+  eo.scheduling = c.scheduling;
+  eo.scheduling.max_model_len = model->max_model_len;
+  eo.enable_prefix_caching = c.enable_prefix_caching;
+  engine eng(sys, model, b, eo);
+
+  net::engine_bridge bridge(eng, c.served_model_name.empty() ? model->name : c.served_model_name);
+  net::server_options so;
+  so.host = c.host;
+  so.port = static_cast<uint16_t>(c.port);
+  so.api_key = c.api_key;
+  so.io_threads = c.io_threads;
+  so.max_body_bytes = c.max_body_bytes;
+  so.max_buffered_bytes = c.max_buffered_bytes;
+  so.max_connections = c.max_connections;
+  net::server front_door(bridge, so);
+  front_door.start();
+  bridge.set_ready(true);
+  std::fprintf(stderr, "troupe: %s, max_model_len %d, %d KV blocks of %d\n", device.c_str(), model->max_model_len,
+               b->kv_shape().num_blocks, b->kv_shape().block_size);
+  std::fprintf(stderr, "troupe: serving %s on http://%s:%u\n", bridge.model_id().c_str(), c.host.c_str(),
+               front_door.port());
+
+  while (sigwaitinfo(&signals, nullptr) < 0) {
+  }
+  std::fprintf(stderr, "troupe: shutting down: %lld requests in flight, waiting up to %lld ms\n",
+               static_cast<long long>(bridge.num_in_flight()), static_cast<long long>(c.drain_timeout_ms));
+  bridge.set_draining();
+  front_door.stop_accepting();
+  if (!wait_until(signals, c.drain_timeout_ms, [&] { return bridge.num_in_flight() == 0; })) {
+    std::fprintf(stderr, "troupe: cancelling %lld requests\n", static_cast<long long>(bridge.num_in_flight()));
+    bridge.cancel_all();
+    wait_until(signals, 5000, [&] { return bridge.num_in_flight() == 0; });
+  }
+  // Lets the sessions write the last frames (the cancelled requests' done) before closing.
+  wait_signal(signals, 300);
+  front_door.stop();
+  std::fprintf(stderr, "troupe: stopped\n");
+  return 0;
+}
+
+}  // namespace troupe::apps

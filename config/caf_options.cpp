@@ -1,0 +1,22 @@
+// add_caf_options: one opt_group entry per for_each_option field, named with '-'.
+#include "config/caf_options.hpp"
+
+#include <caf/config_option_adder.hpp>
+
+#include <cstring>
+#include <string>
+
+namespace troupe {
+
+void add_caf_options(caf::config_option_set& options, config& target) {
+  caf::config_option_adder group{options, "troupe"};
+  for_each_option(target, [&](const char* name, const char* help, auto& field) {
+    std::string dashed = name;
+    for (char& ch : dashed) {
+      if (ch == '_') ch = '-';
+    }
+    group.add(field, caf::string_view{dashed.data(), dashed.size()}, caf::string_view{help, std::strlen(help)});
+  });
+}
+
+}  // namespace troupe
