@@ -1,0 +1,123 @@
+// Flattening and validating a batch_plan for the device, and assembling its result.
+#include "gpu/device_plan.hpp"
+
+#include <algorithm>
+#include <string>
+#include <unordered_set>
+
+#include "model/error.hpp"
+#include "model/sampler_math.hpp"
+
+namespace troupe::gpu {
+
+namespace {
+
+void check_token(const std::string& who, const char* what, int32_t t, int32_t vocab) {
+  if (t < 0 || t >= vocab) {
+    throw error(error_code::invalid_argument, who + what + " " + std::to_string(t) + " is outside the vocabulary");
+  }
+}
+
+}  // namespace
+
+device_plan flatten_plan(const batch_plan& plan, const model_config& config, int32_t block_size,
+                         int32_t num_blocks) {
+  device_plan out;
+  std::unordered_set<uint64_t> seen;
+  int32_t logit_index = 0;
+  for (const auto& s : plan.sequences) {
+    const std::string who = "sequence " + std::to_string(s.seq_id) + ": ";
+    if (!seen.insert(s.seq_id).second) throw error(error_code::invalid_argument, who + "appears twice in the plan");
+    if (s.tokens.empty()) throw error(error_code::invalid_argument, who + "no tokens to feed");
+    for (int32_t t : s.tokens) check_token(who, "token id", t, config.vocab_size);
+    const int64_t end = (int64_t)s.start_pos + (int64_t)s.tokens.size();
+    if (s.start_pos < 0 || end > config.context_length) {
+      throw error(error_code::context_overflow, who + "positions [" + std::to_string(s.start_pos) + ", " +
+                                                    std::to_string(end) + ") exceed the context length " +
+                                                    std::to_string(config.context_length));
+    }
+    const int64_t blocks_needed = (end + block_size - 1) / block_size;
+    if ((int64_t)s.block_table.size() < blocks_needed) {
+      throw error(error_code::invalid_argument, who + "block table covers " + std::to_string(s.block_table.size()) +
+                                                    " blocks, needs " + std::to_string(blocks_needed));
+    }
+    for (int64_t b = 0; b < blocks_needed; ++b) {
+      if (s.block_table[b] < 0 || s.block_table[b] >= num_blocks) {
+        throw error(error_code::invalid_argument, who + "block id " + std::to_string(s.block_table[b]) + " out of range");
+      }
+    }
+    const int32_t table = (int32_t)out.block_tables.size();
+    out.block_tables.insert(out.block_tables.end(), s.block_table.begin(), s.block_table.begin() + blocks_needed);
+    for (size_t i = 0; i < s.tokens.size(); ++i) {
+      const int32_t row = (int32_t)out.tokens.size();
+      out.tokens.push_back(s.tokens[i]);
+      out.positions.push_back(s.start_pos + (int32_t)i);
+      out.row_table.push_back(table);
+      if (s.wants_all_logits || (s.wants_sample && i + 1 == s.tokens.size())) out.logit_rows.push_back(row);
+    }
+    const int32_t rows = s.wants_all_logits ? (int32_t)s.tokens.size() : (s.wants_sample ? 1 : 0);
+    logit_index += rows;
+    if (!s.wants_sample) continue;
+    const auto& p = s.params;
+    p.validate(config.vocab_size);
+    device_sample d;
+    d.logit_index = logit_index - 1;
+    d.filter = {p.temperature, p.top_p, p.min_p, p.top_k};
+    d.seed = p.seed;
+    d.sample_index = s.sample_index;
+    d.penalty_offset = (int32_t)out.penalty_tokens.size();
+    d.num_penalty_tokens = (int32_t)s.penalty_tokens.size();
+    d.num_prompt_penalty_tokens = s.num_prompt_penalty_tokens;
+    d.penalty_last_n = p.penalty_last_n;
+    d.repetition_penalty = p.repetition_penalty;
+    d.presence_penalty = p.presence_penalty;
+    d.frequency_penalty = p.frequency_penalty;
+    for (int32_t t : s.penalty_tokens) check_token(who, "penalty token", t, config.vocab_size);
+    out.penalty_tokens.insert(out.penalty_tokens.end(), s.penalty_tokens.begin(), s.penalty_tokens.end());
+    d.bias_offset = (int32_t)out.bias_tokens.size();
+    d.num_bias = (int32_t)p.logit_bias.size();
+    for (const auto& [token, bias] : p.logit_bias) {
+      check_token(who, "logit_bias token id", token, config.vocab_size);
+      out.bias_tokens.push_back(token);
+      out.bias_values.push_back(bias);
+    }
+    d.ignore_eos = p.ignore_eos ? 1 : 0;
+    d.num_logprobs = std::clamp(p.num_logprobs, 0, max_device_logprobs);
+    out.samples.push_back(d);
+  }
+  return out;
+}
+
+step_result assemble_result(const batch_plan& plan, const device_plan& flat,
+                            const std::vector<device_sample_out>& sampled, const std::vector<float>& all_logits,
+                            int32_t vocab_size) {
+  step_result result;
+  result.outputs.resize(plan.sequences.size());
+  size_t next_sample = 0;
+  int64_t logit_index = 0;
+  const int64_t vocab = vocab_size;
+  for (size_t si = 0; si < plan.sequences.size(); ++si) {
+    const auto& s = plan.sequences[si];
+    auto& out = result.outputs[si];
+    out.seq_id = s.seq_id;
+    const int64_t rows = s.wants_all_logits ? (int64_t)s.tokens.size() : (s.wants_sample ? 1 : 0);
+    if (s.wants_all_logits) {
+      out.logits.assign(all_logits.begin() + logit_index * vocab, all_logits.begin() + (logit_index + rows) * vocab);
+    }
+    logit_index += rows;
+    if (!s.wants_sample) continue;
+    if (next_sample >= sampled.size() || flat.samples.size() != sampled.size()) {
+      throw error(error_code::internal, "the device returned fewer samples than the plan asked for");
+    }
+    const auto& d = sampled[next_sample++];
+    out.token = d.token;
+    out.logprob = d.logprob;
+    std::vector<sampler_candidate> top;
+    for (int32_t i = 0; i < std::min(d.num_top, max_device_logprobs); ++i) top.push_back({d.top_logprobs[i], d.top_tokens[i]});
+    std::sort(top.begin(), top.end(), ranks_before);
+    for (const auto& c : top) out.top_logprobs.push_back({c.token, c.logit});
+  }
+  return result;
+}
+
+}  // namespace troupe::gpu
