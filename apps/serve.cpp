@@ -9,6 +9,7 @@
 #include <csignal>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 
 #include "actors/engine.hpp"
 #include "config/config_parse.hpp"
@@ -85,6 +86,7 @@ int run_serve(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   auto file = std::make_shared<const gguf::file>(gguf::file::open(c.model));
+  // max_model_len 0 = the model's whole context; model_bundle caps any length by it.
   auto model = model_bundle::load(file, c.scheduling.max_model_len);
   std::string device;
   auto b = make_backend(c, file, *model, device);
@@ -98,7 +100,8 @@ int run_serve(int argc, char** argv) {
   eo.enable_prefix_caching = c.enable_prefix_caching;
   engine eng(sys, model, b, eo);
 
-  net::engine_bridge bridge(eng, c.served_model_name.empty() ? model->name : c.served_model_name);
+  net::engine_bridge bridge(eng, c.served_model_name.empty() ? std::filesystem::path(c.model).stem().string()
+                                                             : c.served_model_name);
   net::server_options so;
   so.host = c.host;
   so.port = static_cast<uint16_t>(c.port);

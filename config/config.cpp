@@ -32,8 +32,14 @@ void config::validate() const {
   }
   if (kv_cache_bytes < 0) reject("kv-cache-bytes", ">= 0 (0 = automatic)", std::to_string(kv_cache_bytes));
   if (!(swap_space >= 0.0 && swap_space <= 1024.0)) reject("swap-space", "in [0, 1024] GiB", std::to_string(swap_space));
+  if (scheduling.max_model_len < 0) {
+    reject("max-model-len", ">= 0 (0 = the model's context)", std::to_string(scheduling.max_model_len));
+  }
   try {
-    scheduling.validate();
+    // The model's context stands in for 0 once the model is loaded; any length passes here.
+    scheduler_config s = scheduling;
+    if (s.max_model_len == 0) s.max_model_len = s.enable_chunked_prefill ? 1 : s.max_num_batched_tokens;
+    s.validate();
   } catch (const error& e) {
     // scheduler_config names its fields; the user typed flags.
     std::string message = e.what();

@@ -13,7 +13,7 @@ namespace troupe {
 struct config {
   // The model and where it runs.
   std::string model;                    // GGUF file
-  std::string served_model_name;        // the `model` the API reports; "" = from the GGUF
+  std::string served_model_name;        // the `model` the API reports; "" = the file's name
   std::string device = "auto";          // auto | cpu | cuda
   std::string devices;                  // CUDA devices, "0,1"; "" = all visible
   int32_t tensor_parallel = 1;
@@ -27,8 +27,12 @@ struct config {
   double swap_space = 0.0;              // GiB of host memory for preempted sequences (vLLM)
   bool enable_prefix_caching = true;
 
-  // Scheduling and admission.
-  scheduler_config scheduling;
+  // Scheduling and admission. max_model_len 0 (the default here) = the model's context.
+  scheduler_config scheduling = [] {
+    scheduler_config s;
+    s.max_model_len = 0;
+    return s;
+  }();
 
   // The front door.
   std::string host = "127.0.0.1";
@@ -52,7 +56,7 @@ template <class Config, class F>
 void for_each_option(Config& c, F&& f) {
   static_assert(std::is_same_v<std::remove_const_t<Config>, config>);
   f("model", "GGUF model file (required)", c.model);
-  f("served_model_name", "model name the API reports (default: from the GGUF)", c.served_model_name);
+  f("served_model_name", "model name the API reports (default: the file name without .gguf)", c.served_model_name);
   f("device", "auto | cpu | cuda (auto: CUDA when a device is present)", c.device);
   f("devices", "CUDA devices to use, e.g. 0,1 (default: all visible)", c.devices);
   f("tensor_parallel", "split each layer over this many CUDA devices", c.tensor_parallel);
@@ -65,7 +69,7 @@ void for_each_option(Config& c, F&& f) {
   f("enable_prefix_caching", "reuse the KV of shared prompt prefixes", c.enable_prefix_caching);
   f("max_num_seqs", "sequences running at once", c.scheduling.max_num_seqs);
   f("max_num_batched_tokens", "tokens fed per step, all sequences together", c.scheduling.max_num_batched_tokens);
-  f("max_model_len", "prompt + output tokens per sequence (capped by the model's context)", c.scheduling.max_model_len);
+  f("max_model_len", "prompt + output tokens per sequence (0 = the model's context)", c.scheduling.max_model_len);
   f("enable_chunked_prefill", "split long prompts over several steps", c.scheduling.enable_chunked_prefill);
   f("ageing_ms", "a waiting request gains one priority level per this many ms (0 = never)", c.scheduling.ageing_ms);
   f("max_batch_size", "admission: release new requests when this many wait", c.scheduling.max_batch_size);

@@ -93,6 +93,6 @@ int64_t engine_bridge::num_in_flight() const {
   return static_cast<int64_t>(tracker_->live.size());
 }
 
-std::shared_ptr<metrics_registry> engine_bridge::metrics() const { return nullptr; }
+std::shared_ptr<metrics_registry> engine_bridge::metrics() const { return engine_.metrics(); }
 
 }  // namespace troupe::net

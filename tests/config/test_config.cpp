@@ -116,7 +116,7 @@ struct host_config : caf::actor_system_config {
 TEST_CASE("a host CAF application sets the options through its actor_system_config") {
   host_config cfg;
   std::vector<std::string> args = {"app", "--troupe.max-num-seqs=9", "--troupe.model=x.gguf",
-                                   "--troupe.enable-prefix-caching=false"};
+                                   "--troupe.no-enable-prefix-caching", "--troupe.cuda-graphs"};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   const auto err = cfg.parse(static_cast<int>(argv.size()), argv.data());
@@ -124,4 +124,5 @@ TEST_CASE("a host CAF application sets the options through its actor_system_conf
   CHECK(cfg.troupe_settings.scheduling.max_num_seqs == 9);
   CHECK(cfg.troupe_settings.model == "x.gguf");
   CHECK_FALSE(cfg.troupe_settings.enable_prefix_caching);
+  CHECK(cfg.troupe_settings.cuda_graphs);
 }
