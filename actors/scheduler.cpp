@@ -129,8 +129,10 @@ void send_step(scheduler_self self) {
             publish_state(self);
             fan_out(self, events);
             report_waiting(self);
-            kick(self);
+            // Before kick, which counts its own planning (counting it here too would
+            // double it, and the time after it sends overlaps the worker's next step).
             add_overhead(self, seconds_between(back, clock_type::now()));
+            kick(self);
           },
           [=](caf::error& err) {
             fan_out(self, self->state.policy->on_step_failed(self->system().render(err)));

@@ -1,0 +1,243 @@
+// The scheduling-overhead benchmark (issue 6): the real actor graph (request actors,
+// batcher, scheduler, worker) drives a stand-in backend whose every step takes a fixed
+// time, with 1 to 1,024 streams each sending short requests back to back. Whatever a step
+// costs beyond the backend's own time is the runtime's: planning, messages, fan-out,
+// detokenizing. The peer in the same run is a plain loop over the same scheduler_policy
+// and backend on one thread, with no actors and no request-side work.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <mutex>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "actors/engine.hpp"
+#include "apps/cli_args.hpp"
+#include "engine/block_manager.hpp"
+#include "engine/request_state.hpp"
+#include "engine/scheduler_policy.hpp"
+
+using namespace troupe;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+// A timing stand-in for this benchmark only, not a model: each step sleeps until a fixed
+// time has passed since it began and answers every sampled sequence with a token derived
+// from its last fed token, so the runtime around it does its ordinary work.
+class fixed_time_backend final : public backend {
+ public:
+  fixed_time_backend(model_config config, int32_t num_blocks, std::chrono::microseconds step_time)
+      : config_(std::move(config)), num_blocks_(num_blocks), step_time_(step_time) {}
+
+  const model_config& config() const override { return config_; }
+  kv_cache_shape kv_shape() const override { return {num_blocks_, 16, 0}; }
+  step_result step(const batch_plan& plan) override {
+    const auto start = clock_type::now();
+    step_result r;
+    r.outputs.reserve(plan.sequences.size());
+    for (const auto& s : plan.sequences) {
+      sequence_output o;
+      o.seq_id = s.seq_id;
+      if (s.wants_sample) o.token = 100 + static_cast<int32_t>((7919u * static_cast<uint32_t>(s.tokens.back()) + 31u * s.sample_index) % 20000u);
+      r.outputs.push_back(std::move(o));
+    }
+    std::this_thread::sleep_until(start + step_time_);
+    busy_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - start).count();
+    return r;
+  }
+  void copy_blocks(const std::vector<std::pair<int32_t, int32_t>>&) override {}
+  int32_t num_swap_blocks() const override { return 0; }
+  void swap_out(const std::vector<std::pair<int32_t, int32_t>>&) override {}
+  void swap_in(const std::vector<std::pair<int32_t, int32_t>>&) override {}
+
+  // Time spent inside step(), sleeping included (the sleep overshoots by the timer's slack).
+  double busy_seconds() const { return static_cast<double>(busy_ns_.load()) * 1e-9; }
+
+ private:
+  model_config config_;
+  int32_t num_blocks_;
+  std::chrono::microseconds step_time_;
+  std::atomic<int64_t> busy_ns_{0};
+};
+
+std::string prompt_for(int stream, int64_t n) {
+  std::string s = "Stream ";
+  s += std::to_string(stream);
+  s += ", request ";
+  s += std::to_string(n);
+  s += ": please continue the story.";
+  return s;
+}
+
+// N streams, each submitting its next request when the last one ends, until told to stop.
+class closed_loop_sink : public event_sink, public std::enable_shared_from_this<closed_loop_sink> {
+ public:
+  closed_loop_sink(engine& eng, int32_t gen_tokens) : eng_(eng), gen_tokens_(gen_tokens) {}
+
+  void start(int num_streams) {
+    {
+      std::lock_guard lock(mutex_);
+      num_active_ = num_streams;
+    }
+    for (int i = 0; i < num_streams; ++i) submit(i);
+  }
+  void on_event(const std::string& id, const request_event& e) override {
+    const auto* done = std::get_if<done_event>(&e);
+    const auto* err = std::get_if<error_event>(&e);
+    if (!done && !err) return;
+    if (done) {
+      num_requests_ += 1;
+      num_tokens_ += done->usage.completion_tokens;
+    } else {
+      num_errors_ += 1;
+    }
+    const int stream = std::stoi(id.substr(0, id.find('/')));
+    if (is_running_) return submit(stream);
+    std::lock_guard lock(mutex_);
+    if (--num_active_ == 0) cv_.notify_all();
+  }
+  void stop_and_wait() {
+    is_running_ = false;
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [&] { return num_active_ == 0; });
+  }
+  int64_t num_requests() const { return num_requests_; }
+  int64_t num_tokens() const { return num_tokens_; }
+  int64_t num_errors() const { return num_errors_; }
+
+ private:
+  void submit(int stream) {
+    const int64_t n = next_request_++;
+    request r;
+    r.id = std::to_string(stream) + "/" + std::to_string(n);
+    r.prompt = prompt_for(stream, n);
+    r.params.temperature = 0.0f;
+    r.params.max_tokens = gen_tokens_;
+    r.params.ignore_eos = true;
+    eng_.submit(std::move(r), shared_from_this());
+  }
+
+  engine& eng_;
+  int32_t gen_tokens_;
+  std::atomic<bool> is_running_{true};
+  std::atomic<int64_t> next_request_{0};
+  std::atomic<int64_t> num_requests_{0};
+  std::atomic<int64_t> num_tokens_{0};
+  std::atomic<int64_t> num_errors_{0};
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  int num_active_ = 0;
+};
+
+// The peer: scheduler_policy and the same stand-in backend in a loop on this thread, the
+// streams refilled as sequences finish. Returns the mean wall time per step not spent in
+// the backend, in seconds.
+double plain_loop_overhead(const model_bundle& model, const scheduler_config& config, int32_t num_blocks,
+                           std::chrono::microseconds step_time, int num_streams, int32_t gen_tokens, double seconds) {
+  block_manager blocks({num_blocks, 16, 0, false});
+  scheduler_policy policy(config, blocks, model.tok.eog_ids());
+  fixed_time_backend backend(model.config, num_blocks, step_time);
+  uint64_t next_id = 1;
+  auto add = [&](int stream) {
+    request r;
+    r.prompt = prompt_for(stream, static_cast<int64_t>(next_id));
+    sequence_request s;
+    s.id = next_id++;
+    s.prompt_tokens = prompt_tokens(r, model.tok, model.tmpl, model.max_model_len);
+    s.params.temperature = 0.0f;
+    s.params.max_tokens = gen_tokens;
+    s.params.ignore_eos = true;
+    policy.add(std::move(s), 0);
+  };
+  for (int i = 0; i < num_streams; ++i) add(i);
+  int64_t num_steps = 0;
+  const auto start = clock_type::now();
+  const auto end = start + std::chrono::duration<double>(seconds);
+  while (clock_type::now() < end) {
+    auto step = policy.schedule(0);
+    if (step.is_empty()) break;  // cannot happen while every stream has a request
+    const auto result = backend.step(step.plan);
+    for (const auto& e : policy.on_step_done(result)) {
+      if (e.state != sequence_state::running) add(static_cast<int>(e.seq_id % static_cast<uint64_t>(num_streams)));
+    }
+    ++num_steps;
+  }
+  const double wall = std::chrono::duration<double>(clock_type::now() - start).count();
+  return (wall - backend.busy_seconds()) / static_cast<double>(std::max<int64_t>(1, num_steps));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const apps::cli_args args(argc, argv, 1, {"--model", "--streams", "--step-us", "--gen-tokens", "--seconds"}, {});
+    const auto path = args.get_or("--model", "models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    const auto step_time = std::chrono::microseconds(args.get_int("--step-us", 2000, 0, 1000000));
+    const int32_t gen_tokens = static_cast<int32_t>(args.get_int("--gen-tokens", 32, 1, 4096));
+    const double seconds = args.get_float("--seconds", 3.0);
+    std::vector<int> streams;
+    std::stringstream list(args.get_or("--streams", "1,4,16,64,256,1024"));
+    for (std::string s; std::getline(list, s, ',');) streams.push_back(std::stoi(s));
+    const int max_streams = *std::max_element(streams.begin(), streams.end());
+
+    // Only the tokenizer and template are used: the stand-in backend replaces the weights.
+    auto file = std::make_shared<const gguf::file>(gguf::file::open(path));
+    auto model = model_bundle::load(file, 256);
+    const int32_t num_blocks = max_streams * ((48 + gen_tokens) / 16 + 1) + 64;
+    engine_options eo;
+    eo.scheduling.max_num_seqs = max_streams;
+    eo.scheduling.max_num_batched_tokens = std::max(2048, 2 * max_streams);
+    eo.scheduling.max_queue_len = 4 * max_streams + 64;
+    eo.enable_prefix_caching = false;
+    auto backend = std::make_shared<fixed_time_backend>(model->config, num_blocks, step_time);
+    caf::actor_system_config cfg;
+    caf::actor_system sys{cfg};
+    engine eng(sys, model, backend, eo);
+
+    std::printf("scheduling overhead: stand-in backend of %lld us per step, %d output tokens per request, %.1f s "
+                "per point, %u hardware threads\n",
+                static_cast<long long>(step_time.count()), gen_tokens, seconds, std::thread::hardware_concurrency());
+    std::printf("%7s %7s %9s %10s %10s %10s %10s %9s %9s %9s\n", "streams", "steps", "req/s", "tok/s", "step us",
+                "backend us", "overhead", "overhead", "sched us", "loop us");
+    std::printf("%7s %7s %9s %10s %10s %10s %10s %9s %9s %9s\n", "", "", "", "", "(wall)", "(in step)", "us/step",
+                "% of step", "per step", "overhead");
+    for (int n : streams) {
+      const auto before = eng.stats();
+      const double backend_before = backend->busy_seconds();
+      auto sink = std::make_shared<closed_loop_sink>(eng, gen_tokens);
+      const auto start = clock_type::now();
+      sink->start(n);
+      std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+      sink->stop_and_wait();
+      const double wall = std::chrono::duration<double>(clock_type::now() - start).count();
+      const auto after = eng.stats();
+      const double num_steps = static_cast<double>(std::max<int64_t>(1, after.scheduling.num_steps - before.scheduling.num_steps));
+      const double step_wall = wall / num_steps;
+      const double in_step = (backend->busy_seconds() - backend_before) / num_steps;
+      const double overhead = step_wall - in_step;
+      const double scheduler = (after.step_overhead_seconds - before.step_overhead_seconds) / num_steps;
+      const double loop = plain_loop_overhead(*model, eo.scheduling, num_blocks, step_time, n, gen_tokens,
+                                              std::min(1.0, seconds));
+      std::printf("%7d %7.0f %9.1f %10.0f %10.1f %10.1f %10.1f %8.1f%% %9.1f %9.1f\n", n, num_steps,
+                  static_cast<double>(sink->num_requests()) / wall, static_cast<double>(sink->num_tokens()) / wall,
+                  step_wall * 1e6, in_step * 1e6, overhead * 1e6, 100.0 * overhead / std::max(1e-12, in_step),
+                  scheduler * 1e6, loop * 1e6);
+      std::printf("RESULT {\"streams\": %d, \"steps\": %.0f, \"requests_per_s\": %.2f, \"tokens_per_s\": %.1f, "
+                  "\"step_wall_us\": %.1f, \"backend_step_us\": %.1f, \"overhead_us\": %.1f, \"overhead_pct\": %.2f, "
+                  "\"scheduler_us\": %.1f, \"loop_overhead_us\": %.1f, \"errors\": %lld}\n",
+                  n, num_steps, static_cast<double>(sink->num_requests()) / wall,
+                  static_cast<double>(sink->num_tokens()) / wall, step_wall * 1e6, in_step * 1e6, overhead * 1e6,
+                  100.0 * overhead / std::max(1e-12, in_step), scheduler * 1e6, loop * 1e6,
+                  static_cast<long long>(sink->num_errors()));
+      std::fflush(stdout);
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_sched_overhead: %s\n", e.what());
+    return 1;
+  }
+}
