@@ -1,0 +1,75 @@
+// A small HTTP and WebSocket client for the server tests (Beast, every operation bounded
+// by a timeout so that a broken server fails a test instead of hanging it), and the
+// in-process server fixture on the tiny model.
+#pragma once
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include <caf/all.hpp>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "actors/engine.hpp"
+#include "net/bridge.hpp"
+#include "net/server.hpp"
+
+namespace troupe::test {
+
+using header_list = std::vector<std::pair<std::string, std::string>>;
+
+struct http_reply {
+  int status = 0;
+  std::string body;
+  std::string content_type;
+  std::string allow;
+};
+
+http_reply http_call(uint16_t port, boost::beast::http::verb method, const std::string& target,
+                     const std::string& body = {}, const header_list& headers = {},
+                     std::chrono::milliseconds timeout = std::chrono::seconds(120));
+
+// Reads the data: lines of a server-sent-event body, in order.
+std::vector<std::string> sse_data_lines(const std::string& body);
+
+class ws_client {
+ public:
+  // Connects and upgrades; throws std::runtime_error when either fails.
+  explicit ws_client(uint16_t port, const std::string& target = "/v1/ws", const header_list& headers = {},
+                     int receive_buffer_bytes = 0);
+  ~ws_client();
+  void send(const std::string& text);
+  // The next message, or nullopt after timeout or when the connection ended.
+  std::optional<std::string> read(std::chrono::milliseconds timeout = std::chrono::seconds(120));
+  void close();  // a clean WebSocket close
+  void drop();   // the TCP connection just goes away
+
+ private:
+  boost::asio::io_context io_;
+  boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
+};
+
+// The tiny model behind a real engine and front door on a free loopback port.
+struct server_fixture {
+  explicit server_fixture(engine_options options = {}, net::server_options server = {});
+  ~server_fixture();
+
+  uint16_t port() const { return front_door->port(); }
+  // Polls until no request is in flight and no KV block is held; false after timeout.
+  bool wait_idle(std::chrono::milliseconds timeout = std::chrono::seconds(60));
+
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  std::unique_ptr<engine> eng;
+  std::unique_ptr<net::engine_bridge> bridge;
+  std::unique_ptr<net::server> front_door;
+};
+
+}  // namespace troupe::test
