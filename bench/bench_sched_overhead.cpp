@@ -19,6 +19,7 @@
 #include "engine/block_manager.hpp"
 #include "engine/request_state.hpp"
 #include "engine/scheduler_policy.hpp"
+#include "engine/serving_metrics.hpp"
 
 using namespace troupe;
 using clock_type = std::chrono::steady_clock;
@@ -170,6 +171,22 @@ double plain_loop_overhead(const model_bundle& model, const scheduler_config& co
   return (wall - backend.busy_seconds()) / static_cast<double>(std::max<int64_t>(1, num_steps));
 }
 
+// What the scheduler's metric updates cost per step (on_step, on_queues and the overhead
+// counter, as the step handler calls them), in seconds, on a registry of its own.
+double metrics_cost_per_step() {
+  serving_metrics metrics(std::make_shared<metrics_registry>());
+  scheduler_stats queues;
+  constexpr int num_steps = 1000000;
+  const auto start = clock_type::now();
+  for (int i = 0; i < num_steps; ++i) {
+    metrics.on_step({i * 0.002, i * 0.002 + 0.0019, 64, 64 + i % 128, 2048});
+    queues.num_running = i % 64;
+    metrics.on_queues(queues);
+    metrics.on_scheduler_overhead(1e-5);
+  }
+  return std::chrono::duration<double>(clock_type::now() - start).count() / num_steps;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -201,6 +218,10 @@ int main(int argc, char** argv) {
     std::printf("scheduling overhead: stand-in backend of %lld us per step, %d output tokens per request, %.1f s "
                 "per point, %u hardware threads\n",
                 static_cast<long long>(step_time.count()), gen_tokens, seconds, std::thread::hardware_concurrency());
+    const double metrics_cost = metrics_cost_per_step();
+    std::printf("metric updates: %.0f ns per step (on_step + on_queues + overhead counter, alone on one thread)\n",
+                metrics_cost * 1e9);
+    std::printf("RESULT {\"metrics_ns_per_step\": %.1f}\n", metrics_cost * 1e9);
     std::printf("%7s %7s %9s %10s %10s %10s %10s %9s %9s %9s\n", "streams", "steps", "req/s", "tok/s", "step us",
                 "backend us", "overhead", "overhead", "sched us", "loop us");
     std::printf("%7s %7s %9s %10s %10s %10s %10s %9s %9s %9s\n", "", "", "", "", "(wall)", "(in step)", "us/step",
