@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/backend_select.hpp"
 #include "apps/cli_args.hpp"
 #include "actors/engine.hpp"
 #include "cpu/cpu_backend.hpp"
@@ -39,7 +40,12 @@ const char* generate_help =
     "  --presence-penalty P   --frequency-penalty F   (default 0)\n"
     "  --seed S               (default: random)\n"
     "  --ignore-eos           keep generating past end-of-generation tokens\n"
-    "  --threads N            compute threads (default: one per core)\n";
+    "  --threads N            compute threads (default: one per core)\n"
+    "  --device D             auto (CUDA when a device is present, else the CPU), cpu or cuda\n"
+    "  --devices 0,1          CUDA devices (default: the first --tensor-parallel ones)\n"
+    "  --tensor-parallel N    split the model over N CUDA devices (default 1)\n"
+    "  --gpu-memory-utilization F  share of free device memory for the KV cache (default 0.9)\n"
+    "  --cuda-graphs          capture decode steps as CUDA graphs (not implemented yet)\n";
 
 sampling_params read_params(const cli_args& args, int32_t vocab_size) {
   sampling_params p;
@@ -131,8 +137,8 @@ int run_generate(int argc, char** argv) {
   const cli_args args(argc, argv, 2,
                       {"--model", "--prompt", "--system", "-n", "--max-tokens", "--temperature", "--top-k", "--top-p",
                        "--min-p", "--repeat-penalty", "--presence-penalty", "--frequency-penalty", "--seed",
-                       "--threads"},
-                      {"--chat", "--ignore-eos", "--help", "-h"});
+                       "--threads", "--device", "--devices", "--tensor-parallel", "--gpu-memory-utilization"},
+                      {"--chat", "--ignore-eos", "--help", "-h", "--cuda-graphs"});
   if (args.has("--help") || args.has("-h")) {
     std::fputs(generate_help, stdout);
     return 0;
@@ -150,7 +156,21 @@ int run_generate(int argc, char** argv) {
   options.num_threads = (int)args.get_int("--threads", 0, 0, 1024);
   options.eog_ids = model->tok.eog_ids();
   options.num_blocks = (model->max_model_len + 15) / 16 + 1;
-  auto backend = std::make_shared<cpu::cpu_backend>(file, options);
+  backend_choice_options choice_options;
+  choice_options.device = args.get_or("--device", "auto");
+  if (auto devices = args.get("--devices")) choice_options.devices = parse_device_list(*devices);
+  choice_options.tensor_parallel = (int32_t)args.get_int("--tensor-parallel", 1, 1, 64);
+  choice_options.gpu_memory_utilization = args.get_float("--gpu-memory-utilization", 0.9);
+  choice_options.cuda_graphs = args.has("--cuda-graphs");
+  choice_options.max_num_batched_tokens = 512;
+  choice_options.max_model_len = model->max_model_len;
+  choice_options.cpu = options;
+  auto choice = choose_backend(file, choice_options);
+  if (choice.ranks.size() > 1) {
+    throw error(error_code::unsupported, "--tensor-parallel > 1: the engine does not spawn a worker group yet");
+  }
+  std::fprintf(stderr, "troupe: %s\n", choice.description.c_str());
+  auto backend = choice.ranks.front();
   const auto params = read_params(args, backend->config().vocab_size);
   caf::actor_system_config cfg;
   cfg.set("scheduler.max-threads", 1);
@@ -182,8 +202,8 @@ int run_generate(int argc, char** argv) {
     turn(*prompt);
     return 0;
   }
-  std::fprintf(stderr, "troupe chat with %s (%d threads). Empty line or Ctrl-D ends.\n",
-               model->name.empty() ? model_path->c_str() : model->name.c_str(), backend->num_threads());
+  std::fprintf(stderr, "troupe chat with %s. Empty line or Ctrl-D ends.\n",
+               model->name.empty() ? model_path->c_str() : model->name.c_str());
   std::string line;
   while (true) {
     std::fputs("> ", stderr);
