@@ -24,10 +24,33 @@ const char* describe(json_type type) {
   return "something else";
 }
 
+// The parser types a value by its first byte; a misspelled literal ("tru", "not json") or a
+// broken number ("-") is not JSON, whatever type was wanted. json: a value or a document.
+template <typename json>
+simdjson::error_code check_scalar(json& v, json_type type) {
+  bool b = false;
+  double d = 0;
+  std::string_view s;
+  switch (type) {
+    case json_type::boolean: return v.get_bool().get(b);
+    case json_type::null: {
+      const simdjson::error_code ec = v.is_null().get(b);
+      return ec ? ec : (b ? simdjson::SUCCESS : simdjson::INCORRECT_TYPE);
+    }
+    case json_type::number: return v.get_double().get(d);
+    case json_type::string: return v.get_string().get(s);
+    case json_type::array:
+    case json_type::object: break;  // checked as their members are read, or refused unread
+  }
+  return simdjson::SUCCESS;
+}
+
 // Throws "<field> must be <expected>, got <what was sent>" unless v has the wanted type.
 void require_type(value& v, std::string_view field, json_type wanted, const char* expected) {
   const json_type type = type_of(v, field);
-  if (type != wanted) fail_request(std::string(field).append(" must be ").append(expected).append(", got ").append(describe(type)), field);
+  if (type == wanted) return;
+  if (const auto ec = check_scalar(v, type)) fail_malformed(field, ec);
+  fail_request(std::string(field).append(" must be ").append(expected).append(", got ").append(describe(type)), field);
 }
 
 std::string format_double(double d) {
@@ -210,6 +233,7 @@ object document_reader::open_object(std::string_view text, std::string_view what
   json_type type{};
   if (const auto ec = doc_.type().get(type)) fail_malformed({}, ec);
   if (type != json_type::object) {
+    if (const auto ec = check_scalar(doc_, type)) fail_malformed({}, ec);
     fail_request(std::string(what).append(" must be a JSON object, got ").append(describe(type)), {});
   }
   object obj;

@@ -137,7 +137,7 @@ void check_and_apply(openai_endpoint ep, openai_request& out, const openai_extra
   }
   if (extras.max_completion_tokens) out.req.params.max_tokens = *extras.max_completion_tokens;
   // validate wants an id; the server gives the request its own after parsing.
-  out.req.id = "-";
+  out.req.id.assign(1, '-');  // not = "-": GCC 12 warns falsely (-Wrestrict, PR105651)
   request_fields::validate(out.req, limits, is_chat ? "top_logprobs" : "logprobs");
   out.req.id.clear();
 }
