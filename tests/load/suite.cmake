@@ -1,0 +1,3 @@
+# tests/load: the load driver's workload parsing, request plan, percentiles, report and
+# wire decoding, against known inputs (no server).
+troupe_test_suite(load troupe_load_driver)
