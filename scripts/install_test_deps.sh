@@ -21,6 +21,7 @@ py_missing=()
 python3 -c "import openai" 2>/dev/null || py_missing+=("openai>=1.40")
 python3 -c "import websockets" 2>/dev/null || py_missing+=("websockets>=12")
 python3 -c "import selenium" 2>/dev/null || py_missing+=("selenium>=4.10")
+python3 -c "import matplotlib" 2>/dev/null || py_missing+=("matplotlib>=3.6")  # bench/plot_sweep.py
 if [[ ${#py_missing[@]} -gt 0 ]]; then
   echo "install_test_deps: pip installing ${py_missing[*]}"
   pip_flags=()
