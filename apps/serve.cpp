@@ -6,6 +6,8 @@
 
 #include <caf/all.hpp>
 
+#include <sys/resource.h>
+
 #include <csignal>
 #include <cstdio>
 #include <ctime>
@@ -77,6 +79,13 @@ int run_serve(int argc, char** argv) {
   }
   config c = parse_config(argc, argv, 2);
   c.validate();
+
+  // Each connection is a descriptor: allow as many as the hard limit does (often 1024 soft).
+  rlimit files{};
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
+  }
 
   // Every thread started from here on inherits the mask, so the signals wait for main.
   sigset_t signals;
