@@ -15,7 +15,7 @@
 
 #include "actors/engine.hpp"
 #include "config/config_parse.hpp"
-#include "cpu/cpu_backend.hpp"
+#include "apps/backend_select.hpp"
 #include "model/error.hpp"
 #include "model/gguf.hpp"
 #include "net/bridge.hpp"
@@ -46,25 +46,27 @@ bool wait_until(const sigset_t& signals, int64_t timeout_ms, Pred pred) {
   return true;
 }
 
-std::shared_ptr<backend> make_backend(const config& c, std::shared_ptr<const gguf::file> file,
-                                      const model_bundle& model, std::string& description) {
-  if (c.device == "cuda") {
-    throw error(error_code::invalid_argument, "--device cuda: no CUDA backend in this build path yet; use --device cpu");
-  }
-  cpu::cpu_backend_options options;
-  options.num_threads = c.threads;
-  options.block_size = c.block_size;
-  options.kv_cache_bytes = c.kv_cache_bytes;
-  options.eog_ids = model.tok.eog_ids();
+backend_choice make_backends(const config& c, std::shared_ptr<const gguf::file> file, const model_bundle& model) {
+  backend_choice_options o;
+  o.device = c.device;
+  if (!c.devices.empty()) o.devices = parse_device_list(c.devices);
+  o.tensor_parallel = c.tensor_parallel;
+  o.gpu_memory_utilization = c.gpu_memory_utilization;
+  o.cuda_graphs = c.cuda_graphs;
+  o.max_num_batched_tokens = c.scheduling.max_num_batched_tokens;
+  o.max_model_len = model.max_model_len;
+  o.cpu.num_threads = c.threads;
+  o.cpu.block_size = c.block_size;
+  o.cpu.kv_cache_bytes = c.kv_cache_bytes;
+  o.cpu.eog_ids = model.tok.eog_ids();
   if (c.swap_space > 0) {
-    // K and V in fp16 for every layer, as cpu/kv_memory lays a block out.
+    // K and V in fp16 for every layer, as a KV block is laid out on either backend.
     const auto& m = model.config;
     const double bytes_per_block = 2.0 * m.num_layers * c.block_size * m.kv_dim() * 2;
-    options.num_swap_blocks = static_cast<int32_t>(c.swap_space * double(1ull << 30) / bytes_per_block);
+    o.cpu.num_swap_blocks = static_cast<int32_t>(c.swap_space * double(1ull << 30) / bytes_per_block);
+    o.num_swap_blocks = o.cpu.num_swap_blocks;
   }
-  auto b = std::make_shared<cpu::cpu_backend>(std::move(file), options);
-  description = "device: cpu (" + std::to_string(b->num_threads()) + " threads)";
-  return b;
+  return choose_backend(std::move(file), o);
 }
 
 }  // namespace
@@ -97,8 +99,8 @@ int run_serve(int argc, char** argv) {
   auto file = std::make_shared<const gguf::file>(gguf::file::open(c.model));
   // max_model_len 0 = the model's whole context; model_bundle caps any length by it.
   auto model = model_bundle::load(file, c.scheduling.max_model_len);
-  std::string device;
-  auto b = make_backend(c, file, *model, device);
+  auto choice = make_backends(c, file, *model);
+  auto b = choice.ranks.front();
 
   caf::actor_system_config cfg;
   cfg.set("scheduler.max-threads", 2);
@@ -107,6 +109,8 @@ int run_serve(int argc, char** argv) {
   eo.scheduling = c.scheduling;
   eo.scheduling.max_model_len = model->max_model_len;
   eo.enable_prefix_caching = c.enable_prefix_caching;
+  eo.more_ranks.assign(choice.ranks.begin() + 1, choice.ranks.end());
+  if (b->num_swap_blocks() > 0) eo.scheduling.preemption = preemption_mode::swap;
   engine eng(sys, model, b, eo);
 
   net::engine_bridge bridge(eng, c.served_model_name.empty() ? std::filesystem::path(c.model).stem().string()
@@ -122,7 +126,7 @@ int run_serve(int argc, char** argv) {
   net::server front_door(bridge, so);
   front_door.start();
   bridge.set_ready(true);
-  std::fprintf(stderr, "troupe: %s, max_model_len %d, %d KV blocks of %d\n", device.c_str(), model->max_model_len,
+  std::fprintf(stderr, "troupe: %s, max_model_len %d, %d KV blocks of %d\n", choice.description.c_str(), model->max_model_len,
                b->kv_shape().num_blocks, b->kv_shape().block_size);
   std::fprintf(stderr, "troupe: serving %s on http://%s:%u\n", bridge.model_id().c_str(), c.host.c_str(),
                front_door.port());
