@@ -27,7 +27,7 @@ build: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
 run: build model
-	$(BUILD_DIR)/troupe generate --model $(MODEL) --chat --threads $(THREADS)
+	$(BUILD_DIR)/troupe serve --model $(MODEL) --threads $(THREADS) --host 127.0.0.1 --port 8080
 
 test: build model test-deps
 	cd $(BUILD_DIR) && ctest --output-on-failure -j 1 --timeout 1500
