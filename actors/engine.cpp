@@ -5,6 +5,7 @@
 
 #include "actors/batcher.hpp"
 #include "actors/request_actor.hpp"
+#include "actors/worker_group.hpp"
 #include "model/error.hpp"
 
 namespace troupe {
@@ -89,8 +90,16 @@ engine::engine(caf::actor_system& sys, std::shared_ptr<const model_bundle> model
   const bool detached = options.detached_worker;
   caf::actor_system* system = &sys;
   auto latest = latest_worker_;
-  worker_factory make_worker = [system, b, detached, latest] {
+  auto more_ranks = options.more_ranks;
+  worker_factory make_worker = [system, b, detached, latest, more_ranks] {
     auto w = detached ? spawn_worker(*system, b) : spawn_worker_attached(*system, b);
+    if (!more_ranks.empty()) {
+      std::vector<worker_actor> ranks{w};
+      for (const auto& r : more_ranks) {
+        ranks.push_back(detached ? spawn_worker(*system, r) : spawn_worker_attached(*system, r));
+      }
+      w = spawn_worker_group(*system, std::move(ranks));
+    }
     std::lock_guard lock(latest->mutex);
     latest->worker = w;
     return w;

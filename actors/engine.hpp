@@ -40,6 +40,9 @@ struct engine_options {
   // Where the engine's troupe_* metrics go; null: a registry of its own. Share one to serve
   // the front door's metrics (or several engines') on one /metrics page.
   std::shared_ptr<metrics_registry> metrics;
+  // Tensor parallelism: the backends of ranks 1..N-1 (the constructor's backend is rank 0).
+  // Each rank gets a worker, and a worker_group in front of them is what the scheduler sees.
+  std::vector<std::shared_ptr<backend>> more_ranks;
 };
 
 class engine {

@@ -166,9 +166,6 @@ int run_generate(int argc, char** argv) {
   choice_options.max_model_len = model->max_model_len;
   choice_options.cpu = options;
   auto choice = choose_backend(file, choice_options);
-  if (choice.ranks.size() > 1) {
-    throw error(error_code::unsupported, "--tensor-parallel > 1: the engine does not spawn a worker group yet");
-  }
   std::fprintf(stderr, "troupe: %s\n", choice.description.c_str());
   auto backend = choice.ranks.front();
   const auto params = read_params(args, backend->config().vocab_size);
@@ -180,6 +177,7 @@ int run_generate(int argc, char** argv) {
   eo.scheduling.max_num_batched_tokens = 512;
   eo.scheduling.max_num_seqs = 1;
   eo.scheduling.max_batch_size = 1;
+  eo.more_ranks.assign(choice.ranks.begin() + 1, choice.ranks.end());
   engine eng(sys, model, backend, eo);
   session s{eng, params};
 

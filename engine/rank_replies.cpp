@@ -1,15 +1,15 @@
-#include "gpu/plan_fanout.hpp"
+#include "engine/rank_replies.hpp"
 
 #include "model/error.hpp"
 
-namespace troupe::gpu {
+namespace troupe {
 
-reply_collector::reply_collector(int32_t num_ranks) {
+rank_replies::rank_replies(int32_t num_ranks) {
   if (num_ranks < 1) throw error(error_code::invalid_argument, "a worker group needs at least one rank");
   answered_.assign((size_t)num_ranks, false);
 }
 
-uint64_t reply_collector::begin() {
+uint64_t rank_replies::begin() {
   if (busy_) throw error(error_code::internal, "a tensor-parallel step started while another was in flight");
   busy_ = true;
   ++step_id_;
@@ -20,7 +20,7 @@ uint64_t reply_collector::begin() {
   return step_id_;
 }
 
-void reply_collector::accept(uint64_t step_id, int32_t rank) {
+void rank_replies::accept(uint64_t step_id, int32_t rank) {
   if (!busy_ || step_id != step_id_) throw error(error_code::internal, "a rank replied to a step not in flight");
   if (rank < 0 || rank >= num_ranks()) throw error(error_code::internal, "a reply from an unknown rank");
   if (answered_[(size_t)rank]) throw error(error_code::internal, "rank " + std::to_string(rank) + " replied twice");
@@ -28,25 +28,25 @@ void reply_collector::accept(uint64_t step_id, int32_t rank) {
   ++num_answered_;
 }
 
-std::optional<reply_collector::outcome> reply_collector::finish_if_done() {
+std::optional<rank_replies::outcome> rank_replies::finish_if_done() {
   if (num_answered_ < num_ranks()) return std::nullopt;
   busy_ = false;
   if (!first_error_.empty()) return outcome{nullptr, first_error_};
   return outcome{std::move(rank0_), {}};
 }
 
-std::optional<reply_collector::outcome> reply_collector::on_result(uint64_t step_id, int32_t rank,
+std::optional<rank_replies::outcome> rank_replies::on_result(uint64_t step_id, int32_t rank,
                                                                    std::shared_ptr<const step_result> result) {
   accept(step_id, rank);
   if (rank == 0) rank0_ = std::move(result);
   return finish_if_done();
 }
 
-std::optional<reply_collector::outcome> reply_collector::on_error(uint64_t step_id, int32_t rank,
+std::optional<rank_replies::outcome> rank_replies::on_error(uint64_t step_id, int32_t rank,
                                                                   const std::string& message) {
   accept(step_id, rank);
   if (first_error_.empty()) first_error_ = "rank " + std::to_string(rank) + ": " + message;
   return finish_if_done();
 }
 
-}  // namespace troupe::gpu
+}  // namespace troupe

@@ -11,16 +11,16 @@
 
 #include "model/backend.hpp"
 
-namespace troupe::gpu {
+namespace troupe {
 
-class reply_collector {
+class rank_replies {
  public:
   struct outcome {
     std::shared_ptr<const step_result> result;  // null on error
     std::string error;                          // empty on success
   };
 
-  explicit reply_collector(int32_t num_ranks);
+  explicit rank_replies(int32_t num_ranks);
 
   // Starts a step; returns its id, which the replies for it must carry. Throws
   // troupe::error(internal) while a step is still waiting for replies.
@@ -46,4 +46,4 @@ class reply_collector {
   std::string first_error_;
 };
 
-}  // namespace troupe::gpu
+}  // namespace troupe

@@ -13,7 +13,7 @@
 #include "gpu/cuda_backend.hpp"
 #include "gpu/device_plan.hpp"
 #include "gpu/kv_pool_sizing.hpp"
-#include "gpu/plan_fanout.hpp"
+#include "engine/rank_replies.hpp"
 #include "gpu/step_order.hpp"
 #include "gpu/tensor_shard.hpp"
 #include "model/error.hpp"
@@ -215,7 +215,7 @@ TEST_CASE("step order: a step without swaps or copies waits on nothing") {
 }
 
 TEST_CASE("worker group replies: rank 0's result once every rank answered") {
-  gpu::reply_collector c(3);
+  rank_replies c(3);
   const auto id = c.begin();
   auto r0 = std::make_shared<step_result>();
   r0->outputs.push_back({7, 42});
@@ -229,7 +229,7 @@ TEST_CASE("worker group replies: rank 0's result once every rank answered") {
 }
 
 TEST_CASE("worker group replies: a failed rank fails the step after all answered, naming the rank") {
-  gpu::reply_collector c(2);
+  rank_replies c(2);
   const auto id = c.begin();
   CHECK_FALSE(c.on_error(id, 1, "out of memory"));
   const auto done = c.on_result(id, 0, std::make_shared<step_result>());
