@@ -195,10 +195,19 @@ void copy_value(value& v, std::string_view field, json_writer& w, int max_depth)
       return;
     case json_type::number: {
       // The number's own text, once the parser agrees it is a number: 12345678901234567890
-      // and 0.1 come back as sent, not rounded through a double.
+      // and 0.1 come back as sent, not rounded through a double. An integer past 64 bits
+      // becomes the double it reads as (as in JavaScript): simdjson's DOM parser, and so
+      // clients built on it, refuse such integers.
       std::string_view token = v.raw_json_token();
       double d = 0;
       if (const auto ec = v.get_double().get(d)) fail_malformed(field, ec);
+      int64_t i = 0;
+      uint64_t u = 0;
+      const bool is_integer_text = token.find_first_of(".eE") == std::string_view::npos;
+      if (is_integer_text && v.get_int64().get(i) && v.get_uint64().get(u)) {
+        w.value(d);
+        return;
+      }
       while (!token.empty() && (token.back() == ' ' || token.back() == '\n' || token.back() == '\r' ||
                                 token.back() == '\t')) {
         token.remove_suffix(1);

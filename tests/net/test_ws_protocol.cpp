@@ -390,6 +390,14 @@ TEST_CASE("ws parse: ping carries any JSON data, checked and re-serialized") {
   CHECK(data == R"({"t":1763769600123.456,"big":12345678901234567890,"s":"a\"é\n","a":[true,false,null,[],{}]})");
 }
 
+TEST_CASE("ws parse: an integer past 64 bits in ping data comes back as the double it reads as") {
+  const ws_parse_result r = parse_ws_message(R"({"type":"ping","data":{"seq":12222222222222222222222222222}})", test_limits);
+  REQUIRE(r.message);
+  const std::string pong = ws_pong(std::get<ws_ping>(*r.message).data_json);
+  CHECK(pong == R"({"type":"pong","data":{"seq":1.2222222222222222e+28}})");
+  CHECK(test::is_valid_json(pong));
+}
+
 TEST_CASE("ws parse: ping refuses an id, generate fields and broken data") {
   CHECK(refusal(R"({"type":"ping","id":"x"})").param == "id");
   CHECK(refusal(R"({"type":"ping","prompt":"x"})").param == "prompt");
