@@ -2,6 +2,8 @@
 // HTTP server and reports latency, throughput and goodput; with --sweep, once per load
 // level. Exit status: 0 done, 1 bad command line or workload, 2 server unreachable,
 // 3 a run in which no request succeeded.
+#include <sys/resource.h>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <cstdio>
@@ -107,6 +109,16 @@ std::string show_number(double v) {
   return buf;
 }
 
+// Every HTTP stream holds a socket: lift the soft limit on open files (often 1024) to the
+// hard one, so that a sweep to a thousand streams fails for the server's reasons, not ours.
+void raise_open_file_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
 struct point_result {
   const sweep_point* point = nullptr;
   run_report report;
@@ -179,6 +191,7 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  raise_open_file_limit();
   asio::io_context io(1);
   std::vector<point_result> results;
   std::exception_ptr failure;

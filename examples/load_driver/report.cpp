@@ -56,7 +56,9 @@ class_report make_class_report(const std::vector<const request_record*>& records
     }
     if (r->result == outcome::failed) {
       ++c.num_failed;
-      ++c.failed_by_reason[r->failure_reason.empty() ? "unknown" : r->failure_reason];
+      const std::string reason = r->failure_reason.empty() ? "unknown" : r->failure_reason;
+      ++c.failed_by_reason[reason];
+      if (!r->failure_detail.empty()) c.first_failure_detail.emplace(reason, r->failure_detail);
       continue;
     }
     ++c.num_ok;
@@ -150,6 +152,9 @@ void write_class(json_writer& j, const class_report& c) {
   j.key("cancelled").value(c.num_cancelled).key("failed").value(c.num_failed);
   j.key("failed_by_reason").begin_object();
   for (const auto& [reason, n] : c.failed_by_reason) j.key(reason).value(n);
+  j.end_object();
+  j.key("first_failure_detail").begin_object();
+  for (const auto& [reason, detail] : c.first_failure_detail) j.key(reason).value(detail);
   j.end_object().end_object();
   j.key("requests_per_s").value(c.requests_per_s);
   j.key("output_tokens_per_s").value(c.output_tokens_per_s);
@@ -202,6 +207,7 @@ std::string format_table(const run_report& report, const slo_spec& slo) {
     out += "goodput     " + fmt("%.2f", *c.goodput_per_s) + " requests/s (" + std::to_string(*c.num_meeting_slo) +
            " of " + std::to_string(c.num_ok) + " ok meet " + slo_text(slo) + ")\n";
   }
+  for (const auto& [reason, detail] : c.first_failure_detail) out += "  " + reason + ": " + detail + "\n";
   char header[160];
   std::snprintf(header, sizeof header, "latency ms  %9s %9s %9s %9s %9s %8s\n", "mean", "p50", "p90", "p99", "max",
                 "samples");

@@ -43,6 +43,7 @@ struct class_report {
   int64_t num_cancelled = 0;
   int64_t num_failed = 0;
   std::map<std::string, int64_t> failed_by_reason;
+  std::map<std::string, std::string> first_failure_detail;  // by reason: what the server said
   double requests_per_s = 0;        // ok requests / elapsed
   double output_tokens_per_s = 0;   // ok requests' output tokens / elapsed
   int64_t total_output_tokens = 0;

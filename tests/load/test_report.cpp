@@ -100,6 +100,16 @@ TEST_CASE("report: counts by outcome and reason add up to the requests sent") {
   CHECK_FALSE(rep.all.goodput_per_s);
 }
 
+TEST_CASE("report: the first detail the server gave for each failure reason is kept") {
+  std::vector<request_record> records = {failed("http_400"), failed("http_400"), failed("timeout")};
+  records[0].failure_detail = "top_p must be in (0, 1], got 7";
+  records[1].failure_detail = "another";
+  const run_report rep = make_report(records, {}, 1.0);
+  CHECK(rep.all.first_failure_detail.at("http_400") == "top_p must be in (0, 1], got 7");
+  CHECK(rep.all.first_failure_detail.count("timeout") == 0);
+  CHECK(format_table(rep, {}).find("http_400: top_p must be in (0, 1], got 7") != std::string::npos);
+}
+
 TEST_CASE("report: goodput counts ok requests meeting every SLO limit") {
   // TTFT 10 / TPOT 10; TTFT 50 / TPOT 10; TTFT 10 / TPOT 40; one-token TTFT 10 (no TPOT).
   const std::vector<request_record> records = {finished(0, {10, 20}, 20), finished(0, {50, 60}, 60),
