@@ -45,7 +45,7 @@ const char* generate_help =
     "  --devices 0,1          CUDA devices (default: the first --tensor-parallel ones)\n"
     "  --tensor-parallel N    split the model over N CUDA devices (default 1)\n"
     "  --gpu-memory-utilization F  share of free device memory for the KV cache (default 0.9)\n"
-    "  --cuda-graphs          capture decode steps as CUDA graphs (not implemented yet)\n";
+    "  --cuda-graphs          replay decode steps as CUDA graphs\n";
 
 sampling_params read_params(const cli_args& args, int32_t vocab_size) {
   sampling_params p;

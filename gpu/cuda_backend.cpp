@@ -8,9 +8,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <string>
 
 #include "gpu/cuda_internal.hpp"
+#include "gpu/decode_graphs.hpp"
 #include "gpu/kv_pool_sizing.hpp"
 #include "gpu/rope_table.hpp"
 #include "gpu/tensor_shard.hpp"
@@ -48,9 +50,6 @@ class cuda_backend final : public backend {
         num_ranks_(options.devices.empty() ? 1 : (int32_t)options.devices.size()),
         nccl_(std::move(nccl)),
         dims_(rank_dims_of(config_, num_ranks_)) {
-    if (options.cuda_graphs) {
-      throw error(error_code::unsupported, "--cuda-graphs is not implemented yet: run without it");
-    }
     if (options.block_size < 1 || options.block_size > 1024) {
       throw error(error_code::invalid_argument, "block_size must be in [1, 1024]");
     }
@@ -98,6 +97,7 @@ class cuda_backend final : public backend {
   ~cuda_backend() override {
     cudaSetDevice(device_);
     cudaDeviceSynchronize();
+    drop_graphs();
     if (cublas_) cublasDestroy(cublas_);
   }
 
@@ -168,12 +168,32 @@ class cuda_backend final : public backend {
     order_->before_compute();
     const inputs in{tokens_.upload(flat.tokens, s), positions_.upload(flat.positions, s),
                     row_table_.upload(flat.row_table, s), block_tables_.upload(flat.block_tables, s)};
-    forward_layers(in, n);
+    const head_inputs head = upload_head_inputs(flat);
     std::vector<float> all_logits;
     std::vector<device_sample_out> sampled(flat.samples.size());
-    const bool wants_all = std::any_of(plan.sequences.begin(), plan.sequences.end(),
-                                       [](const sequence_step& q) { return q.wants_all_logits; });
-    output_head(flat, wants_all, sampled, all_logits);
+    const auto graph = graphs_.decide(plan, {in.tokens, in.positions, in.row_table, in.block_tables, head.logit_rows,
+                                             head.sample.samples, head.sample.penalty_tokens, head.sample.bias_tokens,
+                                             head.sample.bias_values});
+    if (graph.drop_all) drop_graphs();
+    if (graph.what == decode_graph_policy::action::eager) {
+      forward_layers(in, n);
+      const bool wants_all = std::any_of(plan.sequences.begin(), plan.sequences.end(),
+                                         [](const sequence_step& q) { return q.wants_all_logits; });
+      output_head(flat, head, wants_all, sampled, all_logits);
+    } else {
+      // A decode step: one logit row and one sample per row, all in one chunk.
+      if (graph.what == decode_graph_policy::action::capture) {
+        try {
+          capture(n, in, head);
+        } catch (...) {
+          graphs_.disable();  // run every later step eagerly
+          drop_graphs();
+          throw;
+        }
+      }
+      check_cuda(cudaGraphLaunch(graph_execs_.at(n), s), "launch a decode graph");
+      copy_samples_back(sampled, 0, n);
+    }
     order_->after_compute();
     check_cuda(cudaStreamSynchronize(s), "run the step");
     return assemble_result(plan, flat, sampled, all_logits, config_.vocab_size);
@@ -185,6 +205,10 @@ class cuda_backend final : public backend {
     const int32_t* positions;
     const int32_t* row_table;
     const int32_t* block_tables;
+  };
+  struct head_inputs {
+    const int32_t* logit_rows;
+    kernels::sample_inputs sample;  // samples points at all of the step's samples
   };
 
   kv_layout layout_for(int32_t) const {
@@ -220,6 +244,9 @@ class cuda_backend final : public backend {
     logits_ = floats((int64_t)logit_chunk_rows * vocab);
     work_ = floats((int64_t)logit_chunk_rows * vocab);
     const int64_t widest = std::max<int64_t>({d, ff, q_dim()});
+    // cuBLAS must not allocate while a decode graph is being captured: give it its own.
+    cublas_workspace_ = device_buffer(32u << 20, "the cuBLAS workspace");
+    check_cublas(cublasSetWorkspace(cublas_, cublas_workspace_.as<void>(), cublas_workspace_.bytes()), "set workspace");
     x_half_ = device_buffer((size_t)(std::max<int64_t>(t, logit_chunk_rows) * widest * 2), "the step workspace");
     w_half_ = device_buffer((size_t)(weights_.largest_matrix_elements * 2), "the fp16 weight scratch");
     sample_out_.reserve(logit_chunk_rows);
@@ -286,18 +313,13 @@ class cuda_backend final : public backend {
     }
   }
 
-  // Final norm, output head and sampling over the logit rows, logit_chunk_rows at a time.
-  // wants_all: some sequence asked for every logit row, so all of them come back (the
-  // result is assembled from them in logit-row order).
-  void output_head(const device_plan& flat, bool wants_all, std::vector<device_sample_out>& sampled,
-                   std::vector<float>& all_logits) {
+  head_inputs upload_head_inputs(const device_plan& flat) {
     const cudaStream_t s = streams_->compute();
-    const int32_t num_logit_rows = (int32_t)flat.logit_rows.size();
-    const int64_t vocab = config_.vocab_size;
-    if (wants_all) all_logits.resize((size_t)num_logit_rows * vocab);
-    const int32_t* logit_rows = logit_rows_.upload(flat.logit_rows, s);
-    const device_sample* samples = samples_.upload(flat.samples, s);
-    kernels::sample_inputs in;
+    head_inputs h;
+    h.logit_rows = logit_rows_.upload(flat.logit_rows, s);
+    auto& in = h.sample;
+    in.samples = samples_.upload(flat.samples, s);
+    in.num_samples = (int32_t)flat.samples.size();
     in.work = work_.as<float>();
     in.penalty_tokens = penalty_tokens_.upload(flat.penalty_tokens, s);
     in.bias_tokens = bias_tokens_.upload(flat.bias_tokens, s);
@@ -306,31 +328,84 @@ class cuda_backend final : public backend {
     in.num_eog = (int32_t)options_.eog_ids.size();
     in.vocab_size = config_.vocab_size;
     in.logits = logits_.as<float>();
-    size_t next_sample = 0;
+    return h;
+  }
+
+  // Device work only (capturable): logits of logit rows [first, first + rows) and the
+  // samples [s0, s1) that read them.
+  void head_chunk(const head_inputs& h, int32_t first, int32_t rows, int32_t s0, int32_t s1) {
+    const cudaStream_t s = streams_->compute();
+    kernels::rms_norm(x_.as<float>(), h.logit_rows + first, rows, weights_.output_norm, hidden_.as<float>(),
+                      config_.embedding_dim, config_.rms_eps, s);
+    matmul(weights_.output, hidden_.as<float>(), rows, logits_.as<float>());
+    if (s1 == s0) return;
+    auto in = h.sample;
+    in.first_index = first;
+    in.samples += s0;
+    in.num_samples = s1 - s0;
+    kernels::sample(in, sample_out_.data(), s);
+  }
+
+  void copy_samples_back(std::vector<device_sample_out>& sampled, int32_t s0, int32_t s1) {
+    if (s1 == s0) return;
+    check_cuda(cudaMemcpyAsync(sampled.data() + s0, sample_out_.data(), (size_t)(s1 - s0) * sizeof(device_sample_out),
+                               cudaMemcpyDeviceToHost, streams_->compute()),
+               "copy samples back");
+  }
+
+  // Final norm, output head and sampling over the logit rows, logit_chunk_rows at a time.
+  // wants_all: some sequence asked for every logit row, so all of them come back (the
+  // result is assembled from them in logit-row order).
+  void output_head(const device_plan& flat, const head_inputs& head, bool wants_all,
+                   std::vector<device_sample_out>& sampled, std::vector<float>& all_logits) {
+    const cudaStream_t s = streams_->compute();
+    const int32_t num_logit_rows = (int32_t)flat.logit_rows.size();
+    const int64_t vocab = config_.vocab_size;
+    if (wants_all) all_logits.resize((size_t)num_logit_rows * vocab);
+    int32_t next_sample = 0;
     for (int32_t first = 0; first < num_logit_rows; first += logit_chunk_rows) {
       const int32_t rows = std::min(logit_chunk_rows, num_logit_rows - first);
-      kernels::rms_norm(x_.as<float>(), logit_rows + first, rows, weights_.output_norm, hidden_.as<float>(),
-                        config_.embedding_dim, config_.rms_eps, s);
-      matmul(weights_.output, hidden_.as<float>(), rows, logits_.as<float>());
+      int32_t end_sample = next_sample;
+      while (end_sample < (int32_t)flat.samples.size() && flat.samples[(size_t)end_sample].logit_index < first + rows) {
+        ++end_sample;
+      }
+      head_chunk(head, first, rows, next_sample, end_sample);
+      // Pageable destinations: each copy returns once done, so the next chunk may reuse
+      // the logits and sample buffers.
       if (wants_all) {
         check_cuda(cudaMemcpyAsync(all_logits.data() + (int64_t)first * vocab, logits_.as<float>(),
                                    (size_t)rows * vocab * sizeof(float), cudaMemcpyDeviceToHost, s),
                    "copy logits back");
       }
-      size_t end_sample = next_sample;
-      while (end_sample < flat.samples.size() && flat.samples[end_sample].logit_index < first + rows) ++end_sample;
-      if (end_sample == next_sample) continue;
-      in.first_index = first;
-      in.samples = samples + next_sample;
-      in.num_samples = (int32_t)(end_sample - next_sample);
-      kernels::sample(in, sample_out_.data(), s);
-      check_cuda(cudaMemcpyAsync(sampled.data() + next_sample, sample_out_.data(),
-                                 (size_t)in.num_samples * sizeof(device_sample_out), cudaMemcpyDeviceToHost, s),
-                 "copy samples back");
-      // The next chunk reuses the sample outputs and logits buffers: wait for the copies.
-      check_cuda(cudaStreamSynchronize(s), "sample");
+      copy_samples_back(sampled, next_sample, end_sample);
       next_sample = end_sample;
     }
+  }
+
+  // Records a decode step of n rows (n logit rows, n samples) as a graph for its batch size.
+  void capture(int32_t n, const inputs& in, const head_inputs& head) {
+    const cudaStream_t s = streams_->compute();
+    check_cuda(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "begin graph capture");
+    cudaGraph_t graph = nullptr;
+    try {
+      forward_layers(in, n);
+      head_chunk(head, 0, n, 0, n);
+    } catch (...) {
+      cudaStreamEndCapture(s, &graph);
+      if (graph) cudaGraphDestroy(graph);
+      throw;
+    }
+    check_cuda(cudaStreamEndCapture(s, &graph), "end graph capture");
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    check_cuda(e, "instantiate a decode graph");
+    graph_execs_[n] = exec;
+  }
+
+  void drop_graphs() {
+    for (auto& [batch, exec] : graph_execs_) cudaGraphExecDestroy(exec);
+    graph_execs_.clear();
   }
 
   std::shared_ptr<const gguf::file> file_;
@@ -355,6 +430,9 @@ class cuda_backend final : public backend {
   int32_t num_blocks_ = 0;
   device_buffer pool_;
   std::unique_ptr<pinned_buffer> swap_;
+  decode_graph_policy graphs_{options_.cuda_graphs ? logit_chunk_rows : 0, 256};
+  std::map<int32_t, cudaGraphExec_t> graph_execs_;
+  device_buffer cublas_workspace_;
 };
 
 }  // namespace

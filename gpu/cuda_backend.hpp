@@ -20,7 +20,7 @@ struct cuda_backend_options {
   int32_t num_swap_blocks = 0;          // pinned host swap space, in blocks
   int32_t max_num_batched_tokens = 2048;  // tokens one step may feed: sizes the workspace
   int32_t max_model_len = 0;            // 0: the model's context; the pool must hold one such sequence
-  bool cuda_graphs = false;             // capture decode steps as CUDA graphs (not implemented yet)
+  bool cuda_graphs = false;             // replay decode steps (<= 256 sequences) as CUDA graphs
   std::vector<int32_t> eog_ids;         // suppressed by ignore_eos
 };
 

@@ -1,7 +1,8 @@
 // The CUDA backend's host-side logic, which needs no device: KV pool sizing, tensor-parallel
 // sharding of weights, the stream/event order of a step (against a simulated two-stream
 // device that runs the enqueued work in random legal interleavings), the reply collection
-// of a tensor-parallel step, plan flattening, and the no-device error.
+// of a tensor-parallel step, plan flattening, which steps replay a CUDA graph, and the
+// no-device error.
 #include <doctest/doctest.h>
 
 #include <deque>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "gpu/cuda_backend.hpp"
+#include "gpu/decode_graphs.hpp"
 #include "gpu/device_plan.hpp"
 #include "gpu/kv_pool_sizing.hpp"
 #include "engine/rank_replies.hpp"
@@ -334,4 +336,63 @@ TEST_CASE("cuda backend: without CUDA or without a device, asking for it is a cl
     const std::string m = e.what();
     CHECK(m.find(gpu::built_with_cuda() ? "no CUDA device" : "built without CUDA") != std::string::npos);
   }
+}
+
+namespace {
+
+batch_plan decode_plan(int batch) {
+  batch_plan p;
+  for (int i = 0; i < batch; ++i) {
+    sequence_step s;
+    s.seq_id = (uint64_t)i;
+    s.tokens = {1};
+    s.start_pos = 5;
+    s.block_table = {0};
+    p.sequences.push_back(s);
+  }
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("cuda graphs: decode batches are captured once per size and replayed after") {
+  gpu::decode_graph_policy policy(256, 8);
+  const gpu::decode_graph_policy::buffer_addresses buffers{};
+  using action = gpu::decode_graph_policy::action;
+  CHECK(policy.decide(decode_plan(4), buffers).what == action::capture);
+  CHECK(policy.decide(decode_plan(4), buffers).what == action::replay);
+  CHECK(policy.decide(decode_plan(5), buffers).what == action::capture);
+  CHECK(policy.decide(decode_plan(257), buffers).what == action::eager);
+  auto prefill = decode_plan(2);
+  prefill.sequences[0].tokens = {1, 2, 3};
+  CHECK(policy.decide(prefill, buffers).what == action::eager);
+  auto scoring = decode_plan(4);
+  scoring.sequences[1].wants_all_logits = true;
+  CHECK(policy.decide(scoring, buffers).what == action::eager);
+  CHECK(policy.num_graphs() == 2);
+}
+
+TEST_CASE("cuda graphs: a moved input buffer drops every graph and recaptures") {
+  gpu::decode_graph_policy policy(256, 8);
+  gpu::decode_graph_policy::buffer_addresses buffers{};
+  using action = gpu::decode_graph_policy::action;
+  CHECK(policy.decide(decode_plan(4), buffers).what == action::capture);
+  CHECK(policy.decide(decode_plan(8), buffers).what == action::capture);
+  int grown = 0;
+  buffers[3] = &grown;  // the block tables were reallocated
+  const auto d = policy.decide(decode_plan(4), buffers);
+  CHECK(d.drop_all);
+  CHECK(d.what == action::capture);
+  CHECK(policy.decide(decode_plan(8), buffers).what == action::capture);
+  CHECK(policy.decide(decode_plan(8), buffers).what == action::replay);
+}
+
+TEST_CASE("cuda graphs: beyond the graph budget steps run eagerly, and off means never") {
+  gpu::decode_graph_policy policy(256, 1);
+  const gpu::decode_graph_policy::buffer_addresses buffers{};
+  using action = gpu::decode_graph_policy::action;
+  CHECK(policy.decide(decode_plan(1), buffers).what == action::capture);
+  CHECK(policy.decide(decode_plan(2), buffers).what == action::eager);
+  gpu::decode_graph_policy off(0, 256);
+  CHECK(off.decide(decode_plan(1), buffers).what == action::eager);
 }
