@@ -109,7 +109,7 @@ class cuda_backend final : public backend {
     r.weight_bytes = weights_.bytes;
     r.activation_peak_bytes = activation_peak_bytes_;
     r.gpu_memory_utilization = options_.gpu_memory_utilization;
-    r.bytes_per_block = layout_for(1).block_bytes();
+    r.bytes_per_block = rank_layout().block_bytes();
     const int32_t max_len = options_.max_model_len > 0 ? std::min(options_.max_model_len, config_.context_length)
                                                        : config_.context_length;
     r.min_blocks = (max_len + options_.block_size - 1) / options_.block_size;
@@ -119,7 +119,7 @@ class cuda_backend final : public backend {
 
   void allocate_kv(int32_t num_blocks) {
     check_cuda(cudaSetDevice(device_), "select device");
-    layout_ = layout_for(num_blocks);
+    layout_ = rank_layout();
     num_blocks_ = num_blocks;
     pool_ = device_buffer((size_t)(layout_.block_bytes() * num_blocks), "the KV cache");
     if (options_.num_swap_blocks < 0) throw error(error_code::invalid_argument, "num_swap_blocks must be >= 0");
@@ -211,7 +211,8 @@ class cuda_backend final : public backend {
     kernels::sample_inputs sample;  // samples points at all of the step's samples
   };
 
-  kv_layout layout_for(int32_t) const {
+  // The pool layout for this rank's KV heads.
+  kv_layout rank_layout() const {
     return {config_.num_layers, options_.block_size, dims_.num_kv_heads * config_.head_dim};
   }
 
