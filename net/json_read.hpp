@@ -56,13 +56,13 @@ template <typename on_element_fn>
 void for_each_element(array arr, std::string_view where, on_element_fn&& on_element);
 
 // The keys of one object seen so far; a key given twice is an error (its meaning would depend
-// on which parser read it).
+// on which parser read it). Holds views into the parser's string buffer, valid for one parse.
 class key_set {
  public:
   void insert(std::string_view key, std::string_view where);
 
  private:
-  std::vector<std::string> keys_;
+  std::vector<std::string_view> keys_;
 };
 
 // One per thread (parsers are not thread-safe; reuse keeps their buffers): parses a document
