@@ -28,7 +28,7 @@ size_t count_words(const std::string& s) {
 
 }  // namespace
 
-TEST_CASE("the same seed and index give the same request; another seed another") {
+TEST_CASE("the same seed and index give the same request, another seed another") {
   const request_plan a(base_workload(), {});
   const request_plan b(base_workload(), {});
   workload other = base_workload();
@@ -86,7 +86,7 @@ TEST_CASE("priorities follow their weights and cancels their share") {
   CHECK(num_cancelled < 930);
 }
 
-TEST_CASE("Poisson gaps average 1/rate and vary; constant gaps are exactly 1/rate") {
+TEST_CASE("Poisson gaps average 1/rate and vary, constant gaps are exactly 1/rate") {
   const request_plan poisson(base_workload(), {});
   double sum = 0;
   std::set<double> distinct;

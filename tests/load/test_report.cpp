@@ -66,7 +66,7 @@ TEST_CASE("measure: usage.completion_tokens overrides the count of deltas") {
   CHECK(*m.tpot_ms == doctest::Approx(20.0 / 6));
 }
 
-TEST_CASE("measure: one token gives no TPOT; no tokens give no TTFT") {
+TEST_CASE("measure: one token gives no TPOT and no tokens give no TTFT") {
   const request_metrics one = measure(finished(0, {25}, 30));
   CHECK(*one.ttft_ms == doctest::Approx(25));
   CHECK_FALSE(one.tpot_ms);

@@ -143,7 +143,7 @@ TEST_CASE("an OpenAI error body gives its message") {
   CHECK(error_body_message("plain text") == "plain text");
 }
 
-TEST_CASE("server URLs: ws and http with host, port and path; others refused") {
+TEST_CASE("server URLs: ws and http with host, port and path, others refused") {
   const server_url ws = parse_server_url("ws://127.0.0.1:8080/v1/ws");
   CHECK(ws.kind == server_url::scheme::ws);
   CHECK(ws.host == "127.0.0.1");
