@@ -113,11 +113,20 @@ peak_rss_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 # Runs both benchmarks against the server at $1 (base URL), results named after $2.
 measure() {
   local base=$1 name=$2
-  say "$name: closed loop, users $users"
-  local rc=0
-  "$load" --url "$base/v1" --workload "$closed" --sweep "users=$users" --out "$out/$name-closed.json" \
-    --quiet >"$out/$name-closed.txt" 2>&1 || rc=$?
-  ((rc == 0 || rc == 3)) || { say "troupe-load failed ($rc):"; tail -n 20 "$out/$name-closed.txt" >&2; exit 1; }
+  # One troupe-load run per user count, each with its own seed: a sweep would send the same
+  # prompts at every point, and both servers would answer the repeats from their prompt caches.
+  local files=() u rc seed
+  seed=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("seed", 0))' "$closed")
+  for u in ${users//,/ }; do
+    say "$name: closed loop, $u users"
+    python3 bench/compare_report.py derive "$closed" "$out/closed-u$u.json" "seed=$((seed + 1000 * u))"
+    rc=0
+    "$load" --url "$base/v1" --workload "$out/closed-u$u.json" --sweep "users=$u" \
+      --out "$out/$name-closed-u$u.json" --quiet >"$out/$name-closed-u$u.txt" 2>&1 || rc=$?
+    ((rc == 0 || rc == 3)) || { say "troupe-load failed ($rc):"; tail -n 20 "$out/$name-closed-u$u.txt" >&2; exit 1; }
+    files+=("$out/$name-closed-u$u.json")
+  done
+  python3 bench/compare_report.py merge "$out/$name-closed.json" "${files[@]}"
   say "$name: rate search"
   python3 bench/compare_report.py search --load "$load" --url "$base/v1" --workload "$open" \
     --out "$out/$name-rate.json" --bisect-steps "$bisect_steps"

@@ -3,7 +3,9 @@
 and the table of troupe / llama.cpp ratios it prints from troupe-load's result files.
 
   compare_report.py derive IN.json OUT.json [key=value ...]
-      a copy of a workload with top-level fields replaced (values are JSON: duration_s=5)
+      a copy of a workload with fields replaced (values are JSON: duration_s=5 closed_loop.users=4)
+  compare_report.py merge OUT.json A.json B.json ...
+      one troupe-load result file holding the runs of several
   compare_report.py search --load BIN --url URL --workload W.json --out R.json
                     [--start 1] [--max-rate 64] [--min-rate 0.125] [--bisect-steps 3] [--ttft-ms 2000]
       open-loop Poisson runs at rising rates (doubling, then bisecting) until it knows the
@@ -79,15 +81,21 @@ def sustained_rate(history):
 
 
 def run_search(args):
+    with open(args.workload) as f:
+        base_seed = json.load(f).get("seed", 0)
     history = []
     points = []
     while True:
         rate = next_rate(history, args.start, args.max_rate, args.min_rate, args.bisect_steps)
         if rate is None:
             break
-        point_out = f"{os.path.splitext(args.out)[0]}-rate-{rate:g}.json"
-        cmd = [args.load, "--url", args.url, "--workload", args.workload, "--sweep", f"rate={rate:g}",
-               "--out", point_out, "--quiet"]
+        stem = f"{os.path.splitext(args.out)[0]}-{rate:g}"
+        # Each point its own seed: repeated prompts would be served from either server's
+        # prompt cache and flatter the later points.
+        derive(args.workload, stem + "-workload.json",
+               [f"seed={base_seed + int(rate * 1000)}", f"arrival.rate={rate}"])
+        point_out = stem + ".json"
+        cmd = [args.load, "--url", args.url, "--workload", stem + "-workload.json", "--out", point_out, "--quiet"]
         print(f"search: rate {rate:g}/s ...", file=sys.stderr, flush=True)
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if proc.returncode not in (0, 3):  # 3: a run in which nothing succeeded, a failed point
@@ -105,7 +113,8 @@ def run_search(args):
     answer = sustained_rate(history)
     with open(args.out, "w") as f:
         json.dump({"ttft_limit_ms": args.ttft_ms, "workload": args.workload, "points": points, **answer}, f, indent=1)
-    print(f"search: highest sustained rate {answer['rate']}/s{' (the highest tried)' if answer['capped'] else ''}",
+    found = "none" if answer["rate"] is None else f"{answer['rate']:g}/s"
+    print(f"search: highest sustained rate {found}{' (the highest tried)' if answer['capped'] else ''}",
           file=sys.stderr)
 
 
@@ -220,16 +229,35 @@ def run_report(args):
 # ---- workloads -----------------------------------------------------------------------------
 
 def derive(src, dst, assignments):
-    """Writes a copy of workload `src` to `dst` with `key=JSON value` top-level replacements."""
+    """Writes a copy of workload `src` to `dst` with `key=JSON value` replacements; a dotted
+    key reaches into an object (`closed_loop.users=4`)."""
     with open(src) as f:
         workload = json.load(f)
     for a in assignments:
         key, sep, value = a.partition("=")
         if not sep:
             sys.exit(f"derive: expected key=value, got {a!r}")
-        workload[key] = json.loads(value)
+        *parents, leaf = key.split(".")
+        target = workload
+        for p in parents:
+            target = target.setdefault(p, {})
+        target[leaf] = json.loads(value)
     with open(dst, "w") as f:
         json.dump(workload, f, indent=1)
+
+
+def merge(dst, sources):
+    """One result file whose runs are those of `sources` in order (points run one by one)."""
+    merged = None
+    for path in sources:
+        with open(path) as f:
+            result = json.load(f)
+        if merged is None:
+            merged = result
+        else:
+            merged["runs"] += result["runs"]
+    with open(dst, "w") as f:
+        json.dump(merged, f, indent=1)
 
 
 def main():
@@ -239,6 +267,9 @@ def main():
     d.add_argument("src")
     d.add_argument("dst")
     d.add_argument("assignments", nargs="*")
+    m = sub.add_parser("merge")
+    m.add_argument("dst")
+    m.add_argument("sources", nargs="+")
     s = sub.add_parser("search")
     s.add_argument("--load", required=True, help="the troupe-load binary")
     s.add_argument("--url", required=True)
@@ -258,6 +289,8 @@ def main():
     args = ap.parse_args()
     if args.command == "derive":
         derive(args.src, args.dst, args.assignments)
+    elif args.command == "merge":
+        merge(args.dst, args.sources)
     elif args.command == "search":
         run_search(args)
     else:

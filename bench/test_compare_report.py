@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """bench/compare_report.py on known inputs: when a rate counts as sustained, the order of the
 rate search, its answer, and the ratios of the comparison table."""
+import json
 import os
 import sys
+import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -85,6 +87,29 @@ class comparison(unittest.TestCase):
         self.assertIsNone(result["rows"][1]["output_tok_s"]["ratio"])
         self.assertIsNone(result["sustained_rate"]["ratio"])
         self.assertIn("| 4 | -", cr.markdown(result))
+
+
+class workload_files(unittest.TestCase):
+    def test_derive_replaces_nested_fields_and_keeps_the_rest(self):
+        with tempfile.TemporaryDirectory() as d:
+            src, dst = os.path.join(d, "w.json"), os.path.join(d, "x.json")
+            with open(src, "w") as f:
+                json.dump({"seed": 1, "arrival": {"process": "poisson", "rate": 1}, "duration_s": 20}, f)
+            cr.derive(src, dst, ["arrival.rate=2.5", "seed=7"])
+            with open(dst) as f:
+                self.assertEqual(json.load(f), {"seed": 7, "arrival": {"process": "poisson", "rate": 2.5},
+                                                "duration_s": 20})
+
+    def test_merge_concatenates_runs_in_order(self):
+        with tempfile.TemporaryDirectory() as d:
+            paths = []
+            for u in (1, 4):
+                paths.append(os.path.join(d, f"u{u}.json"))
+                with open(paths[-1], "w") as f:
+                    json.dump({"tool": "troupe-load", "runs": [{"param": "users", "value": u, "report": {}}]}, f)
+            cr.merge(os.path.join(d, "all.json"), paths)
+            with open(os.path.join(d, "all.json")) as f:
+                self.assertEqual([r["value"] for r in json.load(f)["runs"]], [1, 4])
 
 
 if __name__ == "__main__":
