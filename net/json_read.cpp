@@ -6,6 +6,7 @@
 #include <charconv>
 #include <cmath>
 #include <limits>
+#include <optional>
 
 namespace troupe::net::json_read {
 using simdjson::ondemand::json_type;
@@ -70,11 +71,10 @@ std::string format_double(double d) {
 }
 
 // An integer written as 1.0 or 1e3: taken when it is exact in a double.
-bool integral_double(value& v, double& out) {
+std::optional<double> integral_double(value& v) {
   double d = 0;
-  if (v.get_double().get(d) || d != std::floor(d) || std::fabs(d) > 9007199254740992.0) return false;
-  out = d;
-  return true;
+  if (v.get_double().get(d) || d != std::floor(d) || std::fabs(d) > 9007199254740992.0) return std::nullopt;
+  return d;
 }
 
 }  // namespace
@@ -103,9 +103,7 @@ json_type type_of(value& v, std::string_view field) {
 
 bool is_null(value& v, std::string_view field) {
   if (type_of(v, field) != json_type::null) return false;
-  bool is_null_value = false;
-  if (const auto ec = v.is_null().get(is_null_value)) fail_malformed(field, ec);
-  if (!is_null_value) fail_malformed(field, simdjson::INCORRECT_TYPE);  // "nul", "nulx"
+  if (const auto ec = check_scalar(v, json_type::null)) fail_malformed(field, ec);  // "nul", "nulx"
   return true;
 }
 
@@ -122,8 +120,7 @@ int64_t read_int64(value& v, std::string_view field) {
   require_type(v, field, json_type::number, "an integer");
   int64_t i = 0;
   if (!v.get_int64().get(i)) return i;
-  double d = 0;
-  if (integral_double(v, d)) return static_cast<int64_t>(d);
+  if (const std::optional<double> d = integral_double(v)) return static_cast<int64_t>(*d);
   fail_not_integer(v, field, "[-9223372036854775808, 9223372036854775807]");
 }
 
@@ -139,8 +136,7 @@ uint64_t read_uint64(value& v, std::string_view field) {
   require_type(v, field, json_type::number, "an integer");
   uint64_t u = 0;
   if (!v.get_uint64().get(u)) return u;
-  double d = 0;
-  if (integral_double(v, d) && d >= 0) return static_cast<uint64_t>(d);
+  if (const std::optional<double> d = integral_double(v); d && *d >= 0) return static_cast<uint64_t>(*d);
   fail_not_integer(v, field, "[0, 18446744073709551615]");
 }
 
