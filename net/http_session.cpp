@@ -21,7 +21,7 @@ http_session::http_session(boost::asio::ip::tcp::socket&& socket, std::shared_pt
 
 http_session::~http_session() {
   // A connection that ends with its answer unsent (the client left) stops the request.
-  if (active_ && !active_->is_ended) state_->bridge.cancel(active_->ticket);
+  if (active_ && !active_->is_ended) cancel_for_client_gone();
   state_->num_connections.fetch_sub(1);
 }
 
@@ -55,6 +55,7 @@ void http_session::on_read(beast::error_code ec, std::size_t) {
     return close();
   }
   request_type req = parser_->release();
+  route_ = "other";
   http_version_ = req.version();
   is_keep_alive_ = req.keep_alive();
   if (beast::websocket::is_upgrade(req)) {
@@ -71,6 +72,7 @@ void http_session::on_read(beast::error_code ec, std::size_t) {
 
 void http_session::respond(http::status status, std::string content_type, std::string body, bool is_keep_alive,
                            std::string allow) {
+  state_->metrics.count_response(route_, static_cast<int>(status));
   auto res = std::make_shared<http::response<http::string_body>>(status, http_version_);
   res->set(http::field::server, "troupe");
   res->set(http::field::content_type, content_type);
@@ -123,6 +125,7 @@ void http_session::send_chunk(const std::string& data, bool is_droppable) {
 
 void http_session::send_stream_header() {
   active_->is_header_sent = true;
+  state_->metrics.count_response(route_, 200);
   std::string header = http_version_ < 11 ? "HTTP/1.0 200 OK\r\n" : "HTTP/1.1 200 OK\r\n";
   header += "Server: troupe\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n";
   if (http_version_ < 11) {
@@ -149,7 +152,10 @@ void http_session::on_write(beast::error_code ec, std::size_t) {
   if (ec) {
     queue_.clear();
     queued_bytes_ = 0;
-    if (active_ && !active_->is_ended) state_->bridge.cancel(active_->ticket);
+    if (active_ && !active_->is_ended) {
+      cancel_for_client_gone();
+      active_->is_ended = true;  // nothing more can reach the client
+    }
     return close();
   }
   if (!queue_.empty()) {
@@ -163,6 +169,14 @@ void http_session::on_write(beast::error_code ec, std::size_t) {
     if (!is_keep_alive_) return close();
     do_read();
   }
+}
+
+// Counted once however the session learns it (the socket watch, a failed write, the end).
+void http_session::cancel_for_client_gone() {
+  if (active_->is_client_gone) return;
+  active_->is_client_gone = true;
+  state_->metrics.cancelled_client_gone->inc();
+  state_->bridge.cancel(active_->ticket);
 }
 
 void http_session::close() {
@@ -185,8 +199,7 @@ void http_session::watch_for_disconnect() {
                                 const auto n = ::recv(self->stream_.socket().native_handle(), &byte, 1,
                                                       MSG_PEEK | MSG_DONTWAIT);
                                 if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-                                  self->active_->is_client_gone = true;
-                                  self->state_->bridge.cancel(ticket);
+                                  self->cancel_for_client_gone();
                                 }
                               });
 }

@@ -49,6 +49,7 @@ class http_session : public std::enable_shared_from_this<http_session> {
   void on_event(engine_bridge::ticket ticket, const request_event& event);
   void on_stream_event(const request_event& event);
   void watch_for_disconnect();
+  void cancel_for_client_gone();
 
   // Plain responses: one whole message, then the next request (or close).
   void respond(boost::beast::http::status status, std::string content_type, std::string body,
@@ -70,6 +71,7 @@ class http_session : public std::enable_shared_from_this<http_session> {
   std::shared_ptr<server_state> state_;
   boost::beast::flat_buffer buffer_;
   std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
+  std::string_view route_ = "other";  // the metrics label of the request being answered
   unsigned http_version_ = 11;
   bool is_keep_alive_ = true;
   std::optional<completion> active_;

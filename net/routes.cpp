@@ -50,6 +50,11 @@ void http_session::route(request_type req) {
   const std::string path(target.substr(0, target.find('?')));
   const auto method = req.method();
   const bool is_v1 = path.rfind("/v1/", 0) == 0;
+  // The metrics label: the known routes by name, everything else as one value.
+  for (std::string_view known : {"/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions",
+                                 "/v1/ws"}) {
+    if (path == known) route_ = known;
+  }
   if (is_v1 && !is_authorized(state_->options, req[http::field::authorization], target)) {
     return respond_error(api_error{401, "invalid_api_key", "missing or wrong API key (Authorization: Bearer KEY)", ""});
   }

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "net/bridge.hpp"
+#include "net/front_door_metrics.hpp"
 
 namespace troupe::net {
 
@@ -25,8 +26,9 @@ struct server_state {
   engine_bridge& bridge;
   std::atomic<int32_t> num_connections{0};
   std::atomic<int64_t> num_ws_sessions{0};
+  front_door_metrics metrics;
 
-  server_state(server_options o, engine_bridge& b) : options(std::move(o)), bridge(b) {}
+  server_state(server_options o, engine_bridge& b) : options(std::move(o)), bridge(b), metrics(b.metrics()) {}
 };
 
 // Whether an Authorization header (or, for browsers' WebSockets, an api_key query

@@ -36,10 +36,15 @@ bool is_terminal(const request_event& e) {
 
 ws_session::ws_session(beast::tcp_stream&& stream, std::shared_ptr<server_state> state)
     : ws_(std::move(stream)), state_(std::move(state)) {
+  // The HTTP session that upgraded gives its count back when it ends; this one keeps it.
+  state_->num_connections.fetch_add(1);
   state_->num_ws_sessions.fetch_add(1);
 }
 
-ws_session::~ws_session() { state_->num_ws_sessions.fetch_sub(1); }
+ws_session::~ws_session() {
+  state_->num_ws_sessions.fetch_sub(1);
+  state_->num_connections.fetch_sub(1);
+}
 
 void ws_session::run(beast::http::request<beast::http::string_body> upgrade) {
   beast::get_lowest_layer(ws_).expires_never();
@@ -83,6 +88,7 @@ void ws_session::on_read(beast::error_code ec, std::size_t) {
 }
 
 void ws_session::on_message(const std::string& text) {
+  state_->metrics.ws_frames_received->inc();
   auto& bridge = state_->bridge;
   auto parsed = parse_ws_message(text, parse_limits{bridge.vocab_size(), bridge.max_model_len()});
   if (!parsed.message) return send(ws_error(parsed.id, *parsed.error), false);
@@ -151,6 +157,7 @@ void ws_session::send(std::string frame, bool is_droppable) {
     return;
   }
   queued_bytes_ += static_cast<int64_t>(frame.size());
+  state_->metrics.ws_frames_sent->inc();
   queue_.push_back(std::make_shared<const std::string>(std::move(frame)));
   if (queue_.size() == 1) do_write();
 }
@@ -176,14 +183,19 @@ void ws_session::cancel_slow_requests() {
   for (auto& [id, entry] : requests_) {
     if (entry.is_slow) continue;
     entry.is_slow = true;
+    state_->metrics.cancelled_slow_consumer->inc();
     state_->bridge.cancel(entry.ticket);
   }
 }
 
 // The client is gone: every request it made stops and returns its KV blocks.
 void ws_session::close_requests() {
+  if (is_closed_) return;
   is_closed_ = true;
-  for (const auto& [id, entry] : requests_) state_->bridge.cancel(entry.ticket);
+  for (const auto& [id, entry] : requests_) {
+    state_->metrics.cancelled_client_gone->inc();
+    state_->bridge.cancel(entry.ticket);
+  }
 }
 
 }  // namespace troupe::net

@@ -132,6 +132,12 @@ TEST_CASE("a WebSocket that goes away mid-stream cancels its requests and frees 
     ws.close();
   }
   CHECK(f.wait_idle(std::chrono::seconds(20)));
+  // All five stopped because their connection went, long before their 2,000 tokens.
+  const auto metrics = http_call(f.port(), verb::get, "/metrics").body;
+  CHECK(metrics.find(R"(troupe_front_door_cancelled_total{reason="client_gone"} 5)") != std::string::npos);
+  const auto at = metrics.find("\ntroupe_generation_tokens_total ");
+  REQUIRE(at != std::string::npos);
+  CHECK(std::stod(metrics.substr(at + 32)) < 5 * 2000);
 }
 
 TEST_CASE("malformed JSON, an unknown type, bad parameters and a duplicate id get error frames; the rest carries on") {
@@ -200,6 +206,8 @@ TEST_CASE("a reader that does not keep up has its requests cancelled with a reas
     CHECK(last.detail.find("slow consumer") == 0);
     CHECK(last.completion_tokens < 2000);
   }
+  auto metrics = http_call(f.port(), verb::get, "/metrics");
+  CHECK(metrics.body.find(R"(troupe_front_door_cancelled_total{reason="slow_consumer"} 4)") != std::string::npos);
 }
 
 TEST_CASE("while draining a new generate gets unavailable and requests in flight finish") {
