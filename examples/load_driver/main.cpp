@@ -195,7 +195,12 @@ int main(int argc, char** argv) {
   asio::io_context io(1);
   std::vector<point_result> results;
   std::exception_ptr failure;
-  asio::co_spawn(io, run_all(io, o, url, points, results), [&](std::exception_ptr e) { failure = e; });
+  // Stopping the context when run_all ends (or throws) drops whatever a failed start left
+  // waiting, e.g. the reader of a connection opened before the next one failed.
+  asio::co_spawn(io, run_all(io, o, url, points, results), [&](std::exception_ptr e) {
+    failure = e;
+    io.stop();
+  });
   io.run();
   if (failure) {
     try {

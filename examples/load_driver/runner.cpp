@@ -53,7 +53,15 @@ struct run_state {
   bool is_running = true;
   std::string label;
 
-  bool can_issue() const { return num_issued < max_requests && run_clock_ms() < deadline_ms; }
+  // A server that went away mid-run fails each request at once; past this many connection
+  // failures in a row the run stops sending rather than spin through its duration.
+  static constexpr int64_t max_connection_failures_in_a_row = 32;
+  int64_t num_connection_failures_in_a_row = 0;
+
+  bool is_server_gone() const { return num_connection_failures_in_a_row >= max_connection_failures_in_a_row; }
+  bool can_issue() const {
+    return num_issued < max_requests && run_clock_ms() < deadline_ms && !is_server_gone();
+  }
 
   asio::awaitable<void> one_request(uint64_t index) {
     const request_spec spec = plan->make_request(index);
@@ -67,6 +75,11 @@ struct run_state {
       ++num_cancelled;
     } else {
       ++num_failed;
+    }
+    if (r.result == outcome::failed && r.failure_reason == "connection") {
+      ++num_connection_failures_in_a_row;
+    } else {
+      num_connection_failures_in_a_row = 0;
     }
     last_end_ms = std::max(last_end_ms, r.ended_ms);
     records.push_back(std::move(r));
@@ -130,7 +143,7 @@ asio::awaitable<run_result> run_workload(stream_client& client, const request_pl
     double next_ms = s.start_ms;
     for (uint64_t index = 0; s.num_issued < s.max_requests; ++index) {
       if (index > 0) next_ms += plan.arrival_gap_ms(index);
-      if (next_ms >= s.deadline_ms) break;
+      if (next_ms >= s.deadline_ms || s.is_server_gone()) break;
       co_await sleep_ms(next_ms - run_clock_ms());
       ++s.num_issued;
       ++s.num_active;
@@ -146,6 +159,10 @@ asio::awaitable<run_result> run_workload(stream_client& client, const request_pl
   s.is_running = false;
   s.progress_wake.cancel();
   if (options.show_progress && isatty(STDERR_FILENO) && run_clock_ms() - s.start_ms >= 500) std::fprintf(stderr, "\n");
+  if (s.is_server_gone()) {
+    std::fprintf(stderr, "troupe-load: %sstopped sending after %lld connection failures in a row\n",
+                 options.label.c_str(), static_cast<long long>(run_state::max_connection_failures_in_a_row));
+  }
 
   run_result result;
   result.records = std::move(s.records);
