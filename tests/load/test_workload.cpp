@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <string>
 
+#include "plan.hpp"
 #include "workload.hpp"
 
 using namespace troupe::load;
@@ -154,4 +155,20 @@ TEST_CASE("--sweep text gives the parameter and its values in order") {
   CHECK_THROWS_AS(parse_sweep("qps=1,2"), workload_error);
   CHECK_THROWS_AS(parse_sweep("users=1,x"), workload_error);
   CHECK_THROWS_AS(parse_sweep("rate=0"), workload_error);
+}
+
+TEST_CASE("every shipped workload file parses and plans its first request") {
+  int num_files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(TROUPE_LOAD_WORKLOADS_DIR)) {
+    if (entry.path().extension() != ".json") continue;
+    CAPTURE(entry.path().string());
+    const workload w = load_workload_file(entry.path().string());
+    CHECK(w.name == entry.path().stem().string());
+    CHECK(w.slo.is_empty() == false);
+    const request_spec first = make_plan(w).make_request(0);
+    CHECK(first.max_tokens >= w.output_tokens.min_tokens);
+    CHECK_FALSE(first.prompt.empty());
+    ++num_files;
+  }
+  CHECK(num_files >= 3);
 }
