@@ -43,8 +43,11 @@ void send_and_leave(uint16_t port, const std::string& body) {
   boost::asio::io_context io;
   boost::asio::ip::tcp::socket socket(io);
   socket.connect({boost::asio::ip::make_address("127.0.0.1"), port});
-  const std::string request = "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                              "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  std::string request = "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n";
+  request += "Content-Length: ";
+  request += std::to_string(body.size());
+  request += "\r\n\r\n";
+  request += body;
   boost::asio::write(socket, boost::asio::buffer(request));
   socket.close();
 }

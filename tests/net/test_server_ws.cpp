@@ -66,6 +66,13 @@ std::map<std::string, outcome> read_until_all_end(ws_client& ws, size_t n) {
   return out;
 }
 
+// prefix + n, written out: GCC 12 warns (-Wrestrict, a false positive) on "literal" + std::to_string(n).
+std::string numbered(const char* prefix, int n) {
+  std::string s(prefix);
+  s += std::to_string(n);
+  return s;
+}
+
 std::string generate(const std::string& id, int max_tokens, const std::string& extra = {}) {
   return R"({"type":"generate","id":")" + id + R"(","prompt":"the story of )" + id + R"(","max_tokens":)" +
          std::to_string(max_tokens) + R"(,"temperature":0,"ignore_eos":true)" + extra + "}";
@@ -76,11 +83,11 @@ std::string generate(const std::string& id, int max_tokens, const std::string& e
 TEST_CASE("16 requests multiplexed on one connection each end once, with what they would give alone") {
   server_fixture f;
   ws_client ws(f.port());
-  for (int i = 0; i < 16; ++i) ws.send(generate("r" + std::to_string(i), 24));
+  for (int i = 0; i < 16; ++i) ws.send(generate(numbered("r", i), 24));
   auto outcomes = read_until_all_end(ws, 16);
   REQUIRE(outcomes.size() == 16);
   for (int i = 0; i < 16; ++i) {
-    const auto& o = outcomes["r" + std::to_string(i)];
+    const auto& o = outcomes[numbered("r", i)];
     CHECK(o.last.type == "done");
     CHECK(o.last.finish_reason == "length");
     CHECK(o.last.completion_tokens == 24);
@@ -88,7 +95,7 @@ TEST_CASE("16 requests multiplexed on one connection each end once, with what th
   }
   // Greedy answers do not depend on what shared the batch.
   for (int i : {0, 7, 15}) {
-    const std::string id = "r" + std::to_string(i);
+    const std::string id = numbered("r", i);
     ws.send(generate(id, 24));
     auto alone = read_until_all_end(ws, 1);
     CHECK(alone[id].text == outcomes[id].text);
@@ -118,7 +125,7 @@ TEST_CASE("a WebSocket that goes away mid-stream cancels its requests and frees 
   server_fixture f;
   {
     ws_client ws(f.port());
-    for (int i = 0; i < 4; ++i) ws.send(generate("gone" + std::to_string(i), 2000));
+    for (int i = 0; i < 4; ++i) ws.send(generate(numbered("gone", i), 2000));
     while (parse_frame(*ws.read()).type != "delta") {
     }
     ws.drop();
@@ -191,7 +198,7 @@ TEST_CASE("a reader that does not keep up has its requests cancelled with a reas
   server_fixture f({}, o);
   // A small receive window, and nobody reading: the server's queue fills.
   ws_client slow(f.port(), "/v1/ws", {}, 4096);
-  for (int i = 0; i < 4; ++i) slow.send(generate("s" + std::to_string(i), 2000, R"(,"logprobs":true,"top_logprobs":20)"));
+  for (int i = 0; i < 4; ++i) slow.send(generate(numbered("s", i), 2000, R"(,"logprobs":true,"top_logprobs":20)"));
   // Meanwhile another client is served in full.
   ws_client fast(f.port());
   fast.send(generate("fast", 200));
@@ -201,7 +208,7 @@ TEST_CASE("a reader that does not keep up has its requests cancelled with a reas
   CHECK(f.wait_idle(std::chrono::seconds(60)));
   auto ends = read_until_all_end(slow, 4);
   for (int i = 0; i < 4; ++i) {
-    const auto& last = ends["s" + std::to_string(i)].last;
+    const auto& last = ends[numbered("s", i)].last;
     CHECK(last.finish_reason == "cancelled");
     CHECK(last.detail.find("slow consumer") == 0);
     CHECK(last.completion_tokens < 2000);
