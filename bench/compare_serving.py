@@ -20,6 +20,7 @@ Usage: bench/compare_serving.py [--model M] [--threads T] [--streams 1,4,16,32,6
 import argparse
 import http.client
 import json
+import random
 import os
 import socket
 import statistics
@@ -48,10 +49,12 @@ WORDS = ("river stone cloud garden market lantern orchard silver harbor meadow e
          "candle forest bridge mirror valley thunder paper castle").split()
 
 
-def prompt_text(i, n):
-    # Distinct and deterministic; common English words are about one token each, and
+def prompt_text(key, n):
+    # Distinct and deterministic per key (no two streams, and no two points, share a prefix
+    # that a prefix cache could reuse); common English words are about one token each, and
     # both servers tokenize the same text with the same vocabulary.
-    return " ".join(WORDS[(7 * t + 3 * i + (t * i) % 5) % len(WORDS)] for t in range(n - 2)) + f" {i}"
+    rng = random.Random(key)
+    return f"{key}: " + " ".join(rng.choice(WORDS) for _ in range(n - 4))
 
 
 def one_stream(port, prompt, n_gen, out, idx):
@@ -104,7 +107,7 @@ def run_streams(port, streams, n_prompt, n_gen, name, sampler=None):
     results = {}
     for n in streams:
         out = [None] * n
-        threads_ = [threading.Thread(target=one_stream, args=(port, prompt_text(i + 1000 * n, n_prompt), n_gen, out, i))
+        threads_ = [threading.Thread(target=one_stream, args=(port, prompt_text(f"{n}-{i}", n_prompt), n_gen, out, i))
                     for i in range(n)]
         if sampler:
             sampler.begin()
@@ -188,10 +191,10 @@ def run_llama(server_bin, model, threads, streams, n_prompt, n_gen):
         proc.wait()
 
 
-def run_troupe(troupe_bin, model, threads, streams, n_prompt, n_gen):
+def run_troupe(troupe_bin, model, threads, streams, n_prompt, n_gen, extra_args):
     port = free_port()
     proc = subprocess.Popen([troupe_bin, "serve", "--model", model, "--threads", str(threads), "--port", str(port),
-                             "--max-num-seqs", str(max(streams))],
+                             "--max-num-seqs", str(max(streams)), *extra_args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_healthy(port, proc, "troupe")
@@ -211,11 +214,16 @@ def main():
     ap.add_argument("--troupe", default=os.path.join(ROOT, "build", "troupe"))
     ap.add_argument("--llama-server", default=os.path.join(ROOT, "third_party", "llama.cpp", "build", "bin",
                                                             "llama-server"))
+    ap.add_argument("--troupe-args", default="", help="more `troupe serve` flags, e.g. \"--block-size 8\"")
+    ap.add_argument("--only-troupe", action="store_true", help="skip llama-server (no ratios)")
     args = ap.parse_args()
     streams = [int(s) for s in args.streams.split(",")]
     if not os.access(args.llama_server, os.X_OK):
         subprocess.run([os.path.join(ROOT, "bench", "build_llama_cpp.sh")], check=True)
-    troupe = run_troupe(args.troupe, args.model, args.threads, streams, args.prompt, args.gen)
+    troupe = run_troupe(args.troupe, args.model, args.threads, streams, args.prompt, args.gen, args.troupe_args.split())
+    if args.only_troupe:
+        print(json.dumps(troupe, indent=1))
+        return
     llama = run_llama(args.llama_server, args.model, args.threads, streams, args.prompt, args.gen)
     print(f"serving: prompt {args.prompt}, output {args.gen} tokens per stream, {args.threads} threads")
     print(f"{'streams':>7} | {'troupe tok/s':>12} {'llama tok/s':>11} {'ratio':>6} | "
