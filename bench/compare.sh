@@ -113,6 +113,10 @@ peak_rss_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 # Runs both benchmarks against the server at $1 (base URL), results named after $2.
 measure() {
   local base=$1 name=$2
+  # The 1-minute load average every 10 s while this server is measured: anything well above
+  # the server's threads + 1 (the load driver) means other work shared the CPUs.
+  (while :; do cut -d' ' -f1 /proc/loadavg; sleep 10; done) >"$out/$name-loadavg" &
+  local sampler=$!
   # One troupe-load run per user count, each with its own seed: a sweep would send the same
   # prompts at every point, and both servers would answer the repeats from their prompt caches.
   local files=() u rc seed
@@ -131,6 +135,8 @@ measure() {
   python3 bench/compare_report.py search --load "$load" --url "$base/v1" --workload "$open" \
     --out "$out/$name-rate.json" --bisect-steps "$bisect_steps"
   peak_rss_kb "$server_pid" >"$out/$name-rss-kb"
+  kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
+  say "$name: load average while measured: $(awk '{ s += $1; if ($1 > m) m = $1 } END { printf "mean %.2f, max %.2f", s / NR, m }' "$out/$name-loadavg")"
 }
 
 say "results in $out; threads $threads; users $users; llama-server -np $max_users -c $llama_ctx"
@@ -155,6 +161,9 @@ stop_server
   echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown); $(date -u +%FT%TZ)"
   echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) CPUs; load average before: $load_avg"
   echo "llama.cpp: $("$llama_server" --version 2>&1 | grep -m1 version || true)"
+  for n in troupe llama; do
+    echo "load average while $n was measured: $(awk '{ s += $1; if ($1 > m) m = $1 } END { printf "mean %.2f, max %.2f", s / NR, m }' "$out/$n-loadavg") (its $threads threads + the load driver make about $((threads + 1)))"
+  done
   echo "troupe serve --model $model --threads $threads --max-num-seqs $max_users"
   echo "llama-server -m $model -t $threads -np $max_users -c $llama_ctx"
 } >"$out/machine.txt"
