@@ -161,6 +161,7 @@ stop_server
   echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown); $(date -u +%FT%TZ)"
   echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) CPUs; load average before: $load_avg"
   echo "llama.cpp: $("$llama_server" --version 2>&1 | grep -m1 version || true)"
+  echo "niceness of both servers and the load driver: $(nice)"
   for n in troupe llama; do
     echo "load average while $n was measured: $(awk '{ s += $1; if ($1 > m) m = $1 } END { printf "mean %.2f, max %.2f", s / NR, m }' "$out/$n-loadavg") (its $threads threads + the load driver make about $((threads + 1)))"
   done

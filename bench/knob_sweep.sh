@@ -98,6 +98,7 @@ done
 {
   echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown); $(date -u +%FT%TZ)"
   echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) CPUs; load average before: $load_avg"
+  echo "niceness of the server and the load driver: $(nice)"
   echo "troupe serve --model $model --threads $threads --max-num-seqs SEQS --max-batch-size BATCH --max-wait-ms WAIT"
   echo "troupe-load --workload bench/workloads/closed-128-128.json (duration_s $duration) --sweep users=$users"
 } >"$out/machine.txt"
