@@ -8,12 +8,12 @@
 #include <cmath>
 #include <cstring>
 #include <string>
-#include <unordered_set>
 
 #include "cpu/attention.hpp"
 #include "cpu/layer_ops.hpp"
 #include "model/error.hpp"
 #include "model/ops_math.hpp"
+#include "model/plan_check.hpp"
 
 namespace troupe::cpu {
 
@@ -171,35 +171,7 @@ void cpu_backend::swap_in(const std::vector<std::pair<int32_t, int32_t>>& host_t
 }
 
 void cpu_backend::validate(const batch_plan& plan) const {
-  std::unordered_set<uint64_t> seen;
-  const int32_t bs = kv_->block_size();
-  for (const auto& s : plan.sequences) {
-    const std::string who = "sequence " + std::to_string(s.seq_id) + ": ";
-    if (!seen.insert(s.seq_id).second) throw error(error_code::invalid_argument, who + "appears twice in the plan");
-    if (s.tokens.empty()) throw error(error_code::invalid_argument, who + "no tokens to feed");
-    for (int32_t t : s.tokens) {
-      if (t < 0 || t >= config_.vocab_size) {
-        throw error(error_code::invalid_argument, who + "token id " + std::to_string(t) + " is outside the vocabulary");
-      }
-    }
-    const int64_t end = (int64_t)s.start_pos + (int64_t)s.tokens.size();
-    if (s.start_pos < 0 || end > config_.context_length) {
-      throw error(error_code::context_overflow, who + "positions [" + std::to_string(s.start_pos) + ", " +
-                                                    std::to_string(end) + ") exceed the context length " +
-                                                    std::to_string(config_.context_length));
-    }
-    const int64_t blocks_needed = (end + bs - 1) / bs;
-    if ((int64_t)s.block_table.size() < blocks_needed) {
-      throw error(error_code::invalid_argument, who + "block table covers " + std::to_string(s.block_table.size()) +
-                                                    " blocks, needs " + std::to_string(blocks_needed));
-    }
-    for (int64_t b = 0; b < blocks_needed; ++b) {
-      if (s.block_table[b] < 0 || s.block_table[b] >= kv_->num_blocks()) {
-        throw error(error_code::invalid_argument, who + "block id " + std::to_string(s.block_table[b]) + " out of range");
-      }
-    }
-    if (s.wants_sample) s.params.validate(config_.vocab_size);
-  }
+  check_plan(plan, config_, kv_->block_size(), kv_->num_blocks());
 }
 
 void cpu_backend::embed(const batch_plan& plan, float* x) const {

@@ -3,9 +3,9 @@
 
 #include <algorithm>
 #include <string>
-#include <unordered_set>
 
 #include "model/error.hpp"
+#include "model/plan_check.hpp"
 #include "model/sampler_math.hpp"
 
 namespace troupe::gpu {
@@ -22,30 +22,12 @@ void check_token(const std::string& who, const char* what, int32_t t, int32_t vo
 
 device_plan flatten_plan(const batch_plan& plan, const model_config& config, int32_t block_size,
                          int32_t num_blocks) {
+  check_plan(plan, config, block_size, num_blocks);
   device_plan out;
-  std::unordered_set<uint64_t> seen;
   int32_t logit_index = 0;
   for (const auto& s : plan.sequences) {
     const std::string who = "sequence " + std::to_string(s.seq_id) + ": ";
-    if (!seen.insert(s.seq_id).second) throw error(error_code::invalid_argument, who + "appears twice in the plan");
-    if (s.tokens.empty()) throw error(error_code::invalid_argument, who + "no tokens to feed");
-    for (int32_t t : s.tokens) check_token(who, "token id", t, config.vocab_size);
-    const int64_t end = (int64_t)s.start_pos + (int64_t)s.tokens.size();
-    if (s.start_pos < 0 || end > config.context_length) {
-      throw error(error_code::context_overflow, who + "positions [" + std::to_string(s.start_pos) + ", " +
-                                                    std::to_string(end) + ") exceed the context length " +
-                                                    std::to_string(config.context_length));
-    }
-    const int64_t blocks_needed = (end + block_size - 1) / block_size;
-    if ((int64_t)s.block_table.size() < blocks_needed) {
-      throw error(error_code::invalid_argument, who + "block table covers " + std::to_string(s.block_table.size()) +
-                                                    " blocks, needs " + std::to_string(blocks_needed));
-    }
-    for (int64_t b = 0; b < blocks_needed; ++b) {
-      if (s.block_table[b] < 0 || s.block_table[b] >= num_blocks) {
-        throw error(error_code::invalid_argument, who + "block id " + std::to_string(s.block_table[b]) + " out of range");
-      }
-    }
+    const int64_t blocks_needed = num_blocks_needed(s, block_size);
     const int32_t table = (int32_t)out.block_tables.size();
     out.block_tables.insert(out.block_tables.end(), s.block_table.begin(), s.block_table.begin() + blocks_needed);
     for (size_t i = 0; i < s.tokens.size(); ++i) {
@@ -59,7 +41,6 @@ device_plan flatten_plan(const batch_plan& plan, const model_config& config, int
     logit_index += rows;
     if (!s.wants_sample) continue;
     const auto& p = s.params;
-    p.validate(config.vocab_size);
     device_sample d;
     d.logit_index = logit_index - 1;
     d.filter = {p.temperature, p.top_p, p.min_p, p.top_k};
