@@ -203,14 +203,28 @@ TEST_CASE("a streamed completion is server-sent events ending in [DONE], with us
 
 TEST_CASE("a client that disconnects mid-answer stops its request and frees its blocks") {
   server_fixture f;
+  const std::string client_gone = R"(troupe_front_door_cancelled_total{reason="client_gone"})";
+  // Polls /metrics until the front door has counted `n` vanished clients; false after 30 s.
+  // (Waiting for idle alone is not enough: right after the client leaves, the server may not
+  // have read its request yet, and an engine with nothing in flight is already idle.)
+  auto wait_gone = [&](double n) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (metric_value(http_call(f.port(), verb::get, "/metrics").body, client_gone) >= n) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  };
+  double expected = 0;
   for (const bool stream : {false, true}) {
     std::string body = long_request;
     if (stream) body.insert(body.size() - 1, R"(,"stream":true)");
     send_and_leave(f.port(), body);
+    CHECK(wait_gone(++expected));
     CHECK(f.wait_idle(std::chrono::seconds(30)));
   }
   // Both stopped long before their 1,500 tokens, because the front door saw them leave.
   auto metrics = http_call(f.port(), verb::get, "/metrics").body;
-  CHECK(metric_value(metrics, R"(troupe_front_door_cancelled_total{reason="client_gone"})") == 2);
+  CHECK(metric_value(metrics, client_gone) == 2);
   CHECK(metric_value(metrics, "troupe_generation_tokens_total") < 2 * 1500);
 }
