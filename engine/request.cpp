@@ -22,9 +22,17 @@ void check_id(const std::string& id) {
   }
 }
 
-void check_input(const request& r) {
-  if (r.prompt.empty() && r.messages.empty()) reject("prompt must not be empty (or give messages instead)");
-  if (!r.prompt.empty() && !r.messages.empty()) reject("prompt and messages: give one of them, not both");
+void check_input(const request& r, int32_t vocab_size) {
+  const int num_inputs = int(!r.prompt.empty()) + int(!r.prompt_token_ids.empty()) + int(!r.messages.empty());
+  if (num_inputs == 0) reject("prompt must not be empty (or give messages instead)");
+  if (num_inputs > 1) reject("prompt and messages: give one of them, not both");
+  for (size_t i = 0; i < r.prompt_token_ids.size(); ++i) {
+    const int32_t id = r.prompt_token_ids[i];
+    if (id < 0 || id >= vocab_size) {
+      reject(indexed("prompt", i) + " must be a token id in [0, " + std::to_string(vocab_size) + "), got " +
+             std::to_string(id));
+    }
+  }
   for (size_t i = 0; i < r.messages.size(); ++i) {
     const std::string& role = r.messages[i].role;
     if (role != "system" && role != "user" && role != "assistant") {
@@ -32,6 +40,7 @@ void check_input(const request& r) {
     }
   }
   if (r.echo && r.is_chat()) reject("echo is only for prompt (completion) requests, not messages");
+  if (r.echo && !r.prompt_token_ids.empty()) reject("echo needs a text prompt, not token ids");
 }
 
 void check_stop_strings(const std::vector<std::string>& stop) {
@@ -53,7 +62,7 @@ void check_stop_strings(const std::vector<std::string>& stop) {
 
 void request::validate(int32_t vocab_size, int32_t max_model_len) const {
   check_id(id);
-  check_input(*this);
+  check_input(*this, vocab_size);
   check_stop_strings(stop);
   if (priority < min_request_priority || priority > max_request_priority) {
     reject("priority must be in [" + std::to_string(min_request_priority) + ", " +

@@ -20,7 +20,8 @@ inline constexpr int64_t max_timeout_ms = 24LL * 60 * 60 * 1000;
 struct request {
   std::string id;                      // client-chosen; the WebSocket multiplexes on it
   std::string prompt;                  // a raw completion prompt, or
-  std::vector<chat_message> messages;  // a chat conversation: exactly one of the two is given
+  std::vector<int32_t> prompt_token_ids;  // one as token ids, fed as given (no BOS added), or
+  std::vector<chat_message> messages;  // a chat conversation: exactly one of the three is given
   sampling_params params;              // max_tokens caps the output; so does max_model_len
   int32_t priority = 0;                // lower runs first, in [min_request_priority, max_request_priority]
   std::vector<std::string> stop;       // stop strings; the matched one is not emitted

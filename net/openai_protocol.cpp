@@ -24,22 +24,49 @@ struct openai_extras {
   std::optional<int32_t> max_completion_tokens;
 };
 
-// prompt: a string, or OpenAI's batch form holding exactly one string.
-std::string read_prompt(value& v) {
-  if (json_read::type_of(v, "prompt") != json_type::array) return json_read::read_string(v, "prompt");
-  std::string prompt;
-  size_t num_prompts = 0;
-  json_read::for_each_element(json_read::read_array(v, "prompt"), "prompt", [&](size_t i, value& element) {
-    if (json_read::type_of(element, "prompt") != json_type::string) {
-      json_read::fail_request("prompt must be a string (token id prompts are not supported)", "prompt");
+// Token ids of a prompt: integers (their range is checked against the vocabulary later).
+void read_token_ids(value& v, std::string_view field, std::vector<int32_t>& ids) {
+  json_read::for_each_element(json_read::read_array(v, field), field, [&](size_t i, value& element) {
+    const std::string where = json_read::indexed(field, i);
+    if (json_read::type_of(element, where) != json_type::number) {
+      json_read::fail_request(std::string(where).append(" must be a token id (an integer)"), field);
     }
-    prompt = json_read::read_string(element, json_read::indexed("prompt", i));
-    ++num_prompts;
+    ids.push_back(json_read::read_int32(element, where));
   });
-  if (num_prompts != 1) {
-    json_read::fail_request("prompt must be one string (troupe takes one prompt per request)", "prompt");
+  if (ids.empty()) json_read::fail_request(std::string(field).append(" must not be empty"), field);
+}
+
+// prompt, in OpenAI's forms holding one prompt: a string, token ids, or a batch of one of
+// either ([string] or [[ids]]).
+void read_prompt(value& v, request& req) {
+  if (json_read::type_of(v, "prompt") != json_type::array) {
+    req.prompt = json_read::read_string(v, "prompt");
+    return;
   }
-  return prompt;
+  size_t num_prompts = 0;
+  bool is_token_ids = false;
+  json_read::for_each_element(json_read::read_array(v, "prompt"), "prompt", [&](size_t i, value& element) {
+    const std::string where = json_read::indexed("prompt", i);
+    const json_type type = json_read::type_of(element, where);
+    if (type == json_type::number && (num_prompts == 0 || is_token_ids)) {
+      is_token_ids = true;
+      num_prompts = 1;
+      req.prompt_token_ids.push_back(json_read::read_int32(element, where));
+      return;
+    }
+    if (is_token_ids) json_read::fail_request("prompt: token ids must all be integers", "prompt");
+    if (++num_prompts > 1) {
+      json_read::fail_request("prompt must be one prompt (troupe takes one prompt per request)", "prompt");
+    }
+    if (type == json_type::string) {
+      req.prompt = json_read::read_string(element, where);
+    } else if (type == json_type::array) {
+      read_token_ids(element, where, req.prompt_token_ids);
+    } else {
+      json_read::fail_request("prompt must be a string, token ids, or a list holding one of them", "prompt");
+    }
+  });
+  if (num_prompts != 1) json_read::fail_request("prompt must not be an empty list", "prompt");
 }
 
 void read_stream_options(value& v, openai_request& out) {
@@ -62,7 +89,7 @@ void read_endpoint_field(openai_endpoint ep, std::string_view key, value& v, ope
   request& req = out.req;
   if (ep == openai_endpoint::completions) {
     if (key == "prompt") {
-      req.prompt = read_prompt(v);
+      read_prompt(v, req);
       extras.has_input = true;
     } else if (key == "echo") {
       req.echo = json_read::read_bool(v, key);

@@ -34,6 +34,11 @@ def main():
         check(completion.usage.completion_tokens <= 12 and completion.usage.prompt_tokens > 0,
               "completions.create reports usage")
 
+        by_ids = client.completions.create(model=model, prompt=[1, 504, 3575, 282, 4649], max_tokens=4,
+                                           temperature=0)
+        check(by_ids.usage.prompt_tokens == 5 and by_ids.usage.completion_tokens > 0,
+              "a prompt of token ids is fed as given (5 ids, no BOS added)")
+
         messages = [{"role": "user", "content": "Name one colour of the rainbow."}]
         chat = client.chat.completions.create(model=model, messages=messages, max_tokens=24, temperature=0)
         whole = chat.choices[0].message.content

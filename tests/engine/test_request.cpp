@@ -128,6 +128,39 @@ TEST_CASE("prompt_tokens: a chat is rendered with the generation prompt and its 
   CHECK(ids.front() == 1);  // <|im_start|> as one control token
 }
 
+TEST_CASE("request: a token id prompt is one input, each id in the vocabulary, without echo") {
+  request r = valid_request();
+  r.prompt.clear();
+  r.prompt_token_ids = {5, 0, vocab_size - 1};
+  CHECK_NOTHROW(r.validate(vocab_size, max_model_len));
+  r.prompt_token_ids[1] = vocab_size;
+  CHECK(rejection(r) == "prompt[1] must be a token id in [0, 320), got 320");
+  r.prompt_token_ids[1] = -3;
+  CHECK(rejection(r) == "prompt[1] must be a token id in [0, 320), got -3");
+  r.prompt_token_ids[1] = 7;
+  r.prompt = "text too";
+  CHECK(starts_with(rejection(r), "prompt and messages"));
+  r.prompt.clear();
+  r.echo = true;
+  CHECK(rejection(r) == "echo needs a text prompt, not token ids");
+}
+
+TEST_CASE("prompt_tokens: token ids are fed as given, with no BOS added, and counted against the context") {
+  const gguf::file file = gguf::file::parse(test::make_tiny_llama());
+  const tokenizer tok = tokenizer::from_gguf(file);
+  const chat_template tmpl = chat_template::from_gguf(file);
+  request r = valid_request();
+  r.prompt.clear();
+  r.prompt_token_ids = {9, 8, 7};
+  CHECK(prompt_tokens(r, tok, tmpl, max_model_len) == r.prompt_token_ids);
+  try {
+    prompt_tokens(r, tok, tmpl, 3);
+    FAIL("three ids with max_model_len 3 were accepted");
+  } catch (const error& e) {
+    CHECK(e.code() == error_code::context_overflow);
+  }
+}
+
 TEST_CASE("prompt_tokens: a raw prompt's marker text stays text") {
   const gguf::file file = gguf::file::parse(test::make_tiny_llama());
   const tokenizer tok = tokenizer::from_gguf(file);

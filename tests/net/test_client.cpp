@@ -141,7 +141,7 @@ server_fixture::server_fixture(engine_options options, net::server_options serve
   m.ffn_dim = 768;
   m.num_layers = 4;
   auto file = std::make_shared<const gguf::file>(gguf::file::parse(make_tiny_llama(m)));
-  auto model = model_bundle::load(file, 2048);
+  model = model_bundle::load(file, 2048);
   cpu::cpu_backend_options o;
   o.num_threads = 1;
   o.num_blocks = 1024;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "actors/engine.hpp"
+#include "actors/model_bundle.hpp"
 #include "net/bridge.hpp"
 #include "net/server.hpp"
 
@@ -65,6 +66,7 @@ struct server_fixture {
   // Polls until no request is in flight and no KV block is held; false after timeout.
   bool wait_idle(std::chrono::milliseconds timeout = std::chrono::seconds(60));
 
+  std::shared_ptr<const model_bundle> model;  // its tokenizer, for tests that send token ids
   caf::actor_system_config cfg;
   std::unique_ptr<caf::actor_system> sys;
   std::unique_ptr<engine> eng;

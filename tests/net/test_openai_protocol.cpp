@@ -151,14 +151,33 @@ TEST_CASE("openai parse: completion logprobs is the number of alternatives, 0 me
   CHECK(refusal(completions, completion_with(R"("logprobs":true)")).param == "logprobs");
 }
 
-TEST_CASE("openai parse: the prompt is a string or a batch of exactly one string") {
+TEST_CASE("openai parse: the prompt is a string, token ids, or a batch of exactly one of them") {
   CHECK(parsed(completions, R"({"prompt":["only one"]})").req.prompt == "only one");
   CHECK(contains(refusal(completions, R"({"prompt":["a","b"]})").message, "one prompt per request"));
-  CHECK(contains(refusal(completions, R"({"prompt":[1,2,3]})").message, "token id prompts are not supported"));
   CHECK(refusal(completions, R"({"prompt":[]})").param == "prompt");
   CHECK(refusal(completions, R"({"prompt":5})").param == "prompt");
   CHECK(refusal(completions, R"({"model":"m"})").param == "prompt");
   CHECK(refusal(completions, R"({"prompt":null})").param == "prompt");
+}
+
+TEST_CASE("openai parse: a token id prompt is taken as given, flat or as a batch of one") {
+  const std::vector<int32_t> ids{1, 2, 3};
+  CHECK(parsed(completions, R"({"prompt":[1,2,3]})").req.prompt_token_ids == ids);
+  CHECK(parsed(completions, R"({"prompt":[[1,2,3]]})").req.prompt_token_ids == ids);
+  CHECK(parsed(completions, R"({"prompt":[1,2,3]})").req.prompt.empty());
+  CHECK(contains(refusal(completions, R"({"prompt":[[1,2],[3]]})").message, "one prompt per request"));
+  CHECK(contains(refusal(completions, R"({"prompt":["a",[3]]})").message, "one prompt per request"));
+  CHECK(contains(refusal(completions, R"({"prompt":[1,"a"]})").message, "token ids must all be integers"));
+  CHECK(contains(refusal(completions, R"({"prompt":[[1,"a"]]})").message, "prompt[0][1] must be a token id"));
+  CHECK(contains(refusal(completions, R"({"prompt":[[]]})").message, "prompt[0] must not be empty"));
+  CHECK(contains(refusal(completions, R"({"prompt":[1.5]})").message, "prompt[0]"));
+  CHECK(contains(refusal(completions, R"({"prompt":[true]})").message, "must be a string, token ids"));
+  // Each id must be in the vocabulary, and echo wants text.
+  const api_error outside = refusal(completions, R"({"prompt":[1,-1]})");
+  CHECK(outside.param == "prompt");
+  CHECK(contains(outside.message, "prompt[1] must be a token id in [0, "));
+  CHECK(contains(refusal(completions, R"({"prompt":[1,99999999]})").message, "got 99999999"));
+  CHECK(contains(refusal(completions, R"({"prompt":[1,2],"echo":true})").message, "echo needs a text prompt"));
 }
 
 TEST_CASE("openai parse: a chat body with logprobs and top_logprobs") {

@@ -201,6 +201,28 @@ TEST_CASE("a streamed completion is server-sent events ending in [DONE], with us
   CHECK(std::string_view(w.root["choices"].at(0)["finish_reason"]) == "length");
 }
 
+TEST_CASE("a prompt given as token ids answers as its text does, and ids outside the vocabulary are 400") {
+  server_fixture f;
+  const std::string text = "once upon a time";
+  std::string ids;
+  for (const int32_t id : f.model->tok.encode(text, true, false)) {
+    if (!ids.empty()) ids += ',';
+    ids += std::to_string(id);
+  }
+  const std::string rest = R"(,"max_tokens":12,"temperature":0,"ignore_eos":true})";
+  auto by_text = http_call(f.port(), verb::post, "/v1/completions", R"({"prompt":")" + text + "\"" + rest);
+  auto by_ids = http_call(f.port(), verb::post, "/v1/completions", R"({"prompt":[)" + ids + "]" + rest);
+  REQUIRE(by_text.status == 200);
+  REQUIRE(by_ids.status == 200);
+  json t(by_text.body);
+  json i(by_ids.body);
+  CHECK(std::string_view(i.root["choices"].at(0)["text"]) == std::string_view(t.root["choices"].at(0)["text"]));
+  CHECK(int64_t(i.root["usage"]["prompt_tokens"]) == int64_t(t.root["usage"]["prompt_tokens"]));
+  auto outside = http_call(f.port(), verb::post, "/v1/completions", R"({"prompt":[1,2,1000000]})");
+  CHECK(outside.status == 400);
+  CHECK(error_code_of(outside) == "invalid_request");
+}
+
 TEST_CASE("a client that disconnects mid-answer stops its request and frees its blocks") {
   server_fixture f;
   const std::string client_gone = R"(troupe_front_door_cancelled_total{reason="client_gone"})";
