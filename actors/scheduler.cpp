@@ -103,6 +103,9 @@ void send_step(scheduler_self self) {
   for (uint64_t id : step.preempted) {
     if (auto it = st.owners.find(id); it != st.owners.end()) self->send(it->second, atoms::preempt_atom::value, id);
   }
+  // The blocks this step reserves are held while it runs (a long prefill step would
+  // otherwise leave the gauges showing the pool as it was before it).
+  publish_state(self);
   step_sample sample;
   sample.num_sequences = static_cast<int32_t>(step.plan.sequences.size());
   sample.num_tokens = step.num_scheduled_tokens;

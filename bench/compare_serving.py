@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Serving throughput, troupe vs llama.cpp's llama-server, both over loopback HTTP, in one run.
 
-For each concurrency N (default 1,4,16,32,64): N streams, each a distinct ~128-token prompt
-and 128 generated tokens (greedy, end-of-generation ignored), all started at once, through
+For each concurrency N (default 1,4,16,32,64): N streams, each a distinct prompt of exactly
+128 tokens (sent as token ids, which both servers feed as given) and 128 generated tokens (greedy, end-of-generation ignored), all started at once, through
 the OpenAI-compatible POST /v1/completions with stream:true on both servers (the same client
 code, the same prompts, the same model file, the same thread count):
   troupe:    `troupe serve --threads T --max-num-seqs <max N>`
@@ -45,16 +45,14 @@ def percentile(values, p):
     return v[min(len(v) - 1, int(p * (len(v) - 1) + 0.5))]
 
 
-WORDS = ("river stone cloud garden market lantern orchard silver harbor meadow engine window "
-         "candle forest bridge mirror valley thunder paper castle").split()
-
-
-def prompt_text(key, n):
-    # Distinct and deterministic per key (no two streams, and no two points, share a prefix
-    # that a prefix cache could reuse); common English words are about one token each, and
-    # both servers tokenize the same text with the same vocabulary.
+def prompt_ids(key, n):
+    # Exactly n token ids, distinct and deterministic per key (no two streams, and no two
+    # points, share a prefix that a prefix cache could reuse), from the ordinary middle of the
+    # vocabulary (no control tokens). Token ids, not text: the prompt length is what the
+    # benchmark says it is (text of "128 words" is 129-130 tokens for this tokenizer, and KV
+    # block use depends on the exact length), and both servers see the same tokens.
     rng = random.Random(key)
-    return f"{key}: " + " ".join(rng.choice(WORDS) for _ in range(n - 4))
+    return [rng.randrange(1000, 40000) for _ in range(n)]
 
 
 def one_stream(port, prompt, n_gen, out, idx):
@@ -69,6 +67,7 @@ def one_stream(port, prompt, n_gen, out, idx):
     first = None
     chunks = 0
     usage_tokens = None
+    prompt_tokens = None
     for raw in resp:
         line = raw.decode("utf-8", "replace").strip()
         if not line.startswith("data:"):
@@ -79,12 +78,15 @@ def one_stream(port, prompt, n_gen, out, idx):
         msg = json.loads(data)
         if msg.get("usage"):
             usage_tokens = msg["usage"].get("completion_tokens")
+            prompt_tokens = msg["usage"].get("prompt_tokens")
         for c in msg.get("choices") or []:
             if c.get("text"):
                 chunks += 1
                 if first is None:
                     first = time.monotonic() - start
     conn.close()
+    if prompt_tokens is not None and prompt_tokens != len(prompt):
+        raise RuntimeError(f"the server counted {prompt_tokens} prompt tokens for {len(prompt)} token ids")
     out[idx] = (first or 0.0, usage_tokens if usage_tokens is not None else chunks)
 
 
@@ -107,7 +109,7 @@ def run_streams(port, streams, n_prompt, n_gen, name, sampler=None):
     results = {}
     for n in streams:
         out = [None] * n
-        threads_ = [threading.Thread(target=one_stream, args=(port, prompt_text(f"{n}-{i}", n_prompt), n_gen, out, i))
+        threads_ = [threading.Thread(target=one_stream, args=(port, prompt_ids(f"{n}-{i}", n_prompt), n_gen, out, i))
                     for i in range(n)]
         if sampler:
             sampler.begin()
