@@ -27,6 +27,10 @@ struct batcher_state {
     return n;
   }
   int64_t armed_deadline_ms = -1;  // the timer already set, -1 when none
+  std::shared_ptr<serving_metrics> metrics;  // null: none
+  void publish() const {
+    if (metrics) metrics->on_batching(static_cast<int32_t>(held.size()));
+  }
   static inline const char* name = "troupe.batcher";
 };
 
@@ -48,6 +52,7 @@ void release_ready(batcher_self self) {
     st.unacknowledged_batch_sizes.push_back(static_cast<int32_t>(batch->size()));
     self->send(st.scheduler, atoms::batch_atom::value, pending_batch_ptr(std::move(batch)));
   }
+  st.publish();
   if (const auto deadline = st.policy->next_deadline_ms(); deadline && *deadline != st.armed_deadline_ms) {
     st.armed_deadline_ms = *deadline;
     self->delayed_send(self, std::chrono::milliseconds(std::max<int64_t>(0, *deadline - now)),
@@ -55,9 +60,11 @@ void release_ready(batcher_self self) {
   }
 }
 
-caf::behavior batcher(batcher_self self, scheduler_config config, caf::actor scheduler) {
+caf::behavior batcher(batcher_self self, scheduler_config config, caf::actor scheduler,
+                      std::shared_ptr<serving_metrics> metrics) {
   self->state.policy.emplace(config);
   self->state.scheduler = std::move(scheduler);
+  self->state.metrics = std::move(metrics);
   return {
       [=](atoms::enqueue_atom, const pending_sequence_ptr& p) {
         auto& st = self->state;
@@ -74,6 +81,7 @@ caf::behavior batcher(batcher_self self, scheduler_config config, caf::actor sch
         auto& st = self->state;
         if (st.policy->remove(seq_id)) {
           st.held.erase(seq_id);
+          st.publish();
           return;
         }
         // Already released: messages between two actors keep their order, so the abort
@@ -95,8 +103,9 @@ caf::behavior batcher(batcher_self self, scheduler_config config, caf::actor sch
 
 }  // namespace
 
-caf::actor spawn_batcher(caf::actor_system& sys, const scheduler_config& config, caf::actor scheduler) {
-  return sys.spawn(batcher, config, std::move(scheduler));
+caf::actor spawn_batcher(caf::actor_system& sys, const scheduler_config& config, caf::actor scheduler,
+                         std::shared_ptr<serving_metrics> metrics) {
+  return sys.spawn(batcher, config, std::move(scheduler), std::move(metrics));
 }
 
 }  // namespace troupe

@@ -9,10 +9,15 @@
 #pragma once
 #include <caf/all.hpp>
 
+#include <memory>
+
 #include "engine/scheduler_config.hpp"
+#include "engine/serving_metrics.hpp"
 
 namespace troupe {
 
-caf::actor spawn_batcher(caf::actor_system& sys, const scheduler_config& config, caf::actor scheduler);
+// metrics (may be null) gets the number of requests held after every change.
+caf::actor spawn_batcher(caf::actor_system& sys, const scheduler_config& config, caf::actor scheduler,
+                         std::shared_ptr<serving_metrics> metrics = nullptr);
 
 }  // namespace troupe

@@ -106,7 +106,7 @@ engine::engine(caf::actor_system& sys, std::shared_ptr<const model_bundle> model
   };
   scheduler_ = spawn_scheduler(sys, scheduling_, blocks, model_->tok.eog_ids(), std::move(make_worker),
                                serving_metrics_);
-  batcher_ = spawn_batcher(sys, scheduling_, scheduler_);
+  batcher_ = spawn_batcher(sys, scheduling_, scheduler_, serving_metrics_);
   set_batcher(scheduler_, batcher_);
 }
 

@@ -86,6 +86,9 @@ serving_metrics::serving_metrics(std::shared_ptr<metrics_registry> registry) : r
 
   running_ = r.gauge("troupe_num_requests_running", "Sequences in the running batch.");
   waiting_ = r.gauge("troupe_num_requests_waiting", "Sequences queued in the scheduler (not yet running).");
+  batching_ = r.gauge("troupe_num_requests_batching",
+                      "Requests held by the batcher (dynamic batching), not yet handed to the scheduler; "
+                      "waiting for a slot in all: this plus troupe_num_requests_waiting.");
   swapped_ = r.gauge("troupe_num_requests_swapped", "Sequences preempted to host memory.");
   const char* blocks_help = "KV cache blocks by state: used by sequences, cached (evictable prefix KV), free.";
   blocks_used_ = r.gauge("troupe_kv_cache_blocks", blocks_help, {{"state", "used"}});
@@ -163,6 +166,8 @@ void serving_metrics::on_blocks(const block_manager_stats& stats) {
   num_prefix_hits_seen_ = stats.num_prefix_hit_tokens;
   prefix_hit_ratio_->set(stats.prefix_hit_ratio());
 }
+
+void serving_metrics::on_batching(int32_t num_held) { batching_->set(num_held); }
 
 void serving_metrics::on_idle() {
   busy_ratio_->set(0.0);

@@ -43,6 +43,9 @@ class serving_metrics {
   // Nothing can run: the worker's busy ratio is 0 until the next step.
   void on_idle();
 
+  // From the batcher actor: requests it holds, not yet handed to the scheduler.
+  void on_batching(int32_t num_held);
+
   const std::shared_ptr<metrics_registry>& registry() const { return registry_; }
 
  private:
@@ -70,6 +73,7 @@ class serving_metrics {
 
   gauge_metric* running_;
   gauge_metric* waiting_;
+  gauge_metric* batching_;
   gauge_metric* swapped_;
   gauge_metric* blocks_used_;
   gauge_metric* blocks_cached_;

@@ -24,18 +24,6 @@ struct openai_extras {
   std::optional<int32_t> max_completion_tokens;
 };
 
-// Token ids of a prompt: integers (their range is checked against the vocabulary later).
-void read_token_ids(value& v, std::string_view field, std::vector<int32_t>& ids) {
-  json_read::for_each_element(json_read::read_array(v, field), field, [&](size_t i, value& element) {
-    const std::string where = json_read::indexed(field, i);
-    if (json_read::type_of(element, where) != json_type::number) {
-      json_read::fail_request(std::string(where).append(" must be a token id (an integer)"), field);
-    }
-    ids.push_back(json_read::read_int32(element, where));
-  });
-  if (ids.empty()) json_read::fail_request(std::string(field).append(" must not be empty"), field);
-}
-
 // prompt, in OpenAI's forms holding one prompt: a string, token ids, or a batch of one of
 // either ([string] or [[ids]]).
 void read_prompt(value& v, request& req) {
@@ -61,7 +49,7 @@ void read_prompt(value& v, request& req) {
     if (type == json_type::string) {
       req.prompt = json_read::read_string(element, where);
     } else if (type == json_type::array) {
-      read_token_ids(element, where, req.prompt_token_ids);
+      request_fields::read_token_ids(element, where, req.prompt_token_ids);
     } else {
       json_read::fail_request("prompt must be a string, token ids, or a list holding one of them", "prompt");
     }

@@ -156,6 +156,18 @@ std::vector<chat_message> read_messages(value& v) {
   return messages;
 }
 
+void read_token_ids(value& v, std::string_view field, std::vector<int32_t>& ids) {
+  const std::string_view param = field.substr(0, field.find('['));
+  json_read::for_each_element(json_read::read_array(v, field), field, [&](size_t i, value& element) {
+    const std::string where = json_read::indexed(field, i);
+    if (json_read::type_of(element, where) != simdjson::ondemand::json_type::number) {
+      json_read::fail_request(std::string(where).append(" must be a token id (an integer)"), param);
+    }
+    ids.push_back(json_read::read_int32(element, where));
+  });
+  if (ids.empty()) json_read::fail_request(std::string(field).append(" must not be empty"), param);
+}
+
 void validate(const request& req, const parse_limits& limits, std::string_view num_logprobs_name) {
   try {
     req.validate(limits.vocab_size, limits.max_model_len);

@@ -19,6 +19,10 @@ bool read_shared_field(std::string_view key, json_read::value& v, request& req);
 // "text": string}], "name": ignored}]. developer becomes system.
 std::vector<chat_message> read_messages(json_read::value& v);
 
+// A prompt as token ids: a non-empty array of integers, appended to ids (their range is
+// checked against the vocabulary by validate).
+void read_token_ids(json_read::value& v, std::string_view field, std::vector<int32_t>& ids);
+
 // Runs request::validate. Its troupe::error becomes a parse_failure whose message and param
 // use the wire's name for the number of alternatives (num_logprobs_name).
 void validate(const request& req, const parse_limits& limits, std::string_view num_logprobs_name);

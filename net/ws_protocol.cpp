@@ -26,7 +26,13 @@ struct frame_fields {
 // The generate fields that are not shared with the OpenAI endpoints.
 bool read_generate_field(std::string_view key, value& v, request& req) {
   if (key == "prompt") {
-    if (!json_read::is_null(v, key)) req.prompt = json_read::read_string(v, key);
+    if (json_read::is_null(v, key)) return true;
+    // Text, or token ids fed as given (as on /v1/completions).
+    if (json_read::type_of(v, key) == simdjson::ondemand::json_type::array) {
+      request_fields::read_token_ids(v, key, req.prompt_token_ids);
+    } else {
+      req.prompt = json_read::read_string(v, key);
+    }
   } else if (key == "messages") {
     if (!json_read::is_null(v, key)) req.messages = request_fields::read_messages(v);
   } else if (key == "logprobs") {

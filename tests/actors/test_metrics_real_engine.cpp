@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <thread>
 
 #include "actors/engine.hpp"
 #include "cpu/cpu_backend.hpp"
@@ -39,7 +40,8 @@ class last_event_sink : public event_sink {
 };
 
 struct fixture {
-  explicit fixture(bool enable_prefix_caching, std::shared_ptr<metrics_registry> registry = nullptr) {
+  explicit fixture(bool enable_prefix_caching, std::shared_ptr<metrics_registry> registry = nullptr,
+                   int32_t max_batch_size = 0, int64_t max_wait_ms = 0) {
     auto file = std::make_shared<const gguf::file>(gguf::file::parse(test::make_tiny_llama()));
     model = model_bundle::load(file, 256);
     cpu::cpu_backend_options o;
@@ -54,6 +56,10 @@ struct fixture {
     eo.scheduling.max_num_seqs = 8;  // 12 requests: some wait for a slot
     eo.scheduling.max_num_batched_tokens = 64;
     eo.metrics = std::move(registry);
+    if (max_batch_size > 0) {
+      eo.scheduling.max_batch_size = max_batch_size;
+      eo.scheduling.max_wait_ms = max_wait_ms;
+    }
     eng = std::make_unique<engine>(*sys, model, backend, eo);
   }
   ~fixture() {
@@ -186,4 +192,22 @@ TEST_CASE("engine metrics: a registry passed in carries the engine's metrics bes
   const auto text = registry->render_prometheus();
   CHECK(text.find("troupe_http_requests_total{route=\"/v1/completions\"} 1\n") != std::string::npos);
   CHECK(text.find("troupe_request_success_total{finished_reason=\"length\"} 1\n") != std::string::npos);
+}
+
+TEST_CASE("engine metrics: requests held by the batcher show in troupe_num_requests_batching until released") {
+  // Released when 3 have arrived (the hour-long wait never ends a batch here).
+  fixture f(false, nullptr, 3, 3'600'000);
+  auto sink = std::make_shared<last_event_sink>();
+  const auto batching = [&] { return f.gauge("troupe_num_requests_batching"); };
+  const auto eventually = [&](double want) {
+    for (int i = 0; i < 1000 && batching() != want; ++i) std::this_thread::sleep_for(10ms);
+    return batching() == want;
+  };
+  f.eng->submit(make("a", "hello", 2), sink);
+  f.eng->submit(make("b", "hello there", 2), sink);
+  CHECK(eventually(2));
+  f.eng->submit(make("c", "hello again", 2), sink);
+  REQUIRE(sink->wait_for(3));
+  CHECK(batching() == 0);
+  CHECK(sink->done.size() == 3);
 }

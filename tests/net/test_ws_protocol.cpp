@@ -265,6 +265,17 @@ TEST_CASE("ws parse: exactly one of prompt and messages") {
   CHECK(contains(both.message, "give one of them, not both"));
 }
 
+TEST_CASE("ws parse: a prompt may be token ids, each checked against the vocabulary") {
+  const request r = parsed_request(R"({"type":"generate","id":"a","prompt":[5,6,7]})");
+  CHECK(r.prompt.empty());
+  CHECK(r.prompt_token_ids == std::vector<int32_t>{5, 6, 7});
+  CHECK(contains(refusal(R"({"type":"generate","id":"a","prompt":[]})").message, "prompt must not be empty"));
+  const api_error text_in_ids = refusal(R"({"type":"generate","id":"a","prompt":[5,"x"]})");
+  CHECK(text_in_ids.param == "prompt");
+  CHECK(contains(text_in_ids.message, "prompt[1] must be a token id"));
+  CHECK(contains(refusal(R"({"type":"generate","id":"a","prompt":[5,1000]})").message, "prompt[1] must be a token id in [0, 1000)"));
+}
+
 TEST_CASE("ws parse: an unknown field is named, with the frame's id") {
   const ws_parse_result r = parse_ws_message(generate_with(R"("temprature":0.5)"), test_limits);
   REQUIRE(r.error);
