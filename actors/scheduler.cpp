@@ -79,33 +79,27 @@ void report_waiting(scheduler_self self) {
 }
 
 void kick(scheduler_self self);
+void on_step_back(scheduler_self self, step_sample sample, clock_type::time_point sent, const step_result_ptr& result);
+
+// What a planned step tells the request actors: sent after the step itself has gone to the
+// worker, and after the previous step's tokens (a sequence preempted now may have had a
+// token from the step before).
+struct step_notices {
+  std::vector<uint64_t> started;
+  std::vector<uint64_t> resumed;
+  std::vector<uint64_t> preempted;
+};
 
 // Plans the next step and sends it to the worker, unless nothing can run.
-void send_step(scheduler_self self) {
+step_notices send_step(scheduler_self self) {
   auto& st = self->state;
   const auto plan_start = clock_type::now();
   auto step = st.policy->schedule(now_ms(self));
   if (step.is_empty()) {
     if (st.metrics) st.metrics->on_idle();
-    return;
+    return {};
   }
   if (st.metrics) st.metrics->on_preemptions(static_cast<int64_t>(step.preempted.size()));
-  for (uint64_t id : step.started) {
-    if (auto it = st.owners.find(id); it != st.owners.end()) {
-      self->send(it->second, atoms::started_atom::value, id, st.blocks->num_reused_prefix_tokens(id));
-    }
-  }
-  for (uint64_t id : step.resumed) {
-    if (auto it = st.owners.find(id); it != st.owners.end()) {
-      self->send(it->second, atoms::started_atom::value, id, int32_t{-1});
-    }
-  }
-  for (uint64_t id : step.preempted) {
-    if (auto it = st.owners.find(id); it != st.owners.end()) self->send(it->second, atoms::preempt_atom::value, id);
-  }
-  // The blocks this step reserves are held while it runs (a long prefill step would
-  // otherwise leave the gauges showing the pool as it was before it).
-  publish_state(self);
   step_sample sample;
   sample.num_sequences = static_cast<int32_t>(step.plan.sequences.size());
   sample.num_tokens = step.num_scheduled_tokens;
@@ -114,39 +108,62 @@ void send_step(scheduler_self self) {
   request->ops = std::move(step.ops);
   request->plan = std::move(step.plan);
   const auto sent = clock_type::now();
-  add_overhead(self, seconds_between(plan_start, sent));
   self->request(st.worker, caf::infinite, atoms::step_atom::value, step_request_ptr(std::move(request)))
-      .then(
-          [=](const step_result_ptr& result) mutable {
-            auto& st = self->state;
-            const auto back = clock_type::now();
-            st.busy_seconds += seconds_between(sent, back);
-            if (st.metrics) {
-              sample.sent_seconds = clock_seconds(sent);
-              sample.back_seconds = clock_seconds(back);
-              st.metrics->on_step(sample);
-            }
-            auto events = st.policy->on_step_done(*result);
-            // Before the events go out: a client that has seen its request end finds it
-            // gone from the gauges too.
-            publish_state(self);
-            fan_out(self, events);
-            report_waiting(self);
-            // Before kick, which counts its own planning (counting it here too would
-            // double it, and the time after it sends overlaps the worker's next step).
-            add_overhead(self, seconds_between(back, clock_type::now()));
-            kick(self);
-          },
-          [=](caf::error& err) {
-            fan_out(self, self->state.policy->on_step_failed(self->system().render(err)));
-            report_waiting(self);
-            kick(self);
-          });
+      .then([=](const step_result_ptr& result) { on_step_back(self, sample, sent, result); },
+            [=](caf::error& err) {
+              fan_out(self, self->state.policy->on_step_failed(self->system().render(err)));
+              report_waiting(self);
+              kick(self);
+            });
+  add_overhead(self, seconds_between(plan_start, sent));
+  return {std::move(step.started), std::move(step.resumed), std::move(step.preempted)};
+}
+
+void send_notices(scheduler_self self, const step_notices& n) {
+  auto& st = self->state;
+  for (uint64_t id : n.started) {
+    if (auto it = st.owners.find(id); it != st.owners.end()) {
+      self->send(it->second, atoms::started_atom::value, id, st.blocks->num_reused_prefix_tokens(id));
+    }
+  }
+  for (uint64_t id : n.resumed) {
+    if (auto it = st.owners.find(id); it != st.owners.end()) {
+      self->send(it->second, atoms::started_atom::value, id, int32_t{-1});
+    }
+  }
+  for (uint64_t id : n.preempted) {
+    if (auto it = st.owners.find(id); it != st.owners.end()) self->send(it->second, atoms::preempt_atom::value, id);
+  }
+}
+
+// A step came back: apply it, send the next one at once (the worker should not wait for
+// the fan-out), then the tokens, the new step's notices and the gauges.
+void on_step_back(scheduler_self self, step_sample sample, clock_type::time_point sent, const step_result_ptr& result) {
+  auto& st = self->state;
+  const auto back = clock_type::now();
+  st.busy_seconds += seconds_between(sent, back);
+  if (st.metrics) {
+    sample.sent_seconds = clock_seconds(sent);
+    sample.back_seconds = clock_seconds(back);
+    st.metrics->on_step(sample);
+  }
+  auto events = st.policy->on_step_done(*result);
+  // Counted apart from send_step's planning, which counts itself.
+  add_overhead(self, seconds_between(back, clock_type::now()));
+  const step_notices notices = send_step(self);
+  const auto after_send = clock_type::now();
+  // Before the events go out: a client that has seen its request end finds it gone from the
+  // gauges too.
+  publish_state(self);
+  fan_out(self, events);
+  send_notices(self, notices);
+  report_waiting(self);
+  add_overhead(self, seconds_between(after_send, clock_type::now()));
 }
 
 // Sends the next step unless one is in flight, and brings the gauges up to date.
 void kick(scheduler_self self) {
-  if (!self->state.policy->is_step_in_flight()) send_step(self);
+  if (!self->state.policy->is_step_in_flight()) send_notices(self, send_step(self));
   publish_state(self);
 }
 

@@ -148,7 +148,8 @@ void scheduler_policy::preempt_for_priority(step_builder& b, const std::vector<s
 
 void scheduler_policy::schedule_running(step_builder& b) {
   auto by_rank = [this](uint64_t x, uint64_t y) { return is_ranked_before(sequences_.at(x), sequences_.at(y)); };
-  std::sort(running_.begin(), running_.end(), by_rank);
+  if (!is_running_sorted_) std::sort(running_.begin(), running_.end(), by_rank);
+  is_running_sorted_ = true;
   // Token shares: every decode its one token first, then prefill chunks in rank order.
   for (uint64_t id : running_) {
     if (sequences_.at(id).is_decoding() && b.budget > 0) {
@@ -200,6 +201,7 @@ void scheduler_policy::schedule_swapped(step_builder& b) {
     append(b.out.ops, kv_.swap_in(id));
     seq.transition_to(sequence_state::running);
     running_.push_back(id);
+    is_running_sorted_ = false;
     b.out.resumed.push_back(id);
     // Swapped back in but no room to grow: it stays running and competes next step.
     const int32_t target = seq.num_computed_tokens + n;
@@ -226,6 +228,7 @@ void scheduler_policy::schedule_waiting(step_builder& b, const std::vector<std::
     seq.admitted_priority = priority;
     seq.transition_to(sequence_state::running);
     running_.push_back(id);
+    is_running_sorted_ = false;
     (seq.num_preemptions == 0 ? b.out.started : b.out.resumed).push_back(id);
     b.entries.push_back({id, n});
     b.budget -= n;

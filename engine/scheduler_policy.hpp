@@ -130,6 +130,9 @@ class scheduler_policy {
   std::unordered_map<uint64_t, sequence> sequences_;  // live ones
   std::vector<uint64_t> waiting_;
   std::vector<uint64_t> running_;
+  // A running sequence's rank (admitted priority, arrival) never changes and removals keep
+  // the order, so running_ is sorted again only after an admission or a resume.
+  bool is_running_sorted_ = true;
   std::vector<uint64_t> swapped_;
   std::vector<step_entry> in_flight_;
   std::vector<uint64_t> releases_after_step_;  // aborted while their step was in flight
