@@ -104,6 +104,11 @@ step_notices send_step(scheduler_self self) {
   sample.num_sequences = static_cast<int32_t>(step.plan.sequences.size());
   sample.num_tokens = step.num_scheduled_tokens;
   sample.token_budget = step.token_budget;
+  if (st.metrics) {
+    const slot_usage slots = st.blocks->count_slots();  // as the step holds them while it runs
+    sample.num_reserved_slots = slots.num_reserved;
+    sample.num_unused_slots = slots.num_unused;
+  }
   auto request = std::make_shared<step_request>();
   request->ops = std::move(step.ops);
   request->plan = std::move(step.plan);

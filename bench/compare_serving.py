@@ -9,7 +9,8 @@ code, the same prompts, the same model file, the same thread count):
   llama.cpp: `llama-server -np <max N> -t T -cb` (continuous batching, built by
              bench/build_llama_cpp.sh from the sources llama-cpp-python vendors)
 While troupe runs, its /metrics is sampled every 50 ms: KV waste (reserved but unused slots
-over reserved slots; the mean over the samples taken while sequences ran, and the largest) and the scheduler's own time as a share of the
+over reserved slots: time-weighted over the point from the engine's slot-second counters, and
+the largest instantaneous value sampled) and the scheduler's own time as a share of the
 worker's step time (actor/scheduling overhead).
 
 Prints a table of output tokens/s and time to first token p50/p99 for both, with ratios,
@@ -174,7 +175,14 @@ class metrics_sampler:
         overhead = (end.get("troupe_scheduler_overhead_seconds_total", 0)
                     - self.start.get("troupe_scheduler_overhead_seconds_total", 0))
         mean_waste = sum(self.wastes) / len(self.wastes) if self.wastes else 0.0
-        return {"kv_waste_mean": mean_waste, "kv_waste_max": max(self.wastes, default=0.0),
+        # Time-weighted: of the KV slot-seconds sequences held during the point's steps, the
+        # share that held no token (counted by the engine at every step).
+        reserved = (end.get("troupe_kv_cache_reserved_slot_seconds_total", 0)
+                    - self.start.get("troupe_kv_cache_reserved_slot_seconds_total", 0))
+        unused = (end.get("troupe_kv_cache_unused_slot_seconds_total", 0)
+                  - self.start.get("troupe_kv_cache_unused_slot_seconds_total", 0))
+        return {"kv_waste": unused / reserved if reserved > 0 else 0.0,
+                "kv_waste_sample_mean": mean_waste, "kv_waste_max": max(self.wastes, default=0.0),
                 "sched_overhead": overhead / busy if busy > 0 else 0.0}
 
 
@@ -229,13 +237,13 @@ def main():
     llama = run_llama(args.llama_server, args.model, args.threads, streams, args.prompt, args.gen)
     print(f"serving: prompt {args.prompt}, output {args.gen} tokens per stream, {args.threads} threads")
     print(f"{'streams':>7} | {'troupe tok/s':>12} {'llama tok/s':>11} {'ratio':>6} | "
-          f"{'TTFT p50 ms t/l':>17} | {'TTFT p99 ms t/l':>17} | {'KV waste mean/max':>17} {'sched ovh':>9}")
+          f"{'TTFT p50 ms t/l':>17} | {'TTFT p99 ms t/l':>17} | {'KV waste time/max':>17} {'sched ovh':>9}")
     for n in streams:
         t, l = troupe[n], llama[n]
         print(f"{n:>7} | {t['output_tok_s']:>12.1f} {l['output_tok_s']:>11.1f} "
               f"{t['output_tok_s'] / max(l['output_tok_s'], 1e-9):>6.2f} | "
               f"{t['ttft_p50_ms']:>8.0f}/{l['ttft_p50_ms']:<8.0f} | {t['ttft_p99_ms']:>8.0f}/{l['ttft_p99_ms']:<8.0f} | "
-              f"{100 * t['kv_waste_mean']:>7.2f}%/{100 * t['kv_waste_max']:>6.2f}%  {100 * t['sched_overhead']:>8.2f}%")
+              f"{100 * t['kv_waste']:>7.2f}%/{100 * t['kv_waste_max']:>6.2f}%  {100 * t['sched_overhead']:>8.2f}%")
     print("RESULT " + json.dumps({"troupe": troupe, "llama_cpp": llama, "threads": args.threads}))
 
 

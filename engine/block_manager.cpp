@@ -425,6 +425,26 @@ kv_operations block_manager::swap_in(uint64_t seq_id) {
 
 // ---- stats --------------------------------------------------------------------------------
 
+slot_usage block_manager::count_slots() const {
+  slot_usage u;
+  const int32_t num_used_blocks = num_blocks_ - num_lru_blocks_ - static_cast<int32_t>(free_blocks_.size());
+  u.num_reserved = static_cast<int64_t>(num_used_blocks) * block_size_;
+  // Only last blocks can be partly empty; a forked one is shared, so count each block once.
+  std::unordered_map<int32_t, int32_t> shared_tails;
+  for (const auto& [id, seq] : seqs_) {
+    const int32_t num_in_last = seq.num_tokens % block_size_;
+    if (seq.is_swapped || num_in_last == 0) continue;
+    const int32_t last = seq.blocks.back();
+    if (block_states_[static_cast<size_t>(last)].ref_count > 1) {
+      shared_tails[last] = block_size_ - num_in_last;
+    } else {
+      u.num_unused += block_size_ - num_in_last;
+    }
+  }
+  for (const auto& [block, num_unused] : shared_tails) u.num_unused += num_unused;
+  return u;
+}
+
 block_manager_stats block_manager::stats() const {
   block_manager_stats s;
   s.num_total_blocks = num_blocks_;
@@ -436,20 +456,9 @@ block_manager_stats block_manager::stats() const {
   s.num_prefix_query_tokens = num_prefix_query_tokens_;
   s.num_prefix_hit_tokens = num_prefix_hit_tokens_;
   s.num_evicted_blocks = num_evicted_blocks_;
-  s.num_reserved_slots = static_cast<int64_t>(s.num_used_blocks) * block_size_;
-  // Only last blocks can be partly empty; a forked one is shared, so count each block once.
-  std::unordered_map<int32_t, int32_t> shared_tails;
-  for (const auto& [id, seq] : seqs_) {
-    const int32_t num_in_last = seq.num_tokens % block_size_;
-    if (seq.is_swapped || num_in_last == 0) continue;
-    const int32_t last = seq.blocks.back();
-    if (block_states_[static_cast<size_t>(last)].ref_count > 1) {
-      shared_tails[last] = block_size_ - num_in_last;
-    } else {
-      s.num_unused_slots += block_size_ - num_in_last;
-    }
-  }
-  for (const auto& [block, num_unused] : shared_tails) s.num_unused_slots += num_unused;
+  const slot_usage slots = count_slots();
+  s.num_reserved_slots = slots.num_reserved;
+  s.num_unused_slots = slots.num_unused;
   return s;
 }
 

@@ -37,6 +37,12 @@ struct block_manager_stats {
   }
 };
 
+// Token slots in blocks held by sequences, and how many of them hold no token yet.
+struct slot_usage {
+  int64_t num_reserved = 0;
+  int64_t num_unused = 0;
+};
+
 // Single-threaded: the block_manager actor owns one and is its only caller.
 //
 // Contracts the caller relies on:
@@ -104,6 +110,8 @@ class block_manager final : public kv_space {
   bool is_swapped(uint64_t seq_id) const;
   int32_t ref_count(int32_t block) const;
   block_manager_stats stats() const;
+  // Just the slot counts of stats(): one walk over the sequences, cheap enough per step.
+  slot_usage count_slots() const;
 
   // Walks every structure and throws troupe::error(internal) naming the first broken
   // invariant. O(pool + sequences); for tests and debug builds.

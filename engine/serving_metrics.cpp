@@ -98,6 +98,13 @@ serving_metrics::serving_metrics(std::shared_ptr<metrics_registry> registry) : r
   usage_ratio_ = r.gauge("troupe_kv_cache_usage_ratio", "Used KV cache blocks over the pool, in [0, 1].");
   waste_ratio_ = r.gauge("troupe_kv_cache_waste_ratio",
                          "Reserved token slots holding no token (last blocks' tails), in [0, 1].");
+  reserved_slot_seconds_ = r.counter("troupe_kv_cache_reserved_slot_seconds_total",
+                                     "KV token slots held by sequences, integrated over the steps' time "
+                                     "(slot-seconds).");
+  unused_slot_seconds_ = r.counter("troupe_kv_cache_unused_slot_seconds_total",
+                                   "Of troupe_kv_cache_reserved_slot_seconds_total, the slot-seconds that held no "
+                                   "token: over any window, the time-weighted KV waste is the ratio of the two "
+                                   "increases.");
   const char* swap_help = "Host swap blocks by state.";
   swap_used_ = r.gauge("troupe_kv_swap_blocks", swap_help, {{"state", "used"}});
   swap_free_ = r.gauge("troupe_kv_swap_blocks", swap_help, {{"state", "free"}});
@@ -129,6 +136,8 @@ void serving_metrics::on_step(const step_sample& step) {
   batch_tokens_->observe(static_cast<double>(step.num_tokens));
   if (step.token_budget > 0) batch_efficiency_->observe(static_cast<double>(step.num_tokens) / step.token_budget);
   busy_seconds_->inc(busy);
+  reserved_slot_seconds_->inc(static_cast<double>(step.num_reserved_slots) * busy);
+  unused_slot_seconds_->inc(static_cast<double>(step.num_unused_slots) * busy);
   if (window_start_seconds_ < 0) window_start_seconds_ = step.sent_seconds;
   window_busy_seconds_ += busy;
   const double elapsed = step.back_seconds - window_start_seconds_;

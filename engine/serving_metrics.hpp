@@ -20,6 +20,8 @@ struct step_sample {
   int32_t num_sequences = 0;
   int64_t num_tokens = 0;        // scheduled this step
   int32_t token_budget = 0;      // max_num_batched_tokens
+  int64_t num_reserved_slots = 0;  // KV token slots held by sequences while the step ran
+  int64_t num_unused_slots = 0;    // of those, the ones holding no token
 };
 
 class serving_metrics {
@@ -81,6 +83,8 @@ class serving_metrics {
   gauge_metric* blocks_capacity_;
   gauge_metric* usage_ratio_;
   gauge_metric* waste_ratio_;
+  counter_metric* reserved_slot_seconds_;
+  counter_metric* unused_slot_seconds_;
   gauge_metric* swap_used_;
   gauge_metric* swap_free_;
   counter_metric* prefix_queries_;

@@ -140,6 +140,13 @@ TEST_CASE("engine metrics: after a batch of requests the counters and histograms
         doctest::Approx(static_cast<double>(stats.scheduling.num_scheduled_tokens) / 64));
   CHECK(f.counter("troupe_worker_busy_seconds_total") == doctest::Approx(stats.step_busy_seconds));
   CHECK(f.counter("troupe_worker_busy_seconds_total") > 0);
+  // The KV slots held during the steps, integrated over their time: some were tails of
+  // last blocks, never more than were held.
+  const double reserved = f.counter("troupe_kv_cache_reserved_slot_seconds_total");
+  const double unused = f.counter("troupe_kv_cache_unused_slot_seconds_total");
+  CHECK(reserved > 0);
+  CHECK(unused > 0);
+  CHECK(unused < reserved);
 
   // The gauges were brought up to date before the last tokens went out.
   CHECK(f.gauge("troupe_num_requests_running") == 0);

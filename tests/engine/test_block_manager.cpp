@@ -380,9 +380,12 @@ TEST_CASE("stats count used, cached and free blocks, the prefix hit ratio and th
   CHECK(s.num_reserved_slots == 16);
   CHECK(s.num_unused_slots == 4);
   CHECK(s.waste_ratio() == doctest::Approx(0.25));
+  CHECK(bm.count_slots().num_reserved == 16);
+  CHECK(bm.count_slots().num_unused == 4);
 
   bm.fork(1, 4);  // a shared partial tail is counted once
   CHECK(bm.stats().num_unused_slots == 4);
+  CHECK(bm.count_slots().num_unused == 4);
 }
 
 TEST_CASE("release of an unknown or finished sequence is harmless, other calls on one are caller bugs") {

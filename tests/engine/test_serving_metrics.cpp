@@ -97,6 +97,18 @@ TEST_CASE("serving metrics: a step observes its duration, batch size and share o
   CHECK(f.counter("troupe_worker_busy_seconds_total") == doctest::Approx(0.006));
 }
 
+TEST_CASE("serving metrics: KV slots are integrated over each step's time, so waste can be time-weighted") {
+  fixture f;
+  f.metrics.on_step({10.0, 10.5, 2, 2, 512, 160, 30});  // half a second holding 160 slots, 30 empty
+  f.metrics.on_step({10.5, 12.0, 2, 2, 512, 320, 2});   // 1.5 s holding 320, 2 empty
+  const double reserved = f.counter("troupe_kv_cache_reserved_slot_seconds_total");
+  const double unused = f.counter("troupe_kv_cache_unused_slot_seconds_total");
+  CHECK(reserved == doctest::Approx(160 * 0.5 + 320 * 1.5));
+  CHECK(unused == doctest::Approx(30 * 0.5 + 2 * 1.5));
+  // The long step with little waste weighs more than the short one with much.
+  CHECK(unused / reserved == doctest::Approx(18.0 / 560.0));
+}
+
 TEST_CASE("serving metrics: the busy ratio is published per window of a second or more and drops to 0 when idle") {
   fixture f;
   f.metrics.on_step({100.0, 100.4, 1, 1, 64});
