@@ -112,10 +112,17 @@ scheduled_step scheduler_policy::schedule(int64_t now_ms) {
   return std::move(b.out);
 }
 
-int32_t scheduler_policy::num_tokens_to_feed(int32_t num_uncomputed, int32_t budget) const {
+int32_t scheduler_policy::num_tokens_to_feed(int32_t num_computed, int32_t num_uncomputed, int32_t budget) const {
   if (budget <= 0 || num_uncomputed <= 0) return 0;
   if (num_uncomputed <= budget) return num_uncomputed;
-  return config_.enable_chunked_prefill ? budget : 0;
+  if (!config_.enable_chunked_prefill) return 0;
+  // A chunk that is not the last ends on a block boundary when it can: otherwise its step
+  // holds a partly filled block until the next chunk fills it (KV waste for a whole prefill
+  // step, the longest kind). The budget given up is under one block; a budget under one
+  // block is used whole, so that the prompt still moves every step.
+  const int32_t block_size = kv_.block_size();
+  if (budget < block_size) return budget;
+  return (num_computed + budget) / block_size * block_size - num_computed;
 }
 
 std::vector<std::pair<int64_t, uint64_t>> scheduler_policy::waiting_in_order(int64_t now_ms) const {
@@ -160,7 +167,7 @@ void scheduler_policy::schedule_running(step_builder& b) {
   for (uint64_t id : running_) {
     const sequence& seq = sequences_.at(id);
     if (seq.is_decoding()) continue;
-    const int32_t n = num_tokens_to_feed(seq.num_uncomputed_tokens(), b.budget);
+    const int32_t n = num_tokens_to_feed(seq.num_computed_tokens, seq.num_uncomputed_tokens(), b.budget);
     if (n == 0) continue;
     b.promised[id] = n;
     b.budget -= n;
@@ -196,7 +203,7 @@ void scheduler_policy::schedule_swapped(step_builder& b) {
     const uint64_t id = swapped_[num_resumed];
     sequence& seq = sequences_.at(id);
     if (static_cast<int32_t>(running_.size()) >= config_.max_num_seqs) break;
-    const int32_t n = num_tokens_to_feed(seq.num_uncomputed_tokens(), b.budget);
+    const int32_t n = num_tokens_to_feed(seq.num_computed_tokens, seq.num_uncomputed_tokens(), b.budget);
     if (n == 0 || !kv_.can_swap_in(id)) break;
     append(b.out.ops, kv_.swap_in(id));
     seq.transition_to(sequence_state::running);
@@ -219,7 +226,7 @@ void scheduler_policy::schedule_waiting(step_builder& b, const std::vector<std::
     sequence& seq = sequences_.at(id);
     if (static_cast<int32_t>(running_.size()) >= config_.max_num_seqs) break;
     const int32_t num_cached = kv_.num_cached_prefix_tokens(seq.tokens());
-    const int32_t n = num_tokens_to_feed(seq.num_tokens() - num_cached, b.budget);
+    const int32_t n = num_tokens_to_feed(num_cached, seq.num_tokens() - num_cached, b.budget);
     // Strict order: nothing behind a blocked sequence jumps the queue.
     if (n == 0 || !kv_.can_grow(id, num_cached + n)) break;
     append(b.out.ops, kv_.grow(id, num_cached + n, seq.tokens()));

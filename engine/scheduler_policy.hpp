@@ -112,8 +112,9 @@ class scheduler_policy {
   void schedule_running(step_builder& b);
   void schedule_swapped(step_builder& b);
   void schedule_waiting(step_builder& b, const std::vector<std::pair<int64_t, uint64_t>>& queue);
-  // Tokens to feed this step under the remaining budget (0: not this step).
-  int32_t num_tokens_to_feed(int32_t num_uncomputed, int32_t budget) const;
+  // Tokens to feed this step under the remaining budget (0: not this step), from position
+  // num_computed; a chunk short of the prompt's end stops at a block boundary when it can.
+  int32_t num_tokens_to_feed(int32_t num_computed, int32_t num_uncomputed, int32_t budget) const;
   void preempt(uint64_t seq_id, step_builder& b, preemption_mode mode);
   // The victim: lowest admitted priority, then latest arrival.
   std::optional<uint64_t> lowest_ranked_running() const;

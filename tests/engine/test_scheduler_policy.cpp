@@ -236,22 +236,38 @@ TEST_CASE("with the real block manager and prefix caching, outputs equal uninter
 }
 
 TEST_CASE("chunked prefill splits a long prompt while running decodes get a token every step") {
-  fixture f(config(8, 16), 64);
+  fixture f(config(8, 16), 64);  // 4-token blocks
   for (uint64_t id = 1; id <= 3; ++id) f.sched.add(request(id, 4, 0, 100), 0);
   f.step();
   f.sched.add(request(9, 40, 0, 100), 0);
   std::vector<int32_t> chunk_starts;
   for (int i = 0; i < 4; ++i) {
     const auto s = f.step();
-    CHECK(s.plan.num_tokens() == (i < 3 ? 16 : 4));
+    // 13 tokens of budget beside the 3 decodes; each chunk but the last ends on a block
+    // boundary, giving up the one token that would have started a block.
+    CHECK(s.plan.num_tokens() == (i < 3 ? 15 : 7));
     for (uint64_t id = 1; id <= 3; ++id) CHECK(step_of(s.plan, id) != nullptr);
     const auto* chunk = step_of(s.plan, 9);
     REQUIRE(chunk != nullptr);
     chunk_starts.push_back(chunk->start_pos);
     CHECK(chunk->wants_sample == (i == 3));
   }
-  CHECK(chunk_starts == std::vector<int32_t>{0, 13, 26, 39});
+  CHECK(chunk_starts == std::vector<int32_t>{0, 12, 24, 36});
   CHECK(f.log.outputs[9].size() == 1);
+}
+
+TEST_CASE("a token budget smaller than a block still moves a long prompt, one unaligned chunk at a time") {
+  fixture f(config(2, 3), 64);  // 4-token blocks, 3 tokens a step
+  f.sched.add(request(1, 10, 0, 2), 0);
+  std::vector<int32_t> chunk_starts;
+  for (int i = 0; i < 4; ++i) {
+    const auto s = f.step();
+    const auto* chunk = step_of(s.plan, 1);
+    REQUIRE(chunk != nullptr);
+    chunk_starts.push_back(chunk->start_pos);
+  }
+  CHECK(chunk_starts == std::vector<int32_t>{0, 3, 6, 9});
+  CHECK(f.log.outputs[1].size() == 1);
 }
 
 TEST_CASE("without chunked prefill a prompt is only scheduled whole") {
