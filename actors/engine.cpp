@@ -120,7 +120,8 @@ engine::~engine() {
 engine::handle engine::submit(request req, event_sink_ptr sink) {
   const uint64_t id = next_seq_id_.fetch_add(1);
   auto metered = std::make_shared<metered_sink>(std::move(sink), serving_metrics_);
-  auto actor = spawn_request_actor(sys_, model_, std::move(req), std::move(metered), id, {batcher_, scheduler_});
+  auto actor = spawn_request_actor(sys_, model_, std::move(req), std::move(metered), id,
+                                   {batcher_, scheduler_, serving_metrics_});
   return {std::move(actor), id};
 }
 

@@ -1,5 +1,6 @@
 #include "actors/request_actor.hpp"
 
+#include <chrono>
 #include <optional>
 
 #include "engine/request_state.hpp"
@@ -17,6 +18,7 @@ struct request_actor_state {
   uint64_t seq_id = 0;
   request_actor_links links;
   bool is_done = false;
+  std::optional<std::chrono::steady_clock::time_point> last_token_at;  // for the inter-token gaps
   static inline const char* name = "troupe.request";
 };
 
@@ -114,6 +116,13 @@ caf::behavior request_actor(request_self self, std::shared_ptr<const model_bundl
         if (e->state == sequence_state::failed) return fail(self, request_error_code::internal, e->message);
         if (st.state->status() == request_status::preempted || st.state->status() == request_status::queued) {
           st.state->transition_to(request_status::running, now_ms(self));
+        }
+        if (st.links.metrics) {
+          const auto now = std::chrono::steady_clock::now();
+          if (st.last_token_at) {
+            st.links.metrics->on_inter_token(std::chrono::duration<double>(now - *st.last_token_at).count());
+          }
+          st.last_token_at = now;
         }
         auto r = st.state->on_token(sampled_token{e->token, e->logprob, e->top_logprobs}, now_ms(self));
         if (!r.delta.is_empty()) emit(self, r.delta);

@@ -17,12 +17,14 @@
 #include "actors/messages.hpp"
 #include "actors/model_bundle.hpp"
 #include "engine/request.hpp"
+#include "engine/serving_metrics.hpp"
 
 namespace troupe {
 
 struct request_actor_links {
   caf::actor batcher;
   caf::actor scheduler;
+  std::shared_ptr<serving_metrics> metrics;  // null: none; gets each gap between output tokens
 };
 
 caf::actor spawn_request_actor(caf::actor_system& sys, std::shared_ptr<const model_bundle> model, request req,

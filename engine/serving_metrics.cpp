@@ -58,6 +58,10 @@ serving_metrics::serving_metrics(std::shared_ptr<metrics_registry> registry) : r
   time_per_output_token_ = r.histogram("troupe_time_per_output_token_seconds",
                                        "Mean gap between output tokens, per request with two or more.",
                                        token_gap_buckets);
+  inter_token_latency_ = r.histogram("troupe_inter_token_latency_seconds",
+                                     "Gap between consecutive output tokens of a request, one observation per "
+                                     "token after the first (vLLM's inter-token latency).",
+                                     token_gap_buckets);
   e2e_latency_ = r.histogram("troupe_e2e_request_latency_seconds", "Arrival to finish, per finished request.",
                              latency_buckets);
   queue_time_ = r.histogram("troupe_request_queue_time_seconds",
@@ -177,6 +181,8 @@ void serving_metrics::on_blocks(const block_manager_stats& stats) {
 }
 
 void serving_metrics::on_batching(int32_t num_held) { batching_->set(num_held); }
+
+void serving_metrics::on_inter_token(double seconds) { inter_token_latency_->observe(seconds); }
 
 void serving_metrics::on_idle() {
   busy_ratio_->set(0.0);

@@ -30,8 +30,10 @@ class serving_metrics {
   // then both add to the same series), plus troupe_build_info and process_start_time_seconds.
   explicit serving_metrics(std::shared_ptr<metrics_registry> registry);
 
-  // From request actors' threads, concurrently: the request's last event.
+  // From request actors' threads, concurrently: the request's last event, and the time
+  // between two consecutive output tokens of one request as the engine hands them over.
   void on_request_done(const done_event& done);
+  void on_inter_token(double seconds);
   void on_request_error(const error_event& error);
 
   // The rest from the scheduler actor only (they keep a little state between calls).
@@ -59,6 +61,7 @@ class serving_metrics {
   counter_metric* generation_tokens_;
   histogram_metric* time_to_first_token_;
   histogram_metric* time_per_output_token_;
+  histogram_metric* inter_token_latency_;
   histogram_metric* e2e_latency_;
   histogram_metric* queue_time_;
   histogram_metric* request_prompt_tokens_;

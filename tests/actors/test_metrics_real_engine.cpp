@@ -125,6 +125,8 @@ TEST_CASE("engine metrics: after a batch of requests the counters and histograms
   CHECK(f.counter("troupe_generation_tokens_total") == completion_tokens);
   CHECK(f.rendered("troupe_time_to_first_token_seconds_count") == num_requests);
   CHECK(f.rendered("troupe_time_per_output_token_seconds_count") == num_requests);
+  // One gap per output token after each request's first.
+  CHECK(f.rendered("troupe_inter_token_latency_seconds_count") == completion_tokens - num_requests);
   CHECK(f.rendered("troupe_e2e_request_latency_seconds_count") == num_requests);
   CHECK(f.rendered("troupe_request_queue_time_seconds_count") == num_requests);
   CHECK(f.rendered("troupe_request_generation_tokens_sum") == completion_tokens);
