@@ -83,19 +83,8 @@ read -r prompt_tokens output_tokens < <(python3 -c \
 # a margin for the BOS token and tokenizer differences.
 llama_ctx=$((max_users * (prompt_tokens + output_tokens + 64)))
 
-load_avg=$(cut -d' ' -f1 /proc/loadavg)
-if awk -v l="$load_avg" -v n="$(nproc)" 'BEGIN { exit !(l > n / 2) }'; then
-  say "WARNING: load average $load_avg on $(nproc) CPUs: other work will distort these timings"
-fi
-
-server_pid=""
-stop_server() {
-  [[ -n $server_pid ]] || return 0
-  kill -TERM "$server_pid" 2>/dev/null || true
-  wait "$server_pid" 2>/dev/null || true
-  server_pid=""
-}
-trap stop_server EXIT
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -107,8 +96,6 @@ wait_healthy() {  # url name log
   done
   say "$2 did not become healthy"; exit 1
 }
-
-peak_rss_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 
 # Runs both benchmarks against the server at $1 (base URL), results named after $2.
 measure() {
@@ -158,8 +145,7 @@ measure "http://127.0.0.1:$port" llama
 stop_server
 
 {
-  echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown); $(date -u +%FT%TZ)"
-  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) CPUs; load average before: $load_avg"
+  machine_header
   echo "llama.cpp: $("$llama_server" --version 2>&1 | grep -m1 version || true)"
   echo "niceness of both servers and the load driver: $(nice)"
   for n in troupe llama; do

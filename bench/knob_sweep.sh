@@ -54,19 +54,8 @@ mkdir -p "$out"
 workload=$out/closed.json
 python3 bench/compare_report.py derive bench/workloads/closed-128-128.json "$workload" duration_s="$duration"
 
-load_avg=$(cut -d' ' -f1 /proc/loadavg)
-if awk -v l="$load_avg" -v n="$(nproc)" 'BEGIN { exit !(l > n / 2) }'; then
-  say "WARNING: load average $load_avg on $(nproc) CPUs: other work will distort these timings"
-fi
-
-server_pid=""
-stop_server() {
-  [[ -n $server_pid ]] || return 0
-  kill -TERM "$server_pid" 2>/dev/null || true
-  wait "$server_pid" 2>/dev/null || true
-  server_pid=""
-}
-trap stop_server EXIT
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 rows=()
 for s in ${settings//,/ }; do
@@ -90,14 +79,13 @@ for s in ${settings//,/ }; do
   "$load" --url "$url/v1" --workload "$workload" --sweep "users=$users" --out "$out/$tag.json" --quiet \
     >"$out/$tag.txt" 2>&1 || rc=$?
   ((rc == 0 || rc == 3)) || { say "troupe-load failed ($rc):"; tail -n 20 "$out/$tag.txt" >&2; exit 1; }
-  rss_kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$server_pid/status")
+  rss_kb=$(peak_rss_kb "$server_pid")
   stop_server
   rows+=("$seqs" "$batch" "$wait_ms" "$out/$tag.json" "$rss_kb")
 done
 
 {
-  echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown); $(date -u +%FT%TZ)"
-  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) CPUs; load average before: $load_avg"
+  machine_header
   echo "niceness of the server and the load driver: $(nice)"
   echo "troupe serve --model $model --threads $threads --max-num-seqs SEQS --max-batch-size BATCH --max-wait-ms WAIT"
   echo "troupe-load --workload bench/workloads/closed-128-128.json (duration_s $duration) --sweep users=$users"
