@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 
-#include "model/error.hpp"
+#include "troupe/model/error.hpp"
 
 namespace troupe::apps {
 

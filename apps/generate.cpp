@@ -13,13 +13,13 @@
 #include <string>
 #include <vector>
 
-#include "apps/backend_select.hpp"
+#include "troupe/embed/backend_select.hpp"
 #include "apps/cli_args.hpp"
-#include "actors/engine.hpp"
-#include "cpu/cpu_backend.hpp"
-#include "model/chat_template.hpp"
-#include "model/error.hpp"
-#include "model/tokenizer.hpp"
+#include "troupe/actors/engine.hpp"
+#include "troupe/cpu/cpu_backend.hpp"
+#include "troupe/model/chat_template.hpp"
+#include "troupe/model/error.hpp"
+#include "troupe/model/tokenizer.hpp"
 
 namespace troupe::apps {
 

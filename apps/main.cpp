@@ -4,10 +4,10 @@
 #include <exception>
 #include <string>
 
-#include "model/error.hpp"
+#include "troupe/model/error.hpp"
 #include "apps/generate.hpp"
 #include "apps/serve.hpp"
-#include "model/gguf.hpp"
+#include "troupe/model/gguf.hpp"
 
 namespace {
 

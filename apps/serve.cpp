@@ -13,13 +13,14 @@
 #include <ctime>
 #include <filesystem>
 
-#include "actors/engine.hpp"
-#include "config/config_parse.hpp"
-#include "apps/backend_select.hpp"
-#include "model/error.hpp"
-#include "model/gguf.hpp"
-#include "net/bridge.hpp"
-#include "net/server.hpp"
+#include "troupe/actors/engine.hpp"
+#include "troupe/config/config_parse.hpp"
+#include "troupe/actors/type_ids.hpp"
+#include "troupe/embed/engine_factory.hpp"
+#include "troupe/model/error.hpp"
+#include "troupe/model/gguf.hpp"
+#include "troupe/net/bridge.hpp"
+#include "troupe/net/server.hpp"
 
 namespace troupe::apps {
 namespace {
@@ -44,29 +45,6 @@ bool wait_until(const sigset_t& signals, int64_t timeout_ms, Pred pred) {
     if (wait_signal(signals, 20)) return pred();
   }
   return true;
-}
-
-backend_choice make_backends(const config& c, std::shared_ptr<const gguf::file> file, const model_bundle& model) {
-  backend_choice_options o;
-  o.device = c.device;
-  if (!c.devices.empty()) o.devices = parse_device_list(c.devices);
-  o.tensor_parallel = c.tensor_parallel;
-  o.gpu_memory_utilization = c.gpu_memory_utilization;
-  o.cuda_graphs = c.cuda_graphs;
-  o.max_num_batched_tokens = c.scheduling.max_num_batched_tokens;
-  o.max_model_len = model.max_model_len;
-  o.cpu.num_threads = c.threads;
-  o.cpu.block_size = c.block_size;
-  o.cpu.kv_cache_bytes = c.kv_cache_bytes;
-  o.cpu.eog_ids = model.tok.eog_ids();
-  if (c.swap_space > 0) {
-    // K and V in fp16 for every layer, as a KV block is laid out on either backend.
-    const auto& m = model.config;
-    const double bytes_per_block = 2.0 * m.num_layers * c.block_size * m.kv_dim() * 2;
-    o.cpu.num_swap_blocks = static_cast<int32_t>(c.swap_space * double(1ull << 30) / bytes_per_block);
-    o.num_swap_blocks = o.cpu.num_swap_blocks;
-  }
-  return choose_backend(std::move(file), o);
 }
 
 }  // namespace
@@ -96,22 +74,12 @@ int run_serve(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  auto file = std::make_shared<const gguf::file>(gguf::file::open(c.model));
-  // max_model_len 0 = the model's whole context; model_bundle caps any length by it.
-  auto model = model_bundle::load(file, c.scheduling.max_model_len);
-  auto choice = make_backends(c, file, *model);
-  auto b = choice.ranks.front();
-
   caf::actor_system_config cfg;
   cfg.set("scheduler.max-threads", 2);
+  add_message_types(cfg);
   caf::actor_system sys{cfg};
-  engine_options eo;
-  eo.scheduling = c.scheduling;
-  eo.scheduling.max_model_len = model->max_model_len;
-  eo.enable_prefix_caching = c.enable_prefix_caching;
-  eo.more_ranks.assign(choice.ranks.begin() + 1, choice.ranks.end());
-  if (b->num_swap_blocks() > 0) eo.scheduling.preemption = preemption_mode::swap;
-  engine eng(sys, model, b, eo);
+  auto started = start_engine(sys, c);
+  engine& eng = *started.eng;
 
   net::engine_bridge bridge(eng, c.served_model_name.empty() ? std::filesystem::path(c.model).stem().string()
                                                              : c.served_model_name);
@@ -126,8 +94,7 @@ int run_serve(int argc, char** argv) {
   net::server front_door(bridge, so);
   front_door.start();
   bridge.set_ready(true);
-  std::fprintf(stderr, "troupe: %s, max_model_len %d, %d KV blocks of %d\n", choice.description.c_str(), model->max_model_len,
-               b->kv_shape().num_blocks, b->kv_shape().block_size);
+  std::fprintf(stderr, "troupe: %s\n", started.description.c_str());
   std::fprintf(stderr, "troupe: serving %s on http://%s:%u\n", bridge.model_id().c_str(), c.host.c_str(),
                front_door.port());
 

@@ -10,9 +10,9 @@
 #include <vector>
 
 #include "apps/cli_args.hpp"
-#include "cpu/cpu_backend.hpp"
-#include "gpu/cuda_backend.hpp"
-#include "model/error.hpp"
+#include "troupe/cpu/cpu_backend.hpp"
+#include "troupe/gpu/cuda_backend.hpp"
+#include "troupe/model/error.hpp"
 
 using namespace troupe;
 

@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "cpu/cpu_features.hpp"
-#include "cpu/matmul.hpp"
+#include "troupe/cpu/cpu_features.hpp"
+#include "troupe/cpu/matmul.hpp"
 
 using namespace troupe;
 using namespace troupe::cpu;

@@ -14,12 +14,12 @@
 #include <thread>
 #include <vector>
 
-#include "actors/engine.hpp"
+#include "troupe/actors/engine.hpp"
 #include "apps/cli_args.hpp"
-#include "engine/block_manager.hpp"
-#include "engine/request_state.hpp"
-#include "engine/scheduler_policy.hpp"
-#include "engine/serving_metrics.hpp"
+#include "troupe/engine/block_manager.hpp"
+#include "troupe/engine/request_state.hpp"
+#include "troupe/engine/scheduler_policy.hpp"
+#include "troupe/engine/serving_metrics.hpp"
 
 using namespace troupe;
 using clock_type = std::chrono::steady_clock;

@@ -10,9 +10,9 @@
 #include <sstream>
 #include <vector>
 
-#include "actors/engine.hpp"
+#include "troupe/actors/engine.hpp"
 #include "apps/cli_args.hpp"
-#include "cpu/cpu_backend.hpp"
+#include "troupe/cpu/cpu_backend.hpp"
 
 using namespace troupe;
 using clock_type = std::chrono::steady_clock;

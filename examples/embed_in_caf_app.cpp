@@ -8,8 +8,8 @@
 #include <cstdio>
 #include <iostream>
 
-#include "actors/engine.hpp"
-#include "cpu/cpu_backend.hpp"
+#include "troupe/actors/engine.hpp"
+#include "troupe/cpu/cpu_backend.hpp"
 
 using namespace troupe;
 

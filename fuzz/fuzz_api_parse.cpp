@@ -10,8 +10,8 @@
 #include <string_view>
 #include <variant>
 
-#include "net/openai_protocol.hpp"
-#include "net/ws_protocol.hpp"
+#include "troupe/net/openai_protocol.hpp"
+#include "troupe/net/ws_protocol.hpp"
 
 namespace {
 

@@ -5,8 +5,8 @@
 #include <cstdlib>
 #include <span>
 
-#include "model/error.hpp"
-#include "model/gguf.hpp"
+#include "troupe/model/error.hpp"
+#include "troupe/model/gguf.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {

@@ -8,8 +8,8 @@
 #include <map>
 #include <mutex>
 
-#include "actors/engine.hpp"
-#include "model/error.hpp"
+#include "troupe/actors/engine.hpp"
+#include "troupe/model/error.hpp"
 #include "util/tiny_model.hpp"
 
 using namespace troupe;

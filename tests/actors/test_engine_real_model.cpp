@@ -12,8 +12,8 @@
 #include <random>
 #include <thread>
 
-#include "actors/engine.hpp"
-#include "cpu/cpu_backend.hpp"
+#include "troupe/actors/engine.hpp"
+#include "troupe/cpu/cpu_backend.hpp"
 
 using namespace troupe;
 using namespace std::chrono_literals;

@@ -8,8 +8,8 @@
 #include <mutex>
 #include <thread>
 
-#include "actors/engine.hpp"
-#include "cpu/cpu_backend.hpp"
+#include "troupe/actors/engine.hpp"
+#include "troupe/cpu/cpu_backend.hpp"
 #include "util/tiny_model.hpp"
 
 using namespace troupe;

@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "config/caf_options.hpp"
-#include "config/config_parse.hpp"
-#include "model/error.hpp"
+#include "troupe/config/caf_options.hpp"
+#include "troupe/config/config_parse.hpp"
+#include "troupe/model/error.hpp"
 
 namespace {
 

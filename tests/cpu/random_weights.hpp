@@ -8,8 +8,8 @@
 #include <random>
 #include <vector>
 
-#include "cpu/quantize_activations.hpp"
-#include "model/quant.hpp"
+#include "troupe/cpu/quantize_activations.hpp"
+#include "troupe/model/quant.hpp"
 
 namespace troupe::test {
 

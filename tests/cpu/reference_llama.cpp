@@ -3,8 +3,8 @@
 #include <cmath>
 #include <string>
 
-#include "model/model_config.hpp"
-#include "model/quant.hpp"
+#include "troupe/model/model_config.hpp"
+#include "troupe/model/quant.hpp"
 
 namespace troupe::test {
 

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "model/gguf.hpp"
+#include "troupe/model/gguf.hpp"
 
 namespace troupe::test {
 

@@ -8,8 +8,8 @@
 #include <numeric>
 #include <vector>
 
-#include "cpu/cpu_backend.hpp"
-#include "model/error.hpp"
+#include "troupe/cpu/cpu_backend.hpp"
+#include "troupe/model/error.hpp"
 #include "reference_llama.hpp"
 #include "util/tiny_model.hpp"
 
@@ -200,10 +200,10 @@ TEST_CASE("forward: a malformed plan is rejected and the backend stays usable") 
       CHECK(e.code() == code);
     }
   };
-  expect_error(step_of(1, {1, 2, 3}, 0, {99}), error_code::invalid_argument);           // block out of range
-  expect_error(step_of(1, some_tokens(20, vocab, 1), 0, {0}), error_code::invalid_argument);  // table too short
-  expect_error(step_of(1, {vocab}, 0, {0}), error_code::invalid_argument);              // token out of range
-  expect_error(step_of(1, {}, 0, {0}), error_code::invalid_argument);                   // nothing to feed
+  expect_error(step_of(1, {1, 2, 3}, 0, {99}), error_code::bad_plan);           // block out of range
+  expect_error(step_of(1, some_tokens(20, vocab, 1), 0, {0}), error_code::bad_plan);  // table too short
+  expect_error(step_of(1, {vocab}, 0, {0}), error_code::bad_plan);              // token out of range
+  expect_error(step_of(1, {}, 0, {0}), error_code::bad_plan);                   // nothing to feed
   expect_error(step_of(1, {1}, 256, iota_table(8)), error_code::context_overflow);      // past the context
   auto bad_params = step_of(1, {1}, 0, {0});
   bad_params.params.top_p = 2.0f;

@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "cpu/cpu_backend.hpp"
-#include "engine/single_sequence.hpp"
-#include "model/tokenizer.hpp"
+#include "troupe/cpu/cpu_backend.hpp"
+#include "troupe/engine/single_sequence.hpp"
+#include "troupe/model/tokenizer.hpp"
 
 using namespace troupe;
 

@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
-#include "cpu/cpu_features.hpp"
-#include "cpu/matmul.hpp"
-#include "model/error.hpp"
+#include "troupe/cpu/cpu_features.hpp"
+#include "troupe/cpu/matmul.hpp"
+#include "troupe/model/error.hpp"
 #include "random_weights.hpp"
 
 namespace troupe::cpu {

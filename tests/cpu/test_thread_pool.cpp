@@ -7,7 +7,7 @@
 #include <thread>
 #include <vector>
 
-#include "cpu/thread_pool.hpp"
+#include "troupe/cpu/thread_pool.hpp"
 
 namespace troupe::cpu {
 namespace {

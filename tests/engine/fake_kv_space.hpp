@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/kv_space.hpp"
-#include "model/error.hpp"
+#include "troupe/engine/kv_space.hpp"
+#include "troupe/model/error.hpp"
 
 namespace troupe::test {
 

@@ -7,7 +7,7 @@
 
 #include <doctest/doctest.h>
 
-#include "engine/scheduler_policy.hpp"
+#include "troupe/engine/scheduler_policy.hpp"
 
 namespace troupe::test {
 

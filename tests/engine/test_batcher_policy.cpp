@@ -2,8 +2,8 @@
 // once with max_wait_ms 0, and refuses with queue_full past max_queue_len.
 #include <doctest/doctest.h>
 
-#include "engine/batcher_policy.hpp"
-#include "model/error.hpp"
+#include "troupe/engine/batcher_policy.hpp"
+#include "troupe/model/error.hpp"
 
 using namespace troupe;
 

@@ -5,8 +5,8 @@
 #include <numeric>
 #include <vector>
 
-#include "engine/block_manager.hpp"
-#include "model/error.hpp"
+#include "troupe/engine/block_manager.hpp"
+#include "troupe/model/error.hpp"
 
 namespace troupe {
 namespace {

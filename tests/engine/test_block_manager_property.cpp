@@ -10,8 +10,8 @@
 #include <random>
 #include <vector>
 
-#include "engine/block_manager.hpp"
-#include "model/error.hpp"
+#include "troupe/engine/block_manager.hpp"
+#include "troupe/model/error.hpp"
 
 namespace troupe {
 namespace {

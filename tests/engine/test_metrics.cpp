@@ -8,8 +8,8 @@
 #include <sstream>
 #include <thread>
 
-#include "engine/metrics.hpp"
-#include "model/error.hpp"
+#include "troupe/engine/metrics.hpp"
+#include "troupe/model/error.hpp"
 
 using namespace troupe;
 

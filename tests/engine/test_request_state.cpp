@@ -5,9 +5,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/request_state.hpp"
-#include "model/error.hpp"
-#include "model/unicode.hpp"
+#include "troupe/engine/request_state.hpp"
+#include "troupe/model/error.hpp"
+#include "troupe/model/unicode.hpp"
 #include "util/tiny_model.hpp"
 
 using namespace troupe;

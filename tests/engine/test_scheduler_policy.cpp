@@ -8,11 +8,11 @@
 #include <random>
 #include <set>
 
-#include "engine/block_manager.hpp"
-#include "engine/fake_kv_space.hpp"
-#include "engine/simulated_worker.hpp"
-#include "engine/scheduler_policy.hpp"
-#include "model/error.hpp"
+#include "troupe/engine/block_manager.hpp"
+#include "troupe/engine/fake_kv_space.hpp"
+#include "troupe/engine/simulated_worker.hpp"
+#include "troupe/engine/scheduler_policy.hpp"
+#include "troupe/model/error.hpp"
 
 using namespace troupe;
 using troupe::test::fake_kv_space;

@@ -2,7 +2,7 @@
 // statistics do to the troupe_* metrics.
 #include <doctest/doctest.h>
 
-#include "engine/serving_metrics.hpp"
+#include "troupe/engine/serving_metrics.hpp"
 
 using namespace troupe;
 

@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/stop_matcher.hpp"
-#include "model/error.hpp"
+#include "troupe/engine/stop_matcher.hpp"
+#include "troupe/model/error.hpp"
 
 using namespace troupe;
 

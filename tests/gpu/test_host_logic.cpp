@@ -11,14 +11,14 @@
 #include <random>
 #include <vector>
 
-#include "gpu/cuda_backend.hpp"
-#include "gpu/decode_graphs.hpp"
-#include "gpu/device_plan.hpp"
-#include "gpu/kv_pool_sizing.hpp"
-#include "engine/rank_replies.hpp"
-#include "gpu/step_order.hpp"
-#include "gpu/tensor_shard.hpp"
-#include "model/error.hpp"
+#include "troupe/gpu/cuda_backend.hpp"
+#include "troupe/gpu/decode_graphs.hpp"
+#include "troupe/gpu/device_plan.hpp"
+#include "troupe/gpu/kv_pool_sizing.hpp"
+#include "troupe/engine/rank_replies.hpp"
+#include "troupe/gpu/step_order.hpp"
+#include "troupe/gpu/tensor_shard.hpp"
+#include "troupe/model/error.hpp"
 #include "util/quantize.hpp"
 
 using namespace troupe;
@@ -219,30 +219,32 @@ TEST_CASE("step order: a step without swaps or copies waits on nothing") {
 TEST_CASE("worker group replies: rank 0's result once every rank answered") {
   rank_replies c(3);
   const auto id = c.begin();
-  auto r0 = std::make_shared<step_result>();
-  r0->outputs.push_back({7, 42});
-  CHECK_FALSE(c.on_result(id, 2, std::make_shared<step_result>()));
+  step_result r0;
+  r0.outputs.push_back({7, 42});
+  CHECK_FALSE(c.on_result(id, 2, step_result{}));
   CHECK_FALSE(c.on_result(id, 0, r0));
   CHECK(c.is_busy());
-  const auto done = c.on_result(id, 1, std::make_shared<step_result>());
+  const auto done = c.on_result(id, 1, step_result{});
   REQUIRE(done);
-  CHECK(done->result == r0);
+  REQUIRE(done->result);
+  CHECK(*done->result == r0);
   CHECK_FALSE(c.is_busy());
 }
 
-TEST_CASE("worker group replies: a failed rank fails the step after all answered, naming the rank") {
+TEST_CASE("worker group replies: a failed rank fails the step after all answered, naming the rank and its code") {
   rank_replies c(2);
   const auto id = c.begin();
-  CHECK_FALSE(c.on_error(id, 1, "out of memory"));
-  const auto done = c.on_result(id, 0, std::make_shared<step_result>());
+  CHECK_FALSE(c.on_error(id, 1, error_code::out_of_memory, "out of memory"));
+  const auto done = c.on_result(id, 0, step_result{});
   REQUIRE(done);
-  CHECK(done->result == nullptr);
+  CHECK_FALSE(done->result);
+  CHECK(done->code == error_code::out_of_memory);
   CHECK(done->error == "rank 1: out of memory");
   const auto next = c.begin();
-  CHECK_THROWS_AS(c.on_result(id, 0, nullptr), error);  // a stale step id
-  CHECK_FALSE(c.on_result(next, 0, nullptr));
-  CHECK_THROWS_AS(c.on_result(next, 0, nullptr), error);  // twice from one rank
-  CHECK_THROWS_AS(c.begin(), error);                      // one step in flight at a time
+  CHECK_THROWS_AS(c.on_result(id, 0, step_result{}), error);  // a stale step id
+  CHECK_FALSE(c.on_result(next, 0, step_result{}));
+  CHECK_THROWS_AS(c.on_result(next, 0, step_result{}), error);  // twice from one rank
+  CHECK_THROWS_AS(c.begin(), error);                            // one step in flight at a time
 }
 
 TEST_CASE("device plan: rows, block tables, logit rows and sample records of a mixed plan") {

@@ -8,8 +8,8 @@
 #include <set>
 #include <vector>
 
-#include "gpu/math/sample_search.hpp"
-#include "model/sampler.hpp"
+#include "troupe/gpu/math/sample_search.hpp"
+#include "troupe/model/sampler.hpp"
 
 using namespace troupe;
 

@@ -7,12 +7,12 @@
 #include <random>
 #include <vector>
 
-#include "cpu/attention.hpp"
-#include "cpu/kv_memory.hpp"
-#include "cpu/layer_ops.hpp"
-#include "gpu/math/attention_math.hpp"
-#include "gpu/math/layer_math.hpp"
-#include "gpu/rope_table.hpp"
+#include "troupe/cpu/attention.hpp"
+#include "troupe/cpu/kv_memory.hpp"
+#include "troupe/cpu/layer_ops.hpp"
+#include "troupe/gpu/math/attention_math.hpp"
+#include "troupe/gpu/math/layer_math.hpp"
+#include "troupe/gpu/rope_table.hpp"
 #include "util/quantize.hpp"
 
 using namespace troupe;

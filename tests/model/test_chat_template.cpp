@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
-#include "model/chat_template.hpp"
-#include "model/error.hpp"
-#include "model/tokenizer.hpp"
+#include "troupe/model/chat_template.hpp"
+#include "troupe/model/error.hpp"
+#include "troupe/model/tokenizer.hpp"
 #include "tests/model/golden_json.hpp"
 
 using namespace troupe;

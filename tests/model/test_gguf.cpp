@@ -9,8 +9,8 @@
 #include <set>
 #include <string>
 
-#include "model/error.hpp"
-#include "model/gguf.hpp"
+#include "troupe/model/error.hpp"
+#include "troupe/model/gguf.hpp"
 #include "tests/util/gguf_writer.hpp"
 #include "tests/util/quantize.hpp"
 #include "tests/util/tiny_model.hpp"

@@ -6,8 +6,8 @@
 #include <random>
 #include <string>
 
-#include "model/error.hpp"
-#include "model/gguf.hpp"
+#include "troupe/model/error.hpp"
+#include "troupe/model/gguf.hpp"
 #include "tests/util/gguf_writer.hpp"
 #include "tests/util/quantize.hpp"
 

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "model/error.hpp"
-#include "model/quant.hpp"
+#include "troupe/model/error.hpp"
+#include "troupe/model/quant.hpp"
 #include "tests/util/quantize.hpp"
 
 #if defined(__x86_64__)

@@ -10,10 +10,10 @@
 #include <string>
 #include <vector>
 
-#include "model/error.hpp"
-#include "model/sampler.hpp"
-#include "model/sampler_math.hpp"
-#include "model/sampling_params.hpp"
+#include "troupe/model/error.hpp"
+#include "troupe/model/sampler.hpp"
+#include "troupe/model/sampler_math.hpp"
+#include "troupe/model/sampling_params.hpp"
 
 namespace troupe {
 namespace {

@@ -9,10 +9,10 @@
 #include <thread>
 #include <vector>
 
-#include "model/error.hpp"
-#include "model/pretokenizer.hpp"
-#include "model/tokenizer.hpp"
-#include "model/unicode.hpp"
+#include "troupe/model/error.hpp"
+#include "troupe/model/pretokenizer.hpp"
+#include "troupe/model/tokenizer.hpp"
+#include "troupe/model/unicode.hpp"
 #include "tests/model/golden_json.hpp"
 #include "tests/util/gguf_writer.hpp"
 

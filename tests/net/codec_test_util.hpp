@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-#include "net/parse_limits.hpp"
+#include "troupe/net/parse_limits.hpp"
 
 namespace troupe::test {
 

@@ -4,8 +4,8 @@
 #include <stdexcept>
 #include <thread>
 
-#include "cpu/cpu_backend.hpp"
-#include "model/gguf.hpp"
+#include "troupe/cpu/cpu_backend.hpp"
+#include "troupe/model/gguf.hpp"
 #include "util/tiny_model.hpp"
 
 namespace troupe::test {

@@ -17,10 +17,10 @@
 #include <utility>
 #include <vector>
 
-#include "actors/engine.hpp"
-#include "actors/model_bundle.hpp"
-#include "net/bridge.hpp"
-#include "net/server.hpp"
+#include "troupe/actors/engine.hpp"
+#include "troupe/actors/model_bundle.hpp"
+#include "troupe/net/bridge.hpp"
+#include "troupe/net/server.hpp"
 
 namespace troupe::test {
 

@@ -8,9 +8,9 @@
 #include <random>
 #include <string>
 
-#include "model/error.hpp"
-#include "model/unicode.hpp"
-#include "net/json_writer.hpp"
+#include "troupe/model/error.hpp"
+#include "troupe/model/unicode.hpp"
+#include "troupe/net/json_writer.hpp"
 #include "codec_test_util.hpp"
 
 using namespace troupe;

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "codec_test_util.hpp"
-#include "net/openai_protocol.hpp"
+#include "troupe/net/openai_protocol.hpp"
 
 using namespace troupe;
 using namespace troupe::net;

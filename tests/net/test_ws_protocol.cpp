@@ -7,8 +7,8 @@
 #include <variant>
 
 #include "codec_test_util.hpp"
-#include "net/json_writer.hpp"
-#include "net/ws_protocol.hpp"
+#include "troupe/net/json_writer.hpp"
+#include "troupe/net/ws_protocol.hpp"
 
 using namespace troupe;
 using namespace troupe::net;

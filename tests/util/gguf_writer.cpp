@@ -5,7 +5,7 @@
 #include <cstring>
 #include <fstream>
 
-#include "model/error.hpp"
+#include "troupe/model/error.hpp"
 
 namespace troupe::test {
 namespace {

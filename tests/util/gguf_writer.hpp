@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "model/gguf.hpp"
-#include "model/quant.hpp"
+#include "troupe/model/gguf.hpp"
+#include "troupe/model/quant.hpp"
 
 namespace troupe::test {
 

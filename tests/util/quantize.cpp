@@ -7,7 +7,7 @@
 #include <cstring>
 #include <string>
 
-#include "model/error.hpp"
+#include "troupe/model/error.hpp"
 
 namespace troupe::test {
 namespace {

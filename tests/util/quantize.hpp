@@ -5,7 +5,7 @@
 #include <span>
 #include <vector>
 
-#include "model/quant.hpp"
+#include "troupe/model/quant.hpp"
 
 namespace troupe::test {
 

@@ -10,7 +10,7 @@
 #include <set>
 #include <utility>
 
-#include "model/error.hpp"
+#include "troupe/model/error.hpp"
 #include "tests/util/gguf_writer.hpp"
 #include "tests/util/quantize.hpp"
 

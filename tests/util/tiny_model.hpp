@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "model/quant.hpp"
+#include "troupe/model/quant.hpp"
 
 namespace troupe::test {
 

@@ -1,0 +1,198 @@
+#include "troupe/actors/engine.hpp"
+
+#include <algorithm>
+#include <unordered_map>
+
+#include "troupe/actors/batcher.hpp"
+#include "troupe/actors/request_links.hpp"
+#include "troupe/actors/worker_group.hpp"
+#include "troupe/model/error.hpp"
+
+namespace troupe {
+
+struct engine::core {
+  core(caf::actor_system& s, std::shared_ptr<const model_bundle> m, scheduler_config sc,
+       std::shared_ptr<metrics_registry> registry)
+      : sys(s),
+        model(std::move(m)),
+        scheduling(sc),
+        metrics(std::move(registry)),
+        serving(std::make_shared<serving_metrics>(metrics)) {}
+
+  caf::actor_system& sys;
+  std::shared_ptr<const model_bundle> model;
+  scheduler_config scheduling;
+  std::shared_ptr<metrics_registry> metrics;
+  std::shared_ptr<serving_metrics> serving;
+  scheduler_actor scheduler;
+  batcher_actor batcher;
+  struct worker_slot {
+    std::mutex mutex;
+    worker_actor worker;  // the last one spawned
+  };
+  std::shared_ptr<worker_slot> latest_worker = std::make_shared<worker_slot>();
+  std::atomic<uint64_t> next_seq_id{1};
+
+  handle submit(request req, event_sink_ptr sink);
+};
+
+namespace {
+
+// Counts a request's last event in the serving metrics, then passes every event on.
+class metered_sink : public event_sink {
+ public:
+  metered_sink(event_sink_ptr inner, std::shared_ptr<serving_metrics> metrics)
+      : inner_(std::move(inner)), metrics_(std::move(metrics)) {}
+  void on_event(const std::string& id, const request_event& e) override {
+    if (auto done = std::get_if<done_event>(&e)) metrics_->on_request_done(*done);
+    else if (auto err = std::get_if<error_event>(&e)) metrics_->on_request_error(*err);
+    inner_->on_event(id, e);
+  }
+
+ private:
+  event_sink_ptr inner_;
+  std::shared_ptr<serving_metrics> metrics_;
+};
+
+// Forwards a request's events to an application's listener and tells the engine actor when
+// the request ended, so it can forget the request's handle.
+class actor_sink : public event_sink {
+ public:
+  actor_sink(event_listener listener, engine_actor frontend)
+      : listener_(std::move(listener)), frontend_(std::move(frontend)) {}
+  void on_event(const std::string& id, const request_event& e) override {
+    caf::anon_send(listener_, atoms::event_atom::value, request_event_message{id, e});
+    if (std::holds_alternative<done_event>(e) || std::holds_alternative<error_event>(e)) {
+      caf::anon_send(frontend_, atoms::done_ack_atom::value, id);
+    }
+  }
+
+ private:
+  event_listener listener_;
+  engine_actor frontend_;
+};
+
+struct frontend_state {
+  std::shared_ptr<engine::core> core;
+  std::shared_ptr<engine> owned;  // the engine this actor owns (spawn_engine_actor), else null
+  std::unordered_map<std::string, engine::handle> live;
+  static inline const char* name = "troupe.engine";
+};
+
+using frontend_self = engine_actor::stateful_pointer<frontend_state>;
+
+engine_actor::behavior_type frontend(frontend_self self, std::shared_ptr<engine::core> core,
+                                     std::shared_ptr<engine> owned) {
+  self->state.core = std::move(core);
+  self->state.owned = std::move(owned);
+  return {
+      [=](atoms::submit_atom, request& req, const event_listener& listener) {
+        auto& st = self->state;
+        if (st.live.count(req.id)) {
+          caf::anon_send(listener, atoms::event_atom::value,
+                         request_event_message{req.id, error_event{request_error_code::invalid_request,
+                                                                   "request id '" + req.id + "' is already in flight"}});
+          return;
+        }
+        auto sink = std::make_shared<actor_sink>(listener, self);
+        std::string id = req.id;
+        st.live.emplace(std::move(id), st.core->submit(std::move(req), std::move(sink)));
+      },
+      [=](atoms::cancel_atom, const std::string& id) {
+        if (auto it = self->state.live.find(id); it != self->state.live.end()) {
+          caf::anon_send(it->second.actor, atoms::cancel_atom::value);
+        }
+      },
+      [=](atoms::stats_atom) -> caf::result<scheduler_snapshot> {
+        return self->delegate(self->state.core->scheduler, atoms::stats_atom::value);
+      },
+      [=](atoms::done_ack_atom, const std::string& id) { self->state.live.erase(id); },
+  };
+}
+
+}  // namespace
+
+engine::handle engine::core::submit(request req, event_sink_ptr sink) {
+  const uint64_t id = next_seq_id.fetch_add(1);
+  auto metered = std::make_shared<metered_sink>(std::move(sink), serving);
+  auto actor = spawn_request_actor(sys, model, std::move(req), std::move(metered), id, {batcher, scheduler, serving});
+  return {std::move(actor), id};
+}
+
+engine::engine(caf::actor_system& sys, std::shared_ptr<const model_bundle> model, std::shared_ptr<backend> b,
+               engine_options options)
+    : core_(std::make_shared<core>(sys, std::move(model), options.scheduling,
+                                   options.metrics ? options.metrics : std::make_shared<metrics_registry>())) {
+  auto& c = *core_;
+  const auto shape = b->kv_shape();
+  c.scheduling.max_model_len = std::min(c.scheduling.max_model_len, c.model->max_model_len);
+  c.scheduling.validate();
+  block_manager_config blocks;
+  blocks.num_blocks = shape.num_blocks;
+  blocks.block_size = shape.block_size;
+  blocks.num_swap_blocks = b->num_swap_blocks();
+  blocks.enable_prefix_caching = options.enable_prefix_caching;
+  const bool detached = options.detached_worker;
+  caf::actor_system* system = &sys;
+  auto latest = c.latest_worker;
+  auto more_ranks = options.more_ranks;
+  worker_factory make_worker = [system, b, detached, latest, more_ranks] {
+    auto w = detached ? spawn_worker(*system, b) : spawn_worker_attached(*system, b);
+    if (!more_ranks.empty()) {
+      std::vector<worker_actor> ranks{w};
+      for (const auto& r : more_ranks) {
+        ranks.push_back(detached ? spawn_worker(*system, r) : spawn_worker_attached(*system, r));
+      }
+      w = spawn_worker_group(*system, std::move(ranks));
+    }
+    std::lock_guard lock(latest->mutex);
+    latest->worker = w;
+    return w;
+  };
+  c.scheduler = spawn_scheduler(sys, c.scheduling, blocks, c.model->tok.eog_ids(), std::move(make_worker), c.serving);
+  c.batcher = spawn_batcher(sys, c.scheduling, c.scheduler, c.serving);
+}
+
+engine::~engine() {
+  if (frontend_) caf::anon_send_exit(frontend_, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(core_->batcher, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(core_->scheduler, caf::exit_reason::user_shutdown);
+}
+
+engine::handle engine::submit(request req, event_sink_ptr sink) { return core_->submit(std::move(req), std::move(sink)); }
+
+void engine::cancel(const handle& h) {
+  if (h.actor) caf::anon_send(h.actor, atoms::cancel_atom::value);
+}
+
+const std::shared_ptr<metrics_registry>& engine::metrics() const { return core_->metrics; }
+const model_bundle& engine::model() const { return *core_->model; }
+const scheduler_config& engine::scheduling() const { return core_->scheduling; }
+
+caf::actor engine::current_worker() {
+  std::lock_guard lock(core_->latest_worker->mutex);
+  return caf::actor_cast<caf::actor>(core_->latest_worker->worker);
+}
+
+engine_actor engine::actor() {
+  if (!frontend_) frontend_ = core_->sys.spawn(frontend, core_, std::shared_ptr<engine>());
+  return frontend_;
+}
+
+scheduler_snapshot engine::stats() {
+  caf::scoped_actor self{core_->sys};
+  scheduler_snapshot out;
+  self->request(core_->scheduler, std::chrono::seconds(10), atoms::stats_atom::value)
+      .receive([&](const scheduler_snapshot& s) { out = s; },
+               [&](caf::error& e) { throw error(error_code::internal, "engine stats: " + core_->sys.render(e)); });
+  return out;
+}
+
+engine_actor spawn_engine_actor(caf::actor_system& sys, std::unique_ptr<engine> owned) {
+  if (!owned) throw error(error_code::invalid_argument, "spawn_engine_actor needs an engine");
+  std::shared_ptr<engine> shared = std::move(owned);
+  auto core = shared->core_;
+  return sys.spawn(frontend, std::move(core), std::move(shared));
+}
+
+}  // namespace troupe

@@ -1,0 +1,27 @@
+// Everything about a loaded model that the request side needs (tokenizer, chat template,
+// limits), shared read-only by every request actor.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "troupe/model/chat_template.hpp"
+#include "troupe/model/gguf.hpp"
+#include "troupe/model/model_config.hpp"
+#include "troupe/model/tokenizer.hpp"
+
+namespace troupe {
+
+struct model_bundle {
+  std::shared_ptr<const gguf::file> file;
+  model_config config;
+  tokenizer tok;
+  chat_template tmpl;
+  std::string name;           // as served (general.name or the file name)
+  int32_t max_model_len = 0;  // prompt + output, after every cap
+
+  // Loads tokenizer, template and config from a GGUF; an unrecognised chat template falls
+  // back to ChatML. Throws troupe::error.
+  static std::shared_ptr<const model_bundle> load(std::shared_ptr<const gguf::file> file, int32_t max_model_len);
+};
+
+}  // namespace troupe

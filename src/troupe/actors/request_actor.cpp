@@ -1,0 +1,180 @@
+#include "troupe/actors/request_actor.hpp"
+
+#include <chrono>
+#include <optional>
+
+#include "troupe/actors/request_links.hpp"
+#include "troupe/engine/request_state.hpp"
+#include "troupe/model/error.hpp"
+
+namespace troupe {
+
+namespace {
+
+struct request_actor_state {
+  std::shared_ptr<const model_bundle> model;
+  std::optional<request> req;
+  std::unique_ptr<request_state> state;
+  event_sink_ptr sink;
+  uint64_t seq_id = 0;
+  request_actor_links links;
+  bool is_done = false;
+  bool is_waiting = false;  // admitted and not yet started: the batcher counts it
+  std::optional<std::chrono::steady_clock::time_point> last_token_at;  // for the inter-token gaps
+  static inline const char* name = "troupe.request";
+};
+
+using request_self = request_actor::stateful_pointer<request_actor_state>;
+
+void emit(request_self self, const request_event& e) { self->state.sink->on_event(self->state.req->id, e); }
+
+// The batcher counts waiting sequences for its queue cap: tell it once this one stops waiting.
+void leave_queue(request_self self) {
+  auto& st = self->state;
+  if (!st.is_waiting) return;
+  st.is_waiting = false;
+  self->send(st.links.batcher, atoms::dequeued_atom::value, st.seq_id);
+}
+
+void end(request_self self) {
+  leave_queue(self);
+  self->demonitor(self->state.links.scheduler.address());
+  self->quit();
+}
+
+void fail(request_self self, request_error_code code, const std::string& message) {
+  auto& st = self->state;
+  if (st.is_done) return;
+  st.is_done = true;
+  if (st.state && !st.state->is_finished()) st.state->transition_to(request_status::failed, now_ms(self));
+  emit(self, error_event{code, message});
+  end(self);
+}
+
+// Ends the request with a done event (after a last delta of held-back text).
+void finish(request_self self, request_finish_reason reason) {
+  auto& st = self->state;
+  if (st.is_done) return;
+  st.is_done = true;
+  auto r = st.state->finish(reason, now_ms(self));
+  if (!r.last_delta.is_empty()) emit(self, r.last_delta);
+  emit(self, r.done);
+  end(self);
+}
+
+// Stops the sequence wherever it is (batcher or scheduler) and ends the request.
+void stop_early(request_self self, request_finish_reason reason) {
+  auto& st = self->state;
+  st.is_waiting = false;  // the cancel takes it off the batcher's count too
+  self->send(st.links.batcher, atoms::cancel_atom::value, st.seq_id);
+  finish(self, reason);
+}
+
+void mark_running(request_self self) {
+  leave_queue(self);
+  auto& st = self->state;
+  if (st.state->status() == request_status::preempted || st.state->status() == request_status::queued) {
+    st.state->transition_to(request_status::running, now_ms(self));
+  }
+}
+
+void on_token(request_self self, const sequence_event& e) {
+  auto& st = self->state;
+  if (st.is_done) return;
+  if (e.state == sequence_state::failed) return fail(self, request_code_of(e.error), e.message);
+  mark_running(self);
+  if (st.links.metrics) {
+    const auto now = std::chrono::steady_clock::now();
+    if (st.last_token_at) {
+      st.links.metrics->on_inter_token(std::chrono::duration<double>(now - *st.last_token_at).count());
+    }
+    st.last_token_at = now;
+  }
+  auto r = st.state->on_token(sampled_token{e.token, e.logprob, e.top_logprobs}, now_ms(self));
+  if (!r.delta.is_empty()) emit(self, r.delta);
+  if (e.state == sequence_state::finished) {
+    return finish(self, e.reason == finish_reason::length ? request_finish_reason::length : request_finish_reason::stop);
+  }
+  if (r.finish) stop_early(self, *r.finish);
+}
+
+// Tokenizes and asks the batcher for admission; `accepted` goes out only once admitted.
+void start(request_self self) {
+  auto& st = self->state;
+  const auto& m = *st.model;
+  st.req->validate(m.config.vocab_size, m.max_model_len);
+  st.state = std::make_unique<request_state>(*st.req, m.tok, m.max_model_len, now_ms(self));
+  auto tokens = prompt_tokens(*st.req, m.tok, m.tmpl, m.max_model_len);
+  st.state->set_num_prompt_tokens(static_cast<int32_t>(tokens.size()));
+  pending_sequence pending{sequence_request{st.seq_id, std::move(tokens), st.req->params, st.req->priority}, self};
+  self->request(st.links.batcher, caf::infinite, atoms::enqueue_atom::value, std::move(pending))
+      .then(
+          [=](atoms::admitted_atom) {
+            auto& st = self->state;
+            if (st.is_done) return;
+            st.is_waiting = true;
+            st.state->transition_to(request_status::queued, now_ms(self));
+            emit(self, accepted_event{st.req->id});
+          },
+          [=](caf::error& err) {
+            const auto e = error_event_of(err, self->system());
+            fail(self, e.code, e.message);
+          });
+  if (const auto deadline = st.state->deadline_ms()) {
+    self->delayed_send(self, std::chrono::milliseconds(std::max<int64_t>(0, *deadline - now_ms(self))),
+                       atoms::deadline_atom::value);
+  }
+}
+
+request_actor::behavior_type request_actor_impl(request_self self, std::shared_ptr<const model_bundle> model,
+                                                request req, event_sink_ptr sink, uint64_t seq_id,
+                                                request_actor_links links) {
+  auto& st = self->state;
+  st.model = std::move(model);
+  st.req = std::move(req);
+  st.sink = std::move(sink);
+  st.seq_id = seq_id;
+  st.links = std::move(links);
+  // The engine stopping (its scheduler gone) ends a request still in flight.
+  self->monitor(st.links.scheduler);
+  self->set_down_handler([=](caf::down_msg&) {
+    self->state.is_waiting = false;
+    fail(self, request_error_code::unavailable, "the engine stopped before this request finished");
+  });
+  try {
+    start(self);
+  } catch (const error& e) {
+    fail(self, to_error_event(e).code, e.what());
+  }
+  return {
+      [=](atoms::cancel_atom) {
+        if (self->state.is_done) return;
+        stop_early(self, request_finish_reason::cancelled);
+      },
+      [=](atoms::deadline_atom) {
+        if (self->state.is_done) return;
+        stop_early(self, request_finish_reason::timeout);
+      },
+      [=](atoms::started_atom, uint64_t, int32_t num_cached) {
+        auto& st = self->state;
+        if (st.is_done) return;
+        if (num_cached >= 0) st.state->set_num_cached_prompt_tokens(num_cached);
+        mark_running(self);
+      },
+      [=](atoms::preempt_atom, uint64_t) {
+        auto& st = self->state;
+        if (st.is_done || st.state->status() != request_status::running) return;
+        st.state->transition_to(request_status::preempted, now_ms(self));
+      },
+      [=](atoms::token_atom, const sequence_event& e) { on_token(self, e); },
+  };
+}
+
+}  // namespace
+
+request_actor spawn_request_actor(caf::actor_system& sys, std::shared_ptr<const model_bundle> model, request req,
+                                  event_sink_ptr sink, uint64_t seq_id, const request_actor_links& links) {
+  return sys.spawn(request_actor_impl, std::move(model), std::move(req), std::move(sink), seq_id, links);
+}
+
+}  // namespace troupe

@@ -1,0 +1,231 @@
+#include "troupe/actors/scheduler.hpp"
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <unordered_map>
+
+#include "troupe/actors/messages.hpp"
+#include "troupe/model/error.hpp"
+
+namespace troupe {
+
+namespace {
+
+struct scheduler_state {
+  std::unique_ptr<block_manager> blocks;
+  std::unique_ptr<scheduler_policy> policy;
+  std::unordered_map<uint64_t, request_actor> owners;  // live sequence -> its request actor
+  worker_actor worker;
+  worker_factory make_worker;
+  std::shared_ptr<worker_actor> current_worker;  // read by the exit functor
+  int64_t num_worker_restarts = 0;
+  double busy_seconds = 0;
+  double overhead_seconds = 0;
+  std::shared_ptr<serving_metrics> metrics;  // null: none
+  std::chrono::steady_clock::time_point last_blocks_sample;
+  static inline const char* name = "troupe.scheduler";
+};
+
+using scheduler_self = scheduler_actor::stateful_pointer<scheduler_state>;
+using clock_type = std::chrono::steady_clock;
+
+double seconds_between(clock_type::time_point a, clock_type::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+double clock_seconds(clock_type::time_point t) { return std::chrono::duration<double>(t.time_since_epoch()).count(); }
+
+void add_overhead(scheduler_self self, double seconds) {
+  self->state.overhead_seconds += seconds;
+  if (self->state.metrics) self->state.metrics->on_scheduler_overhead(seconds);
+}
+
+// The queue gauges after every change. The KV pool's statistics walk every sequence, so
+// they are sampled at most every 100 ms while busy, and taken whenever the engine has
+// drained, so that an idle engine's figures are exact.
+void publish_state(scheduler_self self) {
+  auto& st = self->state;
+  if (!st.metrics) return;
+  st.metrics->on_queues(st.policy->stats());
+  if (st.policy->has_unfinished()) {
+    const auto now = clock_type::now();
+    if (now - st.last_blocks_sample < std::chrono::milliseconds(100)) return;
+    st.last_blocks_sample = now;
+  }
+  st.metrics->on_blocks(st.blocks->stats());
+}
+
+// Each event is moved into its request actor's mailbox: one message per sequence, no copy.
+void fan_out(scheduler_self self, std::vector<sequence_event>& events) {
+  auto& st = self->state;
+  for (auto& e : events) {
+    const auto it = st.owners.find(e.seq_id);
+    if (it == st.owners.end()) continue;
+    const bool is_last = e.state != sequence_state::running;
+    self->send(it->second, atoms::token_atom::value, std::move(e));
+    if (is_last) st.owners.erase(it);
+  }
+}
+
+void kick(scheduler_self self);
+void on_step_back(scheduler_self self, step_sample sample, clock_type::time_point sent, const step_result& result);
+
+// What a planned step tells the request actors: sent after the step itself has gone to the
+// worker, and after the previous step's tokens (a sequence preempted now may have had a
+// token from the step before).
+struct step_notices {
+  std::vector<uint64_t> started;
+  std::vector<uint64_t> resumed;
+  std::vector<uint64_t> preempted;
+};
+
+// Plans the next step and sends it to the worker, unless nothing can run.
+step_notices send_step(scheduler_self self) {
+  auto& st = self->state;
+  const auto plan_start = clock_type::now();
+  auto step = st.policy->schedule(now_ms(self));
+  if (step.is_empty()) {
+    if (st.metrics) st.metrics->on_idle();
+    return {};
+  }
+  if (st.metrics) st.metrics->on_preemptions(static_cast<int64_t>(step.preempted.size()));
+  step_sample sample;
+  sample.num_sequences = static_cast<int32_t>(step.plan.sequences.size());
+  sample.num_tokens = step.num_scheduled_tokens;
+  sample.token_budget = step.token_budget;
+  if (st.metrics) {
+    const slot_usage slots = st.blocks->count_slots();  // as the step holds them while it runs
+    sample.num_reserved_slots = slots.num_reserved;
+    sample.num_unused_slots = slots.num_unused;
+  }
+  step_request request{std::move(step.ops), std::move(step.plan)};
+  const auto sent = clock_type::now();
+  self->request(st.worker, caf::infinite, atoms::step_atom::value, std::move(request))
+      .then([=](const step_result& result) { on_step_back(self, sample, sent, result); },
+            [=](caf::error& err) {
+              const auto e = error_value_of(err, self->system());
+              auto events = self->state.policy->on_step_failed(e.code, e.message);
+              fan_out(self, events);
+              kick(self);
+            });
+  add_overhead(self, seconds_between(plan_start, sent));
+  return {std::move(step.started), std::move(step.resumed), std::move(step.preempted)};
+}
+
+void send_notices(scheduler_self self, const step_notices& n) {
+  auto& st = self->state;
+  for (uint64_t id : n.started) {
+    if (auto it = st.owners.find(id); it != st.owners.end()) {
+      self->send(it->second, atoms::started_atom::value, id, st.blocks->num_reused_prefix_tokens(id));
+    }
+  }
+  for (uint64_t id : n.resumed) {
+    if (auto it = st.owners.find(id); it != st.owners.end()) {
+      self->send(it->second, atoms::started_atom::value, id, int32_t{-1});
+    }
+  }
+  for (uint64_t id : n.preempted) {
+    if (auto it = st.owners.find(id); it != st.owners.end()) self->send(it->second, atoms::preempt_atom::value, id);
+  }
+}
+
+// A step came back: apply it, send the next one at once (the worker should not wait for
+// the fan-out), then the tokens, the new step's notices and the gauges.
+void on_step_back(scheduler_self self, step_sample sample, clock_type::time_point sent, const step_result& result) {
+  auto& st = self->state;
+  const auto back = clock_type::now();
+  st.busy_seconds += seconds_between(sent, back);
+  if (st.metrics) {
+    sample.sent_seconds = clock_seconds(sent);
+    sample.back_seconds = clock_seconds(back);
+    st.metrics->on_step(sample);
+  }
+  auto events = st.policy->on_step_done(result);
+  // Counted apart from send_step's planning, which counts itself.
+  add_overhead(self, seconds_between(back, clock_type::now()));
+  const step_notices notices = send_step(self);
+  const auto after_send = clock_type::now();
+  // Before the events go out: a client that has seen its request end finds it gone from the
+  // gauges too.
+  publish_state(self);
+  fan_out(self, events);
+  send_notices(self, notices);
+  add_overhead(self, seconds_between(after_send, clock_type::now()));
+}
+
+// Sends the next step unless one is in flight, and brings the gauges up to date.
+void kick(scheduler_self self) {
+  if (!self->state.policy->is_step_in_flight()) send_notices(self, send_step(self));
+  publish_state(self);
+}
+
+scheduler_actor::behavior_type scheduler(scheduler_self self, scheduler_config config, block_manager_config blocks,
+                        std::vector<int32_t> eog_ids, worker_factory make_worker,
+                        std::shared_ptr<serving_metrics> metrics) {
+  auto& st = self->state;
+  st.metrics = std::move(metrics);
+  st.blocks = std::make_unique<block_manager>(blocks);
+  st.policy = std::make_unique<scheduler_policy>(config, *st.blocks, std::move(eog_ids));
+  st.make_worker = std::move(make_worker);
+  st.worker = st.make_worker();
+  self->monitor(st.worker);
+  // The worker goes when the scheduler goes (engine shutdown), whichever worker it is then.
+  auto current_worker = std::make_shared<worker_actor>(st.worker);
+  st.current_worker = current_worker;
+  self->attach_functor([current_worker](const caf::error&) {
+    caf::anon_send_exit(*current_worker, caf::exit_reason::user_shutdown);
+  });
+  // A dead worker is replaced; the step it had in flight fails through the request's error
+  // handler (its requests end with an error), everything queued carries on.
+  self->set_down_handler([=](caf::down_msg& down) {
+    auto& st = self->state;
+    if (down.source != st.worker.address()) return;
+    ++st.num_worker_restarts;
+    st.worker = st.make_worker();
+    *st.current_worker = st.worker;
+    self->monitor(st.worker);
+    kick(self);
+  });
+  return {
+      [=](atoms::batch_atom, pending_batch& batch) {
+        auto& st = self->state;
+        const int64_t now = now_ms(self);
+        for (auto& p : batch.sequences) {
+          const uint64_t id = p.request.id;
+          try {
+            st.policy->add(std::move(p.request), now);
+            st.owners.emplace(id, std::move(p.owner));
+          } catch (const error& e) {
+            // A prompt that can never fit (longer than max_model_len or the KV pool).
+            sequence_event refused;
+            refused.seq_id = id;
+            refused.state = sequence_state::failed;
+            refused.error = e.code();
+            refused.message = e.what();
+            self->send(p.owner, atoms::token_atom::value, std::move(refused));
+          }
+        }
+        kick(self);
+      },
+      [=](atoms::abort_atom, uint64_t seq_id) {
+        auto& st = self->state;
+        st.owners.erase(seq_id);
+        if (st.policy->abort(seq_id)) kick(self);
+      },
+      [=](atoms::stats_atom) {
+        auto& st = self->state;
+        return scheduler_snapshot{st.policy->stats(), st.blocks->stats(), st.busy_seconds, st.overhead_seconds};
+      },
+  };
+}
+
+}  // namespace
+
+scheduler_actor spawn_scheduler(caf::actor_system& sys, const scheduler_config& config,
+                                const block_manager_config& blocks, std::vector<int32_t> eog_ids,
+                                worker_factory make_worker, std::shared_ptr<serving_metrics> metrics) {
+  return sys.spawn(scheduler, config, blocks, std::move(eog_ids), std::move(make_worker), std::move(metrics));
+}
+
+}  // namespace troupe

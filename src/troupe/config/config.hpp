@@ -1,0 +1,88 @@
+// troupe::config: every knob of `troupe serve` in one struct, with its default, its
+// command-line flag, its config-file key and its CAF option (DESIGN.md, "Configuration").
+// Names follow vLLM where vLLM has the knob.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <type_traits>
+
+#include "troupe/engine/scheduler_config.hpp"
+
+namespace troupe {
+
+struct config {
+  // The model and where it runs.
+  std::string model;                    // GGUF file
+  std::string served_model_name;        // the `model` the API reports; "" = the file's name
+  std::string device = "auto";          // auto | cpu | cuda
+  std::string devices;                  // CUDA devices, "0,1"; "" = all visible
+  int32_t tensor_parallel = 1;
+  double gpu_memory_utilization = 0.9;  // share of free device memory for weights + KV
+  bool cuda_graphs = false;
+  int32_t threads = 0;                  // CPU compute threads; 0 = one per core
+
+  // The KV cache.
+  int32_t block_size = 16;
+  int64_t kv_cache_bytes = 0;           // 0 = sized from the context (CPU) or memory (GPU)
+  double swap_space = 0.0;              // GiB of host memory for preempted sequences (vLLM)
+  bool enable_prefix_caching = true;
+
+  // Scheduling and admission. max_model_len 0 (the default here) = the model's context.
+  scheduler_config scheduling = [] {
+    scheduler_config s;
+    s.max_model_len = 0;
+    return s;
+  }();
+
+  // The front door.
+  std::string host = "127.0.0.1";
+  int32_t port = 8080;                  // 0 = any free port
+  std::string api_key;                  // "" = no authentication
+  int32_t io_threads = 1;               // Asio threads for HTTP and WebSocket
+  int64_t max_body_bytes = 1 << 20;     // HTTP request bodies and WebSocket messages
+  int64_t max_buffered_bytes = 4 << 20; // output queued for one slow client before its
+                                        // requests are cancelled
+  int32_t max_connections = 4096;
+  int64_t drain_timeout_ms = 30000;     // on SIGTERM: how long in-flight requests may finish
+
+  // Throws troupe::error(invalid_argument) naming the flag at fault and what is allowed.
+  void validate() const;
+};
+
+// Calls f(name, help, field&) for every option, in the order --help lists them. name is
+// the config-file key; the flag is "--" + name with '_' as '-'. field is one of int32_t,
+// int64_t, double, bool or std::string.
+template <class Config, class F>
+void for_each_option(Config& c, F&& f) {
+  static_assert(std::is_same_v<std::remove_const_t<Config>, config>);
+  f("model", "GGUF model file (required)", c.model);
+  f("served_model_name", "model name the API reports (default: the file name without .gguf)", c.served_model_name);
+  f("device", "auto | cpu | cuda (auto: CUDA when a device is present)", c.device);
+  f("devices", "CUDA devices to use, e.g. 0,1 (default: all visible)", c.devices);
+  f("tensor_parallel", "split each layer over this many CUDA devices", c.tensor_parallel);
+  f("gpu_memory_utilization", "share of a device's free memory for weights and KV cache", c.gpu_memory_utilization);
+  f("cuda_graphs", "capture decode steps as CUDA graphs", c.cuda_graphs);
+  f("threads", "CPU compute threads (0 = one per core)", c.threads);
+  f("block_size", "KV cache positions per block", c.block_size);
+  f("kv_cache_bytes", "KV cache size in bytes (0 = from the context or device memory)", c.kv_cache_bytes);
+  f("swap_space", "GiB of host memory to swap preempted sequences to (0 = recompute)", c.swap_space);
+  f("enable_prefix_caching", "reuse the KV of shared prompt prefixes", c.enable_prefix_caching);
+  f("max_num_seqs", "sequences running at once", c.scheduling.max_num_seqs);
+  f("max_num_batched_tokens", "tokens fed per step, all sequences together", c.scheduling.max_num_batched_tokens);
+  f("max_model_len", "prompt + output tokens per sequence (0 = the model's context)", c.scheduling.max_model_len);
+  f("enable_chunked_prefill", "split long prompts over several steps", c.scheduling.enable_chunked_prefill);
+  f("ageing_ms", "a waiting request gains one priority level per this many ms (0 = never)", c.scheduling.ageing_ms);
+  f("max_batch_size", "admission: release new requests when this many wait", c.scheduling.max_batch_size);
+  f("max_wait_ms", "admission: or when the oldest has waited this long (0 = at once)", c.scheduling.max_wait_ms);
+  f("max_queue_len", "requests waiting before new ones are refused with 429", c.scheduling.max_queue_len);
+  f("host", "address to listen on", c.host);
+  f("port", "port to listen on (0 = any free port)", c.port);
+  f("api_key", "require Authorization: Bearer KEY on /v1 routes and the WebSocket", c.api_key);
+  f("io_threads", "threads serving HTTP and WebSocket connections", c.io_threads);
+  f("max_body_bytes", "largest HTTP body or WebSocket message accepted", c.max_body_bytes);
+  f("max_buffered_bytes", "output queued for a slow client before its requests are cancelled", c.max_buffered_bytes);
+  f("max_connections", "open connections at once", c.max_connections);
+  f("drain_timeout_ms", "on SIGINT/SIGTERM, how long in-flight requests may finish", c.drain_timeout_ms);
+}
+
+}  // namespace troupe

@@ -1,0 +1,70 @@
+// The CPU backend: llama-family forward pass over a paged KV cache, with quantized
+// kernels and a persistent thread pool. One object per worker; step() is called from one
+// thread at a time.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "troupe/cpu/kv_memory.hpp"
+#include "troupe/cpu/matmul.hpp"
+#include "troupe/cpu/thread_pool.hpp"
+#include "troupe/model/backend.hpp"
+#include "troupe/model/gguf.hpp"
+#include "troupe/model/sampler.hpp"
+
+namespace troupe::cpu {
+
+struct cpu_backend_options {
+  int num_threads = 0;           // 0: one per core
+  int32_t block_size = 16;       // KV positions per block
+  int64_t kv_cache_bytes = 0;    // 0: enough for max(4 * context, 16384) positions, capped at 1 GiB
+  int32_t num_blocks = 0;        // overrides kv_cache_bytes when > 0
+  int32_t num_swap_blocks = 0;   // host swap space for preempted sequences (0: none)
+  std::vector<int32_t> eog_ids;  // suppressed by ignore_eos
+};
+
+class cpu_backend final : public backend {
+ public:
+  cpu_backend(std::shared_ptr<const gguf::file> file, const cpu_backend_options& options);
+  ~cpu_backend() override;
+
+  const model_config& config() const override { return config_; }
+  kv_cache_shape kv_shape() const override;
+  step_result step(const batch_plan& plan) override;
+  void copy_blocks(const std::vector<std::pair<int32_t, int32_t>>& pairs) override;
+  int32_t num_swap_blocks() const override { return swap_ ? swap_->num_blocks() : 0; }
+  void swap_out(const std::vector<std::pair<int32_t, int32_t>>& device_to_host) override;
+  void swap_in(const std::vector<std::pair<int32_t, int32_t>>& host_to_device) override;
+
+  int num_threads() const { return pool_.num_threads(); }
+  // Bytes of weights one decode step reads (all matrices + the output head + norms).
+  int64_t weight_bytes_per_token() const { return weight_bytes_per_token_; }
+
+ private:
+  struct layer_weights {
+    const float* attn_norm;
+    const float* ffn_norm;
+    packed_matrix wq, wk, wv, wo, w_gate, w_up, w_down;
+  };
+  struct workspace;
+
+  void validate(const batch_plan& plan) const;
+  void embed(const batch_plan& plan, float* x) const;
+
+  std::shared_ptr<const gguf::file> file_;
+  model_config config_;
+  thread_pool pool_;
+  const gguf::tensor_info* token_embd_ = nullptr;
+  const float* output_norm_ = nullptr;
+  packed_matrix output_;
+  std::vector<layer_weights> layers_;
+  std::unique_ptr<kv_memory> kv_;
+  std::unique_ptr<kv_memory> swap_;  // host swap space, same block geometry
+  sampler sampler_;
+  std::unique_ptr<workspace> ws_;
+  std::vector<float> rope_cos_, rope_sin_;  // [context][rope_dim/2]
+  int64_t weight_bytes_per_token_ = 0;
+};
+
+}  // namespace troupe::cpu

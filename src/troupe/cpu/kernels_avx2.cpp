@@ -1,0 +1,170 @@
+// AVX2 kernels (compiled for that target per function, chosen at run time): the same packed
+// layout as AVX-512, each 16-row group as two ymm halves, vpdpbusd emulated by
+// vpmaddubsw + vpmaddwd (a sign trick keeps byte formats clear of int16 saturation).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "troupe/cpu/packed_layout.hpp"
+
+#if defined(__x86_64__)
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,bmi,bmi2")
+
+namespace troupe::cpu::detail {
+namespace {
+
+inline __m256i broadcast_4_bytes(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
+}
+
+// acc + per-lane sums of 4 products u*a, with u <= 15 (no int16 saturation possible).
+inline __m256i dot_nib(__m256i acc, __m256i u, __m256i a) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, a), _mm256_set1_epi16(1)));
+}
+
+// acc + per-lane sums of 4 products (u-128)*a: |u-128| <= 128 and |a| <= 127 stay in int16.
+inline __m256i dot_byte_centered(__m256i acc, __m256i u, __m256i a) {
+  const __m256i w = _mm256_xor_si256(u, _mm256_set1_epi8(static_cast<char>(0x80)));
+  const __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(a, w));
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+}
+
+template <int_format F>
+inline __m256 load_scales(const uint8_t* p, int half) {
+  if constexpr (has_f32_scales(F)) return _mm256_loadu_ps(reinterpret_cast<const float*>(p) + 8 * half);
+  else return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * half)));
+}
+
+// One group of 16 rows (two halves of 8) times T tokens.
+template <int_format F, int T>
+void tile(const packed_matrix::impl& w, int64_t g, const act_view& act, int64_t t0, float* y) {
+  constexpr int64_t qs_block = qs_block_bytes(F);
+  constexpr int64_t sc_block = scales_block_bytes(F);
+  constexpr int64_t min_offset = has_f32_scales(F) ? 64 : 32;
+  const int64_t nb = w.num_blocks;
+  const uint8_t* wq = w.qs.get() + g * w.qs_group_stride();
+  const uint8_t* ws = w.scales.get() + g * w.scales_group_stride();
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  __m256 acc[T][2];
+  for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256i dot[T][2];
+    for (int t = 0; t < T; ++t) {
+      const int8_t* aq = act.q + (t0 + t) * act.num_cols + 32 * b;
+      if constexpr (is_nib(F)) {
+        dot[t][0] = dot[t][1] = _mm256_setzero_si256();
+        for (int j = 0; j < 4; ++j) {
+          const __m256i lo_a = broadcast_4_bytes(aq + 4 * j);
+          const __m256i hi_a = broadcast_4_bytes(aq + 16 + 4 * j);
+          for (int h = 0; h < 2; ++h) {
+            const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + b * qs_block + 64 * j + 32 * h));
+            dot[t][h] = dot_nib(dot[t][h], _mm256_and_si256(raw, low4), lo_a);
+            dot[t][h] = dot_nib(dot[t][h], _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4), hi_a);
+          }
+        }
+      } else {
+        // dot(u, a) = dot(u - 128, a) + 128 * sum(a)
+        dot[t][0] = dot[t][1] = _mm256_set1_epi32(act.sum[(t0 + t) * nb + b] * 128);
+        for (int j = 0; j < 8; ++j) {
+          const __m256i a = broadcast_4_bytes(aq + 4 * j);
+          for (int h = 0; h < 2; ++h) {
+            const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + b * qs_block + 64 * j + 32 * h));
+            dot[t][h] = dot_byte_centered(dot[t][h], u, a);
+          }
+        }
+      }
+    }
+    const uint8_t* sc = ws + b * sc_block;
+    for (int h = 0; h < 2; ++h) {
+      const __m256 d = load_scales<F>(sc, h);
+      const __m256 m = has_stored_min(F) ? load_scales<F>(sc + min_offset, h) : _mm256_mul_ps(d, _mm256_set1_ps(w.min_factor));
+      for (int t = 0; t < T; ++t) {
+        const __m256 scale = _mm256_mul_ps(d, _mm256_set1_ps(act.d[(t0 + t) * nb + b]));
+        acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[t][h]), scale, acc[t][h]);
+        const float* as = uses_q8_1_sum(F) ? act.s : act.s_exact;
+        acc[t][h] = _mm256_fmadd_ps(m, _mm256_set1_ps(as[(t0 + t) * nb + b]), acc[t][h]);
+      }
+    }
+  }
+
+  const int64_t row0 = g * rows_per_group;
+  const int64_t num_valid = std::min<int64_t>(rows_per_group, w.num_rows - row0);
+  for (int t = 0; t < T; ++t) {
+    float out[16];
+    _mm256_storeu_ps(out, acc[t][0]);
+    _mm256_storeu_ps(out + 8, acc[t][1]);
+    std::memcpy(y + (t0 + t) * w.num_rows + row0, out, sizeof(float) * static_cast<size_t>(num_valid));
+  }
+}
+
+template <int_format F>
+void int_groups_format(const packed_matrix::impl& w, int64_t group_begin, int64_t group_end,
+                       const act_view& act, int64_t num_tokens, float* y) {
+  for (int64_t g = group_begin; g < group_end; ++g) {
+    int64_t t0 = 0;
+    for (; t0 + 2 <= num_tokens; t0 += 2) tile<F, 2>(w, g, act, t0, y);
+    if (t0 < num_tokens) tile<F, 1>(w, g, act, t0, y);
+  }
+}
+
+void int_groups_avx2(const packed_matrix::impl& w, int64_t group_begin, int64_t group_end,
+                     const act_view& act, int64_t num_tokens, float* y) {
+  switch (w.format) {
+    case int_format::nib_f16_min: return int_groups_format<int_format::nib_f16_min>(w, group_begin, group_end, act, num_tokens, y);
+    case int_format::nib_f16_sym: return int_groups_format<int_format::nib_f16_sym>(w, group_begin, group_end, act, num_tokens, y);
+    case int_format::byte_f16_min: return int_groups_format<int_format::byte_f16_min>(w, group_begin, group_end, act, num_tokens, y);
+    case int_format::byte_f16_sym: return int_groups_format<int_format::byte_f16_sym>(w, group_begin, group_end, act, num_tokens, y);
+    case int_format::nib_f32_min: return int_groups_format<int_format::nib_f32_min>(w, group_begin, group_end, act, num_tokens, y);
+  }
+}
+
+void float_rows_avx2(const packed_matrix::impl& w, int64_t row_begin, int64_t row_end, const float* x,
+                     int64_t num_tokens, float* y) {
+  const int64_t n = w.num_cols;
+  float* row = thread_scratch_floats(static_cast<size_t>(n));
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const uint8_t* src = w.raw.get() + static_cast<size_t>(r) * w.raw_row_bytes;
+    if (w.type == ggml_type::f16) {
+      int64_t k = 0;
+      for (; k + 8 <= n; k += 8)
+        _mm256_storeu_ps(row + k, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * k))));
+      for (uint16_t h; k < n; ++k) { std::memcpy(&h, src + 2 * k, 2); row[k] = fp16_to_fp32(h); }
+    } else {
+      float_row(w, r, row);
+    }
+    for (int64_t t = 0; t < num_tokens; ++t) {
+      const float* xt = x + t * n;
+      __m256 acc = _mm256_setzero_ps();
+      int64_t k = 0;
+      for (; k + 8 <= n; k += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(row + k), _mm256_loadu_ps(xt + k), acc);
+      float lanes[8];
+      _mm256_storeu_ps(lanes, acc);
+      float total = 0.0f;
+      for (float v : lanes) total += v;
+      for (; k < n; ++k) total += row[k] * xt[k];
+      y[t * w.num_rows + r] = total;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace troupe::cpu::detail
+
+#pragma GCC pop_options
+
+namespace troupe::cpu::detail {
+const kernel_table& avx2_kernels() {
+  static const kernel_table table{portable_kernels().quantize, int_groups_avx2, float_rows_avx2};
+  return table;
+}
+}  // namespace troupe::cpu::detail
+#else
+namespace troupe::cpu::detail {
+const kernel_table& avx2_kernels() { return portable_kernels(); }
+}  // namespace troupe::cpu::detail
+#endif

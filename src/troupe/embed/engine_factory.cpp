@@ -1,0 +1,62 @@
+#include "troupe/embed/engine_factory.hpp"
+
+#include "troupe/embed/backend_select.hpp"
+#include "troupe/model/error.hpp"
+#include "troupe/model/gguf.hpp"
+
+namespace troupe {
+
+namespace {
+
+backend_choice make_backends(const config& c, std::shared_ptr<const gguf::file> file, const model_bundle& model) {
+  backend_choice_options o;
+  o.device = c.device;
+  if (!c.devices.empty()) o.devices = parse_device_list(c.devices);
+  o.tensor_parallel = c.tensor_parallel;
+  o.gpu_memory_utilization = c.gpu_memory_utilization;
+  o.cuda_graphs = c.cuda_graphs;
+  o.max_num_batched_tokens = c.scheduling.max_num_batched_tokens;
+  o.max_model_len = model.max_model_len;
+  o.cpu.num_threads = c.threads;
+  o.cpu.block_size = c.block_size;
+  o.cpu.kv_cache_bytes = c.kv_cache_bytes;
+  o.cpu.eog_ids = model.tok.eog_ids();
+  if (c.swap_space > 0) {
+    // K and V in fp16 for every layer, as a KV block is laid out on either backend.
+    const auto& m = model.config;
+    const double bytes_per_block = 2.0 * m.num_layers * c.block_size * m.kv_dim() * 2;
+    o.cpu.num_swap_blocks = static_cast<int32_t>(c.swap_space * double(1ull << 30) / bytes_per_block);
+    o.num_swap_blocks = o.cpu.num_swap_blocks;
+  }
+  return choose_backend(std::move(file), o);
+}
+
+}  // namespace
+
+started_engine start_engine(caf::actor_system& sys, const config& cfg, std::shared_ptr<metrics_registry> metrics) {
+  cfg.validate();
+  auto file = std::make_shared<const gguf::file>(gguf::file::open(cfg.model));
+  // max_model_len 0 = the model's whole context; model_bundle caps any length by it.
+  auto model = model_bundle::load(file, cfg.scheduling.max_model_len);
+  auto choice = make_backends(cfg, file, *model);
+  auto b = choice.ranks.front();
+  engine_options eo;
+  eo.scheduling = cfg.scheduling;
+  eo.scheduling.max_model_len = model->max_model_len;
+  eo.enable_prefix_caching = cfg.enable_prefix_caching;
+  eo.metrics = std::move(metrics);
+  eo.more_ranks.assign(choice.ranks.begin() + 1, choice.ranks.end());
+  if (b->num_swap_blocks() > 0) eo.scheduling.preemption = preemption_mode::swap;
+  started_engine out;
+  out.description = choice.description + ", max_model_len " + std::to_string(model->max_model_len) + ", " +
+                    std::to_string(b->kv_shape().num_blocks) + " KV blocks of " +
+                    std::to_string(b->kv_shape().block_size);
+  out.eng = std::make_unique<engine>(sys, std::move(model), std::move(b), std::move(eo));
+  return out;
+}
+
+engine_actor spawn_engine(caf::actor_system& sys, const config& cfg) {
+  return spawn_engine_actor(sys, start_engine(sys, cfg).eng);
+}
+
+}  // namespace troupe

@@ -1,0 +1,89 @@
+// request::validate: each field against what the engine and the OpenAI API accept, with a
+// message that names the field, what is allowed and what was received.
+#include "troupe/engine/request.hpp"
+
+#include "troupe/model/error.hpp"
+#include "troupe/model/unicode.hpp"
+
+namespace troupe {
+namespace {
+
+[[noreturn]] void reject(const std::string& message) { throw error(error_code::invalid_argument, message); }
+
+std::string indexed(const char* field, size_t i) {
+  return std::string(field).append("[").append(std::to_string(i)).append("]");
+}
+
+void check_id(const std::string& id) {
+  if (id.empty()) reject("id must not be empty");
+  if (id.size() > max_request_id_bytes) {
+    reject("id must be at most " + std::to_string(max_request_id_bytes) + " bytes, got " +
+           std::to_string(id.size()));
+  }
+}
+
+void check_input(const request& r, int32_t vocab_size) {
+  const int num_inputs = int(!r.prompt.empty()) + int(!r.prompt_token_ids.empty()) + int(!r.messages.empty());
+  if (num_inputs == 0) reject("prompt must not be empty (or give messages instead)");
+  if (num_inputs > 1) reject("prompt and messages: give one of them, not both");
+  for (size_t i = 0; i < r.prompt_token_ids.size(); ++i) {
+    const int32_t id = r.prompt_token_ids[i];
+    if (id < 0 || id >= vocab_size) {
+      reject(indexed("prompt", i) + " must be a token id in [0, " + std::to_string(vocab_size) + "), got " +
+             std::to_string(id));
+    }
+  }
+  for (size_t i = 0; i < r.messages.size(); ++i) {
+    const std::string& role = r.messages[i].role;
+    if (role != "system" && role != "user" && role != "assistant") {
+      reject(indexed("messages", i) + ".role must be system, user or assistant, got \"" + role + "\"");
+    }
+  }
+  if (r.echo && r.is_chat()) reject("echo is only for prompt (completion) requests, not messages");
+  if (r.echo && !r.prompt_token_ids.empty()) reject("echo needs a text prompt, not token ids");
+}
+
+void check_stop_strings(const std::vector<std::string>& stop) {
+  if (stop.size() > max_num_stop_strings) {
+    reject("stop must have at most " + std::to_string(max_num_stop_strings) + " strings, got " +
+           std::to_string(stop.size()));
+  }
+  for (size_t i = 0; i < stop.size(); ++i) {
+    if (stop[i].empty()) reject(indexed("stop", i) + " must not be empty");
+    if (stop[i].size() > max_stop_string_bytes) {
+      reject(indexed("stop", i) + " must be at most " + std::to_string(max_stop_string_bytes) + " bytes, got " +
+             std::to_string(stop[i].size()));
+    }
+    if (unicode::sanitize_utf8(stop[i]) != stop[i]) reject(indexed("stop", i) + " must be valid UTF-8");
+  }
+}
+
+}  // namespace
+
+void request::validate(int32_t vocab_size, int32_t max_model_len) const {
+  check_id(id);
+  check_input(*this, vocab_size);
+  check_stop_strings(stop);
+  if (priority < min_request_priority || priority > max_request_priority) {
+    reject("priority must be in [" + std::to_string(min_request_priority) + ", " +
+           std::to_string(max_request_priority) + "] (lower runs first), got " + std::to_string(priority));
+  }
+  if (timeout_ms < 0 || timeout_ms > max_timeout_ms) {
+    reject("timeout_ms must be in [0, " + std::to_string(max_timeout_ms) + "] (0 = none), got " +
+           std::to_string(timeout_ms));
+  }
+  params.validate(vocab_size);
+  // A max_tokens beyond what fits beside the prompt is not refused (the default may exceed a
+  // small model's context): the output then ends by length at max_model_len, as in llama.cpp.
+  // One past the whole context can only be a mistake.
+  if (params.max_tokens > max_model_len) {
+    reject("max_tokens must be in [1, " + std::to_string(max_model_len) + "] (max_model_len), got " +
+           std::to_string(params.max_tokens));
+  }
+  if (params.num_logprobs > 0 && !logprobs) {
+    reject("num_logprobs (top_logprobs) is " + std::to_string(params.num_logprobs) +
+           " but logprobs is off; set logprobs to get alternatives");
+  }
+}
+
+}  // namespace troupe

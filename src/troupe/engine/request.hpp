@@ -1,0 +1,42 @@
+// One generation request as a client states it (a prompt or a chat, sampling, priority,
+// stop strings, deadline) and its validation against the model, before any work is done.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "troupe/model/chat_template.hpp"
+#include "troupe/model/sampling_params.hpp"
+
+namespace troupe {
+
+inline constexpr int32_t min_request_priority = -1000;
+inline constexpr int32_t max_request_priority = 1000;
+inline constexpr size_t max_num_stop_strings = 16;
+inline constexpr size_t max_stop_string_bytes = 256;  // bounds the text a request holds back
+inline constexpr size_t max_request_id_bytes = 256;   // echoed in every event on the wire
+inline constexpr int64_t max_timeout_ms = 24LL * 60 * 60 * 1000;
+
+struct request {
+  std::string id;                      // client-chosen; the WebSocket multiplexes on it
+  std::string prompt;                  // a raw completion prompt, or
+  std::vector<int32_t> prompt_token_ids;  // one as token ids, fed as given (no BOS added), or
+  std::vector<chat_message> messages;  // a chat conversation: exactly one of the three is given
+  sampling_params params;              // max_tokens caps the output; so does max_model_len
+  int32_t priority = 0;                // lower runs first, in [min_request_priority, max_request_priority]
+  std::vector<std::string> stop;       // stop strings; the matched one is not emitted
+  int64_t timeout_ms = 0;              // deadline counted from arrival; 0 = none
+  bool logprobs = false;               // return each token's logprob (and params.num_logprobs alternatives)
+  bool echo = false;                   // completions only: the prompt text precedes the output
+  bool include_usage = false;          // streaming: the client asked for usage in the stream
+
+  bool operator==(const request&) const = default;
+  bool is_chat() const { return !messages.empty(); }
+
+  // Throws troupe::error(invalid_argument) with a message naming the first field at fault
+  // and what is allowed. Checks what can be checked before tokenizing; prompt length
+  // against max_model_len is checked by prompt_tokens (request_state.hpp).
+  void validate(int32_t vocab_size, int32_t max_model_len) const;
+};
+
+}  // namespace troupe

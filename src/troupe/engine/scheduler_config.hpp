@@ -1,0 +1,63 @@
+// The knobs of admission batching (batcher_policy) and iteration-level scheduling
+// (scheduler_policy), with vLLM's names where vLLM has the knob, and their validation.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "troupe/model/error.hpp"
+
+namespace troupe {
+
+// What happens to a running sequence evicted for KV space: recompute drops its blocks and
+// feeds prompt+output again later; swap copies its blocks to host memory and back.
+enum class preemption_mode { recompute, swap };
+
+struct scheduler_config {
+  // Continuous batching (vLLM: --max-num-seqs, --max-num-batched-tokens, --max-model-len,
+  // --enable-chunked-prefill, --preemption-mode).
+  int32_t max_num_seqs = 64;             // running sequences at once
+  int32_t max_num_batched_tokens = 2048; // tokens fed per step, all sequences together
+  int32_t max_model_len = 2048;          // prompt + output; the engine caps it by the model's context
+  bool enable_chunked_prefill = true;    // false: a prompt is only scheduled whole
+  preemption_mode preemption = preemption_mode::recompute;  // swap falls back to recompute
+                                                            // when host space runs out
+  // A waiting sequence's effective priority improves by one level per ageing_ms waited, so
+  // that a stream of high-priority work cannot starve low-priority requests. 0 = no ageing.
+  int64_t ageing_ms = 5000;
+
+  // Admission batching (the batcher): release when max_batch_size requests are held or the
+  // oldest has waited max_wait_ms (0 = at once); refuse with queue_full past max_queue_len
+  // requests waiting (in the batcher and the scheduler's waiting queue together).
+  int32_t max_batch_size = 8;
+  int64_t max_wait_ms = 0;
+  int32_t max_queue_len = 1024;
+
+  // Throws troupe::error(invalid_argument) naming the first field out of range.
+  void validate() const {
+    auto reject = [](const char* field, const std::string& rule, int64_t value) {
+      throw error(error_code::invalid_argument,
+                  std::string(field) + " must be " + rule + ", got " + std::to_string(value));
+    };
+    if (max_num_seqs < 1) reject("max_num_seqs", ">= 1", max_num_seqs);
+    if (max_num_batched_tokens < max_num_seqs) {
+      // Every running sequence's decode token must fit one step's budget.
+      reject("max_num_batched_tokens", ">= max_num_seqs (" + std::to_string(max_num_seqs) + ")",
+             max_num_batched_tokens);
+    }
+    if (max_model_len < 1) reject("max_model_len", ">= 1", max_model_len);
+    if (!enable_chunked_prefill && max_num_batched_tokens < max_model_len) {
+      // Without chunking a whole prompt (up to max_model_len) must fit one step.
+      reject("max_num_batched_tokens",
+             ">= max_model_len (" + std::to_string(max_model_len) + ") when enable_chunked_prefill is off",
+             max_num_batched_tokens);
+    }
+    if (ageing_ms < 0) reject("ageing_ms", ">= 0 (0 = no ageing)", ageing_ms);
+    if (max_batch_size < 1) reject("max_batch_size", ">= 1", max_batch_size);
+    if (max_wait_ms < 0) reject("max_wait_ms", ">= 0 (0 = release at once)", max_wait_ms);
+    if (max_queue_len < max_batch_size) {
+      reject("max_queue_len", ">= max_batch_size (" + std::to_string(max_batch_size) + ")", max_queue_len);
+    }
+  }
+};
+
+}  // namespace troupe

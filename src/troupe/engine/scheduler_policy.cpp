@@ -1,0 +1,421 @@
+// scheduler_policy: builds one step (evictions for higher-priority arrivals, running
+// decodes and prefill chunks with evictions when KV runs out, swapped resumes, waiting
+// admissions, in that order) and retires sequences on stop rules, failures and aborts.
+#include "troupe/engine/scheduler_policy.hpp"
+
+#include <algorithm>
+#include <optional>
+#include <unordered_set>
+
+#include "troupe/model/error.hpp"
+
+namespace troupe {
+namespace {
+
+void append(kv_operations& to, kv_operations from) {
+  to.copies.insert(to.copies.end(), from.copies.begin(), from.copies.end());
+  to.swap_out.insert(to.swap_out.end(), from.swap_out.begin(), from.swap_out.end());
+  to.swap_in.insert(to.swap_in.end(), from.swap_in.begin(), from.swap_in.end());
+}
+
+void erase_id(std::vector<uint64_t>& ids, uint64_t id) { std::erase(ids, id); }
+
+// Among running and swapped sequences: higher admitted priority (lower number) first, then
+// earlier arrival. The last in this order is the preemption victim.
+bool is_ranked_before(const sequence& a, const sequence& b) {
+  if (a.admitted_priority != b.admitted_priority) return a.admitted_priority < b.admitted_priority;
+  return a.arrival_order < b.arrival_order;
+}
+
+bool has_penalties(const sampling_params& p) {
+  return p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+struct scheduler_policy::step_builder {
+  int64_t now_ms = 0;
+  int32_t budget = 0;  // tokens neither planned nor promised yet
+  scheduled_step out;
+  std::vector<step_entry> entries;                 // planned: KV grown, in plan order
+  std::unordered_map<uint64_t, int32_t> promised;  // running sequences' token shares not yet planned
+  bool has_preempted_for_kv = false;
+};
+
+scheduler_policy::scheduler_policy(scheduler_config config, kv_space& kv, std::vector<int32_t> eog_ids)
+    : config_(std::move(config)), kv_(kv), eog_ids_(std::move(eog_ids)) {
+  config_.validate();
+  const int64_t pool_tokens = static_cast<int64_t>(kv_.num_total_blocks()) * kv_.block_size();
+  max_sequence_tokens_ = static_cast<int32_t>(std::min<int64_t>(config_.max_model_len, pool_tokens));
+}
+
+void scheduler_policy::add(sequence_request request, int64_t now_ms) {
+  const auto id = std::to_string(request.id);
+  if (request.prompt_tokens.empty()) {
+    throw error(error_code::invalid_argument, "sequence " + id + ": the prompt is empty");
+  }
+  if (sequences_.contains(request.id)) {
+    throw error(error_code::invalid_argument, "sequence " + id + " is already scheduled");
+  }
+  const int64_t num_prompt = static_cast<int64_t>(request.prompt_tokens.size());
+  if (num_prompt > config_.max_model_len) {
+    throw error(error_code::context_overflow, "sequence " + id + ": the prompt has " + std::to_string(num_prompt) +
+                                                  " tokens, more than max_model_len " +
+                                                  std::to_string(config_.max_model_len));
+  }
+  const int64_t num_blocks = ceil_div(num_prompt, kv_.block_size());
+  if (num_blocks > kv_.num_total_blocks()) {
+    throw error(error_code::context_overflow,
+                "sequence " + id + ": the prompt has " + std::to_string(num_prompt) + " tokens and needs " +
+                    std::to_string(num_blocks) + " KV blocks of " + std::to_string(kv_.block_size()) +
+                    " tokens, but the pool holds " + std::to_string(kv_.num_total_blocks()));
+  }
+  sequence seq(request.id, std::move(request.prompt_tokens), std::move(request.params), request.priority,
+               next_arrival_order_++, now_ms);
+  sequences_.emplace(request.id, std::move(seq));
+  waiting_.push_back(request.id);
+}
+
+scheduled_step scheduler_policy::schedule(int64_t now_ms) {
+  if (is_step_in_flight_) {
+    throw error(error_code::internal, "schedule() called while a step is in flight; call on_step_done first");
+  }
+  step_builder b;
+  b.now_ms = now_ms;
+  b.budget = config_.max_num_batched_tokens;
+  // Every eviction comes before any KV is grown or swapped in for this step: an evicted
+  // sequence then never leaves planned-but-unwritten blocks in the prefix cache, and every
+  // swap_out precedes every swap_in, the order the backend runs them in.
+  const auto queue = waiting_in_order(now_ms);
+  preempt_for_priority(b, queue);
+  schedule_running(b);
+  // Resuming swapped or admitting new work in a step that ran out of KV would only evict
+  // again (vLLM skips both too), unless nothing is left to run: an empty step must mean
+  // that nothing can run until the next add, abort or step_done.
+  if (!b.has_preempted_for_kv || b.entries.empty()) {
+    schedule_swapped(b);
+    if (swapped_.empty()) schedule_waiting(b, queue);
+  }
+
+  for (const auto& e : b.entries) b.out.plan.sequences.push_back(make_step(sequences_.at(e.seq_id), e.num_tokens));
+  b.out.num_scheduled_tokens = static_cast<int32_t>(b.out.plan.num_tokens());
+  b.out.token_budget = config_.max_num_batched_tokens;
+  if (!b.out.is_empty()) {
+    in_flight_ = std::move(b.entries);
+    is_step_in_flight_ = true;
+    ++totals_.num_steps;
+    totals_.num_scheduled_tokens += b.out.num_scheduled_tokens;
+    totals_.num_budget_tokens += b.out.token_budget;
+  }
+  return std::move(b.out);
+}
+
+int32_t scheduler_policy::num_tokens_to_feed(int32_t num_computed, int32_t num_uncomputed, int32_t budget) const {
+  if (budget <= 0 || num_uncomputed <= 0) return 0;
+  if (num_uncomputed <= budget) return num_uncomputed;
+  if (!config_.enable_chunked_prefill) return 0;
+  // A chunk that is not the last ends on a block boundary when it can: otherwise its step
+  // holds a partly filled block until the next chunk fills it (KV waste for a whole prefill
+  // step, the longest kind). The budget given up is under one block; a budget under one
+  // block is used whole, so that the prompt still moves every step.
+  const int32_t block_size = kv_.block_size();
+  if (budget < block_size) return budget;
+  return (num_computed + budget) / block_size * block_size - num_computed;
+}
+
+std::vector<std::pair<int64_t, uint64_t>> scheduler_policy::waiting_in_order(int64_t now_ms) const {
+  std::vector<std::pair<int64_t, uint64_t>> queue;
+  queue.reserve(waiting_.size());
+  for (uint64_t id : waiting_) queue.emplace_back(effective_priority(sequences_.at(id), now_ms), id);
+  std::sort(queue.begin(), queue.end(), [this](const auto& x, const auto& y) {
+    if (x.first != y.first) return x.first < y.first;
+    return sequences_.at(x.second).arrival_order < sequences_.at(y.second).arrival_order;
+  });
+  return queue;
+}
+
+void scheduler_policy::preempt_for_priority(step_builder& b, const std::vector<std::pair<int64_t, uint64_t>>& queue) {
+  if (!swapped_.empty()) return;  // swapped sequences resume before anything waiting is admitted
+  int32_t num_free_slots = config_.max_num_seqs - static_cast<int32_t>(running_.size());
+  for (const auto& [priority, id] : queue) {
+    if (num_free_slots > 0) {
+      --num_free_slots;
+      continue;
+    }
+    // Strictly higher priority only. The victim restarts its ageing in the waiting queue,
+    // so two sequences cannot evict each other in turn without ageing_ms per level waited.
+    // It is recomputed rather than swapped: swapped sequences would hold the admission back.
+    const auto victim = lowest_ranked_running();
+    if (!victim || sequences_.at(*victim).admitted_priority <= priority) break;
+    preempt(*victim, b, preemption_mode::recompute);
+  }
+}
+
+void scheduler_policy::schedule_running(step_builder& b) {
+  auto by_rank = [this](uint64_t x, uint64_t y) { return is_ranked_before(sequences_.at(x), sequences_.at(y)); };
+  if (!is_running_sorted_) std::sort(running_.begin(), running_.end(), by_rank);
+  is_running_sorted_ = true;
+  // Token shares: every decode its one token first, then prefill chunks in rank order.
+  for (uint64_t id : running_) {
+    if (sequences_.at(id).is_decoding() && b.budget > 0) {
+      b.promised[id] = 1;
+      --b.budget;
+    }
+  }
+  for (uint64_t id : running_) {
+    const sequence& seq = sequences_.at(id);
+    if (seq.is_decoding()) continue;
+    const int32_t n = num_tokens_to_feed(seq.num_computed_tokens, seq.num_uncomputed_tokens(), b.budget);
+    if (n == 0) continue;
+    b.promised[id] = n;
+    b.budget -= n;
+  }
+  // KV in rank order, so that the lowest-ranked running sequence, the victim when blocks
+  // run out, is never one already planned (at worst the one asking).
+  const auto order = running_;
+  for (uint64_t id : order) {
+    const auto share = b.promised.find(id);
+    if (share == b.promised.end()) continue;  // no tokens this step, or preempted
+    sequence& seq = sequences_.at(id);
+    const int32_t n = share->second;
+    const int32_t target = seq.num_computed_tokens + n;
+    bool was_preempted = false;
+    while (!was_preempted && !kv_.can_grow(id, target)) {
+      const uint64_t victim = *lowest_ranked_running();
+      preempt(victim, b, config_.preemption);
+      b.has_preempted_for_kv = true;
+      was_preempted = victim == id;
+    }
+    if (was_preempted) continue;
+    b.promised.erase(id);
+    append(b.out.ops, kv_.grow(id, target, seq.tokens()));
+    b.entries.push_back({id, n});
+  }
+}
+
+void scheduler_policy::schedule_swapped(step_builder& b) {
+  auto by_rank = [this](uint64_t x, uint64_t y) { return is_ranked_before(sequences_.at(x), sequences_.at(y)); };
+  std::sort(swapped_.begin(), swapped_.end(), by_rank);
+  size_t num_resumed = 0;
+  for (; num_resumed < swapped_.size(); ++num_resumed) {
+    const uint64_t id = swapped_[num_resumed];
+    sequence& seq = sequences_.at(id);
+    if (static_cast<int32_t>(running_.size()) >= config_.max_num_seqs) break;
+    const int32_t n = num_tokens_to_feed(seq.num_computed_tokens, seq.num_uncomputed_tokens(), b.budget);
+    if (n == 0 || !kv_.can_swap_in(id)) break;
+    append(b.out.ops, kv_.swap_in(id));
+    seq.transition_to(sequence_state::running);
+    running_.push_back(id);
+    is_running_sorted_ = false;
+    b.out.resumed.push_back(id);
+    // Swapped back in but no room to grow: it stays running and competes next step.
+    const int32_t target = seq.num_computed_tokens + n;
+    if (!kv_.can_grow(id, target)) continue;
+    append(b.out.ops, kv_.grow(id, target, seq.tokens()));
+    b.entries.push_back({id, n});
+    b.budget -= n;
+  }
+  swapped_.erase(swapped_.begin(), swapped_.begin() + static_cast<ptrdiff_t>(num_resumed));
+}
+
+void scheduler_policy::schedule_waiting(step_builder& b, const std::vector<std::pair<int64_t, uint64_t>>& queue) {
+  std::unordered_set<uint64_t> admitted;
+  for (const auto& [priority, id] : queue) {
+    sequence& seq = sequences_.at(id);
+    if (static_cast<int32_t>(running_.size()) >= config_.max_num_seqs) break;
+    const int32_t num_cached = kv_.num_cached_prefix_tokens(seq.tokens());
+    const int32_t n = num_tokens_to_feed(num_cached, seq.num_tokens() - num_cached, b.budget);
+    // Strict order: nothing behind a blocked sequence jumps the queue.
+    if (n == 0 || !kv_.can_grow(id, num_cached + n)) break;
+    append(b.out.ops, kv_.grow(id, num_cached + n, seq.tokens()));
+    seq.num_computed_tokens = num_cached;
+    seq.num_cached_prefix_tokens = num_cached;
+    seq.admitted_priority = priority;
+    seq.transition_to(sequence_state::running);
+    running_.push_back(id);
+    is_running_sorted_ = false;
+    (seq.num_preemptions == 0 ? b.out.started : b.out.resumed).push_back(id);
+    b.entries.push_back({id, n});
+    b.budget -= n;
+    admitted.insert(id);
+  }
+  std::erase_if(waiting_, [&](uint64_t id) { return admitted.contains(id); });
+}
+
+void scheduler_policy::preempt(uint64_t seq_id, step_builder& b, preemption_mode mode) {
+  const auto is_planned = [seq_id](const step_entry& e) { return e.seq_id == seq_id; };
+  if (std::any_of(b.entries.begin(), b.entries.end(), is_planned)) {
+    throw error(error_code::internal, "sequence " + std::to_string(seq_id) + " was evicted after being planned");
+  }
+  if (const auto share = b.promised.find(seq_id); share != b.promised.end()) {
+    b.budget += share->second;
+    b.promised.erase(share);
+  }
+  sequence& seq = sequences_.at(seq_id);
+  erase_id(running_, seq_id);
+  if (mode == preemption_mode::swap && kv_.can_swap_out(seq_id)) {
+    append(b.out.ops, kv_.swap_out(seq_id));
+    seq.transition_to(sequence_state::swapped);
+    swapped_.push_back(seq_id);
+  } else {
+    kv_.release(seq_id);
+    seq.transition_to(sequence_state::waiting);  // forgets its KV: prompt+output are fed again
+    seq.waiting_since_ms = b.now_ms;
+    waiting_.push_back(seq_id);
+  }
+  ++seq.num_preemptions;
+  ++totals_.num_preemptions;
+  b.out.preempted.push_back(seq_id);
+}
+
+std::optional<uint64_t> scheduler_policy::lowest_ranked_running() const {
+  std::optional<uint64_t> lowest;
+  for (uint64_t id : running_) {
+    if (!lowest || is_ranked_before(sequences_.at(*lowest), sequences_.at(id))) lowest = id;
+  }
+  return lowest;
+}
+
+int64_t scheduler_policy::effective_priority(const sequence& seq, int64_t now_ms) const {
+  if (config_.ageing_ms == 0) return seq.priority;
+  return seq.priority - std::max<int64_t>(0, now_ms - seq.waiting_since_ms) / config_.ageing_ms;
+}
+
+sequence_step scheduler_policy::make_step(const sequence& seq, int32_t num_tokens) const {
+  sequence_step s;
+  s.seq_id = seq.id;
+  s.start_pos = seq.num_computed_tokens;
+  s.tokens = seq.tokens_from(s.start_pos, num_tokens);
+  s.block_table = kv_.block_table(seq.id);
+  s.wants_sample = s.start_pos + num_tokens == seq.num_tokens();
+  s.params = seq.params;
+  // The sampler is stateless given (seed, sample_index): counting output tokens makes a
+  // recomputed sequence draw exactly what the uninterrupted run would have drawn.
+  s.sample_index = static_cast<uint64_t>(seq.num_output_tokens());
+  if (s.wants_sample && has_penalties(seq.params)) {
+    auto [window, num_from_prompt] = seq.penalty_window();
+    s.penalty_tokens = std::move(window);
+    s.num_prompt_penalty_tokens = num_from_prompt;
+  }
+  return s;
+}
+
+std::vector<sequence_event> scheduler_policy::on_step_done(const step_result& result) {
+  if (!is_step_in_flight_) throw error(error_code::internal, "on_step_done() without a step in flight");
+  std::unordered_map<uint64_t, const sequence_output*> outputs;
+  for (const auto& o : result.outputs) outputs[o.seq_id] = &o;
+  for (const auto& e : in_flight_) {
+    const sequence& seq = sequences_.at(e.seq_id);
+    if (seq.num_computed_tokens + e.num_tokens < seq.num_tokens()) continue;
+    const auto it = outputs.find(e.seq_id);
+    if (it == outputs.end() || it->second->token < 0) {
+      throw error(error_code::internal, "the step result has no sampled token for sequence " + std::to_string(e.seq_id));
+    }
+  }
+
+  std::vector<sequence_event> events;
+  const auto entries = std::move(in_flight_);
+  end_step();
+  for (const auto& e : entries) {
+    sequence& seq = sequences_.at(e.seq_id);
+    seq.num_computed_tokens += e.num_tokens;
+    if (seq.num_computed_tokens < seq.num_tokens()) continue;  // a non-final prefill chunk
+    const sequence_output& o = *outputs.at(e.seq_id);
+    seq.append_token(o.token);
+    sequence_event ev{e.seq_id, sequence_state::running, o.token, o.logprob, o.top_logprobs};
+    if (should_stop(seq)) {
+      ev.state = sequence_state::finished;
+      ev.reason = seq.reason;
+      retire(seq, sequence_state::finished);
+    }
+    events.push_back(std::move(ev));
+  }
+  return events;
+}
+
+std::vector<sequence_event> scheduler_policy::on_step_failed(error_code code, const std::string& message) {
+  if (!is_step_in_flight_) throw error(error_code::internal, "on_step_failed() without a step in flight");
+  std::vector<sequence_event> events;
+  const auto entries = std::move(in_flight_);
+  end_step();
+  for (const auto& e : entries) {
+    sequence_event ev;
+    ev.seq_id = e.seq_id;
+    ev.state = sequence_state::failed;
+    ev.error = code;
+    ev.message = message;
+    retire(sequences_.at(e.seq_id), sequence_state::failed);
+    events.push_back(std::move(ev));
+  }
+  return events;
+}
+
+bool scheduler_policy::should_stop(sequence& seq) const {
+  const int32_t token = seq.output_tokens().back();
+  const auto& p = seq.params;
+  const bool is_eog = std::find(eog_ids_.begin(), eog_ids_.end(), token) != eog_ids_.end();
+  const bool is_stop_token = std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), token) != p.stop_token_ids.end();
+  if ((is_eog && !p.ignore_eos) || is_stop_token) {
+    seq.reason = finish_reason::stop;
+    return true;
+  }
+  if (seq.num_output_tokens() >= p.max_tokens || seq.num_tokens() >= max_sequence_tokens_) {
+    seq.reason = finish_reason::length;
+    return true;
+  }
+  return false;
+}
+
+void scheduler_policy::retire(sequence& seq, sequence_state final_state) {
+  const uint64_t id = seq.id;
+  if (seq.state() == sequence_state::running || seq.state() == sequence_state::swapped) {
+    // Blocks planned for the step in flight are registered in the prefix cache before the
+    // step writes them: they go back only once the step has run.
+    const auto is_id = [id](const step_entry& e) { return e.seq_id == id; };
+    if (std::any_of(in_flight_.begin(), in_flight_.end(), is_id)) {
+      std::erase_if(in_flight_, is_id);
+      releases_after_step_.push_back(id);
+    } else if (final_state == sequence_state::failed) {
+      // Its planned step never ran: the blocks registered in the prefix cache hold nothing.
+      kv_.discard(id);
+    } else {
+      kv_.release(id);
+    }
+  }
+  seq.transition_to(final_state);
+  erase_id(running_, id);
+  erase_id(waiting_, id);
+  erase_id(swapped_, id);
+  sequences_.erase(id);
+}
+
+void scheduler_policy::end_step() {
+  in_flight_.clear();
+  is_step_in_flight_ = false;
+  for (uint64_t id : releases_after_step_) kv_.release(id);
+  releases_after_step_.clear();
+}
+
+bool scheduler_policy::abort(uint64_t seq_id) {
+  const auto it = sequences_.find(seq_id);
+  if (it == sequences_.end()) return false;
+  retire(it->second, sequence_state::cancelled);
+  return true;
+}
+
+const sequence* scheduler_policy::find(uint64_t seq_id) const {
+  const auto it = sequences_.find(seq_id);
+  return it == sequences_.end() ? nullptr : &it->second;
+}
+
+scheduler_stats scheduler_policy::stats() const {
+  scheduler_stats s = totals_;
+  s.num_running = static_cast<int32_t>(running_.size());
+  s.num_waiting = static_cast<int32_t>(waiting_.size());
+  s.num_swapped = static_cast<int32_t>(swapped_.size());
+  return s;
+}
+
+}  // namespace troupe

@@ -1,0 +1,73 @@
+// One request as the scheduler sees it: its tokens, how much of them has KV, its priority
+// and arrival, and its state machine (transition_to is the only place the state changes).
+#pragma once
+#include <cstdint>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include "troupe/engine/single_sequence.hpp"  // finish_reason
+#include "troupe/model/sampling_params.hpp"
+
+namespace troupe {
+
+// waiting ──► running ──► finished
+//    ▲           │  ▲
+//    └─recompute─┘  └─swap in── swapped
+//                └──swap out──►
+// Any live state (waiting, running, swapped) may also end as cancelled or failed.
+enum class sequence_state { waiting, running, swapped, finished, cancelled, failed };
+
+const char* to_string(sequence_state state);
+bool is_terminal(sequence_state state);
+
+class sequence {
+ public:
+  sequence(uint64_t id, std::vector<int32_t> prompt_tokens, sampling_params params, int32_t priority,
+           uint64_t arrival_order, int64_t arrival_ms);
+
+  uint64_t id = 0;
+  int32_t priority = 0;          // lower number runs first
+  uint64_t arrival_order = 0;    // monotonic over the scheduler's lifetime: FIFO tie-break
+  int64_t arrival_ms = 0;
+  int64_t waiting_since_ms = 0;  // when it last entered the waiting queue (ageing starts here)
+  // The effective priority it was admitted with (priority minus its ageing credit). Running
+  // sequences are ranked by it, so an aged request is not evicted at once by the work it overtook.
+  int64_t admitted_priority = 0;
+  sampling_params params;
+  // KV is valid for token positions [0, num_computed_tokens). In decode it is num_tokens() - 1:
+  // the last sampled token is fed by the next step.
+  int32_t num_computed_tokens = 0;
+  int32_t num_cached_prefix_tokens = 0;  // of those, reused from the prefix cache at admission
+  int32_t num_preemptions = 0;
+  finish_reason reason = finish_reason::stop;  // meaningful once finished
+
+  sequence_state state() const { return state_; }
+  // Moves to `next` or throws troupe::error(internal) naming both states. Entering waiting
+  // from running (recompute preemption) forgets the KV: num_computed_tokens becomes 0.
+  void transition_to(sequence_state next);
+
+  int32_t num_prompt_tokens() const { return num_prompt_tokens_; }
+  int32_t num_output_tokens() const { return num_tokens() - num_prompt_tokens_; }
+  int32_t num_tokens() const { return static_cast<int32_t>(tokens_.size()); }
+  // Tokens still to feed before the next sample: 1 in decode, more in (re)prefill.
+  int32_t num_uncomputed_tokens() const { return num_tokens() - num_computed_tokens; }
+  bool is_decoding() const { return num_uncomputed_tokens() == 1 && num_output_tokens() > 0; }
+  bool is_finished() const { return is_terminal(state_); }
+
+  std::span<const int32_t> tokens() const { return tokens_; }  // prompt then output
+  std::span<const int32_t> prompt_tokens() const { return tokens().first(static_cast<size_t>(num_prompt_tokens_)); }
+  std::span<const int32_t> output_tokens() const { return tokens().subspan(static_cast<size_t>(num_prompt_tokens_)); }
+  std::vector<int32_t> tokens_from(int32_t pos, int32_t count) const;
+  void append_token(int32_t token) { tokens_.push_back(token); }
+  // The last penalty_last_n tokens of prompt+output and how many of them are prompt tokens,
+  // as the sampler's penalties expect them (sequence_step::penalty_tokens).
+  std::pair<std::vector<int32_t>, int32_t> penalty_window() const;
+
+ private:
+  std::vector<int32_t> tokens_;  // prompt then output, contiguous for the prefix-cache keys
+  int32_t num_prompt_tokens_ = 0;
+  sequence_state state_ = sequence_state::waiting;
+};
+
+}  // namespace troupe

@@ -1,0 +1,84 @@
+// The backend interface: one call runs one batch_plan (prefill chunks and decode tokens of
+// many sequences over the paged KV cache) and returns the sampled tokens. The CPU backend
+// and the CUDA backend implement it; the scheduler drives it (DESIGN.md, "The backend
+// interface"). The plan lives here, not in engine/, because model/ may not include engine/.
+#pragma once
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "troupe/model/model_config.hpp"
+#include "troupe/model/sampling_params.hpp"
+
+namespace troupe {
+
+// One sequence's share of a step.
+struct sequence_step {
+  uint64_t seq_id = 0;
+  std::vector<int32_t> tokens;       // fed this step: a prompt chunk, one decode token, ...
+  int32_t start_pos = 0;             // position of tokens[0]; KV for [0, start_pos) is cached
+  std::vector<int32_t> block_table;  // physical KV blocks covering [0, start_pos + tokens.size())
+  bool wants_sample = true;          // sample after the last token (false for a non-final chunk)
+  bool wants_all_logits = false;     // return the logits of every fed position (tests, scoring)
+  sampling_params params;
+  std::vector<int32_t> penalty_tokens;   // recent prompt+output tokens the penalties look at
+  int32_t num_prompt_penalty_tokens = 0; // how many of penalty_tokens come from the prompt
+  uint64_t sample_index = 0;             // number of tokens sampled so far: seeds the RNG
+  bool operator==(const sequence_step&) const = default;
+};
+
+struct batch_plan {
+  std::vector<sequence_step> sequences;
+  bool operator==(const batch_plan&) const = default;
+  int64_t num_tokens() const {
+    int64_t n = 0;
+    for (const auto& s : sequences) n += static_cast<int64_t>(s.tokens.size());
+    return n;
+  }
+};
+
+struct token_logprob {
+  int32_t token = -1;
+  float logprob = 0.0f;
+  bool operator==(const token_logprob&) const = default;
+};
+
+struct sequence_output {
+  uint64_t seq_id = 0;
+  int32_t token = -1;                  // -1 when no sample was asked for
+  float logprob = 0.0f;                // of the sampled token under the unfiltered distribution
+  std::vector<token_logprob> top_logprobs;
+  std::vector<float> logits;           // num_tokens x vocab when wants_all_logits
+  bool operator==(const sequence_output&) const = default;
+};
+
+struct step_result {
+  std::vector<sequence_output> outputs;  // in plan order
+  bool operator==(const step_result&) const = default;
+};
+
+struct kv_cache_shape {
+  int32_t num_blocks = 0;
+  int32_t block_size = 16;       // tokens per block
+  int64_t bytes_per_block = 0;   // over all layers, K and V
+};
+
+class backend {
+ public:
+  virtual ~backend() = default;
+  virtual const model_config& config() const = 0;
+  virtual kv_cache_shape kv_shape() const = 0;
+  // Runs one plan. Throws troupe::error for a malformed plan (a block id out of range, a
+  // block table too short, a position past the context); the KV cache is then unchanged
+  // for every other sequence.
+  virtual step_result step(const batch_plan& plan) = 0;
+  // Copies whole KV blocks (copy-on-write forks), pairs of (source, destination).
+  virtual void copy_blocks(const std::vector<std::pair<int32_t, int32_t>>& pairs) = 0;
+  // Host swap space for preempted sequences: blocks of it, and moves of whole blocks
+  // (device block, host block) out to it and (host block, device block) back.
+  virtual int32_t num_swap_blocks() const = 0;
+  virtual void swap_out(const std::vector<std::pair<int32_t, int32_t>>& device_to_host) = 0;
+  virtual void swap_in(const std::vector<std::pair<int32_t, int32_t>>& host_to_device) = 0;
+};
+
+}  // namespace troupe

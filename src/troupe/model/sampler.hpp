@@ -1,0 +1,39 @@
+// Turns one position's logits into a token: penalties, logit bias, temperature, top-k,
+// top-p, min-p, then a seeded draw (or argmax when greedy). Stateless: the random draw for
+// a sequence's n-th token depends only on (seed, n), so a preempted and recomputed sequence
+// samples exactly what it would have sampled uninterrupted.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "troupe/model/backend.hpp"
+#include "troupe/model/sampling_params.hpp"
+
+namespace troupe {
+
+struct sample_result {
+  int32_t token = -1;
+  float logprob = 0.0f;                     // log-softmax of the raw logits at token
+  std::vector<token_logprob> top_logprobs;  // params.num_logprobs best, by raw log-softmax
+};
+
+class sampler {
+ public:
+  // eog_ids: the model's end-of-generation tokens, suppressed when params.ignore_eos.
+  sampler(int32_t vocab_size, std::vector<int32_t> eog_ids);
+
+  // logits: vocab_size values, used as scratch (modified). penalty_tokens: the recent
+  // tokens, the first num_prompt_tokens of which come from the prompt.
+  sample_result sample(std::span<float> logits, const sampling_params& params,
+                       std::span<const int32_t> penalty_tokens, int32_t num_prompt_tokens,
+                       uint64_t sample_index) const;
+
+  int32_t vocab_size() const { return vocab_size_; }
+
+ private:
+  int32_t vocab_size_;
+  std::vector<int32_t> eog_ids_;
+};
+
+}  // namespace troupe

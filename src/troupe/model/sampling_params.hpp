@@ -1,0 +1,31 @@
+// Per-request sampling parameters, shared by the sampler, the scheduler and the wire codecs.
+#pragma once
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+namespace troupe {
+
+struct sampling_params {
+  float temperature = 1.0f;          // 0 = greedy
+  int32_t top_k = 0;                 // 0 = off
+  float top_p = 1.0f;                // 1 = off
+  float min_p = 0.0f;                // 0 = off
+  float repetition_penalty = 1.0f;   // 1 = off; applied to prompt and output tokens in the window
+  float presence_penalty = 0.0f;     // OpenAI semantics, over output tokens in the window
+  float frequency_penalty = 0.0f;
+  int32_t penalty_last_n = 64;       // window of recent tokens the penalties look at; -1 = all
+  std::vector<std::pair<int32_t, float>> logit_bias;  // token id -> added to its logit
+  uint64_t seed = 0;                 // same seed, same params, same prompt => same tokens
+  int32_t num_logprobs = 0;          // top-N logprobs to return with each token (0..20)
+  int32_t max_tokens = 256;
+  std::vector<int32_t> stop_token_ids;  // in addition to the model's end-of-generation ids
+  bool ignore_eos = false;
+
+  bool operator==(const sampling_params&) const = default;
+  bool is_greedy() const { return temperature <= 0.0f; }
+  // Throws troupe::error(invalid_argument) naming the first field out of range.
+  void validate(int32_t vocab_size) const;
+};
+
+}  // namespace troupe

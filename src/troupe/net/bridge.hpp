@@ -1,0 +1,70 @@
+// The front door's one window onto the engine: submit, cancel and the engine's facts,
+// behind a header free of CAF and Boost. bridge.cpp is the one file that sees both the
+// engine's actors and the sessions' needs (DESIGN.md, "Layers").
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "troupe/engine/request.hpp"
+#include "troupe/engine/request_events.hpp"
+
+namespace troupe {
+class engine;
+class metrics_registry;
+}  // namespace troupe
+
+namespace troupe::net {
+
+class engine_bridge {
+ public:
+  // model_id is what /v1/models and every response report.
+  engine_bridge(engine& eng, std::string model_id);
+  ~engine_bridge();
+  engine_bridge(const engine_bridge&) = delete;
+  engine_bridge& operator=(const engine_bridge&) = delete;
+
+  using ticket = uint64_t;
+
+  // Any thread. Starts a request; its events go to sink from actor threads (the sink
+  // posts them to its session). Never blocks. The ticket cancels it.
+  ticket submit(request req, event_sink_ptr sink);
+  // Any thread. Ends a request with done(cancelled); harmless once it has ended.
+  void cancel(ticket t);
+  // Any thread. Cancels every request in flight (shutdown).
+  void cancel_all();
+  // Requests submitted whose done or error has not been delivered yet.
+  int64_t num_in_flight() const;
+
+  // Whether new work is welcome: false before the engine is up and while draining.
+  bool is_ready() const { return ready_.load(std::memory_order_acquire); }
+  void set_ready(bool ready) { ready_.store(ready, std::memory_order_release); }
+  bool is_draining() const { return draining_.load(std::memory_order_acquire); }
+  void set_draining() {
+    draining_.store(true, std::memory_order_release);
+    set_ready(false);
+  }
+
+  const std::string& model_id() const { return model_id_; }
+  int32_t vocab_size() const { return vocab_size_; }
+  int32_t max_model_len() const { return max_model_len_; }
+  int64_t created_unix_s() const { return created_unix_s_; }
+  // The engine's metrics (the front door adds its own to the same registry); null when
+  // the engine keeps none.
+  std::shared_ptr<metrics_registry> metrics() const;
+
+  struct tracker;  // the live tickets, shared with the sinks that forget them
+
+ private:
+  engine& engine_;
+  std::string model_id_;
+  int32_t vocab_size_ = 0;
+  int32_t max_model_len_ = 0;
+  int64_t created_unix_s_ = 0;
+  std::shared_ptr<tracker> tracker_;
+  std::atomic<bool> ready_{false};
+  std::atomic<bool> draining_{false};
+};
+
+}  // namespace troupe::net

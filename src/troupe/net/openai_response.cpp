@@ -1,0 +1,239 @@
+// openai_response: OpenAI's response objects and stream chunks from troupe's events, and the
+// /v1/models list. Token text may be part of a UTF-8 character: json_writer replaces what is
+// invalid by U+FFFD, and chat logprobs carry the raw bytes.
+#include <algorithm>
+
+#include "troupe/net/json_writer.hpp"
+#include "troupe/net/openai_protocol.hpp"
+
+namespace troupe::net {
+namespace {
+
+void write_usage(json_writer& w, const request_usage& u) {
+  w.key("usage").begin_object();
+  w.key("prompt_tokens").value(u.prompt_tokens);
+  w.key("completion_tokens").value(u.completion_tokens);
+  w.key("total_tokens").value(u.total_tokens());
+  w.key("prompt_tokens_details").begin_object().key("cached_tokens").value(u.cached_prompt_tokens).end_object();
+  w.end_object();
+}
+
+void write_bytes(json_writer& w, std::string_view text) {
+  w.key("bytes").begin_array();
+  for (char c : text) w.value(static_cast<int32_t>(static_cast<unsigned char>(c)));
+  w.end_array();
+}
+
+void write_chat_entry(json_writer& w, const logprob_entry& e) {
+  w.key("token").value(e.text);
+  w.key("logprob").value(e.logprob);
+  write_bytes(w, e.text);
+}
+
+std::string sse_event(const std::string& json) {
+  std::string out;
+  out.reserve(json.size() + 8);
+  return out.append("data: ").append(json).append("\n\n");
+}
+
+constexpr std::string_view sse_done = "data: [DONE]\n\n";
+
+}  // namespace
+
+openai_response::openai_response(openai_endpoint ep, std::string id, std::string model, int64_t created_unix_s,
+                                 const request& req)
+    : endpoint_(ep),
+      id_(std::move(id)),
+      model_(std::move(model)),
+      created_unix_s_(created_unix_s),
+      wants_logprobs_(req.logprobs),
+      wants_usage_chunk_(req.include_usage),
+      next_text_offset_(req.echo ? static_cast<int64_t>(req.prompt.size()) : 0) {}
+
+void openai_response::write_head(json_writer& w, const char* object) const {
+  w.key("id").value(id_);
+  w.key("object").value(object);
+  w.key("created").value(created_unix_s_);
+  w.key("model").value(model_);
+}
+
+void openai_response::begin_chunk(json_writer& w) const {
+  w.begin_object();
+  write_head(w, endpoint_ == openai_endpoint::completions ? "text_completion" : "chat.completion.chunk");
+  w.key("choices").begin_array().begin_object().key("index").value(0);
+}
+
+void openai_response::end_chunk(json_writer& w) const {
+  w.end_object().end_array();
+  // As OpenAI does: with include_usage every chunk has "usage", null until the last one.
+  if (wants_usage_chunk_) w.key("usage").null();
+  w.end_object();
+}
+
+// {"tokens":[...],"token_logprobs":[...],"top_logprobs":[{text: logprob}],"text_offset":[...]}
+void openai_response::write_completion_logprobs(json_writer& w, const std::vector<token_logprobs>& logprobs,
+                                                const std::vector<int64_t>& text_offsets) const {
+  w.begin_object();
+  w.key("tokens").begin_array();
+  for (const token_logprobs& t : logprobs) w.value(t.sampled.text);
+  w.end_array();
+  w.key("token_logprobs").begin_array();
+  for (const token_logprobs& t : logprobs) w.value(t.sampled.logprob);
+  w.end_array();
+  w.key("top_logprobs").begin_array();
+  for (const token_logprobs& t : logprobs) {
+    // Keyed by text, as the API has it: where two candidates read alike once written (the
+    // same text, or both U+FFFD), the more likely one is kept.
+    std::vector<std::string> written_keys;
+    w.begin_object();
+    for (const logprob_entry& alt : t.top) {
+      std::string written;
+      append_json_string(written, alt.text);
+      if (std::find(written_keys.begin(), written_keys.end(), written) != written_keys.end()) continue;
+      written_keys.push_back(std::move(written));
+      w.key(alt.text).value(alt.logprob);
+    }
+    w.end_object();
+  }
+  w.end_array();
+  w.key("text_offset").begin_array();
+  for (int64_t offset : text_offsets) w.value(offset);
+  w.end_array();
+  w.end_object();
+}
+
+// {"content":[{"token","logprob","bytes","top_logprobs":[{"token","logprob","bytes"}]}]}
+void openai_response::write_chat_logprobs(json_writer& w, const std::vector<token_logprobs>& logprobs) const {
+  w.begin_object().key("content").begin_array();
+  for (const token_logprobs& t : logprobs) {
+    w.begin_object();
+    write_chat_entry(w, t.sampled);
+    w.key("top_logprobs").begin_array();
+    for (const logprob_entry& alt : t.top) {
+      w.begin_object();
+      write_chat_entry(w, alt);
+      w.end_object();
+    }
+    w.end_array().end_object();
+  }
+  w.end_array().end_object();
+}
+
+std::string openai_response::sse_start() {
+  if (endpoint_ == openai_endpoint::completions) return {};
+  json_writer w;
+  begin_chunk(w);
+  w.key("delta").begin_object().key("role").value("assistant").key("content").value("").end_object();
+  w.key("logprobs").null().key("finish_reason").null();
+  end_chunk(w);
+  return sse_event(w.take());
+}
+
+std::string openai_response::sse_delta(const delta_event& d) {
+  const bool has_logprobs = wants_logprobs_ && !d.logprobs.empty();
+  if (d.text.empty() && !has_logprobs) return {};
+  std::vector<int64_t> text_offsets;
+  for (const token_logprobs& t : d.logprobs) {
+    text_offsets.push_back(next_text_offset_);
+    next_text_offset_ += static_cast<int64_t>(t.sampled.text.size());
+  }
+  json_writer w;
+  begin_chunk(w);
+  if (endpoint_ == openai_endpoint::completions) {
+    w.key("text").value(d.text).key("logprobs");
+    if (has_logprobs) {
+      write_completion_logprobs(w, d.logprobs, text_offsets);
+    } else {
+      w.null();
+    }
+  } else {
+    w.key("delta").begin_object().key("content").value(d.text).end_object().key("logprobs");
+    if (has_logprobs) {
+      write_chat_logprobs(w, d.logprobs);
+    } else {
+      w.null();
+    }
+  }
+  w.key("finish_reason").null();
+  end_chunk(w);
+  return sse_event(w.take());
+}
+
+std::string openai_response::sse_finish(const done_event& d) {
+  json_writer w;
+  begin_chunk(w);
+  if (endpoint_ == openai_endpoint::completions) {
+    w.key("text").value("");
+  } else {
+    w.key("delta").begin_object().end_object();
+  }
+  w.key("logprobs").null().key("finish_reason").value(to_string(d.reason));
+  end_chunk(w);
+  std::string out = sse_event(w.take());
+  if (wants_usage_chunk_) {
+    json_writer usage;
+    usage.begin_object();
+    write_head(usage, endpoint_ == openai_endpoint::completions ? "text_completion" : "chat.completion.chunk");
+    usage.key("choices").begin_array().end_array();
+    write_usage(usage, d.usage);
+    usage.end_object();
+    out.append(sse_event(usage.take()));
+  }
+  return out.append(sse_done);
+}
+
+std::string openai_response::sse_error(const api_error& e) {
+  return sse_event(openai_error_body(e)).append(sse_done);
+}
+
+void openai_response::add(const delta_event& d) {
+  text_.append(d.text);
+  if (!wants_logprobs_) return;
+  for (const token_logprobs& t : d.logprobs) {
+    text_offsets_.push_back(next_text_offset_);
+    next_text_offset_ += static_cast<int64_t>(t.sampled.text.size());
+    logprobs_.push_back(t);
+  }
+}
+
+std::string openai_response::body(const done_event& d) const {
+  const bool is_chat = endpoint_ == openai_endpoint::chat_completions;
+  json_writer w;
+  w.begin_object();
+  write_head(w, is_chat ? "chat.completion" : "text_completion");
+  w.key("choices").begin_array().begin_object().key("index").value(0);
+  if (is_chat) {
+    w.key("message").begin_object().key("role").value("assistant").key("content").value(text_).end_object();
+  } else {
+    w.key("text").value(text_);
+  }
+  w.key("logprobs");
+  if (!wants_logprobs_) {
+    w.null();
+  } else if (is_chat) {
+    write_chat_logprobs(w, logprobs_);
+  } else {
+    write_completion_logprobs(w, logprobs_, text_offsets_);
+  }
+  w.key("finish_reason").value(to_string(d.reason));
+  w.end_object().end_array();
+  write_usage(w, d.usage);
+  w.end_object();
+  return w.take();
+}
+
+std::string models_list_body(std::string_view model_id, int64_t created_unix_s, int32_t max_model_len) {
+  json_writer w;
+  w.begin_object().key("object").value("list").key("data").begin_array();
+  w.begin_object();
+  w.key("id").value(model_id);
+  w.key("object").value("model");
+  w.key("created").value(created_unix_s);
+  w.key("owned_by").value("troupe");
+  w.key("max_model_len").value(max_model_len);
+  w.end_object();
+  w.end_array().end_object();
+  return w.take();
+}
+
+}  // namespace troupe::net

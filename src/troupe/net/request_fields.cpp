@@ -1,0 +1,187 @@
+// request_fields: one reader per shared field, found by name in a table; ranges are left to
+// request::validate and sampling_params::validate so that both wires refuse alike.
+#include "troupe/net/request_fields.hpp"
+
+#include <charconv>
+#include <iterator>
+
+#include "troupe/model/error.hpp"
+
+namespace troupe::net::request_fields {
+namespace {
+
+using json_read::value;
+using simdjson::ondemand::json_type;
+
+std::vector<std::string> read_stop(value& v) {
+  if (json_read::is_null(v, "stop")) return {};
+  // A single string is one stop string, as OpenAI allows.
+  if (json_read::type_of(v, "stop") == json_type::string) return {json_read::read_string(v, "stop")};
+  std::vector<std::string> stop;
+  json_read::for_each_element(json_read::read_array(v, "stop"), "stop", [&](size_t i, value& element) {
+    if (i >= max_num_stop_strings) {
+      std::string message = "stop must have at most ";
+      json_read::fail_request(message.append(std::to_string(max_num_stop_strings)).append(" strings"), "stop");
+    }
+    stop.push_back(json_read::read_string(element, json_read::indexed("stop", i)));
+  });
+  return stop;
+}
+
+std::vector<int32_t> read_token_ids(value& v, std::string_view field) {
+  std::vector<int32_t> ids;
+  json_read::for_each_element(json_read::read_array(v, field), field, [&](size_t i, value& element) {
+    ids.push_back(json_read::read_int32(element, json_read::indexed(field, i)));
+  });
+  return ids;
+}
+
+// {"123": -100}: keys are token ids written as decimal strings, as OpenAI sends them.
+std::vector<std::pair<int32_t, float>> read_logit_bias(value& v) {
+  std::vector<std::pair<int32_t, float>> bias;
+  json_read::for_each_field(json_read::read_object(v, "logit_bias"), "logit_bias", [&](std::string_view key, value& b) {
+    int32_t token = -1;
+    const auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), token);
+    if (key.empty() || ec != std::errc() || end != key.data() + key.size()) {
+      std::string message = "logit_bias keys must be token ids (decimal integers), got \"";
+      json_read::fail_request(message.append(key).append("\""), "logit_bias");
+    }
+    bias.emplace_back(token, json_read::read_float(b, std::string("logit_bias[").append(key).append("]")));
+  });
+  return bias;
+}
+
+using field_reader = void (*)(value&, request&);
+
+struct shared_field {
+  std::string_view name;
+  field_reader read;
+};
+
+// Every field both wires accept under the same name and meaning.
+const shared_field shared_fields[] = {
+    {"max_tokens", [](value& v, request& r) { r.params.max_tokens = json_read::read_int32(v, "max_tokens"); }},
+    {"temperature", [](value& v, request& r) { r.params.temperature = json_read::read_float(v, "temperature"); }},
+    {"top_k", [](value& v, request& r) { r.params.top_k = json_read::read_int32(v, "top_k"); }},
+    {"top_p", [](value& v, request& r) { r.params.top_p = json_read::read_float(v, "top_p"); }},
+    {"min_p", [](value& v, request& r) { r.params.min_p = json_read::read_float(v, "min_p"); }},
+    {"repetition_penalty",
+     [](value& v, request& r) { r.params.repetition_penalty = json_read::read_float(v, "repetition_penalty"); }},
+    {"presence_penalty",
+     [](value& v, request& r) { r.params.presence_penalty = json_read::read_float(v, "presence_penalty"); }},
+    {"frequency_penalty",
+     [](value& v, request& r) { r.params.frequency_penalty = json_read::read_float(v, "frequency_penalty"); }},
+    {"penalty_last_n", [](value& v, request& r) { r.params.penalty_last_n = json_read::read_int32(v, "penalty_last_n"); }},
+    {"seed", [](value& v, request& r) { r.params.seed = json_read::read_uint64(v, "seed"); }},
+    {"logit_bias", [](value& v, request& r) { r.params.logit_bias = read_logit_bias(v); }},
+    {"stop_token_ids", [](value& v, request& r) { r.params.stop_token_ids = read_token_ids(v, "stop_token_ids"); }},
+    {"ignore_eos", [](value& v, request& r) { r.params.ignore_eos = json_read::read_bool(v, "ignore_eos"); }},
+    {"stop", [](value& v, request& r) { r.stop = read_stop(v); }},
+    {"priority", [](value& v, request& r) { r.priority = json_read::read_int32(v, "priority"); }},
+    {"timeout_ms", [](value& v, request& r) { r.timeout_ms = json_read::read_int64(v, "timeout_ms"); }},
+};
+
+// content: a string, or OpenAI's array of parts of which troupe serves the text ones.
+std::string read_content(value& v, const std::string& field) {
+  const json_type type = json_read::type_of(v, field);
+  if (type == json_type::string) return json_read::read_string(v, field);
+  if (type != json_type::array) {
+    json_read::fail_request(field + " must be a string or an array of text parts", field);
+  }
+  std::string text;
+  json_read::for_each_element(json_read::read_array(v, field), field, [&](size_t i, value& part_value) {
+    const std::string part = json_read::indexed(field, i);
+    std::string type;
+    std::string_view unknown_key;
+    bool has_text = false;
+    json_read::for_each_field(json_read::read_object(part_value, part), part, [&](std::string_view key, value& member) {
+      if (key == "type") {
+        type = json_read::read_string(member, part + ".type");
+      } else if (key == "text") {
+        text += json_read::read_string_view(member, part + ".text");
+        has_text = true;
+      } else if (unknown_key.empty()) {
+        unknown_key = key;
+      }
+    });
+    if (type != "text") {
+      json_read::fail_request(part + ".type must be \"text\" (troupe serves text only), got \"" + type + "\"", part + ".type");
+    }
+    if (!unknown_key.empty()) json_read::fail_request("unknown field " + part + "." + std::string(unknown_key), part);
+    if (!has_text) json_read::fail_request(part + ".text is required", part + ".text");
+  });
+  return text;
+}
+
+chat_message read_message(value& v, const std::string& field) {
+  chat_message message;
+  bool has_role = false;
+  bool has_content = false;
+  json_read::for_each_field(json_read::read_object(v, field), field, [&](std::string_view key, value& member) {
+    if (key == "role") {
+      message.role = json_read::read_string(member, field + ".role");
+      has_role = true;
+    } else if (key == "content") {
+      message.content = read_content(member, field + ".content");
+      has_content = true;
+    } else if (key == "name") {
+      json_read::read_string_view(member, field + ".name");  // accepted for OpenAI clients; templates have no use for it
+    } else {
+      json_read::fail_request("unknown field " + field + "." + std::string(key) + " (allowed: role, content, name)", field);
+    }
+  });
+  if (!has_role) json_read::fail_request(field + ".role is required", field + ".role");
+  if (!has_content) json_read::fail_request(field + ".content is required", field + ".content");
+  if (message.role == "developer") message.role = "system";  // OpenAI's newer name for it
+  return message;
+}
+
+}  // namespace
+
+bool read_shared_field(std::string_view key, value& v, request& req) {
+  for (const shared_field& field : shared_fields) {
+    if (field.name != key) continue;
+    if (!json_read::is_null(v, key)) field.read(v, req);
+    return true;
+  }
+  return false;
+}
+
+std::vector<chat_message> read_messages(value& v) {
+  std::vector<chat_message> messages;
+  json_read::for_each_element(json_read::read_array(v, "messages"), "messages", [&](size_t i, value& element) {
+    messages.push_back(read_message(element, json_read::indexed("messages", i)));
+  });
+  if (messages.empty()) json_read::fail_request("messages must not be empty", "messages");
+  return messages;
+}
+
+void read_token_ids(value& v, std::string_view field, std::vector<int32_t>& ids) {
+  const std::string_view param = field.substr(0, field.find('['));
+  json_read::for_each_element(json_read::read_array(v, field), field, [&](size_t i, value& element) {
+    const std::string where = json_read::indexed(field, i);
+    if (json_read::type_of(element, where) != simdjson::ondemand::json_type::number) {
+      json_read::fail_request(std::string(where).append(" must be a token id (an integer)"), param);
+    }
+    ids.push_back(json_read::read_int32(element, where));
+  });
+  if (ids.empty()) json_read::fail_request(std::string(field).append(" must not be empty"), param);
+}
+
+void validate(const request& req, const parse_limits& limits, std::string_view num_logprobs_name) {
+  try {
+    req.validate(limits.vocab_size, limits.max_model_len);
+  } catch (const error& e) {
+    // sampling_params calls it num_logprobs; the client sent top_logprobs (or logprobs).
+    std::string message = e.what();
+    constexpr std::string_view internal_name = "num_logprobs";
+    if (message.rfind(std::string(internal_name).append(" must"), 0) == 0) {
+      message.replace(0, internal_name.size(), num_logprobs_name);
+    }
+    std::string param = param_of_message(message);
+    if (param == internal_name) param = num_logprobs_name;
+    json_read::fail(invalid_request(std::move(message), std::move(param)));
+  }
+}
+
+}  // namespace troupe::net::request_fields
