@@ -6,6 +6,8 @@
 #include <caf/scheduler/test_coordinator.hpp>
 
 #include <map>
+#include <new>
+#include <set>
 #include <mutex>
 
 #include "troupe/actors/engine.hpp"
@@ -18,7 +20,8 @@ using namespace std::chrono_literals;
 namespace {
 
 // Answers every sampled sequence with token (last fed token + 1) mod vocab, from a pool
-// of 64 blocks of 16; can be told to fail its next step.
+// of 64 blocks of 16; can be told to fail its next step (with a troupe::error of a given
+// code, or std::bad_alloc).
 class scripted_backend : public backend {
  public:
   explicit scripted_backend(model_config c) : config_(std::move(c)) {}
@@ -28,7 +31,8 @@ class scripted_backend : public backend {
     ++num_steps;
     if (fail_next) {
       fail_next = false;
-      throw error(error_code::internal, "scripted failure");
+      if (fail_with_bad_alloc) throw std::bad_alloc();
+      throw error(fail_code, "scripted failure");
     }
     step_result r;
     for (const auto& s : plan.sequences) {
@@ -46,6 +50,8 @@ class scripted_backend : public backend {
 
   int num_steps = 0;
   bool fail_next = false;
+  error_code fail_code = error_code::internal;
+  bool fail_with_bad_alloc = false;
 
  private:
   model_config config_;
@@ -54,11 +60,13 @@ class scripted_backend : public backend {
 struct recording_sink : event_sink {
   void on_event(const std::string& id, const request_event& e) override {
     std::lock_guard lock(mutex);
+    if (std::holds_alternative<accepted_event>(e)) accepted.insert(id);
     if (auto d = std::get_if<delta_event>(&e)) num_tokens[id] += (int)d->token_ids.size();
     if (auto d = std::get_if<done_event>(&e)) done[id] = *d;
     if (auto x = std::get_if<error_event>(&e)) errors[id] = *x;
   }
   std::mutex mutex;
+  std::set<std::string> accepted;
   std::map<std::string, int> num_tokens;
   std::map<std::string, done_event> done;
   std::map<std::string, error_event> errors;
@@ -174,17 +182,25 @@ TEST_CASE("actors: a failed step becomes an error event and the worker serves th
   CHECK(f.sink->num_tokens["second"] == 4);
 }
 
+// Collects the events an engine actor sends to an application's listener.
+caf::behavior event_collector(caf::event_based_actor*, std::shared_ptr<std::vector<request_event_message>> events) {
+  return {[events](atoms::event_atom, const request_event_message& m) { events->push_back(m); }};
+}
+
+std::map<std::string, std::vector<request_event>> by_request(const std::vector<request_event_message>& events) {
+  std::map<std::string, std::vector<request_event>> out;
+  for (const auto& m : events) out[m.request_id].push_back(m.event);
+  return out;
+}
+
 TEST_CASE("actors: a CAF application submits and cancels through the engine's typed actor interface") {
   scheduler_config sc;
   deterministic_fixture f(sc);
   auto events = std::make_shared<std::vector<request_event_message>>();
-  auto app = f.sys->spawn([events](caf::event_based_actor*) -> caf::behavior {
-    return {[events](atoms::event_atom, const request_event_ptr& m) { events->push_back(*m); }};
-  });
+  auto app = caf::actor_cast<event_listener>(f.sys->spawn(event_collector, events));
   auto eng = f.eng->actor();
   auto ask = [&](const std::string& id, int32_t max_tokens) {
-    auto r = std::make_shared<request>(f.make(id, max_tokens));
-    caf::anon_send(eng, atoms::submit_atom::value, request_ptr(std::move(r)), app);
+    caf::anon_send(eng, atoms::submit_atom::value, f.make(id, max_tokens), app);
   };
   ask("typed", 3);
   f.sched->run();
@@ -192,14 +208,136 @@ TEST_CASE("actors: a CAF application submits and cancels through the engine's ty
   caf::anon_send(eng, atoms::cancel_atom::value, std::string("stopped"));
   caf::anon_send(eng, atoms::cancel_atom::value, std::string("never-submitted"));
   f.sched->run();
-  std::map<std::string, std::vector<request_event>> by_id;
-  for (const auto& m : *events) by_id[m.request_id].push_back(m.event);
+  auto by_id = by_request(*events);
   REQUIRE(by_id["typed"].size() >= 3);
   CHECK(std::holds_alternative<accepted_event>(by_id["typed"].front()));
   REQUIRE(std::holds_alternative<done_event>(by_id["typed"].back()));
   CHECK(std::get<done_event>(by_id["typed"].back()).usage.completion_tokens == 3);
   REQUIRE(std::holds_alternative<done_event>(by_id["stopped"].back()));
   CHECK(std::get<done_event>(by_id["stopped"].back()).reason == request_finish_reason::cancelled);
+  caf::anon_send_exit(app, caf::exit_reason::user_shutdown);
+  f.sched->run();
+}
+
+TEST_CASE("actors: the engine actor refuses a second request with an id already in flight") {
+  scheduler_config sc;
+  sc.max_batch_size = 4;
+  sc.max_wait_ms = 100000;  // held, so the first is still in flight when the second comes
+  deterministic_fixture f(sc);
+  auto events = std::make_shared<std::vector<request_event_message>>();
+  auto app = caf::actor_cast<event_listener>(f.sys->spawn(event_collector, events));
+  auto eng = f.eng->actor();
+  caf::anon_send(eng, atoms::submit_atom::value, f.make("same", 3), app);
+  caf::anon_send(eng, atoms::submit_atom::value, f.make("same", 3), app);
+  f.sched->run();
+  auto by_id = by_request(*events);
+  REQUIRE(by_id["same"].size() == 2);
+  REQUIRE(std::holds_alternative<error_event>(by_id["same"][0]));
+  CHECK(std::get<error_event>(by_id["same"][0]).code == request_error_code::invalid_request);
+  CHECK(std::holds_alternative<accepted_event>(by_id["same"][1]));
+  caf::anon_send_exit(app, caf::exit_reason::user_shutdown);
+  f.sched->run();
+}
+
+TEST_CASE("actors: accepted comes only after admission; a request refused with queue_full never sees it") {
+  scheduler_config sc;
+  sc.max_batch_size = 2;
+  sc.max_queue_len = 2;
+  sc.max_wait_ms = 100000;  // both admitted requests stay held, so the third finds the queue full
+  deterministic_fixture f(sc);
+  for (const char* id : {"a", "b", "c"}) f.eng->submit(f.make(id, 3), f.sink);
+  f.sched->run();
+  REQUIRE(f.sink->errors.count("c"));
+  CHECK(f.sink->errors["c"].code == request_error_code::queue_full);
+  CHECK_FALSE(f.sink->accepted.count("c"));
+  CHECK(f.sink->accepted.count("a"));
+  CHECK(f.sink->accepted.count("b"));
+  CHECK(f.sink->done.count("a"));  // two held: released at max_batch_size
+  CHECK(f.sink->done.count("b"));
+}
+
+TEST_CASE("actors: the queue cap counts sequences the batcher sent on that have not started yet") {
+  scheduler_config sc;
+  sc.max_batch_size = 1;
+  sc.max_queue_len = 2;
+  sc.max_num_seqs = 1;
+  deterministic_fixture f(sc);
+  // All four enqueue before any has started: a and b are admitted (and sent on at once),
+  // c and d find two sequences waiting in the scheduler.
+  for (const char* id : {"a", "b", "c", "d"}) f.eng->submit(f.make(id, 4), f.sink);
+  f.sched->run();
+  CHECK(f.sink->done.count("a"));
+  CHECK(f.sink->done.count("b"));
+  REQUIRE(f.sink->errors.count("c"));
+  CHECK(f.sink->errors["c"].code == request_error_code::queue_full);
+  REQUIRE(f.sink->errors.count("d"));
+  // Once they started and ended, the count is back to zero: a new request is admitted.
+  f.eng->submit(f.make("e", 4), f.sink);
+  f.sched->run();
+  CHECK(f.sink->done.count("e"));
+}
+
+TEST_CASE("actors: a worker failure reaches the client with its real code and message") {
+  scheduler_config sc;
+  deterministic_fixture f(sc);
+  f.backend_->fail_next = true;
+  f.backend_->fail_code = error_code::context_overflow;
+  f.eng->submit(f.make("overflow", 4), f.sink);
+  f.sched->run();
+  REQUIRE(f.sink->errors.count("overflow"));
+  CHECK(f.sink->errors["overflow"].code == request_error_code::context_overflow);
+  CHECK(f.sink->errors["overflow"].message == "scripted failure");
+
+  f.backend_->fail_next = true;
+  f.backend_->fail_code = error_code::bad_plan;
+  f.eng->submit(f.make("bad plan", 4), f.sink);
+  f.sched->run();
+  REQUIRE(f.sink->errors.count("bad plan"));
+  CHECK(f.sink->errors["bad plan"].code == request_error_code::internal);
+  CHECK(f.sink->errors["bad plan"].message == "scripted failure");
+
+  f.backend_->fail_next = true;
+  f.backend_->fail_with_bad_alloc = true;
+  f.eng->submit(f.make("memory", 4), f.sink);
+  f.sched->run();
+  REQUIRE(f.sink->errors.count("memory"));
+  CHECK(f.sink->errors["memory"].code == request_error_code::out_of_memory);
+}
+
+TEST_CASE("actors: destroying the engine ends requests in flight with an unavailable error") {
+  scheduler_config sc;
+  sc.max_batch_size = 4;
+  sc.max_wait_ms = 100000;  // held in the batcher: in flight when the engine goes
+  deterministic_fixture f(sc);
+  f.eng->submit(f.make("orphan", 5), f.sink);
+  f.sched->run();
+  CHECK(f.sink->accepted.count("orphan"));
+  f.eng.reset();
+  f.sched->run();
+  REQUIRE(f.sink->errors.count("orphan"));
+  CHECK(f.sink->errors["orphan"].code == request_error_code::unavailable);
+}
+
+TEST_CASE("actors: an engine actor that owns its engine stops it when it exits, ending its requests") {
+  scheduler_config sc;
+  sc.max_batch_size = 4;
+  sc.max_wait_ms = 100000;
+  deterministic_fixture f(sc);
+  engine_options o;
+  o.scheduling = sc;
+  o.detached_worker = false;
+  auto owner = spawn_engine_actor(*f.sys, std::make_unique<engine>(*f.sys, f.model, f.backend_, o));
+  auto events = std::make_shared<std::vector<request_event_message>>();
+  auto app = caf::actor_cast<event_listener>(f.sys->spawn(event_collector, events));
+  caf::anon_send(owner, atoms::submit_atom::value, f.make("held", 5), app);
+  f.sched->run();
+  caf::anon_send_exit(owner, caf::exit_reason::user_shutdown);
+  f.sched->run();
+  auto by_id = by_request(*events);
+  REQUIRE(by_id["held"].size() == 2);
+  CHECK(std::holds_alternative<accepted_event>(by_id["held"][0]));
+  REQUIRE(std::holds_alternative<error_event>(by_id["held"][1]));
+  CHECK(std::get<error_event>(by_id["held"][1]).code == request_error_code::unavailable);
   caf::anon_send_exit(app, caf::exit_reason::user_shutdown);
   f.sched->run();
 }

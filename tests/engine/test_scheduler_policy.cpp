@@ -9,8 +9,8 @@
 #include <set>
 
 #include "troupe/engine/block_manager.hpp"
-#include "troupe/engine/fake_kv_space.hpp"
-#include "troupe/engine/simulated_worker.hpp"
+#include "engine/fake_kv_space.hpp"
+#include "engine/simulated_worker.hpp"
 #include "troupe/engine/scheduler_policy.hpp"
 #include "troupe/model/error.hpp"
 

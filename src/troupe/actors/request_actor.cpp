@@ -1,5 +1,6 @@
 #include "troupe/actors/request_actor.hpp"
 
+#include <atomic>
 #include <chrono>
 #include <optional>
 
@@ -19,6 +20,8 @@ struct request_actor_state {
   uint64_t seq_id = 0;
   request_actor_links links;
   bool is_done = false;
+  // Shared with the exit guard below, which outlives this state.
+  std::shared_ptr<std::atomic<bool>> has_ended = std::make_shared<std::atomic<bool>>(false);
   bool is_waiting = false;  // admitted and not yet started: the batcher counts it
   std::optional<std::chrono::steady_clock::time_point> last_token_at;  // for the inter-token gaps
   static inline const char* name = "troupe.request";
@@ -37,6 +40,7 @@ void leave_queue(request_self self) {
 }
 
 void end(request_self self) {
+  self->state.has_ended->store(true);
   leave_queue(self);
   self->demonitor(self->state.links.scheduler.address());
   self->quit();
@@ -135,7 +139,14 @@ request_actor::behavior_type request_actor_impl(request_self self, std::shared_p
   st.sink = std::move(sink);
   st.seq_id = seq_id;
   st.links = std::move(links);
-  // The engine stopping (its scheduler gone) ends a request still in flight.
+  // The engine stopping (its scheduler gone) ends a request still in flight. If the actor
+  // itself goes first (nothing refers to it any more once the batcher holding it stopped),
+  // the guard tells the sink, so no request ends without an event.
+  self->attach_functor([sink = st.sink, id = st.req->id, has_ended = st.has_ended](const caf::error&) {
+    if (!has_ended->exchange(true)) {
+      sink->on_event(id, error_event{request_error_code::unavailable, "the engine stopped before this request finished"});
+    }
+  });
   self->monitor(st.links.scheduler);
   self->set_down_handler([=](caf::down_msg&) {
     self->state.is_waiting = false;

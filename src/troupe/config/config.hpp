@@ -1,5 +1,6 @@
 // troupe::config: every knob of `troupe serve` in one struct, with its default, its
-// command-line flag, its config-file key and its CAF option (DESIGN.md, "Configuration").
+// command-line flag, its config-file key and its CAF option (docs/design.md, "Layers";
+// every flag: docs/front-door.md, "Configuration").
 // Names follow vLLM where vLLM has the knob.
 #pragma once
 #include <cstdint>

@@ -44,7 +44,8 @@ struct slot_usage {
   int64_t num_unused = 0;
 };
 
-// Single-threaded: the block_manager actor owns one and is its only caller.
+// Single-threaded: the scheduler actor owns one (an object, not an actor) and is its only
+// caller.
 //
 // Contracts the caller relies on:
 // - Blocks are registered in the prefix cache by grow() as soon as they are full of known

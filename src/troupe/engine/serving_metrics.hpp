@@ -1,6 +1,7 @@
-// The engine's troupe_* metrics (DESIGN.md, "Observability") on a metrics_registry, and the
-// calls that feed them: one per request that ends (from its done or error event), one per
-// scheduler step, and the queue and KV gauges. docs/actor-runtime.md lists every metric.
+// The engine's troupe_* metrics on a metrics_registry, and the calls that feed them: one
+// per request that ends (from its done or error event), one per scheduler step, and the
+// queue and KV gauges (docs/design.md, "Where state lives"). docs/actor-runtime.md lists
+// every metric.
 #pragma once
 #include <array>
 #include <cstdint>

@@ -1,7 +1,11 @@
-// Drives a backend for one sequence at a time, without actors: chunked prefill, then a
-// decode loop with the stop rules (end-of-generation ids, stop token ids, max_tokens).
-// `troupe generate`, the engine benchmark and the model tests use it; the actor runtime
-// replaces it for serving. The sequence owns KV blocks 0..n-1 of the backend.
+// Drives a backend for one sequence at a time, without actors: chunked prefill (chunks of
+// max_chunk_tokens), then a decode loop with the stop rules (end-of-generation ids unless
+// ignore_eos, stop token ids, max_tokens, a full context or KV pool; no stop strings);
+// score() returns the logits of every position. The model tests use it to check a backend
+// against llama.cpp (tests/cpu/test_llama_cpp_agreement.cpp); `troupe generate` and serving
+// go through the actor runtime instead. The sequence takes the backend's whole KV pool as
+// its own (blocks 0..n-1 in order) and reuses the KV of the prefix a prompt shares with what
+// was fed before. finish_reason is also the scheduler's (engine/sequence.hpp).
 #pragma once
 #include <cstdint>
 #include <functional>

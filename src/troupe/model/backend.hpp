@@ -1,7 +1,8 @@
 // The backend interface: one call runs one batch_plan (prefill chunks and decode tokens of
 // many sequences over the paged KV cache) and returns the sampled tokens. The CPU backend
-// and the CUDA backend implement it; the scheduler drives it (DESIGN.md, "The backend
-// interface"). The plan lives here, not in engine/, because model/ may not include engine/.
+// and the CUDA backend implement it; the scheduler drives it through the worker actor
+// (docs/design.md, "Layers"). The plan lives here, not in engine/, because model/ may not
+// include engine/.
 #pragma once
 #include <cstdint>
 #include <utility>

@@ -1,6 +1,6 @@
 // The front door's one window onto the engine: submit, cancel and the engine's facts,
 // behind a header free of CAF and Boost. bridge.cpp is the one file that sees both the
-// engine's actors and the sessions' needs (DESIGN.md, "Layers").
+// engine's actors and the sessions' needs (docs/design.md, "Layers").
 #pragma once
 #include <atomic>
 #include <cstdint>
