@@ -502,14 +502,16 @@ TEST_CASE("one step in flight: schedule twice without on_step_done is an error")
   CHECK_THROWS_AS(f.sched.on_step_done({}), error);  // the wanted sample is missing
 }
 
-TEST_CASE("a failed step fails every sequence in it and frees their blocks") {
+TEST_CASE("a failed step fails every sequence in it with the step's code and frees their blocks") {
   fixture f(config(8, 64), 64);
   f.sched.add(request(1, 4), 0);
   f.sched.add(request(2, 4), 0);
   f.sched.schedule(0);
-  const auto events = f.sched.on_step_failed("device lost");
+  const auto events = f.sched.on_step_failed(error_code::out_of_memory, "device lost");
   REQUIRE(events.size() == 2);
   CHECK(events[0].state == sequence_state::failed);
+  CHECK(events[0].error == error_code::out_of_memory);
+  CHECK(events[1].error == error_code::out_of_memory);
   CHECK(events[0].message == "device lost");
   CHECK_FALSE(f.sched.has_unfinished());
   CHECK(f.kv.is_all_free());
