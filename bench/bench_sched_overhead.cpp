@@ -1,4 +1,4 @@
-// The scheduling-overhead benchmark (issue 6): the real actor graph (request actors,
+// The scheduling-overhead benchmark: the real actor graph (request actors,
 // batcher, scheduler, worker) drives a stand-in backend whose every step takes a fixed
 // time, with 1 to 1,024 streams each sending short requests back to back. Whatever a step
 // costs beyond the backend's own time is the runtime's: planning, messages, fan-out,

@@ -103,8 +103,7 @@ class engine {
 };
 
 // The engine actor over an engine it owns: the engine stops (and its requests in flight end
-// with `unavailable` errors) when this actor exits, whether the application sends it an exit
-// message or drops every handle to it.
+// with `unavailable` errors) when this actor exits.
 engine_actor spawn_engine_actor(caf::actor_system& sys, std::unique_ptr<engine> owned);
 
 }  // namespace troupe

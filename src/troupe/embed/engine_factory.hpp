@@ -29,7 +29,7 @@ started_engine start_engine(caf::actor_system& sys, const config& cfg,
 // The one call for a CAF application: an engine actor that owns the engine started from
 // cfg. Send it (submit_atom, request, listener) and (cancel_atom, id); ask it stats_atom.
 // The engine stops, ending requests still in flight with `unavailable` errors, when the
-// actor exits: send it an exit message, or drop every handle to it. Throws as start_engine.
+// actor exits (send it an exit message). Throws as start_engine.
 engine_actor spawn_engine(caf::actor_system& sys, const config& cfg);
 
 }  // namespace troupe
