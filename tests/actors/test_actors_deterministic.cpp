@@ -355,3 +355,19 @@ TEST_CASE("actors: a crashed worker is replaced and queued requests still comple
   REQUIRE(f.sink->done.count("after"));
   CHECK(f.sink->num_tokens["after"] == 3);
 }
+
+TEST_CASE("actors: a worker killed with a step in flight fails only that step; the request queued behind it completes") {
+  scheduler_config sc;
+  sc.max_num_seqs = 1;  // "queued" waits for "running" to finish
+  deterministic_fixture f(sc);
+  f.eng->submit(f.make("running", 5), f.sink);
+  f.eng->submit(f.make("queued", 3), f.sink);
+  while (f.backend_->num_steps < 2) REQUIRE(f.sched->try_run_once());
+  // The worker has answered step 2; step 3 goes to it next and meets the kill first.
+  caf::anon_send_exit(f.eng->current_worker(), caf::exit_reason::kill);
+  f.sched->run();
+  REQUIRE(f.sink->errors.count("running"));
+  CHECK(f.sink->errors["running"].code == request_error_code::internal);
+  REQUIRE(f.sink->done.count("queued"));
+  CHECK(f.sink->num_tokens["queued"] == 3);
+}

@@ -154,6 +154,7 @@ engine::engine(caf::actor_system& sys, std::shared_ptr<const model_bundle> model
 }
 
 engine::~engine() {
+  std::lock_guard lock(frontend_mutex_);
   if (frontend_) caf::anon_send_exit(frontend_, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(core_->batcher, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(core_->scheduler, caf::exit_reason::user_shutdown);
@@ -175,6 +176,7 @@ caf::actor engine::current_worker() {
 }
 
 engine_actor engine::actor() {
+  std::lock_guard lock(frontend_mutex_);
   if (!frontend_) frontend_ = core_->sys.spawn(frontend, core_, std::shared_ptr<engine>());
   return frontend_;
 }

@@ -86,7 +86,7 @@ class engine {
   // supervision tests and diagnostics.
   caf::actor current_worker();
 
-  // The typed actor interface (spawned on first use; lives as long as the engine).
+  // The typed actor interface (spawned on first use, by any thread; lives as long as the engine).
   engine_actor actor();
 
   const model_bundle& model() const;
@@ -99,6 +99,7 @@ class engine {
  private:
   friend engine_actor spawn_engine_actor(caf::actor_system& sys, std::unique_ptr<engine> owned);
   std::shared_ptr<core> core_;
+  std::mutex frontend_mutex_;
   engine_actor frontend_;
 };
 

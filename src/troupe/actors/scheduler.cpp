@@ -69,6 +69,7 @@ void fan_out(scheduler_self self, std::vector<sequence_event>& events) {
 }
 
 void kick(scheduler_self self);
+void replace_worker(scheduler_self self);
 void on_step_back(scheduler_self self, step_sample sample, clock_type::time_point sent, const step_result& result);
 
 // What a planned step tells the request actors: sent after the step itself has gone to the
@@ -107,6 +108,10 @@ step_notices send_step(scheduler_self self) {
               const auto e = error_value_of(err, self->system());
               auto events = self->state.policy->on_step_failed(e.code, e.message);
               fan_out(self, events);
+              // A step that failed with troupe's own code leaves a usable worker. Any other
+              // error means the worker is gone (its down message may still be on the way):
+              // replace it now, or the next step would go to the dead one and fail too.
+              if (err.category() != caf::atom("troupe")) replace_worker(self);
               kick(self);
             });
   add_overhead(self, seconds_between(plan_start, sent));
@@ -154,6 +159,17 @@ void on_step_back(scheduler_self self, step_sample sample, clock_type::time_poin
   add_overhead(self, seconds_between(after_send, clock_type::now()));
 }
 
+// A new worker for the next step; the old one, if it still runs, is stopped.
+void replace_worker(scheduler_self self) {
+  auto& st = self->state;
+  self->demonitor(st.worker.address());
+  caf::anon_send_exit(st.worker, caf::exit_reason::kill);
+  ++st.num_worker_restarts;
+  st.worker = st.make_worker();
+  *st.current_worker = st.worker;
+  self->monitor(st.worker);
+}
+
 // Sends the next step unless one is in flight, and brings the gauges up to date.
 void kick(scheduler_self self) {
   if (!self->state.policy->is_step_in_flight()) send_notices(self, send_step(self));
@@ -179,12 +195,8 @@ scheduler_actor::behavior_type scheduler(scheduler_self self, scheduler_config c
   // A dead worker is replaced; the step it had in flight fails through the request's error
   // handler (its requests end with an error), everything queued carries on.
   self->set_down_handler([=](caf::down_msg& down) {
-    auto& st = self->state;
-    if (down.source != st.worker.address()) return;
-    ++st.num_worker_restarts;
-    st.worker = st.make_worker();
-    *st.current_worker = st.worker;
-    self->monitor(st.worker);
+    if (down.source != self->state.worker.address()) return;  // one replaced already
+    replace_worker(self);
     kick(self);
   });
   return {
