@@ -30,7 +30,14 @@ run: build model
 	$(BUILD_DIR)/troupe serve --model $(MODEL) --threads $(THREADS) --host 127.0.0.1 --port 8080
 
 test: build model test-deps
-	cd $(BUILD_DIR) && ctest --output-on-failure -j 1 --timeout 1500
+	cd $(BUILD_DIR) && ctest --output-on-failure -j 1 --timeout 600
+
+# The unit tests of the edit-compile-test loop (ctest label fast: no model, no troupe
+# binary; under a minute on two cores). Builds only the test binaries they need.
+.PHONY: test-fast
+test-fast: configure
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target troupe_fast_tests
+	cd $(BUILD_DIR) && ctest --output-on-failure -L fast -j $(JOBS)
 
 bench: build model
 	bench/compare_llama_cpp.sh

@@ -6,14 +6,16 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
-#include <filesystem>
 #include <map>
 #include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "troupe/actors/engine.hpp"
 #include "troupe/cpu/cpu_backend.hpp"
+#include "util/gated_backend.hpp"
+#include "util/require_model.hpp"
 
 using namespace troupe;
 using namespace std::chrono_literals;
@@ -29,7 +31,8 @@ inline std::string numbered(const char* prefix, long long n) {
 }
 
 
-// Collects every request's events; waits until all submitted requests ended.
+// Collects every request's events; waits until all submitted requests ended, or until
+// requests were admitted (accepted) or refused.
 class collecting_sink : public event_sink {
  public:
   struct record {
@@ -43,6 +46,7 @@ class collecting_sink : public event_sink {
   void on_event(const std::string& id, const request_event& e) override {
     std::lock_guard lock(mutex_);
     auto& r = records_[id];
+    if (std::holds_alternative<accepted_event>(e) || std::holds_alternative<error_event>(e)) settled_.insert(id);
     if (auto d = std::get_if<delta_event>(&e)) {
       if (r.first_token_order < 0 && !d->token_ids.empty()) r.first_token_order = next_order_++;
       r.text += d->text;
@@ -62,6 +66,12 @@ class collecting_sink : public event_sink {
     return cv_.wait_for(lock, timeout, [&] { return num_ended_ >= n; });
   }
 
+  // Waits until n requests were accepted (admitted) or refused with an error.
+  bool wait_settled(size_t n, std::chrono::seconds timeout = 60s) {
+    std::unique_lock lock(mutex_);
+    return cv_.wait_for(lock, timeout, [&] { return settled_.size() >= n; });
+  }
+
   std::map<std::string, record> records() {
     std::lock_guard lock(mutex_);
     return records_;
@@ -71,6 +81,7 @@ class collecting_sink : public event_sink {
   std::mutex mutex_;
   std::condition_variable cv_;
   std::map<std::string, record> records_;
+  std::set<std::string> settled_;
   size_t num_ended_ = 0;
   int64_t next_order_ = 0;
 };
@@ -83,17 +94,20 @@ struct fixture {
     o.num_blocks = num_blocks;
     o.num_swap_blocks = num_swap_blocks;
     o.eog_ids = model->tok.eog_ids();
-    auto backend = std::make_shared<cpu::cpu_backend>(file, o);
+    // Open unless a test closes it to hold requests running while it sets up the next step.
+    gate = std::make_shared<test::gated_backend>(std::make_shared<cpu::cpu_backend>(file, o));
     cfg.set("scheduler.max-threads", 2);
     sys = std::make_unique<caf::actor_system>(cfg);
-    eng = std::make_unique<engine>(*sys, model, backend, options);
+    eng = std::make_unique<engine>(*sys, model, gate, options);
   }
   ~fixture() {
+    gate->open();  // a step waiting at the gate would hold up the engine's shutdown
     eng.reset();
     sys.reset();
   }
   caf::actor_system_config cfg;
   std::shared_ptr<const model_bundle> model;
+  std::shared_ptr<test::gated_backend> gate;
   std::unique_ptr<caf::actor_system> sys;
   std::unique_ptr<engine> eng;
 };
@@ -114,12 +128,6 @@ const std::vector<std::string> questions = {
     "Describe a cat in one sentence.", "What is the boiling point of water?",
 };
 
-#define REQUIRE_MODEL()                                                               \
-  if (!std::filesystem::exists(TROUPE_TEST_MODEL)) {                                  \
-    MESSAGE("skipped: " << TROUPE_TEST_MODEL << " is absent (make test fetches it)"); \
-    return;                                                                           \
-  }
-
 std::map<std::string, collecting_sink::record> run_all(fixture& f, const std::vector<request>& reqs) {
   auto sink = std::make_shared<collecting_sink>();
   for (const auto& r : reqs) f.eng->submit(r, sink);
@@ -130,7 +138,7 @@ std::map<std::string, collecting_sink::record> run_all(fixture& f, const std::ve
 }  // namespace
 
 TEST_CASE("engine: 32 concurrent requests give the same greedy text as one at a time") {
-  REQUIRE_MODEL();
+  TROUPE_REQUIRE_MODEL();
   fixture f;
   std::vector<request> reqs;
   for (int i = 0; i < 32; ++i) reqs.push_back(chat(numbered("r", i), questions[i % 8] + std::string(i / 8, '!'), 24));
@@ -176,29 +184,35 @@ static void check_preemption_keeps_text(preemption_mode mode, int32_t num_swap_b
 }
 
 TEST_CASE("engine: requests preempted for KV space finish with the text of an uninterrupted run") {
-  REQUIRE_MODEL();
+  TROUPE_REQUIRE_MODEL();
   check_preemption_keeps_text(preemption_mode::recompute, 0);
 }
 
 TEST_CASE("engine: requests swapped out to host memory finish with the text of an uninterrupted run") {
-  REQUIRE_MODEL();
+  TROUPE_REQUIRE_MODEL();
   check_preemption_keeps_text(preemption_mode::swap, 64);
 }
 
 TEST_CASE("engine: a high-priority request submitted into a full engine starts before queued low-priority ones") {
-  REQUIRE_MODEL();
+  TROUPE_REQUIRE_MODEL();
   engine_options o;
   o.scheduling.max_num_seqs = 2;
   o.scheduling.max_num_batched_tokens = 256;
   fixture f(o);
   auto sink = std::make_shared<collecting_sink>();
+  // The gate holds the first step until all six low-priority requests and then "high" are
+  // admitted: at most two low ones have a slot when "high" arrives, the rest queue.
+  f.gate->close();
   for (int i = 0; i < 6; ++i) {
     auto low = chat(numbered("low", i), questions[i], 48, 5);
-    low.params.ignore_eos = true;  // the two running ones must still be running when "high" arrives
+    low.params.ignore_eos = true;
     f.eng->submit(low, sink);
   }
-  std::this_thread::sleep_for(50ms);
+  REQUIRE(sink->wait_settled(6));
+  REQUIRE(f.gate->wait_held());
   f.eng->submit(chat("high", questions[7], 8, 0), sink);
+  REQUIRE(sink->wait_settled(7));
+  f.gate->open();
   REQUIRE(sink->wait_for(7));
   const auto r = sink->records();
   // Request actors tokenize in parallel, so which two low-priority requests got the two
@@ -211,7 +225,7 @@ TEST_CASE("engine: a high-priority request submitted into a full engine starts b
 }
 
 TEST_CASE("engine: a cancel storm leaves every KV block free") {
-  REQUIRE_MODEL();
+  TROUPE_REQUIRE_MODEL();
   engine_options o;
   o.scheduling.max_num_seqs = 16;
   fixture f(o, 256);
@@ -247,19 +261,24 @@ TEST_CASE("engine: a cancel storm leaves every KV block free") {
 }
 
 TEST_CASE("engine: refusals arrive as error events (queue full, prompt too long, bad parameters)") {
-  REQUIRE_MODEL();
+  TROUPE_REQUIRE_MODEL();
   engine_options o;
   o.scheduling.max_num_seqs = 1;
   o.scheduling.max_batch_size = 1;
   o.scheduling.max_queue_len = 2;
   fixture f(o);
   auto sink = std::make_shared<collecting_sink>();
+  // The gate holds the first request's first step until every request was admitted or
+  // refused, so the queue is still full when the last ones arrive.
+  f.gate->close();
   for (int i = 0; i < 12; ++i) f.eng->submit(chat(numbered("q", i), questions[0], 16), sink);
   auto too_long = chat("long", std::string(20000, 'a'), 8);
   f.eng->submit(too_long, sink);
   auto bad = chat("bad", "hi", 8);
   bad.params.top_p = 7.0f;
   f.eng->submit(bad, sink);
+  REQUIRE(sink->wait_settled(14));
+  f.gate->open();
   REQUIRE(sink->wait_for(14));
   const auto r = sink->records();
   int num_queue_full = 0;

@@ -4,4 +4,5 @@ find_package(Python3 COMPONENTS Interpreter)
 if(Python3_Interpreter_FOUND)
   add_test(NAME bench/test_compare_report
            COMMAND ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR}/bench/test_compare_report.py)
+  set_tests_properties(bench/test_compare_report PROPERTIES LABELS fast TIMEOUT ${TROUPE_UNIT_TEST_TIMEOUT})
 endif()

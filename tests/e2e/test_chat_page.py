@@ -1,7 +1,7 @@
 """End to end: the chat page served at GET / drives `troupe serve` from headless Chromium.
 
-Checks that the page is the embedded net/static/chat.html, loads without console errors,
-streams an answer in, stops a long answer with #stop, keeps the conversation for a
+Checks that the page is the embedded src/troupe/net/static/chat.html, loads without console
+errors, streams an answer in, stops a long answer with #stop, keeps the conversation for a
 follow-up, and passes ?api_key=K on to the WebSocket. Needs Debian's chromium and
 chromium-driver and pip's selenium (scripts/install_test_deps.sh).
 """
@@ -22,7 +22,8 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 
-PAGE_SOURCE = pathlib.Path(__file__).resolve().parents[2] / "net" / "static" / "chat.html"
+PAGE_SOURCE = (pathlib.Path(__file__).resolve().parents[2] / "src" / "troupe" / "net" / "static"
+               / "chat.html")
 SCREENSHOT = "/tmp/chat_page.png"
 WHOLE_TEST_S = 110
 

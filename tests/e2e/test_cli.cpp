@@ -2,10 +2,10 @@
 // and clear errors with a non-zero exit for bad input.
 #include <doctest/doctest.h>
 
-#include <filesystem>
 #include <string>
 
 #include "process.hpp"
+#include "util/require_model.hpp"
 
 using troupe::test::run_process;
 
@@ -14,18 +14,10 @@ namespace {
 const std::string troupe_bin = TROUPE_BINARY;
 const std::string model = TROUPE_TEST_MODEL;
 
-bool have_model() { return std::filesystem::exists(model); }
-
-#define REQUIRE_MODEL()                                               \
-  if (!have_model()) {                                                \
-    MESSAGE("skipped: " << model << " is absent (make test fetches it)"); \
-    return;                                                           \
-  }
-
 }  // namespace
 
 TEST_CASE("cli: troupe info prints the metadata and the tensor table") {
-  REQUIRE_MODEL();
+  TROUPE_REQUIRE_MODEL();
   const auto r = run_process(troupe_bin + " info " + model);
   CHECK(r.exit_code == 0);
   CHECK(r.out.find("llama.block_count") != std::string::npos);
@@ -34,7 +26,7 @@ TEST_CASE("cli: troupe info prints the metadata and the tensor table") {
 }
 
 TEST_CASE("cli: troupe generate streams a greedy continuation and reports speed on stderr") {
-  REQUIRE_MODEL();
+  TROUPE_REQUIRE_MODEL();
   const auto r = run_process(troupe_bin + " generate --model " + model +
                              " --prompt 'The capital of France is' --temperature 0 -n 12 --threads 2");
   CHECK(r.exit_code == 0);
@@ -45,7 +37,7 @@ TEST_CASE("cli: troupe generate streams a greedy continuation and reports speed 
 }
 
 TEST_CASE("cli: the same seed gives the same text") {
-  REQUIRE_MODEL();
+  TROUPE_REQUIRE_MODEL();
   const std::string cmd = troupe_bin + " generate --model " + model +
                           " --prompt 'Once upon a time' --temperature 1.0 --seed 42 -n 24 --ignore-eos";
   const auto a = run_process(cmd);
@@ -55,7 +47,7 @@ TEST_CASE("cli: the same seed gives the same text") {
 }
 
 TEST_CASE("cli: an interactive chat answers each line and keeps the conversation") {
-  REQUIRE_MODEL();
+  TROUPE_REQUIRE_MODEL();
   const auto r = run_process(troupe_bin + " generate --model " + model + " --chat --temperature 0 -n 16",
                              "Hello!\nWhat did I just say?\n");
   CHECK(r.exit_code == 0);
@@ -66,7 +58,7 @@ TEST_CASE("cli: an interactive chat answers each line and keeps the conversation
 }
 
 TEST_CASE("cli: bad input gets a message naming the problem and exit code 1") {
-  REQUIRE_MODEL();
+  TROUPE_REQUIRE_MODEL();
   auto r = run_process(troupe_bin + " generate --model " + model + " --prompt x --top-p 3");
   CHECK(r.exit_code == 1);
   CHECK(r.err.find("top_p") != std::string::npos);

@@ -34,7 +34,12 @@ def parse_args(description):
     parser.add_argument("--troupe", required=True, help="path to the troupe binary")
     parser.add_argument("--model", required=True, help="GGUF model to serve")
     parser.add_argument("--build-dir", default=None, help="the CMake build directory")
-    return parser.parse_args()
+    args = parser.parse_args()
+    # A missing model is a failure, never a skip: say how to get it.
+    if not os.path.isfile(args.model):
+        sys.exit(f"FAIL: the model {args.model} is missing: run `make model` "
+                 f"(scripts/fetch_model.sh) to fetch it")
+    return args
 
 
 class TroupeServer:

@@ -4,4 +4,5 @@
 file(GLOB troupe_gpu_test_sources CONFIGURE_DEPENDS ${CMAKE_CURRENT_LIST_DIR}/*.cpp)
 add_executable(test_gpu ${troupe_gpu_test_sources})
 target_link_libraries(test_gpu PRIVATE troupe_test_util troupe_gpu troupe_cpu troupe_engine troupe_actors)
-doctest_discover_tests(test_gpu TEST_PREFIX "gpu/" ADD_LABELS 1)
+troupe_discover_tests(test_gpu PREFIX "gpu/")
+set_property(GLOBAL APPEND PROPERTY troupe_fast_test_targets test_gpu)

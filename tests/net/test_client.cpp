@@ -1,6 +1,8 @@
 // The test client and the server fixture.
 #include "test_client.hpp"
 
+#include <doctest/doctest.h>
+
 #include <stdexcept>
 #include <thread>
 
@@ -66,6 +68,12 @@ http_reply http_call(uint16_t port, http::verb method, const std::string& target
   auto res = parser.release();
   return {static_cast<int>(res.result_int()), res.body(), std::string(res[http::field::content_type]),
           std::string(res[http::field::allow])};
+}
+
+double metric_value(const std::string& page, const std::string& series) {
+  const auto at = page.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(page.substr(at + series.size() + 2));
 }
 
 std::vector<std::string> sse_data_lines(const std::string& body) {
@@ -136,21 +144,17 @@ void ws_client::drop() {
 server_fixture::server_fixture(engine_options options, net::server_options server) {
   tiny_model_options m;
   m.context_length = 2048;
-  // Big enough that a long answer takes seconds, so that tests can act while it runs.
-  m.embedding_dim = 256;
-  m.ffn_dim = 768;
-  m.num_layers = 4;
   auto file = std::make_shared<const gguf::file>(gguf::file::parse(make_tiny_llama(m)));
   model = model_bundle::load(file, 2048);
   cpu::cpu_backend_options o;
   o.num_threads = 1;
   o.num_blocks = 1024;
   o.eog_ids = model->tok.eog_ids();
-  auto backend = std::make_shared<cpu::cpu_backend>(file, o);
+  gate = std::make_shared<gated_backend>(std::make_shared<cpu::cpu_backend>(file, o));
   cfg.set("scheduler.max-threads", 2);
   sys = std::make_unique<caf::actor_system>(cfg);
   options.scheduling.max_model_len = 2048;
-  eng = std::make_unique<engine>(*sys, model, backend, options);
+  eng = std::make_unique<engine>(*sys, model, gate, options);
   bridge = std::make_unique<net::engine_bridge>(*eng, "tiny");
   server.port = 0;
   front_door = std::make_unique<net::server>(*bridge, server);
@@ -159,6 +163,10 @@ server_fixture::server_fixture(engine_options options, net::server_options serve
 }
 
 server_fixture::~server_fixture() {
+  // A step still waiting at a closed gate would hold up the engine's shutdown.
+  const bool gate_timed_out = gate->timed_out();
+  gate->open();
+  CHECK_MESSAGE(!gate_timed_out, "a step waited at the closed gate until it gave up: open it before the request must finish");
   front_door->stop();
   front_door.reset();
   bridge.reset();
@@ -170,6 +178,15 @@ bool server_fixture::wait_idle(std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     if (bridge->num_in_flight() == 0 && eng->stats().blocks.num_used_blocks == 0) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+bool server_fixture::wait_metric(const std::string& series, double value, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (metric_value(http_call(port(), http::verb::get, "/metrics").body, series) >= value) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return false;

@@ -31,13 +31,6 @@ std::string error_message_of(const http_reply& r) {
   return std::string(std::string_view(j.root["error"]["message"]));
 }
 
-// The value of one sample line of a Prometheus text page; -1 when absent.
-double metric_value(const std::string& page, const std::string& name) {
-  const auto at = page.find("\n" + name + " ");
-  if (at == std::string::npos) return -1;
-  return std::stod(page.substr(at + name.size() + 2));
-}
-
 // Sends a completion request and closes the connection without reading the answer.
 void send_and_leave(uint16_t port, const std::string& body) {
   boost::asio::io_context io;
@@ -146,10 +139,17 @@ TEST_CASE("a full waiting room answers 429 queue_full") {
   e.scheduling.max_queue_len = 1;
   server_fixture f(e);
   ws_client ws(f.port());
-  // One runs (its first token shows the scheduler has it), one waits: the room is full.
+  // One runs (its first token shows the scheduler has it; the gate then holds its next
+  // step, so it is still running), one waits: the room is full.
+  f.gate->close();
+  f.gate->release(1);
   ws.send(R"({"type":"generate","id":"a","prompt":"once","max_tokens":2000,"ignore_eos":true})");
-  while (ws.read()->find(R"("type":"delta")") == std::string::npos) {
+  while (true) {
+    auto frame = ws.read();
+    REQUIRE(frame);
+    if (frame->find(R"("type":"delta")") != std::string::npos) break;
   }
+  REQUIRE(f.gate->wait_held());
   ws.send(R"({"type":"generate","id":"b","prompt":"once","max_tokens":2000,"ignore_eos":true})");
   while (true) {
     auto frame = ws.read();
@@ -161,6 +161,7 @@ TEST_CASE("a full waiting room answers 429 queue_full") {
   CHECK(r.status == 429);
   CHECK(error_code_of(r) == "queue_full");
   ws.drop();
+  f.gate->open();
   CHECK(f.wait_idle());
 }
 
@@ -226,23 +227,18 @@ TEST_CASE("a prompt given as token ids answers as its text does, and ids outside
 TEST_CASE("a client that disconnects mid-answer stops its request and frees its blocks") {
   server_fixture f;
   const std::string client_gone = R"(troupe_front_door_cancelled_total{reason="client_gone"})";
-  // Polls /metrics until the front door has counted `n` vanished clients; false after 30 s.
-  // (Waiting for idle alone is not enough: right after the client leaves, the server may not
-  // have read its request yet, and an engine with nothing in flight is already idle.)
-  auto wait_gone = [&](double n) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (metric_value(http_call(f.port(), verb::get, "/metrics").body, client_gone) >= n) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return false;
-  };
   double expected = 0;
   for (const bool stream : {false, true}) {
     std::string body = long_request;
     if (stream) body.insert(body.size() - 1, R"(,"stream":true)");
+    // The gate holds the request's steps, so it is still running when the front door sees
+    // its client leave. (Waiting for idle alone is not enough: right after the client
+    // leaves, the server may not have read its request yet, and an engine with nothing in
+    // flight is already idle.)
+    f.gate->close();
     send_and_leave(f.port(), body);
-    CHECK(wait_gone(++expected));
+    CHECK(f.wait_metric(client_gone, ++expected));
+    f.gate->open();
     CHECK(f.wait_idle(std::chrono::seconds(30)));
   }
   // Both stopped long before their 1,500 tokens, because the front door saw them leave.

@@ -66,6 +66,17 @@ std::map<std::string, outcome> read_until_all_end(ws_client& ws, size_t n) {
   return out;
 }
 
+// Reads frames until one has the given type (and id, when given); false when the connection
+// ends or a read times out first.
+bool read_until(ws_client& ws, const std::string& type, const std::string& id = {}) {
+  while (true) {
+    auto text = ws.read();
+    if (!text) return false;
+    const auto f = parse_frame(*text);
+    if (f.type == type && (id.empty() || f.id == id)) return true;
+  }
+}
+
 // prefix + n, written out: GCC 12 warns (-Wrestrict, a false positive) on "literal" + std::to_string(n).
 std::string numbered(const char* prefix, int n) {
   std::string s(prefix);
@@ -105,11 +116,15 @@ TEST_CASE("16 requests multiplexed on one connection each end once, with what th
 TEST_CASE("cancel ends a request with done cancelled and frees its blocks; cancelling again is harmless") {
   server_fixture f;
   ws_client ws(f.port());
+  // One step goes through (the first token), then the gate holds the request running.
+  f.gate->close();
+  f.gate->release(1);
   ws.send(generate("long", 2000));
-  while (parse_frame(*ws.read()).type != "delta") {
-  }
+  REQUIRE(read_until(ws, "delta", "long"));
+  REQUIRE(f.gate->wait_held());
   ws.send(R"({"type":"cancel","id":"long"})");
   auto o = read_until_all_end(ws, 1);
+  f.gate->open();
   CHECK(o["long"].last.type == "done");
   CHECK(o["long"].last.finish_reason == "cancelled");
   ws.send(R"({"type":"cancel","id":"long"})");
@@ -123,21 +138,39 @@ TEST_CASE("cancel ends a request with done cancelled and frees its blocks; cance
 
 TEST_CASE("a WebSocket that goes away mid-stream cancels its requests and frees their blocks") {
   server_fixture f;
+  const std::string client_gone = R"(troupe_front_door_cancelled_total{reason="client_gone"})";
+  // The gate lets one step through (a first token), then holds the requests running until
+  // the front door has seen their connection go.
+  f.gate->close();
+  f.gate->release(1);
   {
     ws_client ws(f.port());
     for (int i = 0; i < 4; ++i) ws.send(generate(numbered("gone", i), 2000));
-    while (parse_frame(*ws.read()).type != "delta") {
+    // All four accepted, and one has its first token.
+    int num_accepted = 0;
+    bool streaming = false;
+    while (num_accepted < 4 || !streaming) {
+      auto text = ws.read();
+      REQUIRE(text);
+      const auto fr = parse_frame(*text);
+      num_accepted += fr.type == "accepted";
+      streaming = streaming || fr.type == "delta";
     }
     ws.drop();
   }
+  CHECK(f.wait_metric(client_gone, 4));
+  f.gate->open();
   CHECK(f.wait_idle(std::chrono::seconds(20)));
+  f.gate->close();
+  f.gate->release(1);
   {
     ws_client ws(f.port());
     ws.send(generate("closing", 2000));
-    while (parse_frame(*ws.read()).type != "delta") {
-    }
+    REQUIRE(read_until(ws, "delta", "closing"));
     ws.close();
   }
+  CHECK(f.wait_metric(client_gone, 5));
+  f.gate->open();
   CHECK(f.wait_idle(std::chrono::seconds(20)));
   // All five stopped because their connection went, long before their 2,000 tokens.
   const auto metrics = http_call(f.port(), verb::get, "/metrics").body;
@@ -150,6 +183,9 @@ TEST_CASE("a WebSocket that goes away mid-stream cancels its requests and frees 
 TEST_CASE("malformed JSON, an unknown type, bad parameters and a duplicate id get error frames; the rest carries on") {
   server_fixture f;
   ws_client ws(f.port());
+  // The gate holds "keeps-going" in flight until all four bad frames have their answers,
+  // so the second "keeps-going" always meets the first.
+  f.gate->close();
   ws.send(generate("keeps-going", 40));
   ws.send("{not json");
   ws.send(R"({"type":"dance","id":"x"})");
@@ -167,6 +203,7 @@ TEST_CASE("malformed JSON, an unknown type, bad parameters and a duplicate id ge
     if (fr.type == "error" && fr.id == "keeps-going") codes["duplicate"] = fr.code;
     if (fr.id == "keeps-going" && fr.type == "delta") kept.num_tokens += fr.num_tokens;
     if (fr.id == "keeps-going" && fr.type == "done") kept.last = fr;
+    if (!invalid_json_code.empty() && codes.size() == 3) f.gate->open();
   }
   CHECK(invalid_json_code == "invalid_json");
   CHECK(codes["x"] == "unknown_type");
@@ -220,12 +257,17 @@ TEST_CASE("a reader that does not keep up has its requests cancelled with a reas
 TEST_CASE("while draining a new generate gets unavailable and requests in flight finish") {
   server_fixture f;
   ws_client ws(f.port());
+  // The gate holds "inflight" running until draining has begun and "late" was refused.
+  f.gate->close();
   ws.send(generate("inflight", 30));
-  while (parse_frame(*ws.read()).type != "accepted") {
-  }
+  REQUIRE(read_until(ws, "accepted", "inflight"));
+  REQUIRE(f.gate->wait_held());
   f.bridge->set_draining();
   ws.send(generate("late", 5));
-  auto o = read_until_all_end(ws, 2);
-  CHECK(o["late"].last.code == "unavailable");
+  auto late = read_until_all_end(ws, 1);
+  CHECK(late["late"].last.code == "unavailable");
+  CHECK(late.count("inflight") == 0);
+  f.gate->open();
+  auto o = read_until_all_end(ws, 1);
   CHECK(o["inflight"].last.completion_tokens == 30);
 }
