@@ -16,6 +16,7 @@
 #include "troupe/cpu/cpu_backend.hpp"
 #include "troupe/engine/single_sequence.hpp"
 #include "troupe/model/tokenizer.hpp"
+#include "util/require_model.hpp"
 
 using namespace troupe;
 
@@ -62,11 +63,9 @@ std::vector<double> doubles(simdjson::dom::array a) {
 
 int32_t argmax(const float* row, int32_t n) { return (int32_t)(std::max_element(row, row + n) - row); }
 
-#define REQUIRE_MODEL()                                                          \
-  if (!model()) {                                                                \
-    MESSAGE("skipped: " << TROUPE_TEST_MODEL << " is absent (make test fetches it)"); \
-    return;                                                                      \
-  }
+#define REQUIRE_MODEL() \
+  TROUPE_REQUIRE_MODEL();  \
+  REQUIRE(model() != nullptr)
 
 }  // namespace
 

@@ -11,6 +11,7 @@
 #include "troupe/model/error.hpp"
 #include "troupe/model/tokenizer.hpp"
 #include "tests/model/golden_json.hpp"
+#include "util/require_model.hpp"
 
 using namespace troupe;
 
@@ -54,10 +55,7 @@ TEST_CASE("ChatML rendering equals SmolLM2's Jinja template for every golden con
 }
 
 TEST_CASE("rendered SmolLM2 prompts tokenize like llama.cpp with parse_special") {
-  if (!std::filesystem::exists(TROUPE_TEST_MODEL)) {
-    MESSAGE("skipped: " << TROUPE_TEST_MODEL << " is absent");
-    return;
-  }
+  TROUPE_REQUIRE_MODEL();
   const auto golden = troupe::test::json::load(k_golden_path)["bpe"];
   const gguf::file file = gguf::file::open(TROUPE_TEST_MODEL);
   const tokenizer tok = tokenizer::from_gguf(file);

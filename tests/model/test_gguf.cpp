@@ -14,6 +14,7 @@
 #include "tests/util/gguf_writer.hpp"
 #include "tests/util/quantize.hpp"
 #include "tests/util/tiny_model.hpp"
+#include "util/require_model.hpp"
 
 using troupe::error_code;
 using troupe::ggml_type;
@@ -365,11 +366,8 @@ TEST_CASE("gguf: every tiny vocabulary merge joins two tokens into a token of th
 }
 
 TEST_CASE("gguf: the default model has 272 tensors of the expected types and SmolLM2 metadata") {
+  TROUPE_REQUIRE_MODEL();
   const std::string path = TROUPE_TEST_MODEL;
-  if (!std::filesystem::exists(path)) {
-    MESSAGE("skipped: no model at " << path);
-    return;
-  }
   const auto f = gguf::file::open(path);
   CHECK(f.tensors().size() == 272);
   int num_f32 = 0, num_q4_1 = 0, num_q8_0 = 0;

@@ -15,6 +15,7 @@
 #include "troupe/model/unicode.hpp"
 #include "tests/model/golden_json.hpp"
 #include "tests/util/gguf_writer.hpp"
+#include "util/require_model.hpp"
 
 using namespace troupe;
 using troupe::test::gguf_writer;
@@ -298,10 +299,7 @@ TEST_CASE("incremental decoder flushes a dangling partial character as U+FFFD") 
 }
 
 TEST_CASE("the default model tokenizes exactly like llama.cpp") {
-  if (!std::filesystem::exists(TROUPE_TEST_MODEL)) {
-    MESSAGE("skipped: " << TROUPE_TEST_MODEL << " is absent (make fetch-model)");
-    return;
-  }
+  TROUPE_REQUIRE_MODEL();
   const auto golden = troupe::test::json::load(k_golden_path)["bpe"];
   const gguf::file file = gguf::file::open(TROUPE_TEST_MODEL);
   const tokenizer tok = tokenizer::from_gguf(file);
@@ -317,10 +315,7 @@ TEST_CASE("the default model tokenizes exactly like llama.cpp") {
 }
 
 TEST_CASE("llama3, qwen2, gpt-2, default and starcoder splits match llama.cpp on SmolLM2's vocabulary") {
-  if (!std::filesystem::exists(TROUPE_TEST_MODEL)) {
-    MESSAGE("skipped: " << TROUPE_TEST_MODEL << " is absent");
-    return;
-  }
+  TROUPE_REQUIRE_MODEL();
   const auto variants = troupe::test::json::load(k_golden_path)["bpe"]["pre_variants"];
   const gguf::file real = gguf::file::open(TROUPE_TEST_MODEL);
   std::vector<int32_t> types;
@@ -358,7 +353,7 @@ TEST_CASE("the tiny SentencePiece vocab tokenizes exactly like llama.cpp") {
 }
 
 TEST_CASE("encode is safe from many threads at once") {
-  if (!std::filesystem::exists(TROUPE_TEST_MODEL)) return;
+  TROUPE_REQUIRE_MODEL();
   const gguf::file file = gguf::file::open(TROUPE_TEST_MODEL);
   const tokenizer tok = tokenizer::from_gguf(file);
   std::string text;
@@ -372,7 +367,7 @@ TEST_CASE("encode is safe from many threads at once") {
 }
 
 TEST_CASE("encoding 10 KB of text is fast (reported, not asserted)") {
-  if (!std::filesystem::exists(TROUPE_TEST_MODEL)) return;
+  TROUPE_REQUIRE_MODEL();
   const gguf::file file = gguf::file::open(TROUPE_TEST_MODEL);
   const tokenizer tok = tokenizer::from_gguf(file);
   std::string text;
