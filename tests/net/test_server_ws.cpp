@@ -271,3 +271,37 @@ TEST_CASE("while draining a new generate gets unavailable and requests in flight
   auto o = read_until_all_end(ws, 1);
   CHECK(o["inflight"].last.completion_tokens == 30);
 }
+
+TEST_CASE("a generate refused for a full queue gets an error and never an accepted; admitted ones run") {
+  engine_options options;
+  options.scheduling.max_num_seqs = 1;    // "running" holds the only slot
+  options.scheduling.max_batch_size = 1;  // released to the scheduler at once
+  options.scheduling.max_queue_len = 1;   // one sequence may wait: "waiting"
+  server_fixture f(options);
+  ws_client ws(f.port());
+  // One step goes through, so "running" has started (and left the queue) when its first
+  // delta arrives; the gate then holds it running.
+  f.gate->close();
+  f.gate->release(1);
+  ws.send(generate("running", 20));
+  REQUIRE(read_until(ws, "delta", "running"));
+  REQUIRE(f.gate->wait_held());
+  ws.send(generate("waiting", 3));
+  REQUIRE(read_until(ws, "accepted", "waiting"));
+  ws.send(generate("refused", 3));
+  std::vector<frame> refused;
+  while (refused.empty() || (refused.back().type != "error" && refused.back().type != "done")) {
+    auto text = ws.read();
+    REQUIRE(text);
+    auto fr = parse_frame(*text);
+    if (fr.id == "refused") refused.push_back(fr);
+  }
+  REQUIRE(refused.size() == 1);  // no accepted before the error
+  CHECK(refused.front().type == "error");
+  CHECK(refused.front().code == "queue_full");
+  f.gate->open();
+  auto o = read_until_all_end(ws, 2);
+  CHECK(o["running"].last.completion_tokens == 20);
+  CHECK(o["waiting"].last.completion_tokens == 3);
+  CHECK(f.wait_idle());
+}
