@@ -228,7 +228,7 @@ def main():
     ap.add_argument("--only-troupe", action="store_true", help="skip llama-server (no ratios)")
     args = ap.parse_args()
     streams = [int(s) for s in args.streams.split(",")]
-    if not os.access(args.llama_server, os.X_OK):
+    if not args.only_troupe and not os.access(args.llama_server, os.X_OK):
         subprocess.run([os.path.join(ROOT, "bench", "build_llama_cpp.sh")], check=True)
     troupe = run_troupe(args.troupe, args.model, args.threads, streams, args.prompt, args.gen, args.troupe_args.split())
     if args.only_troupe:
