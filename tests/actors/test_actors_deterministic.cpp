@@ -24,9 +24,9 @@ namespace {
 // code, or std::bad_alloc).
 class scripted_backend : public backend {
  public:
-  explicit scripted_backend(model_config c) : config_(std::move(c)) {}
+  explicit scripted_backend(model_config c, int32_t num_blocks = 64) : config_(std::move(c)), num_blocks_(num_blocks) {}
   const model_config& config() const override { return config_; }
-  kv_cache_shape kv_shape() const override { return {64, 16, 1}; }
+  kv_cache_shape kv_shape() const override { return {num_blocks_, 16, 1}; }
   step_result step(const batch_plan& plan) override {
     ++num_steps;
     if (fail_next) {
@@ -55,6 +55,7 @@ class scripted_backend : public backend {
 
  private:
   model_config config_;
+  int32_t num_blocks_;
 };
 
 struct recording_sink : event_sink {
@@ -73,13 +74,13 @@ struct recording_sink : event_sink {
 };
 
 struct deterministic_fixture {
-  explicit deterministic_fixture(scheduler_config sc) {
+  explicit deterministic_fixture(scheduler_config sc, int32_t num_kv_blocks = 64) {
     cfg.set("scheduler.policy", caf::atom("testing"));
     sys = std::make_unique<caf::actor_system>(cfg);
     sched = &dynamic_cast<caf::scheduler::test_coordinator&>(sys->scheduler());
     auto file = std::make_shared<const gguf::file>(gguf::file::parse(test::make_tiny_llama()));
     model = model_bundle::load(file, 256);
-    backend_ = std::make_shared<scripted_backend>(model->config);
+    backend_ = std::make_shared<scripted_backend>(model->config, num_kv_blocks);
     engine_options o;
     o.scheduling = sc;
     o.detached_worker = false;
@@ -370,4 +371,20 @@ TEST_CASE("actors: a worker killed with a step in flight fails only that step; t
   CHECK(f.sink->errors["running"].code == request_error_code::internal);
   REQUIRE(f.sink->done.count("queued"));
   CHECK(f.sink->num_tokens["queued"] == 3);
+}
+
+TEST_CASE("actors: a prompt longer than the whole KV pool is refused before admission, with no accepted") {
+  scheduler_config sc;
+  deterministic_fixture f(sc, 2);  // 2 blocks of 16: 32 positions, under max_model_len 256
+  auto r = f.make("long", 4);
+  r.prompt.clear();
+  for (int i = 0; i < 12; ++i) r.prompt += "the cat sat on the mat ";
+  f.eng->submit(std::move(r), f.sink);
+  f.eng->submit(f.make("short", 4), f.sink);
+  f.sched->run();
+  REQUIRE(f.sink->errors.count("long"));
+  CHECK(f.sink->errors["long"].code == request_error_code::context_overflow);
+  CHECK(f.sink->errors["long"].message.find("KV cache holds 32") != std::string::npos);
+  CHECK_FALSE(f.sink->accepted.count("long"));
+  CHECK(f.sink->done.count("short"));
 }

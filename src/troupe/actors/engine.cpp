@@ -32,6 +32,7 @@ struct engine::core {
   };
   std::shared_ptr<worker_slot> latest_worker = std::make_shared<worker_slot>();
   std::atomic<uint64_t> next_seq_id{1};
+  int64_t kv_pool_tokens = 0;
 
   handle submit(request req, event_sink_ptr sink);
 };
@@ -115,7 +116,8 @@ engine_actor::behavior_type frontend(frontend_self self, std::shared_ptr<engine:
 engine::handle engine::core::submit(request req, event_sink_ptr sink) {
   const uint64_t id = next_seq_id.fetch_add(1);
   auto metered = std::make_shared<metered_sink>(std::move(sink), serving);
-  auto actor = spawn_request_actor(sys, model, std::move(req), std::move(metered), id, {batcher, scheduler, serving});
+  auto actor = spawn_request_actor(sys, model, std::move(req), std::move(metered), id,
+                                   {batcher, scheduler, serving, kv_pool_tokens});
   return {std::move(actor), id};
 }
 
@@ -132,6 +134,7 @@ engine::engine(caf::actor_system& sys, std::shared_ptr<const model_bundle> model
   blocks.block_size = shape.block_size;
   blocks.num_swap_blocks = b->num_swap_blocks();
   blocks.enable_prefix_caching = options.enable_prefix_caching;
+  c.kv_pool_tokens = static_cast<int64_t>(shape.num_blocks) * shape.block_size;
   const bool detached = options.detached_worker;
   caf::actor_system* system = &sys;
   auto latest = c.latest_worker;

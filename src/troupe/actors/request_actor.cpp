@@ -109,6 +109,13 @@ void start(request_self self) {
   st.req->validate(m.config.vocab_size, m.max_model_len);
   st.state = std::make_unique<request_state>(*st.req, m.tok, m.max_model_len, now_ms(self));
   auto tokens = prompt_tokens(*st.req, m.tok, m.tmpl, m.max_model_len);
+  // Refused here, before admission, rather than by the scheduler after `accepted`.
+  if (static_cast<int64_t>(tokens.size()) > st.links.kv_pool_tokens) {
+    throw error(error_code::context_overflow, "the prompt has " + std::to_string(tokens.size()) +
+                                                  " tokens, but the whole KV cache holds " +
+                                                  std::to_string(st.links.kv_pool_tokens) +
+                                                  " (a larger --kv-cache-bytes makes room)");
+  }
   st.state->set_num_prompt_tokens(static_cast<int32_t>(tokens.size()));
   pending_sequence pending{sequence_request{st.seq_id, std::move(tokens), st.req->params, st.req->priority}, self};
   self->request(st.links.batcher, caf::infinite, atoms::enqueue_atom::value, std::move(pending))

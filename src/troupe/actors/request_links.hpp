@@ -13,6 +13,7 @@ struct request_actor_links {
   batcher_actor batcher;
   scheduler_actor scheduler;
   std::shared_ptr<serving_metrics> metrics;  // null: none; gets each gap between output tokens
+  int64_t kv_pool_tokens = 0;  // positions the whole KV pool holds: a longer prompt never fits
 };
 
 }  // namespace troupe
