@@ -317,3 +317,27 @@ TEST_CASE("gguf reject: thousands of random mutations either parse consistently 
   }
   MESSAGE(num_parsed << " of 4000 mutations still parsed");
 }
+
+namespace {
+
+// Byte position of the type id in the tensor info of `name` (the name's bytes are unique).
+size_t type_id_position(const bytes_t& image, const std::string& name, uint32_t num_dims) {
+  const auto* begin = reinterpret_cast<const char*>(image.data());
+  const std::string haystack(begin, image.size());
+  const size_t at = haystack.find(name);
+  REQUIRE(at != std::string::npos);
+  return at + name.size() + 4 + 8 * num_dims;
+}
+
+}  // namespace
+
+TEST_CASE("gguf reject: a tensor relabelled to a smaller type leaves unexplained room and is refused") {
+  gguf_writer w;
+  w.add_tensor("blk.0.attn_q.weight", ggml_type::q8_0, {32, 2},
+               troupe::test::quantize(ggml_type::q8_0, std::vector<float>(64, 0.5f)));
+  w.add_tensor("norm.weight", ggml_type::f32, {8}, f32_bytes(8));
+  bytes_t image = w.bytes();
+  CHECK_NOTHROW(gguf::file::parse(image));
+  patch_u32(image, type_id_position(image, "blk.0.attn_q.weight", 2), 2);  // Q8_0 -> Q4_0
+  check_rejected(image, "was its type changed?");
+}

@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "troupe/model/error.hpp"
+#include "troupe/model/tensor_check.hpp"
 
 namespace troupe {
 
@@ -20,6 +21,7 @@ chat_template template_of(const gguf::file& file) {
 
 std::shared_ptr<const model_bundle> model_bundle::load(std::shared_ptr<const gguf::file> file, int32_t max_model_len) {
   auto config = model_config::from_gguf(*file);
+  check_tensor_values(*file);
   auto tok = tokenizer::from_gguf(*file);
   auto tmpl = template_of(*file);
   auto name = config.name;

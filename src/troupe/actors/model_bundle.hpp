@@ -19,8 +19,9 @@ struct model_bundle {
   std::string name;           // as served (general.name or the file name)
   int32_t max_model_len = 0;  // prompt + output, after every cap
 
-  // Loads tokenizer, template and config from a GGUF; an unrecognised chat template falls
-  // back to ChatML. Throws troupe::error.
+  // Loads tokenizer, template and config from a GGUF after a sampled scan of its tensors for
+  // NaN and infinity (model/tensor_check.hpp); an unrecognised chat template falls back to
+  // ChatML. Throws troupe::error.
   static std::shared_ptr<const model_bundle> load(std::shared_ptr<const gguf::file> file, int32_t max_model_len);
 };
 

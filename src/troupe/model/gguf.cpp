@@ -416,6 +416,15 @@ void file::parse_all() {
            " overlaps tensor " + quoted(prev.name) + " [" + std::to_string(prev.offset) + ", " +
            std::to_string(prev.offset + prev.num_bytes) + ")");
     }
+    // Writers place tensors back to back, each padded to the alignment. More room than that
+    // before the next tensor means the size read from the type and shape is not the size
+    // written: most likely a type id changed to a smaller type, which would load garbage.
+    const auto padded_end = align_up(prev.offset + prev.num_bytes, alignment_);
+    if (padded_end && next.offset > *padded_end) {
+      fail("tensor " + quoted(prev.name) + ": its type " + std::string(traits_of(prev.type).name) + " and shape make " +
+           std::to_string(prev.num_bytes) + " bytes, but the file holds " + std::to_string(next.offset - prev.offset) +
+           " bytes for it before tensor " + quoted(next.name) + " (was its type changed?)");
+    }
   }
 }
 
