@@ -14,6 +14,8 @@
 #include <limits>
 #include <memory>
 
+#include "failure_watch.hpp"
+
 namespace troupe::load {
 namespace {
 
@@ -53,12 +55,11 @@ struct run_state {
   bool is_running = true;
   std::string label;
 
-  // A server that went away mid-run fails each request at once; past this many connection
-  // failures in a row the run stops sending rather than spin through its duration.
-  static constexpr int64_t max_connection_failures_in_a_row = 32;
-  int64_t num_connection_failures_in_a_row = 0;
+  // A server that went away mid-run, or a wrong URL, fails each request at once: the first
+  // failure is shown, and a run of them stops the run rather than spin through its duration.
+  failure_watch failures;
 
-  bool is_server_gone() const { return num_connection_failures_in_a_row >= max_connection_failures_in_a_row; }
+  bool is_server_gone() const { return failures.should_stop(); }
   bool can_issue() const {
     return num_issued < max_requests && run_clock_ms() < deadline_ms && !is_server_gone();
   }
@@ -76,10 +77,8 @@ struct run_state {
     } else {
       ++num_failed;
     }
-    if (r.result == outcome::failed && r.failure_reason == "connection") {
-      ++num_connection_failures_in_a_row;
-    } else {
-      num_connection_failures_in_a_row = 0;
+    if (const std::string line = failures.on_result(r); !line.empty()) {
+      std::fprintf(stderr, "%stroupe-load: %s%s\n", isatty(STDERR_FILENO) ? "\n" : "", label.c_str(), line.c_str());
     }
     last_end_ms = std::max(last_end_ms, r.ended_ms);
     records.push_back(std::move(r));
@@ -160,8 +159,9 @@ asio::awaitable<run_result> run_workload(stream_client& client, const request_pl
   s.progress_wake.cancel();
   if (options.show_progress && isatty(STDERR_FILENO) && run_clock_ms() - s.start_ms >= 500) std::fprintf(stderr, "\n");
   if (s.is_server_gone()) {
-    std::fprintf(stderr, "troupe-load: %sstopped sending after %lld connection failures in a row\n",
-                 options.label.c_str(), static_cast<long long>(run_state::max_connection_failures_in_a_row));
+    std::fprintf(stderr, "troupe-load: %sstopped sending after %lld failures in a row (the last: %s)\n",
+                 options.label.c_str(), static_cast<long long>(s.failures.num_in_a_row()),
+                 s.failures.last_reason().c_str());
   }
 
   run_result result;
