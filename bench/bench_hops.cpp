@@ -101,8 +101,13 @@ counts measure(const std::shared_ptr<const model_bundle>& model, int32_t num_str
     size_t num_messages = 0;
     for (int32_t i = 0; i < num_streams; ++i) {
       request r;
-      r.id = "s" + std::to_string(i);
-      r.prompt = "Stream " + std::to_string(i) + ": please continue the story.";
+      // Appended, not "literal" + std::to_string(i): GCC 12 warns on that (-Wrestrict, a
+      // false positive).
+      r.id = "s";
+      r.id += std::to_string(i);
+      r.prompt = "Stream ";
+      r.prompt += std::to_string(i);
+      r.prompt += ": please continue the story.";
       r.params.temperature = 0.0f;
       r.params.max_tokens = num_tokens;
       r.params.ignore_eos = true;
