@@ -2,24 +2,29 @@
 
 namespace troupe {
 
+namespace {
+
+// The message troupe's errors carry as their context (empty for any other error).
+std::string context_message(const caf::error& err) {
+  return err.context().match_elements<std::string>() ? err.context().get_as<std::string>(0) : std::string();
+}
+
+}  // namespace
+
 error_value error_value_of(const caf::error& err, const caf::actor_system& sys) {
-  const std::string context = err.context().match_elements<std::string>() ? err.context().get_as<std::string>(0)
-                                                                          : std::string();
   if (err.category() == caf::atom("troupe")) {
-    return {static_cast<error_code>(err.code()), context};
+    return {static_cast<error_code>(err.code()), context_message(err)};
   }
   if (err.category() == caf::atom("request")) {
     // A request-level refusal seen where an error_code is expected: keep the message.
-    return {error_code::internal, context};
+    return {error_code::internal, context_message(err)};
   }
   return {error_code::internal, sys.render(err)};
 }
 
 error_event error_event_of(const caf::error& err, const caf::actor_system& sys) {
   if (err.category() == caf::atom("request")) {
-    const std::string context = err.context().match_elements<std::string>() ? err.context().get_as<std::string>(0)
-                                                                            : std::string();
-    return {static_cast<request_error_code>(err.code()), context};
+    return {static_cast<request_error_code>(err.code()), context_message(err)};
   }
   if (err.category() == caf::atom("troupe")) {
     const auto e = error_value_of(err, sys);
