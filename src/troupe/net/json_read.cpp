@@ -220,14 +220,40 @@ void copy_value(value& v, std::string_view field, json_writer& w, int max_depth)
   }
 }
 
+namespace {
+thread_local uint64_t key_comparisons = 0;
+
+[[noreturn]] void fail_duplicate(std::string_view key, std::string_view where) {
+  std::string message = "duplicate field \"";
+  message.append(key).append("\"");
+  if (!where.empty()) message.append(" in ").append(where);
+  fail_request(std::move(message), key);
+}
+}  // namespace
+
+uint64_t num_key_comparisons() { return key_comparisons; }
+
+bool key_set::counted_equal::operator()(std::string_view a, std::string_view b) const {
+  ++key_comparisons;
+  return a == b;
+}
+
 void key_set::insert(std::string_view key, std::string_view where) {
-  if (std::find(keys_.begin(), keys_.end(), key) != keys_.end()) {
-    std::string message = "duplicate field \"";
-    message.append(key).append("\"");
-    if (!where.empty()) message.append(" in ").append(where);
-    fail_request(std::move(message), key);
+  if (large_.empty()) {
+    for (std::string_view seen : small_) {
+      ++key_comparisons;
+      if (seen == key) fail_duplicate(key, where);
+    }
+    if (small_.size() < small_size) {
+      small_.push_back(key);
+      return;
+    }
+    // Distinct so far, so no comparison finds a match: moving them costs one hash each.
+    large_.reserve(small_size * 4);
+    large_.insert(small_.begin(), small_.end());
+    small_.clear();
   }
-  keys_.emplace_back(key);
+  if (!large_.insert(key).second) fail_duplicate(key, where);
 }
 
 object document_reader::open_object(std::string_view text, std::string_view what) {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "troupe/net/api_error.hpp"
@@ -56,14 +57,30 @@ template <typename on_element_fn>
 void for_each_element(array arr, std::string_view where, on_element_fn&& on_element);
 
 // The keys of one object seen so far; a key given twice is an error (its meaning would depend
-// on which parser read it). Holds views into the parser's string buffer, valid for one parse.
+// on which parser read it). Holds views into the parser's string buffer: simdjson's on-demand
+// parser unescapes every key to a fresh place in that buffer and reuses it only at the next
+// document, so the views stay valid while the object is read.
+//
+// Linear in the number of keys: a client controls how many keys an object has (a 1 MiB body
+// holds 100,000), and a search per key made that quadratic on the io thread.
 class key_set {
  public:
   void insert(std::string_view key, std::string_view where);
 
  private:
-  std::vector<std::string_view> keys_;
+  // Objects of the protocol have a handful of keys: a scan of a few views is cheaper than
+  // hashing; past small_size the keys move to the hash set.
+  static constexpr size_t small_size = 16;
+  struct counted_equal {
+    bool operator()(std::string_view a, std::string_view b) const;
+  };
+  std::vector<std::string_view> small_;
+  std::unordered_set<std::string_view, std::hash<std::string_view>, counted_equal> large_;
 };
+
+// Key comparisons made by the duplicate-key checks on this thread so far: tests read it to
+// check that the work stays linear in the number of keys.
+uint64_t num_key_comparisons();
 
 // One per thread (parsers are not thread-safe; reuse keeps their buffers): parses a document
 // whose top level must be an object.

@@ -111,8 +111,9 @@ bool is_endpoint_field(openai_endpoint ep, std::string_view key) {
   return contains(common) || (ep == openai_endpoint::completions ? contains(completions) : contains(chat));
 }
 
-void read_field(openai_endpoint ep, std::string_view key, value& v, openai_request& out, openai_extras& extras) {
-  if (request_fields::read_shared_field(key, v, out.req)) return;
+void read_field(openai_endpoint ep, std::string_view key, value& v, openai_request& out, openai_extras& extras,
+                const parse_limits& limits) {
+  if (request_fields::read_shared_field(key, v, out.req, limits)) return;
   if (!is_endpoint_field(ep, key)) {
     std::string message = "unknown field \"";
     json_read::fail_request(message.append(key).append("\""), key);
@@ -166,7 +167,7 @@ openai_parse_result parse_openai_request(openai_endpoint ep, std::string_view bo
     openai_extras extras;
     json_read::document_reader& reader = json_read::thread_document_reader();
     json_read::for_each_field(reader.open_object(body, "the request body"), {}, [&](std::string_view key, value& v) {
-      read_field(ep, key, v, out, extras);
+      read_field(ep, key, v, out, extras, limits);
     });
     reader.expect_end();
     check_and_apply(ep, out, extras, limits);

@@ -2,8 +2,10 @@
 // request::validate and sampling_params::validate so that both wires refuse alike.
 #include "troupe/net/request_fields.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <iterator>
+#include <unordered_map>
 
 #include "troupe/model/error.hpp"
 
@@ -36,22 +38,39 @@ std::vector<int32_t> read_token_ids(value& v, std::string_view field) {
   return ids;
 }
 
-// {"123": -100}: keys are token ids written as decimal strings, as OpenAI sends them.
-std::vector<std::pair<int32_t, float>> read_logit_bias(value& v) {
+// {"123": -100}: keys are token ids written as decimal strings, as OpenAI sends them. A
+// token can be biased once, so there are at most as many entries as the vocabulary has
+// tokens; the count is checked as the entries are read, so that a body of 100,000 keys is
+// refused at the first one too many instead of being read to its end. (vLLM allows the
+// same; OpenAI's own API stops at 300, which would refuse requests that local servers take.)
+std::vector<std::pair<int32_t, float>> read_logit_bias(value& v, const parse_limits& limits) {
   std::vector<std::pair<int32_t, float>> bias;
+  const size_t max_entries = static_cast<size_t>(std::max(limits.vocab_size, 0));
+  std::unordered_map<int32_t, std::string_view> keys;  // token id -> the key that named it
   json_read::for_each_field(json_read::read_object(v, "logit_bias"), "logit_bias", [&](std::string_view key, value& b) {
+    if (bias.size() == max_entries) {
+      json_read::fail_request("logit_bias must have at most " + std::to_string(max_entries) +
+                                  " entries (one per token of the vocabulary)",
+                              "logit_bias");
+    }
     int32_t token = -1;
     const auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), token);
     if (key.empty() || ec != std::errc() || end != key.data() + key.size()) {
       std::string message = "logit_bias keys must be token ids (decimal integers), got \"";
       json_read::fail_request(message.append(key).append("\""), "logit_bias");
     }
+    // "7" and "007" are different keys for the duplicate check but the same token.
+    if (const auto [at, is_new] = keys.emplace(token, key); !is_new) {
+      json_read::fail_request("logit_bias gives token id " + std::to_string(token) + " more than once (\"" +
+                                  std::string(at->second) + "\" and \"" + std::string(key) + "\")",
+                              "logit_bias");
+    }
     bias.emplace_back(token, json_read::read_float(b, std::string("logit_bias[").append(key).append("]")));
   });
   return bias;
 }
 
-using field_reader = void (*)(value&, request&);
+using field_reader = void (*)(value&, request&, const parse_limits&);
 
 struct shared_field {
   std::string_view name;
@@ -60,25 +79,25 @@ struct shared_field {
 
 // Every field both wires accept under the same name and meaning.
 const shared_field shared_fields[] = {
-    {"max_tokens", [](value& v, request& r) { r.params.max_tokens = json_read::read_int32(v, "max_tokens"); }},
-    {"temperature", [](value& v, request& r) { r.params.temperature = json_read::read_float(v, "temperature"); }},
-    {"top_k", [](value& v, request& r) { r.params.top_k = json_read::read_int32(v, "top_k"); }},
-    {"top_p", [](value& v, request& r) { r.params.top_p = json_read::read_float(v, "top_p"); }},
-    {"min_p", [](value& v, request& r) { r.params.min_p = json_read::read_float(v, "min_p"); }},
+    {"max_tokens", [](value& v, request& r, const parse_limits&) { r.params.max_tokens = json_read::read_int32(v, "max_tokens"); }},
+    {"temperature", [](value& v, request& r, const parse_limits&) { r.params.temperature = json_read::read_float(v, "temperature"); }},
+    {"top_k", [](value& v, request& r, const parse_limits&) { r.params.top_k = json_read::read_int32(v, "top_k"); }},
+    {"top_p", [](value& v, request& r, const parse_limits&) { r.params.top_p = json_read::read_float(v, "top_p"); }},
+    {"min_p", [](value& v, request& r, const parse_limits&) { r.params.min_p = json_read::read_float(v, "min_p"); }},
     {"repetition_penalty",
-     [](value& v, request& r) { r.params.repetition_penalty = json_read::read_float(v, "repetition_penalty"); }},
+     [](value& v, request& r, const parse_limits&) { r.params.repetition_penalty = json_read::read_float(v, "repetition_penalty"); }},
     {"presence_penalty",
-     [](value& v, request& r) { r.params.presence_penalty = json_read::read_float(v, "presence_penalty"); }},
+     [](value& v, request& r, const parse_limits&) { r.params.presence_penalty = json_read::read_float(v, "presence_penalty"); }},
     {"frequency_penalty",
-     [](value& v, request& r) { r.params.frequency_penalty = json_read::read_float(v, "frequency_penalty"); }},
-    {"penalty_last_n", [](value& v, request& r) { r.params.penalty_last_n = json_read::read_int32(v, "penalty_last_n"); }},
-    {"seed", [](value& v, request& r) { r.params.seed = json_read::read_uint64(v, "seed"); }},
-    {"logit_bias", [](value& v, request& r) { r.params.logit_bias = read_logit_bias(v); }},
-    {"stop_token_ids", [](value& v, request& r) { r.params.stop_token_ids = read_token_ids(v, "stop_token_ids"); }},
-    {"ignore_eos", [](value& v, request& r) { r.params.ignore_eos = json_read::read_bool(v, "ignore_eos"); }},
-    {"stop", [](value& v, request& r) { r.stop = read_stop(v); }},
-    {"priority", [](value& v, request& r) { r.priority = json_read::read_int32(v, "priority"); }},
-    {"timeout_ms", [](value& v, request& r) { r.timeout_ms = json_read::read_int64(v, "timeout_ms"); }},
+     [](value& v, request& r, const parse_limits&) { r.params.frequency_penalty = json_read::read_float(v, "frequency_penalty"); }},
+    {"penalty_last_n", [](value& v, request& r, const parse_limits&) { r.params.penalty_last_n = json_read::read_int32(v, "penalty_last_n"); }},
+    {"seed", [](value& v, request& r, const parse_limits&) { r.params.seed = json_read::read_uint64(v, "seed"); }},
+    {"logit_bias", [](value& v, request& r, const parse_limits& l) { r.params.logit_bias = read_logit_bias(v, l); }},
+    {"stop_token_ids", [](value& v, request& r, const parse_limits&) { r.params.stop_token_ids = read_token_ids(v, "stop_token_ids"); }},
+    {"ignore_eos", [](value& v, request& r, const parse_limits&) { r.params.ignore_eos = json_read::read_bool(v, "ignore_eos"); }},
+    {"stop", [](value& v, request& r, const parse_limits&) { r.stop = read_stop(v); }},
+    {"priority", [](value& v, request& r, const parse_limits&) { r.priority = json_read::read_int32(v, "priority"); }},
+    {"timeout_ms", [](value& v, request& r, const parse_limits&) { r.timeout_ms = json_read::read_int64(v, "timeout_ms"); }},
 };
 
 // content: a string, or OpenAI's array of parts of which troupe serves the text ones.
@@ -138,10 +157,10 @@ chat_message read_message(value& v, const std::string& field) {
 
 }  // namespace
 
-bool read_shared_field(std::string_view key, value& v, request& req) {
+bool read_shared_field(std::string_view key, value& v, request& req, const parse_limits& limits) {
   for (const shared_field& field : shared_fields) {
     if (field.name != key) continue;
-    if (!json_read::is_null(v, key)) field.read(v, req);
+    if (!json_read::is_null(v, key)) field.read(v, req, limits);
     return true;
   }
   return false;

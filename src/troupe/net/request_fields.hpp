@@ -12,8 +12,9 @@
 namespace troupe::net::request_fields {
 
 // Reads key into req when it is one of the shared fields (null leaves the default); false
-// when key is not one of them. Throws json_read::parse_failure on a bad value.
-bool read_shared_field(std::string_view key, json_read::value& v, request& req);
+// when key is not one of them. Throws json_read::parse_failure on a bad value. limits bound
+// what can be counted while reading (logit_bias has at most vocab_size entries).
+bool read_shared_field(std::string_view key, json_read::value& v, request& req, const parse_limits& limits);
 
 // messages: [{"role": system|user|assistant|developer, "content": string or [{"type":"text",
 // "text": string}], "name": ignored}]. developer becomes system.

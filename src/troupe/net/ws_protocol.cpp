@@ -24,7 +24,7 @@ struct frame_fields {
 };
 
 // The generate fields that are not shared with the OpenAI endpoints.
-bool read_generate_field(std::string_view key, value& v, request& req) {
+bool read_generate_field(std::string_view key, value& v, request& req, const parse_limits& limits) {
   if (key == "prompt") {
     if (json_read::is_null(v, key)) return true;
     // Text, or token ids fed as given (as on /v1/completions).
@@ -42,12 +42,12 @@ bool read_generate_field(std::string_view key, value& v, request& req) {
   } else if (key == "echo") {
     if (!json_read::is_null(v, key)) req.echo = json_read::read_bool(v, key);
   } else {
-    return request_fields::read_shared_field(key, v, req);
+    return request_fields::read_shared_field(key, v, req, limits);
   }
   return true;
 }
 
-frame_fields read_frame(std::string_view frame) {
+frame_fields read_frame(std::string_view frame, const parse_limits& limits) {
   frame_fields f;
   json_read::document_reader& reader = json_read::thread_document_reader();
   json_read::for_each_field(reader.open_object(frame, "a message"), {}, [&](std::string_view key, value& v) {
@@ -59,7 +59,7 @@ frame_fields read_frame(std::string_view frame) {
       json_writer w;
       json_read::copy_value(v, key, w, max_ping_data_depth);
       f.data_json = w.take();
-    } else if (read_generate_field(key, v, f.req)) {
+    } else if (read_generate_field(key, v, f.req, limits)) {
       if (f.first_generate_field.empty()) f.first_generate_field = key;
     } else if (f.first_unknown_field.empty()) {
       f.first_unknown_field = key;
@@ -160,7 +160,7 @@ json_writer& begin_frame(json_writer& w, const char* type, std::string_view id) 
 ws_parse_result parse_ws_message(std::string_view frame, const parse_limits& limits) {
   ws_parse_result result;
   try {
-    frame_fields fields = read_frame(frame);
+    frame_fields fields = read_frame(frame, limits);
     if (fields.id && fields.id->size() <= max_request_id_bytes) result.id = *fields.id;
     result.message = to_message(fields, limits);
     return result;
