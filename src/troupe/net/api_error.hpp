@@ -10,7 +10,7 @@
 namespace troupe::net {
 
 struct api_error {
-  int status = 400;      // 400, 401, 404, 405, 413, 429, 500, 503
+  int status = 400;      // 400, 401, 404, 405, 413, 429, 500, 501, 503
   std::string code;      // invalid_json, invalid_request, unknown_type, duplicate_id, ...
   std::string message;   // names the field and what is allowed
   std::string param;     // the offending field, when there is one

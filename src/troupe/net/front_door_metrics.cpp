@@ -20,6 +20,9 @@ front_door_metrics::front_door_metrics(std::shared_ptr<metrics_registry> r)
   cancelled_client_gone = m.counter("troupe_front_door_cancelled_total", cancelled_help, {{"reason", "client_gone"}});
   cancelled_slow_consumer =
       m.counter("troupe_front_door_cancelled_total", cancelled_help, {{"reason", "slow_consumer"}});
+  const std::string closed_help = "Connections the front door closed because their client stopped taking output.";
+  closed_buffer_full = m.counter("troupe_front_door_closed_total", closed_help, {{"reason", "buffer_full"}});
+  closed_write_timeout = m.counter("troupe_front_door_closed_total", closed_help, {{"reason", "write_timeout"}});
 }
 
 void front_door_metrics::count_response(std::string_view route, int status) {

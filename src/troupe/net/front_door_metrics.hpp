@@ -1,6 +1,7 @@
 // The front door's own troupe_* metrics, registered in the engine's registry so that one
 // /metrics page shows both: connections, WebSocket frames, HTTP responses by route and
-// status, and requests the front door cancelled for a client that left or fell behind.
+// status, requests the front door cancelled for a client that left or fell behind, and
+// connections it closed because their client stopped taking output.
 #pragma once
 #include <memory>
 #include <string_view>
@@ -24,6 +25,8 @@ struct front_door_metrics {
   counter_metric* ws_frames_sent;
   counter_metric* cancelled_client_gone;
   counter_metric* cancelled_slow_consumer;
+  counter_metric* closed_buffer_full;    // output queued past --max-buffered-bytes
+  counter_metric* closed_write_timeout;  // one write not taken within write_timeout_ms
 };
 
 }  // namespace troupe::net

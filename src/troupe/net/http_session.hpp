@@ -1,9 +1,11 @@
 // One HTTP/1.1 connection: reads requests (bodies bounded by max_body_bytes), routes them
 // (net/routes.cpp), answers with OpenAI-style errors, streams completions as server-sent
 // events, and hands a WebSocket upgrade on /v1/ws to a ws_session. One request at a time
-// per connection (keep-alive; no pipelining of answers). post_event() is the only entry
-// from other threads; the rest runs on the connection's strand.
+// per connection: requests a client pipelines behind a running completion wait, read but
+// unparsed, and are answered in order once it ends. post_event() is the only entry from
+// other threads; the rest runs on the connection's strand.
 #pragma once
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
@@ -48,8 +50,14 @@ class http_session : public std::enable_shared_from_this<http_session> {
   void start_completion(const request_type& req, openai_endpoint endpoint);
   void on_event(engine_bridge::ticket ticket, const request_event& event);
   void on_stream_event(const request_event& event);
-  void watch_for_disconnect();
+  // Whether a done ends the answer with 503 timeout: the deadline passed before any output.
+  bool is_timeout_without_output(const done_event& done) const;
+  // While a completion runs: pipelined bytes go to buffer_, end-of-file cancels it.
+  void read_ahead();
+  void on_read_ahead();
   void cancel_for_client_gone();
+  void cancel_for_slow_consumer();
+  void end_completion();
 
   // Plain responses: one whole message, then the next request (or close).
   void respond(boost::beast::http::status status, std::string content_type, std::string body,
@@ -57,7 +65,10 @@ class http_session : public std::enable_shared_from_this<http_session> {
   void respond_error(const api_error& e, bool is_keep_alive = true);
   void on_respond(bool is_keep_alive, boost::beast::error_code ec, std::size_t bytes);
 
-  // Streamed responses: raw bytes of a chunked message through a bounded queue.
+  // Streamed responses: raw bytes of a chunked message through a queue bounded by
+  // max_buffered_bytes. Droppable bytes (deltas) may fill three quarters of it, past which
+  // the request is cancelled as a slow consumer; the rest (the header, the ending chunks)
+  // may fill all of it, past which the connection is closed.
   void send_raw(std::string bytes, bool is_droppable);
   void send_chunk(const std::string& data, bool is_droppable);
   void send_stream_header();
@@ -65,9 +76,14 @@ class http_session : public std::enable_shared_from_this<http_session> {
   void do_write();
   void on_write(boost::beast::error_code ec, std::size_t bytes);
 
+  // Past max_buffered_bytes or write_timeout_ms: the client is not taking its output.
+  void close_for_buffer_full();
   void close();
 
   boost::beast::tcp_stream stream_;
+  // Armed while a completion runs: its handler holds the session, which otherwise only
+  // pending reads and writes would (the sink holds a weak pointer).
+  boost::asio::steady_timer hold_;
   std::shared_ptr<server_state> state_;
   boost::beast::flat_buffer buffer_;
   std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
@@ -78,6 +94,7 @@ class http_session : public std::enable_shared_from_this<http_session> {
   std::deque<std::shared_ptr<const std::string>> queue_;
   int64_t queued_bytes_ = 0;
   bool is_stream_finished_ = false;  // the last chunk is queued; read on once it is written
+  bool is_closed_ = false;
 };
 
 }  // namespace troupe::net

@@ -38,6 +38,10 @@ std::string unix_seconds_id() {
          std::to_string(counter.fetch_add(1));
 }
 
+api_error timeout_error() {
+  return api_error{503, "timeout", "the request's deadline (timeout_ms) passed before its first token", ""};
+}
+
 int64_t unix_seconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
@@ -55,8 +59,12 @@ void http_session::route(request_type req) {
                                  "/v1/ws"}) {
     if (path == known) route_ = known;
   }
-  if (is_v1 && !is_authorized(state_->options, req[http::field::authorization], target)) {
-    return respond_error(api_error{401, "invalid_api_key", "missing or wrong API key (Authorization: Bearer KEY)", ""});
+  // ?api_key= opens only the WebSocket (browsers cannot set its headers): a key in the URL
+  // of an HTTP request ends up in access logs and proxies' histories.
+  if (is_v1 && !is_authorized(state_->options, req[http::field::authorization], target, false)) {
+    std::string message = "missing or wrong API key (Authorization: Bearer KEY)";
+    if (has_api_key_in_query(target)) message += "; ?api_key= is accepted on the WebSocket upgrade (/v1/ws) only";
+    return respond_error(api_error{401, "invalid_api_key", std::move(message), ""});
   }
   auto only = [&](http::verb verb, const char* allow) {
     if (method == verb) return true;
@@ -116,7 +124,9 @@ void http_session::start_completion(const request_type& req, openai_endpoint end
   const auto ticket = bridge.submit(std::move(call.req), sink);
   sink->set_ticket(ticket);
   if (active_) active_->ticket = ticket;
-  watch_for_disconnect();
+  hold_.expires_at(boost::asio::steady_timer::time_point::max());
+  hold_.async_wait([self = shared_from_this()](beast::error_code) {});
+  read_ahead();
 }
 
 void http_session::post_event(engine_bridge::ticket ticket, const request_event& event) {
@@ -132,6 +142,7 @@ void http_session::on_event(engine_bridge::ticket ticket, const request_event& e
   if (const auto* done = std::get_if<done_event>(&event)) {
     active_->is_ended = true;
     if (active_->is_client_gone) return close();
+    if (is_timeout_without_output(*done)) return respond_error(timeout_error());
     return respond(http::status::ok, "application/json", active_->response.body(*done));
   }
   if (const auto* e = std::get_if<error_event>(&event)) {
@@ -139,6 +150,14 @@ void http_session::on_event(engine_bridge::ticket ticket, const request_event& e
     if (active_->is_client_gone) return close();
     respond_error(to_api_error(*e));
   }
+}
+
+// timeout_ms passed before the first token: nothing was made, so the answer is an error a
+// client may retry (503, Retry-After), not an empty 200. With output before the deadline the
+// answer is that output, ending with finish_reason "timeout".
+bool http_session::is_timeout_without_output(const done_event& done) const {
+  return done.reason == request_finish_reason::timeout && done.usage.completion_tokens == 0 &&
+         !active_->is_header_sent;
 }
 
 // The header waits for the first output, so that a refusal (queue full, prompt too long)
@@ -156,6 +175,7 @@ void http_session::on_stream_event(const request_event& event) {
   if (const auto* done = std::get_if<done_event>(&event)) {
     call.is_ended = true;
     if (call.is_client_gone) return close();
+    if (is_timeout_without_output(*done)) return respond_error(timeout_error());
     if (!call.is_header_sent) {
       send_stream_header();
       send_chunk(call.response.sse_start(), false);

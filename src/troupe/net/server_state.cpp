@@ -1,6 +1,7 @@
 // The small shared helpers of the sessions: the API-key check and the wall clock.
 #include "troupe/net/server_state.hpp"
 
+#include <cctype>
 #include <chrono>
 
 namespace troupe::net {
@@ -31,15 +32,31 @@ std::string_view query_value(std::string_view target, std::string_view name) {
 
 }  // namespace
 
-bool is_authorized(const server_options& options, std::string_view authorization_header, std::string_view target) {
+bool is_authorized(const server_options& options, std::string_view authorization_header, std::string_view target,
+                   bool allow_query_key) {
   if (options.api_key.empty()) return true;
-  constexpr std::string_view bearer = "Bearer ";
-  if (authorization_header.size() > bearer.size() && authorization_header.substr(0, bearer.size()) == bearer) {
-    return same_key(authorization_header.substr(bearer.size()), options.api_key);
+  // RFC 9110 section 11.1: the scheme is case-insensitive; one or more spaces follow it.
+  constexpr std::string_view bearer = "bearer";
+  const auto space = authorization_header.find(' ');
+  if (space == bearer.size()) {
+    bool is_bearer = true;
+    for (size_t i = 0; i < bearer.size(); ++i) {
+      is_bearer = is_bearer && std::tolower(static_cast<unsigned char>(authorization_header[i])) == bearer[i];
+    }
+    std::string_view credentials = authorization_header.substr(space);
+    while (!credentials.empty() && credentials.front() == ' ') credentials.remove_prefix(1);
+    if (is_bearer && !credentials.empty()) return same_key(credentials, options.api_key);
   }
-  // Browsers cannot set headers on a WebSocket: the chat page passes the key in the URL.
+  if (!allow_query_key) return false;
   const auto from_query = query_value(target, "api_key");
   return !from_query.empty() && same_key(from_query, options.api_key);
+}
+
+bool has_api_key_in_query(std::string_view target) {
+  const auto q = target.find('?');
+  if (q == std::string_view::npos) return false;
+  const std::string_view query = target.substr(q + 1);
+  return query.rfind("api_key=", 0) == 0 || query.find("&api_key=") != std::string_view::npos;
 }
 
 double unix_time_ms() {

@@ -19,6 +19,9 @@ struct server_options {
   int64_t max_buffered_bytes = 4 << 20;
   int32_t max_connections = 4096;
   int64_t idle_timeout_ms = 60000;    // an HTTP connection with no request in flight
+  // One write (a frame, a chunk, a whole answer) the client has not taken in this long: it
+  // stopped reading, and its connection is closed.
+  int64_t write_timeout_ms = 30000;
 };
 
 struct server_state {
@@ -31,10 +34,13 @@ struct server_state {
   server_state(server_options o, engine_bridge& b) : options(std::move(o)), bridge(b), metrics(b.metrics()) {}
 };
 
-// Whether an Authorization header (or, for browsers' WebSockets, an api_key query
-// parameter) carries the configured key. Always true when no key is configured.
+// Whether an Authorization header ("Bearer KEY", the scheme in any case) or, when
+// allow_query_key (the WebSocket upgrade: browsers cannot set its headers), an api_key
+// query parameter carries the configured key. Always true when no key is configured.
 bool is_authorized(const server_options& options, std::string_view authorization_header,
-                   std::string_view target);
+                   std::string_view target, bool allow_query_key);
+// Whether target has an api_key query parameter (to say why it was not taken).
+bool has_api_key_in_query(std::string_view target);
 
 // Unix epoch milliseconds with a fractional part: the stamp on WebSocket deltas.
 double unix_time_ms();
