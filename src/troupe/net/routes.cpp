@@ -16,18 +16,22 @@ namespace http = beast::http;
 namespace {
 
 // Posts a completion's events to its connection; drops them once the connection is gone
-// (its request was cancelled when it closed).
+// (its request was cancelled when it closed) or the server has stopped.
 class http_sink : public event_sink {
  public:
-  explicit http_sink(std::weak_ptr<http_session> session) : session_(std::move(session)) {}
+  http_sink(std::weak_ptr<http_session> session, std::shared_ptr<session_gate> gate)
+      : session_(std::move(session)), gate_(std::move(gate)) {}
   void on_event(const std::string&, const request_event& event) override {
-    if (auto s = session_.lock()) s->post_event(ticket(), event);
+    gate_->if_open([&] {
+      if (auto s = session_.lock()) s->post_event(ticket(), event);
+    });
   }
   void set_ticket(engine_bridge::ticket t) { ticket_.store(t); }
   engine_bridge::ticket ticket() const { return ticket_.load(); }
 
  private:
   std::weak_ptr<http_session> session_;
+  std::shared_ptr<session_gate> gate_;
   std::atomic<engine_bridge::ticket> ticket_{0};
 };
 
@@ -119,7 +123,7 @@ void http_session::start_completion(const request_type& req, openai_endpoint end
   openai_response response(endpoint, id, bridge.model_id(), unix_seconds(), call.req);
   // Until the engine answers, nothing but a disconnect can end this request.
   stream_.expires_never();
-  auto sink = std::make_shared<http_sink>(weak_from_this());
+  auto sink = std::make_shared<http_sink>(weak_from_this(), state_->gate);
   active_.emplace(completion{0, std::move(response), call.stream});
   const auto ticket = bridge.submit(std::move(call.req), sink);
   sink->set_ticket(ticket);

@@ -75,6 +75,7 @@ void server::stop_accepting() {
 }
 
 void server::stop() {
+  state_->gate->close();  // no engine thread touches a session from here on
   if (threads_.empty()) return;
   io_->work.reset();
   io_->context.stop();

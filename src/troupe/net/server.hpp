@@ -28,7 +28,8 @@ class server {
   uint16_t port() const { return port_; }
   // Stops accepting new connections (open ones keep being served).
   void stop_accepting();
-  // Closes every connection and joins the io threads.
+  // Closes every connection and joins the io threads; engine events that arrive from then
+  // on are dropped (session_gate).
   void stop();
 
   const server_state& state() const { return *state_; }

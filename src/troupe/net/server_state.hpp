@@ -1,8 +1,11 @@
 // What every session of one server shares: the options, the engine bridge, the draining
-// flag and the count of open connections. Immutable after start except the atomics.
+// flag, the count of open connections and the gate through which engine threads reach the
+// sessions. Immutable after start except the atomics and the gate.
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <memory>
+#include <shared_mutex>
 #include <string>
 
 #include "troupe/net/bridge.hpp"
@@ -24,8 +27,33 @@ struct server_options {
   int64_t write_timeout_ms = 30000;
 };
 
+// The engine's threads reach a session only through its sink, which holds the session
+// strongly while it posts an event, so the session's last reference may drop there and the
+// session (its socket and timers) be destroyed on an engine thread. That is safe while the
+// io_context lives and fatal after it: a sink does both under a shared lock, and
+// server::stop closes the gate under the exclusive lock before the io_context goes; later
+// events are dropped (their sessions are being destroyed with it).
+class session_gate {
+ public:
+  // Runs f unless the gate is closed, with the io_context alive until f returns.
+  template <typename fn>
+  void if_open(fn&& f) {
+    std::shared_lock lock(mutex_);
+    if (!is_closed_) f();
+  }
+  void close() {
+    std::unique_lock lock(mutex_);
+    is_closed_ = true;
+  }
+
+ private:
+  std::shared_mutex mutex_;
+  bool is_closed_ = false;
+};
+
 struct server_state {
   server_options options;
+  std::shared_ptr<session_gate> gate = std::make_shared<session_gate>();
   engine_bridge& bridge;
   std::atomic<int32_t> num_connections{0};
   std::atomic<int64_t> num_ws_sessions{0};

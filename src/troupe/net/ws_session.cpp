@@ -16,16 +16,20 @@ namespace {
 constexpr std::size_t read_chunk_bytes = 64 * 1024;
 
 // Posts a request's events to its session; drops them once the session is gone (its
-// requests were cancelled when it closed).
+// requests were cancelled when it closed) or the server has stopped.
 class ws_sink : public event_sink {
  public:
-  explicit ws_sink(std::weak_ptr<ws_session> session) : session_(std::move(session)) {}
+  ws_sink(std::weak_ptr<ws_session> session, std::shared_ptr<session_gate> gate)
+      : session_(std::move(session)), gate_(std::move(gate)) {}
   void on_event(const std::string& id, const request_event& event) override {
-    if (auto s = session_.lock()) s->post_event(id, event, unix_time_ms());
+    gate_->if_open([&] {
+      if (auto s = session_.lock()) s->post_event(id, event, unix_time_ms());
+    });
   }
 
  private:
   std::weak_ptr<ws_session> session_;
+  std::shared_ptr<session_gate> gate_;
 };
 
 bool is_terminal(const request_event& e) {
@@ -116,7 +120,7 @@ void ws_session::on_message(const std::string& text) {
                 frame_kind::reply);
   }
   auto& entry = requests_[id];
-  entry.ticket = bridge.submit(std::move(generate.req), std::make_shared<ws_sink>(weak_from_this()));
+  entry.ticket = bridge.submit(std::move(generate.req), std::make_shared<ws_sink>(weak_from_this(), state_->gate));
 }
 
 void ws_session::post_event(const std::string& id, const request_event& event, double server_ms) {
