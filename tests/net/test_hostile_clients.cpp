@@ -407,35 +407,62 @@ TEST_CASE("hostile: a client that sends big pings and never reads is closed at -
 
 TEST_CASE("hostile: a WebSocket client that stops reading is closed after the write timeout") {
   net::server_options o;
-  o.max_buffered_bytes = 64 * 1024;
+  o.max_buffered_bytes = 64 << 20;  // never reached: the write timeout is what closes it
   o.write_timeout_ms = 500;
   server_fixture f({}, o);
   raw_client c(f.port(), 4096);
   REQUIRE(c.ws_handshake() == 101);
-  // More output than the kernel's socket buffers hold, so that writes stall.
-  for (int i = 0; i < 4; ++i) {
-    c.ws_send(1, R"({"type":"generate","id":"s)" + std::to_string(i) +
-                     R"(","prompt":"once","max_tokens":2000,"ignore_eos":true,"logprobs":true,"top_logprobs":20})");
+  f.gate->close();
+  c.ws_send(1, R"({"type":"generate","id":"held","prompt":"once","max_tokens":1500,"ignore_eos":true})");
+  REQUIRE(f.gate->wait_held());
+  // 8 MB of pongs, more than the kernel's socket buffers hold (4 MiB by default): a write
+  // stalls for good, and the connection closes with its request.
+  const std::string ping = R"({"type":"ping","data":")" + std::string(100 * 1000, 'p') + R"("})";
+  for (int i = 0; i < 80 && c.ws_try_send(1, ping); ++i) {
   }
-  CHECK(f.wait_metric(slow_consumer, 4));
   CHECK(f.wait_metric(closed_write_timeout, 1));
+  CHECK(f.wait_metric(slow_consumer, 1));
   CHECK(wait_gauge(f, "troupe_websocket_sessions", 0));
+  f.gate->open();
   CHECK(f.wait_idle(30s));
+  CHECK(metric(f, "troupe_generation_tokens_total") < 1500);
 }
 
-TEST_CASE("hostile: an HTTP stream nobody reads counts its slow-consumer cancel and is closed") {
+TEST_CASE("hostile: an HTTP stream that outruns its reader is cancelled, and counted, as a slow consumer") {
   net::server_options o;
   o.max_buffered_bytes = 64 * 1024;
+  server_fixture f({}, o);
+  {
+    raw_client c(f.port(), 4096);
+    // One stream (2.6 MB here) may fit the kernel's socket buffers (4 MiB by default); eight
+    // pipelined ones do not, so the queue must pass the bound.
+    const std::string stream = post("/v1/chat/completions",
+                                    R"({"messages":[{"role":"user","content":"hi"}],"max_tokens":2000,)"
+                                    R"("ignore_eos":true,"stream":true,"logprobs":true,"top_logprobs":20})");
+    std::string eight;
+    for (int i = 0; i < 8; ++i) eight += stream;
+    c.write(eight);
+    CHECK(f.wait_metric(slow_consumer, 1));
+  }
+  CHECK(f.wait_idle(30s));  // the client's leaving stops what runs; the rest never starts
+}
+
+TEST_CASE("hostile: an HTTP client that stops reading is closed after the write timeout") {
+  net::server_options o;
+  o.max_buffered_bytes = 64 << 20;  // never reached: the write timeout is what closes it
   o.write_timeout_ms = 500;
   server_fixture f({}, o);
   raw_client c(f.port(), 4096);
-  // One stream (2.6 MB here) fits the kernel's socket buffers; three pipelined ones do not.
+  // Eight pipelined streams of 2.6 MB: more than the kernel's buffers hold, so a write stalls.
   const std::string stream = post("/v1/chat/completions",
                                   R"({"messages":[{"role":"user","content":"hi"}],"max_tokens":2000,)"
                                   R"("ignore_eos":true,"stream":true,"logprobs":true,"top_logprobs":20})");
-  c.write(stream + stream + stream);
-  CHECK(f.wait_metric(slow_consumer, 1));
+  std::string eight;
+  for (int i = 0; i < 8; ++i) eight += stream;
+  c.write(eight);
   CHECK(f.wait_metric(closed_write_timeout, 1));
+  // The stream being written is cancelled (unless the stalled write was the end of one that
+  // had finished), and the rest never start.
   CHECK(f.wait_idle(30s));
   CHECK(c.wait_closed());
 }
