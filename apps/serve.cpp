@@ -90,6 +90,7 @@ int run_serve(int argc, char** argv) {
   so.io_threads = c.io_threads;
   so.max_body_bytes = c.max_body_bytes;
   so.max_buffered_bytes = c.max_buffered_bytes;
+  so.write_timeout_ms = c.write_timeout_ms;
   so.max_connections = c.max_connections;
   net::server front_door(bridge, so);
   front_door.start();

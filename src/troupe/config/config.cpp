@@ -53,6 +53,7 @@ void config::validate() const {
   check_range("io-threads", io_threads, 1, 64);
   check_range("max-body-bytes", max_body_bytes, 1024, int64_t{1} << 30);
   check_range("max-buffered-bytes", max_buffered_bytes, 4096, int64_t{1} << 32);
+  check_range("write-timeout-ms", write_timeout_ms, 100, int64_t{24} * 3600 * 1000);
   check_range("max-connections", max_connections, 1, 1000000);
   check_range("drain-timeout-ms", drain_timeout_ms, 0, 3600 * 1000);
 }

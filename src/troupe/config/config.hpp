@@ -41,8 +41,10 @@ struct config {
   std::string api_key;                  // "" = no authentication
   int32_t io_threads = 1;               // Asio threads for HTTP and WebSocket
   int64_t max_body_bytes = 1 << 20;     // HTTP request bodies and WebSocket messages
-  int64_t max_buffered_bytes = 4 << 20; // output queued for one slow client before its
-                                        // requests are cancelled
+  int64_t max_buffered_bytes = 4 << 20; // bytes queued for one client before its connection
+                                        // is closed (its requests cancelled)
+  int64_t write_timeout_ms = 30000;     // one write the client does not take in this long
+                                        // closes its connection
   int32_t max_connections = 4096;
   int64_t drain_timeout_ms = 30000;     // on SIGTERM: how long in-flight requests may finish
 
@@ -81,7 +83,8 @@ void for_each_option(Config& c, F&& f) {
   f("api_key", "require Authorization: Bearer KEY on /v1 routes and the WebSocket", c.api_key);
   f("io_threads", "threads serving HTTP and WebSocket connections", c.io_threads);
   f("max_body_bytes", "largest HTTP body or WebSocket message accepted", c.max_body_bytes);
-  f("max_buffered_bytes", "output queued for a slow client before its requests are cancelled", c.max_buffered_bytes);
+  f("max_buffered_bytes", "bytes queued for one client before its connection is closed and its requests cancelled", c.max_buffered_bytes);
+  f("write_timeout_ms", "a write the client does not take in this long closes its connection", c.write_timeout_ms);
   f("max_connections", "open connections at once", c.max_connections);
   f("drain_timeout_ms", "on SIGINT/SIGTERM, how long in-flight requests may finish", c.drain_timeout_ms);
 }
