@@ -1,6 +1,8 @@
 // Engine throughput on one sequence, measured the way llama-bench measures llama.cpp:
 // prefill = one step of --prompt-tokens tokens from an empty cache; decode = --gen-tokens
-// single-token steps from an empty cache. Prints a table, or one JSON line with --json.
+// single-token steps from an empty cache. --depth D first fills D positions (untimed), so
+// that both run with D tokens of context already cached, as llama-bench's -d does. Prints a
+// table, or one JSON line with --json.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -42,18 +44,20 @@ sequence_step make_step(int32_t start, std::vector<int32_t> tokens, int32_t bloc
 
 int main(int argc, char** argv) {
   try {
-    const apps::cli_args args(argc, argv, 1, {"--model", "--threads", "--prompt-tokens", "--gen-tokens", "--repeat"},
+    const apps::cli_args args(argc, argv, 1, {"--model", "--threads", "--prompt-tokens", "--gen-tokens", "--repeat",
+                                                           "--depth"},
                               {"--json"});
     const auto path = args.get("--model");
     if (!path) throw error(error_code::invalid_argument, "--model is required");
     const int prompt_tokens = (int)args.get_int("--prompt-tokens", 512, 1, 8192);
     const int gen_tokens = (int)args.get_int("--gen-tokens", 128, 1, 8192);
     const int repeat = (int)args.get_int("--repeat", 1, 1, 100);
+    const int depth = (int)args.get_int("--depth", 0, 0, 65536);
 
     auto file = std::make_shared<const gguf::file>(gguf::file::open(*path));
     cpu::cpu_backend_options options;
     options.num_threads = (int)args.get_int("--threads", 0, 0, 1024);
-    options.num_blocks = (std::max(prompt_tokens, gen_tokens) + 15) / 16 + 1;
+    options.num_blocks = (depth + std::max(prompt_tokens, gen_tokens) + 15) / 16 + 1;
     cpu::cpu_backend backend(file, options);
     const int32_t vocab = backend.config().vocab_size;
     const int32_t bs = backend.kv_shape().block_size;
@@ -61,17 +65,27 @@ int main(int argc, char** argv) {
     std::vector<int32_t> prompt(prompt_tokens);
     for (int i = 0; i < prompt_tokens; ++i) prompt[i] = (int32_t)((1009LL * i + 17) % vocab);
 
+    for (int filled = 0; filled < depth;) {
+      const int n = std::min(2048, depth - filled);
+      batch_plan plan;
+      std::vector<int32_t> fill(n);
+      for (int i = 0; i < n; ++i) fill[i] = (int32_t)((7919LL * (filled + i) + 3) % vocab);
+      plan.sequences.push_back(make_step(filled, std::move(fill), bs));
+      backend.step(plan);
+      filled += n;
+    }
+
     std::vector<double> prefill, decode;
     for (int r = 0; r < repeat + 1; ++r) {  // the first round warms caches and pages
       batch_plan plan;
-      plan.sequences.push_back(make_step(0, prompt, bs));
+      plan.sequences.push_back(make_step(depth, prompt, bs));
       const auto t0 = std::chrono::steady_clock::now();
       backend.step(plan);
       const auto t1 = std::chrono::steady_clock::now();
       int32_t token = 1;
       for (int i = 0; i < gen_tokens; ++i) {
         batch_plan p;
-        p.sequences.push_back(make_step(i, {token}, bs));
+        p.sequences.push_back(make_step(depth + i, {token}, bs));
         token = backend.step(p).outputs[0].token;
       }
       const auto t2 = std::chrono::steady_clock::now();
@@ -82,14 +96,14 @@ int main(int argc, char** argv) {
     const double pp = median(prefill), tg = median(decode);
     if (args.has("--json")) {
       std::printf("{\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"weight_bytes_per_token\": %lld, "
-                  "\"threads\": %d, \"prompt_tokens\": %d, \"gen_tokens\": %d, \"kernel_path\": \"%s\"}\n",
+                  "\"threads\": %d, \"prompt_tokens\": %d, \"gen_tokens\": %d, \"depth\": %d, \"kernel_path\": \"%s\"}\n",
                   pp, tg, (long long)backend.weight_bytes_per_token(), backend.num_threads(), prompt_tokens,
-                  gen_tokens, std::string(cpu::kernel_path()).c_str());
+                  gen_tokens, depth, std::string(cpu::kernel_path()).c_str());
     } else {
       std::printf("troupe engine, %d threads, kernels %s\n", backend.num_threads(),
                   std::string(cpu::kernel_path()).c_str());
-      std::printf("  prefill pp%-5d %10.1f tok/s\n", prompt_tokens, pp);
-      std::printf("  decode  tg%-5d %10.1f tok/s\n", gen_tokens, tg);
+      std::printf("  prefill pp%-5d @ d%-5d %10.1f tok/s\n", prompt_tokens, depth, pp);
+      std::printf("  decode  tg%-5d @ d%-5d %10.1f tok/s\n", gen_tokens, depth, tg);
       std::printf("  weights read per decode token: %.1f MB\n", backend.weight_bytes_per_token() / 1e6);
     }
     return 0;

@@ -12,6 +12,7 @@
 #include "engine/fake_kv_space.hpp"
 #include "engine/simulated_worker.hpp"
 #include "troupe/engine/scheduler_policy.hpp"
+#include "troupe/engine/step_cost.hpp"
 #include "troupe/model/error.hpp"
 
 using namespace troupe;
@@ -254,6 +255,67 @@ TEST_CASE("chunked prefill splits a long prompt while running decodes get a toke
   }
   CHECK(chunk_starts == std::vector<int32_t>{0, 12, 24, 36});
   CHECK(f.log.outputs[9].size() == 1);
+}
+
+// A long prompt arriving while a stream decodes: with attention counted, every step costs at
+// most what the first chunk of a prompt costs (plus one block, the least a prompt moves by),
+// so the decoding stream's wait for its next token stays bounded however deep the prompt
+// goes; counting tokens alone, chunks deep in the prompt cost many times the first.
+TEST_CASE("chunked prefill with attention counted: no step costs more than a prompt's first chunk") {
+  constexpr double r = 20;  // 20 attended pairs cost as much as one token
+  for (const double attention_cost : {r, 0.0}) {
+    CAPTURE(attention_cost);
+    auto c = config(4, 64, 1024);
+    c.attention_cost = attention_cost;
+    fixture f(c, 400);  // 4-token blocks
+    f.sched.add(request(1, 4, 0, 900), 0);
+    f.step();
+    f.sched.add(request(2, 700, 0, 1), 0);
+    const double first_chunk = step_cost(0, 64, r);
+    double worst = 0;
+    int num_prefill_steps = 0;
+    while (f.log.outputs[2].empty()) {
+      REQUIRE(num_prefill_steps < 1000);
+      const auto s = f.step();
+      ++num_prefill_steps;
+      REQUIRE(step_of(s.plan, 1) != nullptr);  // the stream gets its token every step
+      const auto* chunk = step_of(s.plan, 2);
+      REQUIRE(chunk != nullptr);                // and the prompt moves every step
+      double cost = 0;
+      for (const auto& seq : s.plan.sequences) {
+        cost += step_cost(seq.start_pos, static_cast<int64_t>(seq.tokens.size()), r);
+      }
+      const double one_block = step_cost(chunk->start_pos, 4, r) + step_cost(step_of(s.plan, 1)->start_pos, 1, r);
+      if (attention_cost > 0) CHECK(cost <= std::max(first_chunk, one_block));
+      worst = std::max(worst, cost / first_chunk);
+    }
+    if (attention_cost > 0) {
+      CHECK(worst <= 1.0 + 1e-9);
+      CHECK(num_prefill_steps > 700 / 64);  // deep chunks are smaller
+    } else {
+      CHECK(worst > 5.0);  // what the bound prevents
+      CHECK(num_prefill_steps == 12);
+    }
+    f.run_to_end();
+    CHECK(f.log.finished.size() == 2);
+  }
+}
+
+TEST_CASE("attention_cost is validated, and a changed one applies from the next step") {
+  auto c = config(4, 64, 1024);
+  c.attention_cost = -2;
+  CHECK_THROWS_AS(c.validate(), error);
+  c.attention_cost = -1;  // measured: the policy alone counts tokens until told
+  fixture f(c, 400);
+  CHECK(f.sched.attention_cost() == 0.0);
+  f.sched.add(request(1, 600, 0, 1), 0);
+  CHECK(step_of(f.step().plan, 1)->tokens.size() == 64);
+  f.sched.set_attention_cost(10);
+  // From position 64, 64 tokens cost 64 + (64·64 + 64·65/2)/10 = 682 > 64 + 64·65/20 = 272.
+  const auto n = step_of(f.step().plan, 1)->tokens.size();
+  CHECK(n < 64);
+  CHECK(n == static_cast<size_t>(max_tokens_within(64, step_cost(0, 64, 10), 10)) / 4 * 4);
+  CHECK_THROWS_AS(f.sched.set_attention_cost(-1), error);
 }
 
 TEST_CASE("a token budget smaller than a block still moves a long prompt, one unaligned chunk at a time") {

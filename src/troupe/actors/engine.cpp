@@ -6,6 +6,7 @@
 #include "troupe/actors/batcher.hpp"
 #include "troupe/actors/request_links.hpp"
 #include "troupe/actors/worker_group.hpp"
+#include "troupe/engine/step_cost.hpp"
 #include "troupe/model/error.hpp"
 
 namespace troupe {
@@ -128,6 +129,10 @@ engine::engine(caf::actor_system& sys, std::shared_ptr<const model_bundle> model
   auto& c = *core_;
   const auto shape = b->kv_shape();
   c.scheduling.max_model_len = std::min(c.scheduling.max_model_len, c.model->max_model_len);
+  if (c.scheduling.attention_cost < 0) {
+    c.scheduling.attention_cost = attention_cost_from_shape(b->config(), b->attention_efficiency());
+    c.scheduling.fit_attention_cost = true;
+  }
   c.scheduling.validate();
   block_manager_config blocks;
   blocks.num_blocks = shape.num_blocks;

@@ -6,6 +6,7 @@
 #include <unordered_map>
 
 #include "troupe/actors/messages.hpp"
+#include "troupe/engine/step_cost.hpp"
 #include "troupe/model/error.hpp"
 
 namespace troupe {
@@ -23,6 +24,7 @@ struct scheduler_state {
   double busy_seconds = 0;
   double overhead_seconds = 0;
   std::shared_ptr<serving_metrics> metrics;  // null: none
+  std::optional<step_cost_model> costs;      // refits the policy's attention_cost; none: fixed
   std::chrono::steady_clock::time_point last_blocks_sample;
   static inline const char* name = "troupe.scheduler";
 };
@@ -70,7 +72,8 @@ void fan_out(scheduler_self self, std::vector<sequence_event>& events) {
 
 void kick(scheduler_self self);
 void replace_worker(scheduler_self self);
-void on_step_back(scheduler_self self, step_sample sample, clock_type::time_point sent, const step_result& result);
+void on_step_back(scheduler_self self, step_sample sample, int64_t num_pairs, clock_type::time_point sent,
+                  const step_result& result);
 
 // What a planned step tells the request actors: sent after the step itself has gone to the
 // worker, and after the previous step's tokens (a sequence preempted now may have had a
@@ -92,6 +95,8 @@ step_notices send_step(scheduler_self self) {
   }
   if (st.metrics) st.metrics->on_preemptions(static_cast<int64_t>(step.preempted.size()));
   step_sample sample;
+  int64_t num_pairs = 0;
+  for (const auto& s : step.plan.sequences) num_pairs += attended_pairs(s.start_pos, static_cast<int64_t>(s.tokens.size()));
   sample.num_sequences = static_cast<int32_t>(step.plan.sequences.size());
   sample.num_tokens = step.num_scheduled_tokens;
   sample.token_budget = step.token_budget;
@@ -103,7 +108,7 @@ step_notices send_step(scheduler_self self) {
   step_request request{std::move(step.ops), std::move(step.plan)};
   const auto sent = clock_type::now();
   self->request(st.worker, caf::infinite, atoms::step_atom::value, std::move(request))
-      .then([=](const step_result& result) { on_step_back(self, sample, sent, result); },
+      .then([=](const step_result& result) { on_step_back(self, sample, num_pairs, sent, result); },
             [=](caf::error& err) {
               const auto e = error_value_of(err, self->system());
               auto events = self->state.policy->on_step_failed(e.code, e.message);
@@ -137,10 +142,15 @@ void send_notices(scheduler_self self, const step_notices& n) {
 
 // A step came back: apply it, send the next one at once (the worker should not wait for
 // the fan-out), then the tokens, the new step's notices and the gauges.
-void on_step_back(scheduler_self self, step_sample sample, clock_type::time_point sent, const step_result& result) {
+void on_step_back(scheduler_self self, step_sample sample, int64_t num_pairs, clock_type::time_point sent,
+                  const step_result& result) {
   auto& st = self->state;
   const auto back = clock_type::now();
   st.busy_seconds += seconds_between(sent, back);
+  if (st.costs) {
+    st.costs->observe(sample.num_tokens, num_pairs, seconds_between(sent, back));
+    st.policy->set_attention_cost(st.costs->attention_cost());
+  }
   if (st.metrics) {
     sample.sent_seconds = clock_seconds(sent);
     sample.back_seconds = clock_seconds(back);
@@ -183,6 +193,7 @@ scheduler_actor::behavior_type scheduler(scheduler_self self, scheduler_config c
   st.metrics = std::move(metrics);
   st.blocks = std::make_unique<block_manager>(blocks);
   st.policy = std::make_unique<scheduler_policy>(config, *st.blocks, std::move(eog_ids));
+  if (config.fit_attention_cost && config.attention_cost > 0) st.costs.emplace(config.attention_cost);
   st.make_worker = std::move(make_worker);
   st.worker = st.make_worker();
   self->monitor(st.worker);

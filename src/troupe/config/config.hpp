@@ -74,6 +74,7 @@ void for_each_option(Config& c, F&& f) {
   f("max_num_batched_tokens", "tokens fed per step, all sequences together", c.scheduling.max_num_batched_tokens);
   f("max_model_len", "prompt + output tokens per sequence (0 = the model's context)", c.scheduling.max_model_len);
   f("enable_chunked_prefill", "split long prompts over several steps", c.scheduling.enable_chunked_prefill);
+  f("attention_cost", "attended positions costing one token's matmuls; deep prompt chunks shrink by it (-1 = measured, 0 = off)", c.scheduling.attention_cost);
   f("ageing_ms", "a waiting request gains one priority level per this many ms (0 = never)", c.scheduling.ageing_ms);
   f("max_batch_size", "admission: release new requests when this many wait", c.scheduling.max_batch_size);
   f("max_wait_ms", "admission: or when the oldest has waited this long (0 = at once)", c.scheduling.max_wait_ms);

@@ -24,6 +24,16 @@ struct scheduler_config {
   // A waiting sequence's effective priority improves by one level per ageing_ms waited, so
   // that a stream of high-priority work cannot starve low-priority requests. 0 = no ageing.
   int64_t ageing_ms = 5000;
+  // Chunked prefill sizes chunks by cost as well as tokens: a step may cost no more than a
+  // max_num_batched_tokens chunk at the start of a prompt, where attending over (query, key)
+  // pairs costs one token's matmul work per attention_cost pairs (engine/step_cost.hpp). A
+  // chunk deep in a long prompt is then smaller, and streams decoding beside it keep their
+  // pace. The engine fills it in from the backend and refines it from the
+  // steps it times when this is negative (the default); 0 = chunks sized by tokens alone.
+  double attention_cost = -1;
+  // Set by the engine when attention_cost came from the backend: the scheduler then refits it
+  // from the steps it times (step_cost_model).
+  bool fit_attention_cost = false;
 
   // Admission batching (the batcher): release when max_batch_size requests are held or the
   // oldest has waited max_wait_ms (0 = at once); refuse with queue_full past max_queue_len
@@ -52,6 +62,10 @@ struct scheduler_config {
              max_num_batched_tokens);
     }
     if (ageing_ms < 0) reject("ageing_ms", ">= 0 (0 = no ageing)", ageing_ms);
+    if (!(attention_cost >= 0) && attention_cost != -1) {
+      throw error(error_code::invalid_argument,
+                  "attention_cost must be -1 (measured), 0 (chunks sized by tokens alone) or > 0");
+    }
     if (max_batch_size < 1) reject("max_batch_size", ">= 1", max_batch_size);
     if (max_wait_ms < 0) reject("max_wait_ms", ">= 0 (0 = release at once)", max_wait_ms);
     if (max_queue_len < max_batch_size) {

@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <optional>
+#include <tuple>
 #include <unordered_set>
 
+#include "troupe/engine/step_cost.hpp"
 #include "troupe/model/error.hpp"
 
 namespace troupe {
@@ -37,7 +39,9 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 struct scheduler_policy::step_builder {
   int64_t now_ms = 0;
-  int32_t budget = 0;  // tokens neither planned nor promised yet
+  int32_t budget = 0;       // tokens neither planned nor promised yet
+  double cost_budget = 0;   // the same in cost (step_cost.hpp)
+  bool has_prefill = false; // a prompt chunk is planned or promised
   scheduled_step out;
   std::vector<step_entry> entries;                 // planned: KV grown, in plan order
   std::unordered_map<uint64_t, int32_t> promised;  // running sequences' token shares not yet planned
@@ -45,7 +49,7 @@ struct scheduler_policy::step_builder {
 };
 
 scheduler_policy::scheduler_policy(scheduler_config config, kv_space& kv, std::vector<int32_t> eog_ids)
-    : config_(std::move(config)), kv_(kv), eog_ids_(std::move(eog_ids)) {
+    : config_(std::move(config)), attention_cost_(std::max(0.0, config_.attention_cost)), kv_(kv), eog_ids_(std::move(eog_ids)) {
   config_.validate();
   const int64_t pool_tokens = static_cast<int64_t>(kv_.num_total_blocks()) * kv_.block_size();
   max_sequence_tokens_ = static_cast<int32_t>(std::min<int64_t>(config_.max_model_len, pool_tokens));
@@ -78,6 +82,11 @@ void scheduler_policy::add(sequence_request request, int64_t now_ms) {
   waiting_.push_back(request.id);
 }
 
+void scheduler_policy::set_attention_cost(double attention_cost) {
+  if (!(attention_cost >= 0)) throw error(error_code::invalid_argument, "attention_cost must be >= 0");
+  attention_cost_ = attention_cost;
+}
+
 scheduled_step scheduler_policy::schedule(int64_t now_ms) {
   if (is_step_in_flight_) {
     throw error(error_code::internal, "schedule() called while a step is in flight; call on_step_done first");
@@ -85,6 +94,7 @@ scheduled_step scheduler_policy::schedule(int64_t now_ms) {
   step_builder b;
   b.now_ms = now_ms;
   b.budget = config_.max_num_batched_tokens;
+  b.cost_budget = step_cost(0, config_.max_num_batched_tokens, attention_cost_);
   // Every eviction comes before any KV is grown or swapped in for this step: an evicted
   // sequence then never leaves planned-but-unwritten blocks in the prefix cache, and every
   // swap_out precedes every swap_in, the order the backend runs them in.
@@ -125,6 +135,23 @@ int32_t scheduler_policy::num_tokens_to_feed(int32_t num_computed, int32_t num_u
   return (num_computed + budget) / block_size * block_size - num_computed;
 }
 
+int32_t scheduler_policy::take_tokens(step_builder& b, int32_t num_computed, int32_t num_uncomputed) {
+  int32_t cap = b.budget;
+  const bool is_prefill = num_uncomputed > 1 || num_computed == 0;
+  if (attention_cost_ > 0 && config_.enable_chunked_prefill) {
+    int32_t by_cost = max_tokens_within(num_computed, b.cost_budget, attention_cost_);
+    if (is_prefill && !b.has_prefill) by_cost = std::max(by_cost, kv_.block_size());
+    cap = std::min(cap, std::max(by_cost, 1));
+  }
+  const int32_t n = num_tokens_to_feed(num_computed, num_uncomputed, cap);
+  if (n > 0) {
+    b.budget -= n;
+    b.cost_budget -= step_cost(num_computed, n, attention_cost_);
+    b.has_prefill = b.has_prefill || is_prefill;
+  }
+  return n;
+}
+
 std::vector<std::pair<int64_t, uint64_t>> scheduler_policy::waiting_in_order(int64_t now_ms) const {
   std::vector<std::pair<int64_t, uint64_t>> queue;
   queue.reserve(waiting_.size());
@@ -159,18 +186,19 @@ void scheduler_policy::schedule_running(step_builder& b) {
   is_running_sorted_ = true;
   // Token shares: every decode its one token first, then prefill chunks in rank order.
   for (uint64_t id : running_) {
-    if (sequences_.at(id).is_decoding() && b.budget > 0) {
+    const sequence& seq = sequences_.at(id);
+    if (seq.is_decoding() && b.budget > 0) {
       b.promised[id] = 1;
       --b.budget;
+      b.cost_budget -= step_cost(seq.num_computed_tokens, 1, attention_cost_);
     }
   }
   for (uint64_t id : running_) {
     const sequence& seq = sequences_.at(id);
     if (seq.is_decoding()) continue;
-    const int32_t n = num_tokens_to_feed(seq.num_computed_tokens, seq.num_uncomputed_tokens(), b.budget);
+    const int32_t n = take_tokens(b, seq.num_computed_tokens, seq.num_uncomputed_tokens());
     if (n == 0) continue;
     b.promised[id] = n;
-    b.budget -= n;
   }
   // KV in rank order, so that the lowest-ranked running sequence, the victim when blocks
   // run out, is never one already planned (at worst the one asking).
@@ -203,8 +231,10 @@ void scheduler_policy::schedule_swapped(step_builder& b) {
     const uint64_t id = swapped_[num_resumed];
     sequence& seq = sequences_.at(id);
     if (static_cast<int32_t>(running_.size()) >= config_.max_num_seqs) break;
-    const int32_t n = num_tokens_to_feed(seq.num_computed_tokens, seq.num_uncomputed_tokens(), b.budget);
-    if (n == 0 || !kv_.can_swap_in(id)) break;
+    if (!kv_.can_swap_in(id)) break;
+    const auto [budget, cost_budget, has_prefill] = std::tuple(b.budget, b.cost_budget, b.has_prefill);
+    const int32_t n = take_tokens(b, seq.num_computed_tokens, seq.num_uncomputed_tokens());
+    if (n == 0) break;
     append(b.out.ops, kv_.swap_in(id));
     seq.transition_to(sequence_state::running);
     running_.push_back(id);
@@ -212,10 +242,12 @@ void scheduler_policy::schedule_swapped(step_builder& b) {
     b.out.resumed.push_back(id);
     // Swapped back in but no room to grow: it stays running and competes next step.
     const int32_t target = seq.num_computed_tokens + n;
-    if (!kv_.can_grow(id, target)) continue;
+    if (!kv_.can_grow(id, target)) {
+      std::tie(b.budget, b.cost_budget, b.has_prefill) = std::tuple(budget, cost_budget, has_prefill);
+      continue;
+    }
     append(b.out.ops, kv_.grow(id, target, seq.tokens()));
     b.entries.push_back({id, n});
-    b.budget -= n;
   }
   swapped_.erase(swapped_.begin(), swapped_.begin() + static_cast<ptrdiff_t>(num_resumed));
 }
@@ -226,9 +258,13 @@ void scheduler_policy::schedule_waiting(step_builder& b, const std::vector<std::
     sequence& seq = sequences_.at(id);
     if (static_cast<int32_t>(running_.size()) >= config_.max_num_seqs) break;
     const int32_t num_cached = kv_.num_cached_prefix_tokens(seq.tokens());
-    const int32_t n = num_tokens_to_feed(num_cached, seq.num_tokens() - num_cached, b.budget);
+    const auto [budget, cost_budget, has_prefill] = std::tuple(b.budget, b.cost_budget, b.has_prefill);
+    const int32_t n = take_tokens(b, num_cached, seq.num_tokens() - num_cached);
     // Strict order: nothing behind a blocked sequence jumps the queue.
-    if (n == 0 || !kv_.can_grow(id, num_cached + n)) break;
+    if (n == 0 || !kv_.can_grow(id, num_cached + n)) {
+      std::tie(b.budget, b.cost_budget, b.has_prefill) = std::tuple(budget, cost_budget, has_prefill);
+      break;
+    }
     append(b.out.ops, kv_.grow(id, num_cached + n, seq.tokens()));
     seq.num_computed_tokens = num_cached;
     seq.num_cached_prefix_tokens = num_cached;
@@ -238,7 +274,6 @@ void scheduler_policy::schedule_waiting(step_builder& b, const std::vector<std::
     is_running_sorted_ = false;
     (seq.num_preemptions == 0 ? b.out.started : b.out.resumed).push_back(id);
     b.entries.push_back({id, n});
-    b.budget -= n;
     admitted.insert(id);
   }
   std::erase_if(waiting_, [&](uint64_t id) { return admitted.contains(id); });
@@ -251,6 +286,7 @@ void scheduler_policy::preempt(uint64_t seq_id, step_builder& b, preemption_mode
   }
   if (const auto share = b.promised.find(seq_id); share != b.promised.end()) {
     b.budget += share->second;
+    b.cost_budget += step_cost(sequences_.at(seq_id).num_computed_tokens, share->second, attention_cost_);
     b.promised.erase(share);
   }
   sequence& seq = sequences_.at(seq_id);

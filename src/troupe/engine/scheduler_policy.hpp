@@ -79,6 +79,11 @@ class scheduler_policy {
   // (longer than max_model_len or than the whole KV pool).
   void add(sequence_request request, int64_t now_ms);
 
+  // The pairs of attention that cost one token (scheduler_config::attention_cost), as the
+  // scheduler learns it from step timings; 0 sizes chunks by tokens alone.
+  void set_attention_cost(double attention_cost);
+  double attention_cost() const { return attention_cost_; }
+
   // Plans the next step and reserves its KV. Throws troupe::error(internal) while a
   // step is in flight. A non-empty result is in flight until on_step_done/on_step_failed;
   // an empty one means nothing can run before the next add, abort or step_done.
@@ -119,6 +124,10 @@ class scheduler_policy {
   // Tokens to feed this step under the remaining budget (0: not this step), from position
   // num_computed; a chunk short of the prompt's end stops at a block boundary when it can.
   int32_t num_tokens_to_feed(int32_t num_computed, int32_t num_uncomputed, int32_t budget) const;
+  // num_tokens_to_feed under both of the step's budgets, tokens and cost; takes them from
+  // the budgets. The first prefill of a step gets at least a block, so that a prompt moves
+  // even when decodes at long contexts have used up the cost.
+  int32_t take_tokens(step_builder& b, int32_t num_computed, int32_t num_uncomputed);
   void preempt(uint64_t seq_id, step_builder& b, preemption_mode mode);
   // The victim: lowest admitted priority, then latest arrival.
   std::optional<uint64_t> lowest_ranked_running() const;
@@ -129,6 +138,7 @@ class scheduler_policy {
   void end_step();
 
   scheduler_config config_;
+  double attention_cost_ = 0;
   kv_space& kv_;
   std::vector<int32_t> eog_ids_;
   int32_t max_sequence_tokens_;

@@ -80,6 +80,10 @@ class backend {
   virtual int32_t num_swap_blocks() const = 0;
   virtual void swap_out(const std::vector<std::pair<int32_t, int32_t>>& device_to_host) = 0;
   virtual void swap_in(const std::vector<std::pair<int32_t, int32_t>>& host_to_device) = 0;
+  // How fast attention runs per multiply-add relative to the weight matmuls, in (0, 1]:
+  // the scheduler's first estimate of what a chunk deep in a long prompt costs
+  // (step_cost.hpp); it refits from the steps it times.
+  virtual double attention_efficiency() const { return 0.5; }
 };
 
 }  // namespace troupe
