@@ -141,9 +141,15 @@ TEST_CASE("shared math: online-softmax attention rows agree with the CPU backend
   for (int32_t pos = 0; pos < start + num_tokens; ++pos) {
     const int32_t block = table[pos / bs], off = pos % bs;
     for (int32_t kv = 0; kv < 2; ++kv) {
-      uint16_t* cpu_dst = kv == 0 ? cpu_kv.key(layer, block, off) : cpu_kv.value(layer, block, off);
+      std::vector<float> row(kvd);
+      for (float& x : row) x = fp16_to_fp32(fp32_to_fp16(dist(rng)));
+      if (kv == 0) {
+        cpu_kv.store_key(layer, block, off, row.data());
+      } else {
+        for (int32_t d = 0; d < kvd; ++d) cpu_kv.value(layer, block, off)[d] = fp32_to_fp16(row[d]);
+      }
       uint16_t* gpu_dst = pool.data() + layout.index(block, layer, kv, off);
-      for (int32_t d = 0; d < kvd; ++d) cpu_dst[d] = gpu_dst[d] = fp32_to_fp16(dist(rng));
+      for (int32_t d = 0; d < kvd; ++d) gpu_dst[d] = fp32_to_fp16(row[d]);
     }
   }
   const auto q = random_values((size_t)num_tokens * qd, 6, 2.0f);

@@ -1,6 +1,10 @@
 // Paged attention on the CPU: work items of (sequence, kv head, up to 16 query tokens)
-// handed out dynamically; keys and values are converted from fp16 a tile of 16 positions
-// at a time and shared by every query row of the item (all q heads of the group).
+// handed out dynamically. Each item makes two passes over its keys: scores for every query
+// row of the item (all q heads of the group), a softmax per row, then the values weighted.
+// The fast path takes scores 16 keys at a time from the dimension-major key blocks (one
+// load per dimension, no horizontal sums) for a group of rows held in registers, and
+// weights the values for a group of rows at once, so each key and value it converts from
+// fp16 serves several rows.
 #include "troupe/cpu/attention.hpp"
 
 #include <immintrin.h>
@@ -35,29 +39,20 @@ struct layer_view {
   float scale;
 };
 
-// The fp16 key and value of one kv head at position pos, found through the block table.
-struct kv_row {
-  const uint16_t* k;
-  const uint16_t* v;
-};
-
-inline kv_row row_at(const layer_view& v, const attention_sequence& s, int32_t kv_head, int32_t pos) {
+// Dimension d of kv head h's key at position pos.
+inline float key_at(const layer_view& v, const attention_sequence& s, int32_t kv_head, int32_t pos, int32_t d) {
   const int32_t bs = v.kv->block_size();
-  const int32_t block = s.block_table[pos / bs];
-  return {v.kv->key(v.layer, block, pos % bs) + kv_head * v.head_dim,
-          v.kv->value(v.layer, block, pos % bs) + kv_head * v.head_dim};
+  return fp16_to_fp32(v.kv->key_at(v.layer, s.block_table[pos / bs], pos % bs, kv_head * v.head_dim + d));
 }
 
-// Converts keys/values of positions [j0, j0 + n) of one kv head into fp32 tiles.
-void load_tile_portable(const layer_view& v, const attention_sequence& s, int32_t kv_head, int32_t j0, int n,
-                        float* k_tile, float* v_tile) {
-  for (int i = 0; i < n; ++i) {
-    const auto [k, vv] = row_at(v, s, kv_head, j0 + i);
-    for (int d = 0; d < v.head_dim; ++d) {
-      k_tile[i * v.head_dim + d] = fp16_to_fp32(k[d]);
-      v_tile[i * v.head_dim + d] = fp16_to_fp32(vv[d]);
-    }
-  }
+inline const uint16_t* value_row(const layer_view& v, const attention_sequence& s, int32_t kv_head, int32_t pos) {
+  const int32_t bs = v.kv->block_size();
+  return v.kv->value(v.layer, s.block_table[pos / bs], pos % bs) + kv_head * v.head_dim;
+}
+
+// Query row r of the item: token r / group, q head kv_head * group + r % group.
+inline int64_t q_offset(const layer_view& v, const attention_sequence& s, const work_item& w, int r) {
+  return (int64_t)(s.first_row + w.token_begin + r / v.group) * v.q_dim + (w.kv_head * v.group + r % v.group) * v.head_dim;
 }
 
 // Scores of every (row, key) pair, then a softmax per row normalised before it weights the
@@ -68,23 +63,20 @@ void attend_portable(const layer_view& v, const attention_sequence& s, const wor
   const int hd = v.head_dim;
   const int num_rows = (w.token_end - w.token_begin) * v.group;
   const int32_t num_keys = s.start_pos + w.token_end;
-  std::vector<float> k_tile(tile_keys * hd), v_tile(tile_keys * hd), acc((size_t)num_rows * hd, 0.0f);
-  std::vector<float> qh((size_t)num_rows * hd), probs((size_t)num_rows * num_keys, 0.0f);
+  std::vector<float> acc((size_t)num_rows * hd, 0.0f), qh((size_t)num_rows * hd), key(hd);
+  std::vector<float> probs((size_t)num_rows * num_keys, 0.0f);
   for (int r = 0; r < num_rows; ++r) {
-    const float* qr = q + (int64_t)(s.first_row + w.token_begin + r / v.group) * v.q_dim +
-                      (w.kv_head * v.group + r % v.group) * hd;
+    const float* qr = q + q_offset(v, s, w, r);
     for (int d = 0; d < hd; ++d) qh[(size_t)r * hd + d] = fp16_to_fp32(fp32_to_fp16(qr[d]));
   }
-  for (int32_t j0 = 0; j0 < num_keys; j0 += tile_keys) {
-    const int n = std::min<int32_t>(tile_keys, num_keys - j0);
-    load_tile_portable(v, s, w.kv_head, j0, n, k_tile.data(), v_tile.data());
+  for (int32_t j = 0; j < num_keys; ++j) {
+    for (int d = 0; d < hd; ++d) key[d] = key_at(v, s, w.kv_head, j, d);
     for (int r = 0; r < num_rows; ++r) {
       const int32_t qpos = s.start_pos + w.token_begin + r / v.group;
-      for (int i = 0; i < n && j0 + i <= qpos; ++i) {
-        float dot = 0.0f;
-        for (int d = 0; d < hd; ++d) dot += qh[(size_t)r * hd + d] * k_tile[i * hd + d];
-        probs[(size_t)r * num_keys + j0 + i] = dot * v.scale;
-      }
+      if (j > qpos) continue;
+      float dot = 0.0f;
+      for (int d = 0; d < hd; ++d) dot += qh[(size_t)r * hd + d] * key[d];
+      probs[(size_t)r * num_keys + j] = dot * v.scale;
     }
   }
   for (int r = 0; r < num_rows; ++r) {
@@ -96,23 +88,16 @@ void attend_portable(const layer_view& v, const attention_sequence& s, const wor
     const float inv = (float)(1.0 / sum);
     for (int32_t j = 0; j < count; ++j) p[j] = fp16_to_fp32(fp32_to_fp16(p[j] * inv));
   }
-  for (int32_t j0 = 0; j0 < num_keys; j0 += tile_keys) {
-    const int n = std::min<int32_t>(tile_keys, num_keys - j0);
-    load_tile_portable(v, s, w.kv_head, j0, n, k_tile.data(), v_tile.data());
+  for (int32_t j = 0; j < num_keys; ++j) {
+    const uint16_t* vr = value_row(v, s, w.kv_head, j);
     for (int r = 0; r < num_rows; ++r) {
-      const float* p = &probs[(size_t)r * num_keys + j0];
+      const float p = probs[(size_t)r * num_keys + j];
+      if (p == 0.0f) continue;
       float* a = &acc[(size_t)r * hd];
-      for (int i = 0; i < n; ++i) {
-        if (p[i] == 0.0f) continue;
-        for (int d = 0; d < hd; ++d) a[d] += p[i] * v_tile[i * hd + d];
-      }
+      for (int d = 0; d < hd; ++d) a[d] += p * fp16_to_fp32(vr[d]);
     }
   }
-  for (int r = 0; r < num_rows; ++r) {
-    float* o = out + (int64_t)(s.first_row + w.token_begin + r / v.group) * v.q_dim +
-               (w.kv_head * v.group + r % v.group) * hd;
-    std::copy(&acc[(size_t)r * hd], &acc[(size_t)r * hd] + hd, o);
-  }
+  for (int r = 0; r < num_rows; ++r) std::copy(&acc[(size_t)r * hd], &acc[(size_t)r * hd] + hd, out + q_offset(v, s, w, r));
 }
 
 // exp(x) for 16 lanes: x = n·ln2 + r, |r| <= ln2/2, degree-6 polynomial, scaled by 2^n.
@@ -132,54 +117,120 @@ __attribute__((target("avx512f"))) inline __m512 exp512(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
-__attribute__((target("avx512f,f16c"))) void load_tile_avx512(const layer_view& v, const attention_sequence& s,
-                                                               int32_t kv_head, int32_t j0, int n, float* k_tile,
-                                                               float* v_tile) {
-  for (int i = 0; i < n; ++i) {
-    const auto [k, vv] = row_at(v, s, kv_head, j0 + i);
-    for (int d = 0; d < v.head_dim; d += 16) {
-      _mm512_storeu_ps(k_tile + i * v.head_dim + d, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(k + d))));
-      _mm512_storeu_ps(v_tile + i * v.head_dim + d, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(vv + d))));
+inline __mmask16 first_lanes(int n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << std::max(n, 0)) - 1u); }
+
+// Keys [j0, j0 + n) of one kv head as fp32, dimension-major: kt[d * 16 + i] is dimension d
+// of key j0 + i. A tile crosses blocks when blocks are shorter than 16 positions.
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c"))) void load_key_tile(const layer_view& v, const attention_sequence& s,
+                                                            int32_t kv_head, int32_t j0, int n, float* kt) {
+  const int32_t bs = v.kv->block_size();
+  for (int i = 0; i < n;) {
+    const int32_t pos = j0 + i;
+    const int32_t off = pos % bs;
+    const int len = std::min<int>(n - i, bs - off);
+    const uint16_t* kb = v.kv->key_block(v.layer, s.block_table[pos / bs]) + (int64_t)kv_head * v.head_dim * bs + off;
+    const __mmask16 m = first_lanes(len);
+    for (int d = 0; d < v.head_dim; ++d) {
+      const __m256i h = _mm256_maskz_loadu_epi16(m, kb + (int64_t)d * bs);
+      _mm512_mask_storeu_ps(kt + d * tile_keys + i, m, _mm512_cvtph_ps(h));
+    }
+    i += len;
+  }
+}
+
+// Scores of rows [r0, r0 + G) against the 16 keys of kt (n of them real), scaled, into
+// probs; keys past a row's own position, and past n, get 0.
+template <int G>
+__attribute__((target("avx512f"))) void score_rows(const layer_view& v, const attention_sequence& s, const work_item& w,
+                                                   const float* qh, const float* kt, int32_t j0, int n, int r0,
+                                                   float* probs, int32_t stride) {
+  const int hd = v.head_dim;
+  __m512 acc[G];
+  for (int g = 0; g < G; ++g) acc[g] = _mm512_setzero_ps();
+  for (int d = 0; d < hd; ++d) {
+    const __m512 k = _mm512_loadu_ps(kt + d * tile_keys);
+    for (int g = 0; g < G; ++g) acc[g] = _mm512_fmadd_ps(_mm512_set1_ps(qh[(size_t)(r0 + g) * hd + d]), k, acc[g]);
+  }
+  const __m512 scale = _mm512_set1_ps(v.scale);
+  for (int g = 0; g < G; ++g) {
+    const int32_t qpos = s.start_pos + w.token_begin + (r0 + g) / v.group;
+    const __mmask16 m = first_lanes(std::min<int32_t>(n, qpos - j0 + 1));
+    _mm512_storeu_ps(probs + (size_t)(r0 + g) * stride + j0, _mm512_maskz_mul_ps(m, acc[g], scale));
+  }
+}
+
+// acc rows [r0, r0 + G) += probs · values over keys [0, num_keys), head_dim % 16 == 0 and
+// head_dim <= 256 (up to 16 lanes-chunks; rows of G at most 24 / chunks accumulators).
+template <int G, int C>
+__attribute__((target("avx512f,f16c"))) void weigh_rows(const layer_view& v, const attention_sequence& s,
+                                                        const work_item& w, const float* probs, int32_t stride,
+                                                        int32_t num_keys, int r0, int d0, float* acc) {
+  const int hd = v.head_dim;
+  __m512 a[G][C];
+  for (int g = 0; g < G; ++g) {
+    for (int c = 0; c < C; ++c) a[g][c] = _mm512_setzero_ps();
+  }
+  for (int32_t j = 0; j < num_keys; ++j) {
+    const uint16_t* vr = value_row(v, s, w.kv_head, j) + d0;
+    __m512 vals[C];
+    for (int c = 0; c < C; ++c) vals[c] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(vr + 16 * c)));
+    for (int g = 0; g < G; ++g) {
+      const __m512 p = _mm512_set1_ps(probs[(size_t)(r0 + g) * stride + j]);
+      for (int c = 0; c < C; ++c) a[g][c] = _mm512_fmadd_ps(p, vals[c], a[g][c]);
+    }
+  }
+  for (int g = 0; g < G; ++g) {
+    for (int c = 0; c < C; ++c) _mm512_storeu_ps(acc + (size_t)(r0 + g) * hd + d0 + 16 * c, a[g][c]);
+  }
+}
+
+template <int G>
+void weigh_rows_chunks(const layer_view& v, const attention_sequence& s, const work_item& w, const float* probs,
+                       int32_t stride, int32_t num_keys, int r0, float* acc) {
+  // Four 16-lane chunks of head_dim per pass (three rows of G at most: 24 accumulators).
+  for (int d0 = 0; d0 < v.head_dim; d0 += 64) {
+    switch (std::min(4, (v.head_dim - d0) / 16)) {
+      case 4: weigh_rows<G, 4>(v, s, w, probs, stride, num_keys, r0, d0, acc); break;
+      case 3: weigh_rows<G, 3>(v, s, w, probs, stride, num_keys, r0, d0, acc); break;
+      case 2: weigh_rows<G, 2>(v, s, w, probs, stride, num_keys, r0, d0, acc); break;
+      default: weigh_rows<G, 1>(v, s, w, probs, stride, num_keys, r0, d0, acc); break;
     }
   }
 }
 
-// head_dim % 16 == 0. The same two passes as attend_portable, 16 lanes at a time.
+// head_dim % 16 == 0. The same two passes and roundings as attend_portable.
 __attribute__((target("avx512f,f16c"))) void attend_avx512(const layer_view& v, const attention_sequence& s,
                                                             const work_item& w, const float* q, float* out) {
   const int hd = v.head_dim;
   const int num_rows = (w.token_end - w.token_begin) * v.group;
   const int32_t num_keys = s.start_pos + w.token_end;
   const int32_t stride = (num_keys + 15) & ~15;
-  thread_local std::vector<float> k_tile, v_tile, acc, qh, probs;
-  k_tile.resize(tile_keys * hd);
-  v_tile.resize(tile_keys * hd);
-  acc.assign((size_t)num_rows * hd, 0.0f);
+  thread_local std::vector<float> kt, acc, qh, probs;
+  kt.resize((size_t)tile_keys * hd);
+  acc.resize((size_t)num_rows * hd);
   qh.resize((size_t)num_rows * hd);
-  probs.assign((size_t)num_rows * stride, 0.0f);
+  probs.resize((size_t)num_rows * stride);
   for (int r = 0; r < num_rows; ++r) {
-    const float* qr = q + (int64_t)(s.first_row + w.token_begin + r / v.group) * v.q_dim +
-                      (w.kv_head * v.group + r % v.group) * hd;
+    const float* qr = q + q_offset(v, s, w, r);
     for (int d = 0; d < hd; d += 16) {
       const __m256i h = _mm512_cvtps_ph(_mm512_loadu_ps(qr + d), _MM_FROUND_TO_NEAREST_INT);
       _mm512_storeu_ps(&qh[(size_t)r * hd + d], _mm512_cvtph_ps(h));
     }
   }
-  for (int32_t j0 = 0; j0 < num_keys; j0 += tile_keys) {
+  for (int32_t j0 = 0; j0 < stride; j0 += tile_keys) {
     const int n = std::min<int32_t>(tile_keys, num_keys - j0);
-    load_tile_avx512(v, s, w.kv_head, j0, n, k_tile.data(), v_tile.data());
-    for (int r = 0; r < num_rows; ++r) {
-      const int32_t qpos = s.start_pos + w.token_begin + r / v.group;
-      const int valid = std::min<int32_t>(n, qpos - j0 + 1);
-      const float* qr = &qh[(size_t)r * hd];
-      float* p = &probs[(size_t)r * stride + j0];
-      for (int i = 0; i < valid; ++i) {
-        __m512 sum = _mm512_setzero_ps();
-        for (int d = 0; d < hd; d += 16) {
-          sum = _mm512_fmadd_ps(_mm512_loadu_ps(qr + d), _mm512_loadu_ps(k_tile.data() + i * hd + d), sum);
-        }
-        p[i] = _mm512_reduce_add_ps(sum) * v.scale;
-      }
+    load_key_tile(v, s, w.kv_head, j0, n, kt.data());
+    int r = 0;
+    for (; r + 8 <= num_rows; r += 8) score_rows<8>(v, s, w, qh.data(), kt.data(), j0, n, r, probs.data(), stride);
+    switch (num_rows - r) {
+      case 7: score_rows<7>(v, s, w, qh.data(), kt.data(), j0, n, r, probs.data(), stride); break;
+      case 6: score_rows<6>(v, s, w, qh.data(), kt.data(), j0, n, r, probs.data(), stride); break;
+      case 5: score_rows<5>(v, s, w, qh.data(), kt.data(), j0, n, r, probs.data(), stride); break;
+      case 4: score_rows<4>(v, s, w, qh.data(), kt.data(), j0, n, r, probs.data(), stride); break;
+      case 3: score_rows<3>(v, s, w, qh.data(), kt.data(), j0, n, r, probs.data(), stride); break;
+      case 2: score_rows<2>(v, s, w, qh.data(), kt.data(), j0, n, r, probs.data(), stride); break;
+      case 1: score_rows<1>(v, s, w, qh.data(), kt.data(), j0, n, r, probs.data(), stride); break;
+      default: break;
     }
   }
   for (int r = 0; r < num_rows; ++r) {
@@ -187,14 +238,12 @@ __attribute__((target("avx512f,f16c"))) void attend_avx512(const layer_view& v, 
     float* p = &probs[(size_t)r * stride];
     __m512 mv = _mm512_set1_ps(-INFINITY);
     for (int32_t j = 0; j < count; j += 16) {
-      const __mmask16 k = (__mmask16)(count - j >= 16 ? 0xffff : (1u << (count - j)) - 1u);
-      mv = _mm512_max_ps(mv, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), k, p + j));
+      mv = _mm512_max_ps(mv, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), first_lanes(count - j), p + j));
     }
     const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mv));
     double sum = 0.0;
     for (int32_t j = 0; j < count; j += 16) {
-      const __mmask16 k = (__mmask16)(count - j >= 16 ? 0xffff : (1u << (count - j)) - 1u);
-      const __m512 e = _mm512_maskz_mov_ps(k, exp512(_mm512_sub_ps(_mm512_loadu_ps(p + j), m)));
+      const __m512 e = _mm512_maskz_mov_ps(first_lanes(count - j), exp512(_mm512_sub_ps(_mm512_loadu_ps(p + j), m)));
       _mm512_storeu_ps(p + j, e);
       sum += (double)_mm512_reduce_add_ps(e);
     }
@@ -204,30 +253,29 @@ __attribute__((target("avx512f,f16c"))) void attend_avx512(const layer_view& v, 
       _mm512_storeu_ps(p + j, _mm512_cvtph_ps(h));
     }
   }
-  for (int32_t j0 = 0; j0 < num_keys; j0 += tile_keys) {
-    const int n = std::min<int32_t>(tile_keys, num_keys - j0);
-    load_tile_avx512(v, s, w.kv_head, j0, n, k_tile.data(), v_tile.data());
-    for (int r = 0; r < num_rows; ++r) {
-      const float* p = &probs[(size_t)r * stride + j0];
-      float* a = &acc[(size_t)r * hd];
-      for (int d = 0; d < hd; d += 16) {
-        __m512 ad = _mm512_loadu_ps(a + d);
-        for (int i = 0; i < n; ++i) {
-          ad = _mm512_fmadd_ps(_mm512_set1_ps(p[i]), _mm512_loadu_ps(v_tile.data() + i * hd + d), ad);
-        }
-        _mm512_storeu_ps(a + d, ad);
-      }
+  // Rows of one token share their keys; a group of rows weighs keys up to its last row's.
+  int r = 0;
+  for (; r + 6 <= num_rows; r += 6) {
+    const int32_t keys = s.start_pos + w.token_begin + (r + 5) / v.group + 1;
+    if (hd <= 64) {
+      weigh_rows_chunks<6>(v, s, w, probs.data(), stride, keys, r, acc.data());
+    } else {
+      weigh_rows_chunks<3>(v, s, w, probs.data(), stride, keys, r, acc.data());
+      weigh_rows_chunks<3>(v, s, w, probs.data(), stride, keys, r + 3, acc.data());
     }
   }
-  for (int r = 0; r < num_rows; ++r) {
-    float* o = out + (int64_t)(s.first_row + w.token_begin + r / v.group) * v.q_dim +
-               (w.kv_head * v.group + r % v.group) * hd;
-    std::copy(&acc[(size_t)r * hd], &acc[(size_t)r * hd] + hd, o);
+  for (; r < num_rows; ++r) {
+    const int32_t keys = s.start_pos + w.token_begin + r / v.group + 1;
+    weigh_rows_chunks<1>(v, s, w, probs.data(), stride, keys, r, acc.data());
+  }
+  for (int r2 = 0; r2 < num_rows; ++r2) {
+    std::copy(&acc[(size_t)r2 * hd], &acc[(size_t)r2 * hd] + hd, out + q_offset(v, s, w, r2));
   }
 }
 
 bool use_avx512(int32_t head_dim) {
-  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("f16c");
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c");
   return has && head_dim % 16 == 0;
 }
 
@@ -235,7 +283,7 @@ bool use_avx512(int32_t head_dim) {
 
 void paged_attention(const kv_memory& kv, int32_t layer, const model_config& config,
                      std::span<const attention_sequence> sequences, const float* q, float* out,
-                     thread_pool& pool) {
+                     thread_pool& pool, attention_kernel kernel) {
   thread_local std::vector<work_item> items;
   items.clear();
   for (int32_t s = 0; s < (int32_t)sequences.size(); ++s) {
@@ -251,7 +299,7 @@ void paged_attention(const kv_memory& kv, int32_t layer, const model_config& con
   });
   const layer_view view{&kv, layer, config.head_dim, config.num_heads / config.num_kv_heads, config.q_dim(),
                         1.0f / std::sqrt((float)config.head_dim)};
-  const bool avx512 = use_avx512(config.head_dim);
+  const bool avx512 = kernel == attention_kernel::best && use_avx512(config.head_dim);
   std::atomic<size_t> next{0};
   const auto& work = items;
   pool.run([&](int, int) {

@@ -18,10 +18,13 @@ struct attention_sequence {
   const int32_t* block_table = nullptr;
 };
 
+// Which kernel: the fastest the CPU has, or the plain C++ one (tests compare the two).
+enum class attention_kernel { best, portable };
+
 // q: rows of q_dim floats (RoPE applied); out: rows of q_dim floats. K/V of the fed tokens
 // must already be in kv.
 void paged_attention(const kv_memory& kv, int32_t layer, const model_config& config,
                      std::span<const attention_sequence> sequences, const float* q, float* out,
-                     thread_pool& pool);
+                     thread_pool& pool, attention_kernel kernel = attention_kernel::best);
 
 }  // namespace troupe::cpu

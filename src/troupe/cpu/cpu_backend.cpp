@@ -231,7 +231,7 @@ step_result cpu_backend::step(const batch_plan& plan) {
       rope_row(&w.q[i * qd], c.num_heads, c.head_dim, c.rope_dim, c.rope, cs, sn);
       rope_row(&w.k[i * kvd], c.num_kv_heads, c.head_dim, c.rope_dim, c.rope, cs, sn);
       const int32_t block = row_blocks[i][pos / bs];
-      store_fp16(&w.k[i * kvd], kv_->key(l, block, pos % bs), kvd);
+      kv_->store_key(l, block, pos % bs, &w.k[i * kvd]);
       store_fp16(&w.v[i * kvd], kv_->value(l, block, pos % bs), kvd);
     });
     paged_attention(*kv_, l, c, w.attn_seqs, w.q.data(), w.attn.data(), pool_);
