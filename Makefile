@@ -39,6 +39,30 @@ test-fast: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS) --target troupe_fast_tests
 	cd $(BUILD_DIR) && ctest --output-on-failure -L fast -j $(JOBS)
 
+# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer (leaks included), in
+# its own build directory without CUDA; then the actor and front-door suites under
+# ThreadSanitizer. Any report fails the run. See docs/reliability.md.
+SANITIZE_DIR ?= build-asan
+TSAN_DIR ?= build-tsan
+SANITIZER_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitize/lsan.supp:print_suppressions=0 \
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/sanitize/tsan.supp
+.PHONY: check-sanitize check-asan check-tsan
+check-sanitize: check-asan check-tsan
+
+check-asan: deps model test-deps
+	cmake -S . -B $(SANITIZE_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTROUPE_CUDA=OFF \
+	  -DTROUPE_SANITIZE=address,undefined -DTROUPE_BUILD_BENCH=OFF
+	cmake --build $(SANITIZE_DIR) -j $(JOBS)
+	cd $(SANITIZE_DIR) && $(SANITIZER_ENV) ctest --output-on-failure -LE package -j 1 --timeout 1800
+
+check-tsan: deps model test-deps
+	cmake -S . -B $(TSAN_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTROUPE_CUDA=OFF \
+	  -DTROUPE_SANITIZE=thread -DTROUPE_BUILD_BENCH=OFF -DTROUPE_BUILD_EXAMPLES=OFF
+	cmake --build $(TSAN_DIR) -j $(JOBS) --target test_actors test_net
+	cd $(TSAN_DIR) && $(SANITIZER_ENV) ctest --output-on-failure -R '^(actors|net)/' -j 1 --timeout 1800
+
 bench: build model
 	bench/compare_llama_cpp.sh
 
