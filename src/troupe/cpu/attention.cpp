@@ -140,15 +140,19 @@ __attribute__((target("avx512f,avx512bw,avx512vl,f16c"))) void load_key_tile(con
 
 // Scores of rows [r0, r0 + G) against the 16 keys of kt (n of them real), scaled, into
 // probs; keys past a row's own position, and past n, get 0.
+// kh, when not null: the 16 keys straight from their block (dimension d at kh + d * kh_stride),
+// for a tile that lies whole in one block; else kt.
 template <int G>
-__attribute__((target("avx512f"))) void score_rows(const layer_view& v, const attention_sequence& s, const work_item& w,
-                                                   const float* qh, const float* kt, int32_t j0, int n, int r0,
-                                                   float* probs, int32_t stride) {
+__attribute__((target("avx512f,f16c"))) void score_rows(const layer_view& v, const attention_sequence& s,
+                                                        const work_item& w, const float* qh, const float* kt,
+                                                        const uint16_t* kh, int32_t kh_stride, int32_t j0, int n,
+                                                        int r0, float* probs, int32_t stride) {
   const int hd = v.head_dim;
   __m512 acc[G];
   for (int g = 0; g < G; ++g) acc[g] = _mm512_setzero_ps();
   for (int d = 0; d < hd; ++d) {
-    const __m512 k = _mm512_loadu_ps(kt + d * tile_keys);
+    const __m512 k = kh ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(kh + (int64_t)d * kh_stride)))
+                        : _mm512_loadu_ps(kt + d * tile_keys);
     for (int g = 0; g < G; ++g) acc[g] = _mm512_fmadd_ps(_mm512_set1_ps(qh[(size_t)(r0 + g) * hd + d]), k, acc[g]);
   }
   const __m512 scale = _mm512_set1_ps(v.scale);
@@ -219,17 +223,24 @@ __attribute__((target("avx512f,f16c"))) void attend_avx512(const layer_view& v, 
   }
   for (int32_t j0 = 0; j0 < stride; j0 += tile_keys) {
     const int n = std::min<int32_t>(tile_keys, num_keys - j0);
-    load_key_tile(v, s, w.kv_head, j0, n, kt.data());
+    // A whole tile inside one block is read in place; else it is gathered and converted.
+    const int32_t bs = v.kv->block_size();
+    const uint16_t* kh = nullptr;
+    if (n == tile_keys && j0 % bs + tile_keys <= bs) {
+      kh = v.kv->key_block(v.layer, s.block_table[j0 / bs]) + (int64_t)w.kv_head * hd * bs + j0 % bs;
+    } else {
+      load_key_tile(v, s, w.kv_head, j0, n, kt.data());
+    }
     int r = 0;
-    for (; r + 8 <= num_rows; r += 8) score_rows<8>(v, s, w, qh.data(), kt.data(), j0, n, r, probs.data(), stride);
+    for (; r + 8 <= num_rows; r += 8) score_rows<8>(v, s, w, qh.data(), kt.data(), kh, bs, j0, n, r, probs.data(), stride);
     switch (num_rows - r) {
-      case 7: score_rows<7>(v, s, w, qh.data(), kt.data(), j0, n, r, probs.data(), stride); break;
-      case 6: score_rows<6>(v, s, w, qh.data(), kt.data(), j0, n, r, probs.data(), stride); break;
-      case 5: score_rows<5>(v, s, w, qh.data(), kt.data(), j0, n, r, probs.data(), stride); break;
-      case 4: score_rows<4>(v, s, w, qh.data(), kt.data(), j0, n, r, probs.data(), stride); break;
-      case 3: score_rows<3>(v, s, w, qh.data(), kt.data(), j0, n, r, probs.data(), stride); break;
-      case 2: score_rows<2>(v, s, w, qh.data(), kt.data(), j0, n, r, probs.data(), stride); break;
-      case 1: score_rows<1>(v, s, w, qh.data(), kt.data(), j0, n, r, probs.data(), stride); break;
+      case 7: score_rows<7>(v, s, w, qh.data(), kt.data(), kh, bs, j0, n, r, probs.data(), stride); break;
+      case 6: score_rows<6>(v, s, w, qh.data(), kt.data(), kh, bs, j0, n, r, probs.data(), stride); break;
+      case 5: score_rows<5>(v, s, w, qh.data(), kt.data(), kh, bs, j0, n, r, probs.data(), stride); break;
+      case 4: score_rows<4>(v, s, w, qh.data(), kt.data(), kh, bs, j0, n, r, probs.data(), stride); break;
+      case 3: score_rows<3>(v, s, w, qh.data(), kt.data(), kh, bs, j0, n, r, probs.data(), stride); break;
+      case 2: score_rows<2>(v, s, w, qh.data(), kt.data(), kh, bs, j0, n, r, probs.data(), stride); break;
+      case 1: score_rows<1>(v, s, w, qh.data(), kt.data(), kh, bs, j0, n, r, probs.data(), stride); break;
       default: break;
     }
   }
