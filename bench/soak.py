@@ -535,7 +535,9 @@ class Driver:
         self.results = []
         self.started = 0
         self.in_flight = 0
-        self.shared_prefix = " ".join(random.Random(args.seed).choice(WORDS) for _ in range(48))
+        self.stopped = False  # set when the server died: the loops stop
+        prefix_rng = random.Random(args.seed)
+        self.shared_prefix = " ".join(prefix_rng.choice(WORDS) for _ in range(48))
         self.req_csv = open(os.path.join(out_dir, "requests.csv"), "w", newline="")
         self.req_writer = csv.writer(self.req_csv)
         self.req_writer.writerow(["n", "t_s", "kind", "action", "outcome", "code", "tokens",
@@ -785,7 +787,7 @@ class Driver:
         rng = random.Random(self.args.seed * 100003 + idx)
         ws = None
         next_id = 0
-        while time.monotonic() < end_time:
+        while time.monotonic() < end_time and not self.stopped:
             kind = rng.choices(KINDS, [0.15, 0.2, 0.15, 0.2, 0.3])[0]
             results = []
             if kind != "websocket":
@@ -820,7 +822,8 @@ class Driver:
                 if ws is not None and (ws.closed or ws.killed or ws.poisoned):
                     await ws.close()
                     ws = None
-            if any(r.outcome in ("busy", "timeout") for r in results):
+            if any(r.outcome in ("busy", "timeout") or r.code in ("connect", "websocket connect")
+                   for r in results):
                 await asyncio.sleep(rng.uniform(0.2, 1.0))
         if ws is not None:
             await ws.close()
@@ -984,7 +987,8 @@ async def soak(args, server, out_dir):
 
     async def watch_death():
         while server.alive():
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.2)
+        driver.stopped = True
     death = asyncio.create_task(watch_death())
     done, _ = await asyncio.wait(loops + [death], return_when=asyncio.FIRST_COMPLETED)
     while death not in done and not all(t.done() for t in loops):
@@ -1117,6 +1121,10 @@ def summarize(args, server, r, exit_status, out_dir, started_at):
           + (f" ({', '.join(f'{k} {v}' for k, v in codes.most_common() if k != 'hung')})" if n_err else "")
           + (f"; /metrics {bad_series}" if bad_series else "")
           + (f"; HTTP {bad_status}" if bad_status else ""))
+    if r["died"]:
+        check(False, "not checked, the server died: idle, KV blocks returned, RSS, a last request, SIGTERM")
+        return finish_summary(args, r, lines, checks, by_kind, codes, actions, tokens, st, out_dir, started_at,
+                              None, None, None, None, None)
     went_idle = r["idle_after"] is not None
     check(went_idle, f"the server went idle after the last client ({r['idle_after']:.1f} s)" if went_idle else
           f"the server did not go idle within {args.idle_timeout_s:.0f} s: in flight "
@@ -1136,6 +1144,14 @@ def summarize(args, server, r, exit_status, out_dir, started_at):
           else "a request after the soak did not get 200")
     check(exit_status == 0, f"SIGTERM: exit status {exit_status}")
     check(sampler.metric_failures == 0, f"/metrics answered every sample ({sampler.metric_failures} failures)")
+    return finish_summary(args, r, lines, checks, by_kind, codes, actions, tokens, st, out_dir, started_at,
+                          rss_max, rss_end, used, cached, (free, cap))
+
+
+def finish_summary(args, r, lines, checks, by_kind, codes, actions, tokens, st, out_dir, started_at,
+                   rss_max, rss_end, used, cached, free_cap):
+    say = lines.append
+    free, cap = free_cap or (None, None)
     say("")
     say("checks:")
     for ok, text in checks:
