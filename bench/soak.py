@@ -1077,6 +1077,9 @@ def summarize(args, server, r, exit_status, out_dir, started_at):
     actions = collections.Counter(r_.spec.action for r_ in driver.results)
     say("actions: " + ", ".join(f"{a} {actions[a]}" for a, _ in ACTIONS))
     say("errors by code: " + (", ".join(f"{k} {v}" for k, v in codes.most_common()) or "none"))
+    allowed = collections.Counter(r_.code for r_ in driver.results
+                                  if r_.outcome in ("busy", "timeout", "slow_consumer", "slow_dropped", "refused"))
+    say("allowed refusals by code: " + (", ".join(f"{k} {v}" for k, v in allowed.most_common()) or "none"))
     st = http_status_counts(final or sampler.last)
     m = final or sampler.last
     say(f"tokens: {tokens} output tokens seen by the clients; the server counted "
