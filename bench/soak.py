@@ -1057,7 +1057,11 @@ def summarize(args, server, r, exit_status, out_dir, started_at):
     pool_bytes = args.kv_pool_mib * MiB
     say(f"soak: {args.minutes:g} min of load ({r['load_s']:.0f} s with the drain), started {started_at}, "
         f"{os.cpu_count()} CPUs, load average before {open('/proc/loadavg').read().split()[0]}")
+    st_bin = os.stat(args.troupe)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     say(f"server: {' '.join(server.cmd)}")
+    say(f"binary: {args.troupe}, {st_bin.st_size} bytes, built "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(st_bin.st_mtime))}; soak script at commit {commit or 'unknown'}")
     say(f"capacity: max_num_seqs {args.max_num_seqs} streams; {args.clients} client loops "
         f"(WebSocket loops sometimes send 2-3 at once); KV pool {args.kv_pool_mib} MiB = "
         f"{server.blocks} blocks of {server.block_size}; per-request deadline {args.deadline_s:.0f} s")
