@@ -99,36 +99,39 @@ SERVER_ERROR_SERIES = [
 
 def parse_args():
     p = argparse.ArgumentParser(
-        prog="bench/soak.sh", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--minutes", type=float, default=10.0, help="how long the load runs")
+        prog="bench/soak.sh",
+        description="Runs troupe serve under mixed, partly hostile load at twice its capacity for "
+                    "--minutes, samples its RSS and /metrics, and fails on a request that never "
+                    "ended, a server error, a KV block not returned or RSS growth past the KV pool "
+                    "(docs/reliability.md, \"Soak\").")
+    p.add_argument("--minutes", type=float, default=10.0, help="how long the load runs [%(default)s]")
     p.add_argument("--troupe", default=None, help="the troupe binary (default: BUILD_DIR/troupe)")
     p.add_argument("--build-dir", default="build", help=argparse.SUPPRESS)
-    p.add_argument("--model", default="models/SmolLM2-135M-Instruct.Q4_1.gguf", help="GGUF model")
+    p.add_argument("--model", default="models/SmolLM2-135M-Instruct.Q4_1.gguf", help="GGUF model [%(default)s]")
     p.add_argument("--out", default=None, help="results folder (default bench/out/soak-<UTC time>)")
-    p.add_argument("--threads", type=int, default=2, help="the server's --threads")
+    p.add_argument("--threads", type=int, default=2, help="the server's --threads [%(default)s]")
     p.add_argument("--max-num-seqs", type=int, default=8,
-                   help="the server's --max-num-seqs: its capacity, in streams")
-    p.add_argument("--kv-pool-mib", type=int, default=48, help="the server's KV pool (--kv-cache-bytes)")
+                   help="the server's --max-num-seqs: its capacity, in streams [%(default)s]")
+    p.add_argument("--kv-pool-mib", type=int, default=48, help="the server's KV pool (--kv-cache-bytes) [%(default)s]")
     p.add_argument("--max-queue-len", type=int, default=8,
-                   help="the server's --max-queue-len: past it requests get 429 (busy)")
+                   help="the server's --max-queue-len: past it requests get 429 (busy) [%(default)s]")
     p.add_argument("--max-buffered-bytes", type=int, default=8192,
-                   help="the server's --max-buffered-bytes, small so that slow readers reach it")
+                   help="the server's --max-buffered-bytes, small so that slow readers may reach it [%(default)s]")
     p.add_argument("--write-timeout-ms", type=int, default=10000,
-                   help="the server's --write-timeout-ms; some slow readers stall past it")
-    p.add_argument("--clients", type=int, default=0, help="client loops (0 = 2 x --max-num-seqs)")
-    p.add_argument("--max-prompt-words", type=int, default=400, help="longest prompt, in words")
-    p.add_argument("--max-tokens", type=int, default=256, help="largest max_tokens sent")
+                   help="the server's --write-timeout-ms; some slow readers stall past it [%(default)s]")
+    p.add_argument("--clients", type=int, default=0, help="client loops (0 = 2 x --max-num-seqs) [%(default)s]")
+    p.add_argument("--max-prompt-words", type=int, default=400, help="longest prompt, in words [%(default)s]")
+    p.add_argument("--max-tokens", type=int, default=256, help="largest max_tokens sent [%(default)s]")
     p.add_argument("--deadline-s", type=float, default=180.0,
-                   help="a request not ended this long after it was sent counts as never ended")
-    p.add_argument("--sample-s", type=float, default=5.0, help="seconds between RSS and /metrics samples")
+                   help="a request not ended this long after it was sent counts as never ended [%(default)s]")
+    p.add_argument("--sample-s", type=float, default=5.0, help="seconds between RSS and /metrics samples [%(default)s]")
     p.add_argument("--warmup-s", type=float, default=None,
                    help="RSS after this much load is the baseline (default: a quarter of the run, at most 60 s)")
     p.add_argument("--rss-margin-mib", type=float, default=32.0,
-                   help="RSS may grow by the KV pool plus this much after the warm-up")
+                   help="RSS may grow by the KV pool plus this much after the warm-up [%(default)s]")
     p.add_argument("--idle-timeout-s", type=float, default=60.0,
-                   help="how long the server may take to go idle after the last client")
-    p.add_argument("--seed", type=int, default=1, help="the seed of every random choice")
+                   help="how long the server may take to go idle after the last client [%(default)s]")
+    p.add_argument("--seed", type=int, default=1, help="seeds the requests each client loop draws (kinds, actions, prompts) [%(default)s]")
     a = p.parse_args()
     if a.troupe is None:
         a.troupe = os.path.join(a.build_dir, "troupe")
