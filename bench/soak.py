@@ -131,6 +131,9 @@ def parse_args():
                    help="RSS may grow by the KV pool plus this much after the warm-up [%(default)s]")
     p.add_argument("--idle-timeout-s", type=float, default=60.0,
                    help="how long the server may take to go idle after the last client [%(default)s]")
+    p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                   help="one more argument for troupe serve, e.g. --server-arg=--swap-space --server-arg=1 "
+                        "(its memory then counts against --rss-margin-mib)")
     p.add_argument("--seed", type=int, default=1, help="seeds the requests each client loop draws (kinds, actions, prompts) [%(default)s]")
     a = p.parse_args()
     if a.troupe is None:
@@ -167,6 +170,7 @@ class Server:
                "--threads", str(a.threads), "--max-num-seqs", str(a.max_num_seqs),
                "--kv-cache-bytes", str(a.kv_pool_mib * MiB), "--max-queue-len", str(a.max_queue_len),
                "--max-buffered-bytes", str(a.max_buffered_bytes)]
+        cmd += a.server_arg
         # --write-timeout-ms is newer than some binaries; without it the timeout is 30 s.
         help_text = subprocess.run([a.troupe, "serve", "--help"], capture_output=True, text=True).stdout
         if "--write-timeout-ms" in help_text:
@@ -969,7 +973,7 @@ class Sampler:
 def idle(m):
     keys = ["troupe_front_door_requests_in_flight", "troupe_num_requests_running",
             "troupe_num_requests_waiting", "troupe_num_requests_batching", "troupe_num_requests_swapped",
-            'troupe_kv_cache_blocks{state="used"}']
+            'troupe_kv_cache_blocks{state="used"}', 'troupe_kv_swap_blocks{state="used"}']
     return all(m.get(k, 0) == 0 for k in keys)
 
 
@@ -1141,8 +1145,10 @@ def summarize(args, server, r, exit_status, out_dir, started_at):
           f"{int(m.get('troupe_front_door_requests_in_flight', -1))}, running "
           f"{int(m.get('troupe_num_requests_running', -1))}, waiting {int(m.get('troupe_num_requests_waiting', -1))}, "
           f"connections {int(m.get('troupe_http_connections', -1))}, websockets {int(m.get('troupe_websocket_sessions', -1))}")
-    check(used == 0 and cap > 0 and used + cached + free == cap,
-          f"every KV block returned: used {used} once idle; cached {cached} + free {free} = {cached + free} of {cap}")
+    swap_used = int(m.get('troupe_kv_swap_blocks{state="used"}', 0))
+    check(used == 0 and swap_used == 0 and cap > 0 and used + cached + free == cap,
+          f"every KV block returned: used {used} (swap {swap_used}) once idle; cached {cached} + free {free} "
+          f"= {cached + free} of {cap}")
     if rss_vals and r["rss_warm"]:
         growth = rss_end - r["rss_warm"]
         limit = (pool_bytes + args.rss_margin_mib * MiB) / 1024
