@@ -87,7 +87,8 @@ def measure(port, decoders, n_gen, long_prompt):
         print("warning: a decoding stream ended before the long prompt's first token; raise --gen",
               file=sys.stderr)
     return {"ttft_long_ms": (first - arrival) * 1000, "gap_p50_ms": percentile(gaps, 0.5),
-            "gap_p99_ms": percentile(gaps, 0.99), "gap_max_ms": max(gaps, default=0.0), "gaps": len(gaps)}
+            "gap_p99_ms": percentile(gaps, 0.99), "gap_max_ms": max(gaps, default=0.0), "gaps": len(gaps),
+            "gap_list_ms": [round(g) for g in gaps]}
 
 
 def run(cmd, name, decoders, n_gen, long_prompt):
@@ -137,7 +138,7 @@ def main():
         ratio = r["gap_p99_ms"] / base["gap_p99_ms"] if base["gap_p99_ms"] else 0.0
         print(f"{name:<20}{r['gap_p50_ms']:>12.1f}{r['gap_p99_ms']:>12.1f}{r['gap_max_ms']:>12.1f}"
               f"{r['ttft_long_ms']:>14.1f}{ratio:>14.2f}x")
-    print("RESULT " + json.dumps({name: {k: v for k, v in r.items()} for name, r in rows}))
+    print("RESULT " + json.dumps({name: {k: v for k, v in r.items() if k != "gap_list_ms"} for name, r in rows}))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 // from step timings.
 #include <doctest/doctest.h>
 
+#include <cmath>
+#include <limits>
 #include <random>
 
 #include "troupe/engine/step_cost.hpp"
@@ -75,6 +77,10 @@ TEST_CASE("step cost model: learns attention_cost from timed steps, and keeps th
   }
   CHECK(m.is_fitted());
   CHECK(m.attention_cost() == doctest::Approx(400.0).epsilon(0.1));
+  // One odd step moves it a quarter of the way at most.
+  const double settled = m.attention_cost();
+  m.observe(2048, attended_pairs(4000, 2048), 100.0);
+  CHECK(m.attention_cost() >= settled * std::pow(0.25, 0.25) * 0.99);
   // Nonsense timings are ignored.
   const double before = m.attention_cost();
   m.observe(10, 100, -1.0);
@@ -83,7 +89,7 @@ TEST_CASE("step cost model: learns attention_cost from timed steps, and keeps th
   CHECK(m.attention_cost() == before);
 }
 
-TEST_CASE("step cost model: a fit far from the prior is held within sixteen times of it") {
+TEST_CASE("step cost model: a fit far from the prior is held within four times of it") {
   step_cost_model m(1000.0);
   std::mt19937 rng(3);
   std::uniform_int_distribution<int> tokens(1, 512), start(0, 4000);
@@ -92,5 +98,5 @@ TEST_CASE("step cost model: a fit far from the prior is held within sixteen time
     m.observe(n, attended_pairs(s, n), n * 1e-4 + attended_pairs(s, n) * 1e-9);  // 100,000 pairs per token
   }
   CHECK(m.is_fitted());
-  CHECK(m.attention_cost() == doctest::Approx(16000.0));
+  CHECK(m.attention_cost() == doctest::Approx(4000.0));
 }

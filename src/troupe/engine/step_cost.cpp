@@ -74,9 +74,12 @@ void step_cost_model::refit() {
   const double per_token = w[1], per_pair = w[2] / pair_scale;
   if (!(per_token > 0) || !(per_pair > 0)) return;  // noise, not a cost: keep what we have
   // Far from the prior means a fit thrown off by a few odd steps more often than a machine
-  // sixteen times unlike the one the prior describes.
-  const double fitted = per_token / per_pair;
-  attention_cost_ = prior_ > 0 ? std::clamp(fitted, prior_ / 16.0, prior_ * 16.0) : fitted;
+  // four times unlike the one the prior describes. And a fit from the first few long steps
+  // is noisy: move a quarter of the way (in log space) per step, so that one odd step
+  // cannot size the next chunk far off.
+  double fitted = per_token / per_pair;
+  if (prior_ > 0) fitted = std::clamp(fitted, prior_ / 4.0, prior_ * 4.0);
+  attention_cost_ = attention_cost_ > 0 ? std::exp(0.75 * std::log(attention_cost_) + 0.25 * std::log(fitted)) : fitted;
   is_fitted_ = true;
 }
 

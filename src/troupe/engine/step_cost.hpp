@@ -32,7 +32,8 @@ double attention_cost_from_shape(const model_config& config, double attention_ef
 // Fits step seconds = a·tokens + b·pairs + c by least squares over recent steps (older
 // ones weigh less), so that attention_cost follows the machine and the backend actually
 // serving. Until the steps seen vary enough in both tokens and pairs for the fit to tell
-// the two apart, it answers the prior.
+// the two apart, it answers the prior; then it moves toward the fit a quarter of the way
+// (in log space) per step, within four times the prior.
 class step_cost_model {
  public:
   explicit step_cost_model(double prior_attention_cost, double forgetting = 0.98);
