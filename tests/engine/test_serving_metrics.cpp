@@ -173,3 +173,10 @@ TEST_CASE("serving metrics: two engines on one registry add to the same series")
   CHECK(text.find("troupe_build_info{version=\"") != std::string::npos);
   CHECK(text.find("# TYPE process_start_time_seconds gauge\n") != std::string::npos);
 }
+
+TEST_CASE("serving metrics: the scheduler's attention cost is a gauge") {
+  fixture f;
+  CHECK(f.gauge("troupe_scheduler_attention_cost") == 0);
+  f.metrics.on_attention_cost(1750.5);
+  CHECK(f.gauge("troupe_scheduler_attention_cost") == doctest::Approx(1750.5));
+}

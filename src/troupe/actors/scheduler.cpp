@@ -150,6 +150,7 @@ void on_step_back(scheduler_self self, step_sample sample, int64_t num_pairs, cl
   if (st.costs) {
     st.costs->observe(sample.num_tokens, num_pairs, seconds_between(sent, back));
     st.policy->set_attention_cost(st.costs->attention_cost());
+    if (st.metrics) st.metrics->on_attention_cost(st.costs->attention_cost());
   }
   if (st.metrics) {
     sample.sent_seconds = clock_seconds(sent);
@@ -194,6 +195,7 @@ scheduler_actor::behavior_type scheduler(scheduler_self self, scheduler_config c
   st.blocks = std::make_unique<block_manager>(blocks);
   st.policy = std::make_unique<scheduler_policy>(config, *st.blocks, std::move(eog_ids));
   if (config.fit_attention_cost && config.attention_cost > 0) st.costs.emplace(config.attention_cost);
+  if (st.metrics) st.metrics->on_attention_cost(st.policy->attention_cost());
   st.make_worker = std::move(make_worker);
   st.worker = st.make_worker();
   self->monitor(st.worker);

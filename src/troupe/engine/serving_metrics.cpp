@@ -87,6 +87,9 @@ serving_metrics::serving_metrics(std::shared_ptr<metrics_registry> registry) : r
   busy_ratio_ = r.gauge("troupe_worker_busy_ratio",
                         "Share of wall time the worker had a step, over the last window of 1 s or more; "
                         "0 while idle. The CPU stand-in for GPU utilization.");
+  attention_cost_ = r.gauge("troupe_scheduler_attention_cost",
+                            "Attended (query, key) pairs that cost one fed token, as chunked prefill sizes "
+                            "chunks by it (refit from step timings); 0: chunks sized by tokens alone.");
 
   running_ = r.gauge("troupe_num_requests_running", "Sequences in the running batch.");
   waiting_ = r.gauge("troupe_num_requests_waiting", "Sequences queued in the scheduler (not yet running).");
@@ -157,6 +160,8 @@ void serving_metrics::on_preemptions(int64_t num_preempted) {
 }
 
 void serving_metrics::on_scheduler_overhead(double seconds) { overhead_seconds_->inc(seconds); }
+
+void serving_metrics::on_attention_cost(double pairs_per_token) { attention_cost_->set(pairs_per_token); }
 
 void serving_metrics::on_queues(const scheduler_stats& stats) {
   running_->set(stats.num_running);

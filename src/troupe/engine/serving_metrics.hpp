@@ -41,6 +41,9 @@ class serving_metrics {
   void on_step(const step_sample& step);
   void on_preemptions(int64_t num_preempted);
   void on_scheduler_overhead(double seconds);
+  // The attended (query, key) pairs that cost one token, as the scheduler sizes prefill
+  // chunks by it (step_cost.hpp); 0 = chunks sized by tokens alone.
+  void on_attention_cost(double pairs_per_token);
   // The queue lengths; cheap, so after every change.
   void on_queues(const scheduler_stats& stats);
   // The KV pool; block_manager::stats() walks every sequence, so the caller samples it.
@@ -76,6 +79,7 @@ class serving_metrics {
   counter_metric* busy_seconds_;
   counter_metric* overhead_seconds_;
   gauge_metric* busy_ratio_;
+  gauge_metric* attention_cost_;
 
   gauge_metric* running_;
   gauge_metric* waiting_;
