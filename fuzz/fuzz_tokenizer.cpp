@@ -1,0 +1,96 @@
+// libFuzzer target for the tokenizer: arbitrary bytes (invalid UTF-8 included) are encoded
+// with and without special-token parsing, and arbitrary token ids are decoded, with the
+// vocabulary of a real model ($TROUPE_FUZZ_MODEL, a GGUF file; only its metadata is read).
+// What must hold:
+//   - every id encode returns lies inside the vocabulary;
+//   - for byte-level BPE without llama.cpp's space clean-up (SmolLM2's "smollm"), decoding
+//     gives back the input as the lenient UTF-8 decoder read it: byte for byte when the
+//     input is valid UTF-8, with U+FFFD for the bytes that start no character;
+//   - the incremental decoder, fed one id at a time, emits exactly the pieces' bytes with
+//     invalid sequences replaced (what flush-at-once would give), however the ids split
+//     a character.
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "troupe/model/error.hpp"
+#include "troupe/model/gguf.hpp"
+#include "troupe/model/tokenizer.hpp"
+#include "troupe/model/unicode.hpp"
+
+namespace {
+
+std::optional<troupe::tokenizer> g_tokenizer;
+bool g_round_trips = false;
+
+[[noreturn]] void fail(const std::string& why) {
+  std::fprintf(stderr, "fuzz_tokenizer: %s\n", why.c_str());
+  std::abort();
+}
+
+void check_ids(const std::vector<int32_t>& ids) {
+  for (const int32_t id : ids) {
+    if (id < 0 || id >= g_tokenizer->vocab_size()) fail("encode returned an id outside the vocabulary");
+  }
+}
+
+std::string lenient(std::string_view bytes) {
+  std::string out;
+  for (const uint32_t cp : troupe::unicode::decode_lenient(bytes)) troupe::unicode::append_utf8(out, cp);
+  return out;
+}
+
+void check_incremental(const std::vector<int32_t>& ids) {
+  troupe::incremental_decoder decoder(*g_tokenizer);
+  std::string streamed, whole;
+  for (const int32_t id : ids) {
+    streamed += decoder.push(id);
+    whole += g_tokenizer->token_to_piece(id, false);
+  }
+  streamed += decoder.flush();
+  if (streamed != troupe::unicode::sanitize_utf8(whole)) fail("incremental decoding differs from decoding at once");
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  const char* path = std::getenv("TROUPE_FUZZ_MODEL");
+  if (path == nullptr || *path == '\0') fail("set TROUPE_FUZZ_MODEL to a GGUF model (scripts/fetch_model.sh fetches one)");
+  try {
+    g_tokenizer = troupe::tokenizer::from_gguf(troupe::gguf::file::open(path));
+  } catch (const troupe::error& e) {
+    fail(std::string("cannot load the tokenizer of ") + path + ": " + e.what());
+  }
+  // Only byte-level BPE promises the round trip, and llama.cpp's clean-up of " ." and
+  // friends (pre-tokenizers gpt-2, llama3, default) deliberately breaks it.
+  const std::string probe = "a . b 's";
+  g_round_trips = g_tokenizer->model_name() == "gpt2" && g_tokenizer->decode(g_tokenizer->encode(probe, false, false), true) == probe;
+  std::fprintf(stderr, "fuzz_tokenizer: %s (%s/%s, %d tokens), round trip %s\n", path,
+               std::string(g_tokenizer->model_name()).c_str(), std::string(g_tokenizer->pre_name()).c_str(),
+               g_tokenizer->vocab_size(), g_round_trips ? "checked" : "not promised");
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string_view text(reinterpret_cast<const char*>(data), size);
+  const std::string expected = g_round_trips ? lenient(text) : std::string();
+
+  for (const bool parse_special : {false, true}) {
+    const std::vector<int32_t> ids = g_tokenizer->encode(text, false, parse_special);
+    check_ids(ids);
+    if (g_round_trips && g_tokenizer->decode(ids, true) != expected) fail("decode(encode(x)) differs from x");
+    if (!parse_special) check_incremental(ids);
+  }
+
+  // The same bytes read as token ids: any sequence of pieces, splitting characters anywhere.
+  std::vector<int32_t> ids;
+  for (size_t i = 0; i + 1 < size && ids.size() < 64; i += 2) {
+    ids.push_back(static_cast<int32_t>((data[i] | data[i + 1] << 8) % g_tokenizer->vocab_size()));
+  }
+  check_incremental(ids);
+  return 0;
+}
