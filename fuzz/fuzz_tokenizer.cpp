@@ -5,16 +5,20 @@
 //   - every id encode returns lies inside the vocabulary;
 //   - for byte-level BPE without llama.cpp's space clean-up (SmolLM2's "smollm"), decoding
 //     gives back the input as the lenient UTF-8 decoder read it: byte for byte when the
-//     input is valid UTF-8, with U+FFFD for the bytes that start no character;
+//     input is valid UTF-8, with U+FFFD for the bytes that start no character, and without
+//     the bytes that the vocabulary has no token for (SmolLM2 lacks 21, among them 0x04 and
+//     0xF1: llama.cpp drops them too);
 //   - the incremental decoder, fed one id at a time, emits exactly the pieces' bytes with
 //     invalid sequences replaced (what flush-at-once would give), however the ids split
 //     a character.
+#include <array>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "troupe/model/error.hpp"
@@ -26,6 +30,7 @@ namespace {
 
 std::optional<troupe::tokenizer> g_tokenizer;
 bool g_round_trips = false;
+std::array<bool, 256> g_has_byte_token{};
 
 [[noreturn]] void fail(const std::string& why) {
   std::fprintf(stderr, "fuzz_tokenizer: %s\n", why.c_str());
@@ -38,9 +43,14 @@ void check_ids(const std::vector<int32_t>& ids) {
   }
 }
 
-std::string lenient(std::string_view bytes) {
-  std::string out;
-  for (const uint32_t cp : troupe::unicode::decode_lenient(bytes)) troupe::unicode::append_utf8(out, cp);
+// What byte-level BPE can give back: the input as the lenient UTF-8 decoder reads it, less
+// the bytes with no token.
+std::string representable(std::string_view bytes) {
+  std::string text, out;
+  for (const uint32_t cp : troupe::unicode::decode_lenient(bytes)) troupe::unicode::append_utf8(text, cp);
+  for (const char c : text) {
+    if (g_has_byte_token[static_cast<uint8_t>(c)]) out += c;
+  }
   return out;
 }
 
@@ -65,6 +75,9 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   } catch (const troupe::error& e) {
     fail(std::string("cannot load the tokenizer of ") + path + ": " + e.what());
   }
+  std::unordered_set<std::string> texts;
+  for (int32_t id = 0; id < g_tokenizer->vocab_size(); ++id) texts.insert(g_tokenizer->token_text(id));
+  for (int b = 0; b < 256; ++b) g_has_byte_token[b] = texts.count(troupe::unicode::byte_to_bpe_text(static_cast<uint8_t>(b))) > 0;
   // Only byte-level BPE promises the round trip, and llama.cpp's clean-up of " ." and
   // friends (pre-tokenizers gpt-2, llama3, default) deliberately breaks it.
   const std::string probe = "a . b 's";
@@ -77,18 +90,18 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);
-  const std::string expected = g_round_trips ? lenient(text) : std::string();
+  const std::string expected = g_round_trips ? representable(text) : std::string();
 
   for (const bool parse_special : {false, true}) {
     const std::vector<int32_t> ids = g_tokenizer->encode(text, false, parse_special);
     check_ids(ids);
     if (g_round_trips && g_tokenizer->decode(ids, true) != expected) fail("decode(encode(x)) differs from x");
-    if (!parse_special) check_incremental(ids);
   }
 
-  // The same bytes read as token ids: any sequence of pieces, splitting characters anywhere.
+  // The same bytes read as token ids: any sequence of pieces, splitting characters anywhere
+  // (a superset of what encode produces, so only these go through the incremental decoder).
   std::vector<int32_t> ids;
-  for (size_t i = 0; i + 1 < size && ids.size() < 64; i += 2) {
+  for (size_t i = 0; i + 1 < size && ids.size() < 32; i += 2) {
     ids.push_back(static_cast<int32_t>((data[i] | data[i + 1] << 8) % g_tokenizer->vocab_size()));
   }
   check_incremental(ids);
