@@ -33,7 +33,7 @@ done
 all_targets=(
   "gguf_fuzz gguf 4096 256"
   "fuzz_api_parse fuzz_api_parse 4096 512"
-  "fuzz_ws_frames fuzz_ws_frames 2048 256"
+  "fuzz_ws_frames fuzz_ws_frames 512 256"
   "fuzz_tokenizer fuzz_tokenizer 256 512"
   "fuzz_chat_template fuzz_chat_template 1024 256"
 )
