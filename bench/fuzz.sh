@@ -39,7 +39,7 @@ all_targets=(
   "gguf_fuzz gguf 4096 256"
   "fuzz_api_parse fuzz_api_parse 4096 512"
   "fuzz_ws_frames fuzz_ws_frames 512 256"
-  "fuzz_tokenizer fuzz_tokenizer 256 512"
+  "fuzz_tokenizer fuzz_tokenizer 128 512"
   "fuzz_chat_template fuzz_chat_template 1024 256"
 )
 [[ ${#targets[@]} -gt 0 ]] || for t in "${all_targets[@]}"; do targets+=("${t%% *}"); done
