@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/fuzz.sh: builds the libFuzzer targets (build-fuzz/, clang) and runs each one for a
 # fixed number of executions from a scratch copy of its seed corpus, so the committed seeds
-# stay small. One line per target: executions, seconds, exec/s, final corpus size, crashes.
+# stay small. One line per target: executions, wall and CPU seconds, executions per wall
+# second, final corpus size, crashes.
 # Exits non-zero when any target crashed (or leaked, or timed out); the reproducers are in
 # the results folder. One target runs at a time, niced: the machine is shared.
 #
@@ -58,7 +59,7 @@ limit=""
 [[ $max_seconds -eq 0 ]] || limit=" (at most $max_seconds s each)"
 echo "bench/fuzz.sh: $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u +%FT%TZ)," \
   "$(nproc) CPUs, $runs runs per target$limit; logs and reproducers in $out" | tee "$out/summary.txt"
-printf '%-20s %12s %9s %9s %8s %8s\n' target executions seconds exec/s corpus crashes | tee -a "$out/summary.txt"
+printf '%-20s %12s %9s %9s %9s %8s %8s\n' target executions seconds cpu-s exec/s corpus crashes | tee -a "$out/summary.txt"
 failed=0
 for name in "${targets[@]}"; do
   spec=""
@@ -70,18 +71,22 @@ for name in "${targets[@]}"; do
   cp fuzz/corpus/"$seeds"/* "$corpus"/
   start=$(date +%s.%N)
   rc=0
-  nice -n 10 "$build/fuzz/$name" "$corpus" -runs="$runs" -max_len="$max_len" -malloc_limit_mb="$malloc_mb" \
-    -max_total_time="$max_seconds" -timeout=10 -print_final_stats=1 -artifact_prefix="$out/$name-artifacts/" >"$out/$name.log" 2>&1 || rc=$?
+  # CPU seconds next to wall seconds: on a shared machine the wall clock includes waiting.
+  TIMEFORMAT='%U %S'
+  { time nice -n 10 "$build/fuzz/$name" "$corpus" -runs="$runs" -max_len="$max_len" -malloc_limit_mb="$malloc_mb" \
+      -max_total_time="$max_seconds" -timeout=10 -print_final_stats=1 -artifact_prefix="$out/$name-artifacts/" \
+      >"$out/$name.log" 2>&1; } 2>"$out/$name.cpu" || rc=$?
   end=$(date +%s.%N)
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out/$name.log" | tail -n 1)
   seconds=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", b - a }')
+  cpu=$(awk '{ printf "%.0f", $1 + $2 }' "$out/$name.cpu")
   rate=$(awk -v n="${execs:-0}" -v s="$seconds" 'BEGIN { printf "%.0f", (s > 0 ? n / s : 0) }')
   crashes=$(find "$out/$name-artifacts" -type f | wc -l)
   # A run that stopped without leaving a reproducer (a leak report, an abort in
   # initialization) still failed.
   if [[ $rc -ne 0 && $crashes -eq 0 ]]; then crashes="rc=$rc"; fi
   [[ $rc -eq 0 && $crashes == 0 ]] || failed=1
-  printf '%-20s %12s %9s %9s %8s %8s\n' "$name" "${execs:-?}" "$seconds" "$rate" \
+  printf '%-20s %12s %9s %9s %9s %8s %8s\n' "$name" "${execs:-?}" "$seconds" "$cpu" "$rate" \
     "$(find "$corpus" -type f | wc -l)" "$crashes" | tee -a "$out/summary.txt"
 done
 exit $failed
