@@ -79,7 +79,7 @@ for name in "${targets[@]}"; do
   end=$(date +%s.%N)
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out/$name.log" | tail -n 1)
   seconds=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", b - a }')
-  cpu=$(awk '{ printf "%.0f", $1 + $2 }' "$out/$name.cpu")
+  cpu=$(tail -n 1 "$out/$name.cpu" | awk '{ printf "%.0f", $1 + $2 }')
   rate=$(awk -v n="${execs:-0}" -v s="$seconds" 'BEGIN { printf "%.0f", (s > 0 ? n / s : 0) }')
   crashes=$(find "$out/$name-artifacts" -type f | wc -l)
   # A run that stopped without leaving a reproducer (a leak report, an abort in
