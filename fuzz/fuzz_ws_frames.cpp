@@ -16,6 +16,7 @@
 #include <boost/beast/websocket.hpp>
 
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <deque>
 #include <string>
@@ -28,6 +29,11 @@ namespace {
 
 namespace beast = boost::beast;
 namespace websocket = beast::websocket;
+
+[[noreturn]] void fail(const char* why) {
+  std::fprintf(stderr, "fuzz_ws_frames: %s\n", why);
+  std::abort();
+}
 
 // The server's --max-body-bytes, made small so that inputs of a few KiB cross it.
 constexpr std::size_t max_message_bytes = 256;
@@ -51,7 +57,7 @@ class server {
   explicit server(beast::test::stream&& stream) : ws_(std::move(stream)) {}
 
   // The stream's timeout timer keeps the io_context busy after the connection ends, so
-  // the caller runs handlers until this says the session has nothing left in flight.
+  // the caller runs ready handlers until this says the session has nothing left in flight.
   bool is_done() const { return !is_reading_ && queue_.empty(); }
 
   void run() {
@@ -61,7 +67,7 @@ class server {
     ws_.read_message_max(0);
     ws_.control_callback([](websocket::frame_type, beast::string_view) {});
     ws_.async_accept(upgrade_request(), [this](beast::error_code ec) {
-      if (ec) std::abort();  // a valid upgrade must be accepted whatever follows it
+      if (ec) fail("a valid upgrade was refused");
       do_read();
     });
   }
@@ -92,7 +98,7 @@ class server {
   }
 
   void on_message(const std::string& text) {
-    if (text.size() > max_message_bytes) std::abort();
+    if (text.size() > max_message_bytes) fail("a message over the limit reached the parser");
     const auto parsed = troupe::net::parse_ws_message(text, limits);
     if (!parsed.message) return send(troupe::net::ws_error(parsed.id, *parsed.error));
     if (const auto* ping = std::get_if<troupe::net::ws_ping>(&*parsed.message)) {
@@ -138,7 +144,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     server s(std::move(stream));
     s.run();
     ioc.restart();
-    while (!s.is_done()) ioc.run_one();
+    while (!s.is_done()) {
+      // Nothing ready but the stream's timers: the session would wait for a timeout although
+      // every byte has arrived and the client's side is closed. Fail at once (with the input)
+      // rather than hang until libFuzzer's wall-clock timeout.
+      if (ioc.poll_one() == 0) fail("the session is waiting on nothing but its timers");
+    }
   }
   ioc.restart();
   ioc.run();  // handlers cancelled by the stream's destruction
