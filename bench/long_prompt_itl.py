@@ -21,19 +21,13 @@ import argparse
 import http.client
 import json
 import os
-import random
 import subprocess
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare_serving import ROOT, free_port, percentile, wait_healthy  # noqa: E402
-
-
-def ids(key, n):
-    rng = random.Random(key)
-    return [rng.randrange(1000, 40000) for _ in range(n)]
+from compare_serving import ROOT, free_port, percentile, prompt_ids, wait_healthy  # noqa: E402
 
 
 def stream(port, prompt, n_gen, times, started=None):
@@ -64,7 +58,7 @@ def stream(port, prompt, n_gen, times, started=None):
 def measure(port, decoders, n_gen, long_prompt):
     started = threading.Semaphore(0)
     token_times = [[] for _ in range(decoders)]
-    threads = [threading.Thread(target=stream, args=(port, ids(f"d{i}", 32), n_gen, token_times[i], started))
+    threads = [threading.Thread(target=stream, args=(port, prompt_ids(f"d{i}", 32), n_gen, token_times[i], started))
                for i in range(decoders)]
     for t in threads:
         t.start()
@@ -72,7 +66,7 @@ def measure(port, decoders, n_gen, long_prompt):
         started.acquire()
     long_times = []
     arrival = time.monotonic()
-    stream(port, ids("long", long_prompt), 1, long_times)
+    stream(port, prompt_ids("long", long_prompt), 1, long_times)
     first = long_times[0] if long_times else time.monotonic()
     for t in threads:
         t.join()
