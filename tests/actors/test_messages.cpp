@@ -90,7 +90,10 @@ step_request sample_step_request() {
   s.penalty_tokens = {9, 9, 10};
   s.num_prompt_penalty_tokens = 2;
   s.sample_index = 5;
-  r.plan.sequences = {s, sequence_step{}};
+  r.plan.full = {s, sequence_step{}};
+  r.plan.next = {{43, 17, 9}, {44, 3, -1}};
+  r.plan.forget = {7, 8};
+  r.plan.is_planned_ahead = true;
   return r;
 }
 

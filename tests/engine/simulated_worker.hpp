@@ -18,21 +18,34 @@ namespace troupe::test {
 // start_pos, block table, block move or sample_index changes every later token.
 class simulated_worker {
  public:
-  simulated_worker(int32_t num_blocks, int32_t block_size, int32_t num_host_blocks)
+  simulated_worker(int32_t num_blocks, int32_t block_size, int32_t num_host_blocks, std::vector<int32_t> eog_ids = {2})
       : block_size_(block_size),
         device_(static_cast<size_t>(num_blocks * block_size), -1),
-        host_(static_cast<size_t>(num_host_blocks * block_size), -1) {}
+        host_(static_cast<size_t>(num_host_blocks * block_size), -1),
+        plans_(std::move(eog_ids)) {}
 
+  // Runs a scheduled step the way the worker actor does: the delta through plan_state
+  // (last_plan() is what ran), then the block moves and the plan.
   step_result run(const scheduled_step& step) {
-    for (const auto& c : step.ops.swap_out) move_block(device_, c.src, host_, c.dst);
-    for (const auto& c : step.ops.copies) move_block(device_, c.src, device_, c.dst);
-    for (const auto& c : step.ops.swap_in) move_block(host_, c.src, device_, c.dst);
-    for (const auto& s : step.plan.sequences) {
+    auto delta = step.plan;
+    last_plan_ = plans_.apply(std::move(delta));
+    auto result = run(step.ops, last_plan_);
+    plans_.on_result(result);
+    return result;
+  }
+  const batch_plan& last_plan() const { return last_plan_; }
+  const plan_state& plans() const { return plans_; }
+
+  step_result run(const kv_operations& ops, const batch_plan& plan) {
+    for (const auto& c : ops.swap_out) move_block(device_, c.src, host_, c.dst);
+    for (const auto& c : ops.copies) move_block(device_, c.src, device_, c.dst);
+    for (const auto& c : ops.swap_in) move_block(host_, c.src, device_, c.dst);
+    for (const auto& s : plan.sequences) {
       REQUIRE(s.block_table.size() * static_cast<size_t>(block_size_) >= s.start_pos + s.tokens.size());
       for (size_t i = 0; i < s.tokens.size(); ++i) slot(s.block_table, s.start_pos + static_cast<int32_t>(i)) = s.tokens[i];
     }
     step_result result;
-    for (const auto& s : step.plan.sequences) {
+    for (const auto& s : plan.sequences) {
       sequence_output o;
       o.seq_id = s.seq_id;
       if (s.wants_sample) {
@@ -65,6 +78,8 @@ class simulated_worker {
   int32_t block_size_;
   std::vector<int32_t> device_;  // num_blocks x block_size token ids
   std::vector<int32_t> host_;
+  plan_state plans_;
+  batch_plan last_plan_;
 };
 
 // What the simulated worker samples for a request that runs alone and is never preempted.

@@ -55,6 +55,18 @@ struct run_log {
   }
 };
 
+// A scheduled step as it ran: the plan is what the worker made of the delta.
+struct ran_step {
+  batch_plan plan;
+  kv_operations ops;
+  std::vector<uint64_t> preempted;
+  std::vector<uint64_t> started;
+  std::vector<uint64_t> resumed;
+  int32_t num_scheduled_tokens = 0;
+  bool was_empty = true;
+  bool is_empty() const { return was_empty; }
+};
+
 struct fixture {
   fake_kv_space kv;
   scheduler_policy sched;
@@ -64,10 +76,15 @@ struct fixture {
       : kv(num_blocks, block_size, num_host_blocks), sched(c, kv, {eog_token}),
         worker(num_blocks, block_size, num_host_blocks) {}
 
-  scheduled_step step(int64_t now_ms = 0) {
-    auto s = sched.schedule(now_ms);
-    if (!s.is_empty()) log.record(sched.on_step_done(worker.run(s)));
-    return s;
+  ran_step step(int64_t now_ms = 0) {
+    const auto s = sched.schedule(now_ms);
+    ran_step r{{}, s.ops, s.preempted, s.started, s.resumed, s.num_scheduled_tokens, s.is_empty()};
+    if (!s.is_empty()) {
+      const auto result = worker.run(s);
+      r.plan = worker.last_plan();
+      log.record(sched.on_step_done(result));
+    }
+    return r;
   }
   void run_to_end(int64_t now_ms = 0) {
     for (int i = 0; sched.has_unfinished(); ++i) {
@@ -168,7 +185,7 @@ workload_result run_random_workload(scheduler_policy& sched, simulated_worker& w
     const auto s = sched.schedule(t);
     maybe_abort();
     CHECK(s.plan.num_tokens() <= c.max_num_batched_tokens);
-    CHECK(static_cast<int32_t>(s.plan.sequences.size()) <= c.max_num_seqs);
+    CHECK(static_cast<int32_t>(s.plan.full.size() + s.plan.next.size()) <= c.max_num_seqs);
     CHECK(sched.stats().num_running <= c.max_num_seqs);
     CHECK((!s.is_empty() || !sched.has_unfinished()));  // never idle with work left
     if (!s.is_empty()) w.log.record(sched.on_step_done(worker.run(s)));
@@ -350,9 +367,9 @@ TEST_CASE("a prefix-cache hit shortens the prefill") {
   f.kv.set_cached_prefix_tokens(8);
   f.sched.add(request(1, 20), 0);
   const auto s = f.sched.schedule(0);
-  REQUIRE(s.plan.sequences.size() == 1);
-  CHECK(s.plan.sequences[0].start_pos == 8);
-  CHECK(s.plan.sequences[0].tokens.size() == 12);
+  REQUIRE(s.plan.full.size() == 1);
+  CHECK(s.plan.full[0].start_pos == 8);
+  CHECK(s.plan.full[0].tokens.size() == 12);
   CHECK(f.sched.find(1)->num_cached_prefix_tokens == 8);
 }
 
@@ -394,7 +411,7 @@ TEST_CASE("a recomputed sequence is fed prompt+output and continues its sample_i
   const auto output_before = f.log.outputs[victim];
   CHECK(f.kv.block_table(victim).empty());
   CHECK(f.sched.find(victim)->state() == sequence_state::waiting);
-  scheduled_step s;
+  ran_step s;
   while (step_of(s.plan, victim) == nullptr) s = f.step();
   const auto& resumed = *step_of(s.plan, victim);
   CHECK(contains(s.resumed, victim));
@@ -420,7 +437,7 @@ TEST_CASE("swap mode swaps the victim out and back in and resumes where it stopp
   f.sched.add(request(1, 4, 1, 12), 0);
   f.sched.add(request(2, 2, 1, 12), 0);
   f.sched.add(request(3, 2, 1, 12), 0);
-  scheduled_step s;
+  ran_step s;
   while (s.preempted.empty()) s = f.step();
   CHECK(s.preempted == std::vector<uint64_t>{3});
   CHECK_FALSE(s.ops.swap_out.empty());
@@ -587,7 +604,8 @@ TEST_CASE("steps carry the penalty window and count the batch efficiency") {
   f.sched.add(std::move(r), 0);
   f.step();
   const auto s = f.sched.schedule(0);
-  const auto& step = s.plan.sequences.at(0);
+  f.worker.run(s);
+  const auto& step = f.worker.last_plan().sequences.at(0);
   CHECK(step.penalty_tokens.size() == 4);
   CHECK(step.num_prompt_penalty_tokens == 3);
   CHECK(step.sample_index == 1);

@@ -144,14 +144,16 @@ engine::engine(caf::actor_system& sys, std::shared_ptr<const model_bundle> model
   caf::actor_system* system = &sys;
   auto latest = c.latest_worker;
   auto more_ranks = options.more_ranks;
-  worker_factory make_worker = [system, b, detached, latest, more_ranks] {
-    auto w = detached ? spawn_worker(*system, b) : spawn_worker_attached(*system, b);
+  auto eog = c.model->tok.eog_ids();
+  worker_factory make_worker = [system, b, detached, latest, more_ranks, eog] {
+    auto spawn = [&](const std::shared_ptr<backend>& x) {
+      return detached ? spawn_worker(*system, x, eog) : spawn_worker_attached(*system, x, eog);
+    };
+    auto w = spawn(b);
     if (!more_ranks.empty()) {
       std::vector<worker_actor> ranks{w};
-      for (const auto& r : more_ranks) {
-        ranks.push_back(detached ? spawn_worker(*system, r) : spawn_worker_attached(*system, r));
-      }
-      w = spawn_worker_group(*system, std::move(ranks));
+      for (const auto& r : more_ranks) ranks.push_back(spawn(r));
+      w = spawn_worker_group(*system, std::move(ranks), eog);
     }
     std::lock_guard lock(latest->mutex);
     latest->worker = w;

@@ -20,6 +20,7 @@
 #include "troupe/engine/request.hpp"
 #include "troupe/engine/request_events.hpp"
 #include "troupe/engine/scheduler_policy.hpp"
+#include "troupe/engine/step_plan.hpp"
 #include "troupe/model/backend.hpp"
 #include "troupe/model/error.hpp"
 
@@ -53,10 +54,11 @@ using done_ack_atom = caf::atom_constant<caf::atom("ended")>;     // sink adapte
 
 namespace troupe {
 
-// One step for the worker: the KV operations to apply first, then the plan.
+// One step for the worker: the KV operations to apply first, then the plan (what changed
+// since each sequence's last step: step_plan.hpp).
 struct step_request {
   kv_operations ops;
-  batch_plan plan;
+  step_delta plan;
   bool operator==(const step_request&) const = default;
 };
 
@@ -234,6 +236,16 @@ typename Inspector::result_type inspect(Inspector& f, sequence_step& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, batch_plan& x) {
   return f(caf::meta::type_name("troupe::batch_plan"), x.sequences);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, decode_next& x) {
+  return f(caf::meta::type_name("troupe::decode_next"), x.seq_id, x.start_pos, x.new_block);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, step_delta& x) {
+  return f(caf::meta::type_name("troupe::step_delta"), x.forget, x.full, x.next, x.is_planned_ahead);
 }
 
 template <class Inspector>

@@ -1,5 +1,6 @@
 #include "troupe/actors/scheduler.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -26,6 +27,9 @@ struct scheduler_state {
   std::shared_ptr<serving_metrics> metrics;  // null: none
   std::optional<step_cost_model> costs;      // refits the policy's attention_cost; none: fixed
   std::chrono::steady_clock::time_point last_blocks_sample;
+  // When the last step came back: a step sent earlier (planned ahead) starts running then.
+  std::chrono::steady_clock::time_point last_back;
+  bool is_async = false;
   static inline const char* name = "troupe.scheduler";
 };
 
@@ -84,20 +88,26 @@ struct step_notices {
   std::vector<uint64_t> preempted;
 };
 
-// Plans the next step and sends it to the worker, unless nothing can run.
-step_notices send_step(scheduler_self self) {
+void append(step_notices& to, step_notices from) {
+  to.started.insert(to.started.end(), from.started.begin(), from.started.end());
+  to.resumed.insert(to.resumed.end(), from.resumed.begin(), from.resumed.end());
+  to.preempted.insert(to.preempted.end(), from.preempted.begin(), from.preempted.end());
+}
+
+// Plans a step and sends it to the worker, unless nothing can run: the next step when none
+// is in flight, or (is_ahead) the one after the step in flight.
+step_notices send_step(scheduler_self self, bool is_ahead) {
   auto& st = self->state;
   const auto plan_start = clock_type::now();
-  auto step = st.policy->schedule(now_ms(self));
+  auto step = is_ahead ? st.policy->schedule_ahead(now_ms(self)) : st.policy->schedule(now_ms(self));
   if (step.is_empty()) {
-    if (st.metrics) st.metrics->on_idle();
+    if (st.metrics && !is_ahead) st.metrics->on_idle();
     return {};
   }
   if (st.metrics) st.metrics->on_preemptions(static_cast<int64_t>(step.preempted.size()));
   step_sample sample;
-  int64_t num_pairs = 0;
-  for (const auto& s : step.plan.sequences) num_pairs += attended_pairs(s.start_pos, static_cast<int64_t>(s.tokens.size()));
-  sample.num_sequences = static_cast<int32_t>(step.plan.sequences.size());
+  const int64_t num_pairs = step.num_attended_pairs;
+  sample.num_sequences = static_cast<int32_t>(step.plan.full.size() + step.plan.next.size());
   sample.num_tokens = step.num_scheduled_tokens;
   sample.token_budget = step.token_budget;
   if (st.metrics) {
@@ -107,20 +117,32 @@ step_notices send_step(scheduler_self self) {
   }
   step_request request{std::move(step.ops), std::move(step.plan)};
   const auto sent = clock_type::now();
+  const auto target = st.worker;
   self->request(st.worker, caf::infinite, atoms::step_atom::value, std::move(request))
       .then([=](const step_result& result) { on_step_back(self, sample, num_pairs, sent, result); },
             [=](caf::error& err) {
               const auto e = error_value_of(err, self->system());
+              self->state.last_back = clock_type::now();
               auto events = self->state.policy->on_step_failed(e.code, e.message);
               fan_out(self, events);
               // A step that failed with troupe's own code leaves a usable worker. Any other
               // error means the worker is gone (its down message may still be on the way):
               // replace it now, or the next step would go to the dead one and fail too.
-              if (err.category() != caf::atom("troupe")) replace_worker(self);
+              if (err.category() != caf::atom("troupe") && target == self->state.worker) replace_worker(self);
               kick(self);
             });
   add_overhead(self, seconds_between(plan_start, sent));
   return {std::move(step.started), std::move(step.resumed), std::move(step.preempted)};
+}
+
+// Sends every step that can go now: the next one when none is in flight and, with
+// asynchronous scheduling, the one after it, so that the worker never waits for a plan.
+step_notices pump(scheduler_self self) {
+  auto& st = self->state;
+  step_notices notices;
+  if (!st.policy->is_step_in_flight()) append(notices, send_step(self, false));
+  if (st.is_async && st.policy->num_steps_in_flight() == 1) append(notices, send_step(self, true));
+  return notices;
 }
 
 void send_notices(scheduler_self self, const step_notices& n) {
@@ -146,21 +168,24 @@ void on_step_back(scheduler_self self, step_sample sample, int64_t num_pairs, cl
                   const step_result& result) {
   auto& st = self->state;
   const auto back = clock_type::now();
-  st.busy_seconds += seconds_between(sent, back);
+  // A step planned ahead was sent while the one before it ran: it started when that came back.
+  const auto started = std::max(sent, st.last_back);
+  st.last_back = back;
+  st.busy_seconds += seconds_between(started, back);
   if (st.costs) {
-    st.costs->observe(sample.num_tokens, num_pairs, seconds_between(sent, back));
+    st.costs->observe(sample.num_tokens, num_pairs, seconds_between(started, back));
     st.policy->set_attention_cost(st.costs->attention_cost());
     if (st.metrics) st.metrics->on_attention_cost(st.costs->attention_cost());
   }
   if (st.metrics) {
-    sample.sent_seconds = clock_seconds(sent);
+    sample.sent_seconds = clock_seconds(started);
     sample.back_seconds = clock_seconds(back);
     st.metrics->on_step(sample);
   }
   auto events = st.policy->on_step_done(result);
   // Counted apart from send_step's planning, which counts itself.
   add_overhead(self, seconds_between(back, clock_type::now()));
-  const step_notices notices = send_step(self);
+  const step_notices notices = pump(self);
   const auto after_send = clock_type::now();
   // Before the events go out: a client that has seen its request end finds it gone from the
   // gauges too.
@@ -176,14 +201,15 @@ void replace_worker(scheduler_self self) {
   self->demonitor(st.worker.address());
   caf::anon_send_exit(st.worker, caf::exit_reason::kill);
   ++st.num_worker_restarts;
+  st.policy->forget_worker_state();
   st.worker = st.make_worker();
   *st.current_worker = st.worker;
   self->monitor(st.worker);
 }
 
-// Sends the next step unless one is in flight, and brings the gauges up to date.
+// Sends what can be sent now, and brings the gauges up to date.
 void kick(scheduler_self self) {
-  if (!self->state.policy->is_step_in_flight()) send_notices(self, send_step(self));
+  send_notices(self, pump(self));
   publish_state(self);
 }
 
@@ -192,6 +218,7 @@ scheduler_actor::behavior_type scheduler(scheduler_self self, scheduler_config c
                         std::shared_ptr<serving_metrics> metrics) {
   auto& st = self->state;
   st.metrics = std::move(metrics);
+  st.is_async = config.async_scheduling;
   st.blocks = std::make_unique<block_manager>(blocks);
   st.policy = std::make_unique<scheduler_policy>(config, *st.blocks, std::move(eog_ids));
   if (config.fit_attention_cost && config.attention_cost > 0) st.costs.emplace(config.attention_cost);

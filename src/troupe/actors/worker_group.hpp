@@ -19,6 +19,9 @@
 namespace troupe {
 
 // Spawns a group over rank workers (rank 0 first). Throws troupe::error for an empty list.
-worker_actor spawn_worker_group(caf::actor_system& sys, std::vector<worker_actor> ranks);
+// It keeps the sequences' steps itself (plan_state) and sends the ranks whole steps, so
+// that every rank runs the same plan whatever it sampled; a step planned ahead waits in the
+// group until the running one is back.
+worker_actor spawn_worker_group(caf::actor_system& sys, std::vector<worker_actor> ranks, std::vector<int32_t> eog_ids);
 
 }  // namespace troupe

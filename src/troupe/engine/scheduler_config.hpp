@@ -34,6 +34,10 @@ struct scheduler_config {
   // Set by the engine when attention_cost came from the backend: the scheduler then refits it
   // from the steps it times (step_cost_model).
   bool fit_attention_cost = false;
+  // Asynchronous scheduling: plan step N+1 while the worker runs step N, so that the worker
+  // starts it as soon as step N ends (scheduler_policy::schedule_ahead). Worth it where a
+  // step is short (a GPU); off, every step is planned after the last one is back.
+  bool async_scheduling = false;
 
   // Admission batching (the batcher): release when max_batch_size requests are held or the
   // oldest has waited max_wait_ms (0 = at once); refuse with queue_full past max_queue_len

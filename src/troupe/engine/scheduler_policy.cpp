@@ -39,6 +39,7 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 struct scheduler_policy::step_builder {
   int64_t now_ms = 0;
+  bool is_ahead = false;    // planned while a step runs: no preemption, no unknown token fed
   int32_t budget = 0;       // tokens neither planned nor promised yet
   double cost_budget = 0;   // the same in cost (step_cost.hpp)
   bool has_prefill = false; // a prompt chunk is planned or promised
@@ -46,6 +47,7 @@ struct scheduler_policy::step_builder {
   std::vector<step_entry> entries;                 // planned: KV grown, in plan order
   std::unordered_map<uint64_t, int32_t> promised;  // running sequences' token shares not yet planned
   bool has_preempted_for_kv = false;
+  bool is_short_of_kv = false;  // ahead: a running sequence could not grow (a preemption is due)
 };
 
 scheduler_policy::scheduler_policy(scheduler_config config, kv_space& kv, std::vector<int32_t> eog_ids)
@@ -60,7 +62,7 @@ void scheduler_policy::add(sequence_request request, int64_t now_ms) {
   if (request.prompt_tokens.empty()) {
     throw error(error_code::invalid_argument, "sequence " + id + ": the prompt is empty");
   }
-  if (sequences_.contains(request.id)) {
+  if (sequences_.contains(request.id) || deferred_.contains(request.id)) {
     throw error(error_code::invalid_argument, "sequence " + id + " is already scheduled");
   }
   const int64_t num_prompt = static_cast<int64_t>(request.prompt_tokens.size());
@@ -88,11 +90,26 @@ void scheduler_policy::set_attention_cost(double attention_cost) {
 }
 
 scheduled_step scheduler_policy::schedule(int64_t now_ms) {
-  if (is_step_in_flight_) {
+  if (!in_flight_.empty()) {
     throw error(error_code::internal, "schedule() called while a step is in flight; call on_step_done first");
   }
+  needs_sync_ = false;
+  return plan(now_ms, false);
+}
+
+scheduled_step scheduler_policy::schedule_ahead(int64_t now_ms) {
+  if (in_flight_.size() != 1) {
+    throw error(error_code::internal, "schedule_ahead() needs exactly one step in flight, not " +
+                                          std::to_string(in_flight_.size()));
+  }
+  if (needs_sync_) return {};
+  return plan(now_ms, true);
+}
+
+scheduled_step scheduler_policy::plan(int64_t now_ms, bool is_ahead) {
   step_builder b;
   b.now_ms = now_ms;
+  b.is_ahead = is_ahead;
   b.budget = config_.max_num_batched_tokens;
   b.cost_budget = step_cost(0, config_.max_num_batched_tokens, attention_cost_);
   // Every eviction comes before any KV is grown or swapped in for this step: an evicted
@@ -104,22 +121,61 @@ scheduled_step scheduler_policy::schedule(int64_t now_ms) {
   // Resuming swapped or admitting new work in a step that ran out of KV would only evict
   // again (vLLM skips both too), unless nothing is left to run: an empty step must mean
   // that nothing can run until the next add, abort or step_done.
-  if (!b.has_preempted_for_kv || b.entries.empty()) {
+  if (b.is_short_of_kv) {
+    needs_sync_ = true;
+  } else if (!b.has_preempted_for_kv || b.entries.empty()) {
     schedule_swapped(b);
     if (swapped_.empty()) schedule_waiting(b, queue);
   }
 
-  for (const auto& e : b.entries) b.out.plan.sequences.push_back(make_step(sequences_.at(e.seq_id), e.num_tokens));
   b.out.num_scheduled_tokens = static_cast<int32_t>(b.out.plan.num_tokens());
   b.out.token_budget = config_.max_num_batched_tokens;
-  if (!b.out.is_empty()) {
-    in_flight_ = std::move(b.entries);
-    is_step_in_flight_ = true;
-    ++totals_.num_steps;
-    totals_.num_scheduled_tokens += b.out.num_scheduled_tokens;
-    totals_.num_budget_tokens += b.out.token_budget;
+  if (b.out.is_empty()) return std::move(b.out);
+  b.out.plan.forget = std::move(forgets_);
+  forgets_.clear();
+  b.out.plan.is_planned_ahead = is_ahead;
+  for (const auto& e : b.entries) {
+    sequence& seq = sequences_.at(e.seq_id);
+    seq.num_in_flight_tokens += e.num_tokens;
+    seq.num_pending_samples += e.wants_sample ? 1 : 0;
+    seq.num_in_flight_steps += 1;
   }
+  in_flight_.push_back({std::move(b.entries), is_ahead});
+  ++totals_.num_steps;
+  totals_.num_scheduled_tokens += b.out.num_scheduled_tokens;
+  totals_.num_budget_tokens += b.out.token_budget;
   return std::move(b.out);
+}
+
+bool scheduler_policy::ends_by_length_in_flight(const sequence& seq) const {
+  if (seq.num_pending_samples == 0) return false;
+  return seq.num_output_tokens() + seq.num_pending_samples >= seq.params.max_tokens ||
+         planned_tokens(seq) >= max_sequence_tokens_;
+}
+
+void scheduler_policy::add_to_plan(step_builder& b, sequence& seq, int32_t num_tokens, bool had_copies) {
+  const int32_t start = scheduled_end(seq);
+  const bool wants_sample = start + num_tokens == planned_tokens(seq);
+  b.entries.push_back({seq.id, num_tokens, wants_sample});
+  b.out.num_attended_pairs += attended_pairs(start, num_tokens);
+  const auto& table = kv_.block_table(seq.id);
+  const auto num_blocks = static_cast<int32_t>(table.size());
+  if (num_tokens == 1 && seq.is_known_to_worker && seq.was_last_sent_sampled && !had_copies &&
+      is_planned_decode(seq) && num_blocks <= seq.num_blocks_sent + 1) {
+    const int32_t new_block = num_blocks > seq.num_blocks_sent ? table.back() : -1;
+    b.out.plan.next.push_back({seq.id, start, new_block});
+  } else {
+    if (start + num_tokens > seq.num_tokens()) {
+      // Only a decode_next may feed a token not yet known, and schedule_running keeps
+      // every other case out of a step planned ahead.
+      throw error(error_code::internal, "sequence " + std::to_string(seq.id) +
+                                            ": a whole step would feed a token that is not known yet");
+    }
+    b.out.plan.full.push_back(make_step(seq, num_tokens));
+  }
+  seq.is_known_to_worker = true;
+  seq.was_last_sent_sampled = wants_sample;
+  seq.num_blocks_sent = num_blocks;
 }
 
 int32_t scheduler_policy::num_tokens_to_feed(int32_t num_computed, int32_t num_uncomputed, int32_t budget) const {
@@ -176,6 +232,10 @@ void scheduler_policy::preempt_for_priority(step_builder& b, const std::vector<s
     // It is recomputed rather than swapped: swapped sequences would hold the admission back.
     const auto victim = lowest_ranked_running();
     if (!victim || sequences_.at(*victim).admitted_priority <= priority) break;
+    if (b.is_ahead) {
+      needs_sync_ = true;  // the victim is in the running step: evict it once that is back
+      break;
+    }
     preempt(*victim, b, preemption_mode::recompute);
   }
 }
@@ -184,19 +244,22 @@ void scheduler_policy::schedule_running(step_builder& b) {
   auto by_rank = [this](uint64_t x, uint64_t y) { return is_ranked_before(sequences_.at(x), sequences_.at(y)); };
   if (!is_running_sorted_) std::sort(running_.begin(), running_.end(), by_rank);
   is_running_sorted_ = true;
-  // Token shares: every decode its one token first, then prefill chunks in rank order.
+  // Token shares: every decode its one token first, then prefill chunks in rank order. A
+  // sequence whose sample in flight ends it by length gets nothing more. Planned ahead, a
+  // sequence is fed only what the worker can fill in: known tokens, or its own last sample.
   for (uint64_t id : running_) {
     const sequence& seq = sequences_.at(id);
-    if (seq.is_decoding() && b.budget > 0) {
+    if (is_planned_decode(seq) && b.budget > 0 && !ends_by_length_in_flight(seq)) {
+      if (b.is_ahead && seq.num_pending_samples > 0 && !seq.is_known_to_worker) continue;
       b.promised[id] = 1;
       --b.budget;
-      b.cost_budget -= step_cost(seq.num_computed_tokens, 1, attention_cost_);
+      b.cost_budget -= step_cost(scheduled_end(seq), 1, attention_cost_);
     }
   }
   for (uint64_t id : running_) {
     const sequence& seq = sequences_.at(id);
-    if (seq.is_decoding()) continue;
-    const int32_t n = take_tokens(b, seq.num_computed_tokens, seq.num_uncomputed_tokens());
+    if (is_planned_decode(seq) || ends_by_length_in_flight(seq)) continue;
+    const int32_t n = take_tokens(b, scheduled_end(seq), planned_tokens(seq) - scheduled_end(seq));
     if (n == 0) continue;
     b.promised[id] = n;
   }
@@ -208,7 +271,13 @@ void scheduler_policy::schedule_running(step_builder& b) {
     if (share == b.promised.end()) continue;  // no tokens this step, or preempted
     sequence& seq = sequences_.at(id);
     const int32_t n = share->second;
-    const int32_t target = seq.num_computed_tokens + n;
+    const int32_t target = scheduled_end(seq) + n;
+    if (b.is_ahead && !kv_.can_grow(id, target)) {
+      // Every possible victim is in the running step: leave it out now, preempt later.
+      b.is_short_of_kv = true;
+      b.promised.erase(share);
+      continue;
+    }
     bool was_preempted = false;
     while (!was_preempted && !kv_.can_grow(id, target)) {
       const uint64_t victim = *lowest_ranked_running();
@@ -218,8 +287,10 @@ void scheduler_policy::schedule_running(step_builder& b) {
     }
     if (was_preempted) continue;
     b.promised.erase(id);
-    append(b.out.ops, kv_.grow(id, target, seq.tokens()));
-    b.entries.push_back({id, n});
+    auto ops = kv_.grow(id, target, seq.tokens());
+    const bool had_copies = !ops.copies.empty();
+    append(b.out.ops, std::move(ops));
+    add_to_plan(b, seq, n, had_copies);
   }
 }
 
@@ -246,8 +317,10 @@ void scheduler_policy::schedule_swapped(step_builder& b) {
       std::tie(b.budget, b.cost_budget, b.has_prefill) = std::tuple(budget, cost_budget, has_prefill);
       continue;
     }
-    append(b.out.ops, kv_.grow(id, target, seq.tokens()));
-    b.entries.push_back({id, n});
+    auto ops = kv_.grow(id, target, seq.tokens());
+    const bool had_copies = !ops.copies.empty();
+    append(b.out.ops, std::move(ops));
+    add_to_plan(b, seq, n, had_copies);
   }
   swapped_.erase(swapped_.begin(), swapped_.begin() + static_cast<ptrdiff_t>(num_resumed));
 }
@@ -265,7 +338,9 @@ void scheduler_policy::schedule_waiting(step_builder& b, const std::vector<std::
       std::tie(b.budget, b.cost_budget, b.has_prefill) = std::tuple(budget, cost_budget, has_prefill);
       break;
     }
-    append(b.out.ops, kv_.grow(id, num_cached + n, seq.tokens()));
+    auto ops = kv_.grow(id, num_cached + n, seq.tokens());
+    const bool had_copies = !ops.copies.empty();
+    append(b.out.ops, std::move(ops));
     seq.num_computed_tokens = num_cached;
     seq.num_cached_prefix_tokens = num_cached;
     seq.admitted_priority = priority;
@@ -273,7 +348,7 @@ void scheduler_policy::schedule_waiting(step_builder& b, const std::vector<std::
     running_.push_back(id);
     is_running_sorted_ = false;
     (seq.num_preemptions == 0 ? b.out.started : b.out.resumed).push_back(id);
-    b.entries.push_back({id, n});
+    add_to_plan(b, seq, n, had_copies);
     admitted.insert(id);
   }
   std::erase_if(waiting_, [&](uint64_t id) { return admitted.contains(id); });
@@ -290,6 +365,12 @@ void scheduler_policy::preempt(uint64_t seq_id, step_builder& b, preemption_mode
     b.promised.erase(share);
   }
   sequence& seq = sequences_.at(seq_id);
+  if (seq.num_in_flight_steps > 0) {
+    throw error(error_code::internal, "sequence " + std::to_string(seq_id) + " was evicted while a step holds it");
+  }
+  if (seq.is_known_to_worker) forgets_.push_back(seq_id);
+  seq.is_known_to_worker = false;
+  seq.num_blocks_sent = 0;
   erase_id(running_, seq_id);
   if (mode == preemption_mode::swap && kv_.can_swap_out(seq_id)) {
     append(b.out.ops, kv_.swap_out(seq_id));
@@ -322,7 +403,7 @@ int64_t scheduler_policy::effective_priority(const sequence& seq, int64_t now_ms
 sequence_step scheduler_policy::make_step(const sequence& seq, int32_t num_tokens) const {
   sequence_step s;
   s.seq_id = seq.id;
-  s.start_pos = seq.num_computed_tokens;
+  s.start_pos = scheduled_end(seq);
   s.tokens = seq.tokens_from(s.start_pos, num_tokens);
   s.block_table = kv_.block_table(seq.id);
   s.wants_sample = s.start_pos + num_tokens == seq.num_tokens();
@@ -339,31 +420,48 @@ sequence_step scheduler_policy::make_step(const sequence& seq, int32_t num_token
 }
 
 std::vector<sequence_event> scheduler_policy::on_step_done(const step_result& result) {
-  if (!is_step_in_flight_) throw error(error_code::internal, "on_step_done() without a step in flight");
+  if (in_flight_.empty()) throw error(error_code::internal, "on_step_done() without a step in flight");
   std::unordered_map<uint64_t, const sequence_output*> outputs;
+  outputs.reserve(result.outputs.size());
   for (const auto& o : result.outputs) outputs[o.seq_id] = &o;
-  for (const auto& e : in_flight_) {
-    const sequence& seq = sequences_.at(e.seq_id);
-    if (seq.num_computed_tokens + e.num_tokens < seq.num_tokens()) continue;
+  for (const auto& e : in_flight_.front().entries) {
+    if (!e.wants_sample || !sequences_.contains(e.seq_id)) continue;
     const auto it = outputs.find(e.seq_id);
     if (it == outputs.end() || it->second->token < 0) {
       throw error(error_code::internal, "the step result has no sampled token for sequence " + std::to_string(e.seq_id));
     }
   }
 
+  const in_flight_step done = std::move(in_flight_.front());
+  in_flight_.erase(in_flight_.begin());
+  release_deferred(done.entries);
   std::vector<sequence_event> events;
-  const auto entries = std::move(in_flight_);
-  end_step();
-  for (const auto& e : entries) {
-    sequence& seq = sequences_.at(e.seq_id);
+  for (const auto& e : done.entries) {
+    const auto it = sequences_.find(e.seq_id);
+    if (it == sequences_.end()) continue;  // retired while the step ran
+    sequence& seq = it->second;
     seq.num_computed_tokens += e.num_tokens;
-    if (seq.num_computed_tokens < seq.num_tokens()) continue;  // a non-final prefill chunk
+    seq.num_in_flight_tokens -= e.num_tokens;
+    seq.num_in_flight_steps -= 1;
+    if (!e.wants_sample) continue;  // a non-final prefill chunk
+    seq.num_pending_samples -= 1;
     const sequence_output& o = *outputs.at(e.seq_id);
     seq.append_token(o.token);
     sequence_event ev{e.seq_id, sequence_state::running, o.token, o.logprob, o.top_logprobs};
     if (should_stop(seq)) {
       ev.state = sequence_state::finished;
       ev.reason = seq.reason;
+      // The worker drops a stopped sequence from the step planned behind this one.
+      if (seq.num_in_flight_steps > 0 && is_stop_token(seq.params, eog_ids_, o.token)) {
+        auto& next = in_flight_.front().entries;
+        const auto dropped = std::find_if(next.begin(), next.end(), [&](const step_entry& x) { return x.seq_id == seq.id; });
+        if (dropped != next.end()) {
+          seq.num_in_flight_tokens -= dropped->num_tokens;
+          seq.num_pending_samples -= dropped->wants_sample ? 1 : 0;
+          seq.num_in_flight_steps -= 1;
+          next.erase(dropped);
+        }
+      }
       retire(seq, sequence_state::finished);
     }
     events.push_back(std::move(ev));
@@ -372,32 +470,46 @@ std::vector<sequence_event> scheduler_policy::on_step_done(const step_result& re
 }
 
 std::vector<sequence_event> scheduler_policy::on_step_failed(error_code code, const std::string& message) {
-  if (!is_step_in_flight_) throw error(error_code::internal, "on_step_failed() without a step in flight");
+  if (in_flight_.empty()) throw error(error_code::internal, "on_step_failed() without a step in flight");
+  const in_flight_step failed = std::move(in_flight_.front());
+  in_flight_.erase(in_flight_.begin());
+  release_deferred(failed.entries);
+  // The worker fails a step planned ahead of a failed one (it may read the failed step's KV).
+  if (!in_flight_.empty() && in_flight_.front().is_planned_ahead) needs_sync_ = true;
   std::vector<sequence_event> events;
-  const auto entries = std::move(in_flight_);
-  end_step();
-  for (const auto& e : entries) {
+  for (const auto& e : failed.entries) {
+    const auto it = sequences_.find(e.seq_id);
+    if (it == sequences_.end()) continue;
+    sequence& seq = it->second;
+    seq.num_in_flight_tokens -= e.num_tokens;
+    seq.num_pending_samples -= e.wants_sample ? 1 : 0;
+    seq.num_in_flight_steps -= 1;
     sequence_event ev;
     ev.seq_id = e.seq_id;
     ev.state = sequence_state::failed;
     ev.error = code;
     ev.message = message;
-    retire(sequences_.at(e.seq_id), sequence_state::failed);
+    retire(seq, sequence_state::failed);
     events.push_back(std::move(ev));
   }
   return events;
 }
 
+void scheduler_policy::forget_worker_state() {
+  for (auto& [id, seq] : sequences_) {
+    seq.is_known_to_worker = false;
+    seq.num_blocks_sent = 0;
+  }
+  forgets_.clear();
+}
+
 bool scheduler_policy::should_stop(sequence& seq) const {
   const int32_t token = seq.output_tokens().back();
-  const auto& p = seq.params;
-  const bool is_eog = std::find(eog_ids_.begin(), eog_ids_.end(), token) != eog_ids_.end();
-  const bool is_stop_token = std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), token) != p.stop_token_ids.end();
-  if ((is_eog && !p.ignore_eos) || is_stop_token) {
+  if (is_stop_token(seq.params, eog_ids_, token)) {
     seq.reason = finish_reason::stop;
     return true;
   }
-  if (seq.num_output_tokens() >= p.max_tokens || seq.num_tokens() >= max_sequence_tokens_) {
+  if (seq.num_output_tokens() >= seq.params.max_tokens || seq.num_tokens() >= max_sequence_tokens_) {
     seq.reason = finish_reason::length;
     return true;
   }
@@ -407,19 +519,19 @@ bool scheduler_policy::should_stop(sequence& seq) const {
 void scheduler_policy::retire(sequence& seq, sequence_state final_state) {
   const uint64_t id = seq.id;
   if (seq.state() == sequence_state::running || seq.state() == sequence_state::swapped) {
-    // Blocks planned for the step in flight are registered in the prefix cache before the
-    // step writes them: they go back only once the step has run.
-    const auto is_id = [id](const step_entry& e) { return e.seq_id == id; };
-    if (std::any_of(in_flight_.begin(), in_flight_.end(), is_id)) {
-      std::erase_if(in_flight_, is_id);
-      releases_after_step_.push_back(id);
-    } else if (final_state == sequence_state::failed) {
+    const bool is_discard = final_state == sequence_state::failed;
+    if (seq.num_in_flight_steps > 0) {
+      // Blocks planned for steps in flight are registered in the prefix cache before the
+      // steps write them: they go back only once those steps are back.
+      deferred_[id] = {seq.num_in_flight_steps, is_discard};
+    } else if (is_discard) {
       // Its planned step never ran: the blocks registered in the prefix cache hold nothing.
       kv_.discard(id);
     } else {
       kv_.release(id);
     }
   }
+  if (seq.is_known_to_worker) forgets_.push_back(id);
   seq.transition_to(final_state);
   erase_id(running_, id);
   erase_id(waiting_, id);
@@ -427,11 +539,18 @@ void scheduler_policy::retire(sequence& seq, sequence_state final_state) {
   sequences_.erase(id);
 }
 
-void scheduler_policy::end_step() {
-  in_flight_.clear();
-  is_step_in_flight_ = false;
-  for (uint64_t id : releases_after_step_) kv_.release(id);
-  releases_after_step_.clear();
+void scheduler_policy::release_deferred(const std::vector<step_entry>& entries) {
+  if (deferred_.empty()) return;
+  for (const auto& e : entries) {
+    const auto it = deferred_.find(e.seq_id);
+    if (it == deferred_.end() || --it->second.num_steps > 0) continue;
+    if (it->second.is_discard) {
+      kv_.discard(e.seq_id);
+    } else {
+      kv_.release(e.seq_id);
+    }
+    deferred_.erase(it);
+  }
 }
 
 bool scheduler_policy::abort(uint64_t seq_id) {

@@ -1,8 +1,16 @@
 // Iteration-level continuous batching: which sequences run in the next step and with how
 // many tokens (decodes first, then prefill chunks), priorities with ageing, preemption
-// when KV runs out, stop rules and aborts. One step is in flight at a time. The scheduler
-// actor owns one of these and a kv_space; it calls schedule(), runs the plan, then
-// on_step_done(), and fans the returned events out to the request actors.
+// when KV runs out, stop rules and aborts. The scheduler actor owns one of these and a
+// kv_space; it calls schedule(), sends the plan, then on_step_done(), and fans the returned
+// events out to the request actors.
+//
+// Asynchronous scheduling: while one step runs, schedule_ahead() plans the next on the
+// assumption that every sequence in the running step gets its token. The plan says "feed
+// the token you sampled last" (decode_next, step_plan.hpp), so it needs no correction when
+// the tokens arrive; a sequence whose token turns out to be a stop token is dropped from
+// the planned step by the worker and by on_step_done alike. What cannot be planned ahead
+// (a preemption, for KV or for priority) makes schedule_ahead() leave the rest for a
+// synchronous schedule() once the running step is back.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -13,6 +21,7 @@
 #include "troupe/engine/kv_space.hpp"
 #include "troupe/engine/scheduler_config.hpp"
 #include "troupe/engine/sequence.hpp"
+#include "troupe/engine/step_plan.hpp"
 #include "troupe/model/backend.hpp"
 
 namespace troupe {
@@ -26,7 +35,7 @@ struct sequence_request {
 };
 
 struct scheduled_step {
-  batch_plan plan;                     // empty: nothing to run now
+  step_delta plan;                     // empty: nothing to run now (what changed: step_plan.hpp)
   // Block moves to do before running the plan, in this order: swap_out, copies, swap_in
   // (a swap_out reads blocks that a copy or a later step may reuse).
   kv_operations ops;
@@ -35,8 +44,9 @@ struct scheduled_step {
   std::vector<uint64_t> resumed;       // running again after a preemption
   int32_t num_scheduled_tokens = 0;    // plan.num_tokens()
   int32_t token_budget = 0;            // max_num_batched_tokens
+  int64_t num_attended_pairs = 0;      // attention (query, key) pairs of the fed tokens
   bool is_empty() const {
-    return plan.sequences.empty() && ops.copies.empty() && ops.swap_out.empty() && ops.swap_in.empty();
+    return plan.is_empty() && ops.copies.empty() && ops.swap_out.empty() && ops.swap_in.empty();
   }
 };
 
@@ -88,20 +98,31 @@ class scheduler_policy {
   // step is in flight. A non-empty result is in flight until on_step_done/on_step_failed;
   // an empty one means nothing can run before the next add, abort or step_done.
   scheduled_step schedule(int64_t now_ms);
+  // Plans the step after the one in flight (exactly one must be). Empty when nothing more
+  // can run, or when what is left needs a preemption or follows a failed step: then
+  // needs_sync() is true and the next step comes from schedule() once this one is back.
+  scheduled_step schedule_ahead(int64_t now_ms);
+  bool needs_sync() const { return needs_sync_; }
 
-  // Appends the sampled tokens (outputs matched by seq_id), applies the stop rules, finishes
-  // and frees sequences. Returns one event per sampled token, in plan order. Throws
-  // troupe::error(internal) with no step in flight or when a wanted sample is missing.
+  // Applies the oldest step in flight: appends the sampled tokens (outputs matched by
+  // seq_id), applies the stop rules, finishes and frees sequences. A sequence that stopped
+  // on a token leaves the step planned behind it (the worker drops it there too). Returns
+  // one event per sampled token, in plan order. Throws troupe::error(internal) with no
+  // step in flight or when a wanted sample is missing.
   std::vector<sequence_event> on_step_done(const step_result& result);
-  // The worker could not run the step: every sequence in it fails and frees its blocks.
+  // The worker could not run the oldest step: every sequence in it fails and frees its
+  // blocks. A step planned ahead of it will fail too (step_delta::is_planned_ahead).
   std::vector<sequence_event> on_step_failed(error_code code, const std::string& message);
+  // The worker was replaced: it holds no sequence's state, so every next step is whole.
+  void forget_worker_state();
 
   // Cancels a sequence in any live state and returns its blocks; false (and no effect)
   // for an unknown or already finished id. Safe while a step is in flight: the step's
   // output for it is ignored and its blocks go back when the step is done.
   bool abort(uint64_t seq_id);
 
-  bool is_step_in_flight() const { return is_step_in_flight_; }
+  bool is_step_in_flight() const { return !in_flight_.empty(); }
+  int32_t num_steps_in_flight() const { return static_cast<int32_t>(in_flight_.size()); }
   bool has_unfinished() const { return !sequences_.empty(); }
   // Longest a sequence may grow (prompt + output): max_model_len capped by the KV pool.
   int32_t max_sequence_tokens() const { return max_sequence_tokens_; }
@@ -112,6 +133,16 @@ class scheduler_policy {
   struct step_entry {
     uint64_t seq_id;
     int32_t num_tokens;
+    bool wants_sample;
+  };
+  struct in_flight_step {
+    std::vector<step_entry> entries;
+    bool is_planned_ahead = false;
+  };
+  // A retired sequence whose blocks go back once the steps in flight that hold it are.
+  struct deferred_release {
+    int32_t num_steps = 0;
+    bool is_discard = false;  // its KV was never written (a failed step): drop it from the prefix cache
   };
   struct step_builder;
 
@@ -132,10 +163,22 @@ class scheduler_policy {
   // The victim: lowest admitted priority, then latest arrival.
   std::optional<uint64_t> lowest_ranked_running() const;
   int64_t effective_priority(const sequence& seq, int64_t now_ms) const;
+  scheduled_step plan(int64_t now_ms, bool is_ahead);
+  // Puts a sequence's share of the step into the plan: a decode_next when the worker can
+  // continue it, a whole sequence_step otherwise.
+  void add_to_plan(step_builder& b, sequence& seq, int32_t num_tokens, bool had_copies);
   sequence_step make_step(const sequence& seq, int32_t num_tokens) const;
+  // Positions fed by steps done or in flight, and the tokens known or pending.
+  static int32_t scheduled_end(const sequence& seq) { return seq.num_computed_tokens + seq.num_in_flight_tokens; }
+  static int32_t planned_tokens(const sequence& seq) { return seq.num_tokens() + seq.num_pending_samples; }
+  static bool is_planned_decode(const sequence& seq) {
+    return planned_tokens(seq) - scheduled_end(seq) == 1 && seq.num_output_tokens() + seq.num_pending_samples > 0;
+  }
+  // A sample in flight will end it by length: nothing more is planned for it.
+  bool ends_by_length_in_flight(const sequence& seq) const;
   bool should_stop(sequence& seq) const;
   void retire(sequence& seq, sequence_state final_state);
-  void end_step();
+  void release_deferred(const std::vector<step_entry>& entries);
 
   scheduler_config config_;
   double attention_cost_ = 0;
@@ -149,9 +192,10 @@ class scheduler_policy {
   // the order, so running_ is sorted again only after an admission or a resume.
   bool is_running_sorted_ = true;
   std::vector<uint64_t> swapped_;
-  std::vector<step_entry> in_flight_;
-  std::vector<uint64_t> releases_after_step_;  // aborted while their step was in flight
-  bool is_step_in_flight_ = false;
+  std::vector<in_flight_step> in_flight_;  // oldest first, at most two
+  std::unordered_map<uint64_t, deferred_release> deferred_;
+  std::vector<uint64_t> forgets_;  // for the next plan: the worker drops these sequences' state
+  bool needs_sync_ = false;
   uint64_t next_arrival_order_ = 0;
   scheduler_stats totals_;
 };

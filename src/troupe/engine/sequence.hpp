@@ -41,6 +41,17 @@ class sequence {
   int32_t num_cached_prefix_tokens = 0;  // of those, reused from the prefix cache at admission
   int32_t num_preemptions = 0;
   finish_reason reason = finish_reason::stop;  // meaningful once finished
+  // Steps sent to the worker but not yet back (at most two with asynchronous scheduling):
+  // the tokens they feed, how many of them end in a sample not yet known, and how many
+  // such steps there are.
+  int32_t num_in_flight_tokens = 0;
+  int32_t num_pending_samples = 0;
+  int32_t num_in_flight_steps = 0;
+  // The worker holds the sequence's last step, so that a decode can follow as a
+  // decode_next (step_plan.hpp), and this many entries of its block table.
+  bool is_known_to_worker = false;
+  bool was_last_sent_sampled = false;  // the last step sent for it ends in a sample
+  int32_t num_blocks_sent = 0;
 
   sequence_state state() const { return state_; }
   // Moves to `next` or throws troupe::error(internal) naming both states. Entering waiting

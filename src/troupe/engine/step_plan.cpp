@@ -1,0 +1,164 @@
+#include "troupe/engine/step_plan.hpp"
+
+#include <algorithm>
+#include <string>
+
+#include "troupe/model/error.hpp"
+
+namespace troupe {
+
+namespace {
+
+bool has_penalties(const sampling_params& p) {
+  return p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
+}
+
+// The penalty window after one more output token: the token appended, the oldest dropped
+// past penalty_last_n (those are prompt tokens first).
+void advance_penalty_window(sequence_step& s, int32_t token) {
+  s.penalty_tokens.push_back(token);
+  const int32_t n = s.params.penalty_last_n;
+  if (n < 0 || static_cast<int32_t>(s.penalty_tokens.size()) <= n) return;
+  const auto excess = static_cast<int32_t>(s.penalty_tokens.size()) - n;
+  s.penalty_tokens.erase(s.penalty_tokens.begin(), s.penalty_tokens.begin() + excess);
+  s.num_prompt_penalty_tokens = std::max(0, s.num_prompt_penalty_tokens - excess);
+}
+
+}  // namespace
+
+int64_t step_delta::num_tokens() const {
+  int64_t n = static_cast<int64_t>(next.size());
+  for (const auto& s : full) n += static_cast<int64_t>(s.tokens.size());
+  return n;
+}
+
+bool is_stop_token(const sampling_params& params, std::span<const int32_t> eog_ids, int32_t token) {
+  if (!params.ignore_eos && std::find(eog_ids.begin(), eog_ids.end(), token) != eog_ids.end()) return true;
+  return std::find(params.stop_token_ids.begin(), params.stop_token_ids.end(), token) != params.stop_token_ids.end();
+}
+
+void plan_state::remove_at(size_t index) {
+  index_.erase(live_.sequences[index].seq_id);
+  const size_t last = live_.sequences.size() - 1;
+  if (index != last) {
+    live_.sequences[index] = std::move(live_.sequences[last]);
+    slots_[index] = slots_[last];
+    index_[live_.sequences[index].seq_id] = index;
+  }
+  live_.sequences.pop_back();
+  slots_.pop_back();
+}
+
+void plan_state::put(sequence_step&& step, const slot& s) {
+  index_[step.seq_id] = live_.sequences.size();
+  live_.sequences.push_back(std::move(step));
+  slots_.push_back(s);
+}
+
+void plan_state::unpark() {
+  for (auto& [step, s] : parked_) put(std::move(step), s);
+  parked_.clear();
+}
+
+const batch_plan& plan_state::apply(step_delta&& delta) {
+  unpark();
+  for (uint64_t id : delta.forget) {
+    ended_.erase(id);
+    if (const auto it = index_.find(id); it != index_.end()) remove_at(it->second);
+  }
+  // Every decode_next is checked before anything changes.
+  for (const auto& n : delta.next) {
+    if (ended_.contains(n.seq_id)) continue;
+    const auto it = index_.find(n.seq_id);
+    if (it == index_.end()) {
+      throw error(error_code::bad_plan, "the step continues sequence " + std::to_string(n.seq_id) +
+                                            ", which the worker holds no state for");
+    }
+    const auto& s = live_.sequences[it->second];
+    const int32_t pos = s.start_pos + static_cast<int32_t>(s.tokens.size());
+    if (n.start_pos != pos || slots_[it->second].last_sample < 0) {
+      throw error(error_code::bad_plan, "the step continues sequence " + std::to_string(n.seq_id) + " at position " +
+                                            std::to_string(n.start_pos) + ", but the worker's next position is " +
+                                            std::to_string(pos) +
+                                            (slots_[it->second].last_sample < 0 ? " and it has no sample to feed" : ""));
+    }
+  }
+  ++stamp_;
+  for (auto& s : delta.full) {
+    ended_.erase(s.seq_id);  // a whole step stands on its own
+    if (const auto it = index_.find(s.seq_id); it != index_.end()) {
+      live_.sequences[it->second] = std::move(s);
+      slots_[it->second] = {-1, stamp_};
+    } else {
+      put(std::move(s), {-1, stamp_});
+    }
+  }
+  for (const auto& n : delta.next) {
+    if (ended_.contains(n.seq_id)) continue;
+    const size_t i = index_.at(n.seq_id);
+    auto& s = live_.sequences[i];
+    auto& sl = slots_[i];
+    s.start_pos = n.start_pos;
+    s.tokens.resize(1);
+    s.tokens[0] = sl.last_sample;
+    if (n.new_block >= 0) s.block_table.push_back(n.new_block);
+    s.wants_sample = true;
+    s.sample_index += 1;
+    if (has_penalties(s.params)) advance_penalty_window(s, sl.last_sample);
+    sl.last_sample = -1;
+    sl.stamp = stamp_;
+  }
+  // Held sequences that are not in this step wait aside, so the plan is live_ as it stands.
+  for (size_t i = live_.sequences.size(); i-- > 0;) {
+    if (slots_[i].stamp == stamp_) continue;
+    parked_.emplace_back(std::move(live_.sequences[i]), slots_[i]);
+    remove_at(i);
+  }
+  return live_;
+}
+
+void plan_state::on_result(const step_result& result) {
+  const bool is_in_order = result.outputs.size() == live_.sequences.size();
+  for (size_t i = live_.sequences.size(); i-- > 0;) {
+    const auto& s = live_.sequences[i];
+    if (!s.wants_sample) continue;
+    const sequence_output* o = nullptr;
+    if (is_in_order && result.outputs[i].seq_id == s.seq_id) {
+      o = &result.outputs[i];
+    } else {
+      const auto it = std::find_if(result.outputs.begin(), result.outputs.end(),
+                                   [&](const sequence_output& x) { return x.seq_id == s.seq_id; });
+      if (it != result.outputs.end()) o = &*it;
+    }
+    if (o == nullptr || o->token < 0) {
+      slots_[i].last_sample = -1;
+      continue;
+    }
+    slots_[i].last_sample = o->token;
+    if (is_stop_token(s.params, eog_ids_, o->token)) {
+      ended_.insert(s.seq_id);
+      remove_at(i);
+    }
+  }
+}
+
+void plan_state::fail(const step_delta& delta) {
+  unpark();
+  const auto drop = [this](uint64_t id) {
+    if (const auto it = index_.find(id); it != index_.end()) remove_at(it->second);
+  };
+  for (uint64_t id : delta.forget) {
+    ended_.erase(id);
+    drop(id);
+  }
+  for (const auto& s : delta.full) {
+    ended_.insert(s.seq_id);
+    drop(s.seq_id);
+  }
+  for (const auto& n : delta.next) {
+    ended_.insert(n.seq_id);
+    drop(n.seq_id);
+  }
+}
+
+}  // namespace troupe
