@@ -2,8 +2,10 @@
 // batcher, scheduler, worker) drives a stand-in backend whose every step takes a fixed
 // time, with 1 to 1,024 streams each sending short requests back to back. Whatever a step
 // costs beyond the backend's own time is the runtime's: planning, messages, fan-out,
-// detokenizing. The peer in the same run is a plain loop over the same scheduler_policy
-// and backend on one thread, with no actors and no request-side work.
+// detokenizing. The peer in the same run is a plain loop over the same scheduler_policy,
+// the worker's plan_state and the backend on one thread, with no actors and no
+// request-side work. --async sync|async|both: the scheduler plans each step after the
+// last is back, or while it runs (both: one table each, in one run).
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -20,6 +22,7 @@
 #include "troupe/engine/request_state.hpp"
 #include "troupe/engine/scheduler_policy.hpp"
 #include "troupe/engine/serving_metrics.hpp"
+#include "troupe/engine/step_plan.hpp"
 
 using namespace troupe;
 using clock_type = std::chrono::steady_clock;
@@ -141,6 +144,7 @@ double plain_loop_overhead(const model_bundle& model, const scheduler_config& co
                            std::chrono::microseconds step_time, int num_streams, int32_t gen_tokens, double seconds) {
   block_manager blocks({num_blocks, 16, 0, false});
   scheduler_policy policy(config, blocks, model.tok.eog_ids());
+  plan_state plans(model.tok.eog_ids());
   fixed_time_backend backend(model.config, num_blocks, step_time);
   uint64_t next_id = 1;
   auto add = [&](int stream) {
@@ -161,7 +165,8 @@ double plain_loop_overhead(const model_bundle& model, const scheduler_config& co
   while (clock_type::now() < end) {
     auto step = policy.schedule(0);
     if (step.is_empty()) break;  // cannot happen while every stream has a request
-    const auto result = backend.step(step.plan);
+    const auto result = backend.step(plans.apply(std::move(step.plan)));
+    plans.on_result(result);
     for (const auto& e : policy.on_step_done(result)) {
       if (e.state != sequence_state::running) add(static_cast<int>(e.seq_id % static_cast<uint64_t>(num_streams)));
     }
@@ -191,11 +196,18 @@ double metrics_cost_per_step() {
 
 int main(int argc, char** argv) {
   try {
-    const apps::cli_args args(argc, argv, 1, {"--model", "--streams", "--step-us", "--gen-tokens", "--seconds"}, {});
+    const apps::cli_args args(argc, argv, 1, {"--model", "--streams", "--step-us", "--gen-tokens", "--seconds", "--async"}, {});
     const auto path = args.get_or("--model", "models/SmolLM2-135M-Instruct.Q4_1.gguf");
     const auto step_time = std::chrono::microseconds(args.get_int("--step-us", 2000, 0, 1000000));
     const int32_t gen_tokens = static_cast<int32_t>(args.get_int("--gen-tokens", 32, 1, 4096));
     const double seconds = args.get_float("--seconds", 3.0);
+    const std::string async_mode = args.get_or("--async", "both");
+    if (async_mode != "sync" && async_mode != "async" && async_mode != "both") {
+      throw std::runtime_error("--async must be sync, async or both, not '" + async_mode + "'");
+    }
+    std::vector<bool> modes;
+    if (async_mode != "async") modes.push_back(false);
+    if (async_mode != "sync") modes.push_back(true);
     std::vector<int> streams;
     std::stringstream list(args.get_or("--streams", "1,4,16,64,256,1024"));
     for (std::string s; std::getline(list, s, ',');) streams.push_back(std::stoi(s));
@@ -210,10 +222,8 @@ int main(int argc, char** argv) {
     eo.scheduling.max_num_batched_tokens = std::max(2048, 2 * max_streams);
     eo.scheduling.max_queue_len = 4 * max_streams + 64;
     eo.enable_prefix_caching = false;
-    auto backend = std::make_shared<fixed_time_backend>(model->config, num_blocks, step_time);
     caf::actor_system_config cfg;
     caf::actor_system sys{cfg};
-    engine eng(sys, model, backend, eo);
 
     std::printf("scheduling overhead: stand-in backend of %lld us per step, %d output tokens per request, %.1f s "
                 "per point, %u hardware threads\n",
@@ -222,6 +232,11 @@ int main(int argc, char** argv) {
     std::printf("metric updates: %.0f ns per step (on_step + on_queues + overhead counter, alone on one thread)\n",
                 metrics_cost * 1e9);
     std::printf("RESULT {\"metrics_ns_per_step\": %.1f}\n", metrics_cost * 1e9);
+    for (const bool is_async : modes) {
+    eo.scheduling.async_scheduling = is_async;
+    auto backend = std::make_shared<fixed_time_backend>(model->config, num_blocks, step_time);
+    engine eng(sys, model, backend, eo);
+    std::printf("\n%s scheduling\n", is_async ? "asynchronous (step N+1 planned while step N runs)" : "synchronous");
     std::printf("%7s %7s %9s %10s %10s %10s %10s %9s %9s %9s\n", "streams", "steps", "req/s", "tok/s", "step us",
                 "backend us", "overhead", "overhead", "sched us", "loop us");
     std::printf("%7s %7s %9s %10s %10s %10s %10s %9s %9s %9s\n", "", "", "", "", "(wall)", "(in step)", "us/step",
@@ -247,14 +262,15 @@ int main(int argc, char** argv) {
                   static_cast<double>(sink->num_requests()) / wall, static_cast<double>(sink->num_tokens()) / wall,
                   step_wall * 1e6, in_step * 1e6, overhead * 1e6, 100.0 * overhead / std::max(1e-12, in_step),
                   scheduler * 1e6, loop * 1e6);
-      std::printf("RESULT {\"streams\": %d, \"steps\": %.0f, \"requests_per_s\": %.2f, \"tokens_per_s\": %.1f, "
+      std::printf("RESULT {\"async\": %s, \"streams\": %d, \"steps\": %.0f, \"requests_per_s\": %.2f, \"tokens_per_s\": %.1f, "
                   "\"step_wall_us\": %.1f, \"backend_step_us\": %.1f, \"overhead_us\": %.1f, \"overhead_pct\": %.2f, "
                   "\"scheduler_us\": %.1f, \"loop_overhead_us\": %.1f, \"errors\": %lld}\n",
-                  n, num_steps, static_cast<double>(sink->num_requests()) / wall,
+                  is_async ? "true" : "false", n, num_steps, static_cast<double>(sink->num_requests()) / wall,
                   static_cast<double>(sink->num_tokens()) / wall, step_wall * 1e6, in_step * 1e6, overhead * 1e6,
                   100.0 * overhead / std::max(1e-12, in_step), scheduler * 1e6, loop * 1e6,
                   static_cast<long long>(sink->num_errors()));
       std::fflush(stdout);
+    }
     }
     return 0;
   } catch (const std::exception& e) {

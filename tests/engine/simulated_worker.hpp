@@ -89,6 +89,8 @@ inline std::vector<int32_t> run_alone(const sequence_request& r, int32_t max_seq
   while (true) {
     output.push_back(simulated_worker::next_token(context, r.params.seed, output.size()));
     context.push_back(output.back());
+    const auto& stops = r.params.stop_token_ids;
+    if (std::find(stops.begin(), stops.end(), output.back()) != stops.end()) return output;
     if (static_cast<int32_t>(output.size()) >= r.params.max_tokens ||
         static_cast<int32_t>(context.size()) >= max_sequence_tokens) {
       return output;

@@ -150,18 +150,22 @@ struct workload_result {
   run_log log;
   std::map<uint64_t, sequence_request> requests;
   std::set<uint64_t> aborted;
+  int64_t num_planned_ahead = 0;
 };
 
-// 3 s of random arrivals (prompt lengths, priorities, max_tokens, aborts), then drains.
-// Checks the budgets at every step and that no step is empty while work is left.
+// 3 s of random arrivals (prompt lengths, priorities, max_tokens, stop tokens, aborts),
+// then drains. Checks the budgets at every step, that no step is empty while work is left,
+// and that no step feeds a sequence that has finished. Asynchronous: a step is planned
+// ahead of the one in flight whenever it can be, and the worker runs them in order.
 workload_result run_random_workload(scheduler_policy& sched, simulated_worker& worker, const scheduler_config& c,
-                                    uint32_t seed, bool has_shared_prefixes) {
+                                    uint32_t seed, bool has_shared_prefixes, bool is_async = false) {
   std::mt19937 rng(seed);
   workload_result w;
   uint64_t next_id = 1;
   std::vector<std::vector<int32_t>> prefixes(3);
   for (auto& p : prefixes) for (int i = 0; i < 24; ++i) p.push_back(100 + static_cast<int32_t>(rng() % 500));
-  for (int64_t t = 0; t < 3000 || sched.has_unfinished(); t += 10) {
+  std::vector<scheduled_step> sent;  // with the worker, oldest first
+  for (int64_t t = 0; t < 3000 || sched.has_unfinished() || !sent.empty(); t += 10) {
     REQUIRE(t < 1000000);
     if (t < 3000) {
       for (int k = static_cast<int>(rng() % 3); k > 0; --k) {
@@ -172,23 +176,46 @@ workload_result run_random_workload(scheduler_policy& sched, simulated_worker& w
           r.prompt_tokens.insert(r.prompt_tokens.begin(), p.begin(), p.begin() + static_cast<ptrdiff_t>(rng() % 24));
           r.prompt_tokens.resize(std::min<size_t>(r.prompt_tokens.size(), 60));
         }
+        // A third stop on any of 30 token ids: about 3% of their tokens end them.
+        if (rng() % 3 == 0) for (int i = 0; i < 30; ++i) r.params.stop_token_ids.push_back(10 + static_cast<int32_t>(rng() % 990));
         w.requests[r.id] = r;
         sched.add(std::move(r), t);
       }
     }
-    // Aborts land between steps and while a step is in flight.
+    // Aborts land between steps and while steps are in flight.
     auto maybe_abort = [&] {
       const uint64_t victim = 1 + rng() % next_id;
       if (t < 3000 && rng() % 14 == 0 && sched.abort(victim)) w.aborted.insert(victim);
     };
+    auto check_step = [&](const scheduled_step& s) {
+      CHECK(s.plan.num_tokens() <= c.max_num_batched_tokens);
+      CHECK(static_cast<int32_t>(s.plan.full.size() + s.plan.next.size()) <= c.max_num_seqs);
+      CHECK(sched.stats().num_running <= c.max_num_seqs);
+    };
     maybe_abort();
-    const auto s = sched.schedule(t);
+    if (sent.empty()) {
+      auto s = sched.schedule(t);
+      check_step(s);
+      CHECK((!s.is_empty() || !sched.has_unfinished()));  // never idle with work left
+      if (!s.is_empty()) sent.push_back(std::move(s));
+    }
     maybe_abort();
-    CHECK(s.plan.num_tokens() <= c.max_num_batched_tokens);
-    CHECK(static_cast<int32_t>(s.plan.full.size() + s.plan.next.size()) <= c.max_num_seqs);
-    CHECK(sched.stats().num_running <= c.max_num_seqs);
-    CHECK((!s.is_empty() || !sched.has_unfinished()));  // never idle with work left
-    if (!s.is_empty()) w.log.record(sched.on_step_done(worker.run(s)));
+    if (is_async && sent.size() == 1) {
+      auto s = sched.schedule_ahead(t);
+      check_step(s);
+      CHECK(s.plan.is_planned_ahead == !s.is_empty());
+      if (!s.is_empty()) {
+        ++w.num_planned_ahead;
+        sent.push_back(std::move(s));
+      }
+    }
+    maybe_abort();
+    if (!sent.empty()) {
+      const auto result = worker.run(sent.front());
+      sent.erase(sent.begin());
+      for (const auto& ran : worker.last_plan().sequences) CHECK_FALSE(w.log.finished.contains(ran.seq_id));
+      w.log.record(sched.on_step_done(result));
+    }
   }
   return w;
 }
@@ -210,8 +237,10 @@ void check_outputs_match_runs_alone(const workload_result& w, int32_t max_sequen
 }  // namespace
 
 TEST_CASE("on random workloads the budgets hold and preempted sequences resume exactly") {
+  for (const bool is_async : {false, true})
   for (const bool is_chunked : {true, false}) {
     for (const auto mode : {preemption_mode::recompute, preemption_mode::swap}) {
+      CAPTURE(is_async);
       CAPTURE(is_chunked);
       CAPTURE(static_cast<int>(mode));
       auto c = config(8, 64, 64);
@@ -221,7 +250,8 @@ TEST_CASE("on random workloads the budgets hold and preempted sequences resume e
       for (const uint32_t seed : {1234u, 7u, 2024u}) {
         CAPTURE(seed);
         fixture f(c, 48, 4, 32);
-        const auto w = run_random_workload(f.sched, f.worker, c, seed, false);
+        const auto w = run_random_workload(f.sched, f.worker, c, seed, false, is_async);
+        CHECK((w.num_planned_ahead > 100) == is_async);
         CHECK(f.sched.stats().num_preemptions > 0);
         CHECK(f.kv.is_all_free(32));
         check_outputs_match_runs_alone(w, f.sched.max_sequence_tokens());
@@ -231,7 +261,9 @@ TEST_CASE("on random workloads the budgets hold and preempted sequences resume e
 }
 
 TEST_CASE("with the real block manager and prefix caching, outputs equal uninterrupted runs") {
+  for (const bool is_async : {false, true})
   for (const auto mode : {preemption_mode::recompute, preemption_mode::swap}) {
+    CAPTURE(is_async);
     CAPTURE(static_cast<int>(mode));
     auto c = config(8, 64, 64);
     c.preemption = mode;
@@ -241,7 +273,7 @@ TEST_CASE("with the real block manager and prefix caching, outputs equal uninter
       block_manager kv({.num_blocks = 48, .block_size = 4, .num_swap_blocks = 32, .enable_prefix_caching = true});
       scheduler_policy sched(c, kv, {eog_token});
       simulated_worker worker(48, 4, 32);
-      const auto w = run_random_workload(sched, worker, c, seed, true);
+      const auto w = run_random_workload(sched, worker, c, seed, true, is_async);
       kv.check_invariants();
       const auto s = kv.stats();
       CHECK(s.num_used_blocks == 0);

@@ -22,6 +22,9 @@ void check_range(const char* flag, int64_t value, int64_t min, int64_t max) {
 void config::validate() const {
   if (model.empty()) throw error(error_code::invalid_argument, "--model is required (a GGUF file)");
   if (device != "auto" && device != "cpu" && device != "cuda") reject("device", "auto, cpu or cuda", device);
+  if (async_scheduling != "auto" && async_scheduling != "on" && async_scheduling != "off") {
+    reject("async-scheduling", "auto, on or off", async_scheduling);
+  }
   check_range("tensor-parallel", tensor_parallel, 1, 64);
   if (!(gpu_memory_utilization > 0.0 && gpu_memory_utilization <= 1.0)) {
     reject("gpu-memory-utilization", "in (0, 1]", std::to_string(gpu_memory_utilization));

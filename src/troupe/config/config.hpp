@@ -20,6 +20,7 @@ struct config {
   int32_t tensor_parallel = 1;
   double gpu_memory_utilization = 0.9;  // share of free device memory for weights + KV
   bool cuda_graphs = false;
+  std::string async_scheduling = "auto";  // auto | on | off (auto: on with CUDA, off on the CPU)
   int32_t threads = 0;                  // CPU compute threads; 0 = one per core
 
   // The KV cache.
@@ -74,6 +75,7 @@ void for_each_option(Config& c, F&& f) {
   f("max_num_batched_tokens", "tokens fed per step, all sequences together", c.scheduling.max_num_batched_tokens);
   f("max_model_len", "prompt + output tokens per sequence (0 = the model's context)", c.scheduling.max_model_len);
   f("enable_chunked_prefill", "split long prompts over several steps", c.scheduling.enable_chunked_prefill);
+  f("async_scheduling", "plan step N+1 while step N runs: auto | on | off (auto: on with CUDA)", c.async_scheduling);
   f("attention_cost", "attended positions costing one token's matmuls; deep prompt chunks shrink by it (-1 = measured, 0 = off)", c.scheduling.attention_cost);
   f("ageing_ms", "a waiting request gains one priority level per this many ms (0 = never)", c.scheduling.ageing_ms);
   f("max_batch_size", "admission: release new requests when this many wait", c.scheduling.max_batch_size);

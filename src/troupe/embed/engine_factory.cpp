@@ -47,10 +47,14 @@ started_engine start_engine(caf::actor_system& sys, const config& cfg, std::shar
   eo.metrics = std::move(metrics);
   eo.more_ranks.assign(choice.ranks.begin() + 1, choice.ranks.end());
   if (b->num_swap_blocks() > 0) eo.scheduling.preemption = preemption_mode::swap;
+  // On the CPU the step uses every core, and planning beside it only takes cycles from it.
+  eo.scheduling.async_scheduling =
+      cfg.async_scheduling == "on" || (cfg.async_scheduling == "auto" && choice.is_cuda);
   started_engine out;
   out.description = choice.description + ", max_model_len " + std::to_string(model->max_model_len) + ", " +
                     std::to_string(b->kv_shape().num_blocks) + " KV blocks of " +
-                    std::to_string(b->kv_shape().block_size);
+                    std::to_string(b->kv_shape().block_size) +
+                    (eo.scheduling.async_scheduling ? ", asynchronous scheduling" : "");
   out.eng = std::make_unique<engine>(sys, std::move(model), std::move(b), std::move(eo));
   return out;
 }
