@@ -10,6 +10,7 @@
 #include <set>
 #include <typeindex>
 
+#include "troupe/actors/fan_out.hpp"
 #include "troupe/actors/type_ids.hpp"
 
 using namespace troupe;
@@ -187,6 +188,15 @@ TEST_CASE_FIXTURE(serialization_fixture, "messages: every type in the type ID bl
   check(caf::actor_cast<batcher_actor>(listener));
   check(caf::actor_cast<scheduler_actor>(listener));
   check(caf::actor_cast<worker_actor>(listener));
+  check(caf::actor_cast<fan_out_actor>(listener));
+
+  notice_batch notices;
+  notices.notices.push_back({owner, request_notice::kind::token, sample_sequence_event(), 0});
+  request_notice started{owner, request_notice::kind::started, {}, -1};
+  started.event.seq_id = 9;
+  notices.notices.push_back(started);
+  notices.notices.push_back({owner, request_notice::kind::preempted, {}, 0});
+  check(notices);
 
   // Every type of the block was checked: a new message type must get a sample here too.
   const size_t num_types_in_block = caf::id_block::troupe::end - caf::id_block::troupe::begin;

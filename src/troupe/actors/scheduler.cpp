@@ -6,6 +6,7 @@
 #include <optional>
 #include <unordered_map>
 
+#include "troupe/actors/fan_out.hpp"
 #include "troupe/actors/messages.hpp"
 #include "troupe/engine/step_cost.hpp"
 #include "troupe/model/error.hpp"
@@ -30,6 +31,10 @@ struct scheduler_state {
   // When the last step came back: a step sent earlier (planned ahead) starts running then.
   std::chrono::steady_clock::time_point last_back;
   bool is_async = false;
+  // The request side: a step's events go out as one message per fan-out actor, each
+  // holding the events of the sequences whose id falls to it.
+  std::vector<fan_out_actor> fan_outs;
+  std::vector<notice_batch> outgoing;
   static inline const char* name = "troupe.scheduler";
 };
 
@@ -62,14 +67,29 @@ void publish_state(scheduler_self self) {
   st.metrics->on_blocks(st.blocks->stats());
 }
 
-// Each event is moved into its request actor's mailbox: one message per sequence, no copy.
+void queue_notice(scheduler_self self, request_notice n) {
+  auto& st = self->state;
+  st.outgoing[n.event.seq_id % st.outgoing.size()].notices.push_back(std::move(n));
+}
+
+// Sends what queue_notice collected: one message per fan-out actor with anything to deliver.
+void flush_notices(scheduler_self self) {
+  auto& st = self->state;
+  for (size_t i = 0; i < st.outgoing.size(); ++i) {
+    if (st.outgoing[i].notices.empty()) continue;
+    self->send(st.fan_outs[i], atoms::token_atom::value, std::move(st.outgoing[i]));
+    st.outgoing[i] = {};
+  }
+}
+
+// Each event is moved into its fan-out actor's batch (no copy) and leaves with it.
 void fan_out(scheduler_self self, std::vector<sequence_event>& events) {
   auto& st = self->state;
   for (auto& e : events) {
     const auto it = st.owners.find(e.seq_id);
     if (it == st.owners.end()) continue;
     const bool is_last = e.state != sequence_state::running;
-    self->send(it->second, atoms::token_atom::value, std::move(e));
+    queue_notice(self, {it->second, request_notice::kind::token, std::move(e), 0});
     if (is_last) st.owners.erase(it);
   }
 }
@@ -147,19 +167,16 @@ step_notices pump(scheduler_self self) {
 
 void send_notices(scheduler_self self, const step_notices& n) {
   auto& st = self->state;
-  for (uint64_t id : n.started) {
-    if (auto it = st.owners.find(id); it != st.owners.end()) {
-      self->send(it->second, atoms::started_atom::value, id, st.blocks->num_reused_prefix_tokens(id));
-    }
-  }
-  for (uint64_t id : n.resumed) {
-    if (auto it = st.owners.find(id); it != st.owners.end()) {
-      self->send(it->second, atoms::started_atom::value, id, int32_t{-1});
-    }
-  }
-  for (uint64_t id : n.preempted) {
-    if (auto it = st.owners.find(id); it != st.owners.end()) self->send(it->second, atoms::preempt_atom::value, id);
-  }
+  auto notice = [&](uint64_t id, request_notice::kind what, int32_t num_cached) {
+    const auto it = st.owners.find(id);
+    if (it == st.owners.end()) return;
+    request_notice out{it->second, what, {}, num_cached};
+    out.event.seq_id = id;
+    queue_notice(self, std::move(out));
+  };
+  for (uint64_t id : n.started) notice(id, request_notice::kind::started, st.blocks->num_reused_prefix_tokens(id));
+  for (uint64_t id : n.resumed) notice(id, request_notice::kind::started, -1);
+  for (uint64_t id : n.preempted) notice(id, request_notice::kind::preempted, 0);
 }
 
 // A step came back: apply it, send the next one at once (the worker should not wait for
@@ -192,6 +209,7 @@ void on_step_back(scheduler_self self, step_sample sample, int64_t num_pairs, cl
   publish_state(self);
   fan_out(self, events);
   send_notices(self, notices);
+  flush_notices(self);
   add_overhead(self, seconds_between(after_send, clock_type::now()));
 }
 
@@ -210,6 +228,7 @@ void replace_worker(scheduler_self self) {
 // Sends what can be sent now, and brings the gauges up to date.
 void kick(scheduler_self self) {
   send_notices(self, pump(self));
+  flush_notices(self);
   publish_state(self);
 }
 
@@ -229,8 +248,13 @@ scheduler_actor::behavior_type scheduler(scheduler_self self, scheduler_config c
   // The worker goes when the scheduler goes (engine shutdown), whichever worker it is then.
   auto current_worker = std::make_shared<worker_actor>(st.worker);
   st.current_worker = current_worker;
-  self->attach_functor([current_worker](const caf::error&) {
+  // Two fan-out actors: the request side's sends run on both of CAF's threads on a small
+  // machine, and per request actor in order.
+  for (int i = 0; i < 2; ++i) st.fan_outs.push_back(spawn_fan_out(self->system()));
+  st.outgoing.resize(st.fan_outs.size());
+  self->attach_functor([current_worker, fan_outs = st.fan_outs](const caf::error&) {
     caf::anon_send_exit(*current_worker, caf::exit_reason::user_shutdown);
+    for (const auto& f : fan_outs) caf::anon_send_exit(f, caf::exit_reason::user_shutdown);
   });
   // A dead worker is replaced; the step it had in flight fails through the request's error
   // handler (its requests end with an error), everything queued carries on.

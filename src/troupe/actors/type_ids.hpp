@@ -7,6 +7,7 @@
 
 #include "troupe/actors/batcher.hpp"
 #include "troupe/actors/engine.hpp"
+#include "troupe/actors/fan_out.hpp"
 #include "troupe/actors/messages.hpp"
 #include "troupe/actors/request_actor.hpp"
 #include "troupe/actors/scheduler.hpp"
@@ -29,6 +30,8 @@ CAF_BEGIN_TYPE_ID_BLOCK(troupe, 1000)
   CAF_ADD_TYPE_ID(troupe, (troupe::worker_actor))
   CAF_ADD_TYPE_ID(troupe, (troupe::engine_actor))
   CAF_ADD_TYPE_ID(troupe, (troupe::event_listener))
+  CAF_ADD_TYPE_ID(troupe, (troupe::notice_batch))
+  CAF_ADD_TYPE_ID(troupe, (troupe::fan_out_actor))
 CAF_END_TYPE_ID_BLOCK(troupe)
 
 namespace troupe {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <optional>
 #include <tuple>
+#include <utility>
 #include <unordered_set>
 
 #include "troupe/engine/step_cost.hpp"
@@ -45,7 +46,6 @@ struct scheduler_policy::step_builder {
   bool has_prefill = false; // a prompt chunk is planned or promised
   scheduled_step out;
   std::vector<step_entry> entries;                 // planned: KV grown, in plan order
-  std::unordered_map<uint64_t, int32_t> promised;  // running sequences' token shares not yet planned
   bool has_preempted_for_kv = false;
   bool is_short_of_kv = false;  // ahead: a running sequence could not grow (a preemption is due)
 };
@@ -244,38 +244,35 @@ void scheduler_policy::schedule_running(step_builder& b) {
   auto by_rank = [this](uint64_t x, uint64_t y) { return is_ranked_before(sequences_.at(x), sequences_.at(y)); };
   if (!is_running_sorted_) std::sort(running_.begin(), running_.end(), by_rank);
   is_running_sorted_ = true;
+  std::vector<sequence*> order;  // rank order; entries stay valid when one is preempted
+  order.reserve(running_.size());
+  for (uint64_t id : running_) order.push_back(&sequences_.at(id));
   // Token shares: every decode its one token first, then prefill chunks in rank order. A
   // sequence whose sample in flight ends it by length gets nothing more. Planned ahead, a
   // sequence is fed only what the worker can fill in: known tokens, or its own last sample.
-  for (uint64_t id : running_) {
-    const sequence& seq = sequences_.at(id);
-    if (is_planned_decode(seq) && b.budget > 0 && !ends_by_length_in_flight(seq)) {
-      if (b.is_ahead && seq.num_pending_samples > 0 && !seq.is_known_to_worker) continue;
-      b.promised[id] = 1;
+  for (sequence* seq : order) {
+    if (is_planned_decode(*seq) && b.budget > 0 && !ends_by_length_in_flight(*seq)) {
+      if (b.is_ahead && seq->num_pending_samples > 0 && !seq->is_known_to_worker) continue;
+      seq->step_share = 1;
       --b.budget;
-      b.cost_budget -= step_cost(scheduled_end(seq), 1, attention_cost_);
+      b.cost_budget -= step_cost(scheduled_end(*seq), 1, attention_cost_);
     }
   }
-  for (uint64_t id : running_) {
-    const sequence& seq = sequences_.at(id);
-    if (is_planned_decode(seq) || ends_by_length_in_flight(seq)) continue;
-    const int32_t n = take_tokens(b, scheduled_end(seq), planned_tokens(seq) - scheduled_end(seq));
-    if (n == 0) continue;
-    b.promised[id] = n;
+  for (sequence* seq : order) {
+    if (is_planned_decode(*seq) || ends_by_length_in_flight(*seq)) continue;
+    seq->step_share = take_tokens(b, scheduled_end(*seq), planned_tokens(*seq) - scheduled_end(*seq));
   }
   // KV in rank order, so that the lowest-ranked running sequence, the victim when blocks
   // run out, is never one already planned (at worst the one asking).
-  const auto order = running_;
-  for (uint64_t id : order) {
-    const auto share = b.promised.find(id);
-    if (share == b.promised.end()) continue;  // no tokens this step, or preempted
-    sequence& seq = sequences_.at(id);
-    const int32_t n = share->second;
-    const int32_t target = scheduled_end(seq) + n;
+  for (sequence* seq : order) {
+    const int32_t n = seq->step_share;
+    if (n == 0) continue;  // no tokens this step, or preempted
+    const uint64_t id = seq->id;
+    const int32_t target = scheduled_end(*seq) + n;
     if (b.is_ahead && !kv_.can_grow(id, target)) {
       // Every possible victim is in the running step: leave it out now, preempt later.
       b.is_short_of_kv = true;
-      b.promised.erase(share);
+      seq->step_share = 0;
       continue;
     }
     bool was_preempted = false;
@@ -286,11 +283,11 @@ void scheduler_policy::schedule_running(step_builder& b) {
       was_preempted = victim == id;
     }
     if (was_preempted) continue;
-    b.promised.erase(id);
-    auto ops = kv_.grow(id, target, seq.tokens());
+    seq->step_share = 0;
+    auto ops = kv_.grow(id, target, seq->tokens());
     const bool had_copies = !ops.copies.empty();
     append(b.out.ops, std::move(ops));
-    add_to_plan(b, seq, n, had_copies);
+    add_to_plan(b, *seq, n, had_copies);
   }
 }
 
@@ -359,12 +356,12 @@ void scheduler_policy::preempt(uint64_t seq_id, step_builder& b, preemption_mode
   if (std::any_of(b.entries.begin(), b.entries.end(), is_planned)) {
     throw error(error_code::internal, "sequence " + std::to_string(seq_id) + " was evicted after being planned");
   }
-  if (const auto share = b.promised.find(seq_id); share != b.promised.end()) {
-    b.budget += share->second;
-    b.cost_budget += step_cost(sequences_.at(seq_id).num_computed_tokens, share->second, attention_cost_);
-    b.promised.erase(share);
-  }
   sequence& seq = sequences_.at(seq_id);
+  if (seq.step_share > 0) {  // its share of this step goes back to the budgets
+    b.budget += seq.step_share;
+    b.cost_budget += step_cost(scheduled_end(seq), seq.step_share, attention_cost_);
+    seq.step_share = 0;
+  }
   if (seq.num_in_flight_steps > 0) {
     throw error(error_code::internal, "sequence " + std::to_string(seq_id) + " was evicted while a step holds it");
   }
@@ -421,13 +418,19 @@ sequence_step scheduler_policy::make_step(const sequence& seq, int32_t num_token
 
 std::vector<sequence_event> scheduler_policy::on_step_done(const step_result& result) {
   if (in_flight_.empty()) throw error(error_code::internal, "on_step_done() without a step in flight");
-  std::unordered_map<uint64_t, const sequence_output*> outputs;
-  outputs.reserve(result.outputs.size());
-  for (const auto& o : result.outputs) outputs[o.seq_id] = &o;
+  // Each output is matched to its sequence once; outputs of retired sequences are ignored.
+  for (const auto& o : result.outputs) {
+    if (const auto it = sequences_.find(o.seq_id); it != sequences_.end()) it->second.step_output = &o;
+  }
   for (const auto& e : in_flight_.front().entries) {
-    if (!e.wants_sample || !sequences_.contains(e.seq_id)) continue;
-    const auto it = outputs.find(e.seq_id);
-    if (it == outputs.end() || it->second->token < 0) {
+    if (!e.wants_sample) continue;
+    const auto it = sequences_.find(e.seq_id);
+    if (it == sequences_.end()) continue;
+    const sequence_output* o = it->second.step_output;
+    if (o == nullptr || o->token < 0) {
+      for (const auto& x : result.outputs) {
+        if (const auto y = sequences_.find(x.seq_id); y != sequences_.end()) y->second.step_output = nullptr;
+      }
       throw error(error_code::internal, "the step result has no sampled token for sequence " + std::to_string(e.seq_id));
     }
   }
@@ -443,9 +446,10 @@ std::vector<sequence_event> scheduler_policy::on_step_done(const step_result& re
     seq.num_computed_tokens += e.num_tokens;
     seq.num_in_flight_tokens -= e.num_tokens;
     seq.num_in_flight_steps -= 1;
+    const sequence_output* output = std::exchange(seq.step_output, nullptr);
     if (!e.wants_sample) continue;  // a non-final prefill chunk
     seq.num_pending_samples -= 1;
-    const sequence_output& o = *outputs.at(e.seq_id);
+    const sequence_output& o = *output;
     seq.append_token(o.token);
     sequence_event ev{e.seq_id, sequence_state::running, o.token, o.logprob, o.top_logprobs};
     if (should_stop(seq)) {

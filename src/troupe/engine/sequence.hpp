@@ -11,6 +11,8 @@
 
 namespace troupe {
 
+struct sequence_output;
+
 // waiting ──► running ──► finished
 //    ▲           │  ▲
 //    └─recompute─┘  └─swap in── swapped
@@ -52,6 +54,10 @@ class sequence {
   bool is_known_to_worker = false;
   bool was_last_sent_sampled = false;  // the last step sent for it ends in a sample
   int32_t num_blocks_sent = 0;
+  // Scratch for the scheduler's passes over a step: its token share while planning, its
+  // output while applying the result.
+  int32_t step_share = 0;
+  const sequence_output* step_output = nullptr;
 
   sequence_state state() const { return state_; }
   // Moves to `next` or throws troupe::error(internal) naming both states. Entering waiting
