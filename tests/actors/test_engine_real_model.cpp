@@ -193,6 +193,73 @@ TEST_CASE("engine: requests swapped out to host memory finish with the text of a
   check_preemption_keeps_text(preemption_mode::swap, 64);
 }
 
+// The same requests through a synchronous and an asynchronous engine, both short of KV
+// (preemptions), with every way to finish in the mix: the model's end of generation,
+// max_tokens, a stop string, a stop token id, and cancels. Uncancelled requests end with
+// the same tokens, text and reason; a cancelled one with a prefix of them.
+TEST_CASE("engine: asynchronous scheduling gives the text of synchronous scheduling, with stops, cancels and preemptions") {
+  TROUPE_REQUIRE_MODEL();
+  std::vector<request> reqs;
+  for (int i = 0; i < 16; ++i) {
+    auto r = chat(numbered("a", i), questions[i % 8] + std::string(i / 8, '?'), 40 + 8 * (i % 4));
+    if (i % 4 == 1) r.stop = {"."};
+    if (i % 4 == 2) r.params.stop_token_ids = {28};  // "," in this vocabulary's first few hundred ids
+    if (i % 4 == 3) r.params.ignore_eos = true;
+    reqs.push_back(r);
+  }
+  auto run = [&](bool is_async, bool with_cancels) {
+    engine_options o;
+    o.scheduling.max_num_seqs = 8;
+    o.scheduling.async_scheduling = is_async;
+    fixture f(o, 16);  // 256 positions for 8 sequences of up to ~100
+    auto sink = std::make_shared<collecting_sink>();
+    std::vector<engine::handle> handles;
+    for (const auto& r : reqs) handles.push_back(f.eng->submit(r, sink));
+    if (with_cancels) {
+      std::this_thread::sleep_for(300ms);
+      for (size_t i = 0; i < handles.size(); i += 5) f.eng->cancel(handles[i]);
+    }
+    REQUIRE(sink->wait_for(reqs.size()));
+    auto s = f.eng->stats();
+    for (int i = 0; i < 100 && s.blocks.num_used_blocks != 0; ++i) {
+      std::this_thread::sleep_for(50ms);
+      s = f.eng->stats();
+    }
+    CHECK(s.blocks.num_used_blocks == 0);
+    CHECK(s.scheduling.num_preemptions > 0);
+    CHECK((s.scheduling.num_steps_ahead > 0) == is_async);
+    MESSAGE(std::string(is_async ? "async" : "sync") << ": " << s.scheduling.num_steps << " steps, " << s.scheduling.num_steps_ahead
+                                          << " planned ahead, " << s.scheduling.num_preemptions << " preemptions");
+    return sink->records();
+  };
+  const auto sync = run(false, false);
+  const auto async = run(true, true);
+  std::set<std::string> reasons;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    const auto& id = reqs[i].id;
+    CAPTURE(id);
+    const auto& a = sync.at(id);
+    const auto& b = async.at(id);
+    REQUIRE(a.done);
+    REQUIRE(b.done);
+    reasons.insert(std::string(to_string(a.done->reason)) + (a.done->stop_string ? "+string" : "") +
+                   (a.done->stop_token ? "+token" : ""));
+    if (b.done->reason == request_finish_reason::cancelled) {
+      CHECK(i % 5 == 0);
+      CHECK(std::equal(b.tokens.begin(), b.tokens.end(), a.tokens.begin(), a.tokens.begin() + std::min(a.tokens.size(), b.tokens.size())));
+      CHECK(b.tokens.size() <= a.tokens.size());
+      continue;
+    }
+    CHECK(b.tokens == a.tokens);
+    CHECK(b.text == a.text);
+    CHECK(b.done->reason == a.done->reason);
+  }
+  std::string seen;
+  for (const auto& r : reasons) seen += r + " ";
+  MESSAGE("finishes seen: " << seen);
+  CHECK(reasons.size() >= 3);
+}
+
 TEST_CASE("engine: a high-priority request submitted into a full engine starts before queued low-priority ones") {
   TROUPE_REQUIRE_MODEL();
   engine_options o;

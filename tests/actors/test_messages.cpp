@@ -175,7 +175,7 @@ TEST_CASE_FIXTURE(serialization_fixture, "messages: every type in the type ID bl
   check(request_event_message{"e", error_event{request_error_code::out_of_memory, invalid_utf8}});
 
   scheduler_snapshot snap;
-  snap.scheduling = {3, 4, 1, 2, 100, 5000, 204800};
+  snap.scheduling = {3, 4, 1, 2, 100, 5000, 204800, 60};
   snap.blocks = {64, 10, 5, 49, 8, 1, 1000, 250, 3, 160, 12};
   snap.step_busy_seconds = 12.5;
   snap.step_overhead_seconds = -0.0;

@@ -349,7 +349,7 @@ typename Inspector::result_type inspect(Inspector& f, request_event_message& x) 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, scheduler_stats& x) {
   return f(caf::meta::type_name("troupe::scheduler_stats"), x.num_running, x.num_waiting, x.num_swapped,
-           x.num_preemptions, x.num_steps, x.num_scheduled_tokens, x.num_budget_tokens);
+           x.num_preemptions, x.num_steps, x.num_scheduled_tokens, x.num_budget_tokens, x.num_steps_ahead);
 }
 
 template <class Inspector>

@@ -142,6 +142,7 @@ scheduled_step scheduler_policy::plan(int64_t now_ms, bool is_ahead) {
   }
   in_flight_.push_back({std::move(b.entries), is_ahead});
   ++totals_.num_steps;
+  totals_.num_steps_ahead += is_ahead ? 1 : 0;
   totals_.num_scheduled_tokens += b.out.num_scheduled_tokens;
   totals_.num_budget_tokens += b.out.token_budget;
   return std::move(b.out);

@@ -71,6 +71,7 @@ struct scheduler_stats {
   int64_t num_steps = 0;
   int64_t num_scheduled_tokens = 0;  // over all steps
   int64_t num_budget_tokens = 0;     // max_num_batched_tokens times num_steps
+  int64_t num_steps_ahead = 0;       // of num_steps, planned while the step before ran
   // Scheduled tokens per budget token over all steps, in [0, 1].
   bool operator==(const scheduler_stats&) const = default;
   double batch_efficiency() const {
