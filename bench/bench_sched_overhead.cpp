@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -41,6 +42,10 @@ class fixed_time_backend final : public backend {
   kv_cache_shape kv_shape() const override { return {num_blocks_, 16, 0}; }
   step_result step(const batch_plan& plan) override {
     const auto start = clock_type::now();
+    {
+      std::lock_guard lock(gaps_mutex_);
+      if (last_end_) gaps_ns_.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(start - *last_end_).count());
+    }
     step_result r;
     r.outputs.reserve(plan.sequences.size());
     for (const auto& s : plan.sequences) {
@@ -50,7 +55,10 @@ class fixed_time_backend final : public backend {
       r.outputs.push_back(std::move(o));
     }
     std::this_thread::sleep_until(start + step_time_);
-    busy_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - start).count();
+    const auto end = clock_type::now();
+    busy_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(end - start).count();
+    std::lock_guard lock(gaps_mutex_);
+    last_end_ = end;
     return r;
   }
   void copy_blocks(const std::vector<std::pair<int32_t, int32_t>>&) override {}
@@ -60,12 +68,30 @@ class fixed_time_backend final : public backend {
 
   // Time spent inside step(), sleeping included (the sleep overshoots by the timer's slack).
   double busy_seconds() const { return static_cast<double>(busy_ns_.load()) * 1e-9; }
+  // The worker's idle time between one step's end and the next one's start, since the last
+  // call, in microseconds: the median and the 90th percentile. The first step of a point
+  // counts from the last of the point before, so it is dropped.
+  std::pair<double, double> take_gap_percentiles() {
+    std::vector<int64_t> gaps;
+    {
+      std::lock_guard lock(gaps_mutex_);
+      gaps.swap(gaps_ns_);
+      last_end_.reset();
+    }
+    if (gaps.empty()) return {0, 0};
+    std::sort(gaps.begin(), gaps.end());
+    const auto at = [&](double q) { return static_cast<double>(gaps[static_cast<size_t>(q * (gaps.size() - 1))]) * 1e-3; };
+    return {at(0.5), at(0.9)};
+  }
 
  private:
   model_config config_;
   int32_t num_blocks_;
   std::chrono::microseconds step_time_;
   std::atomic<int64_t> busy_ns_{0};
+  std::mutex gaps_mutex_;
+  std::vector<int64_t> gaps_ns_;
+  std::optional<clock_type::time_point> last_end_;
 };
 
 std::string prompt_for(int stream, int64_t n) {
@@ -237,15 +263,16 @@ int main(int argc, char** argv) {
     auto backend = std::make_shared<fixed_time_backend>(model->config, num_blocks, step_time);
     engine eng(sys, model, backend, eo);
     std::printf("\n%s scheduling\n", is_async ? "asynchronous (step N+1 planned while step N runs)" : "synchronous");
-    std::printf("%7s %7s %9s %10s %10s %10s %10s %9s %9s %9s\n", "streams", "steps", "req/s", "tok/s", "step us",
-                "backend us", "overhead", "overhead", "sched us", "loop us");
-    std::printf("%7s %7s %9s %10s %10s %10s %10s %9s %9s %9s\n", "", "", "", "", "(wall)", "(in step)", "us/step",
-                "% of step", "per step", "overhead");
+    std::printf("%7s %7s %9s %10s %10s %10s %10s %9s %9s %9s %8s %8s\n", "streams", "steps", "req/s", "tok/s", "step us",
+                "backend us", "overhead", "overhead", "sched us", "loop us", "gap us", "gap us");
+    std::printf("%7s %7s %9s %10s %10s %10s %10s %9s %9s %9s %8s %8s\n", "", "", "", "", "(wall)", "(in step)", "us/step",
+                "% of step", "per step", "overhead", "p50", "p90");
     for (int n : streams) {
       const auto before = eng.stats();
       const double backend_before = backend->busy_seconds();
       auto sink = std::make_shared<closed_loop_sink>(eng, gen_tokens);
       const auto start = clock_type::now();
+      backend->take_gap_percentiles();
       sink->start(n);
       std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
       sink->stop_and_wait();
@@ -256,18 +283,19 @@ int main(int argc, char** argv) {
       const double in_step = (backend->busy_seconds() - backend_before) / num_steps;
       const double overhead = step_wall - in_step;
       const double scheduler = (after.step_overhead_seconds - before.step_overhead_seconds) / num_steps;
+      const auto [gap_p50, gap_p90] = backend->take_gap_percentiles();
       const double loop = plain_loop_overhead(*model, eo.scheduling, num_blocks, step_time, n, gen_tokens,
                                               std::min(1.0, seconds));
-      std::printf("%7d %7.0f %9.1f %10.0f %10.1f %10.1f %10.1f %8.1f%% %9.1f %9.1f\n", n, num_steps,
+      std::printf("%7d %7.0f %9.1f %10.0f %10.1f %10.1f %10.1f %8.1f%% %9.1f %9.1f %8.1f %8.1f\n", n, num_steps,
                   static_cast<double>(sink->num_requests()) / wall, static_cast<double>(sink->num_tokens()) / wall,
                   step_wall * 1e6, in_step * 1e6, overhead * 1e6, 100.0 * overhead / std::max(1e-12, in_step),
-                  scheduler * 1e6, loop * 1e6);
+                  scheduler * 1e6, loop * 1e6, gap_p50, gap_p90);
       std::printf("RESULT {\"async\": %s, \"streams\": %d, \"steps\": %.0f, \"requests_per_s\": %.2f, \"tokens_per_s\": %.1f, "
                   "\"step_wall_us\": %.1f, \"backend_step_us\": %.1f, \"overhead_us\": %.1f, \"overhead_pct\": %.2f, "
-                  "\"scheduler_us\": %.1f, \"loop_overhead_us\": %.1f, \"errors\": %lld}\n",
+                  "\"scheduler_us\": %.1f, \"loop_overhead_us\": %.1f, \"gap_p50_us\": %.1f, \"gap_p90_us\": %.1f, \"errors\": %lld}\n",
                   is_async ? "true" : "false", n, num_steps, static_cast<double>(sink->num_requests()) / wall,
                   static_cast<double>(sink->num_tokens()) / wall, step_wall * 1e6, in_step * 1e6, overhead * 1e6,
-                  100.0 * overhead / std::max(1e-12, in_step), scheduler * 1e6, loop * 1e6,
+                  100.0 * overhead / std::max(1e-12, in_step), scheduler * 1e6, loop * 1e6, gap_p50, gap_p90,
                   static_cast<long long>(sink->num_errors()));
       std::fflush(stdout);
     }
