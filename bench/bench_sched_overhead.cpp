@@ -24,6 +24,7 @@
 #include "troupe/engine/scheduler_policy.hpp"
 #include "troupe/engine/serving_metrics.hpp"
 #include "troupe/engine/step_plan.hpp"
+#include "troupe/engine/trace.hpp"
 
 using namespace troupe;
 using clock_type = std::chrono::steady_clock;
@@ -222,7 +223,7 @@ double metrics_cost_per_step() {
 
 int main(int argc, char** argv) {
   try {
-    const apps::cli_args args(argc, argv, 1, {"--model", "--streams", "--step-us", "--gen-tokens", "--seconds", "--async"}, {});
+    const apps::cli_args args(argc, argv, 1, {"--model", "--streams", "--step-us", "--gen-tokens", "--seconds", "--async", "--trace", "--trace-streams"}, {});
     const auto path = args.get_or("--model", "models/SmolLM2-135M-Instruct.Q4_1.gguf");
     const auto step_time = std::chrono::microseconds(args.get_int("--step-us", 2000, 0, 1000000));
     const int32_t gen_tokens = static_cast<int32_t>(args.get_int("--gen-tokens", 32, 1, 4096));
@@ -231,13 +232,18 @@ int main(int argc, char** argv) {
     if (async_mode != "sync" && async_mode != "async" && async_mode != "both") {
       throw std::runtime_error("--async must be sync, async or both, not '" + async_mode + "'");
     }
+    // --trace PREFIX: after each mode's table, one second at --trace-streams streams is
+    // recorded (when each actor ran) to PREFIX-sync.csv / PREFIX-async.csv.
+    const std::string trace_prefix = args.get_or("--trace", "");
+    const int trace_streams = static_cast<int>(args.get_int("--trace-streams", 256, 1, 100000));
     std::vector<bool> modes;
     if (async_mode != "async") modes.push_back(false);
     if (async_mode != "sync") modes.push_back(true);
     std::vector<int> streams;
     std::stringstream list(args.get_or("--streams", "1,4,16,64,256,1024"));
     for (std::string s; std::getline(list, s, ',');) streams.push_back(std::stoi(s));
-    const int max_streams = *std::max_element(streams.begin(), streams.end());
+    const int max_streams = std::max(*std::max_element(streams.begin(), streams.end()),
+                                     trace_prefix.empty() ? 0 : trace_streams);
 
     // Only the tokenizer and template are used: the stand-in backend replaces the weights.
     auto file = std::make_shared<const gguf::file>(gguf::file::open(path));
@@ -298,6 +304,26 @@ int main(int argc, char** argv) {
                   100.0 * overhead / std::max(1e-12, in_step), scheduler * 1e6, loop * 1e6, gap_p50, gap_p90,
                   static_cast<long long>(sink->num_errors()));
       std::fflush(stdout);
+    }
+    if (!trace_prefix.empty()) {
+      const std::string path = trace_prefix + (is_async ? "-async.csv" : "-sync.csv");
+      auto sink = std::make_shared<closed_loop_sink>(eng, gen_tokens);
+      sink->start(trace_streams);
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));  // past the first admissions
+      trace::start();
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      const auto spans = trace::stop();
+      sink->stop_and_wait();
+      FILE* out = std::fopen(path.c_str(), "w");
+      if (!out) throw std::runtime_error("cannot write " + path);
+      std::fprintf(out, "lane,thread,begin_us,end_us\n");
+      const int64_t origin = spans.empty() ? 0 : spans.front().begin_ns;
+      for (const auto& sp : spans) {
+        std::fprintf(out, "%s,%u,%.3f,%.3f\n", trace::name_of(sp.what), sp.thread, (sp.begin_ns - origin) * 1e-3,
+                     (sp.end_ns - origin) * 1e-3);
+      }
+      std::fclose(out);
+      std::printf("trace: %zu spans over 1 s at %d streams in %s\n", spans.size(), trace_streams, path.c_str());
     }
     }
     return 0;

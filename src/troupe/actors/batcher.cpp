@@ -6,6 +6,7 @@
 
 #include "troupe/actors/scheduler.hpp"
 #include "troupe/engine/batcher_policy.hpp"
+#include "troupe/engine/trace.hpp"
 
 namespace troupe {
 
@@ -60,6 +61,7 @@ batcher_actor::behavior_type batcher(batcher_self self, scheduler_config config,
   self->state.metrics = std::move(metrics);
   return {
       [=](atoms::enqueue_atom, pending_sequence& p) -> caf::result<atoms::admitted_atom> {
+        trace::scoped_span traced(trace::lane::batcher);
         auto& st = self->state;
         const uint64_t id = p.request.id;
         if (st.waiting.count(id)) {

@@ -1,5 +1,7 @@
 #include "troupe/actors/fan_out.hpp"
 
+#include "troupe/engine/trace.hpp"
+
 namespace troupe {
 
 namespace {
@@ -11,6 +13,7 @@ struct fan_out_state {
 fan_out_actor::behavior_type fan_out(fan_out_actor::stateful_pointer<fan_out_state> self) {
   return {
       [=](atoms::token_atom, notice_batch& batch) {
+        trace::scoped_span traced(trace::lane::fan_out);
         for (auto& n : batch.notices) {
           switch (n.what) {
             case request_notice::kind::token:

@@ -6,6 +6,7 @@
 
 #include "troupe/actors/request_links.hpp"
 #include "troupe/engine/request_state.hpp"
+#include "troupe/engine/trace.hpp"
 #include "troupe/model/error.hpp"
 
 namespace troupe {
@@ -184,7 +185,10 @@ request_actor::behavior_type request_actor_impl(request_self self, std::shared_p
         if (st.is_done || st.state->status() != request_status::running) return;
         st.state->transition_to(request_status::preempted, now_ms(self));
       },
-      [=](atoms::token_atom, const sequence_event& e) { on_token(self, e); },
+      [=](atoms::token_atom, const sequence_event& e) {
+        trace::scoped_span traced(trace::lane::request);
+        on_token(self, e);
+      },
   };
 }
 

@@ -9,6 +9,7 @@
 #include "troupe/actors/fan_out.hpp"
 #include "troupe/actors/messages.hpp"
 #include "troupe/engine/step_cost.hpp"
+#include "troupe/engine/trace.hpp"
 #include "troupe/model/error.hpp"
 
 namespace troupe {
@@ -183,6 +184,7 @@ void send_notices(scheduler_self self, const step_notices& n) {
 // the fan-out), then the tokens, the new step's notices and the gauges.
 void on_step_back(scheduler_self self, step_sample sample, int64_t num_pairs, clock_type::time_point sent,
                   const step_result& result) {
+  trace::scoped_span traced(trace::lane::scheduler);
   auto& st = self->state;
   const auto back = clock_type::now();
   // A step planned ahead was sent while the one before it ran: it started when that came back.
@@ -265,6 +267,7 @@ scheduler_actor::behavior_type scheduler(scheduler_self self, scheduler_config c
   });
   return {
       [=](atoms::batch_atom, pending_batch& batch) {
+        trace::scoped_span traced(trace::lane::scheduler);
         auto& st = self->state;
         const int64_t now = now_ms(self);
         for (auto& p : batch.sequences) {

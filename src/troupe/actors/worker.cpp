@@ -5,6 +5,7 @@
 #include <string>
 
 #include "troupe/engine/step_plan.hpp"
+#include "troupe/engine/trace.hpp"
 #include "troupe/model/error.hpp"
 
 namespace troupe {
@@ -36,7 +37,11 @@ step_result run_step(worker_state& st, step_request& request) {
   if (!request.ops.swap_out.empty()) engine.swap_out(pairs_of(request.ops.swap_out));
   if (!request.ops.copies.empty()) engine.copy_blocks(pairs_of(request.ops.copies));
   if (!request.ops.swap_in.empty()) engine.swap_in(pairs_of(request.ops.swap_in));
-  auto result = engine.step(plan);
+  step_result result;
+  {
+    trace::scoped_span traced(trace::lane::backend);
+    result = engine.step(plan);
+  }
   st.plans->on_result(result);
   return result;
 }
@@ -47,6 +52,7 @@ worker_actor::behavior_type worker(worker_actor::stateful_pointer<worker_state> 
   self->state.plans = std::make_unique<plan_state>(std::move(eog_ids));
   return {
       [=](atoms::step_atom, step_request& request) -> caf::result<step_result> {
+        trace::scoped_span traced(trace::lane::worker);
         auto& st = self->state;
         std::optional<error_value> failure;
         if (request.plan.is_planned_ahead && st.last_failure) {
