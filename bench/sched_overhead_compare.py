@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Runtime overhead before and after, in one run: two bench_sched_overhead binaries (the
+"before" one built from an older commit, the "after" one from this tree) alternate on the
+same machine, at each stand-in step time, and the medians of the rounds are printed side by
+side with their ratio.
+
+Usage: bench/sched_overhead_compare.py --before BIN --after BIN [--model GGUF]
+          [--step-us 2000,500] [--streams 1,4,16,64,256,1024] [--seconds 3] [--rounds 3]
+
+The after binary runs with --async both (synchronous and asynchronous scheduling); a
+before binary that does not know --async runs as it is (it schedules synchronously).
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+
+
+def run(binary, model, step_us, streams, seconds, extra):
+    cmd = [binary, "--model", model, "--step-us", str(step_us), "--streams", streams, "--seconds", str(seconds)] + extra
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    rows = {}
+    for line in out.splitlines():
+        if line.startswith("RESULT ") and '"streams"' in line:
+            r = json.loads(line[len("RESULT "):])
+            rows[(r.get("async", False), r["streams"])] = r
+    return rows
+
+
+def knows_async(binary):
+    out = subprocess.run([binary, "--help"], capture_output=True, text=True)
+    return "--async" in out.stdout + out.stderr
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--before", required=True)
+    ap.add_argument("--after", required=True)
+    ap.add_argument("--model", default="models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    ap.add_argument("--step-us", default="2000,500")
+    ap.add_argument("--streams", default="1,4,16,64,256,1024")
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    before_extra = ["--async", "sync"] if knows_async(args.before) else []
+    for step_us in [int(x) for x in args.step_us.split(",")]:
+        before, after = [], []
+        for _ in range(args.rounds):  # alternating, so that drift hits both alike
+            before.append(run(args.before, args.model, step_us, args.streams, args.seconds, before_extra))
+            after.append(run(args.after, args.model, step_us, args.streams, args.seconds, ["--async", "both"]))
+        print(f"\nstand-in step {step_us} us; median of {args.rounds} alternating rounds of {args.seconds:g} s per point")
+        print(f"{'streams':>7} | {'before: overhead':>16} {'gap p50':>8} | {'after sync':>10} {'gap p50':>8} |"
+              f" {'after async':>11} {'gap p50':>8} {'sched us':>8} {'loop us':>8} | {'async/before':>12}")
+        for n in [int(x) for x in args.streams.split(",")]:
+            def med(rounds, is_async, key):
+                vals = [r[(is_async, n)][key] for r in rounds if (is_async, n) in r and key in r[(is_async, n)]]
+                return statistics.median(vals) if vals else float("nan")
+            b = med(before, False, "overhead_pct")
+            s = med(after, False, "overhead_pct")
+            a = med(after, True, "overhead_pct")
+            print(f"{n:>7} | {b:>15.1f}% {med(before, False, 'gap_p50_us'):>8.1f} | {s:>9.1f}% {med(after, False, 'gap_p50_us'):>8.1f} |"
+                  f" {a:>10.1f}% {med(after, True, 'gap_p50_us'):>8.1f} {med(after, True, 'scheduler_us'):>8.1f}"
+                  f" {med(after, True, 'loop_overhead_us'):>8.1f} | {a / b if b else float('nan'):>12.2f}")
+            print("RESULT " + json.dumps({"step_us": step_us, "streams": n, "before_pct": b, "after_sync_pct": s,
+                                          "after_async_pct": a}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
