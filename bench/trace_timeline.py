@@ -13,6 +13,7 @@ Prints, from the measured spans (lane, thread, begin_us, end_us):
        S scheduler      F fan-out      r request actors      b batcher      . idle
 """
 import argparse
+import bisect
 import csv
 import statistics
 import sys
@@ -49,17 +50,15 @@ def main():
         sys.exit(f"{args.trace}: only {len(steps)} backend steps recorded")
 
     gaps, per_lane, threads_used = [], {k: [] for k in ("scheduler", "fan_out", "request", "batcher", "worker")}, []
-    # Spans are sorted by begin; a sweep keeps this linear enough for a second of trace.
     for i in range(1, len(steps)):
-        a, b = steps[i - 1][2], steps[i][2]
         gaps.append(steps[i][2] - steps[i - 1][3])
-    window = spans
-    idx = 0
+    # Spans are sorted by begin; a span starts at most `longest` before it ends.
+    begins = [sp[2] for sp in spans]
+    longest = max(sp[3] - sp[2] for sp in spans)
     for i in range(1, len(steps)):
         a, b = steps[i - 1][2], steps[i][2]
-        while idx < len(window) and window[idx][3] < a - 5000:
-            idx += 1
-        local = [s for s in window[idx:idx + 4000] if s[2] < b and s[3] > a]
+        lo, hi = bisect.bisect_left(begins, a - longest), bisect.bisect_left(begins, b)
+        local = [sp for sp in spans[lo:hi] if sp[3] > a]
         for lane in per_lane:
             busy = sum(max(0.0, min(e, b) - max(s, a)) for n, _, s, e in local if n == lane)
             if lane == "worker":
