@@ -1,3 +1,5 @@
+// The architecture table and the load-time checks of a file's metadata keys and tensor
+// names against it.
 #include "troupe/model/architecture.hpp"
 
 #include <algorithm>
@@ -22,16 +24,16 @@ constexpr std::array k_architectures = {
 
 // The keys under "<arch>." that model_config reads. rope.scaling.original_context_length
 // and rope.scaling.finetuned only matter to scaling types that model_config refuses.
-constexpr std::array<std::string_view, 17> k_known_keys = {
+constexpr auto k_known_keys = std::to_array<std::string_view>({
     "context_length", "embedding_length", "block_count", "feed_forward_length", "vocab_size",
     "attention.head_count", "attention.head_count_kv", "attention.layer_norm_rms_epsilon",
     "attention.key_length", "attention.value_length", "rope.dimension_count", "rope.freq_base",
     "rope.scaling.type", "rope.scaling.factor", "rope.scale_linear", "rope.scaling.original_context_length",
     "rope.scaling.finetuned",
-};
+});
 
 // Mixture-of-experts counts written as zero by converters of dense models.
-constexpr std::array<std::string_view, 2> k_zero_only_keys = {"expert_count", "expert_used_count"};
+constexpr auto k_zero_only_keys = std::to_array<std::string_view>({"expert_count", "expert_used_count"});
 
 bool is_one_of(std::string_view s, std::span<const std::string_view> list) {
   return std::find(list.begin(), list.end(), s) != list.end();
