@@ -1,5 +1,6 @@
 #include "reference_llama.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -41,10 +42,25 @@ std::vector<float> rms_norm(const std::vector<float>& x, const std::vector<float
   return out;
 }
 
+void add(std::vector<float>& x, const std::vector<float>& bias) {
+  for (size_t i = 0; i < x.size(); ++i) x[i] += bias[i];
+}
+
+// RMSNorm of each head (weight.size() values) of x on its own.
+void norm_heads(std::vector<float>& x, const std::vector<float>& weight, float eps) {
+  const size_t hd = weight.size();
+  for (size_t h = 0; h < x.size() / hd; ++h) {
+    const std::vector<float> head(x.begin() + h * hd, x.begin() + (h + 1) * hd);
+    const auto normed = rms_norm(head, weight, eps);
+    std::copy(normed.begin(), normed.end(), x.begin() + h * hd);
+  }
+}
+
 void rope(std::vector<float>& v, int heads, const model_config& c, int pos) {
   for (int h = 0; h < heads; ++h) {
     for (int i = 0; i < c.rope_dim / 2; ++i) {
-      const double theta = c.rope_freq_scale * pos * std::pow((double)c.rope_freq_base, -2.0 * i / c.rope_dim);
+      const double factor = c.rope_freq_factors.empty() ? 1.0 : c.rope_freq_factors[i];
+      const double theta = c.rope_freq_scale * pos * std::pow((double)c.rope_freq_base, -2.0 * i / c.rope_dim) / factor;
       const int a = h * c.head_dim + (c.rope == rope_kind::norm ? 2 * i : i);
       const int b = h * c.head_dim + (c.rope == rope_kind::norm ? 2 * i + 1 : i + c.rope_dim / 2);
       const double x0 = v[a], x1 = v[b];
@@ -62,7 +78,7 @@ std::vector<float> reference_logits(const gguf::file& file, const std::vector<in
   const auto embd = dequantize(file, "token_embd.weight");
   const auto out_w = c.has_output_weight ? dequantize(file, "output.weight") : embd;
   const auto out_norm = dequantize(file, "output_norm.weight");
-  struct layer { std::vector<float> an, fn, q, k, v, o, g, u, dn; };
+  struct layer { std::vector<float> an, fn, q, k, v, o, g, u, dn, bq, bk, bv, qn, kn; };
   std::vector<layer> layers;
   for (int l = 0; l < c.num_layers; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
@@ -71,6 +87,15 @@ std::vector<float> reference_logits(const gguf::file& file, const std::vector<in
                       dequantize(file, p + "attn_v.weight"), dequantize(file, p + "attn_output.weight"),
                       dequantize(file, p + "ffn_gate.weight"), dequantize(file, p + "ffn_up.weight"),
                       dequantize(file, p + "ffn_down.weight")});
+    if (c.has_qkv_bias) {
+      layers.back().bq = dequantize(file, p + "attn_q.bias");
+      layers.back().bk = dequantize(file, p + "attn_k.bias");
+      layers.back().bv = dequantize(file, p + "attn_v.bias");
+    }
+    if (c.has_qk_norm) {
+      layers.back().qn = dequantize(file, p + "attn_q_norm.weight");
+      layers.back().kn = dequantize(file, p + "attn_k_norm.weight");
+    }
   }
   std::vector<std::vector<std::vector<float>>> keys(c.num_layers), values(c.num_layers);
   std::vector<float> logits;
@@ -80,6 +105,15 @@ std::vector<float> reference_logits(const gguf::file& file, const std::vector<in
       const auto& w = layers[l];
       auto h = rms_norm(x, w.an, c.rms_eps);
       auto q = matvec(w.q, h), k = matvec(w.k, h), v = matvec(w.v, h);
+      if (c.has_qkv_bias) {
+        add(q, w.bq);
+        add(k, w.bk);
+        add(v, w.bv);
+      }
+      if (c.has_qk_norm) {
+        norm_heads(q, w.qn, c.rms_eps);
+        norm_heads(k, w.kn, c.rms_eps);
+      }
       rope(q, c.num_heads, c, (int)pos);
       rope(k, c.num_kv_heads, c, (int)pos);
       keys[l].push_back(k);

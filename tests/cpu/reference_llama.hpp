@@ -1,4 +1,5 @@
-// A plain fp32 llama forward pass for tests: whole matrices dequantized, contiguous KV,
+// A plain fp32 llama-family forward pass for tests (q/k/v biases, per-head q/k norms, NEOX
+// or adjacent-pair RoPE, rope frequency factors): whole matrices dequantized, contiguous KV,
 // no batching, no quantized activations. Slow and obviously correct; the CPU backend is
 // checked against it.
 #pragma once

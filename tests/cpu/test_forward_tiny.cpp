@@ -1,5 +1,5 @@
-// The CPU forward pass on tiny random llama models: agreement with a plain fp32 reference,
-// paging, chunking and batching invariance, plan validation and block copies.
+// The CPU forward pass on tiny random llama, qwen2 and qwen3 models: agreement with a plain
+// fp32 reference, paging, chunking and batching invariance, plan validation and block copies.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -139,6 +139,49 @@ TEST_CASE("forward: multi-head, multi-query and an untied output head agree with
   test::tiny_model_options untied;
   untied.tied_output = false;
   check_against_reference(untied);
+}
+
+TEST_CASE("forward: a qwen2 model (q/k/v biases, NEOX rotation, untied head) agrees with the reference") {
+  test::tiny_model_options o;
+  o.architecture = "qwen2";
+  o.tied_output = false;
+  o.weight_type = ggml_type::q5_0;
+  o.rope_freq_base = 1e6f;
+  o.rms_eps = 1e-6f;
+  check_against_reference(o);
+}
+
+TEST_CASE("forward: a qwen2 model with a GQA ratio of 7, like Qwen2.5-0.5B, agrees with the reference") {
+  test::tiny_model_options o;
+  o.architecture = "qwen2";
+  o.embedding_dim = 448;  // 7 heads of 64
+  o.num_heads = 7;
+  o.num_kv_heads = 1;
+  o.num_layers = 1;
+  check_against_reference(o);
+}
+
+TEST_CASE("forward: a qwen3 model (per-head q/k norms, heads x head_dim wider than the model) agrees with the reference") {
+  test::tiny_model_options o;
+  o.architecture = "qwen3";
+  o.head_dim = 32;  // 4 heads x 32 = 128 > 64 wide
+  check_against_reference(o);
+}
+
+TEST_CASE("forward: rope_freqs factors change the logits and are applied as the reference applies them") {
+  test::tiny_model_options o;
+  o.has_rope_freq_factors = true;
+  check_against_reference(o);
+  const auto tokens = some_tokens(40, make_backend(tiny_file()).config().vocab_size, 3);
+  auto logits_of = [&](const test::tiny_model_options& options) {
+    auto b = make_backend(tiny_file(options));
+    batch_plan plan;
+    plan.sequences.push_back(step_of(1, tokens, 0, iota_table(3)));
+    return b.step(plan).outputs[0].logits;
+  };
+  const auto with = logits_of(o);
+  const auto without = logits_of({});  // the same weights: the factors draw no random numbers
+  CHECK(max_abs_diff(with, without) > 0.05);
 }
 
 TEST_CASE("forward: chunked prefill and one-token decode give the logits of a single step") {

@@ -16,6 +16,7 @@
 #include "troupe/cpu/cpu_backend.hpp"
 #include "troupe/engine/single_sequence.hpp"
 #include "troupe/model/tokenizer.hpp"
+#include "llama_cpp_goldens.hpp"
 #include "util/require_model.hpp"
 
 using namespace troupe;
@@ -49,19 +50,9 @@ simdjson::dom::element load_json(simdjson::dom::parser& parser, const std::strin
   return parser.load(std::string(TROUPE_TEST_DATA_DIR) + "/" + name);
 }
 
-std::vector<int32_t> ints(simdjson::dom::array a) {
-  std::vector<int32_t> out;
-  for (auto v : a) out.push_back((int32_t)int64_t(v));
-  return out;
-}
+using test::argmax;
 
-std::vector<double> doubles(simdjson::dom::array a) {
-  std::vector<double> out;
-  for (auto v : a) out.push_back(double(v));
-  return out;
-}
-
-int32_t argmax(const float* row, int32_t n) { return (int32_t)(std::max_element(row, row + n) - row); }
+std::vector<int32_t> ints(simdjson::dom::array a) { return test::json_ints(a); }
 
 #define REQUIRE_MODEL() \
   TROUPE_REQUIRE_MODEL();  \
@@ -81,36 +72,15 @@ TEST_CASE("llama.cpp agreement: teacher-forced next-token top-1 agrees as well a
   simdjson::dom::parser self_parser;
   const auto self = load_json(self_parser, "golden_self_agreement.json");
   single_sequence seq(*model()->backend, model()->eog_ids);
-  const int32_t vocab = model()->backend->config().vocab_size;
-  int64_t positions = 0, agree = 0, agree_clear = 0, clear = 0;
-  for (auto text : golden["texts"].get_array()) {
-    const auto tokens = ints(text["tokens"].get_array());
-    const auto top1 = ints(text["top1"].get_array());
-    const auto l1 = doubles(text["top1_logit"].get_array());
-    const auto l2 = doubles(text["top2_logit"].get_array());
-    const auto logits = seq.score(tokens);
-    int64_t text_agree = 0;
-    for (size_t i = 0; i < tokens.size(); ++i) {
-      const bool same = argmax(&logits[i * vocab], vocab) == top1[i];
-      text_agree += same;
-      if (l1[i] - l2[i] >= 0.2) {
-        ++clear;
-        agree_clear += same;
-      }
-    }
-    MESSAGE(std::string(text["name"].get_string().value()) << ": " << text_agree << "/" << tokens.size());
-    positions += (int64_t)tokens.size();
-    agree += text_agree;
-  }
-  const double overall = (double)agree / (double)positions;
-  const double clear_ratio = (double)agree_clear / (double)clear;
+  const auto a = test::teacher_forced_agreement(seq, model()->backend->config().vocab_size, golden);
   const double llama_self = double(self["overall"]);
-  MESSAGE("top-1 agreement " << agree << "/" << positions << " = " << overall << " (llama.cpp flash-attention on vs off: "
-                             << llama_self << "); where llama.cpp's margin >= 0.2: " << agree_clear << "/" << clear
-                             << " = " << clear_ratio);
-  CHECK(positions >= 1000);
-  CHECK(overall >= llama_self - 0.005);
-  CHECK(clear_ratio >= 0.99);
+  MESSAGE("top-1 agreement " << a.num_agree << "/" << a.num_positions << " = " << a.overall()
+                             << " (llama.cpp flash-attention on vs off: " << llama_self
+                             << "); where llama.cpp's margin >= 0.2: " << a.num_agree_clear << "/" << a.num_clear
+                             << " = " << a.clear());
+  CHECK(a.num_positions >= 1000);
+  CHECK(a.overall() >= llama_self - 0.005);
+  CHECK(a.clear() >= 0.99);
 }
 
 TEST_CASE("llama.cpp agreement: perplexity of the first 1024 tokens of GPL-3 is within 1%") {
@@ -120,17 +90,7 @@ TEST_CASE("llama.cpp agreement: perplexity of the first 1024 tokens of GPL-3 is 
   const auto tokens = ints(golden["tokens"].get_array());
   const double want = double(golden["ppl"]);
   single_sequence seq(*model()->backend, model()->eog_ids);
-  const int32_t vocab = model()->backend->config().vocab_size;
-  const auto logits = seq.score(tokens);
-  double nll = 0;
-  for (size_t i = 1; i < tokens.size(); ++i) {
-    const float* row = &logits[(i - 1) * vocab];
-    const float m = *std::max_element(row, row + vocab);
-    double sum = 0;
-    for (int32_t t = 0; t < vocab; ++t) sum += std::exp((double)row[t] - m);
-    nll += -(((double)row[tokens[i]] - m) - std::log(sum));
-  }
-  const double ppl = std::exp(nll / (double)(tokens.size() - 1));
+  const double ppl = test::perplexity(seq, model()->backend->config().vocab_size, tokens);
   MESSAGE("troupe ppl " << ppl << ", llama.cpp ppl " << want);
   CHECK(tokens.size() == 1024);
   CHECK(std::fabs(ppl / want - 1.0) < 0.01);
@@ -141,27 +101,7 @@ TEST_CASE("llama.cpp agreement: greedy continuations match up to llama.cpp's fir
   simdjson::dom::parser parser;
   const auto golden = load_json(parser, "golden_greedy.json");
   single_sequence seq(*model()->backend, model()->eog_ids);
-  int num_prompts = 0;
-  for (auto p : golden["prompts"].get_array()) {
-    const auto prompt = ints(p["prompt_tokens"].get_array());
-    const auto want = ints(p["generated"].get_array());
-    size_t compare = want.size();
-    if (auto tie = p["first_margin_below_0_1"]; !tie.is_null()) compare = (size_t)int64_t(tie);
-    sampling_params params;
-    params.temperature = 0.0f;
-    params.ignore_eos = true;
-    params.max_tokens = (int32_t)want.size();
-    std::vector<int32_t> got;
-    generation_stats stats;
-    seq.reset();
-    seq.generate(prompt, params, [&](int32_t t) { got.push_back(t); return true; }, stats);
-    CAPTURE(std::string(p["name"].get_string().value()));
-    CAPTURE(compare);
-    REQUIRE(got.size() >= compare);
-    CHECK(std::vector<int32_t>(got.begin(), got.begin() + (ptrdiff_t)compare) ==
-          std::vector<int32_t>(want.begin(), want.begin() + (ptrdiff_t)compare));
-    ++num_prompts;
-  }
+  const int num_prompts = test::check_greedy_continuations(seq, golden);
   CHECK(num_prompts >= 5);
 }
 

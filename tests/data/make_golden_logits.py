@@ -12,7 +12,10 @@ files are regenerated, never during the build or the tests. Output, all under te
   golden_full_logits.f16      llama.cpp's full logit rows (float16, little endian,
                               row-major [n_rows][n_vocab]) for a few positions of one prompt
 
-Usage:  python3 tests/data/make_golden_logits.py [--model PATH] [--out DIR]
+Usage:  python3 tests/data/make_golden_logits.py [--profile NAME] [--model PATH] [--out DIR]
+        --profile smollm2-135m (default: files directly in tests/data/) or
+                  qwen2.5-coder-0.5b (files in tests/data/qwen2.5-coder-0.5b/, no full
+                  logit rows: 151,936 columns would make them 1.2 MB)
         [--llama-perplexity PATH]   (optional: also record llama-perplexity's own estimate;
                                      default third_party/llama.cpp/build/bin/llama-perplexity,
                                      built by bench/build_llama_cpp.sh)
@@ -34,16 +37,30 @@ import sys
 import numpy as np
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-DEFAULT_MODEL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+HERE = os.path.dirname(os.path.abspath(__file__))
 GPL3 = "/usr/share/common-licenses/GPL-3"
 APACHE2 = "/usr/share/common-licenses/Apache-2.0"
 
 SETTINGS = dict(n_ctx=2048, n_batch=512, n_ubatch=512, n_threads=2, n_threads_batch=2,
                 logits_all=True, seed=1234, flash_attn=False, n_gpu_layers=0,
                 use_mmap=True, verbose=False)
-# SmolLM2's end-of-generation ids in llama.cpp: <|endoftext|>, <|im_end|>, <reponame>.
-EOG_IDS = [0, 2, 4]
-DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+# Per model: the file, where its goldens go, its end-of-generation ids in llama.cpp, the
+# default system prompt of its chat template, and whether full logit rows are written.
+PROFILES = {
+    "smollm2-135m": dict(
+        model="SmolLM2-135M-Instruct.Q4_1.gguf", out=HERE,
+        eog_ids=[0, 2, 4],  # <|endoftext|>, <|im_end|>, <reponame>
+        system="You are a helpful AI assistant named SmolLM, trained by Hugging Face",
+        full_logits=True),
+    "qwen2.5-coder-0.5b": dict(
+        model="qwen2.5-coder-0.5b-instruct.gguf", out=os.path.join(HERE, "qwen2.5-coder-0.5b"),
+        # <|endoftext|>, <|im_end|>, <|fim_pad|>, <|repo_name|>, <|file_sep|>
+        eog_ids=[151643, 151645, 151662, 151663, 151664],
+        system="You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
+        full_logits=False),
+}
+EOG_IDS = PROFILES["smollm2-135m"]["eog_ids"]
+DEFAULT_SYSTEM = PROFILES["smollm2-135m"]["system"]
 
 # ---------------------------------------------------------------------------------------
 # Texts. Prose and code below were written for this file.
@@ -51,7 +68,8 @@ DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Huggin
 
 
 def chatml(messages, add_generation_prompt=True, default_system=True):
-    """Renders messages like SmolLM2's Jinja chat template (ChatML framing)."""
+    """Renders messages like the model's Jinja chat template (ChatML framing, the profile's
+    default system prompt)."""
     out = []
     if default_system and (not messages or messages[0][0] != "system"):
         out.append(f"<|im_start|>system\n{DEFAULT_SYSTEM}<|im_end|>\n")
@@ -62,20 +80,22 @@ def chatml(messages, add_generation_prompt=True, default_system=True):
     return "".join(out)
 
 
-CHAT_CONVERSATION = chatml([
-    ("user", "I have a small garden on a balcony that gets about four hours of sun. "
-             "Which vegetables could I grow there?"),
-    ("assistant", "Four hours of direct sun is enough for many leafy crops. Lettuce, spinach, "
-                  "chard, kale and rocket all tolerate partial shade, and herbs such as mint, "
-                  "parsley and chives do well too. Radishes and spring onions are quick and "
-                  "forgiving. Fruiting plants like tomatoes and peppers usually want six to "
-                  "eight hours, so they may give a smaller harvest."),
-    ("user", "How often should I water lettuce in pots?"),
-    ("assistant", "Check the soil every day: water when the top two centimetres feel dry. In "
-                  "warm weather that can mean once a day, in cool weather every two or three "
-                  "days. Pots dry out faster than beds, so a saucer or a layer of mulch helps "
-                  "keep the roots evenly moist."),
-], add_generation_prompt=False)
+def chat_conversation():
+    return chatml([
+        ("user", "I have a small garden on a balcony that gets about four hours of sun. "
+                 "Which vegetables could I grow there?"),
+        ("assistant", "Four hours of direct sun is enough for many leafy crops. Lettuce, spinach, "
+                      "chard, kale and rocket all tolerate partial shade, and herbs such as mint, "
+                      "parsley and chives do well too. Radishes and spring onions are quick and "
+                      "forgiving. Fruiting plants like tomatoes and peppers usually want six to "
+                      "eight hours, so they may give a smaller harvest."),
+        ("user", "How often should I water lettuce in pots?"),
+        ("assistant", "Check the soil every day: water when the top two centimetres feel dry. In "
+                      "warm weather that can mean once a day, in cool weather every two or three "
+                      "days. Pots dry out faster than beds, so a saucer or a layer of mulch helps "
+                      "keep the roots evenly moist."),
+    ], add_generation_prompt=False)
+
 
 CPP_CODE = """#include <algorithm>
 #include <cstdint>
@@ -147,20 +167,22 @@ PROSE = (
     "and some deltas are now shrinking as a result."
 )
 
-GREEDY_PROMPTS = [
-    ("chat_capital_france", chatml([("user", "What is the capital of France?")]), True),
-    ("chat_photosynthesis", chatml([("user", "Explain photosynthesis in two sentences.")]), True),
-    ("chat_python_reverse", chatml([("user", "Write a Python function that reverses a string.")]),
-     True),
-    ("chat_no_system_haiku", chatml([("user", "Write a haiku about the sea.")],
-                                    default_system=False), True),
-    ("chat_multi_turn", chatml([("user", "Hi! My name is Sam."),
-                                ("assistant", "Hello Sam! How can I help you today?"),
-                                ("user", "Can you suggest a name for my new cat?")]), True),
-    ("plain_once_upon", "Once upon a time, in a small village by the sea,", False),
-    ("plain_gpl_preamble", "The GNU General Public License is a free, copyleft license for", False),
-    ("plain_list_planets", "The planets of the solar system, in order from the Sun, are", False),
-]
+def greedy_prompts():
+    return [
+        ("chat_capital_france", chatml([("user", "What is the capital of France?")]), True),
+        ("chat_photosynthesis", chatml([("user", "Explain photosynthesis in two sentences.")]), True),
+        ("chat_python_reverse", chatml([("user", "Write a Python function that reverses a string.")]),
+         True),
+        ("chat_no_system_haiku", chatml([("user", "Write a haiku about the sea.")],
+                                        default_system=False), True),
+        ("chat_multi_turn", chatml([("user", "Hi! My name is Sam."),
+                                    ("assistant", "Hello Sam! How can I help you today?"),
+                                    ("user", "Can you suggest a name for my new cat?")]), True),
+        ("plain_once_upon", "Once upon a time, in a small village by the sea,", False),
+        ("plain_gpl_preamble", "The GNU General Public License is a free, copyleft license for", False),
+        ("plain_list_planets", "The planets of the solar system, in order from the Sun, are", False),
+    ]
+
 
 FULL_LOGITS_PROMPT = ("plain_numbers", "One, two, three, four, five, six, seven, eight", False)
 FULL_LOGITS_MAX_ROWS = 4  # 4 rows x 49152 x 2 bytes = 384 KiB
@@ -227,14 +249,20 @@ def run_perplexity_tool(args, ppl_obj):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--model", default=DEFAULT_MODEL)
-    ap.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
+    ap.add_argument("--profile", default="smollm2-135m", choices=sorted(PROFILES))
+    ap.add_argument("--model", default=None, help="default: models/ + the profile's file")
+    ap.add_argument("--out", default=None, help="default: the profile's folder")
     ap.add_argument("--llama-perplexity", default=os.path.join(
         ROOT, "third_party", "llama.cpp", "build", "bin", "llama-perplexity"))
     ap.add_argument("--perplexity-tool-only", action="store_true",
                     help="only (re)run llama-perplexity and add its estimate to the existing\n"
                          "golden_ppl_gpl3.json (no llama-cpp-python needed)")
     args = ap.parse_args()
+    profile = PROFILES[args.profile]
+    args.model = args.model or os.path.join(ROOT, "models", profile["model"])
+    args.out = args.out or profile["out"]
+    global EOG_IDS, DEFAULT_SYSTEM
+    EOG_IDS, DEFAULT_SYSTEM = profile["eog_ids"], profile["system"]
 
     if args.perplexity_tool_only:
         path = os.path.join(args.out, "golden_ppl_gpl3.json")
@@ -291,7 +319,7 @@ def main():
         ("apache2_first400", "first 400 tokens of /usr/share/common-licenses/Apache-2.0",
          apache_tokens, False),
         ("chatml_conversation", "ChatML conversation with the default system prompt",
-         tok(CHAT_CONVERSATION, special=True), True),
+         tok(chat_conversation(), special=True), True),
         ("cpp_code", "C++ snippet", tok(CPP_CODE, special=False), False),
         ("python_code", "Python snippet", tok(PY_CODE, special=False), False),
         ("prose", "English prose", tok(PROSE, special=False), False),
@@ -310,7 +338,7 @@ def main():
         tf_records.append({
             "name": name, "description": desc, "parse_special": special,
             "text": None if name == "apache2_first400" else
-            {"chatml_conversation": CHAT_CONVERSATION, "cpp_code": CPP_CODE,
+            {"chatml_conversation": chat_conversation(), "cpp_code": CPP_CODE,
              "python_code": PY_CODE, "prose": PROSE}[name],
             "n_tokens": len(tokens), "tokens": tokens,
             "top1": top1, "top1_logit": l1, "top2_logit": l2, "top5": top5,
@@ -364,7 +392,7 @@ def main():
     # 3. Greedy continuations. --------------------------------------------------------------
     greedy = []
     n_gen = 64
-    for name, prompt, special in GREEDY_PROMPTS:
+    for name, prompt, special in greedy_prompts():
         ptoks = tok(prompt, special=special)
         llm.reset()
         llm.eval(ptoks)
@@ -403,6 +431,8 @@ def main():
     })
 
     # 4. Full logits for a few positions of one prompt. --------------------------------------
+    if not profile["full_logits"]:
+        return
     name, prompt, special = FULL_LOGITS_PROMPT
     ptoks = tok(prompt, special=special)
     logits = eval_sequence(llm, ptoks)

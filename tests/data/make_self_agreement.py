@@ -7,7 +7,10 @@ threads) and writes tests/data/golden_self_agreement.json: the share of position
 top-1 id is the same, overall and by llama.cpp's top-2 margin. It is the noise floor of
 top-1 agreement for this model: troupe's agreement test is judged against it.
 
-Usage: python3 tests/data/make_self_agreement.py [--model PATH]
+Usage: python3 tests/data/make_self_agreement.py [--model PATH] [--dir DIR]
+  e.g. --model models/qwen2.5-coder-0.5b-instruct.gguf --dir tests/data/qwen2.5-coder-0.5b
+  [--with-perplexity]  also llama.cpp's GPL-3 perplexity with flash attention on (the noise
+                       floor of the perplexity comparison)
 Requires: pip install llama-cpp-python==0.3.36 numpy
 """
 import argparse
@@ -23,8 +26,12 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap.add_argument("--dir", default=os.path.join(ROOT, "tests", "data"),
+                    help="the folder of golden_teacher_forced.json, where the result goes too")
+    ap.add_argument("--with-perplexity", action="store_true",
+                    help="also evaluate golden_ppl_gpl3.json's tokens with flash attention on")
     args = ap.parse_args()
-    golden = json.load(open(os.path.join(ROOT, "tests", "data", "golden_teacher_forced.json")))
+    golden = json.load(open(os.path.join(args.dir, "golden_teacher_forced.json")))
     llm = llama_cpp.Llama(model_path=args.model, n_ctx=2048, n_batch=512, n_ubatch=512, n_threads=2,
                           n_threads_batch=2, logits_all=True, flash_attn=True, verbose=False)
     tops, want, margins = [], [], []
@@ -49,7 +56,26 @@ def main():
         "overall": float((tops == want).mean()),
         "by_min_margin": by_margin,
     }
-    path = os.path.join(ROOT, "tests", "data", "golden_self_agreement.json")
+    # The same for perplexity, when asked: llama.cpp's own GPL-3 perplexity with flash
+    # attention on, against golden_ppl_gpl3.json's (off), and how far the per-token NLLs move.
+    if args.with_perplexity:
+        ppl_golden = json.load(open(os.path.join(args.dir, "golden_ppl_gpl3.json")))
+        tokens = ppl_golden["tokens"]
+        llm.reset()
+        llm.eval(tokens)
+        logits = np.array(llm.scores[: len(tokens)], dtype=np.float64)
+        nll = []
+        for i in range(1, len(tokens)):
+            row = logits[i - 1]
+            m = row.max()
+            nll.append(-(row[tokens[i]] - m - np.log(np.exp(row - m).sum())))
+        nll = np.array(nll)
+        diff = nll - np.array(ppl_golden["nll"])
+        out["perplexity_gpl3"] = {
+            "ppl_flash_attn_on": float(np.exp(nll.mean())), "ppl_flash_attn_off": ppl_golden["ppl"],
+            "mean_abs_nll_difference": float(np.abs(diff).mean()),
+            "max_abs_nll_difference": float(np.abs(diff).max())}
+    path = os.path.join(args.dir, "golden_self_agreement.json")
     with open(path, "w") as f:
         json.dump(out, f, indent=1)
         f.write("\n")

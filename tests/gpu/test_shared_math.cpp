@@ -12,7 +12,7 @@
 #include "troupe/cpu/layer_ops.hpp"
 #include "troupe/gpu/math/attention_math.hpp"
 #include "troupe/gpu/math/layer_math.hpp"
-#include "troupe/gpu/rope_table.hpp"
+#include "troupe/model/rope_table.hpp"
 #include "util/quantize.hpp"
 
 using namespace troupe;
@@ -77,7 +77,7 @@ TEST_CASE("shared math: rotated pairs match the CPU backend's RoPE for both pair
   c.rope_dim = 48;  // fewer rotated dims than head_dim: the rest must stay untouched
   c.context_length = 300;
   c.rope_freq_base = 10000.0f;
-  const auto table = gpu::make_rope_table(c);
+  const auto table = make_rope_table(c);
   const int32_t half = c.rope_dim / 2;
   for (const auto kind : {rope_kind::norm, rope_kind::neox}) {
     for (int32_t pos : {0, 1, 17, 299}) {
@@ -104,7 +104,7 @@ TEST_CASE("shared math: the uploaded RoPE table holds the angles of rope_theta")
   c.context_length = 64;
   c.rope_freq_base = 500000.0f;
   c.rope_freq_scale = 0.5f;
-  const auto table = gpu::make_rope_table(c);
+  const auto table = make_rope_table(c);
   for (int32_t p = 0; p < c.context_length; p += 7) {
     for (int32_t i = 0; i < c.rope_dim / 2; ++i) {
       const float theta = rope_theta(p, i, c.rope_dim, c.rope_freq_base, c.rope_freq_scale);

@@ -1,6 +1,6 @@
 // Chat template specs: family recognition from Jinja text, ChatML's default system prompt
-// matching SmolLM2's real Jinja rendering (golden), the native llama3 / llama2 / mistral /
-// gemma formats, and rejection of conversations a family cannot express.
+// matching SmolLM2's and Qwen2.5's real Jinja renderings (goldens), the native llama3 /
+// llama2 / mistral / gemma formats, and rejection of conversations a family cannot express.
 #include <doctest/doctest.h>
 
 #include <filesystem>
@@ -18,6 +18,7 @@ using namespace troupe;
 namespace {
 
 const std::string k_golden_path = std::string(TROUPE_TEST_DATA_DIR) + "/tokenizer_golden.json";
+const std::string k_qwen_golden_path = std::string(TROUPE_TEST_DATA_DIR) + "/qwen2.5-coder-0.5b/tokenizer_golden.json";
 
 std::vector<chat_message> conversation() {
   return {{"system", "Be brief."}, {"user", "Hi"}, {"assistant", " Hello! "}, {"user", "Bye"}};
@@ -61,6 +62,37 @@ TEST_CASE("rendered SmolLM2 prompts tokenize like llama.cpp with parse_special")
   const tokenizer tok = tokenizer::from_gguf(file);
   const chat_template t = chat_template::from_gguf(file);
   CHECK(t.default_system_prompt() == "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
+  for (const auto& chat : golden["chats"].items) {
+    CHECK(tok.encode(chat["rendered"].str, false, true) == chat["ids"].ints());
+  }
+}
+
+TEST_CASE("Qwen2.5's template is ChatML with its default system prompt") {
+  const auto golden = troupe::test::json::load(k_qwen_golden_path);
+  const chat_template t = chat_template::from_jinja(golden["chat_template"].str);
+  CHECK(t.kind() == chat_template_kind::chatml);
+  CHECK(t.default_system_prompt() == "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
+  CHECK(t.stop_strings() == std::vector<std::string>{"<|im_end|>"});
+}
+
+TEST_CASE("ChatML rendering equals Qwen2.5's Jinja template for every golden conversation") {
+  const auto golden = troupe::test::json::load(k_qwen_golden_path);
+  const chat_template t = chat_template::from_jinja(golden["chat_template"].str);
+  for (const auto& chat : golden["chats"].items) {
+    std::vector<chat_message> messages;
+    for (const auto& m : chat["messages"].items) messages.push_back({m["role"].str, m["content"].str});
+    CAPTURE(chat["rendered"].str);
+    CHECK(t.apply(messages, chat["add_generation_prompt"].b) == chat["rendered"].str);
+  }
+}
+
+TEST_CASE("qwen2.5-coder-0.5b: rendered prompts tokenize like llama.cpp with parse_special") {
+  TROUPE_REQUIRE_QWEN_MODEL();
+  const auto golden = troupe::test::json::load(k_qwen_golden_path);
+  const gguf::file file = gguf::file::open(TROUPE_TEST_QWEN_MODEL);
+  const tokenizer tok = tokenizer::from_gguf(file);
+  const chat_template t = chat_template::from_gguf(file);
+  CHECK(t.default_system_prompt() == "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
   for (const auto& chat : golden["chats"].items) {
     CHECK(tok.encode(chat["rendered"].str, false, true) == chat["ids"].ints());
   }

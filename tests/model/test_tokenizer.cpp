@@ -1,6 +1,7 @@
 // Tokenizer specs: Unicode categories and splits, BPE and SentencePiece merging on tiny
 // in-memory vocabularies, metadata validation, incremental decoding, and exact agreement
-// with llama.cpp on the default model and a tiny SentencePiece vocab (tests/data golden).
+// with llama.cpp on the default model, on Qwen2.5's vocabulary and on a tiny SentencePiece
+// vocab (tests/data goldens).
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -312,6 +313,23 @@ TEST_CASE("the default model tokenizes exactly like llama.cpp") {
   CHECK(hex64(fnv1a_pieces(tok, true)) == golden["pieces_special_fnv1a"].str);
   const int num_matched = check_golden_cases(tok, golden);
   MESSAGE(num_matched << " of " << golden["cases"].items.size() << " golden BPE strings match llama.cpp");
+}
+
+TEST_CASE("qwen2.5-coder-0.5b: the Qwen2.5 vocabulary tokenizes exactly like llama.cpp") {
+  TROUPE_REQUIRE_QWEN_MODEL();
+  const auto golden =
+      troupe::test::json::load(std::string(TROUPE_TEST_DATA_DIR) + "/qwen2.5-coder-0.5b/tokenizer_golden.json");
+  const gguf::file file = gguf::file::open(TROUPE_TEST_QWEN_MODEL);
+  const tokenizer tok = tokenizer::from_gguf(file);
+  CHECK(tok.pre_name() == "qwen2");
+  CHECK(tok.vocab_size() == static_cast<int32_t>(golden["n_vocab"].num));
+  CHECK(tok.eog_ids() == golden["eog_ids"].ints());
+  CHECK(tok.encode("hi", true, false) == tok.encode("hi", false, false));  // add_bos_token is false
+  CHECK(hex64(fnv1a_pieces(tok, false)) == golden["pieces_fnv1a"].str);
+  CHECK(hex64(fnv1a_pieces(tok, true)) == golden["pieces_special_fnv1a"].str);
+  CHECK(golden["cases"].items.size() >= 176);
+  const int num_matched = check_golden_cases(tok, golden);
+  MESSAGE(num_matched << " of " << golden["cases"].items.size() << " golden Qwen2.5 strings match llama.cpp");
 }
 
 TEST_CASE("llama3, qwen2, gpt-2, default and starcoder splits match llama.cpp on SmolLM2's vocabulary") {

@@ -151,29 +151,41 @@ tiny_vocab make_tiny_vocab(int num_merges) {
 
 std::vector<std::byte> make_tiny_llama(const tiny_model_options& o) {
   if (o.num_layers < 1 || o.num_heads < 1 || o.num_kv_heads < 1 || o.num_heads % o.num_kv_heads != 0 ||
-      o.embedding_dim % o.num_heads != 0 || o.ffn_dim < 1) {
+      (o.head_dim == 0 && o.embedding_dim % o.num_heads != 0) || o.head_dim < 0 || o.ffn_dim < 1) {
     throw error(error_code::invalid_argument, "tiny model: inconsistent layer or head counts");
+  }
+  const bool is_llama = o.architecture == "llama";
+  const bool has_qkv_bias = o.architecture == "qwen2";
+  const bool has_qk_norm = o.architecture == "qwen3";
+  if (!is_llama && !has_qkv_bias && !has_qk_norm) {
+    throw error(error_code::invalid_argument, "tiny model: architecture must be llama, qwen2 or qwen3");
   }
   const tiny_vocab vocab = make_tiny_vocab(o.num_merges);
   const int64_t num_tokens = static_cast<int64_t>(vocab.tokens.size());
-  const int64_t head_dim = o.embedding_dim / o.num_heads;
+  const int64_t head_dim = o.head_dim > 0 ? o.head_dim : o.embedding_dim / o.num_heads;
+  const int64_t q_dim = head_dim * o.num_heads;
   const int64_t kv_dim = head_dim * o.num_kv_heads;
 
   gguf_writer w;
-  w.add_string("general.architecture", "llama");
-  w.add_string("general.name", "tiny-llama");
+  const std::string a = o.architecture + ".";
+  w.add_string("general.architecture", o.architecture);
+  w.add_string("general.name", "tiny-" + o.architecture);
   w.add_u32("general.file_type", file_type_of(o.weight_type));
   w.add_u32("general.quantization_version", 2);
-  w.add_u32("llama.context_length", static_cast<uint32_t>(o.context_length));
-  w.add_u32("llama.embedding_length", static_cast<uint32_t>(o.embedding_dim));
-  w.add_u32("llama.block_count", static_cast<uint32_t>(o.num_layers));
-  w.add_u32("llama.feed_forward_length", static_cast<uint32_t>(o.ffn_dim));
-  w.add_u32("llama.attention.head_count", static_cast<uint32_t>(o.num_heads));
-  w.add_u32("llama.attention.head_count_kv", static_cast<uint32_t>(o.num_kv_heads));
-  w.add_u32("llama.rope.dimension_count", static_cast<uint32_t>(head_dim));
-  w.add_f32("llama.rope.freq_base", o.rope_freq_base);
-  w.add_f32("llama.attention.layer_norm_rms_epsilon", o.rms_eps);
-  w.add_u32("llama.vocab_size", static_cast<uint32_t>(num_tokens));
+  w.add_u32(a + "context_length", static_cast<uint32_t>(o.context_length));
+  w.add_u32(a + "embedding_length", static_cast<uint32_t>(o.embedding_dim));
+  w.add_u32(a + "block_count", static_cast<uint32_t>(o.num_layers));
+  w.add_u32(a + "feed_forward_length", static_cast<uint32_t>(o.ffn_dim));
+  w.add_u32(a + "attention.head_count", static_cast<uint32_t>(o.num_heads));
+  w.add_u32(a + "attention.head_count_kv", static_cast<uint32_t>(o.num_kv_heads));
+  if (o.head_dim > 0) {
+    w.add_u32(a + "attention.key_length", static_cast<uint32_t>(head_dim));
+    w.add_u32(a + "attention.value_length", static_cast<uint32_t>(head_dim));
+  }
+  if (is_llama) w.add_u32(a + "rope.dimension_count", static_cast<uint32_t>(head_dim));
+  w.add_f32(a + "rope.freq_base", o.rope_freq_base);
+  w.add_f32(a + "attention.layer_norm_rms_epsilon", o.rms_eps);
+  if (is_llama) w.add_u32(a + "vocab_size", static_cast<uint32_t>(num_tokens));
   w.add_string("tokenizer.ggml.model", "gpt2");
   w.add_string("tokenizer.ggml.pre", "smollm");
   w.add_strings("tokenizer.ggml.tokens", vocab.tokens);
@@ -199,20 +211,34 @@ std::vector<std::byte> make_tiny_llama(const tiny_model_options& o) {
     for (float& x : values) x = mean + stddev * normal.next();
     std::vector<int64_t> dims{ne0};
     if (ne1 != 1) dims.push_back(ne1);
-    w.add_tensor(name, type, dims, quantize(type, values));
+    if (name != o.omit_tensor) w.add_tensor(name, type, dims, quantize(type, values));
   };
   // Projections scaled by 1/sqrt(fan_in) keep activations near unit size through the layers.
   const auto matrix_stddev = [](int64_t fan_in) { return 0.5f / std::sqrt(static_cast<float>(fan_in)); };
 
   const int64_t e = o.embedding_dim;
   add("token_embd.weight", o.embedding_type, e, num_tokens, 0.3f);
+  if (o.has_rope_freq_factors) {  // llama 3.x's shape: 1 for high frequencies rising to 8 for low ones
+    std::vector<float> factors(static_cast<size_t>(head_dim / 2));
+    for (size_t i = 0; i < factors.size(); ++i) factors[i] = 1.0f + 7.0f * (float)i / (float)(factors.size() - 1);
+    w.add_tensor("rope_freqs.weight", ggml_type::f32, {head_dim / 2}, quantize(ggml_type::f32, factors));
+  }
   for (int layer = 0; layer < o.num_layers; ++layer) {
     const std::string p = "blk." + std::to_string(layer) + ".";
     add(p + "attn_norm.weight", ggml_type::f32, e, 1, 0.05f, 1.0f);
-    add(p + "attn_q.weight", o.weight_type, e, e, matrix_stddev(e));
+    add(p + "attn_q.weight", o.weight_type, e, q_dim, matrix_stddev(e));
     add(p + "attn_k.weight", o.weight_type, e, kv_dim, matrix_stddev(e));
     add(p + "attn_v.weight", o.weight_type, e, kv_dim, matrix_stddev(e));
-    add(p + "attn_output.weight", o.weight_type, e, e, matrix_stddev(e));
+    if (has_qkv_bias) {  // large enough to move the logits well past the tolerance if dropped
+      add(p + "attn_q.bias", ggml_type::f32, q_dim, 1, 0.5f);
+      add(p + "attn_k.bias", ggml_type::f32, kv_dim, 1, 0.5f);
+      add(p + "attn_v.bias", ggml_type::f32, kv_dim, 1, 0.5f);
+    }
+    if (has_qk_norm) {
+      add(p + "attn_q_norm.weight", ggml_type::f32, head_dim, 1, 0.3f, 1.0f);
+      add(p + "attn_k_norm.weight", ggml_type::f32, head_dim, 1, 0.3f, 1.0f);
+    }
+    add(p + "attn_output.weight", o.weight_type, q_dim, e, matrix_stddev(q_dim));
     add(p + "ffn_norm.weight", ggml_type::f32, e, 1, 0.05f, 1.0f);
     add(p + "ffn_gate.weight", o.weight_type, e, o.ffn_dim, matrix_stddev(e));
     add(p + "ffn_up.weight", o.weight_type, e, o.ffn_dim, matrix_stddev(e));
@@ -220,6 +246,7 @@ std::vector<std::byte> make_tiny_llama(const tiny_model_options& o) {
   }
   add("output_norm.weight", ggml_type::f32, e, 1, 0.05f, 1.0f);
   if (!o.tied_output) add("output.weight", o.embedding_type, e, num_tokens, 0.3f);
+  if (o.add_extra) o.add_extra(w);
   return w.bytes();
 }
 

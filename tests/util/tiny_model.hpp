@@ -1,16 +1,25 @@
-// A tiny llama-architecture GGUF for fast unit tests: random small weights in any test-
+// A tiny llama-family GGUF (llama, qwen2 or qwen3) for fast unit tests: random small weights in any test-
 // quantizable type plus a byte-level BPE vocabulary (gpt2/smollm style) and a ChatML template.
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "tests/util/gguf_writer.hpp"
 #include "troupe/model/quant.hpp"
 
 namespace troupe::test {
 
 struct tiny_model_options {
+  // llama, qwen2 (q/k/v biases, NEOX rotation, no rope.dimension_count or vocab_size keys)
+  // or qwen3 (per-head q/k norms, NEOX rotation, head_dim from attention.key_length).
+  std::string architecture = "llama";
+  int head_dim = 0;                  // 0: embedding_dim / num_heads; else written as key_length
+  bool has_rope_freq_factors = false;  // write a rope_freqs.weight of factors in [1, 8]
+  std::string omit_tensor;           // a tensor name not to write, for the loader's refusals
+  std::function<void(gguf_writer&)> add_extra;  // more keys or tensors, written last
   ggml_type weight_type = ggml_type::q4_1;     // attention and FFN matrices
   ggml_type embedding_type = ggml_type::q8_0;  // token_embd, and output.weight when untied
   bool tied_output = true;                     // false: write a separate output.weight

@@ -1,6 +1,7 @@
-// The llama forward pass on the CPU for one batch_plan: embeddings, then per layer
-// RMSNorm -> q/k/v -> RoPE -> KV store -> paged attention -> output projection -> RMSNorm ->
-// SwiGLU FFN, then the output head for the positions that need logits, then sampling.
+// The llama-family forward pass on the CPU for one batch_plan: embeddings, then per layer
+// RMSNorm -> q/k/v (+ biases, per-head q/k RMSNorm where the architecture has them) ->
+// RoPE -> KV store -> paged attention -> output projection -> RMSNorm -> SwiGLU FFN, then
+// the output head for the positions that need logits, then sampling.
 #include "troupe/cpu/cpu_backend.hpp"
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include "troupe/model/error.hpp"
 #include "troupe/model/ops_math.hpp"
 #include "troupe/model/plan_check.hpp"
+#include "troupe/model/rope_table.hpp"
 
 namespace troupe::cpu {
 
@@ -33,9 +35,10 @@ const gguf::tensor_info& require_tensor(const gguf::file& file, const std::strin
   return *t;
 }
 
+// A norm weight or a bias: one F32 row.
 const float* require_norm(const gguf::file& file, const std::string& name, int64_t dim) {
   const auto& t = require_tensor(file, name, dim, 1);
-  if (t.type != ggml_type::f32) throw error(error_code::unsupported, "norm tensor " + name + " must be F32");
+  if (t.type != ggml_type::f32) throw error(error_code::unsupported, "tensor " + name + " must be F32");
   return reinterpret_cast<const float*>(t.data);
 }
 
@@ -91,6 +94,15 @@ cpu_backend::cpu_backend(std::shared_ptr<const gguf::file> file, const cpu_backe
                     pack(f, p + "ffn_gate.weight", d, config_.ffn_dim, bytes),
                     pack(f, p + "ffn_up.weight", d, config_.ffn_dim, bytes),
                     pack(f, p + "ffn_down.weight", config_.ffn_dim, d, bytes)};
+    if (config_.has_qkv_bias) {
+      l.q_bias = require_norm(f, p + "attn_q.bias", config_.q_dim());
+      l.k_bias = require_norm(f, p + "attn_k.bias", config_.kv_dim());
+      l.v_bias = require_norm(f, p + "attn_v.bias", config_.kv_dim());
+    }
+    if (config_.has_qk_norm) {
+      l.q_norm = require_norm(f, p + "attn_q_norm.weight", config_.head_dim);
+      l.k_norm = require_norm(f, p + "attn_k_norm.weight", config_.head_dim);
+    }
     layers_.push_back(std::move(l));
   }
   weight_bytes_per_token_ = bytes + (int64_t)(2 * config_.num_layers + 1) * d * 4;
@@ -118,20 +130,7 @@ cpu_backend::cpu_backend(std::shared_ptr<const gguf::file> file, const cpu_backe
                                         config_.kv_dim());
   }
 
-  // RoPE angles per position, as ggml computes them (a float power chain per position).
-  const int32_t half = config_.rope_dim / 2;
-  rope_cos_.resize((size_t)config_.context_length * half);
-  rope_sin_.resize(rope_cos_.size());
-  const float theta_scale = powf(config_.rope_freq_base, -2.0f / (float)config_.rope_dim);
-  for (int32_t p = 0; p < config_.context_length; ++p) {
-    float theta = (float)p;
-    for (int32_t i = 0; i < half; ++i) {
-      const float t = config_.rope_freq_scale * theta;
-      rope_cos_[(size_t)p * half + i] = cosf(t);
-      rope_sin_[(size_t)p * half + i] = sinf(t);
-      theta *= theta_scale;
-    }
-  }
+  rope_ = make_rope_table(config_);
 }
 
 cpu_backend::~cpu_backend() = default;
@@ -225,11 +224,23 @@ step_result cpu_backend::step(const batch_plan& plan) {
     for_rows(pool_, n, [&](int64_t i) { rms_norm_row(&w.x[i * d], lw.attn_norm, &w.xn[i * d], d, c.rms_eps); });
     matmul_shared_input({&lw.wq, &lw.wk, &lw.wv}, w.xn.data(), n, {w.q.data(), w.k.data(), w.v.data()}, pool_);
     for_rows(pool_, n, [&](int64_t i) {
+      float* q = &w.q[i * qd];
+      float* k = &w.k[i * kvd];
+      if (c.has_qkv_bias) {
+        add_row(q, lw.q_bias, qd);
+        add_row(k, lw.k_bias, kvd);
+        add_row(&w.v[i * kvd], lw.v_bias, kvd);
+      }
+      if (c.has_qk_norm) {
+        const int32_t hd = c.head_dim;
+        for (int32_t h = 0; h < c.num_heads; ++h) rms_norm_row(q + h * hd, lw.q_norm, q + h * hd, hd, c.rms_eps);
+        for (int32_t h = 0; h < c.num_kv_heads; ++h) rms_norm_row(k + h * hd, lw.k_norm, k + h * hd, hd, c.rms_eps);
+      }
       const int32_t pos = w.positions[i];
-      const float* cs = &rope_cos_[(size_t)pos * half];
-      const float* sn = &rope_sin_[(size_t)pos * half];
-      rope_row(&w.q[i * qd], c.num_heads, c.head_dim, c.rope_dim, c.rope, cs, sn);
-      rope_row(&w.k[i * kvd], c.num_kv_heads, c.head_dim, c.rope_dim, c.rope, cs, sn);
+      const float* cs = &rope_.cos[(size_t)pos * half];
+      const float* sn = &rope_.sin[(size_t)pos * half];
+      rope_row(q, c.num_heads, c.head_dim, c.rope_dim, c.rope, cs, sn);
+      rope_row(k, c.num_kv_heads, c.head_dim, c.rope_dim, c.rope, cs, sn);
       const int32_t block = row_blocks[i][pos / bs];
       kv_->store_key(l, block, pos % bs, &w.k[i * kvd]);
       store_fp16(&w.v[i * kvd], kv_->value(l, block, pos % bs), kvd);

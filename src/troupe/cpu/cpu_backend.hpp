@@ -1,5 +1,5 @@
-// The CPU backend: llama-family forward pass over a paged KV cache, with quantized
-// kernels and a persistent thread pool. One object per worker; step() is called from one
+// The CPU backend: llama-family (llama, mistral, qwen2, qwen3) forward pass over a paged
+// KV cache, with quantized kernels and a persistent thread pool. One object per worker; step() is called from one
 // thread at a time.
 #pragma once
 #include <cstdint>
@@ -11,6 +11,7 @@
 #include "troupe/cpu/thread_pool.hpp"
 #include "troupe/model/backend.hpp"
 #include "troupe/model/gguf.hpp"
+#include "troupe/model/rope_table.hpp"
 #include "troupe/model/sampler.hpp"
 
 namespace troupe::cpu {
@@ -52,6 +53,11 @@ class cpu_backend final : public backend {
     const float* attn_norm;
     const float* ffn_norm;
     packed_matrix wq, wk, wv, wo, w_gate, w_up, w_down;
+    const float* q_bias = nullptr;  // has_qkv_bias
+    const float* k_bias = nullptr;
+    const float* v_bias = nullptr;
+    const float* q_norm = nullptr;  // has_qk_norm: [head_dim], shared by the heads
+    const float* k_norm = nullptr;
   };
   struct workspace;
 
@@ -69,7 +75,7 @@ class cpu_backend final : public backend {
   std::unique_ptr<kv_memory> swap_;  // host swap space, same block geometry
   sampler sampler_;
   std::unique_ptr<workspace> ws_;
-  std::vector<float> rope_cos_, rope_sin_;  // [context][rope_dim/2]
+  rope_table rope_;
   int64_t weight_bytes_per_token_ = 0;
 };
 

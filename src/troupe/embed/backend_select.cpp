@@ -4,6 +4,7 @@
 
 #include "troupe/cpu/matmul.hpp"
 #include "troupe/gpu/cuda_backend.hpp"
+#include "troupe/gpu/model_support.hpp"
 #include "troupe/model/error.hpp"
 
 namespace troupe {
@@ -55,6 +56,14 @@ backend_choice choose_backend(std::shared_ptr<const gguf::file> file, const back
                       : "--device cuda: troupe was built without CUDA (TROUPE_CUDA=OFF or no nvcc)");
     }
     return cpu_choice(std::move(file), o, "auto: no CUDA device found, using the CPU; ");
+  }
+  if (o.device == "auto" && o.tensor_parallel == 1) {
+    try {
+      gpu::check_cuda_supports(model_config::from_gguf(*file));
+    } catch (const error& e) {
+      if (e.code() != error_code::unsupported) throw;
+      return cpu_choice(std::move(file), o, std::string("auto: ") + e.what() + "; using the CPU; ");
+    }
   }
   std::vector<int> devices = o.devices;
   if (devices.empty()) {

@@ -14,9 +14,10 @@
 #include "troupe/gpu/cuda_internal.hpp"
 #include "troupe/gpu/decode_graphs.hpp"
 #include "troupe/gpu/kv_pool_sizing.hpp"
-#include "troupe/gpu/rope_table.hpp"
+#include "troupe/gpu/model_support.hpp"
 #include "troupe/gpu/tensor_shard.hpp"
 #include "troupe/model/error.hpp"
+#include "troupe/model/rope_table.hpp"
 
 namespace troupe::gpu {
 
@@ -56,10 +57,7 @@ class cuda_backend final : public backend {
     if (options.max_num_batched_tokens < 1) {
       throw error(error_code::invalid_argument, "max_num_batched_tokens must be >= 1");
     }
-    if (config_.head_dim % 32 != 0 || config_.head_dim > 256) {
-      throw error(error_code::unsupported, "the CUDA backend needs head_dim 32, 64, 128 or 256, the model has " +
-                                               std::to_string(config_.head_dim));
-    }
+    check_cuda_supports(config_);
     for (int32_t id : options.eog_ids) {
       if (id < 0 || id >= config_.vocab_size) throw error(error_code::invalid_argument, "eog id out of range");
     }

@@ -1,12 +1,13 @@
-// RoPE cos/sin per (position, pair), computed on the host as the CPU backend computes them
-// (ggml's float power chain, model/ops_math.hpp rope_theta) and uploaded once.
+// RoPE cos/sin per (position, rotated pair), computed once at load on the host as ggml
+// computes them (a float power chain per position, then the frequency factors and the
+// linear scale), shared by the CPU backend and the CUDA backend (which uploads it).
 #pragma once
 #include <cmath>
 #include <vector>
 
 #include "troupe/model/model_config.hpp"
 
-namespace troupe::gpu {
+namespace troupe {
 
 struct rope_table {
   std::vector<float> cos, sin;  // [context_length][rope_dim / 2]
@@ -14,6 +15,7 @@ struct rope_table {
 
 inline rope_table make_rope_table(const model_config& c) {
   const int32_t half = c.rope_dim / 2;
+  const bool has_factors = !c.rope_freq_factors.empty();
   rope_table t;
   t.cos.resize((size_t)c.context_length * half);
   t.sin.resize(t.cos.size());
@@ -21,7 +23,10 @@ inline rope_table make_rope_table(const model_config& c) {
   for (int32_t p = 0; p < c.context_length; ++p) {
     float theta = (float)p;
     for (int32_t i = 0; i < half; ++i) {
-      const float angle = c.rope_freq_scale * theta;
+      // ggml divides by the factor before the linear scale; with a factor of 1 the
+      // division is exact, so models without factors get the same bits as before.
+      const float extrapolated = has_factors ? theta / c.rope_freq_factors[(size_t)i] : theta;
+      const float angle = c.rope_freq_scale * extrapolated;
       t.cos[(size_t)p * half + i] = cosf(angle);
       t.sin[(size_t)p * half + i] = sinf(angle);
       theta *= theta_scale;
@@ -30,4 +35,4 @@ inline rope_table make_rope_table(const model_config& c) {
   return t;
 }
 
-}  // namespace troupe::gpu
+}  // namespace troupe

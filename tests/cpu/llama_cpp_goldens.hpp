@@ -1,0 +1,126 @@
+// Test helper: measures a backend against the llama.cpp goldens that
+// tests/data/make_golden_logits.py writes for one model (a folder of golden_*.json):
+// teacher-forced top-1 agreement, perplexity, greedy continuations. The test cases assert
+// on what these return.
+#pragma once
+#include <doctest/doctest.h>
+#include <simdjson.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "troupe/engine/single_sequence.hpp"
+
+namespace troupe::test {
+
+inline std::vector<int32_t> json_ints(simdjson::dom::array a) {
+  std::vector<int32_t> out;
+  for (auto v : a) out.push_back((int32_t)int64_t(v));
+  return out;
+}
+
+inline std::vector<double> json_doubles(simdjson::dom::array a) {
+  std::vector<double> out;
+  for (auto v : a) out.push_back(double(v));
+  return out;
+}
+
+inline int32_t argmax(const float* row, int32_t n) { return (int32_t)(std::max_element(row, row + n) - row); }
+
+struct top1_agreement {
+  int64_t num_positions = 0, num_agree = 0;
+  int64_t num_clear = 0, num_agree_clear = 0;  // where llama.cpp's top-2 margin >= min_margin
+  double overall() const { return (double)num_agree / (double)num_positions; }
+  double clear() const { return (double)num_agree_clear / (double)num_clear; }
+};
+
+// Feeds each text of golden_teacher_forced.json and compares the argmax at every position.
+inline top1_agreement teacher_forced_agreement(single_sequence& seq, int32_t vocab,
+                                               simdjson::dom::element golden, double min_margin = 0.2) {
+  top1_agreement a;
+  for (auto text : golden["texts"].get_array()) {
+    const auto tokens = json_ints(text["tokens"].get_array());
+    const auto top1 = json_ints(text["top1"].get_array());
+    const auto l1 = json_doubles(text["top1_logit"].get_array());
+    const auto l2 = json_doubles(text["top2_logit"].get_array());
+    const auto logits = seq.score(tokens);
+    int64_t text_agree = 0;
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      const bool same = argmax(&logits[i * vocab], vocab) == top1[i];
+      text_agree += same;
+      if (l1[i] - l2[i] >= min_margin) {
+        ++a.num_clear;
+        a.num_agree_clear += same;
+      }
+    }
+    MESSAGE(std::string(text["name"].get_string().value()) << ": " << text_agree << "/" << tokens.size());
+    a.num_positions += (int64_t)tokens.size();
+    a.num_agree += text_agree;
+  }
+  return a;
+}
+
+// exp(mean NLL) of tokens[1..] given the preceding ones, fed as one sequence; the
+// definition of golden_ppl_gpl3.json.
+inline double perplexity(single_sequence& seq, int32_t vocab, const std::vector<int32_t>& tokens) {
+  const auto logits = seq.score(tokens);
+  double nll = 0;
+  for (size_t i = 1; i < tokens.size(); ++i) {
+    const float* row = &logits[(i - 1) * vocab];
+    const float m = *std::max_element(row, row + vocab);
+    double sum = 0;
+    for (int32_t t = 0; t < vocab; ++t) sum += std::exp((double)row[t] - m);
+    nll += -(((double)row[tokens[i]] - m) - std::log(sum));
+  }
+  return std::exp(nll / (double)(tokens.size() - 1));
+}
+
+// Generates greedily after each prompt of golden_greedy.json, stopping at end-of-generation
+// ids as a server does, and checks the tokens against llama.cpp's up to its first near-tie
+// (top-2 margin < 0.1); where llama.cpp's first end-of-generation id comes before that,
+// troupe must stop right there. Returns the number of prompts.
+inline int check_greedy_continuations(single_sequence& seq, simdjson::dom::element golden) {
+  int num_prompts = 0;
+  for (auto p : golden["prompts"].get_array()) {
+    const std::string name(p["name"].get_string().value());
+    const auto prompt = json_ints(p["prompt_tokens"].get_array());
+    const auto want = json_ints(p["generated"].get_array());
+    const auto margins = json_doubles(p["margin"].get_array());
+    size_t compare = want.size();
+    if (auto tie = p["first_margin_below_0_1"]; !tie.is_null()) compare = (size_t)int64_t(tie);
+    bool is_stop_expected = false;
+    if (auto eog = p["first_eog_index"]; !eog.is_null() && (size_t)int64_t(eog) < compare) {
+      compare = (size_t)int64_t(eog);
+      is_stop_expected = true;
+    }
+    sampling_params params;
+    params.temperature = 0.0f;
+    params.max_tokens = (int32_t)want.size();
+    std::vector<int32_t> got;
+    generation_stats stats;
+    seq.reset();
+    const auto reason = seq.generate(prompt, params, [&](int32_t t) { got.push_back(t); return true; }, stats);
+    CAPTURE(name);
+    CAPTURE(compare);
+    for (size_t j = 0; j < std::min(compare, got.size()); ++j) {
+      if (got[j] == want[j]) continue;
+      MESSAGE(name << ": first difference at generated token " << j << " (llama.cpp's top-2 margin there "
+                   << margins[j] << ", llama.cpp " << want[j] << ", troupe " << got[j] << ")");
+      break;
+    }
+    if (is_stop_expected) {
+      CHECK(reason == finish_reason::stop);
+      CHECK(got == std::vector<int32_t>(want.begin(), want.begin() + (ptrdiff_t)compare));
+    } else {
+      REQUIRE(got.size() >= compare);
+      CHECK(std::vector<int32_t>(got.begin(), got.begin() + (ptrdiff_t)compare) ==
+            std::vector<int32_t>(want.begin(), want.begin() + (ptrdiff_t)compare));
+    }
+    ++num_prompts;
+  }
+  return num_prompts;
+}
+
+}  // namespace troupe::test

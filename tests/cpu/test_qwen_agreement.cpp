@@ -1,0 +1,114 @@
+// The CPU backend on Qwen2.5-Coder-0.5B-Instruct (qwen2: q/k/v biases, NEOX rotation, a
+// GQA ratio of 7, a separate Q8_0 output head over 151,936 tokens) against llama.cpp's
+// goldens in tests/data/qwen2.5-coder-0.5b (make_golden_logits.py --profile
+// qwen2.5-coder-0.5b): teacher-forced top-1 agreement, perplexity, greedy continuations.
+#include <doctest/doctest.h>
+#include <simdjson.h>
+
+#include <cmath>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "troupe/cpu/cpu_backend.hpp"
+#include "troupe/engine/single_sequence.hpp"
+#include "troupe/model/tokenizer.hpp"
+#include "llama_cpp_goldens.hpp"
+#include "util/require_model.hpp"
+
+using namespace troupe;
+
+namespace {
+
+const std::string k_golden_dir = std::string(TROUPE_TEST_DATA_DIR) + "/qwen2.5-coder-0.5b/";
+
+struct qwen_model {
+  std::shared_ptr<const gguf::file> file;
+  std::unique_ptr<cpu::cpu_backend> backend;
+  std::vector<int32_t> eog_ids;
+};
+
+// Loaded once for all tests in this file; nullptr when the model file is absent.
+qwen_model* model() {
+  static std::unique_ptr<qwen_model> m = [] {
+    std::unique_ptr<qwen_model> r;
+    if (!std::filesystem::exists(TROUPE_TEST_QWEN_MODEL)) return r;
+    r = std::make_unique<qwen_model>();
+    r->file = std::make_shared<const gguf::file>(gguf::file::open(TROUPE_TEST_QWEN_MODEL));
+    r->eog_ids = tokenizer::from_gguf(*r->file).eog_ids();
+    cpu::cpu_backend_options o;
+    o.num_blocks = 72;  // one sequence of up to 1152 positions
+    o.eog_ids = r->eog_ids;
+    r->backend = std::make_unique<cpu::cpu_backend>(r->file, o);
+    return r;
+  }();
+  return m.get();
+}
+
+#define REQUIRE_QWEN_MODEL()    \
+  TROUPE_REQUIRE_QWEN_MODEL();  \
+  REQUIRE(model() != nullptr)
+
+}  // namespace
+
+TEST_CASE("qwen2.5-coder-0.5b: the file loads as qwen2 with biases, NEOX rotation and derived sizes") {
+  REQUIRE_QWEN_MODEL();
+  const auto& c = model()->backend->config();
+  CHECK(c.architecture == "qwen2");
+  CHECK(c.rope == rope_kind::neox);
+  CHECK(c.has_qkv_bias);
+  CHECK_FALSE(c.has_qk_norm);
+  CHECK(c.head_dim == 64);  // 896 / 14: the file has no rope.dimension_count
+  CHECK(c.rope_dim == 64);
+  CHECK(c.num_kv_heads == 2);
+  CHECK(c.vocab_size == 151936);  // the file has no vocab_size key
+  CHECK(c.has_output_weight);
+  CHECK(c.rope_freq_factors.empty());
+}
+
+// llama.cpp's flash-attention on/off agreement over these texts (golden_self_agreement.json,
+// 98.6%) is the noise floor of attention rounding alone. This file's ffn_down matrices are
+// Q4_K and Q6_K, which llama.cpp multiplies with activations quantized to Q8_K (256-value
+// blocks) and troupe with 32-value Q8 blocks (Q4_K) or floats (Q6_K): a second, independent
+// rounding difference that fa on/off does not see. troupe agrees to 98.0%, so the bound is
+// the floor less 1% (not 0.5%). Measured on a copy requantized to Q5_0/Q8_0 only, where
+// troupe follows llama.cpp's activation recipe, troupe is within 0.3% of the floor
+// (docs/model-engine.md). Where llama.cpp's top-2 margin is at least 0.2, 99% must agree.
+TEST_CASE("qwen2.5-coder-0.5b: teacher-forced top-1 agrees with llama.cpp to within 1% of llama.cpp's self-agreement") {
+  REQUIRE_QWEN_MODEL();
+  simdjson::dom::parser parser, self_parser;
+  const simdjson::dom::element golden = parser.load(k_golden_dir + "golden_teacher_forced.json");
+  const simdjson::dom::element self = self_parser.load(k_golden_dir + "golden_self_agreement.json");
+  single_sequence seq(*model()->backend, model()->eog_ids);
+  const auto a = test::teacher_forced_agreement(seq, model()->backend->config().vocab_size, golden);
+  const double llama_self = double(self["overall"]);
+  MESSAGE("top-1 agreement " << a.num_agree << "/" << a.num_positions << " = " << a.overall()
+                             << " (llama.cpp flash-attention on vs off: " << llama_self
+                             << "); where llama.cpp's margin >= 0.2: " << a.num_agree_clear << "/" << a.num_clear
+                             << " = " << a.clear());
+  CHECK(a.num_positions >= 1000);
+  CHECK(a.overall() >= llama_self - 0.010);
+  CHECK(a.clear() >= 0.99);
+}
+
+TEST_CASE("qwen2.5-coder-0.5b: perplexity of the first 1024 tokens of GPL-3 is within 1% of llama.cpp's") {
+  REQUIRE_QWEN_MODEL();
+  simdjson::dom::parser parser;
+  const simdjson::dom::element golden = parser.load(k_golden_dir + "golden_ppl_gpl3.json");
+  const auto tokens = test::json_ints(golden["tokens"].get_array());
+  const double want = double(golden["ppl"]);
+  single_sequence seq(*model()->backend, model()->eog_ids);
+  const double ppl = test::perplexity(seq, model()->backend->config().vocab_size, tokens);
+  MESSAGE("troupe ppl " << ppl << ", llama.cpp ppl " << want);
+  CHECK(tokens.size() == 1024);
+  CHECK(std::fabs(ppl / want - 1.0) < 0.01);
+}
+
+TEST_CASE("qwen2.5-coder-0.5b: greedy continuations match llama.cpp's up to its first near-tie") {
+  REQUIRE_QWEN_MODEL();
+  simdjson::dom::parser parser;
+  const simdjson::dom::element golden = parser.load(k_golden_dir + "golden_greedy.json");
+  single_sequence seq(*model()->backend, model()->eog_ids);
+  CHECK(test::check_greedy_continuations(seq, golden) >= 5);
+}
