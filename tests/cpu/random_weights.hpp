@@ -47,6 +47,7 @@ inline std::vector<uint8_t> random_rows(ggml_type type, int64_t num_rows, int64_
         put16(i, 2, random_fp16(rng, -0.2f, 0.1f));
         break;
       case ggml_type::q4_k:
+      case ggml_type::q5_k:
         put16(i, 0, random_fp16(rng, 0.0005f, 0.002f));
         put16(i, 2, random_fp16(rng, 0.0005f, 0.002f));
         break;
@@ -84,10 +85,10 @@ inline reference_product reference_matmul(ggml_type type, const std::vector<uint
   if (cpu::uses_quantized_activations(type)) {
     std::vector<int8_t> q(static_cast<size_t>(num_cols));
     std::vector<float> d(static_cast<size_t>(nb)), s(static_cast<size_t>(nb)), s_exact(static_cast<size_t>(nb));
-    std::vector<int32_t> sum(static_cast<size_t>(nb));
+    std::vector<int32_t> sum(static_cast<size_t>(nb)), sum_lo(static_cast<size_t>(nb));
     for (int64_t t = 0; t < num_tokens; ++t) {
       cpu::quantize_row_q8(x.data() + t * num_cols, num_cols, q.data(), d.data(), s.data(), s_exact.data(),
-                           sum.data());
+                           sum.data(), sum_lo.data());
       for (int64_t k = 0; k < num_cols; ++k) a[t * num_cols + k] = d[k / 32] * q[k];
       for (int64_t b = 0; b < nb; ++b)
         sum_error[t * nb + b] = static_cast<double>(s[b]) - static_cast<double>(d[b]) * sum[b];

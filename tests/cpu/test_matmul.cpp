@@ -15,8 +15,8 @@ namespace troupe::cpu {
 namespace {
 
 const ggml_type all_types[] = {ggml_type::q4_1, ggml_type::q8_0, ggml_type::q4_0, ggml_type::q5_0,
-                               ggml_type::q5_1, ggml_type::q4_k, ggml_type::q6_k, ggml_type::f16,
-                               ggml_type::bf16, ggml_type::f32};
+                               ggml_type::q5_1, ggml_type::q4_k, ggml_type::q5_k, ggml_type::q6_k,
+                               ggml_type::f16,  ggml_type::bf16, ggml_type::f32};
 
 // Restores the path the process started with when a test ends.
 struct path_guard {
