@@ -58,6 +58,30 @@ inline std::vector<uint8_t> random_rows(ggml_type type, int64_t num_rows, int64_
   return bytes;
 }
 
+// Like random_rows, with every fp16 scale drawn from the edges: zero, the smallest and
+// largest subnormals, the largest finite value (both signs), and ordinary values.
+inline std::vector<uint8_t> random_rows_extreme_scales(ggml_type type, int64_t num_rows, int64_t num_cols,
+                                                       uint32_t seed) {
+  auto bytes = random_rows(type, num_rows, num_cols, seed);
+  std::mt19937 rng(seed + 1);
+  const uint16_t edges[] = {0x0000, 0x0001, 0x03ff, 0x7bff, 0xfbff, 0x8001, 0x3c00, 0x1400};
+  std::vector<int> offsets;
+  switch (type) {
+    case ggml_type::q4_0: case ggml_type::q5_0: case ggml_type::q8_0: offsets = {0}; break;
+    case ggml_type::q4_1: case ggml_type::q5_1: case ggml_type::q4_k: case ggml_type::q5_k: offsets = {0, 2}; break;
+    case ggml_type::q6_k: offsets = {208}; break;
+    default: return bytes;
+  }
+  const auto traits = traits_of(type);
+  const int64_t num_blocks = num_rows * num_cols / traits.block_elements;
+  for (int64_t i = 0; i < num_blocks; ++i)
+    for (int offset : offsets) {
+      const uint16_t v = edges[rng() % std::size(edges)];
+      std::memcpy(bytes.data() + i * traits.block_bytes + offset, &v, 2);
+    }
+  return bytes;
+}
+
 inline std::vector<float> random_activations(int64_t num_tokens, int64_t num_cols, uint32_t seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
