@@ -52,9 +52,13 @@ inline __m256i block_values(const uint8_t* qs, int h, int j, int hf) {
     const __m256i low4 = _mm256_set1_epi8(0x0f);
     const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 64 * j + 32 * hf));
     const __m256i low = h == 0 ? _mm256_and_si256(raw, low4) : _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
-    if constexpr (!has_high_plane(F)) {
-      return low;
-    } else {
+    if constexpr (has_5_bits(F)) {
+      const __m256i high = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + high_plane_offset + 32 * hf));
+      const int at = 2 * j + h;
+      const __m256i moved = at < 4 ? _mm256_sll_epi16(high, _mm_cvtsi32_si128(4 - at))
+                                   : _mm256_srl_epi16(high, _mm_cvtsi32_si128(at - 4));
+      return _mm256_or_si256(low, _mm256_and_si256(moved, _mm256_set1_epi8(0x10)));
+    } else if constexpr (has_6_bits(F)) {
       const __m256i high =
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + high_plane_offset + 64 * (j / 2) + 32 * hf));
       const int shift = 4 * (j % 2) + 2 * h;
@@ -63,6 +67,8 @@ inline __m256i block_values(const uint8_t* qs, int h, int j, int hf) {
                             : shift == 4 ? high
                                          : _mm256_srli_epi16(high, 2);
       return _mm256_or_si256(low, _mm256_and_si256(moved, _mm256_set1_epi8(0x30)));
+    } else {
+      return low;
     }
   }
 }
@@ -159,9 +165,9 @@ void int_groups_avx2(const packed_matrix::impl& w, int64_t group_begin, int64_t 
     TROUPE_FORMAT_CASE(nib_f16_sym)
     TROUPE_FORMAT_CASE(byte_f16_min)
     TROUPE_FORMAT_CASE(byte_f16_sym)
-    TROUPE_FORMAT_CASE(nib6_f16_sym)
+    TROUPE_FORMAT_CASE(nib5_f16_sym)
     TROUPE_FORMAT_CASE(nib_k_min)
-    TROUPE_FORMAT_CASE(nib6_k_min)
+    TROUPE_FORMAT_CASE(nib5_k_min)
     TROUPE_FORMAT_CASE(nib6_k_half)
 #undef TROUPE_FORMAT_CASE
   }

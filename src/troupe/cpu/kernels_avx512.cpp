@@ -58,9 +58,14 @@ inline __m512i block_values(const uint8_t* qs, int h, int j) {
     const __m512i low4 = _mm512_set1_epi8(0x0f);
     const __m512i raw = _mm512_loadu_si512(qs + 64 * j);
     const __m512i low = h == 0 ? _mm512_and_si512(raw, low4) : _mm512_and_si512(_mm512_srli_epi16(raw, 4), low4);
-    if constexpr (!has_high_plane(F)) {
-      return low;
-    } else {
+    if constexpr (has_5_bits(F)) {
+      // Bit 4 of the value sits at bit 2j+h of the high byte: move it to bit 4.
+      const __m512i high = _mm512_loadu_si512(qs + high_plane_offset);
+      const int at = 2 * j + h;
+      const __m512i moved = at < 4 ? _mm512_sll_epi16(high, _mm_cvtsi32_si128(4 - at))
+                                   : _mm512_srl_epi16(high, _mm_cvtsi32_si128(at - 4));
+      return _mm512_ternarylogic_epi32(low, moved, _mm512_set1_epi8(0x10), 0xf8);  // low | (moved & 0x10)
+    } else if constexpr (has_6_bits(F)) {
       // Bits 4-5 of the value sit at bit 4e+2h of the high byte (e = j%2): move them to 4-5.
       const __m512i high = _mm512_loadu_si512(qs + high_plane_offset + 64 * (j / 2));
       const int shift = 4 * (j % 2) + 2 * h;  // 0, 2, 4 or 6
@@ -69,6 +74,8 @@ inline __m512i block_values(const uint8_t* qs, int h, int j) {
                             : shift == 4 ? high
                                          : _mm512_srli_epi16(high, 2);
       return _mm512_ternarylogic_epi32(low, moved, _mm512_set1_epi8(0x30), 0xf8);  // low | (moved & 0x30)
+    } else {
+      return low;
     }
   }
 }
@@ -217,9 +224,9 @@ void int_groups_avx512(const packed_matrix::impl& w, int64_t group_begin, int64_
     TROUPE_FORMAT_CASE(nib_f16_sym)
     TROUPE_FORMAT_CASE(byte_f16_min)
     TROUPE_FORMAT_CASE(byte_f16_sym)
-    TROUPE_FORMAT_CASE(nib6_f16_sym)
+    TROUPE_FORMAT_CASE(nib5_f16_sym)
     TROUPE_FORMAT_CASE(nib_k_min)
-    TROUPE_FORMAT_CASE(nib6_k_min)
+    TROUPE_FORMAT_CASE(nib5_k_min)
     TROUPE_FORMAT_CASE(nib6_k_half)
 #undef TROUPE_FORMAT_CASE
   }

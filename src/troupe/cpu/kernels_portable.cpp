@@ -34,7 +34,11 @@ int unsigned_value(int_format f, const uint8_t* qs, int lane, int k) {
   const int half = k / 16, j = (k % 16) / 4, i = k % 4;
   const uint8_t byte = qs[64 * j + 4 * lane + i];
   const int low = half == 0 ? (byte & 15) : (byte >> 4);
-  if (!has_high_plane(f)) return low;
+  if (has_5_bits(f)) {
+    const uint8_t high = qs[high_plane_offset + 4 * lane + i];
+    return low | (((high >> (2 * j + half)) & 1) << 4);
+  }
+  if (!has_6_bits(f)) return low;
   const uint8_t high = qs[high_plane_offset + 64 * (j / 2) + 4 * lane + i];
   return low | (((high >> (4 * (j % 2) + 2 * half)) & 3) << 4);
 }

@@ -162,11 +162,11 @@ int_choice choose_format(ggml_type type) {
   switch (type) {
     case ggml_type::q4_0: return {int_format::nib_f16_sym, -8.0f};
     case ggml_type::q4_1: return {int_format::nib_f16_min, 0.0f};
-    case ggml_type::q5_0: return {int_format::nib6_f16_sym, -16.0f};
+    case ggml_type::q5_0: return {int_format::nib5_f16_sym, -16.0f};
     case ggml_type::q5_1: return {int_format::byte_f16_min, 0.0f};
     case ggml_type::q8_0: return {int_format::byte_f16_sym, -128.0f};
     case ggml_type::q4_k: return {int_format::nib_k_min, 0.0f};
-    case ggml_type::q5_k: return {int_format::nib6_k_min, 0.0f};
+    case ggml_type::q5_k: return {int_format::nib5_k_min, 0.0f};
     case ggml_type::q6_k: return {int_format::nib6_k_half, -32.0f};
     default: throw error(error_code::internal, "choose_format: not an integer-path type");
   }
@@ -189,18 +189,26 @@ void store_values(int_format format, const uint8_t* u, int64_t lane, uint8_t* qs
   for (int j = 0; j < 4; ++j)
     for (int i = 0; i < 4; ++i)
       qs[64 * j + 4 * lane + i] = static_cast<uint8_t>((u[4 * j + i] & 15) | ((u[16 + 4 * j + i] & 15) << 4));
-  if (!detail::has_high_plane(format)) return;
   uint8_t* high = qs + detail::high_plane_offset;
-  for (int a = 0; a < 2; ++a)
+  if (detail::has_5_bits(format)) {
     for (int i = 0; i < 4; ++i) {
       int bits = 0;
-      for (int e = 0; e < 2; ++e) {
-        const int j = 2 * a + e;
-        bits |= (u[4 * j + i] >> 4) << (4 * e);
-        bits |= (u[16 + 4 * j + i] >> 4) << (4 * e + 2);
-      }
-      high[64 * a + 4 * lane + i] = static_cast<uint8_t>(bits);
+      for (int j = 0; j < 4; ++j)
+        for (int h = 0; h < 2; ++h) bits |= ((u[16 * h + 4 * j + i] >> 4) & 1) << (2 * j + h);
+      high[4 * lane + i] = static_cast<uint8_t>(bits);
     }
+  } else if (detail::has_6_bits(format)) {
+    for (int a = 0; a < 2; ++a)
+      for (int i = 0; i < 4; ++i) {
+        int bits = 0;
+        for (int e = 0; e < 2; ++e) {
+          const int j = 2 * a + e;
+          bits |= (u[4 * j + i] >> 4) << (4 * e);
+          bits |= (u[16 + 4 * j + i] >> 4) << (4 * e + 2);
+        }
+        high[64 * a + 4 * lane + i] = static_cast<uint8_t>(bits);
+      }
+  }
 }
 
 void pack_int(packed_matrix::impl& m, const uint8_t* data, size_t row_size) {

@@ -3,14 +3,16 @@
 //
 // Integer layout. Rows are grouped 16 at a time (one zmm of int32 lanes, lane = row); a
 // group's blocks of 32 columns are contiguous. For group g and block b:
-//   qs:     a low plane, then for 5- and 6-bit formats a high plane.
+//   qs:     a low plane, then for 5- and 6-bit formats a high plane of bit 4 (5-bit) or
+//           bits 4-5 (6-bit) of each value.
 //           Nibble low plane (256 bytes): chunk j < 4 (64 bytes) holds, for lane r at bytes
 //           4r..4r+3, row r's values 4j..4j+3 in the low nibbles and 16+4j..16+4j+3 in the
 //           high nibbles -- exactly Q4_0/Q4_1's qs[4j..4j+3] of that row.
 //           Byte low plane (512 bytes): chunk j < 8 holds values 4j..4j+3 whole.
-//           High plane (128 bytes, after a nibble plane): bits 4-5 of the values. Chunk
-//           a < 2, byte 4r+i holds, for e < 2 and j = 2a+e, bits 4-5 of value 4j+i at bit
-//           4e and of value 16+4j+i at bit 4e+2.
+//           5-bit high plane (64 bytes, after a nibble plane): byte 4r+i holds, for j < 4
+//           and h < 2, bit 4 of value 16h+4j+i at bit 2j+h.
+//           6-bit high plane (128 bytes): chunk a < 2, byte 4r+i holds, for e < 2 and
+//           j = 2a+e, bits 4-5 of value 4j+i at bit 4e and of value 16+4j+i at bit 4e+2.
 //   scales: classic formats: d[16] then, with a stored min, m[16], fp16.
 //           K formats: two bytes per lane, sub[0][16] then sub[1][16] -- Q4_K/Q5_K's 6-bit
 //           scale and min of the block's 32 values, Q6_K's signed scales of its two halves.
@@ -40,18 +42,18 @@ enum class int_format : uint8_t {
   nib_f16_sym,   // Q4_0
   byte_f16_min,  // Q5_1
   byte_f16_sym,  // Q8_0
-  nib6_f16_sym,  // Q5_0 (one high bit used)
+  nib5_f16_sym,  // Q5_0
   nib_k_min,     // Q4_K
-  nib6_k_min,    // Q5_K (one high bit used)
+  nib5_k_min,    // Q5_K
   nib6_k_half,   // Q6_K
 };
 
 constexpr bool is_byte(int_format f) { return f == int_format::byte_f16_min || f == int_format::byte_f16_sym; }
-constexpr bool has_high_plane(int_format f) {
-  return f == int_format::nib6_f16_sym || f == int_format::nib6_k_min || f == int_format::nib6_k_half;
-}
+constexpr bool has_5_bits(int_format f) { return f == int_format::nib5_f16_sym || f == int_format::nib5_k_min; }
+constexpr bool has_6_bits(int_format f) { return f == int_format::nib6_k_half; }
+constexpr bool has_high_plane(int_format f) { return has_5_bits(f) || has_6_bits(f); }
 constexpr bool is_k(int_format f) {
-  return f == int_format::nib_k_min || f == int_format::nib6_k_min || f == int_format::nib6_k_half;
+  return f == int_format::nib_k_min || f == int_format::nib5_k_min || f == int_format::nib6_k_half;
 }
 // Q6_K: each half of a block of 32 has its own scale.
 constexpr bool has_half_scales(int_format f) { return f == int_format::nib6_k_half; }
@@ -60,7 +62,9 @@ constexpr bool has_stored_min(int_format f) { return f == int_format::nib_f16_mi
 // Q4_1 and Q5_1 pair with llama.cpp's Q8_1 activations, whose sum term is rounded to fp16;
 // the others need the exact d*sum(q) (the symmetric formats' offset must cancel exactly).
 constexpr bool uses_q8_1_sum(int_format f) { return f == int_format::nib_f16_min || f == int_format::byte_f16_min; }
-constexpr int64_t qs_block_bytes(int_format f) { return is_byte(f) ? 512 : has_high_plane(f) ? 384 : 256; }
+constexpr int64_t qs_block_bytes(int_format f) {
+  return is_byte(f) ? 512 : has_6_bits(f) ? 384 : has_5_bits(f) ? 320 : 256;
+}
 constexpr int64_t high_plane_offset = 256;
 constexpr int64_t scales_block_bytes(int_format f) {
   return is_k(f) ? 2 * rows_per_group : 2 * rows_per_group * (has_stored_min(f) ? 2 : 1);
