@@ -292,7 +292,8 @@ TEST_CASE("quant: the test quantizers round-trip random rows within a fraction o
   const expectation cases[] = {
       {ggml_type::f16, 1e-3f},   {ggml_type::bf16, 8e-3f},  {ggml_type::q8_0, 0.01f},
       {ggml_type::q4_0, 0.13f},  {ggml_type::q4_1, 0.07f},  {ggml_type::q5_0, 0.07f},
-      {ggml_type::q5_1, 0.035f}, {ggml_type::q4_k, 0.1f},   {ggml_type::q6_k, 0.05f},
+      {ggml_type::q5_1, 0.035f}, {ggml_type::q4_k, 0.1f},   {ggml_type::q5_k, 0.05f},
+      {ggml_type::q6_k, 0.05f},
   };
   const auto values = random_normal(1024, 3, 0.02f);
   float absmax = 0;
