@@ -1,6 +1,7 @@
 // AVX-512 VNNI kernels (compiled for that target per function, chosen at run time): a
 // register-tiled int8 product, 16 rows per zmm lane set times up to 4 tokens, vpdpbusd on
-// unsigned weights and signed activations, the float epilogue once per block of 32.
+// unsigned weights and signed activations, the float epilogue once per block of 32 (once
+// per half for Q6_K). 5- and 6-bit values are rebuilt in registers from their planes.
 #include <immintrin.h>
 
 #include <algorithm>
