@@ -24,6 +24,18 @@ double seconds(std::chrono::steady_clock::time_point a, std::chrono::steady_cloc
   return std::chrono::duration<double>(b - a).count();
 }
 
+// The process's resident memory (VmRSS) in bytes, 0 where /proc is not available.
+int64_t resident_bytes() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  long long kb = 0;
+  while (std::fgets(line, sizeof line, f) != nullptr)
+    if (std::sscanf(line, "VmRSS: %lld kB", &kb) == 1) break;
+  std::fclose(f);
+  return kb * 1024;
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0.0 : (v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]));
@@ -94,17 +106,27 @@ int main(int argc, char** argv) {
       decode.push_back(gen_tokens / seconds(t1, t2));
     }
     const double pp = median(prefill), tg = median(decode);
+    // What a decode step streams: the packed matrices plus the norms (weight_bytes_per_token
+    // counts the file's bytes instead).
+    const int64_t packed_bytes = backend.packed_weight_bytes();
+    const auto& config = backend.config();
+    const int64_t norm_bytes = (2LL * config.num_layers + 1) * config.embedding_dim * 4;
+    const int64_t read_bytes = packed_bytes + norm_bytes;
     if (args.has("--json")) {
       std::printf("{\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"weight_bytes_per_token\": %lld, "
+                  "\"packed_bytes_per_token\": %lld, \"packed_weight_bytes\": %lld, \"resident_bytes\": %lld, "
                   "\"threads\": %d, \"prompt_tokens\": %d, \"gen_tokens\": %d, \"depth\": %d, \"kernel_path\": \"%s\"}\n",
-                  pp, tg, (long long)backend.weight_bytes_per_token(), backend.num_threads(), prompt_tokens,
-                  gen_tokens, depth, std::string(cpu::kernel_path()).c_str());
+                  pp, tg, (long long)backend.weight_bytes_per_token(), (long long)read_bytes, (long long)packed_bytes,
+                  (long long)resident_bytes(), backend.num_threads(), prompt_tokens, gen_tokens, depth,
+                  std::string(cpu::kernel_path()).c_str());
     } else {
       std::printf("troupe engine, %d threads, kernels %s\n", backend.num_threads(),
                   std::string(cpu::kernel_path()).c_str());
       std::printf("  prefill pp%-5d @ d%-5d %10.1f tok/s\n", prompt_tokens, depth, pp);
       std::printf("  decode  tg%-5d @ d%-5d %10.1f tok/s\n", gen_tokens, depth, tg);
-      std::printf("  weights read per decode token: %.1f MB\n", backend.weight_bytes_per_token() / 1e6);
+      std::printf("  weights read per decode token: %.1f MB as stored, %.1f MB as packed\n",
+                  backend.weight_bytes_per_token() / 1e6, read_bytes / 1e6);
+      std::printf("  packed matrices %.1f MB, resident %.1f MB\n", packed_bytes / 1e6, resident_bytes() / 1e6);
     }
     return 0;
   } catch (const std::exception& e) {

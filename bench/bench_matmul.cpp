@@ -1,7 +1,9 @@
 // Microbenchmark of cpu/matmul on SmolLM2-135M's shapes (Q4_1 layers, Q8_0 output head):
 // GB/s of weights and GOP/s per matrix at 1..512 tokens on 1 and 2 threads, the whole
 // model's matmuls as tok/s, and the AVX2 path as a peer. Prints a table and RESULT lines.
-//   bench_matmul [--quick] [--model-only] [--reps N]
+//   bench_matmul [--quick] [--model-only] [--reps N] [--shape TYPE:ROWSxCOLS ...]
+// --shape (repeatable) replaces the default shapes, e.g. --shape Q6_K:151936x896 for the
+// output head of a larger model; TYPE is a GGUF type name (Q4_0, Q5_0, Q8_0, Q4_K, ...).
 #include <algorithm>
 #include <chrono>
 #include <ctime>
@@ -30,9 +32,12 @@ std::vector<uint8_t> random_rows(ggml_type type, int64_t rows, int64_t cols, uin
     std::memcpy(bytes.data() + i, &v, std::min<size_t>(4, bytes.size() - i));
   }
   const uint16_t d = fp32_to_fp16(0.01f), m = fp32_to_fp16(-0.05f);
+  const bool is_q6_k = type == ggml_type::q6_k;  // its fp16 d is the last field
+  const bool has_second = type == ggml_type::q4_1 || type == ggml_type::q5_1 || type == ggml_type::q4_k ||
+                          type == ggml_type::q5_k;
   for (int64_t b = 0; b < num_blocks; ++b) {
-    std::memcpy(bytes.data() + b * traits.block_bytes, &d, 2);
-    if (type == ggml_type::q4_1) std::memcpy(bytes.data() + b * traits.block_bytes + 2, &m, 2);
+    std::memcpy(bytes.data() + b * traits.block_bytes + (is_q6_k ? 208 : 0), &d, 2);
+    if (has_second) std::memcpy(bytes.data() + b * traits.block_bytes + 2, &m, 2);
   }
   return bytes;
 }
@@ -72,10 +77,28 @@ timing median_time(int reps, Fn&& fn) {
 }
 
 struct shape {
-  const char* name;
+  std::string name;
   ggml_type type;
   int64_t rows, cols;
 };
+
+// "Q6_K:151936x896" -> a shape; exits with a message on anything else.
+shape parse_shape(const char* text) {
+  const std::string s(text);
+  const auto colon = s.find(':'), x = s.find('x', colon == std::string::npos ? 0 : colon);
+  if (colon != std::string::npos && x != std::string::npos) {
+    const std::string name = s.substr(0, colon);
+    for (uint32_t id = 0; id < 64; ++id) {
+      const auto traits = traits_of(id);
+      if (!traits || traits->name != name) continue;
+      const int64_t rows = std::atoll(s.substr(colon + 1, x - colon - 1).c_str());
+      const int64_t cols = std::atoll(s.substr(x + 1).c_str());
+      if (rows > 0 && cols > 0) return {s, static_cast<ggml_type>(id), rows, cols};
+    }
+  }
+  std::fprintf(stderr, "bench_matmul: --shape wants TYPE:ROWSxCOLS with a GGUF type name, e.g. Q6_K:151936x896\n");
+  std::exit(2);
+}
 
 // One transformer layer of the default model plus the tied output head.
 struct model_weights {
@@ -120,20 +143,23 @@ int main(int argc, char** argv) {
   bool quick = false;
   bool model_only = false;
   int reps = 7;
+  std::vector<shape> custom_shapes;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
     else if (std::strcmp(argv[i], "--model-only") == 0) model_only = true;
     else if (std::strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = std::atoi(argv[++i]);
+    else if (std::strcmp(argv[i], "--shape") == 0 && i + 1 < argc) custom_shapes.push_back(parse_shape(argv[++i]));
   }
   const isa_path best = best_supported_path();
   std::printf("kernel path: %s (best supported: %s)\n", std::string(kernel_path()).c_str(),
               std::string(to_string(best)).c_str());
 
-  const shape shapes[] = {{"attn_q/o 576x576", ggml_type::q4_1, 576, 576},
-                          {"attn_k/v 192x576", ggml_type::q4_1, 192, 576},
-                          {"ffn_gate/up 1536x576", ggml_type::q4_1, 1536, 576},
-                          {"ffn_down 576x1536", ggml_type::q4_1, 576, 1536},
-                          {"output 49152x576 Q8_0", ggml_type::q8_0, 49152, 576}};
+  std::vector<shape> shapes = {{"attn_q/o 576x576", ggml_type::q4_1, 576, 576},
+                               {"attn_k/v 192x576", ggml_type::q4_1, 192, 576},
+                               {"ffn_gate/up 1536x576", ggml_type::q4_1, 1536, 576},
+                               {"ffn_down 576x1536", ggml_type::q4_1, 576, 1536},
+                               {"output 49152x576 Q8_0", ggml_type::q8_0, 49152, 576}};
+  if (!custom_shapes.empty()) shapes = custom_shapes;
   const std::vector<int64_t> token_counts = quick ? std::vector<int64_t>{1, 64} : std::vector<int64_t>{1, 4, 16, 64, 512};
   const std::vector<float> x = std::vector<float>(512 * 1536, 0.5f);
   std::vector<float> y(static_cast<size_t>(512 * 49152));
@@ -149,21 +175,22 @@ int main(int argc, char** argv) {
     for (const shape& s : shapes) {
       const packed_matrix w = make(s.type, s.rows, s.cols, 1);
       for (int64_t n : token_counts) {
-        if (s.rows == 49152 && n > 64) continue;  // the head runs on the last token of a prefill
+        if (s.rows >= 32768 && n > 64) continue;  // the head runs on the last token of a prefill
         const timing tm = median_time(reps, [&] { matmul(w, xr.data(), n, y.data(), pool); });
         const double sec = tm.wall_s;
         const double gbs = static_cast<double>(w.num_bytes()) / sec / 1e9;
         const double gops = 2.0 * static_cast<double>(s.rows * s.cols * n) / sec / 1e9;
-        std::printf("%-24s %6ld %7d %11.1f %10.2f %10.1f %11.1f\n", s.name, static_cast<long>(n), threads, sec * 1e6,
+        std::printf("%-24s %6ld %7d %11.1f %10.2f %10.1f %11.1f\n", s.name.c_str(), static_cast<long>(n), threads, sec * 1e6,
                     gbs, gops, tm.cpu_s * 1e6);
         std::printf("RESULT {\"bench\":\"matmul\",\"path\":\"%s\",\"matrix\":\"%s\",\"tokens\":%ld,\"threads\":%d,"
                     "\"us\":%.2f,\"cpu_us\":%.2f,\"gbps\":%.3f,\"gops\":%.2f}\n",
-                    std::string(kernel_path()).c_str(), s.name, static_cast<long>(n), threads, sec * 1e6,
+                    std::string(kernel_path()).c_str(), s.name.c_str(), static_cast<long>(n), threads, sec * 1e6,
                     tm.cpu_s * 1e6, gbs, gops);
       }
     }
   }
 
+  if (!custom_shapes.empty()) return 0;  // the whole-model table is SmolLM2's Q4_1 shapes
   const int num_layers = 30;
   const model_weights model = make_model(num_layers);
   size_t model_bytes = model.head.num_bytes();

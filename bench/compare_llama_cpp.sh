@@ -5,7 +5,9 @@
 # plus the memory-bandwidth bound for decode (bytes of weights read per token).
 #
 # Usage: bench/compare_llama_cpp.sh [options]
-#   --model PATH      GGUF file (default models/SmolLM2-135M-Instruct.Q4_1.gguf, or $MODEL)
+#   --model PATH      GGUF file (default models/SmolLM2-135M-Instruct.Q4_1.gguf, or $MODEL);
+#                     repeat it (or pass --models) to compare several files, one after another
+#   --models 'A B ..' several GGUF files; prints each file's table, then a summary table
 #   --threads N       threads for both engines (default $THREADS or nproc)
 #   --rounds N        alternating rounds (default 5)
 #   --prompt N        prefill prompt tokens (default 512)
@@ -17,12 +19,15 @@
 #              MEMBW (path of the bandwidth helper, default build/bench/membw).
 #
 # Output: a table (metric | troupe | llama.cpp | ratio), the decode bandwidth bound, and one
-# machine-readable line starting with "RESULT " followed by JSON.
+# machine-readable line starting with "RESULT " followed by JSON; with several models, a
+# summary table and one "RESULT_SUMMARY " JSON line after them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
 model=${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
+models=()
+passthrough=()
 threads=${THREADS:-$(nproc)}
 rounds=5
 n_prompt=512
@@ -32,20 +37,56 @@ run_llama=1
 out=""
 while (($#)); do
   case $1 in
-    --model) model=$2; shift 2 ;;
-    --threads) threads=$2; shift 2 ;;
-    --rounds) rounds=$2; shift 2 ;;
-    --prompt) n_prompt=$2; shift 2 ;;
-    --gen) n_gen=$2; shift 2 ;;
-    --llama-only) run_troupe=0; shift ;;
-    --troupe-only) run_llama=0; shift ;;
+    --model) model=$2; models+=("$2"); shift 2 ;;
+    --models) read -r -a more <<<"$2"; models+=("${more[@]}"); shift 2 ;;
+    --threads) threads=$2; passthrough+=("$1" "$2"); shift 2 ;;
+    --rounds) rounds=$2; passthrough+=("$1" "$2"); shift 2 ;;
+    --prompt) n_prompt=$2; passthrough+=("$1" "$2"); shift 2 ;;
+    --gen) n_gen=$2; passthrough+=("$1" "$2"); shift 2 ;;
+    --llama-only) run_troupe=0; passthrough+=("$1"); shift ;;
+    --troupe-only) run_llama=0; passthrough+=("$1"); shift ;;
     --out) out=$2; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare_llama_cpp: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
 say() { echo "compare_llama_cpp: $*" >&2; }
+
+# Several models: run this script once per model, then summarize their RESULT lines.
+if ((${#models[@]} > 1)); then
+  out=${out:-bench/out/compare-$(date +%Y%m%d-%H%M%S)}
+  mkdir -p "$out"
+  : >"$out/results.jsonl"
+  for m in "${models[@]}"; do
+    name=$(basename "$m" .gguf)
+    "$0" --model "$m" --out "$out/$name" "${passthrough[@]}" | tee "$out/$name.txt"
+    grep '^RESULT ' "$out/$name.txt" | sed 's/^RESULT //' >>"$out/results.jsonl"
+  done
+  python3 - "$out/results.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def f(x, nd=1):
+    return "-" if x is None else f"{x:.{nd}f}"
+def pct(x):
+    return "-" if x is None else f"{100 * x:.0f}%"
+print()
+print(f"summary: {rows[0]['threads']} threads, median of {rows[0]['rounds']} alternating rounds per model")
+head = (f"{'model':<40} | {'pp troupe':>9} | {'pp llama':>9} | {'ratio':>5} | {'tg troupe':>9} | "
+        f"{'tg llama':>9} | {'ratio':>5} | {'MB/tok':>6} | {'GB/s':>5} | {'troupe/bound':>12} | {'llama/bound':>11}")
+print(head)
+print("-" * len(head))
+for r in rows:
+    t, l = r["troupe"], r["llama_cpp"]
+    name = r["model"].split("/")[-1].removesuffix(".gguf")
+    print(f"{name:<40} | {f(t['prefill_tok_s']):>9} | {f(l['prefill_tok_s']):>9} | {f(r['ratio']['prefill'], 2):>5} | "
+          f"{f(t['decode_tok_s']):>9} | {f(l['decode_tok_s']):>9} | {f(r['ratio']['decode'], 2):>5} | "
+          f"{f((r['weight_bytes_per_token'] or 0) / 1e6):>6} | {f(r['membw_gb_s']):>5} | "
+          f"{pct(r.get('troupe_fraction_of_bound')):>12} | {pct(r.get('llama_fraction_of_bound')):>11}")
+print("RESULT_SUMMARY " + json.dumps(rows, separators=(",", ":")))
+PY
+  exit 0
+fi
 
 llama_bench=${LLAMA_BENCH:-$root/third_party/llama.cpp/build/bin/llama-bench}
 troupe_bench=${TROUPE_BENCH:-$root/build/bench/bench_engine}
@@ -129,7 +170,7 @@ def first_json(path):
             return json.loads(line)
     raise SystemExit(f"compare_llama_cpp: no JSON line in {path}")
 
-t_pp, t_tg, t_bytes = [], [], []
+t_pp, t_tg, t_bytes, t_packed = [], [], [], []
 l_pp, l_tg = [], []
 model_size = None
 llama_info = {}
@@ -140,6 +181,8 @@ for r in range(1, rounds + 1):
         t_tg.append(float(j["decode_tok_s"]))
         if j.get("weight_bytes_per_token") is not None:
             t_bytes.append(float(j["weight_bytes_per_token"]))
+        if j.get("packed_bytes_per_token") is not None:
+            t_packed.append(float(j["packed_bytes_per_token"]))
     if run_llama:
         for line in open(os.path.join(out, f"llama.{r}.jsonl")):
             line = line.strip()
@@ -164,8 +207,11 @@ rows = [(f"prefill pp{n_prompt} tok/s", med(t_pp), med(l_pp)),
         (f"decode tg{n_gen} tok/s (1 stream)", med(t_tg), med(l_tg))]
 
 # Bandwidth bound for decode.
-bytes_per_token = med(t_bytes)
-bytes_source = "troupe bench_engine weight_bytes_per_token"
+# What troupe's decode streams: its packed matrices (older bench_engine builds report only
+# the file's bytes).
+bytes_per_token = med(t_packed) or med(t_bytes)
+bytes_source = ("troupe bench_engine packed_bytes_per_token" if t_packed
+                else "troupe bench_engine weight_bytes_per_token")
 if bytes_per_token is None and model_size:
     # Tied-embedding models read every weight once per step except the embedding lookup,
     # which is also the output matrix (read whole): weights per token ~= model size.
@@ -192,6 +238,8 @@ if os.path.exists(membw_path):
         if gbs is not None:
             break
 bound = gbs * 1e9 / bytes_per_token if gbs and bytes_per_token else None
+# llama.cpp reads its file's tensors once per token (a tied output matrix is read whole).
+llama_bound = gbs * 1e9 / float(model_size) if gbs and model_size else None
 
 w = 34
 print()
@@ -208,8 +256,9 @@ if gbs:
     print(f"DRAM read bandwidth (membw): {gbs:.1f} GB/s -> decode bound {bound:.0f} tok/s")
     if med(t_tg):
         print(f"troupe decode reaches {100 * med(t_tg) / bound:.0f}% of the bound")
-    if med(l_tg):
-        print(f"llama.cpp decode reaches {100 * med(l_tg) / bound:.0f}% of the bound")
+    if med(l_tg) and llama_bound:
+        print(f"llama.cpp decode reaches {100 * med(l_tg) / llama_bound:.0f}% of its bound "
+              f"({float(model_size) / 1e6:.1f} MB per token -> {llama_bound:.0f} tok/s)")
 else:
     print("DRAM read bandwidth: build/bench/membw not built, bound not computed")
 try:
@@ -228,6 +277,9 @@ result = {
     "ratio": {"prefill": ratio(med(t_pp), med(l_pp)), "decode": ratio(med(t_tg), med(l_tg))},
     "weight_bytes_per_token": bytes_per_token, "weight_bytes_source": bytes_source,
     "membw_gb_s": gbs, "decode_bound_tok_s": bound,
+    "troupe_fraction_of_bound": med(t_tg) / bound if bound and med(t_tg) else None,
+    "llama_model_bytes": model_size, "llama_decode_bound_tok_s": llama_bound,
+    "llama_fraction_of_bound": med(l_tg) / llama_bound if llama_bound and med(l_tg) else None,
     "loadavg_at_end": load,
 }
 with open(os.path.join(out, "result.json"), "w") as f:

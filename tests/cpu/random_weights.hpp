@@ -47,6 +47,7 @@ inline std::vector<uint8_t> random_rows(ggml_type type, int64_t num_rows, int64_
         put16(i, 2, random_fp16(rng, -0.2f, 0.1f));
         break;
       case ggml_type::q4_k:
+      case ggml_type::q5_k:
         put16(i, 0, random_fp16(rng, 0.0005f, 0.002f));
         put16(i, 2, random_fp16(rng, 0.0005f, 0.002f));
         break;
@@ -54,6 +55,30 @@ inline std::vector<uint8_t> random_rows(ggml_type type, int64_t num_rows, int64_
       default: break;
     }
   }
+  return bytes;
+}
+
+// Like random_rows, with every fp16 scale drawn from the edges: zero, the smallest and
+// largest subnormals, the largest finite value (both signs), and ordinary values.
+inline std::vector<uint8_t> random_rows_extreme_scales(ggml_type type, int64_t num_rows, int64_t num_cols,
+                                                       uint32_t seed) {
+  auto bytes = random_rows(type, num_rows, num_cols, seed);
+  std::mt19937 rng(seed + 1);
+  const uint16_t edges[] = {0x0000, 0x0001, 0x03ff, 0x7bff, 0xfbff, 0x8001, 0x3c00, 0x1400};
+  std::vector<int> offsets;
+  switch (type) {
+    case ggml_type::q4_0: case ggml_type::q5_0: case ggml_type::q8_0: offsets = {0}; break;
+    case ggml_type::q4_1: case ggml_type::q5_1: case ggml_type::q4_k: case ggml_type::q5_k: offsets = {0, 2}; break;
+    case ggml_type::q6_k: offsets = {208}; break;
+    default: return bytes;
+  }
+  const auto traits = traits_of(type);
+  const int64_t num_blocks = num_rows * num_cols / traits.block_elements;
+  for (int64_t i = 0; i < num_blocks; ++i)
+    for (int offset : offsets) {
+      const uint16_t v = edges[rng() % std::size(edges)];
+      std::memcpy(bytes.data() + i * traits.block_bytes + offset, &v, 2);
+    }
   return bytes;
 }
 
@@ -84,10 +109,10 @@ inline reference_product reference_matmul(ggml_type type, const std::vector<uint
   if (cpu::uses_quantized_activations(type)) {
     std::vector<int8_t> q(static_cast<size_t>(num_cols));
     std::vector<float> d(static_cast<size_t>(nb)), s(static_cast<size_t>(nb)), s_exact(static_cast<size_t>(nb));
-    std::vector<int32_t> sum(static_cast<size_t>(nb));
+    std::vector<int32_t> sum(static_cast<size_t>(nb)), sum_lo(static_cast<size_t>(nb));
     for (int64_t t = 0; t < num_tokens; ++t) {
       cpu::quantize_row_q8(x.data() + t * num_cols, num_cols, q.data(), d.data(), s.data(), s_exact.data(),
-                           sum.data());
+                           sum.data(), sum_lo.data());
       for (int64_t k = 0; k < num_cols; ++k) a[t * num_cols + k] = d[k / 32] * q[k];
       for (int64_t b = 0; b < nb; ++b)
         sum_error[t * nb + b] = static_cast<double>(s[b]) - static_cast<double>(d[b]) * sum[b];

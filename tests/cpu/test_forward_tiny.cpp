@@ -110,7 +110,7 @@ TEST_CASE("forward: logits agree with the fp32 reference for Q4_1 weights and a 
 
 TEST_CASE("forward: logits agree with the fp32 reference for every weight type") {
   for (auto type : {ggml_type::f32, ggml_type::f16, ggml_type::bf16, ggml_type::q8_0, ggml_type::q4_0,
-                    ggml_type::q4_1}) {
+                    ggml_type::q4_1, ggml_type::q5_0, ggml_type::q5_1}) {
     CAPTURE(traits_of(type).name);
     test::tiny_model_options o;
     o.weight_type = type;
@@ -119,7 +119,7 @@ TEST_CASE("forward: logits agree with the fp32 reference for every weight type")
 }
 
 TEST_CASE("forward: logits agree with the fp32 reference for K-quants on 256-wide rows") {
-  for (auto type : {ggml_type::q4_k, ggml_type::q6_k}) {
+  for (auto type : {ggml_type::q4_k, ggml_type::q5_k, ggml_type::q6_k}) {
     CAPTURE(traits_of(type).name);
     test::tiny_model_options o;
     o.weight_type = type;

@@ -8,6 +8,7 @@
 
 #include "troupe/cpu/cpu_features.hpp"
 #include "troupe/cpu/matmul.hpp"
+#include "troupe/cpu/quantize_activations.hpp"
 #include "troupe/model/error.hpp"
 #include "random_weights.hpp"
 
@@ -15,8 +16,8 @@ namespace troupe::cpu {
 namespace {
 
 const ggml_type all_types[] = {ggml_type::q4_1, ggml_type::q8_0, ggml_type::q4_0, ggml_type::q5_0,
-                               ggml_type::q5_1, ggml_type::q4_k, ggml_type::q6_k, ggml_type::f16,
-                               ggml_type::bf16, ggml_type::f32};
+                               ggml_type::q5_1, ggml_type::q4_k, ggml_type::q5_k, ggml_type::q6_k,
+                               ggml_type::f16,  ggml_type::bf16, ggml_type::f32};
 
 // Restores the path the process started with when a test ends.
 struct path_guard {
@@ -69,6 +70,42 @@ TEST_CASE("matmul equals the dequantize-and-dot reference for every type, path a
         }
       }
     }
+  }
+}
+
+TEST_CASE("matmul equals the reference with extreme block scales (zero, subnormal, +-65504)") {
+  path_guard guard;
+  thread_pool pool(2);
+  for (isa_path path : supported_paths()) {
+    force_path(path);
+    for (ggml_type type : all_types) {
+      if (!uses_quantized_activations(type)) continue;
+      const int64_t num_cols = traits_of(type).block_elements == 256 ? 768 : 160;  // tails past 512
+      const int64_t num_rows = 37;
+      const auto rows = test::random_rows_extreme_scales(type, num_rows, num_cols, 5);
+      const packed_matrix w = packed_matrix::pack(type, rows.data(), num_rows, num_cols);
+      for (int64_t num_tokens : {1, 3, 6}) {
+        const auto x = test::random_activations(num_tokens, num_cols, 17);
+        const auto ref = test::reference_matmul(type, rows, num_rows, num_cols, x, num_tokens);
+        check_close(run_matmul(w, x, num_tokens, pool), ref,
+                    std::string(to_string(path)) + " " + std::string(traits_of(type).name) + " tokens=" +
+                        std::to_string(num_tokens));
+      }
+    }
+  }
+}
+
+TEST_CASE("the portable path equals the reference on every machine, for every integer type") {
+  path_guard guard;
+  thread_pool pool(1);
+  force_path(isa_path::portable);
+  for (ggml_type type : all_types) {
+    const int64_t num_cols = traits_of(type).block_elements == 256 ? 256 : 64;
+    const auto rows = test::random_rows(type, 19, num_cols, 23);
+    const packed_matrix w = packed_matrix::pack(type, rows.data(), 19, num_cols);
+    const auto x = test::random_activations(2, num_cols, 29);
+    check_close(run_matmul(w, x, 2, pool), test::reference_matmul(type, rows, 19, num_cols, x, 2),
+                std::string("portable ") + std::string(traits_of(type).name));
   }
 }
 

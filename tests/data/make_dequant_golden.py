@@ -35,7 +35,7 @@ def random_blocks(qtype, num_blocks):
     blocks = rng.integers(0, 256, (num_blocks, block_bytes), dtype=np.uint8)
     # byte offsets of the fp16 fields in each block layout (ggml-common.h)
     fp16_fields = {T.Q4_0: [0], T.Q4_1: [0, 2], T.Q5_0: [0], T.Q5_1: [0, 2], T.Q8_0: [0],
-                   T.Q4_K: [0, 2], T.Q6_K: [208]}
+                   T.Q4_K: [0, 2], T.Q6_K: [208], T.Q5_K: [0, 2]}
     for at in fp16_fields[qtype]:
         blocks[:, at:at + 2] = fp16_scales(num_blocks)
     return blocks
@@ -65,7 +65,7 @@ def main():
     records.append((T.F16, f16_values(1024)))
     records.append((T.BF16, bf16_values(1024)))
     for qtype, num_blocks in [(T.Q4_0, 48), (T.Q4_1, 48), (T.Q5_0, 48), (T.Q5_1, 48), (T.Q8_0, 48),
-                              (T.Q4_K, 12), (T.Q6_K, 12)]:
+                              (T.Q4_K, 12), (T.Q6_K, 12), (T.Q5_K, 12)]:  # new types go last
         records.append((qtype, random_blocks(qtype, num_blocks)))
 
     out = bytearray()

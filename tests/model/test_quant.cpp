@@ -78,7 +78,7 @@ std::vector<float> random_normal(size_t n, uint64_t seed, float stddev = 1.0f) {
 
 TEST_CASE("quant: dequantize_row matches gguf-py's dequantizers on random blocks of every type") {
   const auto records = read_golden();
-  CHECK(records.size() == 10);
+  CHECK(records.size() == 11);
   for (const auto& r : records) {
     const auto type = static_cast<ggml_type>(r.type_id);
     INFO("type " << traits_of(type).name);
@@ -292,7 +292,8 @@ TEST_CASE("quant: the test quantizers round-trip random rows within a fraction o
   const expectation cases[] = {
       {ggml_type::f16, 1e-3f},   {ggml_type::bf16, 8e-3f},  {ggml_type::q8_0, 0.01f},
       {ggml_type::q4_0, 0.13f},  {ggml_type::q4_1, 0.07f},  {ggml_type::q5_0, 0.07f},
-      {ggml_type::q5_1, 0.035f}, {ggml_type::q4_k, 0.1f},   {ggml_type::q6_k, 0.05f},
+      {ggml_type::q5_1, 0.035f}, {ggml_type::q4_k, 0.1f},   {ggml_type::q5_k, 0.05f},
+      {ggml_type::q6_k, 0.05f},
   };
   const auto values = random_normal(1024, 3, 0.02f);
   float absmax = 0;

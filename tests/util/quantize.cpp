@@ -125,6 +125,47 @@ void quantize_q4_k(const float* x, block_q4_k& b) {
   }
 }
 
+// Q5_K: Q4_K with 5-bit values; bit 4 of value 64c+l goes to bit 2c of qh[l], of value
+// 64c+32+l to bit 2c+1.
+void quantize_q5_k(const float* x, block_q5_k& b) {
+  float scale[8], min_neg[8];
+  for (int s = 0; s < 8; ++s) {
+    const float lo_value = std::min(0.0f, *std::min_element(x + 32 * s, x + 32 * s + 32));
+    const float hi_value = *std::max_element(x + 32 * s, x + 32 * s + 32);
+    scale[s] = (hi_value - lo_value) / 31;
+    min_neg[s] = -lo_value;
+  }
+  const float d = *std::max_element(scale, scale + 8) / 63;
+  const float dmin = *std::max_element(min_neg, min_neg + 8) / 63;
+  b.d = fp32_to_fp16(d);
+  b.dmin = fp32_to_fp16(dmin);
+  int sc[8], mn[8];
+  for (int s = 0; s < 8; ++s) {
+    sc[s] = clamp_round(scale[s] * inverse(d), 0, 63);
+    mn[s] = clamp_round(min_neg[s] * inverse(dmin), 0, 63);
+  }
+  for (int s = 0; s < 4; ++s) {
+    b.scales[s] = static_cast<uint8_t>(sc[s] | ((sc[s + 4] >> 4) << 6));
+    b.scales[s + 4] = static_cast<uint8_t>(mn[s] | ((mn[s + 4] >> 4) << 6));
+    b.scales[s + 8] = static_cast<uint8_t>((sc[s + 4] & 15) | ((mn[s + 4] & 15) << 4));
+  }
+  const float d_stored = fp16_to_fp32(b.d);
+  const float dmin_stored = fp16_to_fp32(b.dmin);
+  int q[256];
+  for (int i = 0; i < 256; ++i) {
+    const int s = i / 32;
+    q[i] = clamp_round((x[i] + dmin_stored * mn[s]) * inverse(d_stored * sc[s]), 0, 31);
+  }
+  for (int l = 0; l < 32; ++l) b.qh[l] = 0;
+  for (int c = 0; c < 4; ++c) {
+    for (int l = 0; l < 32; ++l) {
+      const int lo = q[64 * c + l], hi = q[64 * c + 32 + l];
+      b.qs[32 * c + l] = static_cast<uint8_t>((lo & 15) | ((hi & 15) << 4));
+      b.qh[l] = static_cast<uint8_t>(b.qh[l] | ((lo >> 4) << (2 * c)) | ((hi >> 4) << (2 * c + 1)));
+    }
+  }
+}
+
 // Q6_K: sixteen sub-blocks of 16 (sub-block i holds elements [16i, 16i+16)), x ≈ d·sc·(q−32).
 void quantize_q6_k(const float* x, block_q6_k& b) {
   float scale[16];
@@ -192,6 +233,7 @@ std::vector<std::byte> quantize(ggml_type type, std::span<const float> values) {
     case ggml_type::q5_1: return quantize_blocks<block_q5_1, qk32, quantize_q5_1>(values);
     case ggml_type::q8_0: return quantize_blocks<block_q8_0, qk32, quantize_q8_0>(values);
     case ggml_type::q4_k: return quantize_blocks<block_q4_k, qk_k, quantize_q4_k>(values);
+    case ggml_type::q5_k: return quantize_blocks<block_q5_k, qk_k, quantize_q5_k>(values);
     case ggml_type::q6_k: return quantize_blocks<block_q6_k, qk_k, quantize_q6_k>(values);
     default:
       throw error(error_code::invalid_argument, "quantize: no test quantizer for type " + std::string(traits->name));

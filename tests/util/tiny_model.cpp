@@ -112,6 +112,7 @@ uint32_t file_type_of(ggml_type t) {
     case ggml_type::q5_0: return 8;
     case ggml_type::q5_1: return 9;
     case ggml_type::q4_k: return 15;
+    case ggml_type::q5_k: return 17;
     case ggml_type::q6_k: return 18;
     case ggml_type::bf16: return 32;
     default: return 0;

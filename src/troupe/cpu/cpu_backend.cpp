@@ -169,6 +169,13 @@ void cpu_backend::swap_in(const std::vector<std::pair<int32_t, int32_t>>& host_t
   for (const auto& [host, device] : host_to_device) swap_->copy_block_to(*kv_, host, device);
 }
 
+int64_t cpu_backend::packed_weight_bytes() const {
+  size_t total = output_.num_bytes();
+  for (const auto& l : layers_)
+    for (const auto* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) total += m->num_bytes();
+  return static_cast<int64_t>(total);
+}
+
 void cpu_backend::validate(const batch_plan& plan) const {
   check_plan(plan, config_, kv_->block_size(), kv_->num_blocks());
 }

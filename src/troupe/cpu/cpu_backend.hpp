@@ -47,6 +47,9 @@ class cpu_backend final : public backend {
   int num_threads() const { return pool_.num_threads(); }
   // Bytes of weights one decode step reads (all matrices + the output head + norms).
   int64_t weight_bytes_per_token() const { return weight_bytes_per_token_; }
+  // Bytes of the matrices as packed for the kernels (held in memory beside the mapped file;
+  // the output head is one of them, the embedding lookup reads the file's rows).
+  int64_t packed_weight_bytes() const;
 
  private:
   struct layer_weights {

@@ -33,10 +33,44 @@ inline __m256i dot_byte_centered(__m256i acc, __m256i u, __m256i a) {
   return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
 }
 
+inline __m256 load_f16x8(const uint8_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+inline __m256 u8x8_to_fp32(const uint8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+inline __m256 i8x8_to_fp32(const uint8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
+// Lanes 8*hf..8*hf+7 of half h, chunk j of one packed block (see the AVX-512 block_values).
 template <int_format F>
-inline __m256 load_scales(const uint8_t* p, int half) {
-  if constexpr (has_f32_scales(F)) return _mm256_loadu_ps(reinterpret_cast<const float*>(p) + 8 * half);
-  else return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * half)));
+inline __m256i block_values(const uint8_t* qs, int h, int j, int hf) {
+  if constexpr (is_byte(F)) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 64 * (4 * h + j) + 32 * hf));
+  } else {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 64 * j + 32 * hf));
+    const __m256i low = h == 0 ? _mm256_and_si256(raw, low4) : _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+    if constexpr (has_5_bits(F)) {
+      const __m256i high = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + high_plane_offset + 32 * hf));
+      const int at = 2 * j + h;
+      const __m256i moved = at < 4 ? _mm256_sll_epi16(high, _mm_cvtsi32_si128(4 - at))
+                                   : _mm256_srl_epi16(high, _mm_cvtsi32_si128(at - 4));
+      return _mm256_or_si256(low, _mm256_and_si256(moved, _mm256_set1_epi8(0x10)));
+    } else if constexpr (has_6_bits(F)) {
+      const __m256i high =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + high_plane_offset + 64 * (j / 2) + 32 * hf));
+      const int shift = 4 * (j % 2) + 2 * h;
+      const __m256i moved = shift == 0   ? _mm256_slli_epi16(high, 4)
+                            : shift == 2 ? _mm256_slli_epi16(high, 2)
+                            : shift == 4 ? high
+                                         : _mm256_srli_epi16(high, 2);
+      return _mm256_or_si256(low, _mm256_and_si256(moved, _mm256_set1_epi8(0x30)));
+    } else {
+      return low;
+    }
+  }
 }
 
 // One group of 16 rows (two halves of 8) times T tokens.
@@ -44,50 +78,60 @@ template <int_format F, int T>
 void tile(const packed_matrix::impl& w, int64_t g, const act_view& act, int64_t t0, float* y) {
   constexpr int64_t qs_block = qs_block_bytes(F);
   constexpr int64_t sc_block = scales_block_bytes(F);
-  constexpr int64_t min_offset = has_f32_scales(F) ? 64 : 32;
+  constexpr int num_passes = has_half_scales(F) ? 2 : 1;
   const int64_t nb = w.num_blocks;
   const uint8_t* wq = w.qs.get() + g * w.qs_group_stride();
   const uint8_t* ws = w.scales.get() + g * w.scales_group_stride();
-  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  const uint8_t* wsup = is_k(F) ? w.super_scales.get() + g * w.super_group_stride() : nullptr;
+  const float* as = uses_q8_1_sum(F) ? act.s : act.s_exact;
   __m256 acc[T][2];
   for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
 
   for (int64_t b = 0; b < nb; ++b) {
-    __m256i dot[T][2];
-    for (int t = 0; t < T; ++t) {
-      const int8_t* aq = act.q + (t0 + t) * act.num_cols + 32 * b;
-      if constexpr (is_nib(F)) {
-        dot[t][0] = dot[t][1] = _mm256_setzero_si256();
-        for (int j = 0; j < 4; ++j) {
-          const __m256i lo_a = broadcast_4_bytes(aq + 4 * j);
-          const __m256i hi_a = broadcast_4_bytes(aq + 16 + 4 * j);
-          for (int h = 0; h < 2; ++h) {
-            const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + b * qs_block + 64 * j + 32 * h));
-            dot[t][h] = dot_nib(dot[t][h], _mm256_and_si256(raw, low4), lo_a);
-            dot[t][h] = dot_nib(dot[t][h], _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4), hi_a);
-          }
-        }
-      } else {
-        // dot(u, a) = dot(u - 128, a) + 128 * sum(a)
-        dot[t][0] = dot[t][1] = _mm256_set1_epi32(act.sum[(t0 + t) * nb + b] * 128);
-        for (int j = 0; j < 8; ++j) {
-          const __m256i a = broadcast_4_bytes(aq + 4 * j);
-          for (int h = 0; h < 2; ++h) {
-            const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + b * qs_block + 64 * j + 32 * h));
-            dot[t][h] = dot_byte_centered(dot[t][h], u, a);
+    const uint8_t* qs = wq + b * qs_block;
+    const uint8_t* sc = ws + b * sc_block;
+    const uint8_t* sup = is_k(F) ? wsup + b / blocks_per_super * super_bytes : nullptr;
+    for (int pass = 0; pass < num_passes; ++pass) {
+      __m256i dot[T][2];
+      for (int t = 0; t < T; ++t) {
+        const int64_t ab = (t0 + t) * nb + b;
+        int32_t init = 0;
+        if constexpr (is_byte(F)) init = act.sum[ab] * 128;  // dot(u, a) = dot(u - 128, a) + 128*sum(a)
+        if constexpr (has_half_scales(F)) init = -32 * (pass == 0 ? act.sum_lo[ab] : act.sum[ab] - act.sum_lo[ab]);
+        dot[t][0] = dot[t][1] = _mm256_set1_epi32(init);
+        const int8_t* aq = act.q + (t0 + t) * act.num_cols + 32 * b;
+        for (int h = pass; h < 2; h += num_passes) {
+          for (int j = 0; j < 4; ++j) {
+            const __m256i a = broadcast_4_bytes(aq + 16 * h + 4 * j);
+            for (int hf = 0; hf < 2; ++hf) {
+              const __m256i u = block_values<F>(qs, h, j, hf);
+              if constexpr (is_byte(F)) dot[t][hf] = dot_byte_centered(dot[t][hf], u, a);
+              else dot[t][hf] = dot_nib(dot[t][hf], u, a);
+            }
           }
         }
       }
-    }
-    const uint8_t* sc = ws + b * sc_block;
-    for (int h = 0; h < 2; ++h) {
-      const __m256 d = load_scales<F>(sc, h);
-      const __m256 m = has_stored_min(F) ? load_scales<F>(sc + min_offset, h) : _mm256_mul_ps(d, _mm256_set1_ps(w.min_factor));
-      for (int t = 0; t < T; ++t) {
-        const __m256 scale = _mm256_mul_ps(d, _mm256_set1_ps(act.d[(t0 + t) * nb + b]));
-        acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[t][h]), scale, acc[t][h]);
-        const float* as = uses_q8_1_sum(F) ? act.s : act.s_exact;
-        acc[t][h] = _mm256_fmadd_ps(m, _mm256_set1_ps(as[(t0 + t) * nb + b]), acc[t][h]);
+      for (int hf = 0; hf < 2; ++hf) {
+        __m256 d, m = _mm256_setzero_ps();
+        if constexpr (has_half_scales(F)) {
+          d = _mm256_mul_ps(_mm256_loadu_ps(reinterpret_cast<const float*>(sup) + 8 * hf),
+                            i8x8_to_fp32(sc + rows_per_group * pass + 8 * hf));
+        } else if constexpr (is_k(F)) {
+          d = _mm256_mul_ps(_mm256_loadu_ps(reinterpret_cast<const float*>(sup) + 8 * hf), u8x8_to_fp32(sc + 8 * hf));
+          m = _mm256_mul_ps(_mm256_loadu_ps(reinterpret_cast<const float*>(sup) + 16 + 8 * hf),
+                            u8x8_to_fp32(sc + rows_per_group + 8 * hf));
+        } else {
+          d = load_f16x8(sc + 16 * hf);
+          m = has_stored_min(F) ? load_f16x8(sc + 32 + 16 * hf) : _mm256_mul_ps(d, _mm256_set1_ps(w.min_factor));
+        }
+        for (int t = 0; t < T; ++t) {
+          const int64_t ab = (t0 + t) * nb + b;
+          const __m256 scale = _mm256_mul_ps(d, _mm256_set1_ps(act.d[ab]));
+          acc[t][hf] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[t][hf]), scale, acc[t][hf]);
+          if constexpr (has_half_scales(F)) continue;
+          else if constexpr (is_k(F)) acc[t][hf] = _mm256_fnmadd_ps(m, _mm256_set1_ps(as[ab]), acc[t][hf]);
+          else acc[t][hf] = _mm256_fmadd_ps(m, _mm256_set1_ps(as[ab]), acc[t][hf]);
+        }
       }
     }
   }
@@ -115,11 +159,17 @@ void int_groups_format(const packed_matrix::impl& w, int64_t group_begin, int64_
 void int_groups_avx2(const packed_matrix::impl& w, int64_t group_begin, int64_t group_end,
                      const act_view& act, int64_t num_tokens, float* y) {
   switch (w.format) {
-    case int_format::nib_f16_min: return int_groups_format<int_format::nib_f16_min>(w, group_begin, group_end, act, num_tokens, y);
-    case int_format::nib_f16_sym: return int_groups_format<int_format::nib_f16_sym>(w, group_begin, group_end, act, num_tokens, y);
-    case int_format::byte_f16_min: return int_groups_format<int_format::byte_f16_min>(w, group_begin, group_end, act, num_tokens, y);
-    case int_format::byte_f16_sym: return int_groups_format<int_format::byte_f16_sym>(w, group_begin, group_end, act, num_tokens, y);
-    case int_format::nib_f32_min: return int_groups_format<int_format::nib_f32_min>(w, group_begin, group_end, act, num_tokens, y);
+#define TROUPE_FORMAT_CASE(f) \
+  case int_format::f: return int_groups_format<int_format::f>(w, group_begin, group_end, act, num_tokens, y);
+    TROUPE_FORMAT_CASE(nib_f16_min)
+    TROUPE_FORMAT_CASE(nib_f16_sym)
+    TROUPE_FORMAT_CASE(byte_f16_min)
+    TROUPE_FORMAT_CASE(byte_f16_sym)
+    TROUPE_FORMAT_CASE(nib5_f16_sym)
+    TROUPE_FORMAT_CASE(nib_k_min)
+    TROUPE_FORMAT_CASE(nib5_k_min)
+    TROUPE_FORMAT_CASE(nib6_k_half)
+#undef TROUPE_FORMAT_CASE
   }
 }
 

@@ -1,6 +1,7 @@
 // AVX-512 VNNI kernels (compiled for that target per function, chosen at run time): a
 // register-tiled int8 product, 16 rows per zmm lane set times up to 4 tokens, vpdpbusd on
-// unsigned weights and signed activations, the float epilogue once per block of 32.
+// unsigned weights and signed activations, the float epilogue once per block of 32 (once
+// per half for Q6_K). 5- and 6-bit values are rebuilt in registers from their planes.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -27,7 +28,7 @@ inline __m512 fp16x16_to_fp32(const void* p) {
 }
 
 void quantize_avx512(const float* x, int64_t num_tokens, int64_t num_cols, int8_t* q, float* d, float* s,
-                     float* s_exact, int32_t* sum) {
+                     float* s_exact, int32_t* sum, int32_t* sum_lo) {
   const int64_t num_blocks_total = num_tokens * (num_cols / block_cols);
   for (int64_t b = 0; b < num_blocks_total; ++b) {
     const __m512 x0 = _mm512_loadu_ps(x + 32 * b);
@@ -40,6 +41,7 @@ void quantize_avx512(const float* x, int64_t num_tokens, int64_t num_cols, int8_
     _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 32 * b), _mm512_cvtepi32_epi8(q0));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 32 * b + 16), _mm512_cvtepi32_epi8(q1));
     const int32_t total = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    sum_lo[b] = _mm512_reduce_add_epi32(q0);
     d[b] = fp16_to_fp32(fp32_to_fp16(scale));
     s[b] = fp16_to_fp32(fp32_to_fp16(scale * static_cast<float>(total)));
     s_exact[b] = d[b] * static_cast<float>(total);
@@ -47,17 +49,43 @@ void quantize_avx512(const float* x, int64_t num_tokens, int64_t num_cols, int8_
   }
 }
 
+// The unsigned values of half h (0: values 0..15, 1: 16..31), chunk j (values 16h+4j..+3
+// of every lane) of one packed block.
 template <int_format F>
-inline __m512 load_d(const uint8_t* sc) {
-  if constexpr (has_f32_scales(F)) return _mm512_loadu_ps(sc);
-  else return fp16x16_to_fp32(sc);
+inline __m512i block_values(const uint8_t* qs, int h, int j) {
+  if constexpr (is_byte(F)) {
+    return _mm512_loadu_si512(qs + 64 * (4 * h + j));
+  } else {
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    const __m512i raw = _mm512_loadu_si512(qs + 64 * j);
+    const __m512i low = h == 0 ? _mm512_and_si512(raw, low4) : _mm512_and_si512(_mm512_srli_epi16(raw, 4), low4);
+    if constexpr (has_5_bits(F)) {
+      // Bit 4 of the value sits at bit 2j+h of the high byte: move it to bit 4.
+      const __m512i high = _mm512_loadu_si512(qs + high_plane_offset);
+      const int at = 2 * j + h;
+      const __m512i moved = at < 4 ? _mm512_sll_epi16(high, _mm_cvtsi32_si128(4 - at))
+                                   : _mm512_srl_epi16(high, _mm_cvtsi32_si128(at - 4));
+      return _mm512_ternarylogic_epi32(low, moved, _mm512_set1_epi8(0x10), 0xf8);  // low | (moved & 0x10)
+    } else if constexpr (has_6_bits(F)) {
+      // Bits 4-5 of the value sit at bit 4e+2h of the high byte (e = j%2): move them to 4-5.
+      const __m512i high = _mm512_loadu_si512(qs + high_plane_offset + 64 * (j / 2));
+      const int shift = 4 * (j % 2) + 2 * h;  // 0, 2, 4 or 6
+      const __m512i moved = shift == 0   ? _mm512_slli_epi16(high, 4)
+                            : shift == 2 ? _mm512_slli_epi16(high, 2)
+                            : shift == 4 ? high
+                                         : _mm512_srli_epi16(high, 2);
+      return _mm512_ternarylogic_epi32(low, moved, _mm512_set1_epi8(0x30), 0xf8);  // low | (moved & 0x30)
+    } else {
+      return low;
+    }
+  }
 }
 
-template <int_format F>
-inline __m512 load_m(const uint8_t* sc, __m512 d, __m512 min_factor) {
-  if constexpr (!has_stored_min(F)) return _mm512_mul_ps(d, min_factor);
-  else if constexpr (has_f32_scales(F)) return _mm512_loadu_ps(sc + 64);
-  else return fp16x16_to_fp32(sc + 32);
+inline __m512 u8x16_to_fp32(const uint8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+inline __m512 i8x16_to_fp32(const uint8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
 }
 
 // G groups of 16 rows (starting at group g0) times T tokens (starting at t0).
@@ -65,18 +93,20 @@ template <int_format F, int G, int T>
 void tile(const packed_matrix::impl& w, int64_t g0, const act_view& act, int64_t t0, float* y) {
   constexpr int64_t qs_block = qs_block_bytes(F);
   constexpr int64_t sc_block = scales_block_bytes(F);
+  constexpr int num_passes = has_half_scales(F) ? 2 : 1;  // epilogues per block
   const int64_t nb = w.num_blocks;
   const uint8_t* wq[G];
   const uint8_t* ws[G];
+  const uint8_t* wsup[G] = {};
   for (int g = 0; g < G; ++g) {
     wq[g] = w.qs.get() + (g0 + g) * w.qs_group_stride();
     ws[g] = w.scales.get() + (g0 + g) * w.scales_group_stride();
+    if constexpr (is_k(F)) wsup[g] = w.super_scales.get() + (g0 + g) * w.super_group_stride();
   }
   const int8_t* aq[T];
   for (int t = 0; t < T; ++t) aq[t] = act.q + (t0 + t) * act.num_cols;
   const float* ad = act.d + t0 * nb;
   const float* as = (uses_q8_1_sum(F) ? act.s : act.s_exact) + t0 * nb;
-  const __m512i low4 = _mm512_set1_epi8(0x0f);
   const __m512 min_factor = _mm512_set1_ps(w.min_factor);
 
   __m512 acc[G][T];
@@ -84,40 +114,54 @@ void tile(const packed_matrix::impl& w, int64_t g0, const act_view& act, int64_t
     for (int t = 0; t < T; ++t) acc[g][t] = _mm512_setzero_ps();
 
   for (int64_t b = 0; b < nb; ++b) {
-    __m512i dot[G][T];
-    for (int g = 0; g < G; ++g)
-      for (int t = 0; t < T; ++t) dot[g][t] = _mm512_setzero_si512();
-    if constexpr (is_nib(F)) {
-      for (int j = 0; j < 4; ++j) {
-        __m512i raw[G];
-        for (int g = 0; g < G; ++g) raw[g] = _mm512_loadu_si512(wq[g] + b * qs_block + 64 * j);
-        for (int t = 0; t < T; ++t) {
-          const __m512i a = broadcast_4_bytes(aq[t] + 32 * b + 4 * j);
-          for (int g = 0; g < G; ++g) dot[g][t] = _mm512_dpbusd_epi32(dot[g][t], _mm512_and_si512(raw[g], low4), a);
+    const int64_t sup_offset = b / blocks_per_super * super_bytes;
+    for (int pass = 0; pass < num_passes; ++pass) {
+      __m512i dot[G][T];
+      for (int t = 0; t < T; ++t) {
+        __m512i init = _mm512_setzero_si512();
+        if constexpr (has_half_scales(F)) {
+          const int32_t sum_lo = act.sum_lo[(t0 + t) * nb + b];
+          init = _mm512_set1_epi32(-32 * (pass == 0 ? sum_lo : act.sum[(t0 + t) * nb + b] - sum_lo));
         }
-        for (int t = 0; t < T; ++t) {
-          const __m512i a = broadcast_4_bytes(aq[t] + 32 * b + 16 + 4 * j);
-          for (int g = 0; g < G; ++g)
-            dot[g][t] = _mm512_dpbusd_epi32(dot[g][t], _mm512_and_si512(_mm512_srli_epi16(raw[g], 4), low4), a);
-        }
+        for (int g = 0; g < G; ++g) dot[g][t] = init;
       }
-    } else {
-      for (int j = 0; j < 8; ++j) {
+      const auto accumulate = [&](int h, int j) {
         __m512i u[G];
-        for (int g = 0; g < G; ++g) u[g] = _mm512_loadu_si512(wq[g] + b * qs_block + 64 * j);
+        for (int g = 0; g < G; ++g) u[g] = block_values<F>(wq[g] + b * qs_block, h, j);
         for (int t = 0; t < T; ++t) {
-          const __m512i a = broadcast_4_bytes(aq[t] + 32 * b + 4 * j);
+          const __m512i a = broadcast_4_bytes(aq[t] + 32 * b + 16 * h + 4 * j);
           for (int g = 0; g < G; ++g) dot[g][t] = _mm512_dpbusd_epi32(dot[g][t], u[g], a);
         }
+      };
+      if constexpr (has_half_scales(F)) {
+        for (int j = 0; j < 4; ++j) accumulate(pass, j);
+      } else {
+        // Both halves of a chunk back to back: one load of its nibbles serves both
+        // (measured: halves outermost cost Q4_1 ~10% at 1 and 512 tokens).
+        for (int j = 0; j < 4; ++j) {
+          accumulate(0, j);
+          accumulate(1, j);
+        }
       }
-    }
-    for (int g = 0; g < G; ++g) {
-      const __m512 d = load_d<F>(ws[g] + b * sc_block);
-      const __m512 m = load_m<F>(ws[g] + b * sc_block, d, min_factor);
-      for (int t = 0; t < T; ++t) {
-        const __m512 scale = _mm512_mul_ps(d, _mm512_set1_ps(ad[t * nb + b]));
-        acc[g][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[g][t]), scale, acc[g][t]);
-        acc[g][t] = _mm512_fmadd_ps(m, _mm512_set1_ps(as[t * nb + b]), acc[g][t]);
+      for (int g = 0; g < G; ++g) {
+        const uint8_t* sc = ws[g] + b * sc_block;
+        __m512 d, m = _mm512_setzero_ps();
+        if constexpr (has_half_scales(F)) {
+          d = _mm512_mul_ps(_mm512_loadu_ps(wsup[g] + sup_offset), i8x16_to_fp32(sc + rows_per_group * pass));
+        } else if constexpr (is_k(F)) {
+          d = _mm512_mul_ps(_mm512_loadu_ps(wsup[g] + sup_offset), u8x16_to_fp32(sc));
+          m = _mm512_mul_ps(_mm512_loadu_ps(wsup[g] + sup_offset + 64), u8x16_to_fp32(sc + rows_per_group));
+        } else {
+          d = fp16x16_to_fp32(sc);
+          m = has_stored_min(F) ? fp16x16_to_fp32(sc + 32) : _mm512_mul_ps(d, min_factor);
+        }
+        for (int t = 0; t < T; ++t) {
+          const __m512 scale = _mm512_mul_ps(d, _mm512_set1_ps(ad[t * nb + b]));
+          acc[g][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[g][t]), scale, acc[g][t]);
+          if constexpr (has_half_scales(F)) continue;
+          else if constexpr (is_k(F)) acc[g][t] = _mm512_fnmadd_ps(m, _mm512_set1_ps(as[t * nb + b]), acc[g][t]);
+          else acc[g][t] = _mm512_fmadd_ps(m, _mm512_set1_ps(as[t * nb + b]), acc[g][t]);
+        }
       }
     }
   }
@@ -183,11 +227,17 @@ void int_groups_format(const packed_matrix::impl& w, int64_t group_begin, int64_
 void int_groups_avx512(const packed_matrix::impl& w, int64_t group_begin, int64_t group_end,
                        const act_view& act, int64_t num_tokens, float* y) {
   switch (w.format) {
-    case int_format::nib_f16_min: return int_groups_format<int_format::nib_f16_min>(w, group_begin, group_end, act, num_tokens, y);
-    case int_format::nib_f16_sym: return int_groups_format<int_format::nib_f16_sym>(w, group_begin, group_end, act, num_tokens, y);
-    case int_format::byte_f16_min: return int_groups_format<int_format::byte_f16_min>(w, group_begin, group_end, act, num_tokens, y);
-    case int_format::byte_f16_sym: return int_groups_format<int_format::byte_f16_sym>(w, group_begin, group_end, act, num_tokens, y);
-    case int_format::nib_f32_min: return int_groups_format<int_format::nib_f32_min>(w, group_begin, group_end, act, num_tokens, y);
+#define TROUPE_FORMAT_CASE(f) \
+  case int_format::f: return int_groups_format<int_format::f>(w, group_begin, group_end, act, num_tokens, y);
+    TROUPE_FORMAT_CASE(nib_f16_min)
+    TROUPE_FORMAT_CASE(nib_f16_sym)
+    TROUPE_FORMAT_CASE(byte_f16_min)
+    TROUPE_FORMAT_CASE(byte_f16_sym)
+    TROUPE_FORMAT_CASE(nib5_f16_sym)
+    TROUPE_FORMAT_CASE(nib_k_min)
+    TROUPE_FORMAT_CASE(nib5_k_min)
+    TROUPE_FORMAT_CASE(nib6_k_half)
+#undef TROUPE_FORMAT_CASE
   }
 }
 

@@ -50,12 +50,22 @@ namespace {
 
 using detail::int_format;
 
-// One block of 32 weights as unsigned values with w = d*u + m.
+// One block of 32 weights as unsigned values: w = d*u + m for classic formats; for K
+// formats the two sub-block bytes and the super-block's D and DMIN (see packed_layout.hpp).
 struct unsigned_block {
   uint8_t u[32];
-  float d;
-  float m;
+  float d = 0.0f;
+  float m = 0.0f;
+  uint8_t sub[2] = {0, 0};
+  float super_d = 0.0f;
+  float super_min = 0.0f;
 };
+
+uint16_t load_u16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return h;
+}
 
 unsigned_block unpack_block(ggml_type type, const uint8_t* row, int64_t b) {
   unsigned_block out{};
@@ -87,10 +97,8 @@ unsigned_block unpack_block(ggml_type type, const uint8_t* row, int64_t b) {
         out.u[j] = static_cast<uint8_t>((qs[j] & 15) | (((high >> j) & 1u) << 4));
         out.u[j + 16] = static_cast<uint8_t>((qs[j] >> 4) | (((high >> (j + 16)) & 1u) << 4));
       }
-      uint16_t h;
-      std::memcpy(&h, p, 2);
-      out.d = fp16_to_fp32(h);
-      if (has_min) { std::memcpy(&h, p + 2, 2); out.m = fp16_to_fp32(h); }
+      out.d = fp16_to_fp32(load_u16(p));
+      if (has_min) out.m = fp16_to_fp32(load_u16(p + 2));
       return out;
     }
     case ggml_type::q8_0: {
@@ -100,17 +108,44 @@ unsigned_block unpack_block(ggml_type type, const uint8_t* row, int64_t b) {
       out.d = fp16_to_fp32(blk.d);
       return out;
     }
-    case ggml_type::q4_k: {
-      block_q4_k blk;
-      std::memcpy(&blk, row + (b / 8) * sizeof blk, sizeof blk);
+    case ggml_type::q4_k:
+    case ggml_type::q5_k: {
+      // The nibbles, scales and mins sit at the same offsets in both; Q5_K adds qh.
+      const bool has_high = type == ggml_type::q5_k;
+      const uint8_t* p = row + (b / 8) * (has_high ? sizeof(block_q5_k) : sizeof(block_q4_k));
+      const uint8_t* scales = p + 4;
+      const uint8_t* qh = p + 16;
+      const uint8_t* qs = p + (has_high ? 48 : 16);
       const int sub = static_cast<int>(b % 8);
       int sc, mn;
-      q4_k_scale_min(blk.scales, sub, sc, mn);
-      const uint8_t* qs = blk.qs + 32 * (sub / 2);
-      for (int j = 0; j < 32; ++j) out.u[j] = (sub % 2 == 0) ? (qs[j] & 15) : (qs[j] >> 4);
-      // Exact in fp32: an 11-bit mantissa times a 6-bit integer.
-      out.d = fp16_to_fp32(blk.d) * static_cast<float>(sc);
-      out.m = -fp16_to_fp32(blk.dmin) * static_cast<float>(mn);
+      q4_k_scale_min(scales, sub, sc, mn);
+      const uint8_t* nibbles = qs + 32 * (sub / 2);
+      for (int j = 0; j < 32; ++j) {
+        const int low = (sub % 2 == 0) ? (nibbles[j] & 15) : (nibbles[j] >> 4);
+        const int high = has_high ? ((qh[j] >> sub) & 1) : 0;
+        out.u[j] = static_cast<uint8_t>(low | (high << 4));
+      }
+      out.sub[0] = static_cast<uint8_t>(sc);
+      out.sub[1] = static_cast<uint8_t>(mn);
+      out.super_d = fp16_to_fp32(load_u16(p));
+      out.super_min = fp16_to_fp32(load_u16(p + 2));
+      return out;
+    }
+    case ggml_type::q6_k: {
+      block_q6_k blk;
+      std::memcpy(&blk, row + (b / 8) * sizeof blk, sizeof blk);
+      // Value v of the super-block: half n = v/128, quarter c = (v%128)/32, l = v%32.
+      const int sub = static_cast<int>(b % 8);
+      const int n = sub / 4, c = sub % 4;
+      const uint8_t* ql = blk.ql + 64 * n + 32 * (c % 2);
+      const uint8_t* qh = blk.qh + 32 * n;
+      for (int l = 0; l < 32; ++l) {
+        const int low = c < 2 ? (ql[l] & 15) : (ql[l] >> 4);
+        out.u[l] = static_cast<uint8_t>(low | (((qh[l] >> (2 * c)) & 3) << 4));
+      }
+      out.sub[0] = static_cast<uint8_t>(blk.scales[2 * sub]);
+      out.sub[1] = static_cast<uint8_t>(blk.scales[2 * sub + 1]);
+      out.super_d = fp16_to_fp32(blk.d);
       return out;
     }
     default:
@@ -127,20 +162,52 @@ int_choice choose_format(ggml_type type) {
   switch (type) {
     case ggml_type::q4_0: return {int_format::nib_f16_sym, -8.0f};
     case ggml_type::q4_1: return {int_format::nib_f16_min, 0.0f};
-    case ggml_type::q5_0: return {int_format::byte_f16_sym, -16.0f};
+    case ggml_type::q5_0: return {int_format::nib5_f16_sym, -16.0f};
     case ggml_type::q5_1: return {int_format::byte_f16_min, 0.0f};
     case ggml_type::q8_0: return {int_format::byte_f16_sym, -128.0f};
-    case ggml_type::q4_k: return {int_format::nib_f32_min, 0.0f};
+    case ggml_type::q4_k: return {int_format::nib_k_min, 0.0f};
+    case ggml_type::q5_k: return {int_format::nib5_k_min, 0.0f};
+    case ggml_type::q6_k: return {int_format::nib6_k_half, -32.0f};
     default: throw error(error_code::internal, "choose_format: not an integer-path type");
   }
 }
 
-void store_scale(uint8_t* p, int64_t index, float value, bool is_f32) {
-  if (is_f32) {
-    std::memcpy(p + 4 * index, &value, 4);
-  } else {
-    const uint16_t h = fp32_to_fp16(value);  // exact: the value came from an fp16
-    std::memcpy(p + 2 * index, &h, 2);
+void store_fp16(uint8_t* p, int64_t index, float value) {
+  const uint16_t h = fp32_to_fp16(value);  // exact: the value came from an fp16
+  std::memcpy(p + 2 * index, &h, 2);
+}
+
+void store_fp32(uint8_t* p, int64_t index, float value) { std::memcpy(p + 4 * index, &value, 4); }
+
+// Writes one row's block into lane `lane` of its group's qs (see packed_layout.hpp).
+void store_values(int_format format, const uint8_t* u, int64_t lane, uint8_t* qs) {
+  if (detail::is_byte(format)) {
+    for (int j = 0; j < 8; ++j)
+      for (int i = 0; i < 4; ++i) qs[64 * j + 4 * lane + i] = u[4 * j + i];
+    return;
+  }
+  for (int j = 0; j < 4; ++j)
+    for (int i = 0; i < 4; ++i)
+      qs[64 * j + 4 * lane + i] = static_cast<uint8_t>((u[4 * j + i] & 15) | ((u[16 + 4 * j + i] & 15) << 4));
+  uint8_t* high = qs + detail::high_plane_offset;
+  if (detail::has_5_bits(format)) {
+    for (int i = 0; i < 4; ++i) {
+      int bits = 0;
+      for (int j = 0; j < 4; ++j)
+        for (int h = 0; h < 2; ++h) bits |= ((u[16 * h + 4 * j + i] >> 4) & 1) << (2 * j + h);
+      high[4 * lane + i] = static_cast<uint8_t>(bits);
+    }
+  } else if (detail::has_6_bits(format)) {
+    for (int a = 0; a < 2; ++a)
+      for (int i = 0; i < 4; ++i) {
+        int bits = 0;
+        for (int e = 0; e < 2; ++e) {
+          const int j = 2 * a + e;
+          bits |= (u[4 * j + i] >> 4) << (4 * e);
+          bits |= (u[16 + 4 * j + i] >> 4) << (4 * e + 2);
+        }
+        high[64 * a + 4 * lane + i] = static_cast<uint8_t>(bits);
+      }
   }
 }
 
@@ -150,14 +217,15 @@ void pack_int(packed_matrix::impl& m, const uint8_t* data, size_t row_size) {
   m.min_factor = min_factor;
   m.num_blocks = m.num_cols / detail::block_cols;
   m.num_groups = (m.num_rows + detail::rows_per_group - 1) / detail::rows_per_group;
+  const bool is_k = detail::is_k(format);
   const size_t qs_bytes = static_cast<size_t>(m.num_groups * m.qs_group_stride());
   const size_t scales_bytes = static_cast<size_t>(m.num_groups * m.scales_group_stride());
+  const size_t super_bytes = is_k ? static_cast<size_t>(m.num_groups * m.super_group_stride()) : 0;
   m.qs = detail::allocate_aligned(qs_bytes);
   m.scales = detail::allocate_aligned(scales_bytes);
-  m.num_bytes = qs_bytes + scales_bytes;
+  if (is_k) m.super_scales = detail::allocate_aligned(super_bytes);
+  m.num_bytes = qs_bytes + scales_bytes + super_bytes;
 
-  const bool nib = detail::is_nib(format);
-  const bool f32 = detail::has_f32_scales(format);
   const bool stored_min = detail::has_stored_min(format);
   const int64_t qs_block = detail::qs_block_bytes(format);
   const int64_t sc_block = detail::scales_block_bytes(format);
@@ -167,18 +235,21 @@ void pack_int(packed_matrix::impl& m, const uint8_t* data, size_t row_size) {
     const uint8_t* src = data + static_cast<size_t>(row) * row_size;
     for (int64_t b = 0; b < m.num_blocks; ++b) {
       const unsigned_block blk = unpack_block(m.type, src, b);
-      uint8_t* qs = m.qs.get() + g * m.qs_group_stride() + b * qs_block;
-      if (nib) {
-        for (int j = 0; j < 4; ++j)
-          for (int i = 0; i < 4; ++i)
-            qs[64 * j + 4 * lane + i] = static_cast<uint8_t>(blk.u[4 * j + i] | (blk.u[16 + 4 * j + i] << 4));
-      } else {
-        for (int j = 0; j < 8; ++j)
-          for (int i = 0; i < 4; ++i) qs[64 * j + 4 * lane + i] = blk.u[4 * j + i];
-      }
+      store_values(format, blk.u, lane, m.qs.get() + g * m.qs_group_stride() + b * qs_block);
       uint8_t* sc = m.scales.get() + g * m.scales_group_stride() + b * sc_block;
-      store_scale(sc, lane, blk.d, f32);
-      if (stored_min) store_scale(sc, detail::rows_per_group + lane, blk.m, f32);
+      if (is_k) {
+        sc[lane] = blk.sub[0];
+        sc[detail::rows_per_group + lane] = blk.sub[1];
+        if (b % detail::blocks_per_super == 0) {
+          uint8_t* sup = m.super_scales.get() + g * m.super_group_stride() +
+                         b / detail::blocks_per_super * detail::super_bytes;
+          store_fp32(sup, lane, blk.super_d);
+          store_fp32(sup, detail::rows_per_group + lane, blk.super_min);
+        }
+      } else {
+        store_fp16(sc, lane, blk.d);
+        if (stored_min) store_fp16(sc, detail::rows_per_group + lane, blk.m);
+      }
     }
   }
 }
@@ -188,8 +259,7 @@ void pack_int(packed_matrix::impl& m, const uint8_t* data, size_t row_size) {
 packed_matrix packed_matrix::pack(ggml_type type, const void* data, int64_t num_rows, int64_t num_cols) {
   const auto traits = traits_of(static_cast<uint32_t>(type));
   const bool is_int = uses_quantized_activations(type);
-  const bool is_float = type == ggml_type::f32 || type == ggml_type::f16 || type == ggml_type::bf16 ||
-                        type == ggml_type::q6_k;
+  const bool is_float = type == ggml_type::f32 || type == ggml_type::f16 || type == ggml_type::bf16;
   if (!traits || (!is_int && !is_float))
     throw error(error_code::unsupported,
                 "no CPU matmul kernel for tensor type " +

@@ -8,7 +8,7 @@
 namespace troupe::cpu {
 
 void quantize_row_q8(const float* x, int64_t num_cols, int8_t* q, float* d, float* s, float* s_exact,
-                     int32_t* sum) {
+                     int32_t* sum, int32_t* sum_lo) {
   for (int64_t b = 0; b < num_cols / 32; ++b) {
     const float* xb = x + 32 * b;
     float amax = 0.0f;
@@ -20,6 +20,7 @@ void quantize_row_q8(const float* x, int64_t num_cols, int8_t* q, float* d, floa
       const int v = static_cast<int>(std::nearbyint(xb[j] * inverse));
       q[32 * b + j] = static_cast<int8_t>(v);
       total += v;
+      if (j == 15) sum_lo[b] = total;
     }
     d[b] = fp16_to_fp32(fp32_to_fp16(scale));
     s[b] = fp16_to_fp32(fp32_to_fp16(scale * static_cast<float>(total)));
@@ -36,6 +37,8 @@ bool uses_quantized_activations(ggml_type type) {
     case ggml_type::q5_1:
     case ggml_type::q8_0:
     case ggml_type::q4_k:
+    case ggml_type::q5_k:
+    case ggml_type::q6_k:
       return true;
     default:
       return false;

@@ -20,7 +20,7 @@ std::optional<type_traits> traits_of(uint32_t type_id) {
     case 10: return type_traits{"Q2_K", 256, 84, false};
     case 11: return type_traits{"Q3_K", 256, 110, false};
     case 12: return type_traits{"Q4_K", 256, 144, true};
-    case 13: return type_traits{"Q5_K", 256, 176, false};
+    case 13: return type_traits{"Q5_K", 256, 176, true};
     case 14: return type_traits{"Q6_K", 256, 210, true};
     case 15: return type_traits{"Q8_K", 256, 292, false};
     case 30: return type_traits{"BF16", 1, 2, true};
@@ -72,6 +72,7 @@ void dequantize_row(ggml_type type, const void* row, float* out, int64_t num_ele
     case ggml_type::q5_1: return dequantize_blocks<block_q5_1, qk32>(row, out, num_elements);
     case ggml_type::q8_0: return dequantize_blocks<block_q8_0, qk32>(row, out, num_elements);
     case ggml_type::q4_k: return dequantize_blocks<block_q4_k, qk_k>(row, out, num_elements);
+    case ggml_type::q5_k: return dequantize_blocks<block_q5_k, qk_k>(row, out, num_elements);
     case ggml_type::q6_k: return dequantize_blocks<block_q6_k, qk_k>(row, out, num_elements);
     default:
       throw error(error_code::unsupported,

@@ -108,12 +108,13 @@ struct block_q5_1 { uint16_t d; uint16_t m; uint8_t qh[4]; uint8_t qs[16]; };
 struct block_q8_0 { uint16_t d; int8_t qs[32]; };
 struct block_q8_1 { uint16_t d; uint16_t s; int8_t qs[32]; };
 struct block_q4_k { uint16_t d; uint16_t dmin; uint8_t scales[12]; uint8_t qs[128]; };
+struct block_q5_k { uint16_t d; uint16_t dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; };
 struct block_q6_k { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; };
 
 static_assert(sizeof(block_q4_0) == 18 && sizeof(block_q4_1) == 20);
 static_assert(sizeof(block_q5_0) == 22 && sizeof(block_q5_1) == 24);
 static_assert(sizeof(block_q8_0) == 34 && sizeof(block_q8_1) == 36);
-static_assert(sizeof(block_q4_k) == 144 && sizeof(block_q6_k) == 210);
+static_assert(sizeof(block_q4_k) == 144 && sizeof(block_q5_k) == 176 && sizeof(block_q6_k) == 210);
 
 // ---- per-block dequantization: one block in, block_elements floats out ----------------------
 
@@ -188,6 +189,25 @@ TROUPE_HD void dequantize_block(const block_q4_k& b, float* out) {
       const uint8_t q = b.qs[32 * c + l];
       out[64 * c + l] = d * (float)sc0 * (float)(q & 15) - dmin * (float)mn0;
       out[64 * c + 32 + l] = d * (float)sc1 * (float)(q >> 4) - dmin * (float)mn1;
+    }
+  }
+}
+
+// Q5_K: Q4_K's scales and nibbles plus a fifth bit per value; bit 2c of qh[l] belongs to the
+// low nibble of qs[32c + l], bit 2c+1 to its high nibble.
+TROUPE_HD void dequantize_block(const block_q5_k& b, float* out) {
+  const float d = fp16_to_fp32(b.d);
+  const float dmin = fp16_to_fp32(b.dmin);
+  for (int c = 0; c < 4; ++c) {
+    int sc0, mn0, sc1, mn1;
+    q4_k_scale_min(b.scales, 2 * c, sc0, mn0);
+    q4_k_scale_min(b.scales, 2 * c + 1, sc1, mn1);
+    for (int l = 0; l < 32; ++l) {
+      const uint8_t q = b.qs[32 * c + l];
+      const int lo = (q & 15) | (((b.qh[l] >> (2 * c)) & 1) << 4);
+      const int hi = (q >> 4) | (((b.qh[l] >> (2 * c + 1)) & 1) << 4);
+      out[64 * c + l] = d * (float)sc0 * (float)lo - dmin * (float)mn0;
+      out[64 * c + 32 + l] = d * (float)sc1 * (float)hi - dmin * (float)mn1;
     }
   }
 }
