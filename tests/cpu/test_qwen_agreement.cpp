@@ -71,11 +71,10 @@ TEST_CASE("qwen2.5-coder-0.5b: the file loads as qwen2 with biases, NEOX rotatio
 // 98.6%) is the noise floor of attention rounding alone. This file's ffn_down matrices are
 // Q4_K and Q6_K, which llama.cpp multiplies with activations quantized to Q8_K (256-value
 // blocks) and troupe with 32-value Q8 blocks (Q4_K) or floats (Q6_K): a second, independent
-// rounding difference that fa on/off does not see. troupe agrees to 98.0%, so the bound is
-// the floor less 1% (not 0.5%). Measured on a copy requantized to Q5_0/Q8_0 only, where
-// troupe follows llama.cpp's activation recipe, troupe is within 0.3% of the floor
-// (docs/model-engine.md). Where llama.cpp's top-2 margin is at least 0.2, 99% must agree.
-TEST_CASE("qwen2.5-coder-0.5b: teacher-forced top-1 agrees with llama.cpp to within 1% of llama.cpp's self-agreement") {
+// rounding difference that fa on/off does not see. With the integer paths for both (32-value
+// Q8 activation blocks) troupe agrees to 98.35%, within 0.5% of the floor, the bound.
+// Where llama.cpp's top-2 margin is at least 0.2, 99% must agree.
+TEST_CASE("qwen2.5-coder-0.5b: teacher-forced top-1 agrees with llama.cpp to within 0.5% of llama.cpp's self-agreement") {
   REQUIRE_QWEN_MODEL();
   simdjson::dom::parser parser, self_parser;
   const simdjson::dom::element golden = parser.load(k_golden_dir + "golden_teacher_forced.json");
@@ -88,7 +87,7 @@ TEST_CASE("qwen2.5-coder-0.5b: teacher-forced top-1 agrees with llama.cpp to wit
                              << "); where llama.cpp's margin >= 0.2: " << a.num_agree_clear << "/" << a.num_clear
                              << " = " << a.clear());
   CHECK(a.num_positions >= 1000);
-  CHECK(a.overall() >= llama_self - 0.010);
+  CHECK(a.overall() >= llama_self - 0.005);
   CHECK(a.clear() >= 0.99);
 }
 
@@ -110,5 +109,8 @@ TEST_CASE("qwen2.5-coder-0.5b: greedy continuations match llama.cpp's up to its 
   simdjson::dom::parser parser;
   const simdjson::dom::element golden = parser.load(k_golden_dir + "golden_greedy.json");
   single_sequence seq(*model()->backend, model()->eog_ids);
-  CHECK(test::check_greedy_continuations(seq, golden) >= 5);
+  // A near-tie is a top-2 margin under 0.2, the line the teacher-forced test draws between
+  // clear positions and coin tosses: in one prompt llama.cpp's 7th token wins by 0.12, and
+  // the two engines' different roundings of the Q4_K / Q6_K activations pick differently.
+  CHECK(test::check_greedy_continuations(seq, golden, 0.2) >= 5);
 }
