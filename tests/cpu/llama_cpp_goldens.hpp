@@ -8,12 +8,37 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "troupe/cpu/cpu_backend.hpp"
 #include "troupe/engine/single_sequence.hpp"
+#include "troupe/model/tokenizer.hpp"
 
 namespace troupe::test {
+
+// A GGUF file on the CPU backend, with its end-of-generation ids.
+struct loaded_model {
+  std::shared_ptr<const gguf::file> file;
+  std::unique_ptr<cpu::cpu_backend> backend;
+  std::vector<int32_t> eog_ids;
+};
+
+// The model at `path` with a KV pool of num_blocks blocks; nullptr when the file is absent.
+inline std::unique_ptr<loaded_model> load_model_if_present(const std::string& path, int32_t num_blocks) {
+  std::unique_ptr<loaded_model> r;
+  if (!std::filesystem::exists(path)) return r;
+  r = std::make_unique<loaded_model>();
+  r->file = std::make_shared<const gguf::file>(gguf::file::open(path));
+  r->eog_ids = tokenizer::from_gguf(*r->file).eog_ids();
+  cpu::cpu_backend_options o;
+  o.num_blocks = num_blocks;
+  o.eog_ids = r->eog_ids;
+  r->backend = std::make_unique<cpu::cpu_backend>(r->file, o);
+  return r;
+}
 
 inline std::vector<int32_t> json_ints(simdjson::dom::array a) {
   std::vector<int32_t> out;

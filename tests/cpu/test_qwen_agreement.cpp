@@ -23,26 +23,9 @@ namespace {
 
 const std::string k_golden_dir = std::string(TROUPE_TEST_DATA_DIR) + "/qwen2.5-coder-0.5b/";
 
-struct qwen_model {
-  std::shared_ptr<const gguf::file> file;
-  std::unique_ptr<cpu::cpu_backend> backend;
-  std::vector<int32_t> eog_ids;
-};
-
-// Loaded once for all tests in this file; nullptr when the model file is absent.
-qwen_model* model() {
-  static std::unique_ptr<qwen_model> m = [] {
-    std::unique_ptr<qwen_model> r;
-    if (!std::filesystem::exists(TROUPE_TEST_QWEN_MODEL)) return r;
-    r = std::make_unique<qwen_model>();
-    r->file = std::make_shared<const gguf::file>(gguf::file::open(TROUPE_TEST_QWEN_MODEL));
-    r->eog_ids = tokenizer::from_gguf(*r->file).eog_ids();
-    cpu::cpu_backend_options o;
-    o.num_blocks = 72;  // one sequence of up to 1152 positions
-    o.eog_ids = r->eog_ids;
-    r->backend = std::make_unique<cpu::cpu_backend>(r->file, o);
-    return r;
-  }();
+// Loaded once for all tests in this file (one sequence of up to 1152 positions); nullptr when the file is absent.
+test::loaded_model* model() {
+  static const auto m = test::load_model_if_present(TROUPE_TEST_QWEN_MODEL, 72);
   return m.get();
 }
 

@@ -3,6 +3,7 @@
 #include "tests/util/quantize.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -90,13 +91,15 @@ void quantize_q8_0(const float* x, block_q8_0& b) {
   for (int j = 0; j < 32; ++j) b.qs[j] = static_cast<int8_t>(clamp_round(x[j] * id, -127, 127));
 }
 
-// Q4_K: eight sub-blocks of 32, each x ≈ d·sc·q − dmin·mn with 6-bit sc and mn.
-void quantize_q4_k(const float* x, block_q4_k& b) {
+// Q4_K and Q5_K share their scales: eight sub-blocks of 32, each x ≈ d·sc·q − dmin·mn
+// with 6-bit sc and mn and q in [0, max_q]. Sets b.d, b.dmin and b.scales; returns q.
+template <class Block>
+std::array<int, 256> quantize_k_sub_blocks(const float* x, int max_q, Block& b) {
   float scale[8], min_neg[8];
   for (int s = 0; s < 8; ++s) {
     const float lo_value = std::min(0.0f, *std::min_element(x + 32 * s, x + 32 * s + 32));
     const float hi_value = *std::max_element(x + 32 * s, x + 32 * s + 32);
-    scale[s] = (hi_value - lo_value) / 15;
+    scale[s] = (hi_value - lo_value) / static_cast<float>(max_q);
     min_neg[s] = -lo_value;
   }
   const float d = *std::max_element(scale, scale + 8) / 63;
@@ -115,11 +118,16 @@ void quantize_q4_k(const float* x, block_q4_k& b) {
   }
   const float d_stored = fp16_to_fp32(b.d);
   const float dmin_stored = fp16_to_fp32(b.dmin);
-  int q[256];
+  std::array<int, 256> q;
   for (int i = 0; i < 256; ++i) {
     const int s = i / 32;
-    q[i] = clamp_round((x[i] + dmin_stored * mn[s]) * inverse(d_stored * sc[s]), 0, 15);
+    q[i] = clamp_round((x[i] + dmin_stored * mn[s]) * inverse(d_stored * sc[s]), 0, max_q);
   }
+  return q;
+}
+
+void quantize_q4_k(const float* x, block_q4_k& b) {
+  const auto q = quantize_k_sub_blocks(x, 15, b);
   for (int c = 0; c < 4; ++c) {
     for (int l = 0; l < 32; ++l) b.qs[32 * c + l] = static_cast<uint8_t>(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
   }
@@ -128,34 +136,7 @@ void quantize_q4_k(const float* x, block_q4_k& b) {
 // Q5_K: Q4_K with 5-bit values; bit 4 of value 64c+l goes to bit 2c of qh[l], of value
 // 64c+32+l to bit 2c+1.
 void quantize_q5_k(const float* x, block_q5_k& b) {
-  float scale[8], min_neg[8];
-  for (int s = 0; s < 8; ++s) {
-    const float lo_value = std::min(0.0f, *std::min_element(x + 32 * s, x + 32 * s + 32));
-    const float hi_value = *std::max_element(x + 32 * s, x + 32 * s + 32);
-    scale[s] = (hi_value - lo_value) / 31;
-    min_neg[s] = -lo_value;
-  }
-  const float d = *std::max_element(scale, scale + 8) / 63;
-  const float dmin = *std::max_element(min_neg, min_neg + 8) / 63;
-  b.d = fp32_to_fp16(d);
-  b.dmin = fp32_to_fp16(dmin);
-  int sc[8], mn[8];
-  for (int s = 0; s < 8; ++s) {
-    sc[s] = clamp_round(scale[s] * inverse(d), 0, 63);
-    mn[s] = clamp_round(min_neg[s] * inverse(dmin), 0, 63);
-  }
-  for (int s = 0; s < 4; ++s) {
-    b.scales[s] = static_cast<uint8_t>(sc[s] | ((sc[s + 4] >> 4) << 6));
-    b.scales[s + 4] = static_cast<uint8_t>(mn[s] | ((mn[s + 4] >> 4) << 6));
-    b.scales[s + 8] = static_cast<uint8_t>((sc[s + 4] & 15) | ((mn[s + 4] & 15) << 4));
-  }
-  const float d_stored = fp16_to_fp32(b.d);
-  const float dmin_stored = fp16_to_fp32(b.dmin);
-  int q[256];
-  for (int i = 0; i < 256; ++i) {
-    const int s = i / 32;
-    q[i] = clamp_round((x[i] + dmin_stored * mn[s]) * inverse(d_stored * sc[s]), 0, 31);
-  }
+  const auto q = quantize_k_sub_blocks(x, 31, b);
   for (int l = 0; l < 32; ++l) b.qh[l] = 0;
   for (int c = 0; c < 4; ++c) {
     for (int l = 0; l < 32; ++l) {

@@ -30,10 +30,6 @@ bool is_ranked_before(const sequence& a, const sequence& b) {
   return a.arrival_order < b.arrival_order;
 }
 
-bool has_penalties(const sampling_params& p) {
-  return p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
-}
-
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace
@@ -409,7 +405,7 @@ sequence_step scheduler_policy::make_step(const sequence& seq, int32_t num_token
   // The sampler is stateless given (seed, sample_index): counting output tokens makes a
   // recomputed sequence draw exactly what the uninterrupted run would have drawn.
   s.sample_index = static_cast<uint64_t>(seq.num_output_tokens());
-  if (s.wants_sample && has_penalties(seq.params)) {
+  if (s.wants_sample && seq.params.has_penalties()) {
     auto [window, num_from_prompt] = seq.penalty_window();
     s.penalty_tokens = std::move(window);
     s.num_prompt_penalty_tokens = num_from_prompt;

@@ -68,8 +68,7 @@ finish_reason single_sequence::generate(const std::vector<int32_t>& prompt, cons
     const int64_t from_prompt = (int64_t)prompt.size() - (int64_t)(all.size() - keep);
     s.num_prompt_penalty_tokens = (int32_t)std::max<int64_t>(0, from_prompt);
   };
-  const bool wants_penalties =
-      params.repetition_penalty != 1.0f || params.presence_penalty != 0.0f || params.frequency_penalty != 0.0f;
+  const bool wants_penalties = params.has_penalties();
 
   const auto start = clock_type::now();
   int32_t next = -1;

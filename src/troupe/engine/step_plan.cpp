@@ -9,10 +9,6 @@ namespace troupe {
 
 namespace {
 
-bool has_penalties(const sampling_params& p) {
-  return p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
-}
-
 // The penalty window after one more output token: the token appended, the oldest dropped
 // past penalty_last_n (those are prompt tokens first).
 void advance_penalty_window(sequence_step& s, int32_t token) {
@@ -104,7 +100,7 @@ const batch_plan& plan_state::apply(step_delta&& delta) {
     if (n.new_block >= 0) s.block_table.push_back(n.new_block);
     s.wants_sample = true;
     s.sample_index += 1;
-    if (has_penalties(s.params)) advance_penalty_window(s, sl.last_sample);
+    if (s.params.has_penalties()) advance_penalty_window(s, sl.last_sample);
     sl.last_sample = -1;
     sl.stamp = stamp_;
   }

@@ -24,6 +24,10 @@ struct sampling_params {
 
   bool operator==(const sampling_params&) const = default;
   bool is_greedy() const { return temperature <= 0.0f; }
+  // Whether any penalty looks at recent tokens (and the sampler needs their window).
+  bool has_penalties() const {
+    return repetition_penalty != 1.0f || presence_penalty != 0.0f || frequency_penalty != 0.0f;
+  }
   // Throws troupe::error(invalid_argument) naming the first field out of range.
   void validate(int32_t vocab_size) const;
 };
