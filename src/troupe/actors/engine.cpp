@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <unordered_map>
+#include <vector>
 
 #include "troupe/actors/batcher.hpp"
 #include "troupe/actors/request_links.hpp"
@@ -32,6 +33,7 @@ struct engine::core {
     worker_actor worker;  // the last one spawned
   };
   std::shared_ptr<worker_slot> latest_worker = std::make_shared<worker_slot>();
+  std::vector<caf::actor> scheduler_watchers;  // request_actor_links::scheduler_watcher
   std::atomic<uint64_t> next_seq_id{1};
   int64_t kv_pool_tokens = 0;
 
@@ -112,13 +114,29 @@ engine_actor::behavior_type frontend(frontend_self self, std::shared_ptr<engine:
   };
 }
 
+// Monitors the scheduler once and quits when it ends, so that the request actors that
+// monitor this watcher learn of it (request_actor_links::scheduler_watcher).
+caf::actor spawn_scheduler_watcher(caf::actor_system& sys, const scheduler_actor& scheduler) {
+  return sys.spawn(
+      [](caf::event_based_actor* self, const scheduler_actor& watched) -> caf::behavior {
+        self->monitor(watched);
+        self->set_down_handler([=](caf::down_msg&) { self->quit(); });
+        return {[](atoms::cancel_atom) {}};  // a behaviour keeps it alive; nothing is sent to it
+      },
+      scheduler);
+}
+
+// Enough watchers that each one's monitor list stays short at thousands of live requests.
+constexpr uint64_t num_scheduler_watchers = 32;
+
 }  // namespace
 
 engine::handle engine::core::submit(request req, event_sink_ptr sink) {
   const uint64_t id = next_seq_id.fetch_add(1);
   auto metered = std::make_shared<metered_sink>(std::move(sink), serving);
   auto actor = spawn_request_actor(sys, model, std::move(req), std::move(metered), id,
-                                   {batcher, scheduler, serving, kv_pool_tokens});
+                                   {batcher, scheduler, scheduler_watchers[id % scheduler_watchers.size()], serving,
+                                    kv_pool_tokens});
   return {std::move(actor), id};
 }
 
@@ -161,6 +179,7 @@ engine::engine(caf::actor_system& sys, std::shared_ptr<const model_bundle> model
   };
   c.scheduler = spawn_scheduler(sys, c.scheduling, blocks, c.model->tok.eog_ids(), std::move(make_worker), c.serving);
   c.batcher = spawn_batcher(sys, c.scheduling, c.scheduler, c.serving);
+  for (uint64_t i = 0; i < num_scheduler_watchers; ++i) c.scheduler_watchers.push_back(spawn_scheduler_watcher(sys, c.scheduler));
 }
 
 engine::~engine() {

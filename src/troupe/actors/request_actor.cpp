@@ -43,7 +43,7 @@ void leave_queue(request_self self) {
 void end(request_self self) {
   self->state.has_ended->store(true);
   leave_queue(self);
-  self->demonitor(self->state.links.scheduler.address());
+  self->demonitor(self->state.links.scheduler_watcher.address());
   self->quit();
 }
 
@@ -155,7 +155,7 @@ request_actor::behavior_type request_actor_impl(request_self self, std::shared_p
       sink->on_event(id, error_event{request_error_code::unavailable, "the engine stopped before this request finished"});
     }
   });
-  self->monitor(st.links.scheduler);
+  self->monitor(st.links.scheduler_watcher);
   self->set_down_handler([=](caf::down_msg&) {
     self->state.is_waiting = false;
     fail(self, request_error_code::unavailable, "the engine stopped before this request finished");
