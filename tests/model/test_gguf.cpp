@@ -390,3 +390,53 @@ TEST_CASE("gguf: the default model has 272 tensors of the expected types and Smo
   CHECK(f.find_tensor("token_embd.weight")->dims == std::array<int64_t, 4>{576, 49152, 1, 1});
   CHECK(f.find_tensor("output.weight") == nullptr);
 }
+
+namespace {
+
+int64_t resident_bytes() {
+  long total = 0, resident = 0;
+  std::FILE* statm = std::fopen("/proc/self/statm", "r");
+  REQUIRE(statm != nullptr);
+  REQUIRE(std::fscanf(statm, "%ld %ld", &total, &resident) == 2);
+  std::fclose(statm);
+  return static_cast<int64_t>(resident) * sysconf(_SC_PAGESIZE);
+}
+
+uint64_t checksum(const std::byte* p, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<uint8_t>(p[i])) * 1099511628211ull;
+  return h;
+}
+
+}  // namespace
+
+TEST_CASE("gguf: the default model tensor's mapped pages leave resident memory on release(), and its bytes stay readable") {
+  TROUPE_REQUIRE_MODEL();
+  const auto f = gguf::file::open(TROUPE_TEST_MODEL);
+  const auto* biggest = &f.tensors().front();
+  for (const auto& t : f.tensors()) {
+    if (t.num_bytes > biggest->num_bytes) biggest = &t;
+  }
+  REQUIRE(biggest->num_bytes > 8u << 20);  // token_embd.weight: 17.7 MB
+  const auto* data = static_cast<const std::byte*>(biggest->data);
+  const uint64_t before = checksum(data, biggest->num_bytes);  // every page read: resident
+  const int64_t resident_before = resident_bytes();
+  f.release(data, biggest->num_bytes);
+  const int64_t resident_after = resident_bytes();
+  CHECK(resident_before - resident_after > static_cast<int64_t>(biggest->num_bytes) / 2);
+  CHECK(checksum(data, biggest->num_bytes) == before);
+  // Ranges outside the mapping, and null, are ignored.
+  f.release(nullptr, 100);
+  f.release(data, f.file_bytes() + 1);
+  CHECK(checksum(data, biggest->num_bytes) == before);
+}
+
+TEST_CASE("gguf: release() on a parsed (heap) file changes nothing") {
+  const auto bytes = troupe::test::make_tiny_llama();
+  const auto f = gguf::file::parse(bytes);
+  const auto& t = f.tensors().front();
+  const auto* data = static_cast<const std::byte*>(t.data);
+  const uint64_t before = checksum(data, t.num_bytes);
+  f.release(data, t.num_bytes);
+  CHECK(checksum(data, t.num_bytes) == before);
+}

@@ -45,7 +45,12 @@ const float* require_norm(const gguf::file& file, const std::string& name, int64
 packed_matrix pack(const gguf::file& file, const std::string& name, int64_t cols, int64_t rows, int64_t& bytes) {
   const auto& t = require_tensor(file, name, cols, rows);
   bytes += static_cast<int64_t>(t.num_bytes);
-  return packed_matrix::pack(t.type, t.data, rows, cols);
+  auto packed = packed_matrix::pack(t.type, t.data, rows, cols);
+  // The packed copy is what the kernels read: the mapped bytes leave resident memory, so a
+  // model takes its packed size once, not twice (rows read later, e.g. embedding lookups
+  // of a tied output head, map again on demand).
+  file.release(t.data, static_cast<size_t>(t.num_bytes));
+  return packed;
 }
 
 template <class Fn>

@@ -274,6 +274,18 @@ file file::open(const std::string& path) {
   return f;
 }
 
+void file::release(const void* data, size_t bytes) const {
+  if (!map_ || map_->address == nullptr || data == nullptr) return;
+  const auto begin = reinterpret_cast<uintptr_t>(data);
+  const auto base = reinterpret_cast<uintptr_t>(map_->address);
+  if (begin < base || bytes > map_->length || begin - base > map_->length - bytes) return;
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t first = (begin + page - 1) / page * page;
+  const uintptr_t last = (begin + bytes) / page * page;
+  // A private read-only mapping that was never written: dropping its pages loses nothing.
+  if (last > first) (void)madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 file file::parse(std::span<const std::byte> bytes) {
   auto map = std::make_unique<mapping>();
   map->owned.assign(bytes.begin(), bytes.end());

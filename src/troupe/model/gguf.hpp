@@ -89,6 +89,13 @@ class file {
   // tensor table.
   std::string describe() const;
 
+  // Tells the kernel that this process is done with the bytes [data, data + bytes) of a
+  // mapped file for now (after copying a tensor into a packed layout): the pages wholly
+  // inside leave the process's resident memory. The bytes stay readable; a later read maps
+  // them again from the file's page cache. Nothing happens for a parse()d file or a range
+  // outside the file.
+  void release(const void* data, size_t bytes) const;
+
  private:
   file() = default;
   void parse_all();
