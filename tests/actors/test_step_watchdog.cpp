@@ -29,9 +29,12 @@ std::vector<uint64_t> ids_in(const step_delta& d) {
 // holder, which keeps it unanswered until the test releases it. The holder is not the
 // worker the scheduler knows, so it outlives the scheduler's kill as a stuck thread would.
 struct stall_script {
+  int stall_at_step = 0;  // instead of `watched`: stall the step with this number (1 = the first)
+  int num_steps = 0;
   uint64_t watched = 0;
   bool has_seen_watched = false;
   bool has_stalled = false;
+  bool is_released = false;  // the test let the holder answer: later steps pass again
   std::vector<uint64_t> stalled_ids;
   caf::actor holder;
 };
@@ -39,19 +42,19 @@ struct stall_script {
 // Holds one step; on release (tick_atom) runs it on the real worker and answers late (with an
 // empty result if the real worker is gone).
 caf::behavior step_holder(caf::event_based_actor* self, worker_actor inner) {
-  auto held = std::make_shared<std::optional<std::pair<step_request, caf::response_promise>>>();
+  auto held = std::make_shared<std::vector<std::pair<step_request, caf::response_promise>>>();
   return {
       [=](atoms::step_atom, step_request& r) -> caf::result<step_result> {
-        *held = std::make_pair(std::move(r), self->make_response_promise());
+        held->emplace_back(std::move(r), self->make_response_promise());
         return caf::delegated<step_result>{};
       },
       [=](atoms::tick_atom) {
-        if (!held->has_value()) return;
-        auto rp = (*held)->second;
-        self->request(inner, caf::infinite, atoms::step_atom::value, std::move((*held)->first))
-            .then([rp](step_result& r) mutable { rp.deliver(std::move(r)); },
-                  [rp](caf::error&) mutable { rp.deliver(step_result{}); });
-        held->reset();
+        for (auto& [request, promise] : *held) {
+          self->request(inner, caf::infinite, atoms::step_atom::value, std::move(request))
+              .then([rp = promise](step_result& r) mutable { rp.deliver(std::move(r)); },
+                    [rp = promise](caf::error&) mutable { rp.deliver(step_result{}); });
+        }
+        held->clear();
       },
   };
 }
@@ -62,9 +65,13 @@ caf::behavior stalling_worker(caf::event_based_actor* self, worker_actor inner, 
       [=](atoms::step_atom, step_request& r) -> caf::result<step_result> {
         const auto ids = ids_in(r.plan);
         const bool has_watched = std::find(ids.begin(), ids.end(), script->watched) != ids.end();
-        if (!script->has_stalled && script->has_seen_watched && !has_watched) {
+        ++script->num_steps;
+        const bool is_due = script->stall_at_step > 0 ? script->num_steps == script->stall_at_step
+                                                      : script->has_seen_watched && !has_watched;
+        // Every step after the stuck one waits behind it, until the test releases them.
+        if (script->has_stalled ? !script->is_released : is_due) {
+          if (!script->has_stalled) script->stalled_ids = ids;
           script->has_stalled = true;
-          script->stalled_ids = ids;
           return self->delegate(caf::actor_cast<worker_actor>(script->holder), atoms::step_atom::value, std::move(r));
         }
         script->has_seen_watched = script->has_seen_watched || has_watched;
@@ -183,14 +190,15 @@ TEST_CASE("watchdog: a step past its deadline fails its requests; a fresh worker
   REQUIRE(f.sink->done.count("after"));
   CHECK(f.sink->num_tokens["after"] == 3);
 
-  // The stuck worker answers at last: its answer is ignored.
+  // The stuck worker answers at last, while the new one has steps in flight: its answer is
+  // ignored (applied, it would be taken for the new worker's step).
   const int num_fresh_steps = setup.fresh->front()->num_steps;
+  f.eng->submit(f.make("last", 4), f.sink);
+  while (setup.fresh->front()->num_steps == num_fresh_steps) REQUIRE(f.sched->try_run_once());
   caf::anon_send(setup.script->holder, atoms::tick_atom::value);
   f.sched->run();
-  f.eng->submit(f.make("last", 2), f.sink);
-  f.sched->run();
   REQUIRE(f.sink->done.count("last"));
-  CHECK(setup.fresh->front()->num_steps > num_fresh_steps);
+  CHECK(f.sink->num_tokens["last"] == 4);
   CHECK(f.sink->errors.size() == 1);
 
   const auto snap = snapshot_of(f);
@@ -229,6 +237,7 @@ TEST_CASE("watchdog: with step_timeout_ms 0 a withheld step is waited for, howev
   const std::string text = f.eng->metrics()->render_prometheus();
   CHECK(text.find("troupe_step_timeouts_total 0\n") != std::string::npos);
   // Answered at last, the step completes the request as if it had been slow.
+  setup.script->is_released = true;
   caf::anon_send(setup.script->holder, atoms::tick_atom::value);
   f.sched->run();
   CHECK(f.sink->errors.empty());
@@ -378,4 +387,41 @@ TEST_CASE("watchdog: on real threads, a worker blocked in its backend is abandon
   std::lock_guard lock(sink->mutex);
   CHECK(sink->num_tokens["stuck"] <= 2);  // from its two steps before the stuck one, nothing after
   CHECK(sink->errors.size() == 1);
+}
+
+TEST_CASE("watchdog: asynchronously scheduled, the stuck step and the one planned behind it fail, then the engine carries on") {
+  stalling_setup setup;
+  setup.script->stall_at_step = 3;
+  std::shared_ptr<const model_bundle> model;
+  auto sc = watchdog_config();
+  sc.async_scheduling = true;
+  deterministic_fixture f(sc, 64, setup.adjust(&model));
+  model = f.model;
+  f.eng->submit(f.make("stuck", 10), f.sink);
+  f.sched->run();
+  REQUIRE(setup.script->has_stalled);
+  CHECK(setup.script->num_steps == 4);  // the step planned ahead went to the worker too
+  f.sched->advance_time(9999ms);
+  f.sched->run();
+  CHECK(f.sink->errors.empty());
+  f.sched->advance_time(1ms);
+  f.sched->run();
+  REQUIRE(f.sink->errors.count("stuck"));
+  CHECK(f.sink->errors["stuck"].code == request_error_code::unavailable);
+  REQUIRE(setup.fresh->size() == 1);
+  f.eng->submit(f.make("after", 6), f.sink);
+  f.sched->run();
+  REQUIRE(f.sink->done.count("after"));
+  CHECK(f.sink->num_tokens["after"] == 6);
+  // Both late answers arrive while the new worker has steps in flight: ignored.
+  const int num_fresh_steps = setup.fresh->front()->num_steps;
+  f.eng->submit(f.make("last", 3), f.sink);
+  while (setup.fresh->front()->num_steps == num_fresh_steps) REQUIRE(f.sched->try_run_once());
+  caf::anon_send(setup.script->holder, atoms::tick_atom::value);
+  f.sched->run();
+  REQUIRE(f.sink->done.count("last"));
+  CHECK(f.sink->num_tokens["last"] == 3);
+  CHECK(f.sink->errors.size() == 1);
+  CHECK(snapshot_of(f).blocks.num_used_blocks == 0);
+  caf::anon_send_exit(setup.script->holder, caf::exit_reason::user_shutdown);
 }

@@ -54,6 +54,11 @@ started_engine start_engine(caf::actor_system& sys, const config& cfg, std::shar
   // there the engine fails instead.
   if (!choice.is_cuda) {
     eo.make_backend = [cfg, file, model] { return make_backends(cfg, file, *model).ranks.front(); };
+  } else {
+    eo.make_backend = []() -> std::shared_ptr<backend> {
+      throw error(error_code::unsupported,
+                  "a CUDA backend is not built again while the stuck kernel holds its device (restart the server)");
+    };
   }
   // On the CPU the step uses every core, and planning beside it only takes cycles from it.
   eo.scheduling.async_scheduling =
