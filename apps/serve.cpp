@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -113,6 +114,13 @@ int run_serve(int argc, char** argv) {
   // Lets the sessions write the last frames (the cancelled requests' done) before closing.
   wait_signal(signals, 300);
   front_door.stop();
+  if (eng.num_abandoned_workers() > 0) {
+    // The actor system would wait for every actor, the stuck worker's thread included.
+    std::fprintf(stderr, "troupe: stopped (not waiting for %lld worker(s) abandoned stuck in a step)\n",
+                 static_cast<long long>(eng.num_abandoned_workers()));
+    std::fflush(nullptr);
+    std::_Exit(0);
+  }
   std::fprintf(stderr, "troupe: stopped\n");
   return 0;
 }

@@ -66,6 +66,12 @@ class fake_kv_space : public kv_space {
   }
   void discard(uint64_t seq_id) override { release(seq_id); }
   void fork(uint64_t, uint64_t) override { throw error(error_code::unsupported, "fake_kv_space does not fork"); }
+  void reset() override {
+    for (const auto& [id, table] : device_) free_.insert(free_.end(), table.begin(), table.end());
+    for (const auto& [id, table] : host_) host_free_.insert(host_free_.end(), table.begin(), table.end());
+    device_.clear();
+    host_.clear();
+  }
 
   bool can_swap_out(uint64_t seq_id) const override {
     const auto it = device_.find(seq_id);

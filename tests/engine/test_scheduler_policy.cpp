@@ -661,3 +661,78 @@ TEST_CASE("a sequence's state changes only along legal transitions") {
   CHECK_THROWS_AS(seq.transition_to(sequence_state::cancelled), error);
   CHECK_THROWS_AS(seq.transition_to(sequence_state::running), error);
 }
+
+TEST_CASE("a lost worker fails the sequences of the step in flight, re-queues the others and empties the pool") {
+  block_manager kv({64, 4, 0, true});
+  scheduler_policy sched(config(2, 10), kv, {eog_token});
+  simulated_worker worker(64, 4, 0);
+  run_log log;
+  auto run = [&] {
+    const auto s = sched.schedule(0);
+    REQUIRE_FALSE(s.is_empty());
+    log.record(sched.on_step_done(worker.run(s)));
+    return s;
+  };
+  sched.add(request(1, 40, 0, 6), 0);
+  run();                                  // 1: 8 prompt tokens (two blocks), 2 of the budget unused
+  sched.add(request(2, 40, -1, 6), 0);
+  sched.add(request(3, 8, 0, 6), 0);      // waits: max_num_seqs is 2
+  run();                                  // 1: 8 more; 2 admitted with the 2 left
+  const auto stuck = sched.schedule(0);   // 2 ranks first and takes the whole budget
+  std::vector<uint64_t> in_stuck;
+  for (const auto& s : stuck.plan.full) in_stuck.push_back(s.seq_id);
+  for (const auto& s : stuck.plan.next) in_stuck.push_back(s.seq_id);
+  REQUIRE(in_stuck == std::vector<uint64_t>{2});
+  REQUIRE(sched.find(1)->state() == sequence_state::running);
+
+  const auto loss = sched.on_worker_lost(error_code::step_timeout, "stuck", 5);
+  REQUIRE(loss.failed.size() == 1);
+  CHECK(loss.failed[0].seq_id == 2);
+  CHECK(loss.failed[0].state == sequence_state::failed);
+  CHECK(loss.failed[0].error == error_code::step_timeout);
+  CHECK(loss.failed[0].message == "stuck");
+  CHECK(loss.requeued == std::vector<uint64_t>{1});
+  CHECK(sched.find(2) == nullptr);
+  CHECK(sched.find(1)->state() == sequence_state::waiting);
+  CHECK(sched.find(1)->num_computed_tokens == 0);
+  CHECK_FALSE(sched.is_step_in_flight());
+  kv.check_invariants();
+  const auto blocks = kv.stats();
+  CHECK(blocks.num_used_blocks == 0);
+  CHECK(blocks.num_cached_blocks == 0);  // the prefix cache pointed into the lost pool
+  CHECK(blocks.num_free_blocks == 64);
+
+  // A new worker (its pool empty) runs the rest from scratch, to the same tokens.
+  sched.forget_worker_state();
+  simulated_worker fresh(64, 4, 0);
+  for (int i = 0; sched.has_unfinished(); ++i) {
+    REQUIRE(i < 1000);
+    const auto s = sched.schedule(0);
+    REQUIRE_FALSE(s.is_empty());
+    log.record(sched.on_step_done(fresh.run(s)));
+    kv.check_invariants();
+  }
+  CHECK(log.outputs[1] == run_alone(request(1, 40, 0, 6), 256));
+  CHECK(log.outputs[3] == run_alone(request(3, 8, 0, 6), 256));
+  CHECK(kv.stats().num_used_blocks == 0);
+}
+
+TEST_CASE("failing everything (no worker left) ends every live sequence and empties the pool") {
+  block_manager kv({64, 4, 0, true});
+  scheduler_policy sched(config(1, 64), kv, {eog_token});
+  simulated_worker worker(64, 4, 0);
+  sched.add(request(1, 8), 0);
+  sched.add(request(2, 8), 0);  // waiting
+  sched.on_step_done(worker.run(sched.schedule(0)));
+  sched.schedule(0);  // in flight
+  const auto events = sched.fail_all(error_code::step_timeout, "no worker");
+  REQUIRE(events.size() == 2);
+  for (const auto& e : events) {
+    CHECK(e.state == sequence_state::failed);
+    CHECK(e.error == error_code::step_timeout);
+  }
+  CHECK_FALSE(sched.has_unfinished());
+  CHECK_FALSE(sched.is_step_in_flight());
+  kv.check_invariants();
+  CHECK(kv.stats().num_used_blocks == 0);
+}

@@ -8,6 +8,7 @@
 #include "troupe/actors/request_links.hpp"
 #include "troupe/actors/worker_group.hpp"
 #include "troupe/engine/step_cost.hpp"
+#include "troupe/engine/step_deadline.hpp"
 #include "troupe/model/error.hpp"
 
 namespace troupe {
@@ -34,6 +35,7 @@ struct engine::core {
   };
   std::shared_ptr<worker_slot> latest_worker = std::make_shared<worker_slot>();
   std::vector<caf::actor> scheduler_watchers;  // request_actor_links::scheduler_watcher
+  std::shared_ptr<engine_health> health = std::make_shared<engine_health>();
   std::atomic<uint64_t> next_seq_id{1};
   int64_t kv_pool_tokens = 0;
 
@@ -163,11 +165,34 @@ engine::engine(caf::actor_system& sys, std::shared_ptr<const model_bundle> model
   auto latest = c.latest_worker;
   auto more_ranks = options.more_ranks;
   auto eog = c.model->tok.eog_ids();
-  worker_factory make_worker = [system, b, detached, latest, more_ranks, eog] {
+  auto make_backend = options.make_backend;
+  auto spawn_with = options.spawn_worker;
+  // Rank 0's backend for the next worker; only the scheduler calls the factory.
+  auto current = std::make_shared<std::shared_ptr<backend>>(b);
+  worker_factory make_worker = [system, current, detached, latest, more_ranks, eog, make_backend,
+                                spawn_with](worker_start why) {
+    if (why == worker_start::after_step_timeout) {
+      if (!more_ranks.empty()) {
+        throw error(error_code::unsupported,
+                    "a tensor-parallel group is not replaced (its ranks share one NCCL communicator, and the stuck "
+                    "ranks keep their devices' memory)");
+      }
+      if (!make_backend) throw error(error_code::unsupported, "this engine cannot build a second backend");
+      auto fresh = make_backend();
+      const auto want = (*current)->kv_shape(), got = fresh->kv_shape();
+      if (got.num_blocks != want.num_blocks || got.block_size != want.block_size) {
+        throw error(error_code::out_of_memory, "the new backend's KV pool has " + std::to_string(got.num_blocks) +
+                                                   " blocks of " + std::to_string(got.block_size) + ", not " +
+                                                   std::to_string(want.num_blocks) + " of " +
+                                                   std::to_string(want.block_size));
+      }
+      *current = std::move(fresh);  // the stuck worker keeps the old one alive until it exits
+    }
     auto spawn = [&](const std::shared_ptr<backend>& x) {
+      if (spawn_with) return spawn_with(*system, x, eog);
       return detached ? spawn_worker(*system, x, eog) : spawn_worker_attached(*system, x, eog);
     };
-    auto w = spawn(b);
+    auto w = spawn(*current);
     if (!more_ranks.empty()) {
       std::vector<worker_actor> ranks{w};
       for (const auto& r : more_ranks) ranks.push_back(spawn(r));
@@ -177,7 +202,12 @@ engine::engine(caf::actor_system& sys, std::shared_ptr<const model_bundle> model
     latest->worker = w;
     return w;
   };
-  c.scheduler = spawn_scheduler(sys, c.scheduling, blocks, c.model->tok.eog_ids(), std::move(make_worker), c.serving);
+  scheduler_links links;
+  links.make_worker = std::move(make_worker);
+  links.metrics = c.serving;
+  links.health = c.health;
+  links.prior_seconds_per_cost = prior_seconds_per_cost(b->config());
+  c.scheduler = spawn_scheduler(sys, c.scheduling, blocks, c.model->tok.eog_ids(), std::move(links));
   c.batcher = spawn_batcher(sys, c.scheduling, c.scheduler, c.serving);
   for (uint64_t i = 0; i < num_scheduler_watchers; ++i) c.scheduler_watchers.push_back(spawn_scheduler_watcher(sys, c.scheduler));
 }
@@ -203,6 +233,9 @@ caf::actor engine::current_worker() {
   std::lock_guard lock(core_->latest_worker->mutex);
   return caf::actor_cast<caf::actor>(core_->latest_worker->worker);
 }
+
+std::optional<std::string> engine::failure() const { return core_->health->failure(); }
+int64_t engine::num_abandoned_workers() const { return core_->health->num_abandoned_workers(); }
 
 engine_actor engine::actor() {
   std::lock_guard lock(frontend_mutex_);

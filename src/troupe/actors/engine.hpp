@@ -10,8 +10,10 @@
 #include <caf/all.hpp>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "troupe/actors/messages.hpp"
@@ -49,6 +51,16 @@ struct engine_options {
   // Tensor parallelism: the backends of ranks 1..N-1 (the constructor's backend is rank 0).
   // Each rank gets a worker, and a worker_group in front of them is what the scheduler sees.
   std::vector<std::shared_ptr<backend>> more_ranks;
+  // Builds a fresh backend (its own KV pool and threads; the same KV shape) for a worker
+  // that replaces one stuck in a step past the watchdog's deadline: the stuck worker keeps
+  // its own until its step returns. Null, or with more_ranks (a tensor-parallel group is
+  // not replaced): a stuck step fails the engine instead, every request ending with
+  // `unavailable` and failure() saying why. start_engine sets it for the CPU.
+  std::function<std::shared_ptr<backend>()> make_backend;
+  // How a worker is spawned over a backend; null: spawn_worker (its own thread) or
+  // spawn_worker_attached, per detached_worker. For fault-injection tests, which put an
+  // actor of their own in front of a worker.
+  std::function<worker_actor(caf::actor_system&, std::shared_ptr<backend>, std::vector<int32_t>)> spawn_worker;
 };
 
 class engine {
@@ -82,9 +94,15 @@ class engine {
   // metrics here or call render_prometheus(), without a message round-trip.
   const std::shared_ptr<metrics_registry>& metrics() const;
 
-  // The worker running steps now (it changes when a crashed worker is replaced); for
-  // supervision tests and diagnostics.
+  // The worker running steps now (it changes when a crashed or stuck worker is replaced);
+  // for supervision tests and diagnostics.
   caf::actor current_worker();
+
+  // Why the engine can serve no more (a stuck worker that could not be replaced); none
+  // while it can. Any thread.
+  std::optional<std::string> failure() const;
+  // Workers abandoned stuck in a step (their threads may never end). Any thread.
+  int64_t num_abandoned_workers() const;
 
   // The typed actor interface (spawned on first use, by any thread; lives as long as the engine).
   engine_actor actor();

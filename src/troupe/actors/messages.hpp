@@ -49,6 +49,7 @@ using stats_atom = caf::atom_constant<caf::atom("stats")>;        // -> schedule
 using submit_atom = caf::atom_constant<caf::atom("submit")>;      // application -> engine actor
 using event_atom = caf::atom_constant<caf::atom("event")>;        // engine -> application listener
 using done_ack_atom = caf::atom_constant<caf::atom("ended")>;     // sink adapter -> engine actor
+using step_timer_atom = caf::atom_constant<caf::atom("steptimer")>;  // the scheduler's watchdog timer
 
 }  // namespace troupe::atoms
 

@@ -2,13 +2,17 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <deque>
 #include <memory>
 #include <optional>
+#include <string>
 #include <unordered_map>
 
 #include "troupe/actors/fan_out.hpp"
 #include "troupe/actors/messages.hpp"
 #include "troupe/engine/step_cost.hpp"
+#include "troupe/engine/step_deadline.hpp"
 #include "troupe/engine/trace.hpp"
 #include "troupe/model/error.hpp"
 
@@ -36,6 +40,21 @@ struct scheduler_state {
   // holding the events of the sequences whose id falls to it.
   std::vector<fan_out_actor> fan_outs;
   std::vector<notice_batch> outgoing;
+  // The watchdog. The steps with the worker, oldest first (as the policy's steps in flight):
+  // the oldest one runs, and its deadline starts when the one before it came back.
+  struct flight {
+    uint64_t serial = 0;
+    double cost = 0;           // step_cost units, to scale the deadline
+    int64_t deadline_ms = 0;   // given when it started running
+    int64_t due_ms = -1;       // on the actor clock; -1: not running yet
+  };
+  std::deque<flight> flights;
+  uint64_t next_serial = 1;
+  std::unique_ptr<step_deadline> deadline;
+  std::vector<int64_t> timers_due_ms;  // the step_timer messages on their way to us
+  std::shared_ptr<engine_health> health;  // null: none
+  // Set once a stuck worker could not be replaced: every sequence has failed, new ones are refused.
+  std::optional<std::string> failure;
   static inline const char* name = "troupe.scheduler";
 };
 
@@ -97,6 +116,7 @@ void fan_out(scheduler_self self, std::vector<sequence_event>& events) {
 
 void kick(scheduler_self self);
 void replace_worker(scheduler_self self);
+void start_deadline(scheduler_self self);
 void on_step_back(scheduler_self self, step_sample sample, int64_t num_pairs, clock_type::time_point sent,
                   const step_result& result);
 
@@ -139,19 +159,32 @@ step_notices send_step(scheduler_self self, bool is_ahead) {
   step_request request{std::move(step.ops), std::move(step.plan)};
   const auto sent = clock_type::now();
   const auto target = st.worker;
+  const uint64_t serial = st.next_serial++;
+  const double ac = st.policy->attention_cost();
+  st.flights.push_back({serial, static_cast<double>(sample.num_tokens) + (ac > 0 ? double(num_pairs) / ac : 0.0)});
+  // An answer for a step that is no longer the oldest with the worker comes from a worker
+  // abandoned as stuck: the policy has already failed or re-queued its sequences.
+  auto is_oldest = [self, serial] { return !self->state.flights.empty() && self->state.flights.front().serial == serial; };
   self->request(st.worker, caf::infinite, atoms::step_atom::value, std::move(request))
-      .then([=](const step_result& result) { on_step_back(self, sample, num_pairs, sent, result); },
-            [=](caf::error& err) {
-              const auto e = error_value_of(err, self->system());
-              self->state.last_back = clock_type::now();
-              auto events = self->state.policy->on_step_failed(e.code, e.message);
-              fan_out(self, events);
-              // A step that failed with troupe's own code leaves a usable worker. Any other
-              // error means the worker is gone (its down message may still be on the way):
-              // replace it now, or the next step would go to the dead one and fail too.
-              if (err.category() != caf::atom("troupe") && target == self->state.worker) replace_worker(self);
-              kick(self);
-            });
+      .then(
+          [=](const step_result& result) {
+            if (is_oldest()) on_step_back(self, sample, num_pairs, sent, result);
+          },
+          [=](caf::error& err) {
+            if (!is_oldest()) return;
+            const auto e = error_value_of(err, self->system());
+            self->state.last_back = clock_type::now();
+            self->state.flights.pop_front();
+            start_deadline(self);
+            auto events = self->state.policy->on_step_failed(e.code, e.message);
+            fan_out(self, events);
+            // A step that failed with troupe's own code leaves a usable worker. Any other
+            // error means the worker is gone (its down message may still be on the way):
+            // replace it now, or the next step would go to the dead one and fail too.
+            if (err.category() != caf::atom("troupe") && target == self->state.worker) replace_worker(self);
+            kick(self);
+          });
+  start_deadline(self);
   add_overhead(self, seconds_between(plan_start, sent));
   return {std::move(step.started), std::move(step.resumed), std::move(step.preempted)};
 }
@@ -191,6 +224,9 @@ void on_step_back(scheduler_self self, step_sample sample, int64_t num_pairs, cl
   const auto started = std::max(sent, st.last_back);
   st.last_back = back;
   st.busy_seconds += seconds_between(started, back);
+  st.deadline->observe(st.flights.front().cost, seconds_between(started, back));
+  st.flights.pop_front();
+  start_deadline(self);  // the step planned ahead runs now
   if (st.costs) {
     st.costs->observe(sample.num_tokens, num_pairs, seconds_between(started, back));
     st.policy->set_attention_cost(st.costs->attention_cost());
@@ -215,16 +251,97 @@ void on_step_back(scheduler_self self, step_sample sample, int64_t num_pairs, cl
   add_overhead(self, seconds_between(after_send, clock_type::now()));
 }
 
-// A new worker for the next step; the old one, if it still runs, is stopped.
-void replace_worker(scheduler_self self) {
+// No worker can be made: every sequence fails, and from now on every new one is refused.
+void fail_engine(scheduler_self self, const std::string& reason) {
+  auto& st = self->state;
+  st.failure = reason;
+  std::fprintf(stderr, "troupe: the engine has failed and serves no more requests: %s\n", reason.c_str());
+  if (st.health) st.health->fail(reason);
+  if (st.metrics) st.metrics->on_engine_failed();
+  st.flights.clear();
+  auto events = st.policy->fail_all(error_code::step_timeout, reason);
+  fan_out(self, events);
+}
+
+// A new worker for the next step; the old one is stopped (a stuck one once its step returns).
+// False (and the engine failed) when none can be made.
+bool swap_worker(scheduler_self self, worker_start why, const std::string& context) {
   auto& st = self->state;
   self->demonitor(st.worker.address());
   caf::anon_send_exit(st.worker, caf::exit_reason::kill);
-  ++st.num_worker_restarts;
   st.policy->forget_worker_state();
-  st.worker = st.make_worker();
+  try {
+    st.worker = st.make_worker(why);
+  } catch (const std::exception& e) {
+    fail_engine(self, context + "no replacement worker could be made: " + e.what());
+    return false;
+  }
+  ++st.num_worker_restarts;
   *st.current_worker = st.worker;
   self->monitor(st.worker);
+  if (st.metrics) {
+    st.metrics->on_worker_replaced(why == worker_start::after_crash ? serving_metrics::replacement_reason::crash
+                                                                     : serving_metrics::replacement_reason::step_timeout);
+  }
+  return true;
+}
+
+void replace_worker(scheduler_self self) { swap_worker(self, worker_start::after_crash, "the worker died and "); }
+
+// The watchdog: the oldest step with the worker starts running now; its deadline starts too.
+// One timer message is on its way at a time unless a step's deadline falls before it.
+void start_deadline(scheduler_self self) {
+  auto& st = self->state;
+  if (st.flights.empty() || !st.deadline->is_enabled()) return;
+  auto& f = st.flights.front();
+  if (f.due_ms >= 0) return;
+  f.deadline_ms = st.deadline->deadline_ms(f.cost);
+  f.due_ms = now_ms(self) + f.deadline_ms;
+  for (int64_t t : st.timers_due_ms) {
+    if (t <= f.due_ms) return;  // fires first, and then re-arms for what is left
+  }
+  st.timers_due_ms.push_back(f.due_ms);
+  self->delayed_send(self, std::chrono::milliseconds(f.deadline_ms), atoms::step_timer_atom::value);
+}
+
+// The oldest step is past its deadline: its worker is stuck in the backend and cannot be
+// interrupted. Its sequences (and those of a step planned behind it) fail; the worker is
+// abandoned with its backend and KV pool, so every other running or swapped sequence is
+// fed again from scratch on a replacement with a fresh backend.
+void on_step_stuck(scheduler_self self) {
+  auto& st = self->state;
+  const int64_t waited_ms = st.flights.front().deadline_ms;
+  const std::string what = "a step did not return within " + std::to_string(waited_ms) +
+                           " ms (the watchdog's deadline, --step-timeout-ms): the worker is stuck in its backend";
+  std::fprintf(stderr, "troupe: %s; abandoning it and starting a worker with a fresh backend\n", what.c_str());
+  if (st.metrics) st.metrics->on_step_timeout();
+  if (st.health) st.health->note_abandoned_worker();
+  st.flights.clear();
+  auto loss = st.policy->on_worker_lost(error_code::step_timeout, what, now_ms(self));
+  fan_out(self, loss.failed);
+  if (!swap_worker(self, worker_start::after_step_timeout, what + "; ")) {
+    flush_notices(self);
+    publish_state(self);
+    return;
+  }
+  step_notices lost;
+  lost.preempted = std::move(loss.requeued);
+  send_notices(self, lost);
+  kick(self);
+}
+
+void on_step_timer(scheduler_self self) {
+  auto& st = self->state;
+  const int64_t now = now_ms(self);
+  if (!st.timers_due_ms.empty()) st.timers_due_ms.erase(std::min_element(st.timers_due_ms.begin(), st.timers_due_ms.end()));
+  if (st.flights.empty() || st.flights.front().due_ms < 0) return;
+  const auto& f = st.flights.front();
+  if (now >= f.due_ms) return on_step_stuck(self);
+  for (int64_t t : st.timers_due_ms) {
+    if (t <= f.due_ms) return;
+  }
+  st.timers_due_ms.push_back(f.due_ms);
+  self->delayed_send(self, std::chrono::milliseconds(f.due_ms - now), atoms::step_timer_atom::value);
 }
 
 // Sends what can be sent now, and brings the gauges up to date.
@@ -235,17 +352,19 @@ void kick(scheduler_self self) {
 }
 
 scheduler_actor::behavior_type scheduler(scheduler_self self, scheduler_config config, block_manager_config blocks,
-                        std::vector<int32_t> eog_ids, worker_factory make_worker,
-                        std::shared_ptr<serving_metrics> metrics) {
+                                         std::vector<int32_t> eog_ids, scheduler_links links) {
   auto& st = self->state;
-  st.metrics = std::move(metrics);
+  st.metrics = std::move(links.metrics);
+  st.health = std::move(links.health);
+  st.deadline = std::make_unique<step_deadline>(
+      step_deadline_config{config.step_timeout_ms, 4.0, links.prior_seconds_per_cost});
   st.is_async = config.async_scheduling;
   st.blocks = std::make_unique<block_manager>(blocks);
   st.policy = std::make_unique<scheduler_policy>(config, *st.blocks, std::move(eog_ids));
   if (config.fit_attention_cost && config.attention_cost > 0) st.costs.emplace(config.attention_cost);
   if (st.metrics) st.metrics->on_attention_cost(st.policy->attention_cost());
-  st.make_worker = std::move(make_worker);
-  st.worker = st.make_worker();
+  st.make_worker = std::move(links.make_worker);
+  st.worker = st.make_worker(worker_start::first);
   self->monitor(st.worker);
   // The worker goes when the scheduler goes (engine shutdown), whichever worker it is then.
   auto current_worker = std::make_shared<worker_actor>(st.worker);
@@ -273,6 +392,7 @@ scheduler_actor::behavior_type scheduler(scheduler_self self, scheduler_config c
         for (auto& p : batch.sequences) {
           const uint64_t id = p.request.id;
           try {
+            if (st.failure) throw error(error_code::step_timeout, "the engine has failed: " + *st.failure);
             st.policy->add(std::move(p.request), now);
             st.owners.emplace(id, std::move(p.owner));
           } catch (const error& e) {
@@ -296,6 +416,7 @@ scheduler_actor::behavior_type scheduler(scheduler_self self, scheduler_config c
         auto& st = self->state;
         return scheduler_snapshot{st.policy->stats(), st.blocks->stats(), st.busy_seconds, st.overhead_seconds};
       },
+      [=](atoms::step_timer_atom) { on_step_timer(self); },
   };
 }
 
@@ -303,8 +424,8 @@ scheduler_actor::behavior_type scheduler(scheduler_self self, scheduler_config c
 
 scheduler_actor spawn_scheduler(caf::actor_system& sys, const scheduler_config& config,
                                 const block_manager_config& blocks, std::vector<int32_t> eog_ids,
-                                worker_factory make_worker, std::shared_ptr<serving_metrics> metrics) {
-  return sys.spawn(scheduler, config, blocks, std::move(eog_ids), std::move(make_worker), std::move(metrics));
+                                scheduler_links links) {
+  return sys.spawn(scheduler, config, blocks, std::move(eog_ids), std::move(links));
 }
 
 }  // namespace troupe

@@ -77,6 +77,7 @@ void for_each_option(Config& c, F&& f) {
   f("enable_chunked_prefill", "split long prompts over several steps", c.scheduling.enable_chunked_prefill);
   f("async_scheduling", "plan step N+1 while step N runs: auto | on | off (auto: on with CUDA)", c.async_scheduling);
   f("attention_cost", "attended positions costing one token's matmuls; deep prompt chunks shrink by it (-1 = measured, 0 = off)", c.scheduling.attention_cost);
+  f("step_timeout_ms", "a step not back from the worker in this long (or 4x its predicted time, if longer) fails its requests and the worker is replaced (0 = never)", c.scheduling.step_timeout_ms);
   f("ageing_ms", "a waiting request gains one priority level per this many ms (0 = never)", c.scheduling.ageing_ms);
   f("max_batch_size", "admission: release new requests when this many wait", c.scheduling.max_batch_size);
   f("max_wait_ms", "admission: or when the oldest has waited this long (0 = at once)", c.scheduling.max_wait_ms);

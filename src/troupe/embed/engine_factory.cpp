@@ -1,6 +1,7 @@
 #include "troupe/embed/engine_factory.hpp"
 
 #include "troupe/embed/backend_select.hpp"
+#include "troupe/embed/fault_injection.hpp"
 #include "troupe/model/error.hpp"
 #include "troupe/model/gguf.hpp"
 
@@ -39,7 +40,7 @@ started_engine start_engine(caf::actor_system& sys, const config& cfg, std::shar
   // max_model_len 0 = the model's whole context; model_bundle caps any length by it.
   auto model = model_bundle::load(file, cfg.scheduling.max_model_len);
   auto choice = make_backends(cfg, file, *model);
-  auto b = choice.ranks.front();
+  auto b = with_injected_faults(choice.ranks.front());
   engine_options eo;
   eo.scheduling = cfg.scheduling;
   eo.scheduling.max_model_len = model->max_model_len;
@@ -47,6 +48,18 @@ started_engine start_engine(caf::actor_system& sys, const config& cfg, std::shar
   eo.metrics = std::move(metrics);
   eo.more_ranks.assign(choice.ranks.begin() + 1, choice.ranks.end());
   if (b->num_swap_blocks() > 0) eo.scheduling.preemption = preemption_mode::swap;
+  // A worker stuck in a step is replaced over a fresh backend: on the CPU another one from
+  // the same mapped file (packed again, with its own KV pool and threads). A CUDA device's
+  // memory stays with the stuck kernel (and a call into a hung device may hang too), so
+  // there the engine fails instead.
+  if (!choice.is_cuda) {
+    eo.make_backend = [cfg, file, model] { return make_backends(cfg, file, *model).ranks.front(); };
+  } else {
+    eo.make_backend = []() -> std::shared_ptr<backend> {
+      throw error(error_code::unsupported,
+                  "a CUDA backend is not built again while the stuck kernel holds its device (restart the server)");
+    };
+  }
   // On the CPU the step uses every core, and planning beside it only takes cycles from it.
   eo.scheduling.async_scheduling =
       cfg.async_scheduling == "on" || (cfg.async_scheduling == "auto" && choice.is_cuda);

@@ -54,11 +54,21 @@ block_manager::block_manager(const block_manager_config& config)
                     std::to_string(num_blocks_) + ", " + std::to_string(block_size_) + ", " +
                     std::to_string(num_swap_blocks_));
   }
-  block_states_.resize(static_cast<size_t>(num_blocks_));
-  // Stacks popped from the back: block 0 is handed out first.
-  for (int32_t b = num_blocks_ - 1; b >= 0; --b) free_blocks_.push_back(b);
-  for (int32_t h = num_swap_blocks_ - 1; h >= 0; --h) free_host_blocks_.push_back(h);
   if (is_prefix_caching_) block_tokens_.resize(static_cast<size_t>(num_blocks_) * static_cast<size_t>(block_size_));
+  reset();
+}
+
+void block_manager::reset() {
+  block_states_.assign(static_cast<size_t>(num_blocks_), block_state{});
+  // Stacks popped from the back: block 0 is handed out first.
+  free_blocks_.clear();
+  for (int32_t b = num_blocks_ - 1; b >= 0; --b) free_blocks_.push_back(b);
+  free_host_blocks_.clear();
+  for (int32_t h = num_swap_blocks_ - 1; h >= 0; --h) free_host_blocks_.push_back(h);
+  lru_head_ = lru_tail_ = no_block;
+  num_lru_blocks_ = 0;
+  cached_blocks_.clear();
+  seqs_.clear();
 }
 
 int32_t block_manager::num_free_blocks() const {

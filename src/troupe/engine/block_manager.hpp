@@ -89,6 +89,8 @@ class block_manager final : public kv_space {
   void discard(uint64_t seq_id) override;
   // Throws invalid_argument when the parent is unknown or swapped out, or the child exists.
   void fork(uint64_t parent_id, uint64_t child_id) override;
+  // Every block and host block free, nothing cached; the running totals of stats() are kept.
+  void reset() override;
 
   bool can_swap_out(uint64_t seq_id) const override;
   // Throws invalid_argument for an unknown or already swapped sequence, context_overflow

@@ -49,6 +49,10 @@ class kv_space {
   // child shares parent's blocks (reference counts); a later grow copies on write.
   virtual void fork(uint64_t parent_id, uint64_t child_id) = 0;
 
+  // The pool's memory is gone (its backend was replaced after a stuck step): every
+  // sequence's blocks, the prefix cache and the swap space are forgotten, as in a new pool.
+  virtual void reset() = 0;
+
   virtual bool can_swap_out(uint64_t seq_id) const = 0;
   virtual kv_operations swap_out(uint64_t seq_id) = 0;
   virtual bool can_swap_in(uint64_t seq_id) const = 0;

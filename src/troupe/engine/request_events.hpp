@@ -117,13 +117,15 @@ using request_event = std::variant<accepted_event, delta_event, done_event, erro
 
 // The event for a troupe::error thrown while serving a request.
 // What a client is told for each troupe::error_code: its own mistakes are invalid_request,
-// a bad plan or a model problem is troupe's (internal), memory is unavailable for now.
+// a bad plan or a model problem is troupe's (internal), memory and a stuck worker (its
+// step past the watchdog's deadline) are unavailable for now.
 inline request_error_code request_code_of(error_code code) {
   switch (code) {
     case error_code::invalid_argument:
     case error_code::unsupported: return request_error_code::invalid_request;
     case error_code::context_overflow: return request_error_code::context_overflow;
     case error_code::out_of_memory: return request_error_code::out_of_memory;
+    case error_code::step_timeout: return request_error_code::unavailable;
     case error_code::bad_plan:
     case error_code::invalid_model:
     case error_code::io_error:

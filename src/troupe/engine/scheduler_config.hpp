@@ -39,6 +39,13 @@ struct scheduler_config {
   // step is short (a GPU); off, every step is planned after the last one is back.
   bool async_scheduling = false;
 
+  // The watchdog: a step the worker has not answered within max(step_timeout_ms, 4x what its
+  // cost predicts from the steps timed so far) counts as stuck; its requests fail with
+  // `unavailable` and a worker with a fresh backend replaces the stuck one
+  // (engine/step_deadline.hpp). 0 = no deadline. Twice vLLM's 60 s engine iteration
+  // timeout: a CPU prefill chunk has taken 39.1 s on a busy two-core machine.
+  int64_t step_timeout_ms = 120000;
+
   // Admission batching (the batcher): release when max_batch_size requests are held or the
   // oldest has waited max_wait_ms (0 = at once); refuse with queue_full past max_queue_len
   // requests waiting (in the batcher and the scheduler's waiting queue together).
@@ -66,6 +73,7 @@ struct scheduler_config {
              max_num_batched_tokens);
     }
     if (ageing_ms < 0) reject("ageing_ms", ">= 0 (0 = no ageing)", ageing_ms);
+    if (step_timeout_ms < 0) reject("step_timeout_ms", ">= 0 (0 = no deadline)", step_timeout_ms);
     if (!(attention_cost >= 0) && attention_cost != -1) {
       throw error(error_code::invalid_argument,
                   "attention_cost must be -1 (measured), 0 (chunks sized by tokens alone) or > 0");

@@ -504,6 +504,89 @@ void scheduler_policy::forget_worker_state() {
   forgets_.clear();
 }
 
+scheduler_policy::worker_loss scheduler_policy::on_worker_lost(error_code code, const std::string& message,
+                                                               int64_t now_ms) {
+  worker_loss out;
+  std::vector<uint64_t> in_steps;  // plan order, each once
+  for (const auto& step : in_flight_) {
+    for (const auto& e : step.entries) {
+      if (std::find(in_steps.begin(), in_steps.end(), e.seq_id) == in_steps.end()) in_steps.push_back(e.seq_id);
+    }
+  }
+  // Every block (deferred ones included) goes with the pool; nothing is released one by one.
+  in_flight_.clear();
+  deferred_.clear();
+  forgets_.clear();
+  needs_sync_ = false;
+  for (uint64_t id : in_steps) {
+    const auto it = sequences_.find(id);
+    if (it == sequences_.end()) continue;
+    sequence_event ev;
+    ev.seq_id = id;
+    ev.state = sequence_state::failed;
+    ev.error = code;
+    ev.message = message;
+    out.failed.push_back(std::move(ev));
+    it->second.transition_to(sequence_state::failed);
+    erase_id(running_, id);
+    erase_id(waiting_, id);
+    erase_id(swapped_, id);
+    sequences_.erase(it);
+  }
+  // Admitted again by priority and arrival, as every waiting sequence (waiting_in_order).
+  std::vector<uint64_t> lost = running_;
+  lost.insert(lost.end(), swapped_.begin(), swapped_.end());
+  for (auto& [id, seq] : sequences_) {
+    seq.num_in_flight_tokens = 0;
+    seq.num_pending_samples = 0;
+    seq.num_in_flight_steps = 0;
+    seq.step_output = nullptr;
+    seq.step_share = 0;
+    seq.is_known_to_worker = false;
+    seq.was_last_sent_sampled = false;
+    seq.num_blocks_sent = 0;
+  }
+  for (uint64_t id : lost) {
+    sequence& seq = sequences_.at(id);
+    seq.transition_to(sequence_state::waiting);  // forgets its KV: prompt+output are fed again
+    seq.waiting_since_ms = now_ms;
+    ++seq.num_preemptions;
+    ++totals_.num_preemptions;
+    waiting_.push_back(id);
+    out.requeued.push_back(id);
+  }
+  running_.clear();
+  swapped_.clear();
+  is_running_sorted_ = true;
+  kv_.reset();
+  return out;
+}
+
+std::vector<sequence_event> scheduler_policy::fail_all(error_code code, const std::string& message) {
+  std::vector<uint64_t> ids;
+  for (const auto& [id, seq] : sequences_) ids.push_back(id);
+  std::sort(ids.begin(), ids.end());
+  std::vector<sequence_event> events;
+  for (uint64_t id : ids) {
+    sequence_event ev;
+    ev.seq_id = id;
+    ev.state = sequence_state::failed;
+    ev.error = code;
+    ev.message = message;
+    events.push_back(std::move(ev));
+  }
+  sequences_.clear();
+  waiting_.clear();
+  running_.clear();
+  swapped_.clear();
+  in_flight_.clear();
+  deferred_.clear();
+  forgets_.clear();
+  needs_sync_ = false;
+  kv_.reset();
+  return events;
+}
+
 bool scheduler_policy::should_stop(sequence& seq) const {
   const int32_t token = seq.output_tokens().back();
   if (is_stop_token(seq.params, eog_ids_, token)) {

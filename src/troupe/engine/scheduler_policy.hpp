@@ -117,6 +117,20 @@ class scheduler_policy {
   // The worker was replaced: it holds no sequence's state, so every next step is whole.
   void forget_worker_state();
 
+  // What on_worker_lost did: the sequences that failed with the lost steps, and the ones
+  // sent back to waiting (recompute preemption) because their KV went with the pool.
+  struct worker_loss {
+    std::vector<sequence_event> failed;
+    std::vector<uint64_t> requeued;
+  };
+  // The worker was abandoned together with its backend's KV pool (its step never returned):
+  // every sequence in a step in flight fails with `code` and `message`; every other running
+  // or swapped one goes back to waiting, to be fed again from its prompt and output so far;
+  // the pool (kv_space::reset) and the worker's state are forgotten.
+  worker_loss on_worker_lost(error_code code, const std::string& message, int64_t now_ms);
+  // No worker will run anything any more: every live sequence fails; the pool is reset.
+  std::vector<sequence_event> fail_all(error_code code, const std::string& message);
+
   // Cancels a sequence in any live state and returns its blocks; false (and no effect)
   // for an unknown or already finished id. Safe while a step is in flight: the step's
   // output for it is ignored and its blocks go back when the step is done.

@@ -34,7 +34,7 @@ bool is_legal(sequence_state from, sequence_state to) {
   switch (from) {
     case s::waiting: return to == s::running;
     case s::running: return to == s::waiting || to == s::swapped || to == s::finished;
-    case s::swapped: return to == s::running;
+    case s::swapped: return to == s::running || to == s::waiting;  // waiting: its KV was lost
     default: return false;
   }
 }
@@ -58,7 +58,7 @@ void sequence::transition_to(sequence_state next) {
     throw error(error_code::internal, "sequence " + std::to_string(id) + ": illegal transition " +
                                           to_string(state_) + " -> " + to_string(next));
   }
-  if (state_ == sequence_state::running && next == sequence_state::waiting) {
+  if ((state_ == sequence_state::running || state_ == sequence_state::swapped) && next == sequence_state::waiting) {
     num_computed_tokens = 0;
     num_cached_prefix_tokens = 0;
   }

@@ -118,7 +118,27 @@ serving_metrics::serving_metrics(std::shared_ptr<metrics_registry> registry) : r
   prefix_queries_ = r.counter("troupe_prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache.");
   prefix_hits_ = r.counter("troupe_prefix_cache_hits_total", "Prompt tokens whose KV came from the prefix cache.");
   prefix_hit_ratio_ = r.gauge("troupe_prefix_cache_hit_ratio", "Prefix-cache hits over queries since start, in [0, 1].");
+
+  step_timeouts_ = r.counter("troupe_step_timeouts_total",
+                             "Steps the watchdog gave up on: not back from the worker within --step-timeout-ms "
+                             "(or 4x their predicted time).");
+  const char* replaced_help = "Workers replaced, by reason: crash (the worker died), step_timeout (stuck in a step; "
+                              "the replacement has a fresh backend).";
+  replacements_[0] = r.counter("troupe_worker_replacements_total", replaced_help, {{"reason", "crash"}});
+  replacements_[1] = r.counter("troupe_worker_replacements_total", replaced_help, {{"reason", "step_timeout"}});
+  healthy_ = r.gauge("troupe_engine_healthy",
+                     "1 while the engine can serve; 0 once a stuck worker could not be replaced (every request "
+                     "then ends with unavailable, /health answers 503).");
+  healthy_->set(1);
 }
+
+void serving_metrics::on_step_timeout() { step_timeouts_->inc(); }
+
+void serving_metrics::on_worker_replaced(replacement_reason reason) {
+  replacements_[reason == replacement_reason::crash ? 0 : 1]->inc();
+}
+
+void serving_metrics::on_engine_failed() { healthy_->set(0); }
 
 void serving_metrics::on_request_done(const done_event& done) {
   finished_[static_cast<size_t>(done.reason)]->inc();

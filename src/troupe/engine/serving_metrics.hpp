@@ -54,6 +54,14 @@ class serving_metrics {
   // From the batcher actor: requests it holds, not yet handed to the scheduler.
   void on_batching(int32_t num_held);
 
+  // Supervision, from the scheduler: a step the watchdog gave up on; a worker replaced
+  // because it died (crash) or was stuck in a step (step_timeout); and the engine failed
+  // for good (no replacement could be made): troupe_engine_healthy drops to 0.
+  enum class replacement_reason { crash, step_timeout };
+  void on_step_timeout();
+  void on_worker_replaced(replacement_reason reason);
+  void on_engine_failed();
+
   const std::shared_ptr<metrics_registry>& registry() const { return registry_; }
 
  private:
@@ -98,6 +106,10 @@ class serving_metrics {
   counter_metric* prefix_queries_;
   counter_metric* prefix_hits_;
   gauge_metric* prefix_hit_ratio_;
+
+  counter_metric* step_timeouts_;
+  std::array<counter_metric*, 2> replacements_;  // by replacement_reason
+  gauge_metric* healthy_;
 
   // Scheduler-side state: the busy-ratio window, and the block manager's running totals
   // already added to the counters.

@@ -11,6 +11,7 @@ const char* to_string(error_code code) {
     case error_code::context_overflow: return "context_overflow";
     case error_code::bad_plan: return "bad_plan";
     case error_code::out_of_memory: return "out_of_memory";
+    case error_code::step_timeout: return "step_timeout";
     case error_code::internal: return "internal";
   }
   return "unknown";

@@ -13,6 +13,7 @@ enum class error_code {
   context_overflow,   // a sequence does not fit the context or the KV pool
   bad_plan,           // a batch_plan the backend cannot run (a block id out of range, ...)
   out_of_memory,      // the backend could not allocate what a step needs
+  step_timeout,       // a step did not return within the scheduler's deadline (a stuck worker)
   internal,           // a bug: an invariant did not hold
 };
 

@@ -95,4 +95,6 @@ int64_t engine_bridge::num_in_flight() const {
 
 std::shared_ptr<metrics_registry> engine_bridge::metrics() const { return engine_.metrics(); }
 
+std::optional<std::string> engine_bridge::engine_failure() const { return engine_.failure(); }
+
 }  // namespace troupe::net

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "troupe/engine/request.hpp"
@@ -45,6 +46,9 @@ class engine_bridge {
     draining_.store(true, std::memory_order_release);
     set_ready(false);
   }
+
+  // Why the engine serves no more (a stuck worker it could not replace); none while it can.
+  std::optional<std::string> engine_failure() const;
 
   const std::string& model_id() const { return model_id_; }
   int32_t vocab_size() const { return vocab_size_; }

@@ -6,6 +6,7 @@
 
 #include "troupe/net/chat_page.hpp"
 #include "troupe/net/http_session.hpp"
+#include "troupe/net/json_writer.hpp"
 #include "troupe/net/metrics_text.hpp"
 
 namespace troupe::net {
@@ -85,6 +86,11 @@ void http_session::route(request_type req) {
     if (only(http::verb::get, "GET")) respond(http::status::ok, "text/html; charset=utf-8", std::string(chat_page_html()));
   } else if (path == "/health") {
     if (!only(http::verb::get, "GET")) return;
+    if (auto failure = bridge.engine_failure()) {
+      json_writer w;
+      w.begin_object().key("status").value("failed").key("error").value(*failure).end_object();
+      return respond(http::status::service_unavailable, "application/json", w.take());
+    }
     if (bridge.is_ready()) return respond(http::status::ok, "application/json", R"({"status":"ok"})");
     respond(http::status::service_unavailable, "application/json",
             bridge.is_draining() ? R"({"status":"draining"})" : R"({"status":"starting"})");
