@@ -57,6 +57,14 @@ backend_choice choose_backend(std::shared_ptr<const gguf::file> file, const back
     }
     return cpu_choice(std::move(file), o, "auto: no CUDA device found, using the CPU; ");
   }
+  if (o.cpu.kv_dtype != kv_cache_dtype::f16) {
+    // The CUDA kernels read fp16 KV only.
+    const std::string why =
+        "--kv-cache-dtype " + std::string(name_of(o.cpu.kv_dtype)) + " is supported on the CPU backend only";
+    if (o.device == "cuda") throw error(error_code::unsupported, why + "; use --kv-cache-dtype f16 or --device cpu");
+    if (o.tensor_parallel == 1) return cpu_choice(std::move(file), o, "auto: " + why + "; using the CPU; ");
+    throw error(error_code::unsupported, why + "; --tensor-parallel needs --kv-cache-dtype f16");
+  }
   if (o.device == "auto" && o.tensor_parallel == 1) {
     try {
       gpu::check_cuda_supports(model_config::from_gguf(*file));
