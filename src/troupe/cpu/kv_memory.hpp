@@ -51,7 +51,7 @@ class kv_memory {
   // Quantized dtypes only. One position's K (kv = 0) or V (kv = 1): row_bytes() bytes,
   // kv_dim / 32 blocks of the dtype.
   const uint8_t* quantized_row(int32_t layer, int32_t kv, int32_t block, int32_t offset) const {
-    return data_.get() + index(layer, kv, block, offset);
+    return bytes() + index(layer, kv, block, offset);
   }
 
   // Writes the kv_dim keys (values) of one position, rounded to fp16 or quantized.
@@ -68,15 +68,16 @@ class kv_memory {
   int64_t index(int32_t layer, int32_t kv, int32_t block, int32_t offset) const {
     return ((((int64_t)layer * 2 + kv) * num_blocks_ + block) * block_size_ + offset) * row_bytes_;
   }
-  uint16_t* as_fp16(int64_t byte_offset) { return reinterpret_cast<uint16_t*>(data_.get() + byte_offset); }
-  const uint16_t* as_fp16(int64_t byte_offset) const {
-    return reinterpret_cast<const uint16_t*>(data_.get() + byte_offset);
-  }
+  // fp16 rows are even byte offsets into 2-byte storage.
+  uint16_t* as_fp16(int64_t byte_offset) { return data_.get() + byte_offset / 2; }
+  const uint16_t* as_fp16(int64_t byte_offset) const { return data_.get() + byte_offset / 2; }
+  uint8_t* bytes() { return reinterpret_cast<uint8_t*>(data_.get()); }
+  const uint8_t* bytes() const { return reinterpret_cast<const uint8_t*>(data_.get()); }
 
   int32_t num_layers_, num_blocks_, block_size_, kv_dim_;
   kv_cache_dtype dtype_;
   int64_t row_bytes_;
-  std::unique_ptr<uint8_t[]> data_;
+  std::unique_ptr<uint16_t[]> data_;
 };
 
 }  // namespace troupe::cpu
