@@ -56,33 +56,6 @@ __attribute__((target("avx2"))) inline __m256i unpack_q4_0(const block_q4_0& b) 
   return _mm256_sub_epi8(_mm256_set_m128i(high, low), _mm256_set1_epi8(8));
 }
 
-// d * (32 products of int8 k and q summed in pairs, then in fours) added to acc. k is in
-// [-127, 127] (both quantizers keep -128 out), so |k| fits vpmaddubsw's unsigned operand.
-__attribute__((target("avx2,fma"))) inline __m256 add_block_dot(__m256i k, __m256i q, float d, __m256 acc) {
-  const __m256i products = _mm256_maddubs_epi16(_mm256_sign_epi8(k, k), _mm256_sign_epi8(q, k));
-  const __m256i sums = _mm256_madd_epi16(products, _mm256_set1_epi16(1));
-  return _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sums), acc);
-}
-
-__attribute__((target("avx2,fma,f16c"))) float dot_q8_0_avx2(const block_q8_0* k, const block_q8_0* q, int32_t n) {
-  __m256 acc = _mm256_setzero_ps();
-  for (int32_t b = 0; b < n; ++b) {
-    const __m256i kb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(k[b].qs));
-    const __m256i qb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[b].qs));
-    acc = add_block_dot(kb, qb, _cvtsh_ss(k[b].d) * _cvtsh_ss(q[b].d), acc);
-  }
-  return hsum(acc);
-}
-
-__attribute__((target("avx2,fma,f16c"))) float dot_q4_0_avx2(const block_q4_0* k, const block_q8_0* q, int32_t n) {
-  __m256 acc = _mm256_setzero_ps();
-  for (int32_t b = 0; b < n; ++b) {
-    const __m256i qb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[b].qs));
-    acc = add_block_dot(unpack_q4_0(k[b]), qb, _cvtsh_ss(k[b].d) * _cvtsh_ss(q[b].d), acc);
-  }
-  return hsum(acc);
-}
-
 // 32 int8 values times d, into out[0, 32).
 __attribute__((target("avx2,fma"))) inline void scale_block(__m256i values, float d, float* out) {
   const __m256 scale = _mm256_set1_ps(d);
@@ -94,44 +67,95 @@ __attribute__((target("avx2,fma"))) inline void scale_block(__m256i values, floa
   }
 }
 
-__attribute__((target("avx2,fma,f16c"))) void dequantize_avx2(kv_cache_dtype dtype, const uint8_t* row, int32_t n,
-                                                              float* out) {
-  for (int32_t b = 0; b < n; ++b) {
+// Rows [r0, r1) of the item against key j: scores[r * stride + j] = scale * q_r . k.
+// What depends on the key alone (its values, their magnitudes, its scales) is prepared once
+// for all the rows.
+__attribute__((target("avx2,fma,f16c"))) void score_key_avx2(kv_cache_dtype dtype, const uint8_t* key,
+                                                             const block_q8_0* qq, int32_t nb, int r0, int r1,
+                                                             float scale, float* scores, int32_t stride, int32_t j) {
+  constexpr int32_t max_blocks = 16;  // head_dim <= 512
+  __m256i values[max_blocks], magnitudes[max_blocks];
+  float key_scales[max_blocks];
+  for (int32_t b = 0; b < nb; ++b) {
     if (dtype == kv_cache_dtype::q8_0) {
-      const auto& blk = reinterpret_cast<const block_q8_0*>(row)[b];
-      scale_block(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs)), _cvtsh_ss(blk.d), out + 32 * b);
+      const auto& blk = reinterpret_cast<const block_q8_0*>(key)[b];
+      values[b] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs));
+      key_scales[b] = _cvtsh_ss(blk.d);
     } else {
-      const auto& blk = reinterpret_cast<const block_q4_0*>(row)[b];
-      scale_block(unpack_q4_0(blk), _cvtsh_ss(blk.d), out + 32 * b);
+      const auto& blk = reinterpret_cast<const block_q4_0*>(key)[b];
+      values[b] = unpack_q4_0(blk);
+      key_scales[b] = _cvtsh_ss(blk.d);
+    }
+    magnitudes[b] = _mm256_sign_epi8(values[b], values[b]);
+  }
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int r = r0; r < r1; ++r) {
+    const block_q8_0* qr = qq + (size_t)r * nb;
+    __m256 acc = _mm256_setzero_ps();
+    for (int32_t b = 0; b < nb; ++b) {
+      // |k| * (q with k's sign) = k * q, with |k| <= 127 fitting vpmaddubsw's unsigned side.
+      const __m256i signed_q =
+          _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qr[b].qs)), values[b]);
+      const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(magnitudes[b], signed_q), ones);
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(key_scales[b] * _cvtsh_ss(qr[b].d)), _mm256_cvtepi32_ps(sums), acc);
+    }
+    scores[(size_t)r * stride + j] = hsum(acc) * scale;
+  }
+}
+
+// acc rows [r0, r1) += scores[r * stride + j] * value j, each 32 values dequantized once.
+__attribute__((target("avx2,fma,f16c"))) void weigh_value_avx2(kv_cache_dtype dtype, const uint8_t* value,
+                                                               int32_t nb, const float* scores, int32_t stride,
+                                                               int32_t j, int r0, int r1, float* acc, int32_t hd) {
+  for (int32_t b = 0; b < nb; ++b) {
+    float block[32];
+    if (dtype == kv_cache_dtype::q8_0) {
+      const auto& blk = reinterpret_cast<const block_q8_0*>(value)[b];
+      scale_block(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs)), _cvtsh_ss(blk.d), block);
+    } else {
+      const auto& blk = reinterpret_cast<const block_q4_0*>(value)[b];
+      scale_block(unpack_q4_0(blk), _cvtsh_ss(blk.d), block);
+    }
+    __m256 v[4];
+    for (int c = 0; c < 4; ++c) v[c] = _mm256_loadu_ps(block + 8 * c);
+    for (int r = r0; r < r1; ++r) {
+      const __m256 p = _mm256_set1_ps(scores[(size_t)r * stride + j]);
+      float* a = acc + (size_t)r * hd + 32 * b;
+      for (int c = 0; c < 4; ++c) _mm256_storeu_ps(a + 8 * c, _mm256_fmadd_ps(p, v[c], _mm256_loadu_ps(a + 8 * c)));
     }
   }
 }
 
-// acc[0, n) += p * x[0, n), n % 32 == 0.
-__attribute__((target("avx2,fma"))) void add_scaled_avx2(float p, const float* x, int32_t n, float* acc) {
-  const __m256 pv = _mm256_set1_ps(p);
-  for (int32_t i = 0; i < n; i += 8) {
-    _mm256_storeu_ps(acc + i, _mm256_fmadd_ps(pv, _mm256_loadu_ps(x + i), _mm256_loadu_ps(acc + i)));
+void score_key_portable(kv_cache_dtype dtype, const uint8_t* key, const block_q8_0* qq, int32_t nb, int r0, int r1,
+                        float scale, float* scores, int32_t stride, int32_t j) {
+  for (int r = r0; r < r1; ++r) {
+    const block_q8_0* qr = qq + (size_t)r * nb;
+    const float dot = dtype == kv_cache_dtype::q8_0 ? dot_q8_0_q8_0(reinterpret_cast<const block_q8_0*>(key), qr, nb)
+                                                    : dot_q4_0_q8_0(reinterpret_cast<const block_q4_0*>(key), qr, nb);
+    scores[(size_t)r * stride + j] = dot * scale;
   }
 }
 
-void add_scaled_portable(float p, const float* x, int32_t n, float* acc) {
-  for (int32_t i = 0; i < n; ++i) acc[i] += p * x[i];
+void weigh_value_portable(kv_cache_dtype dtype, const uint8_t* value, int32_t nb, const float* scores,
+                          int32_t stride, int32_t j, int r0, int r1, float* acc, int32_t hd) {
+  float values[512];
+  dequantize_kv_row(dtype, value, 32LL * nb, values);
+  for (int r = r0; r < r1; ++r) {
+    const float p = scores[(size_t)r * stride + j];
+    float* a = acc + (size_t)r * hd;
+    for (int32_t d = 0; d < hd; ++d) a[d] += p * values[d];
+  }
 }
 
 struct kernels {
-  float (*dot_q8_0)(const block_q8_0*, const block_q8_0*, int32_t);
-  float (*dot_q4_0)(const block_q4_0*, const block_q8_0*, int32_t);
-  void (*dequantize)(kv_cache_dtype, const uint8_t*, int32_t, float*);
-  void (*add_scaled)(float, const float*, int32_t, float*);
+  void (*score_key)(kv_cache_dtype, const uint8_t*, const block_q8_0*, int32_t, int, int, float, float*, int32_t,
+                    int32_t);
+  void (*weigh_value)(kv_cache_dtype, const uint8_t*, int32_t, const float*, int32_t, int32_t, int, int, float*,
+                      int32_t);
 };
 
-void dequantize_portable(kv_cache_dtype dtype, const uint8_t* row, int32_t n, float* out) {
-  dequantize_kv_row(dtype, row, 32LL * n, out);
-}
-
-constexpr kernels portable_kernels{dot_q8_0_q8_0, dot_q4_0_q8_0, dequantize_portable, add_scaled_portable};
-constexpr kernels avx2_kernels{dot_q8_0_avx2, dot_q4_0_avx2, dequantize_avx2, add_scaled_avx2};
+constexpr kernels portable_kernels{score_key_portable, weigh_value_portable};
+constexpr kernels avx2_kernels{score_key_avx2, weigh_value_avx2};
 
 void attend(const quantized_view& v, const kernels& k, const attention_sequence& s, const work_item& w,
             const float* q, float* out) {
@@ -141,26 +165,21 @@ void attend(const quantized_view& v, const kernels& k, const attention_sequence&
   const int32_t num_keys = s.start_pos + w.token_end;
   const kv_cache_dtype dtype = v.kv->dtype();
   thread_local std::vector<block_q8_0> qq;
-  thread_local std::vector<float> scores, acc, values;
+  thread_local std::vector<float> scores, acc;
   qq.resize((size_t)num_rows * nb);
   scores.resize((size_t)num_rows * num_keys);
   acc.assign((size_t)num_rows * hd, 0.0f);
-  values.resize(hd);
   for (int r = 0; r < num_rows; ++r) quantize_q8_0(q + q_offset(v, s, w, r), hd, &qq[(size_t)r * nb]);
-  auto last_key = [&](int r) { return s.start_pos + w.token_begin + r / v.group; };
+  // Rows go token by token, so the rows that see key j (j <= the row's position) are a
+  // suffix: from the first row of token j - start_pos - token_begin on.
+  auto first_row = [&](int32_t j) { return std::max(0, (j - s.start_pos - w.token_begin) * v.group); };
 
   for (int32_t j = 0; j < num_keys; ++j) {
-    const uint8_t* key = head_row(v, s, 0, w.kv_head, j);
-    for (int r = 0; r < num_rows; ++r) {
-      if (j > last_key(r)) continue;
-      const block_q8_0* qr = &qq[(size_t)r * nb];
-      const float dot = dtype == kv_cache_dtype::q8_0 ? k.dot_q8_0(reinterpret_cast<const block_q8_0*>(key), qr, nb)
-                                                      : k.dot_q4_0(reinterpret_cast<const block_q4_0*>(key), qr, nb);
-      scores[(size_t)r * num_keys + j] = dot * v.scale;
-    }
+    k.score_key(dtype, head_row(v, s, 0, w.kv_head, j), qq.data(), nb, first_row(j), num_rows, v.scale,
+                scores.data(), num_keys, j);
   }
   for (int r = 0; r < num_rows; ++r) {
-    const int32_t count = last_key(r) + 1;
+    const int32_t count = s.start_pos + w.token_begin + r / v.group + 1;
     float* p = &scores[(size_t)r * num_keys];
     const float m = *std::max_element(p, p + count);
     double sum = 0.0;
@@ -169,11 +188,8 @@ void attend(const quantized_view& v, const kernels& k, const attention_sequence&
     for (int32_t j = 0; j < count; ++j) p[j] *= inv;
   }
   for (int32_t j = 0; j < num_keys; ++j) {
-    k.dequantize(dtype, head_row(v, s, 1, w.kv_head, j), nb, values.data());
-    for (int r = 0; r < num_rows; ++r) {
-      if (j > last_key(r)) continue;
-      k.add_scaled(scores[(size_t)r * num_keys + j], values.data(), hd, &acc[(size_t)r * hd]);
-    }
+    k.weigh_value(dtype, head_row(v, s, 1, w.kv_head, j), nb, scores.data(), num_keys, j, first_row(j), num_rows,
+                  acc.data(), hd);
   }
   for (int r = 0; r < num_rows; ++r) std::copy(&acc[(size_t)r * hd], &acc[(size_t)r * hd] + hd, out + q_offset(v, s, w, r));
 }

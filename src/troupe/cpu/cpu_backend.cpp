@@ -126,9 +126,9 @@ cpu_backend::cpu_backend(std::shared_ptr<const gguf::file> file, const cpu_backe
   }
   weight_bytes_per_token_ = bytes + (int64_t)(2 * config_.num_layers + 1) * d * 4;
 
-  if (options.kv_dtype != kv_cache_dtype::f16 && config_.head_dim % 32 != 0) {
+  if (options.kv_dtype != kv_cache_dtype::f16 && (config_.head_dim % 32 != 0 || config_.head_dim > 512)) {
     throw error(error_code::unsupported, "--kv-cache-dtype " + std::string(name_of(options.kv_dtype)) +
-                                             " needs head_dim in whole blocks of 32 values (this model's is " +
+                                             " needs head_dim in whole blocks of 32 values, at most 512 (this model's is " +
                                              std::to_string(config_.head_dim) + "); use f16");
   }
   const int32_t num_blocks = kv_pool_num_blocks(config_, options);
