@@ -27,6 +27,8 @@ constexpr float near_tie_logits = 0.1f;
 test::loaded_model* model(kv_cache_dtype dtype) {
   static const auto f16 = test::load_model_if_present(TROUPE_TEST_MODEL, 16 * 72, kv_cache_dtype::f16);
   static const auto q8_0 = test::load_model_if_present(TROUPE_TEST_MODEL, 16 * 72, kv_cache_dtype::q8_0);
+  static const auto q4_0 = test::load_model_if_present(TROUPE_TEST_MODEL, 16 * 72, kv_cache_dtype::q4_0);
+  if (dtype == kv_cache_dtype::q4_0) return q4_0.get();
   return dtype == kv_cache_dtype::q8_0 ? q8_0.get() : f16.get();
 }
 
@@ -78,6 +80,27 @@ TEST_CASE("llama.cpp agreement: q8_0 KV cache: perplexity of GPL-3's first 1024 
   MESSAGE("troupe q8_0 KV ppl " << ppl << ", llama.cpp q8_0 KV ppl " << want);
   CHECK(tokens.size() == 1024);
   CHECK(std::fabs(ppl / want - 1.0) < 0.01);
+}
+
+// llama.cpp rotates Q, K and V by a Walsh-Hadamard matrix before a quantized cache unless
+// told not to; troupe quantizes the plain values, so the q4_0 golden is llama.cpp's with the
+// rotation off (with it on llama.cpp's q4_0 perplexity is 20.55: the rotation spreads
+// outliers over the block). At 16 levels a K or V value near a rounding edge lands on
+// another level for the engines' last-bit differences, so the bar is 2%, not 1% (measured:
+// 23.62 against 23.32, +1.3%).
+TEST_CASE("llama.cpp agreement: q4_0 KV cache: perplexity is within 2% of llama.cpp's q4_0 cache without its attention rotation") {
+  TROUPE_REQUIRE_MODEL();
+  REQUIRE(model(kv_cache_dtype::q4_0) != nullptr);
+  simdjson::dom::parser parser;
+  const auto golden = load_json(parser, "golden_ppl_gpl3_kv_q4_0_norot.json");
+  const auto tokens = test::json_ints(golden["tokens"].get_array());
+  const double want = double(golden["ppl"]);
+  auto& m = *model(kv_cache_dtype::q4_0);
+  single_sequence seq(*m.backend, m.eog_ids);
+  const double ppl = test::perplexity(seq, m.backend->config().vocab_size, tokens);
+  MESSAGE("troupe q4_0 KV ppl " << ppl << ", llama.cpp q4_0 KV (no rotation) ppl " << want);
+  CHECK(tokens.size() == 1024);
+  CHECK(std::fabs(ppl / want - 1.0) < 0.02);
 }
 
 // The bar of the fp16 cache's test (test_llama_cpp_agreement.cpp): as well as llama.cpp's

@@ -24,6 +24,10 @@ Usage:  python3 tests/data/make_golden_logits.py [--profile NAME] [--model PATH]
                                      flash attention: writes only the teacher-forced and
                                      perplexity goldens, as golden_teacher_forced_kv_<type>.json
                                      and golden_ppl_gpl3_kv_<type>.json)
+        [--no-attn-rotation]        (with --kv-type: turn off llama.cpp's Walsh-Hadamard rotation
+                                     of Q/K/V before a quantized cache (LLAMA_ATTN_ROT_DISABLE=1),
+                                     the plain block quantization troupe implements; files
+                                     get a further _norot suffix)
 
 Requires: pip install llama-cpp-python==0.3.36 numpy
 See tests/data/README.md for the exact definitions and file layouts.
@@ -266,6 +270,8 @@ def main():
     ap.add_argument("--kv-type", default=None, choices=sorted(KV_TYPES),
                     help="quantized K and V cache (flash attention on); only the teacher-forced\n"
                          "and perplexity goldens, written with a _kv_<type> suffix")
+    ap.add_argument("--no-attn-rotation", action="store_true",
+                    help="with --kv-type: LLAMA_ATTN_ROT_DISABLE=1 (no Hadamard rotation of Q/K/V)")
     args = ap.parse_args()
     profile = PROFILES[args.profile]
     args.model = args.model or os.path.join(ROOT, "models", profile["model"])
@@ -284,6 +290,9 @@ def main():
         print(f"updated {path}")
         return
 
+    if args.no_attn_rotation:
+        # Read by llama.cpp when the KV cache is created.
+        os.environ["LLAMA_ATTN_ROT_DISABLE"] = "1"
     import llama_cpp  # noqa: E402  (imported late so --help works without it)
 
     settings = dict(SETTINGS)
@@ -294,6 +303,13 @@ def main():
         settings.update(flash_attn=True, type_k=KV_TYPES[args.kv_type], type_v=KV_TYPES[args.kv_type])
         kv_cache_type = f"{args.kv_type} for K and V (-ctk {args.kv_type} -ctv {args.kv_type} -fa on)"
         suffix = f"_kv_{args.kv_type}"
+        # This llama.cpp rotates Q, K and V by a Walsh-Hadamard matrix before a quantized
+        # cache (head sizes that are multiples of 64) unless LLAMA_ATTN_ROT_DISABLE is set.
+        if args.no_attn_rotation:
+            kv_cache_type += ", attention rotation off (LLAMA_ATTN_ROT_DISABLE=1)"
+            suffix += "_norot"
+        else:
+            kv_cache_type += ", Walsh-Hadamard attention rotation on (llama.cpp's default)"
     llm = llama_cpp.Llama(model_path=args.model, **settings)
     n_vocab = llm.n_vocab()
     add_bos = bool(llm._model.add_bos_token())
