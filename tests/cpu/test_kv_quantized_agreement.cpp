@@ -23,13 +23,22 @@ namespace {
 // Top-2 margins below this count as near-ties, as in the llama.cpp greedy goldens.
 constexpr float near_tie_logits = 0.1f;
 
-// One model per dtype, loaded once (16 sequences of up to 1152 positions).
+// One model per dtype, each loaded on first use (16 sequences of up to 1152 positions).
 test::loaded_model* model(kv_cache_dtype dtype) {
-  static const auto f16 = test::load_model_if_present(TROUPE_TEST_MODEL, 16 * 72, kv_cache_dtype::f16);
-  static const auto q8_0 = test::load_model_if_present(TROUPE_TEST_MODEL, 16 * 72, kv_cache_dtype::q8_0);
-  static const auto q4_0 = test::load_model_if_present(TROUPE_TEST_MODEL, 16 * 72, kv_cache_dtype::q4_0);
-  if (dtype == kv_cache_dtype::q4_0) return q4_0.get();
-  return dtype == kv_cache_dtype::q8_0 ? q8_0.get() : f16.get();
+  switch (dtype) {
+    case kv_cache_dtype::q8_0: {
+      static const auto m = test::load_model_if_present(TROUPE_TEST_MODEL, 16 * 72, kv_cache_dtype::q8_0);
+      return m.get();
+    }
+    case kv_cache_dtype::q4_0: {
+      static const auto m = test::load_model_if_present(TROUPE_TEST_MODEL, 16 * 72, kv_cache_dtype::q4_0);
+      return m.get();
+    }
+    default: {
+      static const auto m = test::load_model_if_present(TROUPE_TEST_MODEL, 16 * 72, kv_cache_dtype::f16);
+      return m.get();
+    }
+  }
 }
 
 simdjson::dom::element load_json(simdjson::dom::parser& parser, const std::string& name) {

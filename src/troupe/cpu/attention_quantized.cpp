@@ -2,8 +2,9 @@
 // dequantized copy of the cache). Per work item: the query rows are quantized to Q8_0 and
 // each score is integer dot products of 32-value blocks times the two block scales, as
 // llama.cpp's flash attention does over a quantized cache; a softmax per row in fp32; then
-// each value row is dequantized once into a head-sized buffer and weighs every row of the
-// item. AVX2 (with FMA and F16C) or plain C++, chosen at run time.
+// each value row is dequantized 32 values at a time, once, and weighs every row of the item
+// that sees it. A key's preparation is likewise shared by all the rows it scores. AVX2
+// (with FMA and F16C) or plain C++, chosen at run time.
 #include <immintrin.h>
 
 #include <algorithm>
