@@ -1,7 +1,7 @@
 // The llama-family forward pass on the CPU for one batch_plan: embeddings, then per layer
 // RMSNorm -> q/k/v (+ biases, per-head q/k RMSNorm where the architecture has them) ->
-// RoPE -> KV store (fp16 or quantized) -> paged attention -> output projection -> RMSNorm -> SwiGLU FFN, then
-// the output head for the positions that need logits, then sampling.
+// RoPE -> KV store (fp16 or quantized) -> paged attention -> output projection -> RMSNorm
+// -> SwiGLU FFN, then the output head for the positions that need logits, then sampling.
 #include "troupe/cpu/cpu_backend.hpp"
 
 #include <algorithm>
