@@ -41,6 +41,7 @@ const char* generate_help =
     "  --seed S               (default: random)\n"
     "  --ignore-eos           keep generating past end-of-generation tokens\n"
     "  --threads N            compute threads (default: one per core)\n"
+    "  --kv-cache-dtype T     KV cache storage: f16 (default), q8_0 or q4_0 (CPU only)\n"
     "  --device D             auto (CUDA when a device is present, else the CPU), cpu or cuda\n"
     "  --devices 0,1          CUDA devices (default: the first --tensor-parallel ones)\n"
     "  --tensor-parallel N    split the model over N CUDA devices (default 1)\n"
@@ -137,7 +138,8 @@ int run_generate(int argc, char** argv) {
   const cli_args args(argc, argv, 2,
                       {"--model", "--prompt", "--system", "-n", "--max-tokens", "--temperature", "--top-k", "--top-p",
                        "--min-p", "--repeat-penalty", "--presence-penalty", "--frequency-penalty", "--seed",
-                       "--threads", "--device", "--devices", "--tensor-parallel", "--gpu-memory-utilization"},
+                       "--threads", "--device", "--devices", "--tensor-parallel", "--gpu-memory-utilization",
+                       "--kv-cache-dtype"},
                       {"--chat", "--ignore-eos", "--help", "-h", "--cuda-graphs"});
   if (args.has("--help") || args.has("-h")) {
     std::fputs(generate_help, stdout);
@@ -156,6 +158,12 @@ int run_generate(int argc, char** argv) {
   options.num_threads = (int)args.get_int("--threads", 0, 0, 1024);
   options.eog_ids = model->tok.eog_ids();
   options.num_blocks = (model->max_model_len + 15) / 16 + 1;
+  const std::string kv_dtype = args.get_or("--kv-cache-dtype", "f16");
+  if (!parse_kv_cache_dtype(kv_dtype)) {
+    throw error(error_code::invalid_argument,
+                "--kv-cache-dtype must be " + std::string(kv_cache_dtype_choices) + ", got '" + kv_dtype + "'");
+  }
+  options.kv_dtype = *parse_kv_cache_dtype(kv_dtype);
   backend_choice_options choice_options;
   choice_options.device = args.get_or("--device", "auto");
   if (auto devices = args.get("--devices")) choice_options.devices = parse_device_list(*devices);

@@ -2,7 +2,8 @@
 // prefill = one step of --prompt-tokens tokens from an empty cache; decode = --gen-tokens
 // single-token steps from an empty cache. --depth D first fills D positions (untimed), so
 // that both run with D tokens of context already cached, as llama-bench's -d does. Prints a
-// table, or one JSON line with --json.
+// table, or one JSON line with --json. --kv-cache-dtype f16 | q8_0 | q4_0 picks how the KV
+// cache is stored (llama-bench's -ctk/-ctv).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -57,7 +58,7 @@ sequence_step make_step(int32_t start, std::vector<int32_t> tokens, int32_t bloc
 int main(int argc, char** argv) {
   try {
     const apps::cli_args args(argc, argv, 1, {"--model", "--threads", "--prompt-tokens", "--gen-tokens", "--repeat",
-                                                           "--depth"},
+                                                           "--depth", "--kv-cache-dtype"},
                               {"--json"});
     const auto path = args.get("--model");
     if (!path) throw error(error_code::invalid_argument, "--model is required");
@@ -70,6 +71,12 @@ int main(int argc, char** argv) {
     cpu::cpu_backend_options options;
     options.num_threads = (int)args.get_int("--threads", 0, 0, 1024);
     options.num_blocks = (depth + std::max(prompt_tokens, gen_tokens) + 15) / 16 + 1;
+    const std::string dtype = args.get_or("--kv-cache-dtype", "f16");
+    if (!parse_kv_cache_dtype(dtype)) {
+      throw error(error_code::invalid_argument,
+                  "--kv-cache-dtype must be " + std::string(kv_cache_dtype_choices) + ", got '" + dtype + "'");
+    }
+    options.kv_dtype = *parse_kv_cache_dtype(dtype);
     cpu::cpu_backend backend(file, options);
     const int32_t vocab = backend.config().vocab_size;
     const int32_t bs = backend.kv_shape().block_size;
@@ -115,13 +122,13 @@ int main(int argc, char** argv) {
     if (args.has("--json")) {
       std::printf("{\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"weight_bytes_per_token\": %lld, "
                   "\"packed_bytes_per_token\": %lld, \"packed_weight_bytes\": %lld, \"resident_bytes\": %lld, "
-                  "\"threads\": %d, \"prompt_tokens\": %d, \"gen_tokens\": %d, \"depth\": %d, \"kernel_path\": \"%s\"}\n",
+                  "\"threads\": %d, \"prompt_tokens\": %d, \"gen_tokens\": %d, \"depth\": %d, \"kv_cache_dtype\": \"%s\", \"kernel_path\": \"%s\"}\n",
                   pp, tg, (long long)backend.weight_bytes_per_token(), (long long)read_bytes, (long long)packed_bytes,
                   (long long)resident_bytes(), backend.num_threads(), prompt_tokens, gen_tokens, depth,
-                  std::string(cpu::kernel_path()).c_str());
+                  dtype.c_str(), std::string(cpu::kernel_path()).c_str());
     } else {
-      std::printf("troupe engine, %d threads, kernels %s\n", backend.num_threads(),
-                  std::string(cpu::kernel_path()).c_str());
+      std::printf("troupe engine, %d threads, kernels %s, KV cache %s\n", backend.num_threads(),
+                  std::string(cpu::kernel_path()).c_str(), dtype.c_str());
       std::printf("  prefill pp%-5d @ d%-5d %10.1f tok/s\n", prompt_tokens, depth, pp);
       std::printf("  decode  tg%-5d @ d%-5d %10.1f tok/s\n", gen_tokens, depth, tg);
       std::printf("  weights read per decode token: %.1f MB as stored, %.1f MB as packed\n",

@@ -99,6 +99,19 @@ TEST_CASE("validate names the flag and what is allowed") {
   CHECK(validate_error(troupe::config{}).find("--model is required") != std::string::npos);
 }
 
+TEST_CASE("--kv-cache-dtype takes f16, q8_0 or q4_0 and refuses anything else by name") {
+  CHECK(parse({"--model", "m.gguf"}).kv_cache_dtype == "f16");
+  for (const char* dtype : {"f16", "q8_0", "q4_0"}) {
+    CHECK(validate_error(parse({"--model", "m.gguf", "--kv-cache-dtype", dtype})).empty());
+  }
+  for (const char* dtype : {"fp8", "Q8_0", "q4_1", ""}) {
+    CAPTURE(dtype);
+    CHECK(validate_error(parse({"--model", "m.gguf", "--kv-cache-dtype", dtype}))
+              .find("--kv-cache-dtype must be f16, q8_0 or q4_0, got '" + std::string(dtype) + "'") !=
+          std::string::npos);
+  }
+}
+
 TEST_CASE("the help text lists every flag with its default") {
   const std::string help = troupe::config_help();
   CHECK(help.find("--max-num-seqs VALUE") != std::string::npos);

@@ -26,8 +26,10 @@ struct loaded_model {
   std::vector<int32_t> eog_ids;
 };
 
-// The model at `path` with a KV pool of num_blocks blocks; nullptr when the file is absent.
-inline std::unique_ptr<loaded_model> load_model_if_present(const std::string& path, int32_t num_blocks) {
+// The model at `path` with a KV pool of num_blocks blocks stored as kv_dtype; nullptr when
+// the file is absent.
+inline std::unique_ptr<loaded_model> load_model_if_present(const std::string& path, int32_t num_blocks,
+                                                           kv_cache_dtype kv_dtype = kv_cache_dtype::f16) {
   std::unique_ptr<loaded_model> r;
   if (!std::filesystem::exists(path)) return r;
   r = std::make_unique<loaded_model>();
@@ -35,6 +37,7 @@ inline std::unique_ptr<loaded_model> load_model_if_present(const std::string& pa
   r->eog_ids = tokenizer::from_gguf(*r->file).eog_ids();
   cpu::cpu_backend_options o;
   o.num_blocks = num_blocks;
+  o.kv_dtype = kv_dtype;
   o.eog_ids = r->eog_ids;
   r->backend = std::make_unique<cpu::cpu_backend>(r->file, o);
   return r;

@@ -20,6 +20,14 @@ Usage:  python3 tests/data/make_golden_logits.py [--profile NAME] [--model PATH]
                                      default third_party/llama.cpp/build/bin/llama-perplexity,
                                      built by bench/build_llama_cpp.sh)
         [--perplexity-tool-only]    (only add llama-perplexity's estimate to the existing file)
+        [--kv-type q8_0|q4_0]       (a quantized KV cache, llama.cpp's -ctk/-ctv, which needs
+                                     flash attention: writes only the teacher-forced and
+                                     perplexity goldens, as golden_teacher_forced_kv_<type>.json
+                                     and golden_ppl_gpl3_kv_<type>.json)
+        [--no-attn-rotation]        (with --kv-type: turn off llama.cpp's Walsh-Hadamard rotation
+                                     of Q/K/V before a quantized cache (LLAMA_ATTN_ROT_DISABLE=1),
+                                     the plain block quantization troupe implements; files
+                                     get a further _norot suffix)
 
 Requires: pip install llama-cpp-python==0.3.36 numpy
 See tests/data/README.md for the exact definitions and file layouts.
@@ -44,6 +52,8 @@ APACHE2 = "/usr/share/common-licenses/Apache-2.0"
 SETTINGS = dict(n_ctx=2048, n_batch=512, n_ubatch=512, n_threads=2, n_threads_batch=2,
                 logits_all=True, seed=1234, flash_attn=False, n_gpu_layers=0,
                 use_mmap=True, verbose=False)
+# ggml type ids of the quantized KV cache types --kv-type takes.
+KV_TYPES = {"q4_0": 2, "q8_0": 8}
 # Per model: the file, where its goldens go, its end-of-generation ids in llama.cpp, the
 # default system prompt of its chat template, and whether full logit rows are written.
 PROFILES = {
@@ -257,6 +267,11 @@ def main():
     ap.add_argument("--perplexity-tool-only", action="store_true",
                     help="only (re)run llama-perplexity and add its estimate to the existing\n"
                          "golden_ppl_gpl3.json (no llama-cpp-python needed)")
+    ap.add_argument("--kv-type", default=None, choices=sorted(KV_TYPES),
+                    help="quantized K and V cache (flash attention on); only the teacher-forced\n"
+                         "and perplexity goldens, written with a _kv_<type> suffix")
+    ap.add_argument("--no-attn-rotation", action="store_true",
+                    help="with --kv-type: LLAMA_ATTN_ROT_DISABLE=1 (no Hadamard rotation of Q/K/V)")
     args = ap.parse_args()
     profile = PROFILES[args.profile]
     args.model = args.model or os.path.join(ROOT, "models", profile["model"])
@@ -275,9 +290,27 @@ def main():
         print(f"updated {path}")
         return
 
+    if args.no_attn_rotation:
+        # Read by llama.cpp when the KV cache is created.
+        os.environ["LLAMA_ATTN_ROT_DISABLE"] = "1"
     import llama_cpp  # noqa: E402  (imported late so --help works without it)
 
-    llm = llama_cpp.Llama(model_path=args.model, **SETTINGS)
+    settings = dict(SETTINGS)
+    kv_cache_type = "f16 (llama.cpp default)"
+    suffix = ""
+    if args.kv_type:
+        # llama.cpp stores a quantized V cache only with flash attention.
+        settings.update(flash_attn=True, type_k=KV_TYPES[args.kv_type], type_v=KV_TYPES[args.kv_type])
+        kv_cache_type = f"{args.kv_type} for K and V (-ctk {args.kv_type} -ctv {args.kv_type} -fa on)"
+        suffix = f"_kv_{args.kv_type}"
+        # This llama.cpp rotates Q, K and V by a Walsh-Hadamard matrix before a quantized
+        # cache (head sizes that are multiples of 64) unless LLAMA_ATTN_ROT_DISABLE is set.
+        if args.no_attn_rotation:
+            kv_cache_type += ", attention rotation off (LLAMA_ATTN_ROT_DISABLE=1)"
+            suffix += "_norot"
+        else:
+            kv_cache_type += ", Walsh-Hadamard attention rotation on (llama.cpp's default)"
+    llm = llama_cpp.Llama(model_path=args.model, **settings)
     n_vocab = llm.n_vocab()
     add_bos = bool(llm._model.add_bos_token())
     sysinfo = llama_cpp.llama_print_system_info()
@@ -298,7 +331,7 @@ def main():
         "machine": platform.machine(),
         "model_file": os.path.basename(args.model),
         "model_sha256": sha256_file(args.model),
-        "settings": {**SETTINGS, "kv_cache_type": "f16 (llama.cpp default)",
+        "settings": {**settings, "kv_cache_type": kv_cache_type,
                      "add_bos": add_bos},
         "n_vocab": n_vocab,
         "eog_ids": EOG_IDS,
@@ -345,7 +378,7 @@ def main():
             "top1_matches_next_token": agree,
         })
         print(f"teacher-forced {name}: {len(tokens)} positions, top1==next at {agree}")
-    dump("golden_teacher_forced.json", {
+    dump(f"golden_teacher_forced{suffix}.json", {
         "meta": meta,
         "definition": ("For each text the token ids are evaluated as one sequence from position 0 "
                        "(empty KV cache). At position i (0-based) the logits row i predicts "
@@ -386,6 +419,9 @@ def main():
         "ppl": ppl,
     }
 
+    if args.kv_type:
+        dump(f"golden_ppl_gpl3{suffix}.json", ppl_obj)
+        return
     run_perplexity_tool(args, ppl_obj)
     dump("golden_ppl_gpl3.json", ppl_obj)
 

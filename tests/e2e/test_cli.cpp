@@ -57,6 +57,20 @@ TEST_CASE("cli: an interactive chat answers each line and keeps the conversation
   CHECK(r.err.find("(0 cached)") == r.err.rfind("(0 cached)"));
 }
 
+TEST_CASE("cli: --kv-cache-dtype q8_0 generates on the CPU; CUDA and unknown types are refused naming the flag") {
+  TROUPE_REQUIRE_MODEL();
+  auto r = run_process(troupe_bin + " generate --model " + model +
+                       " --prompt 'The capital of France is' --temperature 0 -n 8 --threads 2 --kv-cache-dtype q8_0");
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.size() > std::string("The capital of France is").size() + 5);
+  r = run_process(troupe_bin + " generate --model " + model + " --prompt x --device cuda --kv-cache-dtype q4_0");
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("--kv-cache-dtype q4_0 is supported on the CPU backend only") != std::string::npos);
+  r = run_process(troupe_bin + " generate --model " + model + " --prompt x --kv-cache-dtype fp8");
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("--kv-cache-dtype must be f16, q8_0 or q4_0, got 'fp8'") != std::string::npos);
+}
+
 TEST_CASE("cli: bad input gets a message naming the problem and exit code 1") {
   TROUPE_REQUIRE_MODEL();
   auto r = run_process(troupe_bin + " generate --model " + model + " --prompt x --top-p 3");

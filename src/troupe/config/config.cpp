@@ -3,6 +3,7 @@
 #include "troupe/config/config.hpp"
 
 #include "troupe/model/error.hpp"
+#include "troupe/model/kv_cache_dtype.hpp"
 
 namespace troupe {
 namespace {
@@ -34,6 +35,9 @@ void config::validate() const {
     reject("block-size", "8, 16, 32, 64 or 128", std::to_string(block_size));
   }
   if (kv_cache_bytes < 0) reject("kv-cache-bytes", ">= 0 (0 = automatic)", std::to_string(kv_cache_bytes));
+  if (!parse_kv_cache_dtype(kv_cache_dtype)) {
+    reject("kv-cache-dtype", std::string(kv_cache_dtype_choices), "'" + kv_cache_dtype + "'");
+  }
   if (!(swap_space >= 0.0 && swap_space <= 1024.0)) reject("swap-space", "in [0, 1024] GiB", std::to_string(swap_space));
   if (scheduling.max_model_len < 0) {
     reject("max-model-len", ">= 0 (0 = the model's context)", std::to_string(scheduling.max_model_len));

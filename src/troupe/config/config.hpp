@@ -26,6 +26,7 @@ struct config {
   // The KV cache.
   int32_t block_size = 16;
   int64_t kv_cache_bytes = 0;           // 0 = sized from the context (CPU) or memory (GPU)
+  std::string kv_cache_dtype = "f16";   // f16 | q8_0 | q4_0 (quantized: CPU only)
   double swap_space = 0.0;              // GiB of host memory for preempted sequences (vLLM)
   bool enable_prefix_caching = true;
 
@@ -69,6 +70,7 @@ void for_each_option(Config& c, F&& f) {
   f("threads", "CPU compute threads (0 = one per core)", c.threads);
   f("block_size", "KV cache positions per block", c.block_size);
   f("kv_cache_bytes", "KV cache size in bytes (0 = from the context or device memory)", c.kv_cache_bytes);
+  f("kv_cache_dtype", "how K/V are stored: f16 | q8_0 | q4_0 (quantized: CPU only, ~1.9x / ~3.5x the tokens per byte)", c.kv_cache_dtype);
   f("swap_space", "GiB of host memory to swap preempted sequences to (0 = recompute)", c.swap_space);
   f("enable_prefix_caching", "reuse the KV of shared prompt prefixes", c.enable_prefix_caching);
   f("max_num_seqs", "sequences running at once", c.scheduling.max_num_seqs);

@@ -6,6 +6,7 @@
 // weights the values for a group of rows at once, so each key and value it converts from
 // fp16 serves several rows.
 #include "troupe/cpu/attention.hpp"
+#include "troupe/cpu/attention_work.hpp"
 
 #include <immintrin.h>
 
@@ -21,14 +22,6 @@ namespace troupe::cpu {
 namespace {
 
 constexpr int tile_keys = 16;
-constexpr int tokens_per_item = 16;
-
-struct work_item {
-  int32_t seq;
-  int32_t kv_head;
-  int32_t token_begin;
-  int32_t token_end;
-};
 
 struct layer_view {
   const kv_memory* kv;
@@ -295,19 +288,12 @@ bool use_avx512(int32_t head_dim) {
 void paged_attention(const kv_memory& kv, int32_t layer, const model_config& config,
                      std::span<const attention_sequence> sequences, const float* q, float* out,
                      thread_pool& pool, attention_kernel kernel) {
-  thread_local std::vector<work_item> items;
-  items.clear();
-  for (int32_t s = 0; s < (int32_t)sequences.size(); ++s) {
-    for (int32_t h = 0; h < config.num_kv_heads; ++h) {
-      for (int32_t t = 0; t < sequences[s].num_tokens; t += tokens_per_item) {
-        items.push_back({s, h, t, std::min(sequences[s].num_tokens, t + tokens_per_item)});
-      }
-    }
+  if (kv.dtype() != kv_cache_dtype::f16) {
+    paged_attention_quantized(kv, layer, config, sequences, q, out, pool, kernel);
+    return;
   }
-  // Longest items first, so the dynamic hand-out ends evenly.
-  std::sort(items.begin(), items.end(), [&](const work_item& a, const work_item& b) {
-    return sequences[a.seq].start_pos + a.token_end > sequences[b.seq].start_pos + b.token_end;
-  });
+  thread_local std::vector<work_item> items;
+  make_work_items(sequences, config.num_kv_heads, items);
   const layer_view view{&kv, layer, config.head_dim, config.num_heads / config.num_kv_heads, config.q_dim(),
                         1.0f / std::sqrt((float)config.head_dim)};
   const bool avx512 = kernel == attention_kernel::best && use_avx512(config.head_dim);

@@ -1,7 +1,7 @@
 // The llama-family forward pass on the CPU for one batch_plan: embeddings, then per layer
 // RMSNorm -> q/k/v (+ biases, per-head q/k RMSNorm where the architecture has them) ->
-// RoPE -> KV store -> paged attention -> output projection -> RMSNorm -> SwiGLU FFN, then
-// the output head for the positions that need logits, then sampling.
+// RoPE -> KV store (fp16 or quantized) -> paged attention -> output projection -> RMSNorm
+// -> SwiGLU FFN, then the output head for the positions that need logits, then sampling.
 #include "troupe/cpu/cpu_backend.hpp"
 
 #include <algorithm>
@@ -73,6 +73,25 @@ struct cpu_backend::workspace {
   std::vector<int64_t> logit_rows;  // hidden row -> source token row
 };
 
+int32_t kv_pool_num_blocks(const model_config& config, const cpu_backend_options& options) {
+  if (options.block_size < 1 || options.block_size > 1024) {
+    throw error(error_code::invalid_argument, "block_size must be in [1, 1024]");
+  }
+  if (options.num_blocks > 0) return options.num_blocks;
+  const int64_t bytes_per_block =
+      kv_block_bytes(options.kv_dtype, config.num_layers, options.block_size, config.kv_dim());
+  int64_t budget = options.kv_cache_bytes;
+  if (budget <= 0) {
+    const int64_t positions = std::max<int64_t>(4LL * config.context_length, 16384);
+    budget = std::min<int64_t>(positions * bytes_per_block / options.block_size, 1LL << 30);
+  }
+  const int64_t num_blocks = budget / bytes_per_block;
+  if (num_blocks < 1 || num_blocks > INT32_MAX / 2) {
+    throw error(error_code::invalid_argument, "the KV cache must hold at least one block (kv_cache_bytes too small)");
+  }
+  return (int32_t)num_blocks;
+}
+
 cpu_backend::cpu_backend(std::shared_ptr<const gguf::file> file, const cpu_backend_options& options)
     : file_(std::move(file)),
       config_(model_config::from_gguf(*file_)),
@@ -112,27 +131,18 @@ cpu_backend::cpu_backend(std::shared_ptr<const gguf::file> file, const cpu_backe
   }
   weight_bytes_per_token_ = bytes + (int64_t)(2 * config_.num_layers + 1) * d * 4;
 
-  if (options.block_size < 1 || options.block_size > 1024) {
-    throw error(error_code::invalid_argument, "block_size must be in [1, 1024]");
+  if (options.kv_dtype != kv_cache_dtype::f16 && (config_.head_dim % 32 != 0 || config_.head_dim > 512)) {
+    throw error(error_code::unsupported, "--kv-cache-dtype " + std::string(name_of(options.kv_dtype)) +
+                                             " needs head_dim in whole blocks of 32 values, at most 512 (this model's is " +
+                                             std::to_string(config_.head_dim) + "); use f16");
   }
-  const int64_t bytes_per_block = 2LL * config_.num_layers * options.block_size * config_.kv_dim() * 2;
-  int64_t num_blocks = options.num_blocks;
-  if (num_blocks <= 0) {
-    int64_t budget = options.kv_cache_bytes;
-    if (budget <= 0) {
-      const int64_t positions = std::max<int64_t>(4LL * config_.context_length, 16384);
-      budget = std::min<int64_t>(positions * bytes_per_block / options.block_size, 1LL << 30);
-    }
-    num_blocks = budget / bytes_per_block;
-  }
-  if (num_blocks < 1 || num_blocks > INT32_MAX / 2) {
-    throw error(error_code::invalid_argument, "the KV cache must hold at least one block (kv_cache_bytes too small)");
-  }
-  kv_ = std::make_unique<kv_memory>(config_.num_layers, (int32_t)num_blocks, options.block_size, config_.kv_dim());
+  const int32_t num_blocks = kv_pool_num_blocks(config_, options);
+  kv_ = std::make_unique<kv_memory>(config_.num_layers, num_blocks, options.block_size, config_.kv_dim(),
+                                    options.kv_dtype);
   if (options.num_swap_blocks < 0) throw error(error_code::invalid_argument, "num_swap_blocks must be >= 0");
   if (options.num_swap_blocks > 0) {
     swap_ = std::make_unique<kv_memory>(config_.num_layers, options.num_swap_blocks, options.block_size,
-                                        config_.kv_dim());
+                                        config_.kv_dim(), options.kv_dtype);
   }
 
   rope_ = make_rope_table(config_);
@@ -141,7 +151,7 @@ cpu_backend::cpu_backend(std::shared_ptr<const gguf::file> file, const cpu_backe
 cpu_backend::~cpu_backend() = default;
 
 kv_cache_shape cpu_backend::kv_shape() const {
-  return {kv_->num_blocks(), kv_->block_size(), kv_->bytes_per_block()};
+  return {kv_->num_blocks(), kv_->block_size(), kv_->bytes_per_block(), kv_->dtype()};
 }
 
 void cpu_backend::copy_blocks(const std::vector<std::pair<int32_t, int32_t>>& pairs) {
@@ -255,7 +265,7 @@ step_result cpu_backend::step(const batch_plan& plan) {
       rope_row(k, c.num_kv_heads, c.head_dim, c.rope_dim, c.rope, cs, sn);
       const int32_t block = row_blocks[i][pos / bs];
       kv_->store_key(l, block, pos % bs, &w.k[i * kvd]);
-      store_fp16(&w.v[i * kvd], kv_->value(l, block, pos % bs), kvd);
+      kv_->store_value(l, block, pos % bs, &w.v[i * kvd]);
     });
     paged_attention(*kv_, l, c, w.attn_seqs, w.q.data(), w.attn.data(), pool_);
     matmul(lw.wo, w.attn.data(), n, w.tmp.data(), pool_);

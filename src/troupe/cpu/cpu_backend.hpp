@@ -22,8 +22,14 @@ struct cpu_backend_options {
   int64_t kv_cache_bytes = 0;    // 0: enough for max(4 * context, 16384) positions, capped at 1 GiB
   int32_t num_blocks = 0;        // overrides kv_cache_bytes when > 0
   int32_t num_swap_blocks = 0;   // host swap space for preempted sequences (0: none)
+  kv_cache_dtype kv_dtype = kv_cache_dtype::f16;  // how K/V are stored: sets the bytes a block takes
   std::vector<int32_t> eog_ids;  // suppressed by ignore_eos
 };
+
+// KV blocks the pool gets: num_blocks when > 0, else the byte budget (kv_cache_bytes, or
+// the default) over the bytes of one block in options.kv_dtype. Throws troupe::error when
+// not even one block fits.
+int32_t kv_pool_num_blocks(const model_config& config, const cpu_backend_options& options);
 
 class cpu_backend final : public backend {
  public:
@@ -45,6 +51,7 @@ class cpu_backend final : public backend {
   double attention_efficiency() const override { return 0.45; }
 
   int num_threads() const { return pool_.num_threads(); }
+  kv_cache_dtype kv_dtype() const { return kv_->dtype(); }
   // Bytes of weights one decode step reads (all matrices + the output head + norms).
   int64_t weight_bytes_per_token() const { return weight_bytes_per_token_; }
   // Bytes of the matrices as packed for the kernels (held in memory beside the mapped file;

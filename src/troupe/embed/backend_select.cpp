@@ -21,6 +21,10 @@ backend_choice cpu_choice(std::shared_ptr<const gguf::file> file, const backend_
   return c;
 }
 
+std::string quantized_kv_refusal(const backend_choice_options& o) {
+  return "--kv-cache-dtype " + std::string(name_of(o.cpu.kv_dtype)) + " is supported on the CPU backend only";
+}
+
 }  // namespace
 
 std::vector<int> parse_device_list(const std::string& text) {
@@ -47,6 +51,14 @@ backend_choice choose_backend(std::shared_ptr<const gguf::file> file, const back
     if (o.tensor_parallel > 1) throw error(error_code::invalid_argument, "--tensor-parallel needs --device cuda");
     return cpu_choice(std::move(file), o, "");
   }
+  // The CUDA kernels read an fp16 KV cache only.
+  const bool is_quantized = o.cpu.kv_dtype != kv_cache_dtype::f16;
+  if (is_quantized && o.device == "cuda") {
+    throw error(error_code::unsupported, quantized_kv_refusal(o) + "; use --kv-cache-dtype f16 or --device cpu");
+  }
+  if (is_quantized && o.tensor_parallel > 1) {
+    throw error(error_code::unsupported, quantized_kv_refusal(o) + "; --tensor-parallel needs --kv-cache-dtype f16");
+  }
   const int available = gpu::num_cuda_devices();
   if (available == 0) {
     if (o.device == "cuda") {
@@ -57,6 +69,7 @@ backend_choice choose_backend(std::shared_ptr<const gguf::file> file, const back
     }
     return cpu_choice(std::move(file), o, "auto: no CUDA device found, using the CPU; ");
   }
+  if (is_quantized) return cpu_choice(std::move(file), o, "auto: " + quantized_kv_refusal(o) + "; using the CPU; ");
   if (o.device == "auto" && o.tensor_parallel == 1) {
     try {
       gpu::check_cuda_supports(model_config::from_gguf(*file));

@@ -35,6 +35,8 @@ struct backend_choice {
 // "0,1" -> {0, 1}; throws troupe::error(invalid_argument) naming --devices.
 std::vector<int> parse_device_list(const std::string& text);
 
+// A quantized KV dtype (cpu.kv_dtype) runs on the CPU only: --device auto falls back to the
+// CPU with it, --device cuda is refused naming --kv-cache-dtype.
 // Throws troupe::error: --device cuda without CUDA or a device, a device id that does not
 // exist, tensor_parallel not matching the devices, an unknown --device value.
 backend_choice choose_backend(std::shared_ptr<const gguf::file> file, const backend_choice_options& options);

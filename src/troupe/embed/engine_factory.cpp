@@ -1,5 +1,8 @@
 #include "troupe/embed/engine_factory.hpp"
 
+#include <algorithm>
+#include <cstdio>
+
 #include "troupe/embed/backend_select.hpp"
 #include "troupe/embed/fault_injection.hpp"
 #include "troupe/model/error.hpp"
@@ -21,15 +24,26 @@ backend_choice make_backends(const config& c, std::shared_ptr<const gguf::file> 
   o.cpu.num_threads = c.threads;
   o.cpu.block_size = c.block_size;
   o.cpu.kv_cache_bytes = c.kv_cache_bytes;
+  o.cpu.kv_dtype = parse_kv_cache_dtype(c.kv_cache_dtype).value();  // validate() refused anything else
   o.cpu.eog_ids = model.tok.eog_ids();
   if (c.swap_space > 0) {
-    // K and V in fp16 for every layer, as a KV block is laid out on either backend.
+    // K and V of every layer in the pool's dtype, as a KV block is laid out on either backend.
     const auto& m = model.config;
-    const double bytes_per_block = 2.0 * m.num_layers * c.block_size * m.kv_dim() * 2;
+    const double bytes_per_block = (double)kv_block_bytes(o.cpu.kv_dtype, m.num_layers, c.block_size, m.kv_dim());
     o.cpu.num_swap_blocks = static_cast<int32_t>(c.swap_space * double(1ull << 30) / bytes_per_block);
     o.num_swap_blocks = o.cpu.num_swap_blocks;
   }
   return choose_backend(std::move(file), o);
+}
+
+// "8192 KV blocks of 16 (q8_0, 15360 bytes per token, 120.0 MiB)"
+std::string kv_pool_description(const kv_cache_shape& shape) {
+  const int64_t bytes_per_token = shape.bytes_per_block / std::max(shape.block_size, 1);
+  char mib[32];
+  std::snprintf(mib, sizeof mib, "%.1f", (double)shape.bytes_per_block * shape.num_blocks / (1 << 20));
+  return std::to_string(shape.num_blocks) + " KV blocks of " + std::to_string(shape.block_size) + " (" +
+         std::string(name_of(shape.dtype)) + ", " + std::to_string(bytes_per_token) + " bytes per token, " + mib +
+         " MiB)";
 }
 
 }  // namespace
@@ -65,8 +79,7 @@ started_engine start_engine(caf::actor_system& sys, const config& cfg, std::shar
       cfg.async_scheduling == "on" || (cfg.async_scheduling == "auto" && choice.is_cuda);
   started_engine out;
   out.description = choice.description + ", max_model_len " + std::to_string(model->max_model_len) + ", " +
-                    std::to_string(b->kv_shape().num_blocks) + " KV blocks of " +
-                    std::to_string(b->kv_shape().block_size) +
+                    kv_pool_description(b->kv_shape()) +
                     (eo.scheduling.async_scheduling ? ", asynchronous scheduling" : "");
   out.eng = std::make_unique<engine>(sys, std::move(model), std::move(b), std::move(eo));
   return out;

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "troupe/model/kv_cache_dtype.hpp"
 #include "troupe/model/model_config.hpp"
 #include "troupe/model/sampling_params.hpp"
 
@@ -62,6 +63,7 @@ struct kv_cache_shape {
   int32_t num_blocks = 0;
   int32_t block_size = 16;       // tokens per block
   int64_t bytes_per_block = 0;   // over all layers, K and V
+  kv_cache_dtype dtype = kv_cache_dtype::f16;
 };
 
 class backend {

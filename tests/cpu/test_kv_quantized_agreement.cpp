@@ -1,0 +1,170 @@
+// The CPU backend with a q8_0 KV cache on the real default model: against llama.cpp run
+// with the same cache (-ctk q8_0 -ctv q8_0, flash attention on; golden_*_kv_q8_0.json from
+// tests/data/make_golden_logits.py --kv-type q8_0), and greedy text against troupe's own
+// fp16 cache.
+#include <doctest/doctest.h>
+#include <simdjson.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "llama_cpp_goldens.hpp"
+#include "troupe/cpu/cpu_backend.hpp"
+#include "troupe/engine/single_sequence.hpp"
+#include "util/require_model.hpp"
+
+using namespace troupe;
+
+namespace {
+
+// Top-2 margins below this count as near-ties, as in the llama.cpp greedy goldens.
+constexpr float near_tie_logits = 0.1f;
+
+// One model per dtype, each loaded on first use (16 sequences of up to 1152 positions).
+test::loaded_model* model(kv_cache_dtype dtype) {
+  switch (dtype) {
+    case kv_cache_dtype::q8_0: {
+      static const auto m = test::load_model_if_present(TROUPE_TEST_MODEL, 16 * 72, kv_cache_dtype::q8_0);
+      return m.get();
+    }
+    case kv_cache_dtype::q4_0: {
+      static const auto m = test::load_model_if_present(TROUPE_TEST_MODEL, 16 * 72, kv_cache_dtype::q4_0);
+      return m.get();
+    }
+    default: {
+      static const auto m = test::load_model_if_present(TROUPE_TEST_MODEL, 16 * 72, kv_cache_dtype::f16);
+      return m.get();
+    }
+  }
+}
+
+simdjson::dom::element load_json(simdjson::dom::parser& parser, const std::string& name) {
+  return parser.load(std::string(TROUPE_TEST_DATA_DIR) + "/" + name);
+}
+
+// The greedy tokens after `prompt`, with the top-2 margin of each choice.
+struct greedy_run {
+  std::vector<int32_t> tokens;
+  std::vector<float> margins;
+};
+
+greedy_run greedy(test::loaded_model& m, const std::vector<int32_t>& prompt, int32_t num_tokens) {
+  single_sequence seq(*m.backend, m.eog_ids);
+  sampling_params params;
+  params.temperature = 0.0f;
+  params.ignore_eos = true;
+  params.max_tokens = num_tokens;
+  greedy_run r;
+  generation_stats stats;
+  seq.generate(prompt, params, [&](int32_t t) { r.tokens.push_back(t); return true; }, stats);
+  // The margins of those choices, from the same model teacher-forced over prompt + output.
+  std::vector<int32_t> all = prompt;
+  all.insert(all.end(), r.tokens.begin(), r.tokens.end());
+  seq.reset();
+  const auto logits = seq.score(all);
+  const int32_t vocab = m.backend->config().vocab_size;
+  for (size_t j = 0; j < r.tokens.size(); ++j) {
+    std::vector<float> row(&logits[(prompt.size() - 1 + j) * vocab], &logits[(prompt.size() + j) * vocab]);
+    std::partial_sort(row.begin(), row.begin() + 2, row.end(), std::greater<>());
+    r.margins.push_back(row[0] - row[1]);
+  }
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("llama.cpp agreement: q8_0 KV cache: perplexity of GPL-3's first 1024 tokens is within 1% of llama.cpp's with -ctk/-ctv q8_0") {
+  TROUPE_REQUIRE_MODEL();
+  REQUIRE(model(kv_cache_dtype::q8_0) != nullptr);
+  simdjson::dom::parser parser;
+  const auto golden = load_json(parser, "golden_ppl_gpl3_kv_q8_0.json");
+  const auto tokens = test::json_ints(golden["tokens"].get_array());
+  const double want = double(golden["ppl"]);
+  auto& m = *model(kv_cache_dtype::q8_0);
+  single_sequence seq(*m.backend, m.eog_ids);
+  const double ppl = test::perplexity(seq, m.backend->config().vocab_size, tokens);
+  MESSAGE("troupe q8_0 KV ppl " << ppl << ", llama.cpp q8_0 KV ppl " << want);
+  CHECK(tokens.size() == 1024);
+  CHECK(std::fabs(ppl / want - 1.0) < 0.01);
+}
+
+// llama.cpp rotates Q, K and V by a Walsh-Hadamard matrix before a quantized cache unless
+// told not to; troupe quantizes the plain values, so the q4_0 golden is llama.cpp's with the
+// rotation off (with it on llama.cpp's q4_0 perplexity is 20.55: the rotation spreads
+// outliers over the block). At 16 levels a K or V value near a rounding edge lands on
+// another level for the engines' last-bit differences, so the bar is 2%, not 1% (measured:
+// 23.62 against 23.32, +1.3%).
+TEST_CASE("llama.cpp agreement: q4_0 KV cache: perplexity is within 2% of llama.cpp's q4_0 cache without its attention rotation") {
+  TROUPE_REQUIRE_MODEL();
+  REQUIRE(model(kv_cache_dtype::q4_0) != nullptr);
+  simdjson::dom::parser parser;
+  const auto golden = load_json(parser, "golden_ppl_gpl3_kv_q4_0_norot.json");
+  const auto tokens = test::json_ints(golden["tokens"].get_array());
+  const double want = double(golden["ppl"]);
+  auto& m = *model(kv_cache_dtype::q4_0);
+  single_sequence seq(*m.backend, m.eog_ids);
+  const double ppl = test::perplexity(seq, m.backend->config().vocab_size, tokens);
+  MESSAGE("troupe q4_0 KV ppl " << ppl << ", llama.cpp q4_0 KV (no rotation) ppl " << want);
+  CHECK(tokens.size() == 1024);
+  CHECK(std::fabs(ppl / want - 1.0) < 0.02);
+}
+
+// The bar of the fp16 cache's test (test_llama_cpp_agreement.cpp): as well as llama.cpp's
+// two attention paths agree with each other overall, 99% where llama.cpp's margin >= 0.2.
+TEST_CASE("llama.cpp agreement: q8_0 KV cache: teacher-forced top-1 agrees with llama.cpp's as well as with fp16") {
+  TROUPE_REQUIRE_MODEL();
+  REQUIRE(model(kv_cache_dtype::q8_0) != nullptr);
+  simdjson::dom::parser parser, self_parser;
+  const auto golden = load_json(parser, "golden_teacher_forced_kv_q8_0.json");
+  const auto self = load_json(self_parser, "golden_self_agreement.json");
+  auto& m = *model(kv_cache_dtype::q8_0);
+  single_sequence seq(*m.backend, m.eog_ids);
+  const auto a = test::teacher_forced_agreement(seq, m.backend->config().vocab_size, golden);
+  const double llama_self = double(self["overall"]);
+  MESSAGE("q8_0 KV top-1 agreement " << a.num_agree << "/" << a.num_positions << " = " << a.overall()
+                                     << " (llama.cpp flash-attention on vs off: " << llama_self
+                                     << "); where llama.cpp's margin >= 0.2: " << a.num_agree_clear << "/"
+                                     << a.num_clear << " = " << a.clear());
+  CHECK(a.num_positions >= 1000);
+  CHECK(a.overall() >= llama_self - 0.005);
+  CHECK(a.clear() >= 0.99);
+}
+
+TEST_CASE("llama.cpp agreement: q8_0 KV cache: greedy text equals the fp16 cache's up to its first near-tie") {
+  TROUPE_REQUIRE_MODEL();
+  REQUIRE(model(kv_cache_dtype::f16) != nullptr);
+  REQUIRE(model(kv_cache_dtype::q8_0) != nullptr);
+  simdjson::dom::parser parser;
+  const auto golden = load_json(parser, "golden_greedy.json");
+  int num_compared = 0;
+  for (auto p : golden["prompts"].get_array()) {
+    const std::string name(p["name"].get_string().value());
+    CAPTURE(name);
+    const auto prompt = test::json_ints(p["prompt_tokens"].get_array());
+    const auto f16 = greedy(*model(kv_cache_dtype::f16), prompt, 48);
+    const auto q8_0 = greedy(*model(kv_cache_dtype::q8_0), prompt, 48);
+    size_t same = 0;
+    while (same < f16.tokens.size() && same < q8_0.tokens.size() && f16.tokens[same] == q8_0.tokens[same]) ++same;
+    // Up to `same` both runs saw the same context, so their margins there are comparable. A
+    // near-tie: either cache's top-2 within near_tie_logits; past the first one either pick
+    // is right. Parting before it (both margins clear) is a real divergence.
+    size_t compare = std::min(same + 1, f16.tokens.size());
+    for (size_t j = 0; j < compare; ++j) {
+      if (std::min(f16.margins[j], q8_0.margins[j]) < near_tie_logits) {
+        compare = j;
+        break;
+      }
+    }
+    MESSAGE(name << ": equal for " << same << " of 48 tokens, first near-tie at " << compare
+                 << "; fp16's margin where they part: " << (same < f16.margins.size() ? f16.margins[same] : -1.0f)
+                 << ", q8_0's: " << (same < q8_0.margins.size() ? q8_0.margins[same] : -1.0f));
+    CHECK(same >= compare);
+    num_compared += (int)compare;
+  }
+  // Not vacuous: this model is often undecided (64 of the 384 tokens fall before a near-tie
+  // when measured).
+  CHECK(num_compared >= 48);
+}
