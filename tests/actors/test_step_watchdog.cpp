@@ -118,6 +118,21 @@ scheduler_snapshot snapshot_of(deterministic_fixture& f) {
   return **out;
 }
 
+// Submits a request of max_tokens and, once the replacement worker has a step of it in
+// flight, lets the stuck worker answer at last (its late answer must be ignored); then
+// runs everything and checks the request ran to max_tokens with no new error.
+void late_answer_while_fresh_busy(deterministic_fixture& f, stalling_setup& setup, const std::string& id,
+                                  int32_t max_tokens, size_t num_errors) {
+  const int num_fresh_steps = setup.fresh->front()->num_steps;
+  f.eng->submit(f.make(id, max_tokens), f.sink);
+  while (setup.fresh->front()->num_steps == num_fresh_steps) REQUIRE(f.sched->try_run_once());
+  caf::anon_send(setup.script->holder, atoms::tick_atom::value);
+  f.sched->run();
+  REQUIRE(f.sink->done.count(id));
+  CHECK(f.sink->num_tokens[id] == max_tokens);
+  CHECK(f.sink->errors.size() == num_errors);
+}
+
 request long_request(deterministic_fixture& f, const std::string& id, int32_t max_tokens, int repeats,
                      const std::string& words, int32_t priority = 0) {
   auto r = f.make(id, max_tokens);
@@ -192,14 +207,7 @@ TEST_CASE("watchdog: a step past its deadline fails its requests; a fresh worker
 
   // The stuck worker answers at last, while the new one has steps in flight: its answer is
   // ignored (applied, it would be taken for the new worker's step).
-  const int num_fresh_steps = setup.fresh->front()->num_steps;
-  f.eng->submit(f.make("last", 4), f.sink);
-  while (setup.fresh->front()->num_steps == num_fresh_steps) REQUIRE(f.sched->try_run_once());
-  caf::anon_send(setup.script->holder, atoms::tick_atom::value);
-  f.sched->run();
-  REQUIRE(f.sink->done.count("last"));
-  CHECK(f.sink->num_tokens["last"] == 4);
-  CHECK(f.sink->errors.size() == 1);
+  late_answer_while_fresh_busy(f, setup, "last", 4, 1);
 
   const auto snap = snapshot_of(f);
   CHECK(snap.blocks.num_used_blocks == 0);
@@ -414,14 +422,7 @@ TEST_CASE("watchdog: asynchronously scheduled, the stuck step and the one planne
   REQUIRE(f.sink->done.count("after"));
   CHECK(f.sink->num_tokens["after"] == 6);
   // Both late answers arrive while the new worker has steps in flight: ignored.
-  const int num_fresh_steps = setup.fresh->front()->num_steps;
-  f.eng->submit(f.make("last", 3), f.sink);
-  while (setup.fresh->front()->num_steps == num_fresh_steps) REQUIRE(f.sched->try_run_once());
-  caf::anon_send(setup.script->holder, atoms::tick_atom::value);
-  f.sched->run();
-  REQUIRE(f.sink->done.count("last"));
-  CHECK(f.sink->num_tokens["last"] == 3);
-  CHECK(f.sink->errors.size() == 1);
+  late_answer_while_fresh_busy(f, setup, "last", 3, 1);
   CHECK(snapshot_of(f).blocks.num_used_blocks == 0);
   caf::anon_send_exit(setup.script->holder, caf::exit_reason::user_shutdown);
 }

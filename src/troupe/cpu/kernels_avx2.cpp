@@ -158,19 +158,7 @@ void int_groups_format(const packed_matrix::impl& w, int64_t group_begin, int64_
 
 void int_groups_avx2(const packed_matrix::impl& w, int64_t group_begin, int64_t group_end,
                      const act_view& act, int64_t num_tokens, float* y) {
-  switch (w.format) {
-#define TROUPE_FORMAT_CASE(f) \
-  case int_format::f: return int_groups_format<int_format::f>(w, group_begin, group_end, act, num_tokens, y);
-    TROUPE_FORMAT_CASE(nib_f16_min)
-    TROUPE_FORMAT_CASE(nib_f16_sym)
-    TROUPE_FORMAT_CASE(byte_f16_min)
-    TROUPE_FORMAT_CASE(byte_f16_sym)
-    TROUPE_FORMAT_CASE(nib5_f16_sym)
-    TROUPE_FORMAT_CASE(nib_k_min)
-    TROUPE_FORMAT_CASE(nib5_k_min)
-    TROUPE_FORMAT_CASE(nib6_k_half)
-#undef TROUPE_FORMAT_CASE
-  }
+  visit_format(w.format, [&](auto f) { int_groups_format<decltype(f)::value>(w, group_begin, group_end, act, num_tokens, y); });
 }
 
 void float_rows_avx2(const packed_matrix::impl& w, int64_t row_begin, int64_t row_end, const float* x,

@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <type_traits>
 
 #include "troupe/cpu/matmul.hpp"
 
@@ -47,6 +48,25 @@ enum class int_format : uint8_t {
   nib5_k_min,    // Q5_K
   nib6_k_half,   // Q6_K
 };
+
+// Calls fn(std::integral_constant<int_format, f>{}) for the format f: the one place that
+// lists every format for the kernels templated on it (each ISA's integer path).
+template <class Fn>
+void visit_format(int_format f, Fn&& fn) {
+  switch (f) {
+#define TROUPE_FORMAT_CASE(x) \
+  case int_format::x: return fn(std::integral_constant<int_format, int_format::x>{});
+    TROUPE_FORMAT_CASE(nib_f16_min)
+    TROUPE_FORMAT_CASE(nib_f16_sym)
+    TROUPE_FORMAT_CASE(byte_f16_min)
+    TROUPE_FORMAT_CASE(byte_f16_sym)
+    TROUPE_FORMAT_CASE(nib5_f16_sym)
+    TROUPE_FORMAT_CASE(nib_k_min)
+    TROUPE_FORMAT_CASE(nib5_k_min)
+    TROUPE_FORMAT_CASE(nib6_k_half)
+#undef TROUPE_FORMAT_CASE
+  }
+}
 
 constexpr bool is_byte(int_format f) { return f == int_format::byte_f16_min || f == int_format::byte_f16_sym; }
 constexpr bool has_5_bits(int_format f) { return f == int_format::nib5_f16_sym || f == int_format::nib5_k_min; }
