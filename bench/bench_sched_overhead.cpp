@@ -164,11 +164,19 @@ class closed_loop_sink : public event_sink, public std::enable_shared_from_this<
   int num_active_ = 0;
 };
 
+// What the plain loop spends per step outside the backend, in seconds, and in which part.
+struct loop_cost {
+  double total = 0;    // wall time per step not spent in the backend
+  double plan = 0;     // scheduler_policy::schedule: the next step's plan and KV
+  double worker = 0;   // plan_state: the delta turned into the backend's batch, samples recorded
+  double results = 0;  // scheduler_policy::on_step_done and the refills: tokens appended, stop rules
+  int64_t num_steps = 0;
+};
+
 // The peer: scheduler_policy and the same stand-in backend in a loop on this thread, the
-// streams refilled as sequences finish. Returns the mean wall time per step not spent in
-// the backend, in seconds.
-double plain_loop_overhead(const model_bundle& model, const scheduler_config& config, int32_t num_blocks,
-                           std::chrono::microseconds step_time, int num_streams, int32_t gen_tokens, double seconds) {
+// streams refilled as sequences finish.
+loop_cost plain_loop_overhead(const model_bundle& model, const scheduler_config& config, int32_t num_blocks,
+                              std::chrono::microseconds step_time, int num_streams, int32_t gen_tokens, double seconds) {
   block_manager blocks({num_blocks, 16, 0, false});
   scheduler_policy policy(config, blocks, model.tok.eog_ids());
   plan_state plans(model.tok.eog_ids());
@@ -192,21 +200,37 @@ double plain_loop_overhead(const model_bundle& model, const scheduler_config& co
     policy.add(std::move(s), 0);
   };
   for (int i = 0; i < num_streams; ++i) add(i);
-  int64_t num_steps = 0;
+  loop_cost cost;
+  using seconds_type = std::chrono::duration<double>;
   const auto start = clock_type::now();
-  const auto end = start + std::chrono::duration<double>(seconds);
-  while (clock_type::now() < end) {
+  const auto end = start + seconds_type(seconds);
+  for (auto t0 = start; t0 < end;) {
     auto step = policy.schedule(0);
     if (step.is_empty()) break;  // cannot happen while every stream has a request
-    const auto result = backend.step(plans.apply(std::move(step.plan)));
+    const auto t1 = clock_type::now();
+    const auto& batch = plans.apply(std::move(step.plan));
+    const auto t2 = clock_type::now();
+    const auto result = backend.step(batch);
+    const auto t3 = clock_type::now();
     plans.on_result(result);
+    const auto t4 = clock_type::now();
     for (const auto& e : policy.on_step_done(result)) {
       if (e.state != sequence_state::running) add(static_cast<int>(e.seq_id % static_cast<uint64_t>(num_streams)));
     }
-    ++num_steps;
+    const auto t5 = clock_type::now();
+    cost.plan += seconds_type(t1 - t0).count();
+    cost.worker += seconds_type((t2 - t1) + (t4 - t3)).count();
+    cost.results += seconds_type(t5 - t4).count();
+    ++cost.num_steps;
+    t0 = t5;
   }
-  const double wall = std::chrono::duration<double>(clock_type::now() - start).count();
-  return (wall - backend.busy_seconds()) / static_cast<double>(std::max<int64_t>(1, num_steps));
+  const double wall = seconds_type(clock_type::now() - start).count();
+  const double n = static_cast<double>(std::max<int64_t>(1, cost.num_steps));
+  cost.total = (wall - backend.busy_seconds()) / n;
+  cost.plan /= n;
+  cost.worker /= n;
+  cost.results /= n;
+  return cost;
 }
 
 // What the scheduler's metric updates cost per step (on_step, on_queues and the overhead
@@ -229,7 +253,7 @@ double metrics_cost_per_step() {
 
 int main(int argc, char** argv) {
   try {
-    const apps::cli_args args(argc, argv, 1, {"--model", "--streams", "--step-us", "--gen-tokens", "--seconds", "--async", "--trace", "--trace-streams"}, {});
+    const apps::cli_args args(argc, argv, 1, {"--model", "--streams", "--step-us", "--gen-tokens", "--seconds", "--async", "--trace", "--trace-streams"}, {"--loop-only"});
     const auto path = args.get_or("--model", "models/SmolLM2-135M-Instruct.Q4_1.gguf");
     const auto step_time = std::chrono::microseconds(args.get_int("--step-us", 2000, 0, 1000000));
     const int32_t gen_tokens = static_cast<int32_t>(args.get_int("--gen-tokens", 32, 1, 4096));
@@ -263,6 +287,25 @@ int main(int argc, char** argv) {
     caf::actor_system_config cfg;
     caf::actor_system sys{cfg};
 
+    // --loop-only: the plain loop alone (no actors), its cost split by part, per stream count.
+    if (args.has("--loop-only")) {
+      std::printf("plain loop (scheduler_policy + plan_state + stand-in backend of %lld us), %d output tokens per "
+                  "request, %.1f s per point\n",
+                  static_cast<long long>(step_time.count()), gen_tokens, seconds);
+      std::printf("%7s %8s %10s %10s %10s %10s %12s\n", "streams", "steps", "loop us", "plan us", "worker us",
+                  "results us", "ns/stream");
+      for (int n : streams) {
+        const auto c = plain_loop_overhead(*model, eo.scheduling, num_blocks, step_time, n, gen_tokens, seconds);
+        std::printf("%7d %8lld %10.1f %10.1f %10.1f %10.1f %12.1f\n", n, static_cast<long long>(c.num_steps),
+                    c.total * 1e6, c.plan * 1e6, c.worker * 1e6, c.results * 1e6, c.total * 1e9 / n);
+        std::printf("RESULT {\"loop_only\": true, \"streams\": %d, \"steps\": %lld, \"loop_overhead_us\": %.2f, "
+                    "\"loop_plan_us\": %.2f, \"loop_worker_us\": %.2f, \"loop_results_us\": %.2f}\n",
+                    n, static_cast<long long>(c.num_steps), c.total * 1e6, c.plan * 1e6, c.worker * 1e6,
+                    c.results * 1e6);
+        std::fflush(stdout);
+      }
+      return 0;
+    }
     std::printf("scheduling overhead: stand-in backend of %lld us per step, %d output tokens per request, %.1f s "
                 "per point, %u hardware threads\n",
                 static_cast<long long>(step_time.count()), gen_tokens, seconds, std::thread::hardware_concurrency());
@@ -296,18 +339,21 @@ int main(int argc, char** argv) {
       const double overhead = step_wall - in_step;
       const double scheduler = (after.step_overhead_seconds - before.step_overhead_seconds) / num_steps;
       const auto [gap_p50, gap_p90] = backend->take_gap_percentiles();
-      const double loop = plain_loop_overhead(*model, eo.scheduling, num_blocks, step_time, n, gen_tokens,
-                                              std::min(1.0, seconds));
+      const auto loop_parts = plain_loop_overhead(*model, eo.scheduling, num_blocks, step_time, n, gen_tokens,
+                                                  std::min(1.0, seconds));
+      const double loop = loop_parts.total;
       std::printf("%7d %7.0f %9.1f %10.0f %10.1f %10.1f %10.1f %8.1f%% %9.1f %9.1f %8.1f %8.1f\n", n, num_steps,
                   static_cast<double>(sink->num_requests()) / wall, static_cast<double>(sink->num_tokens()) / wall,
                   step_wall * 1e6, in_step * 1e6, overhead * 1e6, 100.0 * overhead / std::max(1e-12, in_step),
                   scheduler * 1e6, loop * 1e6, gap_p50, gap_p90);
       std::printf("RESULT {\"async\": %s, \"streams\": %d, \"steps\": %.0f, \"requests_per_s\": %.2f, \"tokens_per_s\": %.1f, "
                   "\"step_wall_us\": %.1f, \"backend_step_us\": %.1f, \"overhead_us\": %.1f, \"overhead_pct\": %.2f, "
-                  "\"scheduler_us\": %.1f, \"loop_overhead_us\": %.1f, \"gap_p50_us\": %.1f, \"gap_p90_us\": %.1f, \"errors\": %lld}\n",
+                  "\"scheduler_us\": %.1f, \"loop_overhead_us\": %.1f, \"loop_plan_us\": %.1f, \"loop_worker_us\": %.1f, "
+                  "\"loop_results_us\": %.1f, \"gap_p50_us\": %.1f, \"gap_p90_us\": %.1f, \"errors\": %lld}\n",
                   is_async ? "true" : "false", n, num_steps, static_cast<double>(sink->num_requests()) / wall,
                   static_cast<double>(sink->num_tokens()) / wall, step_wall * 1e6, in_step * 1e6, overhead * 1e6,
-                  100.0 * overhead / std::max(1e-12, in_step), scheduler * 1e6, loop * 1e6, gap_p50, gap_p90,
+                  100.0 * overhead / std::max(1e-12, in_step), scheduler * 1e6, loop * 1e6, loop_parts.plan * 1e6,
+                  loop_parts.worker * 1e6, loop_parts.results * 1e6, gap_p50, gap_p90,
                   static_cast<long long>(sink->num_errors()));
       std::fflush(stdout);
     }

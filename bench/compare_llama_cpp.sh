@@ -38,7 +38,7 @@ out=""
 while (($#)); do
   case $1 in
     --model) model=$2; models+=("$2"); shift 2 ;;
-    --models) read -r -a more <<<"$2"; models+=("${more[@]}"); shift 2 ;;
+    --models) read -r -a more <<<"$2"; models+=("${more[@]}"); model=${more[0]:-$model}; shift 2 ;;
     --threads) threads=$2; passthrough+=("$1" "$2"); shift 2 ;;
     --rounds) rounds=$2; passthrough+=("$1" "$2"); shift 2 ;;
     --prompt) n_prompt=$2; passthrough+=("$1" "$2"); shift 2 ;;

@@ -236,7 +236,10 @@ int32_t block_manager::num_evictable_blocks(const std::vector<int32_t>& blocks) 
 int32_t block_manager::num_blocks_needed(uint64_t seq_id, int32_t num_tokens) const {
   const auto it = seqs_.find(seq_id);
   if (it == seqs_.end()) return blocks_for(std::max(num_tokens, 0));
-  const auto& seq = it->second;
+  return num_blocks_needed(it->second, num_tokens);
+}
+
+int32_t block_manager::num_blocks_needed(const sequence_blocks& seq, int32_t num_tokens) const {
   if (seq.is_swapped) return blocks_for(std::max(num_tokens, seq.num_tokens));
   if (num_tokens <= seq.num_tokens) return 0;
   int32_t needed = blocks_for(num_tokens) - static_cast<int32_t>(seq.blocks.size());
@@ -304,9 +307,21 @@ kv_operations block_manager::grow(uint64_t seq_id, int32_t num_tokens, std::span
   if (seq.is_swapped) {
     throw error(error_code::invalid_argument, "cannot grow " + seq_name(seq_id) + ": it is swapped out");
   }
+  if (const int32_t needed = num_blocks_needed(seq, num_tokens); needed > num_free_blocks()) throw overflow(needed);
+  return grow_resident(seq, num_tokens, tokens);
+}
+
+std::optional<kv_growth> block_manager::try_grow(uint64_t seq_id, int32_t num_tokens, std::span<const int32_t> tokens) {
+  const auto it = seqs_.find(seq_id);
+  if (it == seqs_.end() || num_tokens < 0) return kv_space::try_grow(seq_id, num_tokens, tokens);
+  auto& seq = it->second;
+  if (seq.is_swapped || num_blocks_needed(seq, num_tokens) > num_free_blocks()) return std::nullopt;
+  return kv_growth{grow_resident(seq, num_tokens, tokens), &seq.blocks};
+}
+
+kv_operations block_manager::grow_resident(sequence_blocks& seq, int32_t num_tokens, std::span<const int32_t> tokens) {
+  kv_operations ops;
   if (num_tokens > seq.num_tokens) {
-    const int32_t needed = num_blocks_needed(seq_id, num_tokens);
-    if (needed > num_free_blocks()) throw overflow(needed);
     const bool is_last_partial = seq.num_tokens % block_size_ != 0;
     if (is_last_partial && block_states_[static_cast<size_t>(seq.blocks.back())].ref_count > 1) {
       // The sharers keep the original; this sequence writes its next tokens into a copy.

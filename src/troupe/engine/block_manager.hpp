@@ -80,6 +80,7 @@ class block_manager final : public kv_space {
   // Growing to fewer positions than a sequence holds changes nothing (it never shrinks).
   // Throws invalid_argument for a negative count or a swapped-out sequence.
   kv_operations grow(uint64_t seq_id, int32_t num_tokens, std::span<const int32_t> tokens) override;
+  std::optional<kv_growth> try_grow(uint64_t seq_id, int32_t num_tokens, std::span<const int32_t> tokens) override;
   // Throws invalid_argument for an unknown or swapped-out sequence.
   const std::vector<int32_t>& block_table(uint64_t seq_id) const override;
   // Unknown or already released sequences are ignored (aborts may race with finishes).
@@ -161,6 +162,9 @@ class block_manager final : public kv_space {
   void drop_ref(int32_t block);
   void drop_refs(const std::vector<int32_t>& blocks);
   void register_full_blocks(sequence_blocks& seq, std::span<const int32_t> tokens);
+  // For a resident sequence: device blocks growing to num_tokens takes, and the growing.
+  int32_t num_blocks_needed(const sequence_blocks& seq, int32_t num_tokens) const;
+  kv_operations grow_resident(sequence_blocks& seq, int32_t num_tokens, std::span<const int32_t> tokens);
   void unregister(int32_t block);
   void lru_push_back(int32_t block);
   void lru_remove(int32_t block);

@@ -3,6 +3,7 @@
 // of block_size() tokens; one sequence's KV covers positions [0, num_tokens).
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <utility>
 #include <vector>
@@ -23,6 +24,13 @@ struct kv_operations {
   bool operator==(const kv_operations&) const = default;
 };
 
+// What try_grow did: the copies to make first, and the sequence's block table after it
+// (valid until the pool changes again).
+struct kv_growth {
+  kv_operations ops;
+  const std::vector<int32_t>* block_table = nullptr;
+};
+
 class kv_space {
  public:
   virtual ~kv_space() = default;
@@ -40,6 +48,14 @@ class kv_space {
   // (at least num_tokens of them when known) for prefix-cache keys. Returns the copy-on-write
   // copies needed. Throws troupe::error(context_overflow) when it cannot fit.
   virtual kv_operations grow(uint64_t seq_id, int32_t num_tokens, std::span<const int32_t> tokens) = 0;
+  // can_grow, grow and block_table in one call, the scheduler's per-step path: nothing (and
+  // no change) when growing does not fit now. A pool overrides it to look a sequence up once.
+  virtual std::optional<kv_growth> try_grow(uint64_t seq_id, int32_t num_tokens, std::span<const int32_t> tokens) {
+    if (!can_grow(seq_id, num_tokens)) return std::nullopt;
+    kv_growth g{grow(seq_id, num_tokens, tokens), nullptr};
+    g.block_table = &block_table(seq_id);
+    return g;
+  }
   virtual const std::vector<int32_t>& block_table(uint64_t seq_id) const = 0;
   // Returns all of the sequence's blocks (full ones stay in the prefix cache as reusable).
   virtual void release(uint64_t seq_id) = 0;

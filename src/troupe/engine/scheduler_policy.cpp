@@ -130,12 +130,6 @@ scheduled_step scheduler_policy::plan(int64_t now_ms, bool is_ahead) {
   b.out.plan.forget = std::move(forgets_);
   forgets_.clear();
   b.out.plan.is_planned_ahead = is_ahead;
-  for (const auto& e : b.entries) {
-    sequence& seq = sequences_.at(e.seq_id);
-    seq.num_in_flight_tokens += e.num_tokens;
-    seq.num_pending_samples += e.wants_sample ? 1 : 0;
-    seq.num_in_flight_steps += 1;
-  }
   in_flight_.push_back({std::move(b.entries), is_ahead});
   ++totals_.num_steps;
   totals_.num_steps_ahead += is_ahead ? 1 : 0;
@@ -150,12 +144,14 @@ bool scheduler_policy::ends_by_length_in_flight(const sequence& seq) const {
          planned_tokens(seq) >= max_sequence_tokens_;
 }
 
-void scheduler_policy::add_to_plan(step_builder& b, sequence& seq, int32_t num_tokens, bool had_copies) {
+void scheduler_policy::add_to_plan(step_builder& b, sequence& seq, int32_t num_tokens, kv_growth&& growth) {
+  const bool had_copies = !growth.ops.copies.empty();
+  append(b.out.ops, std::move(growth.ops));
   const int32_t start = scheduled_end(seq);
   const bool wants_sample = start + num_tokens == planned_tokens(seq);
   b.entries.push_back({seq.id, num_tokens, wants_sample});
   b.out.num_attended_pairs += attended_pairs(start, num_tokens);
-  const auto& table = kv_.block_table(seq.id);
+  const auto& table = *growth.block_table;
   const auto num_blocks = static_cast<int32_t>(table.size());
   if (num_tokens == 1 && seq.is_known_to_worker && seq.was_last_sent_sampled && !had_copies &&
       is_planned_decode(seq) && num_blocks <= seq.num_blocks_sent + 1) {
@@ -168,11 +164,14 @@ void scheduler_policy::add_to_plan(step_builder& b, sequence& seq, int32_t num_t
       throw error(error_code::internal, "sequence " + std::to_string(seq.id) +
                                             ": a whole step would feed a token that is not known yet");
     }
-    b.out.plan.full.push_back(make_step(seq, num_tokens));
+    b.out.plan.full.push_back(make_step(seq, num_tokens, table));
   }
   seq.is_known_to_worker = true;
   seq.was_last_sent_sampled = wants_sample;
   seq.num_blocks_sent = num_blocks;
+  seq.num_in_flight_tokens += num_tokens;
+  seq.num_pending_samples += wants_sample ? 1 : 0;
+  seq.num_in_flight_steps += 1;
 }
 
 int32_t scheduler_policy::num_tokens_to_feed(int32_t num_computed, int32_t num_uncomputed, int32_t budget) const {
@@ -238,12 +237,7 @@ void scheduler_policy::preempt_for_priority(step_builder& b, const std::vector<s
 }
 
 void scheduler_policy::schedule_running(step_builder& b) {
-  auto by_rank = [this](uint64_t x, uint64_t y) { return is_ranked_before(sequences_.at(x), sequences_.at(y)); };
-  if (!is_running_sorted_) std::sort(running_.begin(), running_.end(), by_rank);
-  is_running_sorted_ = true;
-  std::vector<sequence*> order;  // rank order; entries stay valid when one is preempted
-  order.reserve(running_.size());
-  for (uint64_t id : running_) order.push_back(&sequences_.at(id));
+  const std::vector<sequence*> order = running_;  // rank order, kept while sequences are preempted
   // Token shares: every decode its one token first, then prefill chunks in rank order. A
   // sequence whose sample in flight ends it by length gets nothing more. Planned ahead, a
   // sequence is fed only what the worker can fill in: known tokens, or its own last sample.
@@ -266,25 +260,24 @@ void scheduler_policy::schedule_running(step_builder& b) {
     if (n == 0) continue;  // no tokens this step, or preempted
     const uint64_t id = seq->id;
     const int32_t target = scheduled_end(*seq) + n;
-    if (b.is_ahead && !kv_.can_grow(id, target)) {
+    auto growth = kv_.try_grow(id, target, seq->tokens());
+    if (!growth && b.is_ahead) {
       // Every possible victim is in the running step: leave it out now, preempt later.
       b.is_short_of_kv = true;
       seq->step_share = 0;
       continue;
     }
     bool was_preempted = false;
-    while (!was_preempted && !kv_.can_grow(id, target)) {
+    while (!growth && !was_preempted) {
       const uint64_t victim = *lowest_ranked_running();
       preempt(victim, b, config_.preemption);
       b.has_preempted_for_kv = true;
       was_preempted = victim == id;
+      if (!was_preempted) growth = kv_.try_grow(id, target, seq->tokens());
     }
     if (was_preempted) continue;
     seq->step_share = 0;
-    auto ops = kv_.grow(id, target, seq->tokens());
-    const bool had_copies = !ops.copies.empty();
-    append(b.out.ops, std::move(ops));
-    add_to_plan(b, *seq, n, had_copies);
+    add_to_plan(b, *seq, n, std::move(*growth));
   }
 }
 
@@ -302,19 +295,15 @@ void scheduler_policy::schedule_swapped(step_builder& b) {
     if (n == 0) break;
     append(b.out.ops, kv_.swap_in(id));
     seq.transition_to(sequence_state::running);
-    running_.push_back(id);
-    is_running_sorted_ = false;
+    insert_running(seq);
     b.out.resumed.push_back(id);
     // Swapped back in but no room to grow: it stays running and competes next step.
-    const int32_t target = seq.num_computed_tokens + n;
-    if (!kv_.can_grow(id, target)) {
+    auto growth = kv_.try_grow(id, seq.num_computed_tokens + n, seq.tokens());
+    if (!growth) {
       std::tie(b.budget, b.cost_budget, b.has_prefill) = std::tuple(budget, cost_budget, has_prefill);
       continue;
     }
-    auto ops = kv_.grow(id, target, seq.tokens());
-    const bool had_copies = !ops.copies.empty();
-    append(b.out.ops, std::move(ops));
-    add_to_plan(b, seq, n, had_copies);
+    add_to_plan(b, seq, n, std::move(*growth));
   }
   swapped_.erase(swapped_.begin(), swapped_.begin() + static_cast<ptrdiff_t>(num_resumed));
 }
@@ -327,22 +316,20 @@ void scheduler_policy::schedule_waiting(step_builder& b, const std::vector<std::
     const int32_t num_cached = kv_.num_cached_prefix_tokens(seq.tokens());
     const auto [budget, cost_budget, has_prefill] = std::tuple(b.budget, b.cost_budget, b.has_prefill);
     const int32_t n = take_tokens(b, num_cached, seq.num_tokens() - num_cached);
+    std::optional<kv_growth> growth;
+    if (n > 0) growth = kv_.try_grow(id, num_cached + n, seq.tokens());
     // Strict order: nothing behind a blocked sequence jumps the queue.
-    if (n == 0 || !kv_.can_grow(id, num_cached + n)) {
+    if (!growth) {
       std::tie(b.budget, b.cost_budget, b.has_prefill) = std::tuple(budget, cost_budget, has_prefill);
       break;
     }
-    auto ops = kv_.grow(id, num_cached + n, seq.tokens());
-    const bool had_copies = !ops.copies.empty();
-    append(b.out.ops, std::move(ops));
     seq.num_computed_tokens = num_cached;
     seq.num_cached_prefix_tokens = num_cached;
     seq.admitted_priority = priority;
     seq.transition_to(sequence_state::running);
-    running_.push_back(id);
-    is_running_sorted_ = false;
+    insert_running(seq);
     (seq.num_preemptions == 0 ? b.out.started : b.out.resumed).push_back(id);
-    add_to_plan(b, seq, n, had_copies);
+    add_to_plan(b, seq, n, std::move(*growth));
     admitted.insert(id);
   }
   std::erase_if(waiting_, [&](uint64_t id) { return admitted.contains(id); });
@@ -365,7 +352,7 @@ void scheduler_policy::preempt(uint64_t seq_id, step_builder& b, preemption_mode
   if (seq.is_known_to_worker) forgets_.push_back(seq_id);
   seq.is_known_to_worker = false;
   seq.num_blocks_sent = 0;
-  erase_id(running_, seq_id);
+  erase_running(seq);
   if (mode == preemption_mode::swap && kv_.can_swap_out(seq_id)) {
     append(b.out.ops, kv_.swap_out(seq_id));
     seq.transition_to(sequence_state::swapped);
@@ -382,11 +369,20 @@ void scheduler_policy::preempt(uint64_t seq_id, step_builder& b, preemption_mode
 }
 
 std::optional<uint64_t> scheduler_policy::lowest_ranked_running() const {
-  std::optional<uint64_t> lowest;
-  for (uint64_t id : running_) {
-    if (!lowest || is_ranked_before(sequences_.at(*lowest), sequences_.at(id))) lowest = id;
-  }
-  return lowest;
+  if (running_.empty()) return std::nullopt;
+  return running_.back()->id;
+}
+
+void scheduler_policy::insert_running(sequence& seq) {
+  const auto rank = [](const sequence* x, const sequence* y) { return is_ranked_before(*x, *y); };
+  running_.insert(std::upper_bound(running_.begin(), running_.end(), &seq, rank), &seq);
+}
+
+void scheduler_policy::erase_running(const sequence& seq) {
+  // Ranks are unique (arrival orders are), so the rank finds the sequence if it runs.
+  const auto rank = [](const sequence* x, const sequence* y) { return is_ranked_before(*x, *y); };
+  const auto it = std::lower_bound(running_.begin(), running_.end(), &seq, rank);
+  if (it != running_.end() && *it == &seq) running_.erase(it);
 }
 
 int64_t scheduler_policy::effective_priority(const sequence& seq, int64_t now_ms) const {
@@ -394,12 +390,13 @@ int64_t scheduler_policy::effective_priority(const sequence& seq, int64_t now_ms
   return seq.priority - std::max<int64_t>(0, now_ms - seq.waiting_since_ms) / config_.ageing_ms;
 }
 
-sequence_step scheduler_policy::make_step(const sequence& seq, int32_t num_tokens) const {
+sequence_step scheduler_policy::make_step(const sequence& seq, int32_t num_tokens,
+                                         const std::vector<int32_t>& block_table) const {
   sequence_step s;
   s.seq_id = seq.id;
   s.start_pos = scheduled_end(seq);
   s.tokens = seq.tokens_from(s.start_pos, num_tokens);
-  s.block_table = kv_.block_table(seq.id);
+  s.block_table = block_table;
   s.wants_sample = s.start_pos + num_tokens == seq.num_tokens();
   s.params = seq.params;
   // The sampler is stateless given (seed, sample_index): counting output tokens makes a
@@ -415,15 +412,21 @@ sequence_step scheduler_policy::make_step(const sequence& seq, int32_t num_token
 
 std::vector<sequence_event> scheduler_policy::on_step_done(const step_result& result) {
   if (in_flight_.empty()) throw error(error_code::internal, "on_step_done() without a step in flight");
-  // Each output is matched to its sequence once; outputs of retired sequences are ignored.
+  // Each entry's sequence is looked up once (nullptr: retired while the step ran), each
+  // output matched to its sequence once; outputs of retired sequences are ignored.
+  const auto& entries = in_flight_.front().entries;
+  step_sequences_.clear();
+  for (const auto& e : entries) {
+    const auto it = sequences_.find(e.seq_id);
+    step_sequences_.push_back(it == sequences_.end() ? nullptr : &it->second);
+  }
   for (const auto& o : result.outputs) {
     if (const auto it = sequences_.find(o.seq_id); it != sequences_.end()) it->second.step_output = &o;
   }
-  for (const auto& e : in_flight_.front().entries) {
-    if (!e.wants_sample) continue;
-    const auto it = sequences_.find(e.seq_id);
-    if (it == sequences_.end()) continue;
-    const sequence_output* o = it->second.step_output;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const auto& e = entries[i];
+    if (!e.wants_sample || step_sequences_[i] == nullptr) continue;
+    const sequence_output* o = step_sequences_[i]->step_output;
     if (o == nullptr || o->token < 0) {
       for (const auto& x : result.outputs) {
         if (const auto y = sequences_.find(x.seq_id); y != sequences_.end()) y->second.step_output = nullptr;
@@ -436,10 +439,11 @@ std::vector<sequence_event> scheduler_policy::on_step_done(const step_result& re
   in_flight_.erase(in_flight_.begin());
   release_deferred(done.entries);
   std::vector<sequence_event> events;
-  for (const auto& e : done.entries) {
-    const auto it = sequences_.find(e.seq_id);
-    if (it == sequences_.end()) continue;  // retired while the step ran
-    sequence& seq = it->second;
+  events.reserve(done.entries.size());
+  for (size_t i = 0; i < done.entries.size(); ++i) {
+    const auto& e = done.entries[i];
+    if (step_sequences_[i] == nullptr) continue;  // retired while the step ran
+    sequence& seq = *step_sequences_[i];
     seq.num_computed_tokens += e.num_tokens;
     seq.num_in_flight_tokens -= e.num_tokens;
     seq.num_in_flight_steps -= 1;
@@ -528,13 +532,14 @@ scheduler_policy::worker_loss scheduler_policy::on_worker_lost(error_code code, 
     ev.message = message;
     out.failed.push_back(std::move(ev));
     it->second.transition_to(sequence_state::failed);
-    erase_id(running_, id);
+    erase_running(it->second);
     erase_id(waiting_, id);
     erase_id(swapped_, id);
     sequences_.erase(it);
   }
   // Admitted again by priority and arrival, as every waiting sequence (waiting_in_order).
-  std::vector<uint64_t> lost = running_;
+  std::vector<uint64_t> lost;
+  for (const sequence* seq : running_) lost.push_back(seq->id);
   lost.insert(lost.end(), swapped_.begin(), swapped_.end());
   for (auto& [id, seq] : sequences_) {
     seq.num_in_flight_tokens = 0;
@@ -557,7 +562,6 @@ scheduler_policy::worker_loss scheduler_policy::on_worker_lost(error_code code, 
   }
   running_.clear();
   swapped_.clear();
-  is_running_sorted_ = true;
   kv_.reset();
   return out;
 }
@@ -617,7 +621,7 @@ void scheduler_policy::retire(sequence& seq, sequence_state final_state) {
   }
   if (seq.is_known_to_worker) forgets_.push_back(id);
   seq.transition_to(final_state);
-  erase_id(running_, id);
+  erase_running(seq);
   erase_id(waiting_, id);
   erase_id(swapped_, id);
   sequences_.erase(id);

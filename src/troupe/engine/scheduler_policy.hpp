@@ -181,8 +181,9 @@ class scheduler_policy {
   scheduled_step plan(int64_t now_ms, bool is_ahead);
   // Puts a sequence's share of the step into the plan: a decode_next when the worker can
   // continue it, a whole sequence_step otherwise.
-  void add_to_plan(step_builder& b, sequence& seq, int32_t num_tokens, bool had_copies);
-  sequence_step make_step(const sequence& seq, int32_t num_tokens) const;
+  // Takes the growth's copies into the step. Counts the sequence's share as in flight.
+  void add_to_plan(step_builder& b, sequence& seq, int32_t num_tokens, kv_growth&& growth);
+  sequence_step make_step(const sequence& seq, int32_t num_tokens, const std::vector<int32_t>& block_table) const;
   // Positions fed by steps done or in flight, and the tokens known or pending.
   static int32_t scheduled_end(const sequence& seq) { return seq.num_computed_tokens + seq.num_in_flight_tokens; }
   static int32_t planned_tokens(const sequence& seq) { return seq.num_tokens() + seq.num_pending_samples; }
@@ -193,6 +194,9 @@ class scheduler_policy {
   bool ends_by_length_in_flight(const sequence& seq) const;
   bool should_stop(sequence& seq) const;
   void retire(sequence& seq, sequence_state final_state);
+  // running_ stays in rank order: an admission or a resume is inserted at its rank.
+  void insert_running(sequence& seq);
+  void erase_running(const sequence& seq);
   void release_deferred(const std::vector<step_entry>& entries);
 
   scheduler_config config_;
@@ -202,12 +206,13 @@ class scheduler_policy {
   int32_t max_sequence_tokens_;
   std::unordered_map<uint64_t, sequence> sequences_;  // live ones
   std::vector<uint64_t> waiting_;
-  std::vector<uint64_t> running_;
-  // A running sequence's rank (admitted priority, arrival) never changes and removals keep
-  // the order, so running_ is sorted again only after an admission or a resume.
-  bool is_running_sorted_ = true;
+  // Rank order (admitted priority, then arrival): a running sequence's rank never changes,
+  // so the lowest-ranked, the preemption victim, is the last. The pointers are into
+  // sequences_, whose nodes do not move.
+  std::vector<sequence*> running_;
   std::vector<uint64_t> swapped_;
   std::vector<in_flight_step> in_flight_;  // oldest first, at most two
+  std::vector<sequence*> step_sequences_;  // on_step_done's scratch: the oldest step's entries' sequences
   std::unordered_map<uint64_t, deferred_release> deferred_;
   std::vector<uint64_t> forgets_;  // for the next plan: the worker drops these sequences' state
   bool needs_sync_ = false;

@@ -62,9 +62,14 @@ const batch_plan& plan_state::apply(step_delta&& delta) {
     ended_.erase(id);
     if (const auto it = index_.find(id); it != index_.end()) remove_at(it->second);
   }
-  // Every decode_next is checked before anything changes.
+  // Every decode_next is checked before anything changes; where each one is held is kept
+  // (the whole entries below only append or replace in place, so positions stay valid).
+  next_at_.clear();
   for (const auto& n : delta.next) {
-    if (ended_.contains(n.seq_id)) continue;
+    if (!ended_.empty() && ended_.contains(n.seq_id)) {
+      next_at_.push_back(-1);
+      continue;
+    }
     const auto it = index_.find(n.seq_id);
     if (it == index_.end()) {
       throw error(error_code::bad_plan, "the step continues sequence " + std::to_string(n.seq_id) +
@@ -78,6 +83,7 @@ const batch_plan& plan_state::apply(step_delta&& delta) {
                                             std::to_string(pos) +
                                             (slots_[it->second].last_sample < 0 ? " and it has no sample to feed" : ""));
     }
+    next_at_.push_back(static_cast<ptrdiff_t>(it->second));
   }
   ++stamp_;
   for (auto& s : delta.full) {
@@ -89,9 +95,10 @@ const batch_plan& plan_state::apply(step_delta&& delta) {
       put(std::move(s), {-1, stamp_});
     }
   }
-  for (const auto& n : delta.next) {
-    if (ended_.contains(n.seq_id)) continue;
-    const size_t i = index_.at(n.seq_id);
+  for (size_t k = 0; k < delta.next.size(); ++k) {
+    const auto& n = delta.next[k];
+    if (next_at_[k] < 0) continue;
+    const auto i = static_cast<size_t>(next_at_[k]);
     auto& s = live_.sequences[i];
     auto& sl = slots_[i];
     s.start_pos = n.start_pos;

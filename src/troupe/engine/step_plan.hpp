@@ -12,6 +12,7 @@
 // sample was a stop token is dropped by the worker, a rule the scheduler applies too
 // (is_stop_token), so that no KV slot is written for a sequence that has finished.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <unordered_map>
@@ -79,6 +80,7 @@ class plan_state {
   std::unordered_map<uint64_t, size_t> index_;           // seq_id -> position in live_
   std::vector<std::pair<sequence_step, slot>> parked_;   // held, but not in the current plan
   std::unordered_set<uint64_t> ended_;                   // stopped or failed here, not yet forgotten
+  std::vector<ptrdiff_t> next_at_;                       // apply()'s scratch: each decode_next's slot, -1 if ended
   uint64_t stamp_ = 0;
 };
 
