@@ -9,6 +9,10 @@ Usage: bench/sched_overhead_compare.py --before BIN --after BIN [--model GGUF]
 
 The after binary runs with --async both (synchronous and asynchronous scheduling); a
 before binary that does not know --async runs as it is (it schedules synchronously).
+
+--loop-only: instead, the plain loop alone (scheduler_policy, the worker's plan_state and a
+stand-in backend that answers at once, no actors), both binaries built with --loop-only;
+prints the loop's cost per step before -> after, split into plan, worker and results.
 """
 import argparse
 import json
@@ -33,6 +37,31 @@ def knows_async(binary):
     return "--async" in out.stdout + out.stderr
 
 
+def run_loop(binary, model, streams, seconds):
+    cmd = [binary, "--model", model, "--loop-only", "--step-us", "0", "--streams", streams, "--seconds", str(seconds)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return {r["streams"]: r for r in (json.loads(l[len("RESULT "):]) for l in out.splitlines()
+                                      if l.startswith("RESULT ") and '"loop_only"' in l)}
+
+
+def loop_only(args):
+    before, after = [], []
+    for _ in range(args.rounds):  # alternating, so that drift hits both alike
+        before.append(run_loop(args.before, args.model, args.streams, args.seconds))
+        after.append(run_loop(args.after, args.model, args.streams, args.seconds))
+    keys = ["loop_overhead_us", "loop_plan_us", "loop_worker_us", "loop_results_us"]
+    print(f"plain loop, stand-in backend answering at once; median of {args.rounds} alternating rounds of "
+          f"{args.seconds:g} s per point; us per step, before -> after")
+    print(f"{'streams':>7} | {'loop':>17} | {'plan':>17} | {'worker':>17} | {'results':>17} | {'ns/stream after':>15}")
+    for n in [int(x) for x in args.streams.split(",")]:
+        med = lambda rounds, k: statistics.median(r[n][k] for r in rounds)
+        cells = [f"{med(before, k):>7.1f} -> {med(after, k):>6.1f}" for k in keys]
+        print(f"{n:>7} | " + " | ".join(cells) + f" | {1000 * med(after, keys[0]) / n:>15.1f}")
+        print("RESULT " + json.dumps({"streams": n, **{"before_" + k: med(before, k) for k in keys},
+                                      **{"after_" + k: med(after, k) for k in keys}}))
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--before", required=True)
@@ -42,7 +71,10 @@ def main():
     ap.add_argument("--streams", default="1,4,16,64,256,1024")
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--loop-only", action="store_true")
     args = ap.parse_args()
+    if args.loop_only:
+        return loop_only(args)
     before_extra = ["--async", "sync"] if knows_async(args.before) else []
     for step_us in [int(x) for x in args.step_us.split(",")]:
         before, after = [], []
