@@ -7,9 +7,15 @@
 # the results folder. One target runs at a time, niced: the machine is shared.
 #
 #   bench/fuzz.sh [--runs N] [--max-seconds S] [--target NAME]... [--out DIR] [--build-dir DIR]
+#                 [--corpus-dir DIR]
 #
 # --max-seconds stops each target after S seconds even if it has not reached N executions
 # (the line then shows how many it did): for a target too slow to reach N in the time there is.
+#
+# --corpus-dir keeps each target's working corpus in DIR/<target> from one run to the next
+# (made from the seeds on first use): a campaign too long for one sitting continues where
+# the last run stopped, and each run's line is appended to DIR/<target>.runs, so the
+# executions of all its runs can be added up.
 #
 # fuzz_tokenizer loads its vocabulary from $TROUPE_FUZZ_MODEL (default: the model that
 # scripts/fetch_model.sh fetches).
@@ -21,6 +27,7 @@ max_seconds=0
 targets=()
 build=build-fuzz
 out=bench/out/fuzz-$(date +%Y%m%d-%H%M%S)
+corpus_dir=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --runs) runs=$2; shift 2 ;;
@@ -28,7 +35,8 @@ while [[ $# -gt 0 ]]; do
     --target) targets+=("$2"); shift 2 ;;
     --out) out=$2; shift 2 ;;
     --build-dir) build=$2; shift 2 ;;
-    *) echo "usage: bench/fuzz.sh [--runs N] [--max-seconds S] [--target NAME]... [--out DIR] [--build-dir DIR]" >&2; exit 2 ;;
+    --corpus-dir) corpus_dir=$2; shift 2 ;;
+    *) echo "usage: bench/fuzz.sh [--runs N] [--max-seconds S] [--target NAME]... [--out DIR] [--build-dir DIR] [--corpus-dir DIR]" >&2; exit 2 ;;
   esac
 done
 
@@ -67,8 +75,9 @@ for name in "${targets[@]}"; do
   [[ -n $spec ]] || { echo "bench/fuzz.sh: unknown target $name" >&2; exit 2; }
   read -r _ seeds max_len malloc_mb <<<"$spec"
   corpus=$out/$name-corpus
+  [[ -z $corpus_dir ]] || corpus=$corpus_dir/$name
   mkdir -p "$corpus" "$out/$name-artifacts"
-  cp fuzz/corpus/"$seeds"/* "$corpus"/
+  cp -n fuzz/corpus/"$seeds"/* "$corpus"/
   start=$(date +%s.%N)
   rc=0
   # CPU seconds next to wall seconds: on a shared machine the wall clock includes waiting.
@@ -88,5 +97,11 @@ for name in "${targets[@]}"; do
   [[ $rc -eq 0 && $crashes == 0 ]] || failed=1
   printf '%-20s %12s %9s %9s %9s %8s %8s\n' "$name" "${execs:-?}" "$seconds" "$cpu" "$rate" \
     "$(find "$corpus" -type f | wc -l)" "$crashes" | tee -a "$out/summary.txt"
+  if [[ -n $corpus_dir ]]; then
+    echo "$(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null || echo unknown) executions=${execs:-0} seconds=$seconds cpu=$cpu crashes=$crashes" \
+      >>"$corpus_dir/$name.runs"
+    awk '{ sub("executions=", "", $3); n += $3 } END { printf "%s: %d executions over %d runs of this corpus\n", FILENAME, n, NR }' \
+      "$corpus_dir/$name.runs" | tee -a "$out/summary.txt"
+  fi
 done
 exit $failed
