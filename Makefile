@@ -81,8 +81,13 @@ check-asan: deps test-models test-deps
 	cmake --build $(SANITIZE_DIR) -j $(JOBS)
 	cd $(SANITIZE_DIR) && $(SANITIZER_ENV) ctest --output-on-failure -LE 'package|qwen_model' $(SANITIZE_CTEST_ARGS) -j 1 --timeout 1800
 
+# ThreadSanitizer needs CAF built with it too (scripts/build_caf_tsan.sh says why): the
+# suites compile and link against that copy, not Debian's.
+TSAN_CAF = $(CURDIR)/$(TSAN_DIR)/caf
 check-tsan: deps test-models test-deps
-	cmake -S . -B $(TSAN_DIR) $(SANITIZE_FLAGS) -DTROUPE_SANITIZE=thread
+	JOBS=$(JOBS) scripts/build_caf_tsan.sh $(TSAN_CAF)
+	cmake -S . -B $(TSAN_DIR) $(SANITIZE_FLAGS) -DTROUPE_SANITIZE=thread -DCAF_INCLUDE_DIR=$(TSAN_CAF)/include \
+		-DCAF_CORE_LIBRARY=$(TSAN_CAF)/lib/libcaf_core.so -DCAF_IO_LIBRARY=$(TSAN_CAF)/lib/libcaf_io.so
 	cmake --build $(TSAN_DIR) -j $(JOBS) --target test_actors test_net
 	cd $(TSAN_DIR) && $(SANITIZER_ENV) ctest --output-on-failure -R '^(actors|net)/' -j 1 --timeout 1800
 
