@@ -113,7 +113,13 @@ void read_tokens(value& v, const parse_limits& limits, std::vector<int32_t>& tok
     if (json_read::type_of(element, where) != simdjson::ondemand::json_type::number) {
       json_read::fail_request(where + " must be a token id (an integer)", "tokens");
     }
-    const int32_t id = json_read::read_int32(element, where);
+    int32_t id = -1;
+    try {
+      id = json_read::read_int32(element, where);
+    } catch (json_read::parse_failure& failure) {
+      failure.error.param = "tokens";  // the field, as every other refusal of it names it
+      throw;
+    }
     if (id < 0 || id >= limits.vocab_size) {
       json_read::fail_request(where + " must be a token id in [0, " + std::to_string(limits.vocab_size) + "), got " +
                                   std::to_string(id),
