@@ -1,7 +1,7 @@
 // tokenize_protocol: POST /tokenize and POST /detokenize (docs/protocol.md) in the forms vLLM's
 // and llama.cpp's servers take. Bodies are parsed and checked on the I/O thread (linear in the
-// body, like the completion parsers); the answers need the tokenizer, whose work grows with the
-// text, and are written off it (engine_bridge::run_with_model).
+// body, like the completion parsers); the answers (tokenize_answer.cpp) need the tokenizer,
+// whose work grows with the text, and are written off it (engine_bridge::run_with_model).
 #pragma once
 #include <optional>
 #include <string>
