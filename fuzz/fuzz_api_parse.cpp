@@ -1,5 +1,6 @@
 // libFuzzer target for the front door's request parsers: any bytes go through
-// parse_ws_message and parse_openai_request (both endpoints). Each must return exactly one of
+// parse_ws_message, parse_openai_request (both endpoints) and the /tokenize and /detokenize
+// parsers. Each must return exactly one of
 // a value or an error, never throw or crash, and every frame or body written from what they
 // return (error frames, error bodies, pongs, validated requests) must be valid JSON.
 #include <simdjson.h>
@@ -11,6 +12,7 @@
 #include <variant>
 
 #include "troupe/net/openai_protocol.hpp"
+#include "troupe/net/tokenize_protocol.hpp"
 #include "troupe/net/ws_protocol.hpp"
 
 namespace {
@@ -26,6 +28,16 @@ void check_openai(troupe::net::openai_endpoint ep, std::string_view text, const 
   if (result.value.has_value() == result.error.has_value()) std::abort();
   if (result.error) {
     if (result.error->status != 400) std::abort();  // input alone can only be a client error
+    require_valid_json(troupe::net::openai_error_body(*result.error));
+  }
+}
+
+// A parse result of the tokenizer routes: a value or a client error, never both or neither.
+template <typename result_type>
+void check_tokenizer_route(const result_type& result) {
+  if (result.value.has_value() == result.error.has_value()) std::abort();
+  if (result.error) {
+    if (result.error->status != 400) std::abort();
     require_valid_json(troupe::net::openai_error_body(*result.error));
   }
 }
@@ -51,5 +63,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   check_openai(openai_endpoint::completions, text, limits);
   check_openai(openai_endpoint::chat_completions, text, limits);
+  check_tokenizer_route(parse_tokenize_request(text));
+  check_tokenizer_route(parse_detokenize_request(text, limits));
   return 0;
 }

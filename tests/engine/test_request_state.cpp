@@ -138,6 +138,28 @@ TEST_CASE("request_state: a stop string across tokens ends the request and is no
   CHECK_FALSE(end.done.stop_token.has_value());
 }
 
+TEST_CASE("request_state: a stop string within the first min_tokens tokens is output, a later one stops") {
+  request r = prompt_request({"a"});
+  r.params.min_tokens = 3;
+  request_state s = running_state(r);
+  for (const unsigned char byte : std::string("xax")) {
+    CHECK_FALSE(s.on_token({byte_token(byte)}, 0).finish);  // tokens 1-3: "a" is text
+  }
+  const request_state::token_result fourth = s.on_token({byte_token('a')}, 0);
+  CHECK(fourth.finish == request_finish_reason::stop);
+  const request_state::finish_result end = s.finish(request_finish_reason::stop, 0);
+  CHECK(end.done.stop_string == "a");
+  CHECK(end.done.usage.completion_tokens == 4);
+}
+
+TEST_CASE("request_state: a stop string completed by the min_tokens-th token stops the output") {
+  request r = prompt_request({"ab"});
+  r.params.min_tokens = 2;
+  request_state s = running_state(r);
+  CHECK_FALSE(s.on_token({byte_token('a')}, 0).finish);
+  CHECK(s.on_token({byte_token('b')}, 0).finish == request_finish_reason::stop);
+}
+
 TEST_CASE("request_state: text held back for a stop string is released when the output ends by length") {
   request r = prompt_request({"xyz"});
   r.params.max_tokens = 3;

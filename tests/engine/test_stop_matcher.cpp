@@ -166,3 +166,25 @@ TEST_CASE("stop_matcher: held-back text is never lost and chunking never changes
     CHECK(run(stops, chunks) == reference(stops, text));
   }
 }
+
+TEST_CASE("stop_matcher: a stop string completed while stopping is not allowed is emitted and matching goes on") {
+  stop_matcher m({"\n\n"});
+  // Short of min_tokens: the stop string is text.
+  stop_matcher::result early = m.push("a\n\nb", false);
+  CHECK_FALSE(early.stop_index);
+  CHECK(early.text == "a\n\nb");
+  CHECK_FALSE(m.is_stopped());
+  // Once allowed, the next occurrence stops the output.
+  stop_matcher::result later = m.push("c\n\nd", true);
+  REQUIRE(later.stop_index);
+  CHECK(later.text == "c");
+}
+
+TEST_CASE("stop_matcher: a stop string begun before stopping is allowed and completed after it stops there") {
+  stop_matcher m({"END"});
+  stop_matcher::result before = m.push("xxEN", false);
+  CHECK(before.text == "xx");  // "EN" is held: it may still become the stop string
+  stop_matcher::result after = m.push("D tail", true);
+  REQUIRE(after.stop_index);
+  CHECK(after.text.empty());
+}

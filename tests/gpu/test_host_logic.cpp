@@ -295,6 +295,34 @@ TEST_CASE("device plan: rows, block tables, logit rows and sample records of a m
   CHECK(result.outputs[1].top_logprobs[0].token == 30);  // best first
 }
 
+TEST_CASE("device plan: stop token ids go to the device only for sequences short of min_tokens") {
+  model_config c;
+  c.vocab_size = 100;
+  c.context_length = 64;
+  batch_plan plan;
+  for (uint64_t id : {1, 2, 3}) {
+    sequence_step s;
+    s.seq_id = id;
+    s.tokens = {5};
+    s.start_pos = 10;
+    s.block_table = {0};
+    s.params.stop_token_ids = {7, 8};
+    s.params.min_tokens = id == 3 ? 0 : 4;
+    s.sample_index = id == 1 ? 3 : 4;  // 1: one short of min_tokens; 2: there; 3: no min_tokens
+    plan.sequences.push_back(s);
+  }
+  const auto flat = gpu::flatten_plan(plan, c, 16, 10);
+  CHECK(flat.stop_tokens == std::vector<int32_t>{7, 8});
+  REQUIRE(flat.samples.size() == 3);
+  CHECK(flat.samples[0].num_stop == 2);
+  CHECK(flat.samples[0].min_tokens == 4);
+  CHECK(flat.samples[0].sample_index == 3);
+  CHECK(flat.samples[1].num_stop == 0);
+  CHECK(flat.samples[2].num_stop == 0);
+  plan.sequences[0].params.stop_token_ids = {100};
+  CHECK_THROWS_AS(gpu::flatten_plan(plan, c, 16, 10), error);
+}
+
 TEST_CASE("device plan: malformed plans are refused before anything reaches the device") {
   model_config c;
   c.vocab_size = 100;

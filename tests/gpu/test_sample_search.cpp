@@ -1,6 +1,7 @@
 // The device sampler's search algorithms (gpu/math/sample_search.hpp) run with a serial
 // reducer and checked against the CPU sampler: same tokens from the same seeds, same
-// logprobs, same top-logprob sets, with penalties, bias and EOS bans applied as the CPU does.
+// logprobs, same top-logprob sets, with penalties, bias and the end-token bans (ignore_eos,
+// min_tokens) applied as the CPU does.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -65,9 +66,8 @@ device_style_result device_style_sample(const std::vector<float>& raw, const sam
   gpu::apply_penalty_window(work.data(), penalty.data(), (int32_t)penalty.size(), num_prompt, p.penalty_last_n,
                             p.repetition_penalty, p.presence_penalty, p.frequency_penalty);
   for (const auto& [t, b] : p.logit_bias) work[t] += b;
-  if (p.ignore_eos) {
-    for (int32_t e : eog) work[e] = -INFINITY;
-  }
+  gpu::ban_end_tokens(work.data(), eog.data(), (int32_t)eog.size(), p.stop_token_ids.data(),
+                      (int32_t)p.stop_token_ids.size(), p.ignore_eos, can_sample_end(index, p.min_tokens));
   serial_reducer r{work};
   out.token = gpu::sample_token(r, {p.temperature, p.top_p, p.min_p, p.top_k}, (int32_t)raw.size(),
                                 sample_uniform(p.seed, index));
@@ -120,6 +120,10 @@ TEST_CASE("sample search: the device filters draw the CPU sampler's tokens from 
     }
     if (c % 9 == 2) p.logit_bias = {{5, 4.0f}, {6, -100.0f}, {5, 1.0f}};
     p.ignore_eos = c % 10 == 3;
+    if (c % 11 == 4) {  // min_tokens reached at this draw, or not yet
+      p.min_tokens = c + (c % 2);
+      p.stop_token_ids = {9, 10};
+    }
     p.num_logprobs = c % 4 == 1 ? 5 : 0;
     std::vector<int32_t> penalty;
     for (int i = 0; i < 30; ++i) penalty.push_back((int32_t)(rng() % 40));
@@ -138,6 +142,34 @@ TEST_CASE("sample search: the device filters draw the CPU sampler's tokens from 
   // Only the order of floating-point sums differs from the CPU; a draw landing exactly on
   // a boundary between two tokens is the only way to disagree.
   CHECK(token_mismatches * 100 <= cases);
+}
+
+TEST_CASE("sample search: before min_tokens the device bans end-of-generation and stop ids as the CPU does") {
+  const int32_t vocab = 64;
+  const std::vector<int32_t> eog = {0, 2};
+  sampler cpu(vocab, eog);
+  std::vector<float> logits(vocab, 0.0f);
+  logits[0] = logits[2] = logits[9] = 8.0f;  // the ends are by far the likeliest
+  sampling_params p;
+  p.min_tokens = 4;
+  p.stop_token_ids = {9};
+  for (uint64_t index = 0; index < 6; ++index) {
+    for (uint64_t seed = 0; seed < 50; ++seed) {
+      CAPTURE(index);
+      CAPTURE(seed);
+      p.seed = seed;
+      auto cpu_logits = logits;
+      const auto expected = cpu.sample(std::span<float>(cpu_logits), p, {}, 0, index);
+      const auto got = device_style_sample(logits, p, {}, 0, index, eog);
+      CHECK(got.token == expected.token);
+      const bool is_end = got.token == 0 || got.token == 2 || got.token == 9;
+      if (index < 4) CHECK_FALSE(is_end);
+    }
+  }
+  // Greedy: the best end before min_tokens is banned, from min_tokens on it is taken.
+  p.temperature = 0.0f;
+  CHECK(device_style_sample(logits, p, {}, 0, 3, eog).token == 1);
+  CHECK(device_style_sample(logits, p, {}, 0, 4, eog).token == 0);
 }
 
 TEST_CASE("sample search: greedy takes the lowest id among tied best logits and never a banned token") {

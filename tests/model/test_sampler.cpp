@@ -357,6 +357,49 @@ TEST_CASE("sampler ignore_eos never returns an end-of-generation token") {
   CHECK(sample_once(s, logits, greedy_params).token == 2);
 }
 
+TEST_CASE("sampler min_tokens bans end-of-generation and stop tokens before that many outputs, not after") {
+  const sampler s(5, {1, 3});
+  const std::vector<float> logits{0.0f, 5.0f, 0.5f, 5.0f, 4.0f};
+  sampling_params params;
+  params.min_tokens = 3;
+  params.stop_token_ids = {4};
+  for (uint64_t index = 0; index < 3; ++index) {
+    CAPTURE(index);
+    std::set<int32_t> support;
+    for (uint64_t seed = 0; seed < 500; ++seed) {
+      params.seed = seed;
+      support.insert(sample_once(s, logits, params, index).token);
+    }
+    CHECK(support == std::set<int32_t>{0, 2});
+  }
+  sampling_params greedy_params = greedy();
+  greedy_params.min_tokens = 3;
+  greedy_params.stop_token_ids = {4};
+  CHECK(sample_once(s, logits, greedy_params, 2).token == 2);
+  // From the min_tokens-th output on, the ends are drawable again.
+  CHECK(sample_once(s, logits, greedy_params, 3).token == 1);
+  std::set<int32_t> support;
+  for (uint64_t seed = 0; seed < 500; ++seed) {
+    params.seed = seed;
+    support.insert(sample_once(s, logits, params, 3).token);
+  }
+  CHECK(support.count(1) == 1);
+  CHECK(support.count(3) == 1);
+  CHECK(support.count(4) == 1);
+}
+
+TEST_CASE("sampler min_tokens reports the banned token's logprob from the raw logits") {
+  const sampler s(3, {0});
+  sampling_params params = greedy();
+  params.min_tokens = 1;
+  params.num_logprobs = 3;
+  const auto result = sample_once(s, {4.0f, 1.0f, 0.0f}, params);
+  CHECK(result.token == 1);
+  REQUIRE(result.top_logprobs.size() == 3);
+  CHECK(result.top_logprobs[0].token == 0);  // alternatives are unfiltered, as OpenAI's are
+  CHECK(result.logprob == doctest::Approx(result.top_logprobs[1].logprob));
+}
+
 TEST_CASE("sampler logprobs of every token sum to one") {
   const sampler s(10, {});
   const std::vector<float> logits{0.3f, -2.0f, 4.0f, 1.0f, 1.0f, 0.0f, -7.0f, 2.5f, 3.0f, -0.5f};
@@ -437,6 +480,7 @@ TEST_CASE("sampler params validate accepts defaults and the edges of each range"
   params.logit_bias = {{0, -100.0f}, {99, 100.0f}};
   params.num_logprobs = 20;
   params.max_tokens = 1;
+  params.min_tokens = 1;
   params.stop_token_ids = {0, 99};
   CHECK_NOTHROW(params.validate(100));
 }
@@ -469,6 +513,8 @@ TEST_CASE("sampler params validate rejects each bad field with a message naming 
       {"num_logprobs", [](sampling_params& p) { p.num_logprobs = -1; }},
       {"max_tokens", [](sampling_params& p) { p.max_tokens = 0; }},
       {"stop_token_ids", [](sampling_params& p) { p.stop_token_ids = {100}; }},
+      {"min_tokens", [](sampling_params& p) { p.min_tokens = -1; }},
+      {"min_tokens", [](sampling_params& p) { p.min_tokens = p.max_tokens + 1; }},
   };
   for (const auto& bad : cases) {
     CAPTURE(bad.field);
@@ -488,6 +534,10 @@ TEST_CASE("sampler params validate message states the allowed range and the valu
   sampling_params params;
   params.top_p = 1.5f;
   CHECK_THROWS_WITH_AS(params.validate(100), "top_p must be in (0, 1], got 1.5", error);
+  sampling_params short_output;
+  short_output.max_tokens = 8;
+  short_output.min_tokens = 9;
+  CHECK_THROWS_WITH_AS(short_output.validate(100), "min_tokens must be in [0, 8] (at most max_tokens), got 9", error);
 }
 
 }  // namespace troupe

@@ -67,7 +67,7 @@ http_reply http_call(uint16_t port, http::verb method, const std::string& target
   if (ec) throw std::runtime_error("read: " + ec.message());
   auto res = parser.release();
   return {static_cast<int>(res.result_int()), res.body(), std::string(res[http::field::content_type]),
-          std::string(res[http::field::allow])};
+          std::string(res[http::field::allow]), std::string(res[http::field::retry_after])};
 }
 
 double metric_value(const std::string& page, const std::string& series) {

@@ -32,6 +32,7 @@ struct http_reply {
   std::string body;
   std::string content_type;
   std::string allow;
+  std::string retry_after;
 };
 
 http_reply http_call(uint16_t port, boost::beast::http::verb method, const std::string& target,

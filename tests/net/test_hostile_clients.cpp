@@ -584,6 +584,12 @@ TEST_CASE("hostile: 429 and 503 answers carry Retry-After") {
   REQUIRE(full);
   CHECK(full->result_int() == 429);
   CHECK((*full)[http::field::retry_after] == "1");
+  // A stream refused before its first token gets its own status, with the header too.
+  c.write(post("/v1/completions", R"({"prompt":"hi","max_tokens":2,"stream":true})"));
+  auto full_stream = c.read_response();
+  REQUIRE(full_stream);
+  CHECK(full_stream->result_int() == 429);
+  CHECK((*full_stream)[http::field::retry_after] == "1");
   ws.drop();
   f.gate->open();
   CHECK(f.wait_idle());
@@ -612,6 +618,7 @@ TEST_CASE("hostile: timeout_ms before the first token is 503 timeout; with outpu
     f.gate->open();
     CHECK(f.wait_idle());
     CHECK(none.status == 503);
+    CHECK(none.retry_after == "1");
     json n(none.body);
     CHECK(n.str({"error", "code"}) == "timeout");
     // One step goes through (the first token), then the deadline passes.

@@ -203,6 +203,18 @@ TEST_CASE("openai parse: max_completion_tokens overrides max_tokens whichever co
   CHECK(refusal(chat, chat_with(R"("max_completion_tokens":"7")")).param == "max_completion_tokens");
 }
 
+TEST_CASE("openai parse: min_tokens on both endpoints, checked against the max_tokens in force") {
+  CHECK(parsed(completions, completion_with(R"("min_tokens":4,"max_tokens":4)")).req.params.min_tokens == 4);
+  CHECK(parsed(chat, chat_with(R"("min_tokens":7,"max_completion_tokens":7,"max_tokens":5)")).req.params.min_tokens ==
+        7);
+  const api_error over = refusal(chat, chat_with(R"("min_tokens":6,"max_completion_tokens":5)"));
+  CHECK(over.status == 400);
+  CHECK(over.param == "min_tokens");
+  CHECK(contains(over.message, "min_tokens must be in [0, 5] (at most max_tokens), got 6"));
+  CHECK(refusal(completions, completion_with(R"("min_tokens":-2)")).param == "min_tokens");
+  CHECK(refusal(completions, completion_with(R"("min_tokens":1.5)")).param == "min_tokens");
+}
+
 TEST_CASE("openai parse: chat content parts and the developer role") {
   const openai_request r = parsed(
       chat, R"({"messages":[{"role":"developer","content":"Be terse."},{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]})");

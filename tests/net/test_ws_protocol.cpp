@@ -170,6 +170,9 @@ TEST_CASE("ws parse: out-of-range values are refused with the validator's messag
       {R"("logprobs":true,"top_logprobs":21)", "top_logprobs", "top_logprobs must be in [0, 20], got 21"},
       {R"("top_logprobs":2)", "top_logprobs", "logprobs is off"},
       {R"("stop_token_ids":[1000])", "stop_token_ids", "stop_token_ids must be in [0, 1000)"},
+      {R"("min_tokens":-1)", "min_tokens", "min_tokens must be in [0, 256] (at most max_tokens), got -1"},
+      {R"("max_tokens":8,"min_tokens":9)", "min_tokens", "min_tokens must be in [0, 8] (at most max_tokens), got 9"},
+      {R"("min_tokens":"3")", "min_tokens", "min_tokens must be an integer"},
       {R"("logit_bias":{"5":101})", "logit_bias", "logit_bias[5] must be in [-100, 100], got 101"},
       {R"("logit_bias":{"1000":1})", "logit_bias", "logit_bias[1000] token id must be in [0, 1000)"},
       {R"("stop":[""])", "stop", "stop[0] must not be empty"},
@@ -183,6 +186,11 @@ TEST_CASE("ws parse: out-of-range values are refused with the validator's messag
     CHECK(e.param == c.field);
     CHECK(contains(e.message, c.message_part));
   }
+}
+
+TEST_CASE("ws parse: min_tokens is read on generate, up to max_tokens") {
+  CHECK(parsed_request(generate_with(R"("min_tokens":5,"max_tokens":5)")).params.min_tokens == 5);
+  CHECK(parsed_request(generate_with(R"("min_tokens":null)")).params.min_tokens == 0);
 }
 
 TEST_CASE("ws parse: integers written with a zero fraction are taken, others are not") {

@@ -225,6 +225,12 @@ void engine::cancel(const handle& h) {
   if (h.actor) caf::anon_send(h.actor, atoms::cancel_atom::value);
 }
 
+void engine::run_with_model(std::function<void(const model_bundle&)> task) {
+  // An actor without a behavior: it runs task once when first scheduled, then ends. The
+  // bundle travels with it, so the task may outlive the engine.
+  core_->sys.spawn([model = core_->model, task = std::move(task)] { task(*model); });
+}
+
 const std::shared_ptr<metrics_registry>& engine::metrics() const { return core_->metrics; }
 const model_bundle& engine::model() const { return *core_->model; }
 const scheduler_config& engine::scheduling() const { return core_->scheduling; }

@@ -86,6 +86,12 @@ class engine {
   // for a finished request.
   void cancel(const handle& h);
 
+  // Runs task once on one of the actor system's threads, never the caller's, with the model
+  // (its tokenizer and chat template): for work that grows with a client's input and so must
+  // not run on an I/O thread, such as tokenizing a whole request body. task must not throw.
+  // Any thread; never blocks.
+  void run_with_model(std::function<void(const model_bundle&)> task);
+
   // Blocks the calling thread for a snapshot: for tests, benchmarks and metrics threads,
   // never for an actor or an I/O thread.
   scheduler_snapshot stats();

@@ -224,7 +224,8 @@ typename Inspector::result_type inspect(Inspector& f, sampling_params& x) {
       repetition{x.repetition_penalty}, presence{x.presence_penalty}, frequency{x.frequency_penalty};
   wire::biases_field bias{x.logit_bias};
   return f(caf::meta::type_name("troupe::sampling_params"), temperature, x.top_k, top_p, min_p, repetition, presence,
-           frequency, x.penalty_last_n, bias, x.seed, x.num_logprobs, x.max_tokens, x.stop_token_ids, x.ignore_eos);
+           frequency, x.penalty_last_n, bias, x.seed, x.num_logprobs, x.max_tokens, x.min_tokens,
+           x.stop_token_ids, x.ignore_eos);
 }
 
 template <class Inspector>

@@ -75,6 +75,7 @@ request_state::request_state(const request& req, const tokenizer& tok, int32_t m
       matcher_(req.stop),
       max_model_len_(max_model_len),
       max_tokens_(req.params.max_tokens),
+      min_tokens_(req.params.min_tokens),
       stop_token_ids_(req.params.stop_token_ids),
       ignore_eos_(req.params.ignore_eos),
       wants_logprobs_(req.logprobs),
@@ -132,7 +133,7 @@ request_state::token_result request_state::on_token(const sampled_token& sampled
     decided_ = request_finish_reason::stop;
     stop_token_ = sampled.token;
   } else {
-    stop_matcher::result matched = matcher_.push(decoder_.push(sampled.token));
+    stop_matcher::result matched = matcher_.push(decoder_.push(sampled.token), num_output_tokens_ >= min_tokens_);
     result.delta.text += matched.text;
     if (matched.stop_index) {
       decided_ = request_finish_reason::stop;
@@ -152,7 +153,7 @@ request_state::finish_result request_state::finish(request_finish_reason reason,
 
   finish_result result;
   if (!matcher_.is_stopped()) {
-    stop_matcher::result matched = matcher_.push(decoder_.flush());
+    stop_matcher::result matched = matcher_.push(decoder_.flush(), num_output_tokens_ >= min_tokens_);
     result.last_delta.text = std::move(matched.text);
     if (matched.stop_index) {
       // The replacement character of a trailing broken byte sequence completed a stop string.

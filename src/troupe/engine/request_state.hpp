@@ -68,7 +68,9 @@ class request_state {
   // One sampled token while running. Returns the text it completes and, when the request
   // must end here (a stop string or stop token, max_tokens, max_model_len), the reason:
   // the caller then aborts the sequence and calls finish. Tokens arriving after that point
-  // or after the end (steps still in flight) are dropped: empty result, not counted.
+  // or after the end (steps still in flight) are dropped: empty result, not counted. A stop
+  // string completed while the output is short of min_tokens is output as text (stop tokens
+  // cannot come that early: the sampler bans them, sampler_math.hpp can_sample_end).
   // Throws troupe::error(internal) in tokenizing, queued or preempted.
   token_result on_token(const sampled_token& sampled, int64_t now_ms);
 
@@ -94,6 +96,7 @@ class request_state {
   stop_matcher matcher_;
   int32_t max_model_len_;
   int32_t max_tokens_;
+  int32_t min_tokens_;  // stop strings end the output only once it has this many tokens
   std::vector<int32_t> stop_token_ids_;
   bool ignore_eos_;
   bool wants_logprobs_;

@@ -52,7 +52,7 @@ std::optional<size_t> stop_matcher::advance(char byte) {
   return completed;
 }
 
-stop_matcher::result stop_matcher::push(std::string_view chunk) {
+stop_matcher::result stop_matcher::push(std::string_view chunk, bool can_stop) {
   result out;
   if (stopped_) return out;
   std::string text = std::move(held_);
@@ -61,7 +61,7 @@ stop_matcher::result stop_matcher::push(std::string_view chunk) {
   text.append(chunk);
   for (size_t i = 0; i < chunk.size(); ++i) {
     const std::optional<size_t> stop = advance(chunk[i]);
-    if (!stop) continue;
+    if (!stop || !can_stop) continue;
     const size_t match_end = num_old_bytes + i + 1;
     text.resize(match_end - stop_strings_[*stop].size());
     out.text = std::move(text);

@@ -26,7 +26,10 @@ class stop_matcher {
   explicit stop_matcher(std::vector<std::string> stop_strings);
 
   // Feeds the next chunk of output. After a stop string has completed, returns nothing more.
-  result push(std::string_view chunk);
+  // With can_stop false (the output is still short of min_tokens) a stop string that
+  // completes in this chunk is released as text and matching goes on; one that starts here
+  // and completes in a later chunk pushed with can_stop still stops there.
+  result push(std::string_view chunk, bool can_stop = true);
   // The held-back text, for when the output ends without a stop string; empty after a stop.
   std::string flush();
 

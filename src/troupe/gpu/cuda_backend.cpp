@@ -171,7 +171,7 @@ class cuda_backend final : public backend {
     std::vector<device_sample_out> sampled(flat.samples.size());
     const auto graph = graphs_.decide(plan, {in.tokens, in.positions, in.row_table, in.block_tables, head.logit_rows,
                                              head.sample.samples, head.sample.penalty_tokens, head.sample.bias_tokens,
-                                             head.sample.bias_values});
+                                             head.sample.bias_values, head.sample.stop_tokens});
     if (graph.drop_all) drop_graphs();
     if (graph.what == decode_graph_policy::action::eager) {
       forward_layers(in, n);
@@ -323,6 +323,7 @@ class cuda_backend final : public backend {
     in.penalty_tokens = penalty_tokens_.upload(flat.penalty_tokens, s);
     in.bias_tokens = bias_tokens_.upload(flat.bias_tokens, s);
     in.bias_values = bias_values_.upload(flat.bias_values, s);
+    in.stop_tokens = stop_tokens_.upload(flat.stop_tokens, s);
     in.eog_ids = eog_.data();
     in.num_eog = (int32_t)options_.eog_ids.size();
     in.vocab_size = config_.vocab_size;
@@ -420,7 +421,8 @@ class cuda_backend final : public backend {
   weights_on_device weights_;
   device_buffer rope_cos_, rope_sin_;
   device_buffer x_, xn_, q_, k_, v_, attn_, tmp_, gate_, up_, hidden_, logits_, work_, x_half_, w_half_;
-  device_array<int32_t> tokens_, positions_, row_table_, block_tables_, logit_rows_, penalty_tokens_, bias_tokens_, eog_;
+  device_array<int32_t> tokens_, positions_, row_table_, block_tables_, logit_rows_, penalty_tokens_, bias_tokens_,
+      stop_tokens_, eog_;
   device_array<float> bias_values_;
   device_array<device_sample> samples_;
   device_array<device_sample_out> sample_out_;

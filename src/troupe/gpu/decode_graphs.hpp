@@ -14,7 +14,7 @@ namespace troupe::gpu {
 
 class decode_graph_policy {
  public:
-  static constexpr size_t num_buffers = 9;
+  static constexpr size_t num_buffers = 10;
   using buffer_addresses = std::array<const void*, num_buffers>;
 
   enum class action { eager, capture, replay };

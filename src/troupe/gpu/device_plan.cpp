@@ -62,6 +62,14 @@ device_plan flatten_plan(const batch_plan& plan, const model_config& config, int
       out.bias_tokens.push_back(token);
       out.bias_values.push_back(bias);
     }
+    d.stop_offset = (int32_t)out.stop_tokens.size();
+    d.min_tokens = p.min_tokens;
+    // Only a sequence short of min_tokens needs its stop ids on the device (to ban them).
+    if (!can_sample_end(s.sample_index, p.min_tokens)) {
+      for (int32_t t : p.stop_token_ids) check_token(who, "stop token id", t, config.vocab_size);
+      d.num_stop = (int32_t)p.stop_token_ids.size();
+      out.stop_tokens.insert(out.stop_tokens.end(), p.stop_token_ids.begin(), p.stop_token_ids.end());
+    }
     d.ignore_eos = p.ignore_eos ? 1 : 0;
     d.num_logprobs = std::clamp(p.num_logprobs, 0, max_device_logprobs);
     out.samples.push_back(d);

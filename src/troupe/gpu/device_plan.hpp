@@ -23,6 +23,8 @@ struct device_sample {
   int32_t penalty_offset = 0, num_penalty_tokens = 0, num_prompt_penalty_tokens = 0, penalty_last_n = 0;
   float repetition_penalty = 1.0f, presence_penalty = 0.0f, frequency_penalty = 0.0f;
   int32_t bias_offset = 0, num_bias = 0;
+  int32_t stop_offset = 0, num_stop = 0;  // stop token ids, banned before min_tokens
+  int32_t min_tokens = 0;
   int32_t ignore_eos = 0;
   int32_t num_logprobs = 0;
 };
@@ -46,6 +48,7 @@ struct device_plan {
   std::vector<int32_t> penalty_tokens;
   std::vector<int32_t> bias_tokens;
   std::vector<float> bias_values;
+  std::vector<int32_t> stop_tokens;  // only of sequences still short of min_tokens
 
   int64_t num_rows() const { return (int64_t)tokens.size(); }
 };

@@ -74,6 +74,7 @@ struct sample_inputs {
   const int32_t* penalty_tokens = nullptr;
   const int32_t* bias_tokens = nullptr;
   const float* bias_values = nullptr;
+  const int32_t* stop_tokens = nullptr;
   const int32_t* eog_ids = nullptr;
   int32_t num_eog = 0;
   int32_t vocab_size = 0;

@@ -1,9 +1,9 @@
 // Sampling on the device: one thread block per sampled sequence. The raw logits give the
-// log-softmax base and the top logprobs; a copy gets penalties, logit bias and EOS bans
-// (one thread, the window is short), then the filters and the seeded draw run as
-// bisections whose every probe is a block-wide reduction (gpu/math/sample_search.hpp, the
-// same code the CPU test runs with a serial reducer). Only the token, its logprob and the
-// requested top logprobs leave the device.
+// log-softmax base and the top logprobs; a copy gets penalties, logit bias and the end-token
+// bans of ignore_eos and min_tokens (one thread, the window is short), then the filters and
+// the seeded draw run as bisections whose every probe is a block-wide reduction
+// (gpu/math/sample_search.hpp, the same code the CPU test runs with a serial reducer). Only
+// the token, its logprob and the requested top logprobs leave the device.
 #include "troupe/gpu/kernel_common.cuh"
 #include "troupe/gpu/kernels.hpp"
 #include "troupe/gpu/math/sample_search.hpp"
@@ -88,9 +88,8 @@ __global__ void sample_kernel(kernels::sample_inputs in, device_sample_out* outp
     for (int32_t b = 0; b < s.num_bias; ++b) {
       work[in.bias_tokens[s.bias_offset + b]] += in.bias_values[s.bias_offset + b];
     }
-    if (s.ignore_eos) {
-      for (int32_t e = 0; e < in.num_eog; ++e) work[in.eog_ids[e]] = -INFINITY;
-    }
+    ban_end_tokens(work, in.eog_ids, in.num_eog, in.stop_tokens + s.stop_offset, s.num_stop, s.ignore_eos != 0,
+                   can_sample_end(s.sample_index, s.min_tokens));
   }
   __syncthreads();
   block_reducer reducer{work, in.vocab_size, &scratch};

@@ -1,4 +1,5 @@
-// The CPU sampler: raw logprobs, penalties, logit bias, then argmax or a filtered seeded draw.
+// The CPU sampler: raw logprobs, penalties, logit bias, end-token bans (ignore_eos,
+// min_tokens), then argmax or a filtered seeded draw.
 // Filters work on a candidate set picked by partial selection, never a full vocabulary sort.
 #include "troupe/model/sampler.hpp"
 
@@ -208,8 +209,17 @@ sample_result sampler::sample(std::span<float> logits, const sampling_params& pa
     if (token < 0 || token >= vocab_size_) reject_token("logit_bias token id", token, vocab_size_);
     set_logit(logits, token, logits[token] + bias, scratch);
   }
-  if (params.ignore_eos) {
+  // End tokens a draw may not pick: end-of-generation ids under ignore_eos, and before
+  // min_tokens those and the stop tokens (gpu::ban_end_tokens does the same on the device).
+  const bool can_end = can_sample_end(sample_index, params.min_tokens);
+  if (params.ignore_eos || !can_end) {
     for (int32_t id : eog_ids_) set_logit(logits, id, negative_infinity, scratch);
+  }
+  if (!can_end) {
+    for (int32_t id : params.stop_token_ids) {
+      if (id < 0 || id >= vocab_size_) reject_token("stop_token_ids token id", id, vocab_size_);
+      set_logit(logits, id, negative_infinity, scratch);
+    }
   }
 
   if (params.is_greedy() || params.top_k == 1) {

@@ -20,7 +20,8 @@ struct sample_result {
 
 class sampler {
  public:
-  // eog_ids: the model's end-of-generation tokens, suppressed when params.ignore_eos.
+  // eog_ids: the model's end-of-generation tokens, suppressed when params.ignore_eos, and
+  // with params.stop_token_ids while sample_index < params.min_tokens.
   sampler(int32_t vocab_size, std::vector<int32_t> eog_ids);
 
   // logits: vocab_size values, used as scratch (modified). penalty_tokens: the recent

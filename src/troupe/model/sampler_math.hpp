@@ -26,6 +26,14 @@ TROUPE_HD double sample_uniform(uint64_t seed, uint64_t sample_index) {
   return static_cast<double>(bits >> 11) * 0x1.0p-53;
 }
 
+// min_tokens: whether a sequence's sample_index-th draw (0-based: the number of output tokens
+// before it) may pick an end-of-generation or stop token. Before min_tokens outputs both
+// samplers ban them, so a stop token never appears early and the stop rules that the
+// scheduler, the worker and the request apply to a sampled token need not know min_tokens.
+TROUPE_HD bool can_sample_end(uint64_t sample_index, int32_t min_tokens) {
+  return min_tokens <= 0 || sample_index >= static_cast<uint64_t>(min_tokens);
+}
+
 // Repetition penalty, llama.cpp/HF style: pushes a seen token's logit towards "less likely"
 // whatever its sign.
 TROUPE_HD float apply_repetition_penalty(float logit, float penalty) {

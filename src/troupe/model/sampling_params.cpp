@@ -62,6 +62,10 @@ void sampling_params::validate(int32_t vocab_size) const {
   }
   if (num_logprobs < 0 || num_logprobs > 20) reject("num_logprobs", "[0, 20]", num_logprobs);
   if (max_tokens < 1) reject("max_tokens", "[1, inf)", max_tokens);
+  if (min_tokens < 0 || min_tokens > max_tokens) {
+    reject("min_tokens", std::string("[0, ").append(std::to_string(max_tokens)).append("] (at most max_tokens)"),
+           min_tokens);
+  }
   for (int32_t token : stop_token_ids) require_token_id("stop_token_ids", token, vocab_size);
 }
 

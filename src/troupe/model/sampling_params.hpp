@@ -19,6 +19,10 @@ struct sampling_params {
   uint64_t seed = 0;                 // same seed, same params, same prompt => same tokens
   int32_t num_logprobs = 0;          // top-N logprobs to return with each token (0..20)
   int32_t max_tokens = 256;
+  // vLLM's min_tokens: the sampler cannot draw an end-of-generation id or a stop_token_id
+  // while fewer output tokens than this came before (can_sample_end), and stop strings do not
+  // end the output before it has this many tokens. 0 = off; at most max_tokens.
+  int32_t min_tokens = 0;
   std::vector<int32_t> stop_token_ids;  // in addition to the model's end-of-generation ids
   bool ignore_eos = false;
 

@@ -88,6 +88,10 @@ void engine_bridge::cancel_all() {
   for (const auto& handle : handles) engine_.cancel(handle);
 }
 
+void engine_bridge::run_with_model(std::function<void(const model_bundle&)> task) {
+  engine_.run_with_model(std::move(task));
+}
+
 int64_t engine_bridge::num_in_flight() const {
   std::lock_guard lock(tracker_->mutex);
   return static_cast<int64_t>(tracker_->live.size());

@@ -4,6 +4,7 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -14,6 +15,7 @@
 namespace troupe {
 class engine;
 class metrics_registry;
+struct model_bundle;
 }  // namespace troupe
 
 namespace troupe::net {
@@ -35,6 +37,11 @@ class engine_bridge {
   void cancel(ticket t);
   // Any thread. Cancels every request in flight (shutdown).
   void cancel_all();
+  // Any thread. Runs task on an engine thread, never the caller's, with the model's
+  // tokenizer and chat template: /tokenize and /detokenize, whose work grows with the body.
+  // task must not throw; it may outlive the engine. Never blocks.
+  void run_with_model(std::function<void(const model_bundle&)> task);
+
   // Requests submitted whose done or error has not been delivered yet.
   int64_t num_in_flight() const;
 

@@ -1,9 +1,10 @@
 // One HTTP/1.1 connection: reads requests (bodies bounded by max_body_bytes), routes them
-// (net/routes.cpp), answers with OpenAI-style errors, streams completions as server-sent
-// events, and hands a WebSocket upgrade on /v1/ws to a ws_session. One request at a time
-// per connection: requests a client pipelines behind a running completion wait, read but
-// unparsed, and are answered in order once it ends. post_event() is the only entry from
-// other threads; the rest runs on the connection's strand.
+// (net/routes.cpp, net/tokenize_routes.cpp), answers with OpenAI-style errors, streams
+// completions as server-sent events, and hands a WebSocket upgrade on /v1/ws to a
+// ws_session. One request at a time per connection: requests a client pipelines behind a
+// running completion wait, read but unparsed, and are answered in order once it ends.
+// post_event() is the only entry from other threads (a tokenizer answer is posted to the
+// strand by the call that started it); the rest runs on the connection's strand.
 #pragma once
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
@@ -17,6 +18,7 @@
 #include "troupe/net/api_error.hpp"
 #include "troupe/net/openai_protocol.hpp"
 #include "troupe/net/server_state.hpp"
+#include "troupe/net/tokenize_protocol.hpp"
 
 namespace troupe::net {
 
@@ -48,6 +50,10 @@ class http_session : public std::enable_shared_from_this<http_session> {
   void on_read(boost::beast::error_code ec, std::size_t bytes);
   void route(request_type req);
   void start_completion(const request_type& req, openai_endpoint endpoint);
+  // /tokenize and /detokenize: the body parsed here, the tokenizer's work on an engine
+  // thread, whose answer is posted back to this strand (on_tokenizer_answer).
+  void start_tokenizer_call(const request_type& req, std::string_view path);
+  void on_tokenizer_answer(const tokenizer_answer& answer);
   void on_event(engine_bridge::ticket ticket, const request_event& event);
   void on_stream_event(const request_event& event);
   // Whether a done ends the answer with 503 timeout: the deadline passed before any output.

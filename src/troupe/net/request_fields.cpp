@@ -80,6 +80,7 @@ struct shared_field {
 // Every field both wires accept under the same name and meaning.
 const shared_field shared_fields[] = {
     {"max_tokens", [](value& v, request& r, const parse_limits&) { r.params.max_tokens = json_read::read_int32(v, "max_tokens"); }},
+    {"min_tokens", [](value& v, request& r, const parse_limits&) { r.params.min_tokens = json_read::read_int32(v, "min_tokens"); }},
     {"temperature", [](value& v, request& r, const parse_limits&) { r.params.temperature = json_read::read_float(v, "temperature"); }},
     {"top_k", [](value& v, request& r, const parse_limits&) { r.params.top_k = json_read::read_int32(v, "top_k"); }},
     {"top_p", [](value& v, request& r, const parse_limits&) { r.params.top_p = json_read::read_float(v, "top_p"); }},

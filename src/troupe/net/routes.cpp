@@ -58,15 +58,16 @@ void http_session::route(request_type req) {
   const std::string_view target = req.target();
   const std::string path(target.substr(0, target.find('?')));
   const auto method = req.method();
-  const bool is_v1 = path.rfind("/v1/", 0) == 0;
+  const bool is_tokenizer_route = path == "/tokenize" || path == "/detokenize";
+  const bool needs_key = path.rfind("/v1/", 0) == 0 || is_tokenizer_route;
   // The metrics label: the known routes by name, everything else as one value.
   for (std::string_view known : {"/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions",
-                                 "/v1/ws"}) {
+                                 "/v1/ws", "/tokenize", "/detokenize"}) {
     if (path == known) route_ = known;
   }
   // ?api_key= opens only the WebSocket (browsers cannot set its headers): a key in the URL
   // of an HTTP request ends up in access logs and proxies' histories.
-  if (is_v1 && !is_authorized(state_->options, req[http::field::authorization], target, false)) {
+  if (needs_key && !is_authorized(state_->options, req[http::field::authorization], target, false)) {
     std::string message = "missing or wrong API key (Authorization: Bearer KEY)";
     if (has_api_key_in_query(target)) message += "; ?api_key= is accepted on the WebSocket upgrade (/v1/ws) only";
     return respond_error(api_error{401, "invalid_api_key", std::move(message), ""});
@@ -107,6 +108,8 @@ void http_session::route(request_type req) {
     if (only(http::verb::post, "POST")) start_completion(req, openai_endpoint::completions);
   } else if (path == "/v1/chat/completions") {
     if (only(http::verb::post, "POST")) start_completion(req, openai_endpoint::chat_completions);
+  } else if (is_tokenizer_route) {
+    if (only(http::verb::post, "POST")) start_tokenizer_call(req, path);
   } else if (path == "/v1/ws") {
     respond_error(api_error{400, "invalid_request", "/v1/ws takes a WebSocket upgrade (GET with Upgrade: websocket)", ""});
   } else {

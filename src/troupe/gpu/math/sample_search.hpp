@@ -188,4 +188,17 @@ TROUPE_HD void apply_penalty_window(float* logits, const int32_t* tokens, int32_
   }
 }
 
+// The end tokens a draw may not pick, set to -inf: the end-of-generation ids under ignore_eos,
+// and, before min_tokens (can_end false, from can_sample_end), those and the request's stop
+// token ids. The CPU sampler bans the same (model/sampler.cpp).
+TROUPE_HD void ban_end_tokens(float* logits, const int32_t* eog_ids, int32_t num_eog, const int32_t* stop_ids,
+                              int32_t num_stop, bool ignore_eos, bool can_end) {
+  if (ignore_eos || !can_end) {
+    for (int32_t i = 0; i < num_eog; ++i) logits[eog_ids[i]] = -INFINITY;
+  }
+  if (!can_end) {
+    for (int32_t i = 0; i < num_stop; ++i) logits[stop_ids[i]] = -INFINITY;
+  }
+}
+
 }  // namespace troupe::gpu
