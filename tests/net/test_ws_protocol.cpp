@@ -415,6 +415,18 @@ TEST_CASE("ws parse: an integer past 64 bits in ping data comes back as the doub
   const std::string pong = ws_pong(std::get<ws_ping>(*r.message).data_json);
   CHECK(pong == R"({"type":"pong","data":{"seq":1.2222222222222222e+28}})");
   CHECK(test::is_valid_json(pong));
+  // Just past 64 bits, the shortest text of that double has no exponent (20 digits): it
+  // is written with one, or it would be an integer past 64 bits again (a fuzzer's find).
+  for (const char* big : {"55555555555555555555", "18446744073709551616", "-9223372036854775809"}) {
+    CAPTURE(big);
+    const ws_parse_result p = parse_ws_message(std::string(R"({"type":"ping","data":)") + big + "}", test_limits);
+    REQUIRE(p.message);
+    const std::string echoed = ws_pong(std::get<ws_ping>(*p.message).data_json);
+    CHECK(test::is_valid_json(echoed));
+    CHECK(echoed.find('e') != std::string::npos);
+  }
+  const ws_parse_result p = parse_ws_message(R"({"type":"ping","data":55555555555555555555})", test_limits);
+  CHECK(ws_pong(std::get<ws_ping>(*p.message).data_json) == R"({"type":"pong","data":5.555555555555556e+19})");
 }
 
 TEST_CASE("ws parse: ping refuses an id, generate fields and broken data") {

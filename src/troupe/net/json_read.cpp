@@ -193,7 +193,9 @@ void copy_value(value& v, std::string_view field, json_writer& w, int max_depth)
       // The number's own text, once the parser agrees it is a number: 12345678901234567890
       // and 0.1 come back as sent, not rounded through a double. An integer past 64 bits
       // becomes the double it reads as (as in JavaScript): simdjson's DOM parser, and so
-      // clients built on it, refuse such integers.
+      // clients built on it, refuse such integers. It is written with an exponent, which
+      // makes it a double to every parser (the shortest form of 5.6e19 is 20 digits with no
+      // exponent: an integer past 64 bits again).
       std::string_view token = v.raw_json_token();
       double d = 0;
       if (const auto ec = v.get_double().get(d)) fail_malformed(field, ec);
@@ -201,7 +203,9 @@ void copy_value(value& v, std::string_view field, json_writer& w, int max_depth)
       uint64_t u = 0;
       const bool is_integer_text = token.find_first_of(".eE") == std::string_view::npos;
       if (is_integer_text && v.get_int64().get(i) && v.get_uint64().get(u)) {
-        w.value(d);
+        char text[32];
+        const auto end = std::to_chars(text, text + sizeof text, d, std::chars_format::scientific).ptr;
+        w.raw(std::string_view(text, static_cast<size_t>(end - text)));
         return;
       }
       while (!token.empty() && (token.back() == ' ' || token.back() == '\n' || token.back() == '\r' ||
