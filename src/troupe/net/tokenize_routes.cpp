@@ -37,11 +37,14 @@ void http_session::start_tokenizer_call(const request_type& req, std::string_vie
   stream_.expires_never();
   hold_.expires_at(boost::asio::steady_timer::time_point::max());
   hold_.async_wait([self = shared_from_this()](boost::beast::error_code) {});
-  bridge.run_with_model([work = std::move(work), session = weak_from_this(), gate = state_->gate,
-                         executor = stream_.get_executor()](const model_bundle& m) {
+  // The task holds nothing of the I/O side but the weak pointer and the gate: it may end
+  // (and be destroyed) on the engine thread after the server and its io_context are gone,
+  // so it must not own an executor (a strand's destructor reaches into its io_context).
+  bridge.run_with_model([work = std::move(work), session = weak_from_this(), gate = state_->gate](const model_bundle& m) {
     tokenizer_answer answer = work(m);
     gate->if_open([&] {
       if (auto s = session.lock()) {
+        const auto executor = s->stream_.get_executor();
         boost::asio::post(executor, [s, answer = std::move(answer)] { s->on_tokenizer_answer(answer); });
       }
     });
