@@ -9,11 +9,14 @@
 #include <boost/beast/websocket.hpp>
 
 #include <caf/all.hpp>
+#include <simdjson.h>
 
 #include <chrono>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -24,6 +27,20 @@
 #include "util/gated_backend.hpp"
 
 namespace troupe::test {
+
+// A reply body parsed once for the checks that read it.
+struct json {
+  explicit json(const std::string& text) : padded(text) { root = parser.parse(padded); }
+  simdjson::padded_string padded;
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  // The string at a path of object keys, or "" where there is none.
+  std::string str(std::initializer_list<const char*> path) {
+    simdjson::dom::element e = root;
+    for (const char* key : path) e = e[key];
+    return e.is_string() ? std::string(std::string_view(e)) : std::string();
+  }
+};
 
 using header_list = std::vector<std::pair<std::string, std::string>>;
 

@@ -184,18 +184,6 @@ std::string post(const std::string& target, const std::string& body, const std::
          std::to_string(body.size()) + "\r\n" + extra_headers + "\r\n" + body;
 }
 
-struct json {
-  explicit json(const std::string& text) : padded(text) { root = parser.parse(padded); }
-  simdjson::padded_string padded;
-  simdjson::dom::parser parser;
-  simdjson::dom::element root;
-  std::string str(std::initializer_list<const char*> path) {
-    simdjson::dom::element e = root;
-    for (const char* key : path) e = e[key];
-    return e.is_string() ? std::string(std::string_view(e)) : std::string();
-  }
-};
-
 // {"k0":0,"k1":0,...}: n distinct keys.
 std::string object_with_keys(const std::string& prefix, int n) {
   std::string s = "{";

@@ -14,13 +14,6 @@ using boost::beast::http::verb;
 
 namespace {
 
-struct json {
-  explicit json(const std::string& text) : padded(text) { root = parser.parse(padded); }
-  simdjson::padded_string padded;
-  simdjson::dom::parser parser;
-  simdjson::dom::element root;
-};
-
 std::string error_code_of(const http_reply& r) {
   json j(r.body);
   return std::string(std::string_view(j.root["error"]["code"]));

@@ -17,13 +17,6 @@ using boost::beast::http::verb;
 
 namespace {
 
-struct json {
-  explicit json(const std::string& text) : padded(text) { root = parser.parse(padded); }
-  simdjson::padded_string padded;
-  simdjson::dom::parser parser;
-  simdjson::dom::element root;
-};
-
 std::vector<int32_t> ids_of(const http_reply& r) {
   json j(r.body);
   std::vector<int32_t> ids;
