@@ -158,6 +158,21 @@ scheduler_config watchdog_config() {
   return sc;
 }
 
+// "bystander" prefills a long prompt; "urgent" (higher priority) arrives while it does,
+// and once running takes a whole step's budget, leaving "bystander" running but out of
+// that step, which is the one that stalls. "queued", when asked for, waits for a slot
+// throughout. Runs until the stalled step; returns bystander's handle.
+engine::handle stall_beside_bystander(deterministic_fixture& f, stalling_setup& setup, bool with_queued) {
+  auto bystander = f.eng->submit(long_request(f, "bystander", 6, 16, "the cat sat on the mat "), f.sink);
+  setup.script->watched = bystander.seq_id;
+  while (f.backend_->num_steps < 1) REQUIRE(f.sched->try_run_once());
+  f.eng->submit(long_request(f, "urgent", 4, 10, "a dog ran to the park ", -1), f.sink);
+  if (with_queued) f.eng->submit(f.make("queued", 5), f.sink);
+  f.sched->run();
+  REQUIRE(setup.script->has_stalled);
+  return bystander;
+}
+
 }  // namespace
 
 TEST_CASE("watchdog: a step past its deadline fails its requests; a fresh worker serves the rest, nothing leaks") {
@@ -165,16 +180,7 @@ TEST_CASE("watchdog: a step past its deadline fails its requests; a fresh worker
   std::shared_ptr<const model_bundle> model;
   deterministic_fixture f(watchdog_config(), 64, setup.adjust(&model));
   model = f.model;
-  // "bystander" prefills a long prompt; "urgent" (higher priority) arrives while it does,
-  // and once running takes a whole step's budget, leaving "bystander" running but out of
-  // that step, which is the one that stalls. "queued" waits for a slot throughout.
-  auto bystander = f.eng->submit(long_request(f, "bystander", 6, 16, "the cat sat on the mat "), f.sink);
-  setup.script->watched = bystander.seq_id;
-  while (f.backend_->num_steps < 1) REQUIRE(f.sched->try_run_once());
-  f.eng->submit(long_request(f, "urgent", 4, 10, "a dog ran to the park ", -1), f.sink);
-  f.eng->submit(f.make("queued", 5), f.sink);
-  f.sched->run();
-  REQUIRE(setup.script->has_stalled);
+  const auto bystander = stall_beside_bystander(f, setup, true);
   CHECK(std::find(setup.script->stalled_ids.begin(), setup.script->stalled_ids.end(), bystander.seq_id) ==
         setup.script->stalled_ids.end());
   CHECK(f.sink->errors.empty());
@@ -231,12 +237,7 @@ TEST_CASE("watchdog: with step_timeout_ms 0 a withheld step is waited for, howev
   sc.step_timeout_ms = 0;
   deterministic_fixture f(sc, 64, setup.adjust(&model));
   model = f.model;
-  auto bystander = f.eng->submit(long_request(f, "bystander", 6, 16, "the cat sat on the mat "), f.sink);
-  setup.script->watched = bystander.seq_id;
-  while (f.backend_->num_steps < 1) REQUIRE(f.sched->try_run_once());
-  f.eng->submit(long_request(f, "urgent", 4, 10, "a dog ran to the park ", -1), f.sink);
-  f.sched->run();
-  REQUIRE(setup.script->has_stalled);
+  stall_beside_bystander(f, setup, false);
   f.sched->advance_time(24h);
   f.sched->run();
   CHECK(f.sink->errors.empty());
@@ -265,13 +266,7 @@ TEST_CASE("watchdog: when no replacement can be made the engine fails every requ
     };
   });
   model = f.model;
-  auto bystander = f.eng->submit(long_request(f, "bystander", 6, 16, "the cat sat on the mat "), f.sink);
-  setup.script->watched = bystander.seq_id;
-  while (f.backend_->num_steps < 1) REQUIRE(f.sched->try_run_once());
-  f.eng->submit(long_request(f, "urgent", 4, 10, "a dog ran to the park ", -1), f.sink);
-  f.eng->submit(f.make("queued", 5), f.sink);
-  f.sched->run();
-  REQUIRE(setup.script->has_stalled);
+  stall_beside_bystander(f, setup, true);
   f.sched->advance_time(10s);
   f.sched->run();
   for (const char* id : {"bystander", "urgent", "queued"}) {
