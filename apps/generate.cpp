@@ -46,7 +46,9 @@ const char* generate_help =
     "  --devices 0,1          CUDA devices (default: the first --tensor-parallel ones)\n"
     "  --tensor-parallel N    split the model over N CUDA devices (default 1)\n"
     "  --gpu-memory-utilization F  share of free device memory for the KV cache (default 0.9)\n"
-    "  --cuda-graphs          replay decode steps as CUDA graphs\n";
+    "  --cuda-graphs          replay decode steps as CUDA graphs\n"
+    "  --speculative M        speculative decoding: off (default) or ngram (prompt lookup; the same text)\n"
+    "  --num-speculative-tokens K  most tokens proposed per step (default 4)\n";
 
 sampling_params read_params(const cli_args& args, int32_t vocab_size) {
   sampling_params p;
@@ -139,7 +141,7 @@ int run_generate(int argc, char** argv) {
                       {"--model", "--prompt", "--system", "-n", "--max-tokens", "--temperature", "--top-k", "--top-p",
                        "--min-p", "--repeat-penalty", "--presence-penalty", "--frequency-penalty", "--seed",
                        "--threads", "--device", "--devices", "--tensor-parallel", "--gpu-memory-utilization",
-                       "--kv-cache-dtype"},
+                       "--kv-cache-dtype", "--speculative", "--num-speculative-tokens"},
                       {"--chat", "--ignore-eos", "--help", "-h", "--cuda-graphs"});
   if (args.has("--help") || args.has("-h")) {
     std::fputs(generate_help, stdout);
@@ -185,6 +187,11 @@ int run_generate(int argc, char** argv) {
   eo.scheduling.max_num_batched_tokens = 512;
   eo.scheduling.max_num_seqs = 1;
   eo.scheduling.max_batch_size = 1;
+  eo.scheduling.speculative = parse_speculative_method(args.get_or("--speculative", "off"));
+  eo.scheduling.num_speculative_tokens = (int32_t)args.get_int("--num-speculative-tokens", 4, 1, 16);
+  if (eo.scheduling.speculative != speculative_method::off && !backend->supports_speculation()) {
+    throw error(error_code::unsupported, "--speculative: this backend does not verify proposed tokens (use --device cpu)");
+  }
   eo.more_ranks.assign(choice.ranks.begin() + 1, choice.ranks.end());
   engine eng(sys, model, backend, eo);
   session s{eng, params};

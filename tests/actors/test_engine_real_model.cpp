@@ -360,3 +360,88 @@ TEST_CASE("engine: refusals arrive as error events (queue full, prompt too long,
   CHECK(r.at("bad").err->code == request_error_code::invalid_request);
   CHECK(r.at("bad").err->message.find("top_p") != std::string::npos);
 }
+
+// Speculative decoding by prompt lookup against plain decoding, on prompts whose answers
+// quote them (where proposals are accepted): greedy text token for token, in one batch
+// with some requests opting out, so that speculative and plain sequences share steps.
+static std::vector<request> grounded_requests(int n, int32_t max_tokens) {
+  const std::vector<std::string> texts = {
+      "The quick brown fox jumps over the lazy dog near the river bank.",
+      "int add(int a, int b) { return a + b; } int sub(int a, int b) { return a - b; }",
+      "Roses are red, violets are blue, sugar is sweet, and so are you.",
+      "The meeting is on Monday at ten in the morning in room four.",
+  };
+  const std::vector<std::string> asks = {"Repeat this text exactly: ", "Copy the following line: ",
+                                         "Say this again word for word: ", "Rewrite this sentence: "};
+  std::vector<request> reqs;
+  for (int i = 0; i < n; ++i) {
+    reqs.push_back(chat(numbered("s", i), asks[(i / 4) % 4] + texts[i % 4] + std::string((i / 16), '!'), max_tokens));
+  }
+  return reqs;
+}
+
+TEST_CASE("engine: speculative decoding by prompt lookup gives the greedy text of plain decoding on 32 prompts") {
+  TROUPE_REQUIRE_MODEL();
+  auto reqs = grounded_requests(32, 40);
+  for (int i = 0; i < 32; i += 4) reqs[i].speculative = speculative_method::off;
+  std::map<std::string, collecting_sink::record> plain, spec;
+  {
+    fixture f;
+    plain = run_all(f, reqs);
+  }
+  engine_options o;
+  o.scheduling.speculative = speculative_method::ngram;
+  o.scheduling.speculative_max_batch = 64;
+  fixture f(o);
+  spec = run_all(f, reqs);
+  int num_same = 0;
+  for (const auto& r : reqs) {
+    CAPTURE(r.id);
+    REQUIRE(plain.at(r.id).done);
+    REQUIRE(spec.at(r.id).done);
+    CHECK(spec.at(r.id).tokens == plain.at(r.id).tokens);
+    CHECK(spec.at(r.id).text == plain.at(r.id).text);
+    CHECK(spec.at(r.id).done->reason == plain.at(r.id).done->reason);
+    num_same += spec.at(r.id).tokens == plain.at(r.id).tokens;
+  }
+  const auto s = f.eng->stats();
+  MESSAGE(num_same << " of 32 identical; proposed " << s.scheduling.num_draft_tokens << ", accepted "
+                   << s.scheduling.num_accepted_tokens << " in " << s.scheduling.num_speculative_steps
+                   << " speculative sequence-steps");
+  CHECK(s.scheduling.num_accepted_tokens > 0);
+  CHECK(s.blocks.num_used_blocks == 0);
+  // The requests that opted out report no proposals; the others report theirs.
+  CHECK(spec.at("s0").done->timings.num_draft_tokens == 0);
+  int32_t reported = 0;
+  for (const auto& [id, rec] : spec) reported += rec.done->timings.num_draft_tokens;
+  CHECK(reported == s.scheduling.num_draft_tokens);
+}
+
+TEST_CASE("engine: speculative decoding reproduces seeded sampling with penalties, one stream at a time") {
+  TROUPE_REQUIRE_MODEL();
+  auto reqs = grounded_requests(8, 32);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    reqs[i].params.temperature = 0.7f;
+    reqs[i].params.top_p = 0.9f;
+    reqs[i].params.seed = 1000 + i;
+    reqs[i].params.repetition_penalty = i % 2 ? 1.1f : 1.0f;
+    reqs[i].params.frequency_penalty = i % 3 == 0 ? 0.2f : 0.0f;
+    reqs[i].logprobs = true;
+    reqs[i].params.num_logprobs = 2;
+  }
+  engine_options plain_options;
+  plain_options.scheduling.max_num_seqs = 1;
+  engine_options spec_options = plain_options;
+  spec_options.scheduling.speculative = speculative_method::ngram;
+  fixture plain_engine(plain_options), spec_engine(spec_options);
+  const auto plain = run_all(plain_engine, reqs);
+  const auto spec = run_all(spec_engine, reqs);
+  for (const auto& r : reqs) {
+    CAPTURE(r.id);
+    CHECK(spec.at(r.id).tokens == plain.at(r.id).tokens);
+    CHECK(spec.at(r.id).text == plain.at(r.id).text);
+  }
+  const auto s = spec_engine.eng->stats();
+  MESSAGE("proposed " << s.scheduling.num_draft_tokens << ", accepted " << s.scheduling.num_accepted_tokens);
+  CHECK(s.scheduling.num_accepted_tokens > 0);
+}

@@ -59,6 +59,18 @@ class fake_kv_space : public kv_space {
     const auto it = device_.find(seq_id);
     return it == device_.end() ? empty : it->second;
   }
+  void truncate(uint64_t seq_id, int32_t num_tokens) override {
+    const auto it = device_.find(seq_id);
+    if (it == device_.end()) throw error(error_code::invalid_argument, "truncate of a sequence not resident");
+    auto& table = it->second;
+    const auto keep = static_cast<size_t>((num_tokens + block_size_ - 1) / block_size_);
+    while (table.size() > keep) {
+      free_.push_back(table.back());
+      table.pop_back();
+    }
+    ++num_truncates_;
+  }
+  int32_t num_truncates() const { return num_truncates_; }
   void release(uint64_t seq_id) override {
     ++num_releases_;
     give_back(device_, free_, seq_id);
@@ -128,6 +140,7 @@ class fake_kv_space : public kv_space {
   tables host_;
   int32_t num_cached_prefix_ = 0;
   int32_t num_releases_ = 0;
+  int32_t num_truncates_ = 0;
 };
 
 }  // namespace troupe::test

@@ -3,6 +3,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -15,9 +16,14 @@ namespace troupe::test {
 // the block moves (swap_out, copies, swap_in), then writes every fed token into its slot
 // through the block table, then reads each sequence's context [0, start_pos + n) back the
 // same way. The next token hashes that context, the seed and the sample index, so a wrong
-// start_pos, block table, block move or sample_index changes every later token.
+// start_pos, block table, block move or sample_index changes every later token. A test may
+// give another next-token rule (a predictable one, for speculative decoding). Proposed
+// tokens are verified as the backends do: position by position, accepted while the sample
+// equals the proposal, each sample reading the context back through the block table.
 class simulated_worker {
  public:
+  using next_token_rule = std::function<int32_t(const std::vector<int32_t>& context, uint64_t seed, uint64_t index)>;
+
   simulated_worker(int32_t num_blocks, int32_t block_size, int32_t num_host_blocks, std::vector<int32_t> eog_ids = {2})
       : block_size_(block_size),
         device_(static_cast<size_t>(num_blocks * block_size), -1),
@@ -34,6 +40,7 @@ class simulated_worker {
     return result;
   }
   const batch_plan& last_plan() const { return last_plan_; }
+  void set_rule(next_token_rule rule) { rule_ = std::move(rule); }
   const plan_state& plans() const { return plans_; }
 
   step_result run(const kv_operations& ops, const batch_plan& plan) {
@@ -49,11 +56,21 @@ class simulated_worker {
       sequence_output o;
       o.seq_id = s.seq_id;
       if (s.wants_sample) {
+        const int32_t num_drafts = s.num_draft_tokens;
+        const int32_t known_end = s.start_pos + static_cast<int32_t>(s.tokens.size()) - num_drafts;
         std::vector<int32_t> context;
-        for (int32_t pos = 0; pos < s.start_pos + static_cast<int32_t>(s.tokens.size()); ++pos) {
-          context.push_back(slot(s.block_table, pos));
+        for (int32_t pos = 0; pos < known_end; ++pos) context.push_back(slot(s.block_table, pos));
+        for (int32_t i = 0;; ++i) {
+          const int32_t token = rule_ ? rule_(context, s.params.seed, s.sample_index + static_cast<uint64_t>(i))
+                                      : next_token(context, s.params.seed, s.sample_index + static_cast<uint64_t>(i));
+          if (i < num_drafts && token == s.tokens[s.tokens.size() - static_cast<size_t>(num_drafts - i)]) {
+            o.accepted.push_back({token, 0.0f, {}});
+            context.push_back(slot(s.block_table, known_end + i));
+            continue;
+          }
+          o.token = token;
+          break;
         }
-        o.token = next_token(context, s.params.seed, s.sample_index);
       }
       result.outputs.push_back(o);
     }
@@ -80,6 +97,7 @@ class simulated_worker {
   std::vector<int32_t> host_;
   plan_state plans_;
   batch_plan last_plan_;
+  next_token_rule rule_;
 };
 
 // What the simulated worker samples for a request that runs alone and is never preempted.

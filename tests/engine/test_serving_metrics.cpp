@@ -180,3 +180,36 @@ TEST_CASE("serving metrics: the scheduler's attention cost is a gauge") {
   f.metrics.on_attention_cost(1750.5);
   CHECK(f.gauge("troupe_scheduler_attention_cost") == doctest::Approx(1750.5));
 }
+
+TEST_CASE("serving metrics: the scheduler's speculative totals become counters, per position too, and two gauges") {
+  fixture f;
+  scheduler_stats s;
+  f.metrics.on_queues(s);  // nothing speculative yet: no per-position series
+  CHECK(f.registry->render_prometheus().find("per_pos") == std::string::npos);
+  s.num_speculative_steps = 4;
+  s.num_draft_tokens = 10;
+  s.num_accepted_tokens = 6;
+  s.num_emitted_tokens = 10;
+  s.num_drafts_at_position = {4, 3, 3};
+  s.num_accepted_at_position = {3, 2, 1};
+  f.metrics.on_queues(s);
+  f.metrics.on_queues(s);  // the same totals again add nothing
+  CHECK(f.counter("troupe_spec_decode_num_steps_total") == 4);
+  CHECK(f.counter("troupe_spec_decode_num_draft_tokens_total") == 10);
+  CHECK(f.counter("troupe_spec_decode_num_accepted_tokens_total") == 6);
+  CHECK(f.counter("troupe_spec_decode_num_emitted_tokens_total") == 10);
+  CHECK(f.counter("troupe_spec_decode_num_accepted_tokens_per_pos_total", {{"position", "2"}}) == 1);
+  CHECK(f.gauge("troupe_spec_decode_draft_acceptance_rate") == doctest::Approx(0.6));
+  CHECK(f.gauge("troupe_spec_decode_mean_tokens_per_step") == doctest::Approx(2.5));
+  s.num_speculative_steps = 5;
+  s.num_draft_tokens = 14;
+  s.num_accepted_tokens = 10;
+  s.num_emitted_tokens = 15;
+  s.num_drafts_at_position = {5, 4, 4, 1};
+  s.num_accepted_at_position = {4, 3, 2, 1};
+  f.metrics.on_queues(s);
+  CHECK(f.counter("troupe_spec_decode_num_draft_tokens_total") == 14);
+  CHECK(f.counter("troupe_spec_decode_num_draft_tokens_per_pos_total", {{"position", "0"}}) == 5);
+  CHECK(f.counter("troupe_spec_decode_num_accepted_tokens_per_pos_total", {{"position", "3"}}) == 1);
+  CHECK(f.gauge("troupe_spec_decode_mean_tokens_per_step") == doctest::Approx(3.0));
+}

@@ -53,6 +53,7 @@ TEST_CASE("ws parse: a minimal generate takes the id, the prompt and every defau
   CHECK(r.params.max_tokens == defaults.max_tokens);
   CHECK(r.stop.empty());
   CHECK_FALSE(r.logprobs);
+  CHECK_FALSE(r.speculative.has_value());  // the server's choice
 }
 
 TEST_CASE("ws parse: the protocol's full chat example sets every field") {
@@ -61,7 +62,7 @@ TEST_CASE("ws parse: the protocol's full chat example sets every field") {
  "max_tokens":128,"temperature":0.7,"top_k":40,"top_p":0.9,"min_p":0.05,
  "repetition_penalty":1.1,"presence_penalty":0.5,"frequency_penalty":-0.5,"penalty_last_n":32,
  "seed":42,"stop":["\n\n"],"stop_token_ids":[2],"logit_bias":{"123":-100},"ignore_eos":true,
- "logprobs":true,"top_logprobs":3,"priority":-5,"timeout_ms":1500})");
+ "logprobs":true,"top_logprobs":3,"priority":-5,"timeout_ms":1500,"speculative":"ngram"})");
   CHECK(r.id == "r2");
   REQUIRE(r.messages.size() == 2);
   CHECK(r.messages[0].role == "system");
@@ -87,6 +88,7 @@ TEST_CASE("ws parse: the protocol's full chat example sets every field") {
   CHECK(r.params.num_logprobs == 3);
   CHECK(r.priority == -5);
   CHECK(r.timeout_ms == 1500);
+  CHECK(r.speculative == speculative_method::ngram);
 }
 
 TEST_CASE("ws parse: members may come in any order, type last included") {
@@ -125,6 +127,8 @@ TEST_CASE("ws parse: a value of the wrong type names the field and what was sent
       {R"("penalty_last_n":[])", "penalty_last_n", "penalty_last_n must be an integer"},
       {R"("seed":"42")", "seed", "seed must be an integer"},
       {R"("priority":1.5)", "priority", "priority must be an integer"},
+      {R"("speculative":"draft")", "speculative", "speculative must be \"ngram\" or \"off\", got \"draft\""},
+      {R"("speculative":true)", "speculative", "speculative must be a string"},
       {R"("timeout_ms":"1s")", "timeout_ms", "timeout_ms must be an integer"},
       {R"("ignore_eos":1)", "ignore_eos", "ignore_eos must be true or false, got a number"},
       {R"("logprobs":"yes")", "logprobs", "logprobs must be true or false"},
@@ -516,6 +520,15 @@ TEST_CASE("ws frames: done carries the reason, the stop, usage, timings and deta
   CHECK(int64_t(t["stop_token"]) == 2);
   CHECK(t["stop"].error() == simdjson::NO_SUCH_FIELD);
   CHECK(t["detail"].error() == simdjson::NO_SUCH_FIELD);
+  CHECK(o["timings"]["draft_tokens"].error() == simdjson::NO_SUCH_FIELD);  // no proposals: no fields
+
+  done_event speculative = d;
+  speculative.timings.num_draft_tokens = 40;
+  speculative.timings.num_accepted_tokens = 30;
+  simdjson::dom::object sp = parse_back(parser, ws_done("r1", speculative));
+  CHECK(int64_t(sp["timings"]["draft_tokens"]) == 40);
+  CHECK(int64_t(sp["timings"]["accepted_tokens"]) == 30);
+  CHECK(double(sp["timings"]["acceptance_rate"]) == 0.75);
 }
 
 TEST_CASE("ws frames: every finish reason is written as its name") {

@@ -42,6 +42,7 @@ class gated_backend : public backend {
   int32_t num_swap_blocks() const override;
   void swap_out(const std::vector<std::pair<int32_t, int32_t>>& device_to_host) override;
   void swap_in(const std::vector<std::pair<int32_t, int32_t>>& host_to_device) override;
+  bool supports_speculation() const override { return inner_ && inner_->supports_speculation(); }
 
   // The gate starts open.
   void close();            // steps from now on wait (and permits given by release are dropped)

@@ -232,7 +232,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, sequence_step& x) {
   return f(caf::meta::type_name("troupe::sequence_step"), x.seq_id, x.tokens, x.start_pos, x.block_table,
            x.wants_sample, x.wants_all_logits, x.params, x.penalty_tokens, x.num_prompt_penalty_tokens,
-           x.sample_index);
+           x.sample_index, x.num_draft_tokens);
 }
 
 template <class Inspector>
@@ -262,10 +262,17 @@ typename Inspector::result_type inspect(Inspector& f, token_logprob& x) {
 }
 
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, sampled_token_info& x) {
+  wire::float_bits logprob{x.logprob};
+  return f(caf::meta::type_name("troupe::sampled_token_info"), x.token, logprob, x.top_logprobs);
+}
+
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, sequence_output& x) {
   wire::float_bits logprob{x.logprob};
   wire::floats_bits logits{x.logits};
-  return f(caf::meta::type_name("troupe::sequence_output"), x.seq_id, x.token, logprob, x.top_logprobs, logits);
+  return f(caf::meta::type_name("troupe::sequence_output"), x.seq_id, x.token, logprob, x.top_logprobs, logits,
+           x.accepted);
 }
 
 template <class Inspector>
@@ -275,14 +282,16 @@ typename Inspector::result_type inspect(Inspector& f, step_result& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, sequence_request& x) {
-  return f(caf::meta::type_name("troupe::sequence_request"), x.id, x.prompt_tokens, x.params, x.priority);
+  wire::optional_field<speculative_method> speculative{x.speculative};
+  return f(caf::meta::type_name("troupe::sequence_request"), x.id, x.prompt_tokens, x.params, x.priority,
+           speculative);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, sequence_event& x) {
   wire::float_bits logprob{x.logprob};
   return f(caf::meta::type_name("troupe::sequence_event"), x.seq_id, x.state, x.token, logprob, x.top_logprobs,
-           x.reason, x.error, x.message);
+           x.reason, x.error, x.message, x.num_proposed, x.num_accepted);
 }
 
 template <class Inspector>
@@ -292,8 +301,9 @@ typename Inspector::result_type inspect(Inspector& f, chat_message& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, request& x) {
+  wire::optional_field<speculative_method> speculative{x.speculative};
   return f(caf::meta::type_name("troupe::request"), x.id, x.prompt, x.prompt_token_ids, x.messages, x.params,
-           x.priority, x.stop, x.timeout_ms, x.logprobs, x.echo, x.include_usage);
+           x.priority, x.stop, x.timeout_ms, x.logprobs, x.echo, x.include_usage, speculative);
 }
 
 template <class Inspector>
@@ -327,7 +337,8 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, request_timings& x) {
   wire::double_bits queue{x.queue_ms}, first{x.time_to_first_token_ms}, per_token{x.per_output_token_ms},
       total{x.total_ms};
-  return f(caf::meta::type_name("troupe::request_timings"), queue, first, per_token, total);
+  return f(caf::meta::type_name("troupe::request_timings"), queue, first, per_token, total, x.num_draft_tokens,
+           x.num_accepted_tokens);
 }
 
 template <class Inspector>
@@ -351,7 +362,9 @@ typename Inspector::result_type inspect(Inspector& f, request_event_message& x) 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, scheduler_stats& x) {
   return f(caf::meta::type_name("troupe::scheduler_stats"), x.num_running, x.num_waiting, x.num_swapped,
-           x.num_preemptions, x.num_steps, x.num_scheduled_tokens, x.num_budget_tokens, x.num_steps_ahead);
+           x.num_preemptions, x.num_steps, x.num_scheduled_tokens, x.num_budget_tokens, x.num_steps_ahead,
+           x.num_speculative_steps, x.num_draft_tokens, x.num_accepted_tokens, x.num_emitted_tokens,
+           x.num_drafts_at_position, x.num_accepted_at_position);
 }
 
 template <class Inspector>

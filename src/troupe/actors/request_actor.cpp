@@ -95,6 +95,7 @@ void on_token(request_self self, const sequence_event& e) {
     }
     st.last_token_at = now;
   }
+  if (e.num_proposed > 0) st.state->on_speculation(e.num_proposed, e.num_accepted);
   auto r = st.state->on_token(sampled_token{e.token, e.logprob, e.top_logprobs}, now_ms(self));
   if (!r.delta.is_empty()) emit(self, r.delta);
   if (e.state == sequence_state::finished) {
@@ -118,7 +119,8 @@ void start(request_self self) {
                                                   " (a larger --kv-cache-bytes makes room)");
   }
   st.state->set_num_prompt_tokens(static_cast<int32_t>(tokens.size()));
-  pending_sequence pending{sequence_request{st.seq_id, std::move(tokens), st.req->params, st.req->priority}, self};
+  pending_sequence pending{
+      sequence_request{st.seq_id, std::move(tokens), st.req->params, st.req->priority, st.req->speculative}, self};
   self->request(st.links.batcher, caf::infinite, atoms::enqueue_atom::value, std::move(pending))
       .then(
           [=](atoms::admitted_atom) {

@@ -26,6 +26,7 @@ void config::validate() const {
   if (async_scheduling != "auto" && async_scheduling != "on" && async_scheduling != "off") {
     reject("async-scheduling", "auto, on or off", async_scheduling);
   }
+  if (speculative != "off" && speculative != "ngram") reject("speculative", "off or ngram", speculative);
   check_range("tensor-parallel", tensor_parallel, 1, 64);
   if (!(gpu_memory_utilization > 0.0 && gpu_memory_utilization <= 1.0)) {
     reject("gpu-memory-utilization", "in (0, 1]", std::to_string(gpu_memory_utilization));

@@ -21,6 +21,7 @@ struct config {
   double gpu_memory_utilization = 0.9;  // share of free device memory for weights + KV
   bool cuda_graphs = false;
   std::string async_scheduling = "auto";  // auto | on | off (auto: on with CUDA, off on the CPU)
+  std::string speculative = "off";      // off | ngram: speculative decoding (requests may override)
   int32_t threads = 0;                  // CPU compute threads; 0 = one per core
 
   // The KV cache.
@@ -78,6 +79,11 @@ void for_each_option(Config& c, F&& f) {
   f("max_model_len", "prompt + output tokens per sequence (0 = the model's context)", c.scheduling.max_model_len);
   f("enable_chunked_prefill", "split long prompts over several steps", c.scheduling.enable_chunked_prefill);
   f("async_scheduling", "plan step N+1 while step N runs: auto | on | off (auto: on with CUDA)", c.async_scheduling);
+  f("speculative", "speculative decoding: off | ngram (prompt lookup; exact, requests may override)", c.speculative);
+  f("num_speculative_tokens", "most tokens proposed per sequence per step (adapted per sequence)", c.scheduling.num_speculative_tokens);
+  f("ngram_min", "shortest suffix n-gram prompt lookup matches", c.scheduling.ngram_min);
+  f("ngram_max", "longest suffix n-gram prompt lookup matches", c.scheduling.ngram_max);
+  f("speculative_max_batch", "propose only while at most this many sequences decode in a step", c.scheduling.speculative_max_batch);
   f("attention_cost", "attended positions costing one token's matmuls; deep prompt chunks shrink by it (-1 = measured, 0 = off)", c.scheduling.attention_cost);
   f("step_timeout_ms", "a step not back from the worker in this long (or 4x its predicted time, if longer) fails its requests and the worker is replaced (0 = never)", c.scheduling.step_timeout_ms);
   f("ageing_ms", "a waiting request gains one priority level per this many ms (0 = never)", c.scheduling.ageing_ms);

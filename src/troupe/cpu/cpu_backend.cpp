@@ -16,6 +16,7 @@
 #include "troupe/model/ops_math.hpp"
 #include "troupe/model/plan_check.hpp"
 #include "troupe/model/rope_table.hpp"
+#include "troupe/model/speculative.hpp"
 
 namespace troupe::cpu {
 
@@ -233,7 +234,10 @@ step_result cpu_backend::step(const batch_plan& plan) {
     for (size_t i = 0; i < s.tokens.size(); ++i) {
       w.positions[row] = s.start_pos + (int32_t)i;
       row_blocks[row] = s.block_table.data();
-      if (s.wants_all_logits || (s.wants_sample && i + 1 == s.tokens.size())) w.logit_rows.push_back(row);
+      // A sample needs the last position's logits; verifying proposals, those of the
+      // proposals' positions and the one before them too.
+      const bool is_sampled = s.wants_sample && i + 1 + static_cast<size_t>(s.num_draft_tokens) >= s.tokens.size();
+      if (s.wants_all_logits || is_sampled) w.logit_rows.push_back(row);
       ++row;
     }
   }
@@ -296,17 +300,25 @@ step_result cpu_backend::step(const batch_plan& plan) {
     const auto& s = plan.sequences[si];
     auto& out = result.outputs[si];
     out.seq_id = s.seq_id;
-    const int64_t rows = s.wants_all_logits ? (int64_t)s.tokens.size() : (s.wants_sample ? 1 : 0);
+    const int64_t num_sampled = s.wants_sample ? s.num_draft_tokens + 1 : 0;
+    const int64_t rows = s.wants_all_logits ? (int64_t)s.tokens.size() : num_sampled;
     if (s.wants_all_logits) {
       out.logits.assign(w.logits.begin() + logit_row * vocab, w.logits.begin() + (logit_row + rows) * vocab);
     }
-    if (s.wants_sample) sample_row[si] = logit_row + rows - 1;
+    if (s.wants_sample) sample_row[si] = logit_row + rows - num_sampled;
     logit_row += rows;
   }
   std::atomic<size_t> next{0};
   auto sample_one = [&](size_t si) {
     if (sample_row[si] < 0) return;
     const auto& s = plan.sequences[si];
+    if (s.num_draft_tokens > 0) {
+      thread_local std::vector<int32_t> window;
+      const auto num_values = static_cast<size_t>(s.num_draft_tokens + 1) * static_cast<size_t>(vocab);
+      verify_drafts(sampler_, std::span<float>(&w.logits[sample_row[si] * vocab], num_values), s,
+                    result.outputs[si], window);
+      return;
+    }
     auto r = sampler_.sample(std::span<float>(&w.logits[sample_row[si] * vocab], vocab), s.params, s.penalty_tokens,
                              s.num_prompt_penalty_tokens, s.sample_index);
     auto& out = result.outputs[si];

@@ -49,6 +49,7 @@ class cpu_backend final : public backend {
   // token against 3,890 by the multiply-add count). The scheduler refits it from the steps
   // it times.
   double attention_efficiency() const override { return 0.45; }
+  bool supports_speculation() const override { return true; }
 
   int num_threads() const { return pool_.num_threads(); }
   kv_cache_dtype kv_dtype() const { return kv_->dtype(); }

@@ -343,6 +343,30 @@ const std::vector<int32_t>& block_manager::block_table(uint64_t seq_id) const {
   return find_resident(seqs_, seq_id, "block_table").blocks;
 }
 
+void block_manager::truncate(uint64_t seq_id, int32_t num_tokens) {
+  const auto it = seqs_.find(seq_id);
+  if (it == seqs_.end() || it->second.is_swapped) {
+    throw error(error_code::invalid_argument, "cannot truncate " + seq_name(seq_id) + ": it is not resident");
+  }
+  auto& seq = it->second;
+  if (num_tokens < 0 || num_tokens > seq.num_tokens) {
+    throw error(error_code::invalid_argument, "cannot truncate " + seq_name(seq_id) + " from " +
+                                                  std::to_string(seq.num_tokens) + " to " +
+                                                  std::to_string(num_tokens) + " tokens");
+  }
+  const int32_t keep = blocks_for(num_tokens);
+  if (keep < seq.num_keyed_blocks) {
+    throw error(error_code::invalid_argument, "cannot truncate " + seq_name(seq_id) + " to " +
+                                                  std::to_string(num_tokens) +
+                                                  " tokens: it would drop blocks keyed in the prefix cache");
+  }
+  while (static_cast<int32_t>(seq.blocks.size()) > keep) {
+    drop_ref(seq.blocks.back());
+    seq.blocks.pop_back();
+  }
+  seq.num_tokens = num_tokens;
+}
+
 void block_manager::release(uint64_t seq_id) {
   const auto it = seqs_.find(seq_id);
   if (it == seqs_.end()) return;

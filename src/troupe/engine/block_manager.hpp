@@ -83,6 +83,7 @@ class block_manager final : public kv_space {
   std::optional<kv_growth> try_grow(uint64_t seq_id, int32_t num_tokens, std::span<const int32_t> tokens) override;
   // Throws invalid_argument for an unknown or swapped-out sequence.
   const std::vector<int32_t>& block_table(uint64_t seq_id) const override;
+  void truncate(uint64_t seq_id, int32_t num_tokens) override;
   // Unknown or already released sequences are ignored (aborts may race with finishes).
   void release(uint64_t seq_id) override;
   // Like release, for a sequence whose last step failed: its blocks may hold unwritten KV,

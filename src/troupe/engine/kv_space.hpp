@@ -57,6 +57,12 @@ class kv_space {
     return g;
   }
   virtual const std::vector<int32_t>& block_table(uint64_t seq_id) const = 0;
+  // Shrinks a resident sequence to num_tokens positions (no more than it holds), returning
+  // the blocks past them: speculative decoding rolls back the positions of rejected
+  // proposals. Never drops a block registered in the prefix cache (those hold known tokens
+  // only, and rejected proposals never are). Throws troupe::error(invalid_argument) for an
+  // unknown or swapped-out sequence or a count out of range.
+  virtual void truncate(uint64_t seq_id, int32_t num_tokens) = 0;
   // Returns all of the sequence's blocks (full ones stay in the prefix cache as reusable).
   virtual void release(uint64_t seq_id) = 0;
   // Returns them and drops them from the prefix cache: for a sequence whose planned step

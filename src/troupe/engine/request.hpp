@@ -2,9 +2,11 @@
 // stop strings, deadline) and its validation against the model, before any work is done.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "troupe/engine/proposer.hpp"
 #include "troupe/model/chat_template.hpp"
 #include "troupe/model/sampling_params.hpp"
 
@@ -29,6 +31,7 @@ struct request {
   bool logprobs = false;               // return each token's logprob (and params.num_logprobs alternatives)
   bool echo = false;                   // completions only: the prompt text precedes the output
   bool include_usage = false;          // streaming: the client asked for usage in the stream
+  std::optional<speculative_method> speculative;  // speculative decoding; none: the server's choice
 
   bool operator==(const request&) const = default;
   bool is_chat() const { return !messages.empty(); }

@@ -95,6 +95,10 @@ struct request_timings {
   double time_to_first_token_ms = 0.0;  // arrival to first output token; 0 without output
   double per_output_token_ms = 0.0;     // mean gap between output tokens; 0 with fewer than two
   double total_ms = 0.0;                // arrival to finish
+  // Speculative decoding: tokens proposed for this request, and how many of them the
+  // model accepted (each accepted one is an output token that cost no step of its own).
+  int32_t num_draft_tokens = 0;
+  int32_t num_accepted_tokens = 0;
   bool operator==(const request_timings&) const = default;
 };
 

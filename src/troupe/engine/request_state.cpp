@@ -183,6 +183,8 @@ request_timings request_state::timings(int64_t finished_ms) const {
     t.per_output_token_ms = static_cast<double>(last_token_ms_ - *first_token_ms_) / (num_output_tokens_ - 1);
   }
   t.total_ms = static_cast<double>(finished_ms - arrival_ms_);
+  t.num_draft_tokens = num_draft_tokens_;
+  t.num_accepted_tokens = num_accepted_tokens_;
   return t;
 }
 

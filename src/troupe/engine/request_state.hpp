@@ -73,6 +73,12 @@ class request_state {
   // cannot come that early: the sampler bans them, sampler_math.hpp can_sample_end).
   // Throws troupe::error(internal) in tokenizing, queued or preempted.
   token_result on_token(const sampled_token& sampled, int64_t now_ms);
+  // A speculative step proposed num_drafts tokens for this request and num_accepted of them
+  // were taken (reported in the timings).
+  void on_speculation(int32_t num_drafts, int32_t num_accepted) {
+    num_draft_tokens_ += num_drafts;
+    num_accepted_tokens_ += num_accepted;
+  }
 
   // Ends the request: stop and length go to finished, cancelled and timeout to cancelled,
   // error to failed. A reason decided by on_token takes precedence over stop or length
@@ -106,6 +112,8 @@ class request_state {
   int32_t num_prompt_tokens_ = 0;
   int32_t num_cached_prompt_tokens_ = 0;
   int32_t num_output_tokens_ = 0;
+  int32_t num_draft_tokens_ = 0;
+  int32_t num_accepted_tokens_ = 0;
   std::optional<request_finish_reason> decided_;  // by on_token: stop or length
   std::optional<std::string> stop_string_;
   std::optional<int32_t> stop_token_;

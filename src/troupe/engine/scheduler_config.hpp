@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 
+#include "troupe/engine/proposer.hpp"
 #include "troupe/model/error.hpp"
 
 namespace troupe {
@@ -38,6 +39,20 @@ struct scheduler_config {
   // starts it as soon as step N ends (scheduler_policy::schedule_ahead). Worth it where a
   // step is short (a GPU); off, every step is planned after the last one is back.
   bool async_scheduling = false;
+
+  // Speculative decoding (vLLM's --speculative-config with method "ngram"): while few
+  // sequences decode, each proposes up to num_speculative_tokens tokens by prompt lookup
+  // (n-grams of ngram_min..ngram_max tokens) and the step verifies them (model/speculative.hpp).
+  // A request may turn it on or off for itself. Speculation needs the synchronous loop: a
+  // step with proposals is never planned ahead of.
+  speculative_method speculative = speculative_method::off;
+  int32_t num_speculative_tokens = 4;
+  int32_t ngram_min = 2;
+  int32_t ngram_max = 4;
+  // Proposals are made only while at most this many sequences decode in a step: past it a
+  // step is no longer bound by reading the weights, and verifying proposals costs more than
+  // the tokens they save (docs/speculative.md has the measurement behind the default).
+  int32_t speculative_max_batch = 4;
 
   // The watchdog: a step the worker has not answered within max(step_timeout_ms, 4x what its
   // cost predicts from the steps timed so far) counts as stuck; its requests fail with
@@ -78,6 +93,12 @@ struct scheduler_config {
       throw error(error_code::invalid_argument,
                   "attention_cost must be -1 (measured), 0 (chunks sized by tokens alone) or > 0");
     }
+    if (num_speculative_tokens < 1 || num_speculative_tokens > 16) {
+      reject("num_speculative_tokens", "in [1, 16]", num_speculative_tokens);
+    }
+    if (ngram_min < 1 || ngram_min > ngram_max) reject("ngram_min", "in [1, ngram_max]", ngram_min);
+    if (ngram_max > 64) reject("ngram_max", "<= 64", ngram_max);
+    if (speculative_max_batch < 0) reject("speculative_max_batch", ">= 0", speculative_max_batch);
     if (max_batch_size < 1) reject("max_batch_size", ">= 1", max_batch_size);
     if (max_wait_ms < 0) reject("max_wait_ms", ">= 0 (0 = release at once)", max_wait_ms);
     if (max_queue_len < max_batch_size) {

@@ -47,7 +47,11 @@ struct scheduler_policy::step_builder {
 };
 
 scheduler_policy::scheduler_policy(scheduler_config config, kv_space& kv, std::vector<int32_t> eog_ids)
-    : config_(std::move(config)), attention_cost_(std::max(0.0, config_.attention_cost)), kv_(kv), eog_ids_(std::move(eog_ids)) {
+    : config_(std::move(config)),
+      attention_cost_(std::max(0.0, config_.attention_cost)),
+      kv_(kv),
+      eog_ids_(std::move(eog_ids)),
+      ngram_(std::max(1, config_.ngram_min), std::max(std::max(1, config_.ngram_min), config_.ngram_max)) {
   config_.validate();
   const int64_t pool_tokens = static_cast<int64_t>(kv_.num_total_blocks()) * kv_.block_size();
   max_sequence_tokens_ = static_cast<int32_t>(std::min<int64_t>(config_.max_model_len, pool_tokens));
@@ -76,6 +80,8 @@ void scheduler_policy::add(sequence_request request, int64_t now_ms) {
   }
   sequence seq(request.id, std::move(request.prompt_tokens), std::move(request.params), request.priority,
                next_arrival_order_++, now_ms);
+  seq.speculative = request.speculative.value_or(config_.speculative);
+  seq.num_speculative_tokens = config_.num_speculative_tokens;
   sequences_.emplace(request.id, std::move(seq));
   waiting_.push_back(request.id);
 }
@@ -99,6 +105,13 @@ scheduled_step scheduler_policy::schedule_ahead(int64_t now_ms) {
                                           std::to_string(in_flight_.size()));
   }
   if (needs_sync_) return {};
+  // A speculative step's sequences get an unknown number of tokens: nothing can be planned
+  // behind it on the assumption of one each.
+  const auto& running = in_flight_.back().entries;
+  if (std::any_of(running.begin(), running.end(), [](const step_entry& e) { return e.num_drafts > 0; })) {
+    needs_sync_ = true;
+    return {};
+  }
   return plan(now_ms, true);
 }
 
@@ -148,26 +161,36 @@ void scheduler_policy::add_to_plan(step_builder& b, sequence& seq, int32_t num_t
   const bool had_copies = !growth.ops.copies.empty();
   append(b.out.ops, std::move(growth.ops));
   const int32_t start = scheduled_end(seq);
-  const bool wants_sample = start + num_tokens == planned_tokens(seq);
-  b.entries.push_back({seq.id, num_tokens, wants_sample});
+  const auto num_drafts = static_cast<int32_t>(seq.drafts.size());
+  const int32_t num_known = num_tokens - num_drafts;
+  const bool wants_sample = start + num_known == planned_tokens(seq);
+  b.entries.push_back({seq.id, num_tokens, wants_sample, num_drafts});
   b.out.num_attended_pairs += attended_pairs(start, num_tokens);
   const auto& table = *growth.block_table;
   const auto num_blocks = static_cast<int32_t>(table.size());
-  if (num_tokens == 1 && seq.is_known_to_worker && seq.was_last_sent_sampled && !had_copies &&
+  if (num_drafts == 0 && num_tokens == 1 && seq.is_known_to_worker && seq.was_last_sent_sampled && !had_copies &&
       is_planned_decode(seq) && num_blocks <= seq.num_blocks_sent + 1) {
     const int32_t new_block = num_blocks > seq.num_blocks_sent ? table.back() : -1;
     b.out.plan.next.push_back({seq.id, start, new_block});
   } else {
-    if (start + num_tokens > seq.num_tokens()) {
+    if (start + num_known > seq.num_tokens()) {
       // Only a decode_next may feed a token not yet known, and schedule_running keeps
       // every other case out of a step planned ahead.
       throw error(error_code::internal, "sequence " + std::to_string(seq.id) +
                                             ": a whole step would feed a token that is not known yet");
     }
-    b.out.plan.full.push_back(make_step(seq, num_tokens, table));
+    auto step = make_step(seq, num_known, table);
+    if (num_drafts > 0) {
+      step.tokens.insert(step.tokens.end(), seq.drafts.begin(), seq.drafts.end());
+      step.num_draft_tokens = num_drafts;
+      seq.drafts.clear();
+    }
+    b.out.plan.full.push_back(std::move(step));
   }
   seq.is_known_to_worker = true;
-  seq.was_last_sent_sampled = wants_sample;
+  // After a speculative step the worker's copy ends at the last proposal, not where the
+  // sequence goes on: its next step is sent whole.
+  seq.was_last_sent_sampled = wants_sample && num_drafts == 0;
   seq.num_blocks_sent = num_blocks;
   seq.num_in_flight_tokens += num_tokens;
   seq.num_pending_samples += wants_sample ? 1 : 0;
@@ -249,6 +272,7 @@ void scheduler_policy::schedule_running(step_builder& b) {
       b.cost_budget -= step_cost(scheduled_end(*seq), 1, attention_cost_);
     }
   }
+  if (!b.is_ahead) propose_drafts(b, order);
   for (sequence* seq : order) {
     if (is_planned_decode(*seq) || ends_by_length_in_flight(*seq)) continue;
     seq->step_share = take_tokens(b, scheduled_end(*seq), planned_tokens(*seq) - scheduled_end(*seq));
@@ -259,8 +283,18 @@ void scheduler_policy::schedule_running(step_builder& b) {
     const int32_t n = seq->step_share;
     if (n == 0) continue;  // no tokens this step, or preempted
     const uint64_t id = seq->id;
-    const int32_t target = scheduled_end(*seq) + n;
+    int32_t target = scheduled_end(*seq) + n;
     auto growth = kv_.try_grow(id, target, seq->tokens());
+    if (!growth && !seq->drafts.empty()) {
+      // Proposals are not worth a preemption: the plain decode first.
+      const auto num_drafts = static_cast<int32_t>(seq->drafts.size());
+      b.budget += num_drafts;
+      b.cost_budget += step_cost(scheduled_end(*seq) + 1, num_drafts, attention_cost_);
+      seq->drafts.clear();
+      seq->step_share = 1;
+      target = scheduled_end(*seq) + 1;
+      growth = kv_.try_grow(id, target, seq->tokens());
+    }
     if (!growth && b.is_ahead) {
       // Every possible victim is in the running step: leave it out now, preempt later.
       b.is_short_of_kv = true;
@@ -276,8 +310,41 @@ void scheduler_policy::schedule_running(step_builder& b) {
       if (!was_preempted) growth = kv_.try_grow(id, target, seq->tokens());
     }
     if (was_preempted) continue;
+    const int32_t share = seq->step_share;
     seq->step_share = 0;
-    add_to_plan(b, *seq, n, std::move(*growth));
+    add_to_plan(b, *seq, share, std::move(*growth));
+  }
+}
+
+void scheduler_policy::propose_drafts(step_builder& b, const std::vector<sequence*>& order) {
+  int32_t num_decodes = 0;
+  bool wants_speculation = false;
+  for (sequence* seq : order) {
+    seq->drafts.clear();
+    if (seq->step_share != 1 || !is_planned_decode(*seq)) continue;
+    ++num_decodes;
+    wants_speculation = wants_speculation || seq->speculative != speculative_method::off;
+  }
+  if (!wants_speculation || num_decodes > config_.speculative_max_batch) return;
+  for (sequence* seq : order) {
+    if (seq->step_share != 1 || !is_planned_decode(*seq) || seq->speculative == speculative_method::off) continue;
+    if (seq->num_pending_samples > 0) continue;  // its last token is not known yet
+    if (seq->speculation_pause > 0) {
+      --seq->speculation_pause;
+      continue;
+    }
+    // Every accepted proposal and the sample after them are output tokens: none may pass
+    // max_tokens or the longest sequence.
+    const int32_t room = std::min(seq->params.max_tokens - seq->num_output_tokens(),
+                                  max_sequence_tokens_ - seq->num_tokens()) - 1;
+    const int32_t max_drafts = std::min({seq->num_speculative_tokens, room, b.budget});
+    if (max_drafts <= 0) continue;
+    ngram_.propose(seq->tokens(), max_drafts, seq->drafts);
+    const auto num_drafts = static_cast<int32_t>(seq->drafts.size());
+    if (num_drafts == 0) continue;
+    seq->step_share += num_drafts;
+    b.budget -= num_drafts;
+    b.cost_budget -= step_cost(scheduled_end(*seq) + 1, num_drafts, attention_cost_);
   }
 }
 
@@ -352,6 +419,7 @@ void scheduler_policy::preempt(uint64_t seq_id, step_builder& b, preemption_mode
   if (seq.is_known_to_worker) forgets_.push_back(seq_id);
   seq.is_known_to_worker = false;
   seq.num_blocks_sent = 0;
+  seq.drafts.clear();
   erase_running(seq);
   if (mode == preemption_mode::swap && kv_.can_swap_out(seq_id)) {
     append(b.out.ops, kv_.swap_out(seq_id));
@@ -444,13 +512,17 @@ std::vector<sequence_event> scheduler_policy::on_step_done(const step_result& re
     const auto& e = done.entries[i];
     if (step_sequences_[i] == nullptr) continue;  // retired while the step ran
     sequence& seq = *step_sequences_[i];
-    seq.num_computed_tokens += e.num_tokens;
+    seq.num_computed_tokens += e.num_tokens - e.num_drafts;
     seq.num_in_flight_tokens -= e.num_tokens;
     seq.num_in_flight_steps -= 1;
     const sequence_output* output = std::exchange(seq.step_output, nullptr);
     if (!e.wants_sample) continue;  // a non-final prefill chunk
     seq.num_pending_samples -= 1;
     const sequence_output& o = *output;
+    if (e.num_drafts > 0) {
+      apply_speculative(e, seq, o, events);
+      continue;
+    }
     seq.append_token(o.token);
     sequence_event ev{e.seq_id, sequence_state::running, o.token, o.logprob, o.top_logprobs};
     if (should_stop(seq)) {
@@ -472,6 +544,57 @@ std::vector<sequence_event> scheduler_policy::on_step_done(const step_result& re
     events.push_back(std::move(ev));
   }
   return events;
+}
+
+void scheduler_policy::apply_speculative(const step_entry& e, sequence& seq, const sequence_output& o,
+                                         std::vector<sequence_event>& events) {
+  const auto num_accepted = static_cast<int32_t>(o.accepted.size());
+  if (num_accepted > e.num_drafts) {
+    throw error(error_code::internal, "sequence " + std::to_string(seq.id) + ": " + std::to_string(num_accepted) +
+                                          " proposals accepted of " + std::to_string(e.num_drafts));
+  }
+  ++totals_.num_speculative_steps;
+  totals_.num_draft_tokens += e.num_drafts;
+  totals_.num_accepted_tokens += num_accepted;
+  totals_.num_emitted_tokens += num_accepted + 1;
+  if (totals_.num_drafts_at_position.size() < static_cast<size_t>(e.num_drafts)) {
+    totals_.num_drafts_at_position.resize(static_cast<size_t>(e.num_drafts));
+    totals_.num_accepted_at_position.resize(static_cast<size_t>(e.num_drafts));
+  }
+  for (int32_t i = 0; i < e.num_drafts; ++i) ++totals_.num_drafts_at_position[static_cast<size_t>(i)];
+  for (int32_t i = 0; i < num_accepted; ++i) ++totals_.num_accepted_at_position[static_cast<size_t>(i)];
+  // Next time one more proposal than were accepted now. A sequence whose proposals keep
+  // failing sits out 2, 4, ... 32 steps, so that text the lookup cannot predict costs
+  // little.
+  seq.num_speculative_tokens = std::clamp(num_accepted + 1, 1, config_.num_speculative_tokens);
+  seq.num_speculation_misses = num_accepted == 0 ? seq.num_speculation_misses + 1 : 0;
+  if (seq.num_speculation_misses >= 2) seq.speculation_pause = 1 << std::min(seq.num_speculation_misses - 1, 5);
+
+  bool is_first = true;
+  // Appends one emitted token and its event; true when the sequence stopped on it.
+  const auto emit = [&](int32_t token, float logprob, const std::vector<token_logprob>& top) {
+    seq.append_token(token);
+    sequence_event ev{seq.id, sequence_state::running, token, logprob, top};
+    if (is_first) {
+      ev.num_proposed = e.num_drafts;
+      ev.num_accepted = num_accepted;
+      is_first = false;
+    }
+    const bool stops = should_stop(seq);
+    if (stops) {
+      ev.state = sequence_state::finished;
+      ev.reason = seq.reason;
+    }
+    events.push_back(std::move(ev));
+    return stops;
+  };
+  for (const auto& a : o.accepted) {
+    ++seq.num_computed_tokens;  // the accepted proposal's KV is the token's
+    if (emit(a.token, a.logprob, a.top_logprobs)) return retire(seq, sequence_state::finished);
+  }
+  if (emit(o.token, o.logprob, o.top_logprobs)) return retire(seq, sequence_state::finished);
+  // The rejected proposals' positions: their blocks go back, their KV is never read.
+  kv_.truncate(seq.id, seq.num_computed_tokens);
 }
 
 std::vector<sequence_event> scheduler_policy::on_step_failed(error_code code, const std::string& message) {

@@ -31,6 +31,7 @@ struct sequence_request {
   std::vector<int32_t> prompt_tokens;  // not empty
   sampling_params params;              // validated by the caller
   int32_t priority = 0;                // lower number runs first
+  std::optional<speculative_method> speculative;  // the request's choice; none: the server's
   bool operator==(const sequence_request&) const = default;
 };
 
@@ -60,6 +61,10 @@ struct sequence_event {
   finish_reason reason = finish_reason::stop;      // when state is finished: stop or length
   error_code error = error_code::internal;         // when state is failed: why
   std::string message;                             // when state is failed
+  // A speculative step's proposals and how many of them were accepted, on the first event
+  // of the tokens that step emitted (0 elsewhere).
+  int32_t num_proposed = 0;
+  int32_t num_accepted = 0;
   bool operator==(const sequence_event&) const = default;
 };
 
@@ -72,6 +77,16 @@ struct scheduler_stats {
   int64_t num_scheduled_tokens = 0;  // over all steps
   int64_t num_budget_tokens = 0;     // max_num_batched_tokens times num_steps
   int64_t num_steps_ahead = 0;       // of num_steps, planned while the step before ran
+  // Speculative decoding (vLLM's spec_decode counters): sequence-steps that carried
+  // proposals, tokens proposed, accepted, and emitted by those sequence-steps (accepted plus
+  // the one sampled after them), and per proposal position i (0-based) how many were
+  // proposed and accepted there.
+  int64_t num_speculative_steps = 0;
+  int64_t num_draft_tokens = 0;
+  int64_t num_accepted_tokens = 0;
+  int64_t num_emitted_tokens = 0;
+  std::vector<int64_t> num_drafts_at_position;
+  std::vector<int64_t> num_accepted_at_position;
   // Scheduled tokens per budget token over all steps, in [0, 1].
   bool operator==(const scheduler_stats&) const = default;
   double batch_efficiency() const {
@@ -147,8 +162,9 @@ class scheduler_policy {
  private:
   struct step_entry {
     uint64_t seq_id;
-    int32_t num_tokens;
+    int32_t num_tokens;  // proposals included
     bool wants_sample;
+    int32_t num_drafts = 0;
   };
   struct in_flight_step {
     std::vector<step_entry> entries;
@@ -165,6 +181,13 @@ class scheduler_policy {
   std::vector<std::pair<int64_t, uint64_t>> waiting_in_order(int64_t now_ms) const;
   void preempt_for_priority(step_builder& b, const std::vector<std::pair<int64_t, uint64_t>>& queue);
   void schedule_running(step_builder& b);
+  // Proposals for the decodes of a synchronous step with few enough of them: each
+  // decoding sequence's share grows by its proposals, within the budgets.
+  void propose_drafts(step_builder& b, const std::vector<sequence*>& order);
+  // A speculative entry's result: emits the accepted proposals and the sample after them
+  // (up to a stop), adapts the sequence's proposal count, rolls back rejected positions.
+  void apply_speculative(const step_entry& e, sequence& seq, const sequence_output& o,
+                         std::vector<sequence_event>& events);
   void schedule_swapped(step_builder& b);
   void schedule_waiting(step_builder& b, const std::vector<std::pair<int64_t, uint64_t>>& queue);
   // Tokens to feed this step under the remaining budget (0: not this step), from position
@@ -215,6 +238,7 @@ class scheduler_policy {
   std::vector<sequence*> step_sequences_;  // on_step_done's scratch: the oldest step's entries' sequences
   std::unordered_map<uint64_t, deferred_release> deferred_;
   std::vector<uint64_t> forgets_;  // for the next plan: the worker drops these sequences' state
+  ngram_proposer ngram_;
   bool needs_sync_ = false;
   uint64_t next_arrival_order_ = 0;
   scheduler_stats totals_;

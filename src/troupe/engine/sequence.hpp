@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "troupe/engine/proposer.hpp"
 #include "troupe/engine/single_sequence.hpp"  // finish_reason
 #include "troupe/model/sampling_params.hpp"
 
@@ -58,6 +59,15 @@ class sequence {
   // output while applying the result.
   int32_t step_share = 0;
   const sequence_output* step_output = nullptr;
+  // Speculative decoding: the method (the server's unless the request chose), the most
+  // proposals a step may carry now (adapted to how many were accepted), steps left to sit
+  // out after repeated misses, consecutive steps with nothing accepted, and the proposals of
+  // the step being planned.
+  speculative_method speculative = speculative_method::off;
+  int32_t num_speculative_tokens = 0;
+  int32_t speculation_pause = 0;
+  int32_t num_speculation_misses = 0;
+  std::vector<int32_t> drafts;
 
   sequence_state state() const { return state_; }
   // Moves to `next` or throws troupe::error(internal) naming both states. Entering waiting

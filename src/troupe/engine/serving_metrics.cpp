@@ -91,6 +91,19 @@ serving_metrics::serving_metrics(std::shared_ptr<metrics_registry> registry) : r
                             "Attended (query, key) pairs that cost one fed token, as chunked prefill sizes "
                             "chunks by it (refit from step timings); 0: chunks sized by tokens alone.");
 
+  spec_steps_ = r.counter("troupe_spec_decode_num_steps_total",
+                          "Speculative decoding: sequence-steps that carried proposed tokens.");
+  spec_drafts_ = r.counter("troupe_spec_decode_num_draft_tokens_total", "Speculative decoding: tokens proposed.");
+  spec_accepted_ = r.counter("troupe_spec_decode_num_accepted_tokens_total",
+                             "Speculative decoding: proposed tokens the model accepted.");
+  spec_emitted_ = r.counter("troupe_spec_decode_num_emitted_tokens_total",
+                            "Speculative decoding: tokens emitted by speculative sequence-steps (accepted ones "
+                            "plus the one sampled after them).");
+  spec_acceptance_ = r.gauge("troupe_spec_decode_draft_acceptance_rate",
+                             "Speculative decoding: accepted over proposed tokens since the start.");
+  spec_tokens_per_step_ = r.gauge("troupe_spec_decode_mean_tokens_per_step",
+                                  "Speculative decoding: tokens emitted per speculative sequence-step since the start.");
+
   running_ = r.gauge("troupe_num_requests_running", "Sequences in the running batch.");
   waiting_ = r.gauge("troupe_num_requests_waiting", "Sequences queued in the scheduler (not yet running).");
   batching_ = r.gauge("troupe_num_requests_batching",
@@ -187,6 +200,33 @@ void serving_metrics::on_queues(const scheduler_stats& stats) {
   running_->set(stats.num_running);
   waiting_->set(stats.num_waiting);
   swapped_->set(stats.num_swapped);
+  if (stats.num_speculative_steps == spec_seen_.num_speculative_steps) return;
+  spec_steps_->inc(static_cast<double>(stats.num_speculative_steps - spec_seen_.num_speculative_steps));
+  spec_drafts_->inc(static_cast<double>(stats.num_draft_tokens - spec_seen_.num_draft_tokens));
+  spec_accepted_->inc(static_cast<double>(stats.num_accepted_tokens - spec_seen_.num_accepted_tokens));
+  spec_emitted_->inc(static_cast<double>(stats.num_emitted_tokens - spec_seen_.num_emitted_tokens));
+  if (stats.num_draft_tokens > 0) {
+    spec_acceptance_->set(static_cast<double>(stats.num_accepted_tokens) / stats.num_draft_tokens);
+  }
+  spec_tokens_per_step_->set(static_cast<double>(stats.num_emitted_tokens) / stats.num_speculative_steps);
+  for (size_t i = 0; i < stats.num_drafts_at_position.size(); ++i) {
+    if (i == spec_drafts_at_.size()) {
+      const metric_labels position{{"position", std::to_string(i)}};
+      spec_drafts_at_.push_back(registry_->counter("troupe_spec_decode_num_draft_tokens_per_pos_total",
+                                                   "Speculative decoding: tokens proposed at each position "
+                                                   "(0: the first after the known tokens).",
+                                                   position));
+      spec_accepted_at_.push_back(registry_->counter("troupe_spec_decode_num_accepted_tokens_per_pos_total",
+                                                     "Speculative decoding: proposed tokens accepted at each "
+                                                     "position; over the proposed count, the acceptance rate there.",
+                                                     position));
+    }
+    const auto seen = [&](const std::vector<int64_t>& v) { return i < v.size() ? v[i] : 0; };
+    spec_drafts_at_[i]->inc(static_cast<double>(stats.num_drafts_at_position[i] - seen(spec_seen_.num_drafts_at_position)));
+    spec_accepted_at_[i]->inc(
+        static_cast<double>(stats.num_accepted_at_position[i] - seen(spec_seen_.num_accepted_at_position)));
+  }
+  spec_seen_ = stats;
 }
 
 void serving_metrics::on_blocks(const block_manager_stats& stats) {

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "troupe/engine/block_manager.hpp"
 #include "troupe/engine/metrics.hpp"
@@ -117,6 +118,18 @@ class serving_metrics {
   double window_busy_seconds_ = 0;
   int64_t num_prefix_queries_seen_ = 0;
   int64_t num_prefix_hits_seen_ = 0;
+
+  // Speculative decoding (vLLM's spec_decode counters), and the scheduler's totals already
+  // added to them.
+  counter_metric* spec_steps_;
+  counter_metric* spec_drafts_;
+  counter_metric* spec_accepted_;
+  counter_metric* spec_emitted_;
+  gauge_metric* spec_acceptance_;
+  gauge_metric* spec_tokens_per_step_;
+  std::vector<counter_metric*> spec_drafts_at_;
+  std::vector<counter_metric*> spec_accepted_at_;
+  scheduler_stats spec_seen_;
 };
 
 }  // namespace troupe

@@ -27,6 +27,10 @@ device_plan flatten_plan(const batch_plan& plan, const model_config& config, int
   int32_t logit_index = 0;
   for (const auto& s : plan.sequences) {
     const std::string who = "sequence " + std::to_string(s.seq_id) + ": ";
+    if (s.num_draft_tokens > 0) {
+      throw error(error_code::unsupported, who + "the CUDA backend does not verify proposed tokens (speculative "
+                                                 "decoding runs on the CPU backend)");
+    }
     const int64_t blocks_needed = num_blocks_needed(s, block_size);
     const int32_t table = (int32_t)out.block_tables.size();
     out.block_tables.insert(out.block_tables.end(), s.block_table.begin(), s.block_table.begin() + blocks_needed);

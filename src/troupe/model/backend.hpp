@@ -26,6 +26,13 @@ struct sequence_step {
   std::vector<int32_t> penalty_tokens;   // recent prompt+output tokens the penalties look at
   int32_t num_prompt_penalty_tokens = 0; // how many of penalty_tokens come from the prompt
   uint64_t sample_index = 0;             // number of tokens sampled so far: seeds the RNG
+  // Speculative decoding: the last num_draft_tokens of `tokens` are proposed continuations,
+  // not known tokens. The backend samples after tokens[0] and, while its sample equals the
+  // proposal that follows, after each proposal too (verify_drafts, speculative.hpp); the
+  // output carries the accepted proposals and the sample that ended the run. Needs
+  // wants_sample. KV is written for every fed position; the scheduler rolls back the
+  // positions of rejected proposals.
+  int32_t num_draft_tokens = 0;
   bool operator==(const sequence_step&) const = default;
 };
 
@@ -45,12 +52,23 @@ struct token_logprob {
   bool operator==(const token_logprob&) const = default;
 };
 
+// One sampled token with what the sampler reports about it.
+struct sampled_token_info {
+  int32_t token = -1;
+  float logprob = 0.0f;                // under the unfiltered distribution
+  std::vector<token_logprob> top_logprobs;
+  bool operator==(const sampled_token_info&) const = default;
+};
+
 struct sequence_output {
   uint64_t seq_id = 0;
   int32_t token = -1;                  // -1 when no sample was asked for
   float logprob = 0.0f;                // of the sampled token under the unfiltered distribution
   std::vector<token_logprob> top_logprobs;
   std::vector<float> logits;           // num_tokens x vocab when wants_all_logits
+  // Speculative steps: the proposals the target accepted, in order; they come before
+  // `token` (the sample after the last accepted one). Empty otherwise.
+  std::vector<sampled_token_info> accepted;
   bool operator==(const sequence_output&) const = default;
 };
 
@@ -86,6 +104,9 @@ class backend {
   // the scheduler's first estimate of what a chunk deep in a long prompt costs
   // (step_cost.hpp); it refits from the steps it times.
   virtual double attention_efficiency() const { return 0.5; }
+  // Whether step() verifies proposed tokens (sequence_step::num_draft_tokens > 0); a
+  // backend that does not refuses such a step with troupe::error(unsupported).
+  virtual bool supports_speculation() const { return false; }
 };
 
 }  // namespace troupe

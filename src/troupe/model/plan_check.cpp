@@ -35,6 +35,13 @@ void check_plan(const batch_plan& plan, const model_config& config, int32_t bloc
         throw error(error_code::bad_plan, who + "block id " + std::to_string(s.block_table[b]) + " out of range");
       }
     }
+    if (s.num_draft_tokens < 0 || s.num_draft_tokens >= static_cast<int32_t>(s.tokens.size())) {
+      throw error(error_code::bad_plan, who + "num_draft_tokens " + std::to_string(s.num_draft_tokens) +
+                                            " must be in [0, " + std::to_string(s.tokens.size()) + ")");
+    }
+    if (s.num_draft_tokens > 0 && !s.wants_sample) {
+      throw error(error_code::bad_plan, who + "proposed tokens need a sample to verify them (wants_sample)");
+    }
     if (s.wants_sample) s.params.validate(config.vocab_size);
   }
 }

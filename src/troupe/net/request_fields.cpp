@@ -70,6 +70,16 @@ std::vector<std::pair<int32_t, float>> read_logit_bias(value& v, const parse_lim
   return bias;
 }
 
+// "ngram" or "off": this request's speculative decoding, whatever the server's default.
+speculative_method read_speculative(value& v) {
+  const std::string text = json_read::read_string(v, "speculative");
+  if (text == "ngram") return speculative_method::ngram;
+  if (text != "off") {
+    json_read::fail_request("speculative must be \"ngram\" or \"off\", got \"" + text + "\"", "speculative");
+  }
+  return speculative_method::off;
+}
+
 using field_reader = void (*)(value&, request&, const parse_limits&);
 
 struct shared_field {
@@ -99,6 +109,7 @@ const shared_field shared_fields[] = {
     {"stop", [](value& v, request& r, const parse_limits&) { r.stop = read_stop(v); }},
     {"priority", [](value& v, request& r, const parse_limits&) { r.priority = json_read::read_int32(v, "priority"); }},
     {"timeout_ms", [](value& v, request& r, const parse_limits&) { r.timeout_ms = json_read::read_int64(v, "timeout_ms"); }},
+    {"speculative", [](value& v, request& r, const parse_limits&) { r.speculative = read_speculative(v); }},
 };
 
 // content: a string, or OpenAI's array of parts of which troupe serves the text ones.

@@ -141,6 +141,11 @@ void write_timings(json_writer& w, const request_timings& t) {
   w.key("ttft_ms").value(t.time_to_first_token_ms);
   w.key("tpot_ms").value(t.per_output_token_ms);
   w.key("total_ms").value(t.total_ms);
+  if (t.num_draft_tokens > 0) {
+    w.key("draft_tokens").value(t.num_draft_tokens);
+    w.key("accepted_tokens").value(t.num_accepted_tokens);
+    w.key("acceptance_rate").value(static_cast<double>(t.num_accepted_tokens) / t.num_draft_tokens);
+  }
   w.end_object();
 }
 

@@ -1,0 +1,265 @@
+#!/usr/bin/env python3
+"""Speculative decoding, troupe vs llama.cpp's llama-server, over loopback HTTP, in one run.
+
+Four servers on the same model file and thread count, one after another:
+  troupe plain      `troupe serve`
+  troupe ngram      `troupe serve --speculative ngram` (prompt lookup)
+  llama.cpp plain   `llama-server`
+  llama.cpp ngram   `llama-server --spec-type ngram-simple` (llama.cpp's prompt lookup)
+Each serves the same chat requests through POST /v1/chat/completions with stream:true,
+greedy, one at a time (single stream). Decode speed of one request is its output tokens
+after the first over the time from the first to the last token (prefill excluded), and a
+workload's figure is total such tokens over total such time. Workloads:
+  rewrite  repeat or lightly rewrite a given paragraph (the output quotes the input)
+  code     edit a given function (rename, add a comment): mostly a copy of the input
+  open     open questions with nothing to copy (speculation should cost nothing here)
+Then N streams at once (default 32) of the rewrite workload on troupe with and without
+speculation: total output tokens/s, the check that the policy keeps speculation from
+costing throughput when the batch is large.
+
+Prints per-workload tok/s side by side with the ratios, acceptance rates (troupe from its
+/metrics counters, llama.cpp from its reported draft counts where it reports them), and one
+line "RESULT {json}".
+
+Usage: bench/spec_decode.py [--model M] [--threads T] [--gen N] [--streams 32] [--only-troupe]
+"""
+import argparse
+import http.client
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from compare_serving import free_port, wait_healthy  # noqa: E402
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+
+PARAGRAPHS = [
+    "The city council met on Tuesday evening to discuss the new park on the east side of town. "
+    "Residents asked for more trees, a playground for small children and a path for bicycles. "
+    "The council agreed to publish a plan by the end of the month and to hold another meeting in spring.",
+    "Our team shipped the new release last week. It adds support for larger files, fixes a crash "
+    "when the network drops, and makes the search page twice as fast. Please update your clients and "
+    "report any problems to the support address listed on the website.",
+    "To make bread, mix flour, water, salt and yeast in a large bowl. Knead the dough for ten minutes, "
+    "let it rise for an hour, shape it into a loaf, and bake it in a hot oven for about forty minutes "
+    "until the crust is brown and the loaf sounds hollow.",
+    "The library will be closed on Monday for maintenance. Books that are due on that day can be "
+    "returned on Tuesday without a fine. The reading room on the second floor will reopen next week "
+    "with new desks, better lights and more power outlets for laptops.",
+]
+
+CODE = [
+    "def total_price(items):\n    total = 0\n    for item in items:\n        total += item.price * item.count\n"
+    "    return total\n\n\ndef average_price(items):\n    if not items:\n        return 0\n"
+    "    return total_price(items) / len(items)\n",
+    "int count_words(const char *text) {\n    int count = 0;\n    int in_word = 0;\n"
+    "    for (const char *p = text; *p; ++p) {\n        if (*p == ' ' || *p == '\\n') {\n"
+    "            in_word = 0;\n        } else if (!in_word) {\n            in_word = 1;\n            ++count;\n"
+    "        }\n    }\n    return count;\n}\n",
+    "function mergeSorted(a, b) {\n  const out = [];\n  let i = 0, j = 0;\n  while (i < a.length && j < b.length) {\n"
+    "    if (a[i] <= b[j]) out.push(a[i++]);\n    else out.push(b[j++]);\n  }\n"
+    "  while (i < a.length) out.push(a[i++]);\n  while (j < b.length) out.push(b[j++]);\n  return out;\n}\n",
+]
+
+OPEN = ["Tell me a short story about a lighthouse keeper.", "Why is the sky blue? Explain simply.",
+        "Give three tips for sleeping better.", "Describe your ideal weekend."]
+
+
+def workloads():
+    rewrite = [f"Repeat the following text exactly, word for word:\n\n{p}" for p in PARAGRAPHS]
+    rewrite += [f"Rewrite this text, keeping every sentence:\n\n{p}" for p in PARAGRAPHS[:2]]
+    code = [f"Rename the function parameters to longer names and return the whole code:\n\n{c}" for c in CODE]
+    code += [f"Add a comment line above each function and repeat the code:\n\n{c}" for c in CODE]
+    return {"rewrite": rewrite, "code": code, "open": OPEN}
+
+
+def chat(port, prompt, n_gen):
+    """One streamed greedy chat completion: (output tokens, seconds first->last token, draft stats)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=900)
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": prompt}], "max_tokens": n_gen,
+                       "temperature": 0, "stream": True, "stream_options": {"include_usage": True}})
+    conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    if resp.status != 200:
+        raise RuntimeError(f"HTTP {resp.status}: {resp.read()[:300]!r}")
+    first = last = None
+    tokens = None
+    draft = None
+    text = []
+    for raw in resp:
+        line = raw.decode("utf-8", "replace").strip()
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            break
+        msg = json.loads(data)
+        if msg.get("usage"):
+            tokens = msg["usage"].get("completion_tokens")
+        t = msg.get("timings")
+        if t and "draft_n" in t:
+            draft = (t.get("draft_n", 0), t.get("draft_n_accepted", 0))
+        for c in msg.get("choices") or []:
+            piece = (c.get("delta") or {}).get("content")
+            if piece:
+                now = time.monotonic()
+                first = first or now
+                last = now
+                text.append(piece)
+    conn.close()
+    return tokens or 0, (last - first) if first and last else 0.0, draft, "".join(text)
+
+
+def metrics(port):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    c.request("GET", "/metrics")
+    values = {}
+    for line in c.getresponse().read().decode().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name, _, value = line.rpartition(" ")
+        try:
+            values[name] = float(value)
+        except ValueError:
+            pass
+    return values
+
+
+def run_single(port, n_gen, name, is_troupe):
+    out = {}
+    texts = {}
+    for wl, prompts in workloads().items():
+        before = metrics(port) if is_troupe else {}
+        tokens = 0
+        seconds = 0.0
+        drafted = accepted = 0
+        for i, p in enumerate(prompts):
+            n, s, draft, text = chat(port, p, n_gen)
+            texts[f"{wl}{i}"] = text
+            tokens += max(n - 1, 0)
+            seconds += s
+            if draft:
+                drafted += draft[0]
+                accepted += draft[1]
+        if is_troupe:
+            after = metrics(port)
+            drafted = after.get("troupe_spec_decode_num_draft_tokens_total", 0) - before.get(
+                "troupe_spec_decode_num_draft_tokens_total", 0)
+            accepted = after.get("troupe_spec_decode_num_accepted_tokens_total", 0) - before.get(
+                "troupe_spec_decode_num_accepted_tokens_total", 0)
+        out[wl] = {"decode_tok_s": tokens / seconds if seconds > 0 else 0.0, "tokens": tokens,
+                   "drafted": drafted, "accepted": accepted,
+                   "acceptance": accepted / drafted if drafted else None}
+        print(f"{name} {wl}: {out[wl]}", file=sys.stderr)
+    return out, texts
+
+
+def run_streams(port, n, n_gen):
+    prompts = workloads()["rewrite"]
+    done = [0] * n
+    errors = []
+
+    def one(i):
+        try:
+            done[i] = chat(port, prompts[i % len(prompts)] + " " * (i // len(prompts)), n_gen)[0]
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return sum(done) / (time.monotonic() - t0)
+
+
+def serve(cmd, port, name):
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_healthy(port, proc, name)
+    return proc
+
+
+def stop(proc):
+    proc.terminate()
+    proc.wait()
+
+
+def troupe_cmd(args, port, extra):
+    return [args.troupe, "serve", "--model", args.model, "--threads", str(args.threads), "--port", str(port),
+            "--max-num-seqs", str(max(args.streams, 1)), *extra]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--gen", type=int, default=128)
+    ap.add_argument("--streams", type=int, default=32, help="the many-streams point (0: skip it)")
+    ap.add_argument("--troupe", default=os.path.join(ROOT, "build", "troupe"))
+    ap.add_argument("--llama-server", default=os.path.join(ROOT, "third_party", "llama.cpp", "build", "bin",
+                                                            "llama-server"))
+    ap.add_argument("--troupe-args", default="", help="more `troupe serve` flags for both troupe runs")
+    ap.add_argument("--only-troupe", action="store_true", help="skip llama-server")
+    args = ap.parse_args()
+    extra = args.troupe_args.split()
+
+    results = {}
+    outputs = {}
+    for name, flags in (("troupe plain", []), ("troupe ngram", ["--speculative", "ngram"])):
+        port = free_port()
+        proc = serve(troupe_cmd(args, port, extra + flags), port, name)
+        try:
+            results[name], outputs[name] = run_single(port, args.gen, name, True)
+            if args.streams > 0:
+                results[name]["streams_tok_s"] = run_streams(port, args.streams, args.gen)
+                print(f"{name} {args.streams} streams: {results[name]['streams_tok_s']:.1f} tok/s", file=sys.stderr)
+        finally:
+            stop(proc)
+    if not args.only_troupe:
+        if not os.access(args.llama_server, os.X_OK):
+            subprocess.run([os.path.join(ROOT, "bench", "build_llama_cpp.sh")], check=True)
+        for name, flags in (("llama.cpp plain", []), ("llama.cpp ngram", ["--spec-type", "ngram-simple"])):
+            port = free_port()
+            cmd = [args.llama_server, "-m", args.model, "-t", str(args.threads), "-np", "1", "-c", "4096",
+                   "--host", "127.0.0.1", "--port", str(port), *flags]
+            proc = serve(cmd, port, name)
+            try:
+                results[name], outputs[name] = run_single(port, args.gen, name, False)
+            finally:
+                stop(proc)
+
+    same = sum(outputs["troupe plain"][k] == outputs["troupe ngram"][k] for k in outputs["troupe plain"])
+    print(f"speculative decoding, single stream, greedy, {args.gen} output tokens at most, {args.threads} threads, "
+          f"{os.path.basename(args.model)}")
+    print(f"troupe ngram output identical to troupe plain on {same} of {len(outputs['troupe plain'])} prompts")
+    header = f"{'workload':>8} | {'troupe':>7} {'+ngram':>7} {'x':>5} {'accept':>6}"
+    if not args.only_troupe:
+        header += f" | {'llama':>7} {'+ngram':>7} {'x':>5} {'accept':>6} | {'ngram t/l':>9}"
+    print(header)
+    for wl in workloads():
+        t0, t1 = results["troupe plain"][wl], results["troupe ngram"][wl]
+        acc = lambda r: f"{100 * r['acceptance']:>5.0f}%" if r["acceptance"] is not None else "     -"
+        line = (f"{wl:>8} | {t0['decode_tok_s']:>7.1f} {t1['decode_tok_s']:>7.1f} "
+                f"{t1['decode_tok_s'] / max(t0['decode_tok_s'], 1e-9):>5.2f} {acc(t1)}")
+        if not args.only_troupe:
+            l0, l1 = results["llama.cpp plain"][wl], results["llama.cpp ngram"][wl]
+            line += (f" | {l0['decode_tok_s']:>7.1f} {l1['decode_tok_s']:>7.1f} "
+                     f"{l1['decode_tok_s'] / max(l0['decode_tok_s'], 1e-9):>5.2f} {acc(l1)} | "
+                     f"{t1['decode_tok_s'] / max(l1['decode_tok_s'], 1e-9):>9.2f}")
+        print(line)
+    if args.streams > 0:
+        s0, s1 = results["troupe plain"]["streams_tok_s"], results["troupe ngram"]["streams_tok_s"]
+        print(f"{args.streams} streams (rewrite): troupe {s0:.1f} tok/s plain, {s1:.1f} with ngram ({s1 / s0:.2f}x)")
+    print("RESULT " + json.dumps({"results": results, "threads": args.threads, "model": args.model,
+                                  "identical_outputs": same}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,329 @@
+// Speculative decoding in the scheduler: the n-gram proposer, proposals in the plan within
+// the budgets, verification results applied (accepted tokens, rollback of rejected
+// positions, adaptive proposal counts), stop rules inside a run of accepted tokens, mixing
+// speculative and plain sequences in one step, and a property test over random workloads on
+// the real block manager: outputs equal those without speculation and every invariant holds.
+#include <doctest/doctest.h>
+
+#include <map>
+#include <memory>
+#include <random>
+
+#include "engine/fake_kv_space.hpp"
+#include "engine/simulated_worker.hpp"
+#include "troupe/engine/block_manager.hpp"
+#include "troupe/engine/proposer.hpp"
+#include "troupe/engine/scheduler_policy.hpp"
+#include "troupe/model/error.hpp"
+
+using namespace troupe;
+using troupe::test::fake_kv_space;
+using troupe::test::simulated_worker;
+
+namespace {
+
+constexpr int32_t eog_token = 2;
+
+std::vector<int32_t> propose(const ngram_proposer& p, std::vector<int32_t> tokens, int32_t max_tokens) {
+  std::vector<int32_t> out = {99};  // propose clears what was there
+  p.propose(tokens, max_tokens, out);
+  return out;
+}
+
+scheduler_config spec_config(speculative_method method, int32_t max_num_batched_tokens = 256) {
+  scheduler_config c;
+  c.max_num_seqs = 8;
+  c.max_num_batched_tokens = max_num_batched_tokens;
+  c.max_model_len = 512;
+  c.ageing_ms = 0;
+  c.speculative = method;
+  c.num_speculative_tokens = 4;
+  c.ngram_min = 2;
+  c.ngram_max = 3;
+  c.speculative_max_batch = 8;
+  return c;
+}
+
+// A prompt that repeats `period` tokens, so that prompt lookup finds its continuation.
+sequence_request periodic_request(uint64_t id, int32_t period, int32_t num_prompt_tokens, int32_t max_tokens) {
+  sequence_request r;
+  r.id = id;
+  for (int32_t i = 0; i < num_prompt_tokens; ++i) r.prompt_tokens.push_back(100 + static_cast<int32_t>(id * 50) + i % period);
+  r.params.max_tokens = max_tokens;
+  r.params.seed = id;
+  return r;
+}
+
+// The model goes on with the sequence's own cycle (the token `period` back), except that at
+// output indices where `deviates` says so it says something new: proposals are then partly
+// rejected, and a wrong rollback (KV of a rejected proposal read as context) shows in every
+// later token through the hash.
+simulated_worker::next_token_rule cyclic_rule(int32_t period, std::function<bool(uint64_t)> deviates) {
+  return [=](const std::vector<int32_t>& context, uint64_t seed, uint64_t index) {
+    if (deviates(index)) return simulated_worker::next_token(context, seed, index);
+    return context[context.size() - static_cast<size_t>(period)];
+  };
+}
+
+struct run_result {
+  std::map<uint64_t, std::vector<int32_t>> outputs;
+  std::map<uint64_t, finish_reason> finished;
+  int32_t num_steps = 0;
+  scheduler_stats stats;
+  bool mixed_step = false;  // a step held a sequence with proposals and one without
+};
+
+template <class Kv>
+run_result run(Kv& kv, scheduler_config config, const std::vector<sequence_request>& requests,
+               simulated_worker::next_token_rule rule, int32_t num_blocks, int32_t block_size,
+               const std::function<void()>& after_step = {}) {
+  scheduler_policy sched(config, kv, {eog_token});
+  simulated_worker worker(num_blocks, block_size, 0);
+  worker.set_rule(std::move(rule));
+  for (const auto& r : requests) sched.add(r, 0);
+  run_result out;
+  while (sched.has_unfinished()) {
+    REQUIRE(out.num_steps < 100000);
+    const auto s = sched.schedule(0);
+    REQUIRE_FALSE(s.is_empty());
+    int64_t tokens = 0;
+    bool any_drafts = false, any_plain = false;
+    for (const auto& f : s.plan.full) {
+      tokens += static_cast<int64_t>(f.tokens.size());
+      any_drafts = any_drafts || f.num_draft_tokens > 0;
+      any_plain = any_plain || f.num_draft_tokens == 0;
+    }
+    any_plain = any_plain || !s.plan.next.empty();
+    out.mixed_step = out.mixed_step || (any_drafts && any_plain);
+    CHECK(s.num_scheduled_tokens <= config.max_num_batched_tokens);
+    const auto result = worker.run(s);
+    for (const auto& e : sched.on_step_done(result)) {
+      out.outputs[e.seq_id].push_back(e.token);
+      if (e.state == sequence_state::finished) out.finished[e.seq_id] = e.reason;
+    }
+    ++out.num_steps;
+    if (after_step) after_step();
+  }
+  out.stats = sched.stats();
+  return out;
+}
+
+run_result run_fake(scheduler_config config, const std::vector<sequence_request>& requests,
+                    simulated_worker::next_token_rule rule, int32_t num_blocks = 256, int32_t block_size = 4) {
+  fake_kv_space kv(num_blocks, block_size);
+  auto r = run(kv, config, requests, std::move(rule), num_blocks, block_size);
+  CHECK(kv.is_all_free());
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("speculation: prompt lookup proposes what followed the latest, longest earlier match") {
+  const ngram_proposer p(1, 3);
+  // The suffix (7, 8) occurs twice; the later occurrence is followed by 4, 5.
+  CHECK(propose(p, {7, 8, 1, 2, 7, 8, 4, 5, 6, 7, 8}, 3) == std::vector<int32_t>{4, 5, 6});
+  // A longer match wins over a later, shorter one: (6, 7, 8) matched at the start.
+  CHECK(propose(p, {6, 7, 8, 9, 9, 3, 7, 8, 1, 6, 7, 8}, 2) == std::vector<int32_t>{9, 9});
+  // The continuation stops at the end of what is known.
+  CHECK(propose(p, {1, 2, 3, 1, 2}, 8) == std::vector<int32_t>{3, 1, 2});
+  CHECK(propose(p, {1, 2, 3, 4}, 4).empty());  // nothing recurs
+  CHECK(propose(p, {5}, 4).empty());
+  CHECK(propose(p, {1, 2, 1, 2}, 0).empty());
+  const ngram_proposer bigrams(2, 2);
+  CHECK(propose(bigrams, {3, 9, 4, 9}, 2).empty());  // only the single token 9 recurs
+  CHECK(propose(bigrams, {3, 9, 4, 3, 9}, 2) == std::vector<int32_t>{4, 3});
+  CHECK_THROWS_AS(ngram_proposer(0, 2), error);
+  CHECK_THROWS_AS(ngram_proposer(3, 2), error);
+  CHECK_THROWS_AS(ngram_proposer(1, 65), error);
+  CHECK(parse_speculative_method("ngram") == speculative_method::ngram);
+  CHECK(parse_speculative_method("off") == speculative_method::off);
+  CHECK_THROWS_AS(parse_speculative_method("draft"), error);
+}
+
+TEST_CASE("speculation: a predictable model's output is the same with proposals, in fewer steps") {
+  const auto rule = cyclic_rule(5, [](uint64_t) { return false; });
+  const std::vector<sequence_request> reqs = {periodic_request(1, 5, 12, 40)};
+  const auto plain = run_fake(spec_config(speculative_method::off), reqs, rule);
+  const auto spec = run_fake(spec_config(speculative_method::ngram), reqs, rule);
+  CHECK(spec.outputs == plain.outputs);
+  CHECK(spec.finished == plain.finished);
+  CHECK(plain.outputs.at(1).size() == 40);
+  CHECK(plain.stats.num_draft_tokens == 0);
+  // Every proposal is right: 4 tokens accepted and a fifth sampled per step after the first.
+  CHECK(spec.stats.num_accepted_tokens == spec.stats.num_draft_tokens);
+  CHECK(spec.stats.num_emitted_tokens == spec.stats.num_accepted_tokens + spec.stats.num_speculative_steps);
+  MESSAGE("steps: " << plain.num_steps << " plain, " << spec.num_steps << " speculative");
+  CHECK(spec.num_steps <= plain.num_steps / 3);
+  REQUIRE(spec.stats.num_drafts_at_position.size() == 4);
+  CHECK(spec.stats.num_accepted_at_position == spec.stats.num_drafts_at_position);
+}
+
+TEST_CASE("speculation: rejected proposals are rolled back and later tokens are unaffected") {
+  // Deviations at every 7th output index: runs of accepted tokens end in a rejection.
+  const auto rule = cyclic_rule(6, [](uint64_t i) { return i % 7 == 3; });
+  std::vector<sequence_request> reqs;
+  for (uint64_t id = 1; id <= 3; ++id) reqs.push_back(periodic_request(id, 6, 14 + static_cast<int32_t>(id), 60));
+  const auto plain = run_fake(spec_config(speculative_method::off), reqs, rule);
+  fake_kv_space kv(256, 4);
+  const auto spec = run(kv, spec_config(speculative_method::ngram), reqs, rule, 256, 4);
+  CHECK(kv.is_all_free());
+  CHECK(spec.outputs == plain.outputs);
+  CHECK(spec.finished == plain.finished);
+  CHECK(spec.stats.num_accepted_tokens > 0);
+  CHECK(spec.stats.num_accepted_tokens < spec.stats.num_draft_tokens);
+  CHECK(kv.num_truncates() > 0);
+  CHECK(spec.num_steps < plain.num_steps);
+}
+
+TEST_CASE("speculation: a stop token or max_tokens inside a run of accepted proposals ends the sequence there") {
+  SUBCASE("end of generation") {
+    // A 7-token cycle that holds the end-of-generation id (the prompt may hold it). The
+    // first output token departs from the cycle, so that lookup proposes nothing until the
+    // output has two cycle tokens in a row; its proposals then run into the end token.
+    sequence_request r = periodic_request(1, 7, 21, 100);
+    for (size_t pos = 6; pos < r.prompt_tokens.size(); pos += 7) r.prompt_tokens[pos] = eog_token;
+    const auto rule = cyclic_rule(7, [](uint64_t i) { return i == 0; });
+    const auto plain = run_fake(spec_config(speculative_method::off), {r}, rule);
+    const auto spec = run_fake(spec_config(speculative_method::ngram), {r}, rule);
+    CHECK(spec.outputs == plain.outputs);
+    REQUIRE(spec.finished.count(1) == 1);
+    CHECK(spec.finished.at(1) == finish_reason::stop);
+    CHECK(spec.outputs.at(1).back() == eog_token);
+    CHECK(spec.outputs.at(1).size() == 7);
+    CHECK(spec.stats.num_accepted_tokens > 0);
+  }
+  SUBCASE("max_tokens") {
+    for (int32_t max_tokens : {1, 2, 5, 9, 13}) {
+      CAPTURE(max_tokens);
+      const auto r = periodic_request(1, 3, 9, max_tokens);
+      const auto rule = cyclic_rule(3, [](uint64_t) { return false; });
+      const auto spec = run_fake(spec_config(speculative_method::ngram), {r}, rule);
+      CHECK(spec.outputs.at(1).size() == static_cast<size_t>(max_tokens));
+      CHECK(spec.finished.at(1) == finish_reason::length);
+    }
+  }
+}
+
+TEST_CASE("speculation: sequences with and without proposals share a step; a request may opt out") {
+  const auto rule = cyclic_rule(5, [](uint64_t) { return false; });
+  std::vector<sequence_request> reqs;
+  for (uint64_t id = 1; id <= 3; ++id) reqs.push_back(periodic_request(id, 5, 12, 30));
+  reqs[1].speculative = speculative_method::off;
+  const auto plain = run_fake(spec_config(speculative_method::off), reqs, rule);
+  const auto spec = run_fake(spec_config(speculative_method::ngram), reqs, rule);
+  CHECK(spec.outputs == plain.outputs);
+  CHECK(spec.mixed_step);
+  // And the other way round: a server without speculation, one request asking for it.
+  auto one = reqs;
+  one[1].speculative = std::nullopt;
+  one[2].speculative = speculative_method::ngram;
+  const auto opted_in = run_fake(spec_config(speculative_method::off), one, rule);
+  CHECK(opted_in.outputs == plain.outputs);
+  CHECK(opted_in.stats.num_draft_tokens > 0);
+  CHECK(opted_in.mixed_step);
+}
+
+TEST_CASE("speculation: proposals fit the token budget and stop past speculative_max_batch") {
+  const auto rule = cyclic_rule(5, [](uint64_t) { return false; });
+  std::vector<sequence_request> reqs;
+  for (uint64_t id = 1; id <= 3; ++id) reqs.push_back(periodic_request(id, 5, 12, 20));
+  SUBCASE("too many decoding sequences") {
+    auto c = spec_config(speculative_method::ngram);
+    c.speculative_max_batch = 2;
+    const auto r = run_fake(c, reqs, rule);
+    CHECK(r.stats.num_draft_tokens == 0);
+  }
+  SUBCASE("a small budget") {
+    auto c = spec_config(speculative_method::ngram, 8);  // 3 decodes + 5 proposals at most
+    c.max_num_seqs = 3;
+    const auto plain = run_fake(spec_config(speculative_method::off), reqs, rule);
+    const auto r = run_fake(c, reqs, rule);
+    CHECK(r.outputs == plain.outputs);
+    CHECK(r.stats.num_draft_tokens > 0);
+  }
+}
+
+TEST_CASE("speculation: nothing is planned ahead of a step with proposals") {
+  fake_kv_space kv(64, 4);
+  auto c = spec_config(speculative_method::ngram);
+  c.async_scheduling = true;
+  scheduler_policy sched(c, kv, {eog_token});
+  simulated_worker worker(64, 4, 0);
+  worker.set_rule(cyclic_rule(4, [](uint64_t) { return false; }));
+  sched.add(periodic_request(1, 4, 12, 30), 0);
+  auto first = sched.schedule(0);  // the prompt
+  sched.on_step_done(worker.run(first));
+  const auto second = sched.schedule(0);
+  REQUIRE(second.plan.full.size() == 1);
+  CHECK(second.plan.full[0].num_draft_tokens > 0);
+  CHECK(second.num_scheduled_tokens == 1 + second.plan.full[0].num_draft_tokens);
+  CHECK(sched.schedule_ahead(0).is_empty());
+  CHECK(sched.needs_sync());
+  const auto events = sched.on_step_done(worker.run(second));
+  CHECK(events.size() == static_cast<size_t>(1 + second.plan.full[0].num_draft_tokens));
+  CHECK(events.front().num_proposed == second.plan.full[0].num_draft_tokens);
+  CHECK(events.front().num_accepted == second.plan.full[0].num_draft_tokens);
+  CHECK(events.back().num_proposed == 0);
+}
+
+TEST_CASE("speculation: proposals that keep failing pause, and the proposal count follows acceptance") {
+  // A model that picks among 8 tokens at random: with single-token lookup every step finds a
+  // match to propose from, and about one proposal in 8 is right.
+  const auto rule = [](const std::vector<int32_t>& context, uint64_t seed, uint64_t index) {
+    return 100 + simulated_worker::next_token(context, seed, index) % 8;
+  };
+  auto c = spec_config(speculative_method::ngram);
+  c.ngram_min = 1;
+  const auto reqs = std::vector<sequence_request>{periodic_request(1, 3, 30, 200)};
+  const auto spec = run_fake(c, reqs, rule);
+  const auto plain = run_fake(spec_config(speculative_method::off), reqs, rule);
+  CHECK(spec.outputs == plain.outputs);
+  // Without the pause every one of the ~200 steps would propose; with it, mostly the
+  // steps after an acceptance do, and after one a sequence proposes 1 + accepted tokens.
+  MESSAGE("proposed " << spec.stats.num_draft_tokens << " in " << spec.stats.num_speculative_steps << " of "
+                      << spec.num_steps << " steps, accepted " << spec.stats.num_accepted_tokens);
+  CHECK(spec.stats.num_speculative_steps > 10);
+  CHECK(spec.stats.num_speculative_steps < spec.num_steps / 2);
+  CHECK(spec.stats.num_draft_tokens < 2 * spec.stats.num_speculative_steps);
+}
+
+TEST_CASE("speculation: random workloads on the real block manager keep its invariants and the plain outputs") {
+  std::mt19937 rng(20261203);
+  int64_t num_accepted = 0, num_rejected = 0;
+  for (int round = 0; round < 30; ++round) {
+    CAPTURE(round);
+    const int32_t period = 2 + static_cast<int32_t>(rng() % 6);
+    const uint32_t deviation = 2 + rng() % 9;
+    const auto rule = cyclic_rule(period, [deviation](uint64_t i) { return i % deviation == deviation - 1; });
+    std::vector<sequence_request> reqs;
+    const int num_requests = 1 + static_cast<int>(rng() % 6);
+    for (int i = 0; i < num_requests; ++i) {
+      auto r = periodic_request(static_cast<uint64_t>(i + 1), period, 4 + static_cast<int32_t>(rng() % 30),
+                                1 + static_cast<int32_t>(rng() % 50));
+      if (i % 2 == 1) r.prompt_tokens = reqs[0].prompt_tokens;  // shared prefixes: prefix-cache hits
+      if (rng() % 4 == 0) r.speculative = speculative_method::off;
+      reqs.push_back(std::move(r));
+    }
+    const int32_t block_size = (rng() % 2) ? 4 : 8;
+    auto c = spec_config(speculative_method::ngram, 64 + static_cast<int32_t>(rng() % 64));
+    c.num_speculative_tokens = 1 + static_cast<int32_t>(rng() % 6);
+    c.ngram_min = 1 + static_cast<int32_t>(rng() % 2);
+    c.ngram_max = c.ngram_min + static_cast<int32_t>(rng() % 3);
+    c.max_num_seqs = 6;
+    // A pool that is sometimes tight: proposals are dropped before anything is preempted.
+    const int32_t num_blocks = 24 + static_cast<int32_t>(rng() % 40);
+    block_manager plain_kv({num_blocks, block_size, 0, true});
+    const auto plain = run(plain_kv, spec_config(speculative_method::off, c.max_num_batched_tokens), reqs, rule,
+                           num_blocks, block_size);
+    block_manager kv({num_blocks, block_size, 0, true});
+    const auto spec = run(kv, c, reqs, rule, num_blocks, block_size, [&] { kv.check_invariants(); });
+    CHECK(spec.outputs == plain.outputs);
+    CHECK(spec.finished == plain.finished);
+    CHECK(kv.stats().num_used_blocks == 0);
+    num_accepted += spec.stats.num_accepted_tokens;
+    num_rejected += spec.stats.num_draft_tokens - spec.stats.num_accepted_tokens;
+  }
+  MESSAGE("proposals accepted " << num_accepted << ", rejected " << num_rejected);
+  CHECK(num_accepted > 100);
+  CHECK(num_rejected > 100);
+}
