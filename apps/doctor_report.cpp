@@ -1,5 +1,6 @@
 // format_diagnosis_report: the limiting factor and its knob first, then every finding with
 // its evidence (value, comparison, threshold), then one line of figures per replica.
+#include <cmath>
 #include <cstdio>
 #include <string>
 
@@ -11,7 +12,7 @@ namespace {
 
 std::string number(double v) {
   char text[32];
-  std::snprintf(text, sizeof text, "%.3g", v);
+  std::snprintf(text, sizeof text, std::fabs(v) >= 1000 ? "%.0f" : "%.3g", v);
   return text;
 }
 

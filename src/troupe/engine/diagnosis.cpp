@@ -44,7 +44,7 @@ using rule_result = std::optional<finding>;
 
 std::string number(double v) {
   char text[32];
-  std::snprintf(text, sizeof text, "%.3g", v);
+  std::snprintf(text, sizeof text, std::fabs(v) >= 1000 ? "%.0f" : "%.3g", v);
   return text;
 }
 
@@ -142,7 +142,8 @@ rule_result prefill_heavy(const replica_window& w, const diagnosis_thresholds& t
   const bool pressed = has_pressure(w, t, f.evidence);
   f.evidence.push_back({"prefill_share", w.prefill_share, ">=", t.prefill_heavy_share});
   f.evidence.push_back({"busy_ratio", w.busy_ratio, ">=", t.prefill_busy_ratio});
-  f.confidence = pressed ? 0.65 : 0.35;
+  // Above compute_bound's 0.8: when prompts are the work, that is the more useful answer.
+  f.confidence = pressed ? 0.85 : 0.35;
   f.advice = "prompts are " + percent(w.prefill_share) + " of the tokens steps feed" +
              (w.mean_prompt_tokens > 0 ? " (" + number(w.mean_prompt_tokens) + " per request)" : std::string()) +
              ": a larger --max-num-batched-tokens prefills them in fewer steps; shorter prompts or a shared "
@@ -189,7 +190,8 @@ rule_result replica_skew(const std::vector<replica_window>& ws, const diagnosis_
   if (busiest->mean_waiting < t.pressure_mean_waiting || quietest->mean_waiting >= t.skew_room_waiting) {
     return std::nullopt;
   }
-  finding f{bottleneck::replica_skew, busiest->replica, 0.75, knob::replicas, "", {}};
+  // Above every per-replica rule: the fleet has room, so the routing is the limit first.
+  finding f{bottleneck::replica_skew, busiest->replica, 0.95, knob::replicas, "", {}};
   f.evidence.push_back({"busiest_load", load_of(*busiest), ">=", t.skew_load_ratio * mean_load});
   f.evidence.push_back({"busiest_mean_waiting", busiest->mean_waiting, ">=", t.pressure_mean_waiting});
   f.evidence.push_back({"quietest_mean_waiting", quietest->mean_waiting, "<", t.skew_room_waiting});

@@ -20,10 +20,10 @@ struct step_sample {
   double back_seconds = 0;       // its result came back
   int32_t num_sequences = 0;
   int64_t num_tokens = 0;        // scheduled this step
-  int64_t num_prefill_tokens = 0;  // of those, prompt (or recompute) tokens: all but single decodes
   int32_t token_budget = 0;      // max_num_batched_tokens
   int64_t num_reserved_slots = 0;  // KV token slots held by sequences while the step ran
   int64_t num_unused_slots = 0;    // of those, the ones holding no token
+  int64_t num_prefill_tokens = 0;  // of num_tokens, prompt (or recompute): all but single decodes
 };
 
 class serving_metrics {
