@@ -98,7 +98,7 @@ def check_doctor_errors(binary):
 def main():
     args = troupe_server.parse_args(__doc__)
     check_doctor_errors(args.troupe)
-    with troupe_server.start(args.troupe, args.model, extra_args=["--max-num-seqs", "2"]) as server:
+    with troupe_server.start(args.troupe, args.model, extra_args=["--max-num-seqs", "2", "--drain-timeout-ms", "200"]) as server:
         base = server.base_url
         time.sleep(2.5)  # two snapshots or more, one a second
         status, idle = get_json(base + "/v1/diagnosis")

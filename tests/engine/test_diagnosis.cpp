@@ -162,6 +162,21 @@ TEST_CASE("diagnosis: queue time dominating with low batch fill at the max_num_s
   CHECK(top.advice.find("raise --max-num-seqs to about 16") != std::string::npos);
 }
 
+TEST_CASE("diagnosis: preemptions with a roomy KV pool are priority ageing at the seqs cap, not kv_capacity") {
+  load l = healthy();
+  l.max_num_seqs = 2;
+  l.running = 2;
+  l.waiting = 8;
+  l.kv_usage = 0.016;
+  l.preemptions_per_second = 1;
+  l.queue_seconds = 6;
+  const auto d = diagnose(history_of({{"r", l}}, 10), 10);
+  CHECK(d.limiting_factor == bottleneck::max_num_seqs);
+  CHECK(find(d, bottleneck::kv_capacity) == nullptr);
+  CHECK(evidence_of(d.findings.front(), "num_preemptions")->value == doctest::Approx(10));
+  CHECK(d.findings.front().advice.find("ageing") != std::string::npos);
+}
+
 TEST_CASE("diagnosis: steps that fill the token budget while requests wait -> batch_token_budget") {
   load l = healthy();
   l.running = 30;

@@ -62,9 +62,11 @@ bool has_pressure(const replica_window& w, const diagnosis_thresholds& t, std::v
 
 rule_result kv_capacity(const replica_window& w, const diagnosis_thresholds& t) {
   finding f{bottleneck::kv_capacity, w.replica, 0, knob::kv_cache, "", {}};
-  if (w.num_preemptions > 0) {
+  // Preemptions with room in the pool were for priority (a waiting request aged past a
+  // running one), not for KV: max_num_seqs reports those.
+  if (w.num_preemptions > 0 && w.max_kv_usage >= t.kv_room_ratio) {
     f.evidence.push_back({"num_preemptions", w.num_preemptions, ">", 0});
-    f.evidence.push_back({"max_kv_usage", w.max_kv_usage, ">=", 0});
+    f.evidence.push_back({"max_kv_usage", w.max_kv_usage, ">=", t.kv_room_ratio});
     // One preemption per finished request or more: every request is recomputed once.
     f.confidence = 0.7 + 0.3 * std::min(1.0, w.num_preemptions / std::max(1.0, w.num_finished));
   } else {
@@ -86,7 +88,7 @@ rule_result kv_capacity(const replica_window& w, const diagnosis_thresholds& t) 
 
 rule_result max_num_seqs(const replica_window& w, const diagnosis_thresholds& t) {
   finding f{bottleneck::max_num_seqs, w.replica, 0, knob::max_num_seqs, "", {}};
-  if (w.max_num_seqs <= 0 || w.num_preemptions > 0) return std::nullopt;
+  if (w.max_num_seqs <= 0) return std::nullopt;
   const double cap = t.seqs_at_cap_ratio * w.max_num_seqs;
   if (w.mean_running < cap || w.max_kv_usage >= t.kv_room_ratio) return std::nullopt;
   if (w.batch_fill >= t.budget_full_fill || w.mean_step_seconds >= t.slow_step_seconds) return std::nullopt;
@@ -103,6 +105,11 @@ rule_result max_num_seqs(const replica_window& w, const diagnosis_thresholds& t)
   f.advice = "requests wait while all " + number(w.max_num_seqs) + " sequence slots are taken, with the KV pool at " +
              percent(w.max_kv_usage) + " and steps at " + percent(std::max(0.0, w.batch_fill)) +
              " of the token budget: raise --max-num-seqs to about " + number(suggested);
+  if (w.num_preemptions > 0) {
+    f.evidence.push_back({"num_preemptions", w.num_preemptions, ">", 0});
+    f.advice += " (the " + number(w.num_preemptions) +
+                " preemptions were waiting requests ageing past running ones: recomputed work)";
+  }
   return f;
 }
 
