@@ -143,22 +143,23 @@ int run_doctor(int argc, char** argv) {
   const double window = args.get_float("--window", 5);
   const double interval = args.get_float("--interval", 1);
   const int64_t timeout_ms = args.get_int("--timeout-ms", 5000, 1, 600000);
-  if (window <= 0 || window > 3600) {
-    throw error(error_code::invalid_argument, "--window must be in (0, 3600] seconds, got " + std::to_string(window));
+  // Under a second, counters have barely moved: the diagnosis would be insufficient_data.
+  if (window < 1 || window > 3600) {
+    throw error(error_code::invalid_argument, "--window must be in [1, 3600] seconds, got " + args.get_or("--window", ""));
   }
   if (interval < 0.1 || interval > window) {
-    throw error(error_code::invalid_argument, "--interval must be in [0.1, --window] seconds, got " +
-                                                  std::to_string(interval));
+    throw error(error_code::invalid_argument,
+                "--interval must be in [0.1, --window] seconds, got " + args.get_or("--interval", ""));
   }
   std::vector<metrics_url> urls;
   for (const auto& text : args.positional()) urls.push_back(parse_url(text));
 
+  // Scrapes on a fixed schedule from the first, until the scrapes span the whole window.
   std::vector<fleet_snapshot> history;
-  const double start = steady_seconds();
   history.push_back(scrape(urls, timeout_ms));
-  for (int i = 1; steady_seconds() - start < window; ++i) {
-    const double next = start + i * interval;
-    const double wait = next - steady_seconds();
+  const double first = history.front().time_seconds;
+  for (int i = 1; history.back().time_seconds - first < window; ++i) {
+    const double wait = first + i * interval - steady_seconds();
     if (wait > 0) std::this_thread::sleep_for(std::chrono::duration<double>(wait));
     history.push_back(scrape(urls, timeout_ms));
   }

@@ -84,7 +84,7 @@ def check_doctor_errors(binary):
     server = http.server.HTTPServer(("127.0.0.1", 0), NotTroupeMetrics)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        r = doctor(binary, f"http://127.0.0.1:{server.server_address[1]}", "--window", "0.5", "--interval", "0.5")
+        r = doctor(binary, f"http://127.0.0.1:{server.server_address[1]}", "--window", "1", "--interval", "0.5")
         check(r.returncode == 1 and "no troupe metrics" in r.stderr,
               f"the doctor on another program's metrics exits 1 saying so: {r.stderr.strip()}")
     finally:
@@ -93,6 +93,11 @@ def check_doctor_errors(binary):
     check(r.returncode == 1 and "expected http://HOST[:PORT][/PATH]" in r.stderr, "the doctor refuses a non-http URL")
     r = doctor(binary, "http://127.0.0.1:1", "--window", "soon")
     check(r.returncode == 1 and "--window expects a number" in r.stderr, "the doctor refuses a bad --window")
+    r = doctor(binary, "http://127.0.0.1:1", "--window", "0.5")
+    check(r.returncode == 1 and "--window must be in [1, 3600] seconds, got 0.5" in r.stderr,
+          "the doctor refuses a window too short to difference counters")
+    r = doctor(binary)
+    check(r.returncode == 2 and "usage: troupe doctor URL" in r.stderr, "the doctor without a URL prints its usage")
 
 
 def main():
