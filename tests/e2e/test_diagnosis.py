@@ -1,6 +1,7 @@
 """GET /v1/diagnosis and `troupe doctor` against `troupe serve` on the default model: an idle
 server is diagnosed idle; a server held to two sequences with a dozen long requests is
-diagnosed max_num_seqs, both by its own route and by the doctor scraping its /metrics; bad
+diagnosed max_num_seqs, both by its own route and by the doctor scraping its /metrics; one
+with a KV pool of 48 blocks under the same load is diagnosed kv_capacity; bad
 query parameters get 400 naming them; the doctor fails clearly, with exit 1, on a URL it
 cannot read and on a page that is not troupe's metrics."""
 
@@ -132,6 +133,26 @@ def main():
         report = json.loads(r.stdout)
         check(r.returncode == 0 and len(report["replicas"]) == 2 and report["findings"],
               "troupe doctor --json on two URLs reads two replicas and prints the route's JSON shape")
+
+    # 48 blocks of 16 tokens (23,040 bytes per token on this model): three 256-token
+    # sequences fill them, and a dozen requests preempt each other.
+    kv_bytes = 23040 * 16 * 48
+    with troupe_server.start(args.troupe, args.model, extra_args=[
+            "--max-num-seqs", "16", "--kv-cache-bytes", str(kv_bytes), "--drain-timeout-ms", "200"]) as server:
+        base = server.base_url
+        for _ in range(12):
+            threading.Thread(target=complete, args=(base,), daemon=True).start()
+        time.sleep(5)
+        status, crowded = get_json(base + "/v1/diagnosis?window_s=4")
+        top = crowded["findings"][0]
+        check(status == 200 and crowded["limiting_factor"] == "kv_capacity" and top["knob"] == "kv_cache",
+              f"a dozen requests in 48 KV blocks: kv_capacity ({json.dumps(crowded)[:600]})")
+        evidence = {e["name"]: e for e in top["evidence"]}
+        check(evidence["num_preemptions"]["value"] > 0 and evidence["max_kv_usage"]["value"] >= 0.9,
+              "its evidence: preemptions with the pool full")
+        r = doctor(args.troupe, base, "--window", "2", "--interval", "0.5")
+        check(r.returncode == 0 and "limiting factor: kv_capacity" in r.stdout and "knob: kv_cache" in r.stdout,
+              f"troupe doctor finds kv_capacity too:\n{r.stdout}{r.stderr}")
 
 
 if __name__ == "__main__":

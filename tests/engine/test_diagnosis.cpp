@@ -127,6 +127,9 @@ TEST_CASE("diagnosis: KV exhausted with preemptions -> kv_capacity, knob kv_cach
   CHECK(evidence_of(top, "num_preemptions")->value == doctest::Approx(30));
   CHECK(top.confidence == doctest::Approx(0.7 + 0.3 * 30.0 / 120.0));
   CHECK(top.advice.find("--kv-cache-dtype q8_0") != std::string::npos);
+  // 20 running fill 99% of the pool: 18 keep it at 90%.
+  CHECK(evidence_of(top, "suggested_max_num_seqs")->value == 18);
+  CHECK(top.advice.find("lower --max-num-seqs to about 18") != std::string::npos);
 }
 
 TEST_CASE("diagnosis: a full KV pool that keeps requests waiting is kv_capacity even before a preemption") {

@@ -78,11 +78,16 @@ rule_result kv_capacity(const replica_window& w, const diagnosis_thresholds& t) 
     }
     f.confidence = 0.7;
   }
+  // As many sequences as today's use per sequence keeps at kv_room_ratio of the pool.
+  const double fitting = std::max(1.0, std::floor(w.mean_running * t.kv_room_ratio / std::max(w.max_kv_usage, 0.01)));
+  const bool can_fewer = fitting < w.mean_running;
+  if (can_fewer) f.evidence.push_back({"suggested_max_num_seqs", fitting, "<", w.mean_running});
   f.advice = "the KV pool is full (peak " + percent(w.max_kv_usage) + " used, " + number(w.num_preemptions) +
              " preemptions in " + number(w.duration_seconds) +
-             " s): give it more memory (--kv-cache-bytes), store it as --kv-cache-dtype q8_0 (about 1.9x the "
-             "tokens in the same memory), or lower --max-num-seqs below " + number(std::max(1.0, w.mean_running)) +
-             " so the running sequences fit";
+             " s): give it more memory (--kv-cache-bytes) or store it as --kv-cache-dtype q8_0 (about 1.9x the "
+             "tokens in the same memory)" +
+             (can_fewer ? "; or lower --max-num-seqs to about " + number(fitting) + " so the running sequences fit"
+                        : std::string());
   return f;
 }
 
