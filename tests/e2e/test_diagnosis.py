@@ -7,6 +7,7 @@ cannot read and on a page that is not troupe's metrics."""
 
 import http.server
 import json
+import re
 import socket
 import subprocess
 import threading
@@ -29,8 +30,8 @@ def get_json(url):
     return status, json.loads(body)
 
 
-def complete(base_url):
-    body = json.dumps({"prompt": "Once upon a time", "max_tokens": 256, "ignore_eos": True,
+def complete(base_url, prompt="Once upon a time"):
+    body = json.dumps({"prompt": prompt, "max_tokens": 256, "ignore_eos": True,
                        "temperature": 0}).encode()
     request = urllib.request.Request(base_url + "/v1/completions", data=body,
                                      headers={"Content-Type": "application/json"}, method="POST")
@@ -119,37 +120,48 @@ def main():
         time.sleep(4.5)
         status, busy = get_json(base + "/v1/diagnosis?window_s=3")
         top = busy["findings"][0]
-        check(status == 200 and busy["limiting_factor"] == "max_num_seqs" and top["knob"] == "max_num_seqs",
-              f"twelve requests on two sequence slots: max_num_seqs ({json.dumps(busy)[:600]})")
+        # Two decodes a step take ~20 ms on two idle cores. On a machine so loaded that a step
+        # takes 100 ms or more, a bigger batch would slow every stream below reading speed,
+        # and the rules say compute_bound instead: the step time decides, as documented.
+        step_s = busy["replicas"][0]["mean_step_s"]
+        expected, knob = ("max_num_seqs", "max_num_seqs") if step_s < 0.1 else ("compute_bound", "replicas")
+        check(status == 200 and busy["limiting_factor"] == expected and top["knob"] == knob,
+              f"twelve requests on two sequence slots, steps of {step_s * 1000:.0f} ms: {expected} "
+              f"({json.dumps(busy)})")
         evidence = {e["name"]: e for e in top["evidence"]}
-        check(evidence["mean_running"]["threshold"] == 1.9 and evidence["mean_waiting"]["value"] >= 1,
-              "its evidence: the running count at the cap of 2, requests waiting")
+        check(evidence["mean_waiting"]["value"] >= 1, "its evidence: requests waiting")
+        if expected == "max_num_seqs":
+            check(evidence["mean_running"]["threshold"] == 1.9, "its evidence: the running count at the cap of 2")
 
         r = doctor(args.troupe, base, "--window", "2", "--interval", "0.5")
-        check(r.returncode == 0 and "limiting factor: max_num_seqs" in r.stdout and "knob: max_num_seqs" in r.stdout,
-              f"troupe doctor, scraping /metrics, finds max_num_seqs too:\n{r.stdout}{r.stderr}")
+        step_ms = re.search(r"step ([0-9.]+) ms", r.stdout)
+        doctor_step_s = float(step_ms.group(1)) / 1000 if step_ms else 0
+        expected, knob = ("max_num_seqs", "max_num_seqs") if doctor_step_s < 0.1 else ("compute_bound", "replicas")
+        check(r.returncode == 0 and f"limiting factor: {expected}" in r.stdout and f"knob: {knob}" in r.stdout,
+              f"troupe doctor, scraping /metrics, finds {expected} too:\n{r.stdout}{r.stderr}")
         r = doctor(args.troupe, base + "/metrics", base.replace("127.0.0.1", "localhost"), "--window", "1",
                    "--interval", "0.5", "--json")
         report = json.loads(r.stdout)
         check(r.returncode == 0 and len(report["replicas"]) == 2 and report["findings"],
               "troupe doctor --json on two URLs reads two replicas and prints the route's JSON shape")
 
-    # 48 blocks of 16 tokens (23,040 bytes per token on this model): three 256-token
-    # sequences fill them, and a dozen requests preempt each other.
+    # 48 blocks of 16 tokens (23,040 bytes per token on this model). Prompts of 360 token
+    # ids, each with its own first token (no shared prefix), take 23 blocks: two of them
+    # hold 96% of the pool from admission on, however slow the steps, and ten wait.
     kv_bytes = 23040 * 16 * 48
     with troupe_server.start(args.troupe, args.model, extra_args=[
             "--max-num-seqs", "16", "--kv-cache-bytes", str(kv_bytes), "--drain-timeout-ms", "200"]) as server:
         base = server.base_url
-        for _ in range(12):
-            threading.Thread(target=complete, args=(base,), daemon=True).start()
+        for i in range(12):
+            threading.Thread(target=complete, args=(base, [100 + i] + [1000] * 359), daemon=True).start()
         time.sleep(5)
         status, crowded = get_json(base + "/v1/diagnosis?window_s=4")
         top = crowded["findings"][0]
         check(status == 200 and crowded["limiting_factor"] == "kv_capacity" and top["knob"] == "kv_cache",
-              f"a dozen requests in 48 KV blocks: kv_capacity ({json.dumps(crowded)[:600]})")
+              f"a dozen requests in 48 KV blocks: kv_capacity ({json.dumps(crowded)})")
         evidence = {e["name"]: e for e in top["evidence"]}
-        check(evidence["num_preemptions"]["value"] > 0 and evidence["max_kv_usage"]["value"] >= 0.9,
-              "its evidence: preemptions with the pool full")
+        check(evidence.get("max_kv_usage", {}).get("value", 0) >= 0.9 or "kv_free_ratio" in evidence,
+              "its evidence: the pool full, or with less room than a sequence takes")
         r = doctor(args.troupe, base, "--window", "2", "--interval", "0.5")
         check(r.returncode == 0 and "limiting factor: kv_capacity" in r.stdout and "knob: kv_cache" in r.stdout,
               f"troupe doctor finds kv_capacity too:\n{r.stdout}{r.stderr}")

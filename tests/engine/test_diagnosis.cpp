@@ -125,7 +125,7 @@ TEST_CASE("diagnosis: KV exhausted with preemptions -> kv_capacity, knob kv_cach
   CHECK(top.replica == "r");
   REQUIRE(evidence_of(top, "num_preemptions"));
   CHECK(evidence_of(top, "num_preemptions")->value == doctest::Approx(30));
-  CHECK(top.confidence == doctest::Approx(0.7 + 0.3 * 30.0 / 120.0));
+  CHECK(top.confidence == doctest::Approx(0.8 + 0.2 * 30.0 / 120.0));
   CHECK(top.advice.find("--kv-cache-dtype q8_0") != std::string::npos);
   // 20 running fill 99% of the pool: 18 keep it at 90%.
   CHECK(evidence_of(top, "suggested_max_num_seqs")->value == 18);
@@ -142,6 +142,38 @@ TEST_CASE("diagnosis: a full KV pool that keeps requests waiting is kv_capacity 
   REQUIRE(evidence_of(d.findings.front(), "max_kv_usage"));
   CHECK(evidence_of(d.findings.front(), "max_kv_usage")->threshold == 0.95);
   CHECK(evidence_of(d.findings.front(), "mean_waiting")->value == doctest::Approx(4));
+}
+
+TEST_CASE("diagnosis: long prompts waiting for KV room the pool lacks are kv_capacity below 95% full") {
+  // As measured on the default model: one 360-token prompt running in a 48-block pool,
+  // eleven more waiting, each needing 23 of the 13 blocks left.
+  load l = healthy();
+  l.running = 1;
+  l.waiting = 11;
+  l.kv_usage = 0.62;
+  l.max_num_seqs = 16;
+  l.busy = 0.99;
+  l.step_seconds = 0.019;
+  l.fill = 1.0 / 2048;
+  l.finished_per_second = 0;
+  const auto d = diagnose(history_of({{"r", l}}, 4), 4);
+  CHECK(d.limiting_factor == bottleneck::kv_capacity);
+  const auto* room = evidence_of(d.findings.front(), "kv_free_ratio");
+  REQUIRE(room);
+  CHECK(room->value == doctest::Approx(0.38));
+  CHECK(room->threshold == doctest::Approx(0.62));
+  CHECK(find(d, bottleneck::compute_bound) == nullptr);
+  CHECK(d.findings.front().advice.find("requests wait for KV room") == 0);
+}
+
+TEST_CASE("diagnosis: a busy worker with fast steps and requests waiting is not compute_bound") {
+  load l = healthy();
+  l.waiting = 4;
+  l.busy = 1.0;
+  l.step_seconds = 0.02;
+  const auto d = diagnose(history_of({{"r", l}}, 20), 20);
+  CHECK(find(d, bottleneck::compute_bound) == nullptr);
+  CHECK(d.limiting_factor == bottleneck::queue_unexplained);
 }
 
 TEST_CASE("diagnosis: queue time dominating with low batch fill at the max_num_seqs cap -> max_num_seqs") {

@@ -60,6 +60,14 @@ bool has_pressure(const replica_window& w, const diagnosis_thresholds& t, std::v
   return waits || queues;
 }
 
+// The share of the pool one running sequence holds on average; 0 with nothing running.
+double kv_per_sequence(const replica_window& w) {
+  return w.mean_running > 0 ? w.mean_kv_usage / w.mean_running : 0;
+}
+
+// Whether the free part of the pool would take one more sequence of today's mean size.
+bool has_room_for_one_more(const replica_window& w) { return 1 - w.mean_kv_usage >= kv_per_sequence(w); }
+
 rule_result kv_capacity(const replica_window& w, const diagnosis_thresholds& t) {
   finding f{bottleneck::kv_capacity, w.replica, 0, knob::kv_cache, "", {}};
   // Preemptions with room in the pool were for priority (a waiting request aged past a
@@ -68,26 +76,38 @@ rule_result kv_capacity(const replica_window& w, const diagnosis_thresholds& t) 
     f.evidence.push_back({"num_preemptions", w.num_preemptions, ">", 0});
     f.evidence.push_back({"max_kv_usage", w.max_kv_usage, ">=", t.kv_room_ratio});
     // One preemption per finished request or more: every request is recomputed once.
-    f.confidence = 0.7 + 0.3 * std::min(1.0, w.num_preemptions / std::max(1.0, w.num_finished));
+    f.confidence = 0.8 + 0.2 * std::min(1.0, w.num_preemptions / std::max(1.0, w.num_finished));
   } else {
+    // Requests wait below the sequence cap, and the pool is full or has less room than one
+    // more sequence of today's mean size takes: the next prompt cannot be admitted.
     const bool below_cap = w.max_num_seqs < 0 || w.mean_running < t.seqs_at_cap_ratio * w.max_num_seqs;
-    if (w.max_kv_usage < t.kv_full_ratio || !below_cap || !has_pressure(w, t, f.evidence)) return std::nullopt;
-    f.evidence.push_back({"max_kv_usage", w.max_kv_usage, ">=", t.kv_full_ratio});
+    const bool is_full = w.max_kv_usage >= t.kv_full_ratio;
+    const bool lacks_room = !has_room_for_one_more(w);
+    if (!(is_full || lacks_room) || !below_cap || !has_pressure(w, t, f.evidence)) return std::nullopt;
+    if (is_full) f.evidence.push_back({"max_kv_usage", w.max_kv_usage, ">=", t.kv_full_ratio});
+    if (lacks_room) f.evidence.push_back({"kv_free_ratio", 1 - w.mean_kv_usage, "<", kv_per_sequence(w)});
     if (w.max_num_seqs >= 0) {
       f.evidence.push_back({"mean_running", w.mean_running, "<", t.seqs_at_cap_ratio * w.max_num_seqs});
     }
-    f.confidence = 0.7;
+    f.confidence = 0.8;
   }
-  // As many sequences as today's use per sequence keeps at kv_room_ratio of the pool.
-  const double fitting = std::max(1.0, std::floor(w.mean_running * t.kv_room_ratio / std::max(w.max_kv_usage, 0.01)));
-  const bool can_fewer = fitting < w.mean_running;
-  if (can_fewer) f.evidence.push_back({"suggested_max_num_seqs", fitting, "<", w.mean_running});
-  f.advice = "the KV pool is full (peak " + percent(w.max_kv_usage) + " used, " + number(w.num_preemptions) +
-             " preemptions in " + number(w.duration_seconds) +
-             " s): give it more memory (--kv-cache-bytes) or store it as --kv-cache-dtype q8_0 (about 1.9x the "
-             "tokens in the same memory)" +
-             (can_fewer ? "; or lower --max-num-seqs to about " + number(fitting) + " so the running sequences fit"
-                        : std::string());
+  if (w.num_preemptions > 0 && w.max_kv_usage >= t.kv_room_ratio) {
+    // Running sequences outgrow the pool: as many as today's use per sequence keeps at
+    // kv_room_ratio of it would fit.
+    const double fitting = std::max(1.0, std::floor(w.mean_running * t.kv_room_ratio / w.max_kv_usage));
+    const bool can_fewer = fitting < w.mean_running;
+    if (can_fewer) f.evidence.push_back({"suggested_max_num_seqs", fitting, "<", w.mean_running});
+    f.advice = "running sequences outgrow the KV pool (peak " + percent(w.max_kv_usage) + " used, " +
+               number(w.num_preemptions) + " preemptions in " + number(w.duration_seconds) +
+               " s): give it more memory (--kv-cache-bytes) or store it as --kv-cache-dtype q8_0 (about 1.9x the "
+               "tokens in the same memory)" +
+               (can_fewer ? "; or lower --max-num-seqs to about " + number(fitting) + " so they fit" : std::string());
+  } else {
+    f.advice = "requests wait for KV room: the pool is " + percent(w.mean_kv_usage) + " used by " +
+               number(w.mean_running) + " running sequences (" + percent(kv_per_sequence(w)) +
+               " each) and the next does not fit: give it more memory (--kv-cache-bytes) or store it as "
+               "--kv-cache-dtype q8_0 (about 1.9x the tokens in the same memory)";
+  }
   return f;
 }
 
@@ -95,7 +115,7 @@ rule_result max_num_seqs(const replica_window& w, const diagnosis_thresholds& t)
   finding f{bottleneck::max_num_seqs, w.replica, 0, knob::max_num_seqs, "", {}};
   if (w.max_num_seqs <= 0) return std::nullopt;
   const double cap = t.seqs_at_cap_ratio * w.max_num_seqs;
-  if (w.mean_running < cap || w.max_kv_usage >= t.kv_room_ratio) return std::nullopt;
+  if (w.mean_running < cap || w.max_kv_usage >= t.kv_room_ratio || !has_room_for_one_more(w)) return std::nullopt;
   if (w.batch_fill >= t.budget_full_fill || w.mean_step_seconds >= t.slow_step_seconds) return std::nullopt;
   if (!has_pressure(w, t, f.evidence)) return std::nullopt;
   f.evidence.push_back({"mean_running", w.mean_running, ">=", cap});
@@ -133,18 +153,17 @@ rule_result batch_token_budget(const replica_window& w, const diagnosis_threshol
   return f;
 }
 
-rule_result compute_bound(const replica_window& w, const diagnosis_thresholds& t, bool has_capacity_finding) {
-  finding f{bottleneck::compute_bound, w.replica, 0, knob::replicas, "", {}};
-  if (w.busy_ratio < t.compute_busy_ratio) return std::nullopt;
-  const bool is_slow = w.mean_step_seconds >= t.slow_step_seconds;
-  if (!is_slow && has_capacity_finding) return std::nullopt;
+// Busy and slow: the caps are not what holds requests back, the hardware is. Busy with
+// fast steps is not compute-bound: the scheduler would admit more, unless a cap stops it.
+rule_result compute_bound(const replica_window& w, const diagnosis_thresholds& t) {
+  finding f{bottleneck::compute_bound, w.replica, 0.7, knob::replicas, "", {}};
+  if (w.busy_ratio < t.compute_busy_ratio || w.mean_step_seconds < t.slow_step_seconds) return std::nullopt;
   if (!has_pressure(w, t, f.evidence)) return std::nullopt;
   f.evidence.push_back({"busy_ratio", w.busy_ratio, ">=", t.compute_busy_ratio});
-  if (is_slow) f.evidence.push_back({"mean_step_seconds", w.mean_step_seconds, ">=", t.slow_step_seconds});
-  f.confidence = is_slow ? 0.8 : 0.6;
-  f.advice = "the worker has a step " + percent(w.busy_ratio) + " of the time" +
-             (is_slow ? " and each takes " + number(w.mean_step_seconds * 1000) + " ms" : std::string()) +
-             ": a bigger batch would slow every stream; add replicas (or faster hardware)";
+  f.evidence.push_back({"mean_step_seconds", w.mean_step_seconds, ">=", t.slow_step_seconds});
+  f.advice = "the worker has a step " + percent(w.busy_ratio) + " of the time and each takes " +
+             number(w.mean_step_seconds * 1000) + " ms: a bigger batch would slow every stream below 10 tokens/s; "
+             "add replicas (or faster hardware)";
   return f;
 }
 
@@ -154,8 +173,9 @@ rule_result prefill_heavy(const replica_window& w, const diagnosis_thresholds& t
   const bool pressed = has_pressure(w, t, f.evidence);
   f.evidence.push_back({"prefill_share", w.prefill_share, ">=", t.prefill_heavy_share});
   f.evidence.push_back({"busy_ratio", w.busy_ratio, ">=", t.prefill_busy_ratio});
-  // Above compute_bound's 0.8: when prompts are the work, that is the more useful answer.
-  f.confidence = pressed ? 0.85 : 0.35;
+  // Above compute_bound (when prompts are the work, that is the more useful answer), below
+  // kv_capacity (when prompts cannot even be admitted, the pool is the limit).
+  f.confidence = pressed ? 0.75 : 0.35;
   f.advice = "prompts are " + percent(w.prefill_share) + " of the tokens steps feed" +
              (w.mean_prompt_tokens > 0 ? " (" + number(w.mean_prompt_tokens) + " per request)" : std::string()) +
              ": a larger --max-num-batched-tokens prefills them in fewer steps; shorter prompts or a shared "
@@ -178,12 +198,7 @@ rule_result low_prefix_reuse(const replica_window& w, const diagnosis_thresholds
 }
 
 void diagnose_replica(const replica_window& w, const diagnosis_thresholds& t, std::vector<finding>& out) {
-  const size_t before = out.size();
-  for (auto rule : {kv_capacity, max_num_seqs, batch_token_budget}) {
-    if (auto f = rule(w, t)) out.push_back(std::move(*f));
-  }
-  if (auto f = compute_bound(w, t, out.size() > before)) out.push_back(std::move(*f));
-  for (auto rule : {prefill_heavy, low_prefix_reuse}) {
+  for (auto rule : {kv_capacity, max_num_seqs, batch_token_budget, compute_bound, prefill_heavy, low_prefix_reuse}) {
     if (auto f = rule(w, t)) out.push_back(std::move(*f));
   }
 }
