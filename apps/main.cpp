@@ -1,10 +1,11 @@
-// The `troupe` command line: info | generate | serve.
+// The `troupe` command line: info | generate | serve | doctor.
 #include <cstdio>
 #include <cstring>
 #include <exception>
 #include <string>
 
 #include "troupe/model/error.hpp"
+#include "apps/doctor.hpp"
 #include "apps/generate.hpp"
 #include "apps/serve.hpp"
 #include "troupe/model/gguf.hpp"
@@ -16,7 +17,8 @@ int usage() {
                "usage: troupe <command> [options]\n"
                "  info MODEL            print GGUF metadata and the tensor table\n"
                "  generate --model M    generate text (troupe generate --help)\n"
-               "  serve --model M       serve HTTP, WebSocket and the chat page (troupe serve --help)\n");
+               "  serve --model M       serve HTTP, WebSocket and the chat page (troupe serve --help)\n"
+               "  doctor URL...         what limits a running troupe server or fleet (troupe doctor --help)\n");
   return 2;
 }
 
@@ -35,6 +37,7 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[1], "info") == 0) return run_info(argc, argv);
     if (std::strcmp(argv[1], "generate") == 0) return troupe::apps::run_generate(argc, argv);
     if (std::strcmp(argv[1], "serve") == 0) return troupe::apps::run_serve(argc, argv);
+    if (std::strcmp(argv[1], "doctor") == 0) return troupe::apps::run_doctor(argc, argv);
     return usage();
   } catch (const troupe::error& e) {
     std::fprintf(stderr, "troupe: %s: %s\n", troupe::to_string(e.code()), e.what());

@@ -135,6 +135,13 @@ TEST_CASE("engine metrics: after a batch of requests the counters and histograms
   // each request's last is fed exactly once.
   CHECK(f.counter("troupe_num_preemptions_total") == 0);
   CHECK(f.rendered("troupe_batch_size_tokens_sum") == prompt_tokens + completion_tokens - num_requests);
+  // The prefill share's numerator: every prompt token, less at most one per request (a
+  // prompt whose last chunk is a single token counts it as a decode).
+  const double prefill_tokens = f.counter("troupe_step_prefill_tokens_total");
+  CHECK(prefill_tokens <= prompt_tokens);
+  CHECK(prefill_tokens >= prompt_tokens - num_requests);
+  CHECK(f.gauge("troupe_scheduler_max_num_seqs") == 8);
+  CHECK(f.gauge("troupe_scheduler_max_num_batched_tokens") == 64);
   const auto stats = f.eng->stats();
   CHECK(f.rendered("troupe_step_duration_seconds_count") == static_cast<double>(stats.scheduling.num_steps));
   CHECK(f.rendered("troupe_batch_size_sequences_count") == static_cast<double>(stats.scheduling.num_steps));

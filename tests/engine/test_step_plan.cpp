@@ -201,3 +201,15 @@ TEST_CASE("a whole entry replaces what the worker held, and a forget drops it") 
   stale.next = {{1, 5, -1}};
   CHECK_THROWS_AS(st.apply(std::move(stale)), error);
 }
+
+TEST_CASE("a delta's prefill tokens: every token of a whole entry except a lone sampled one") {
+  step_delta d;
+  d.full.push_back(whole(1, {5, 6, 7, 8}, 0, {0}));  // a prompt
+  auto chunk = whole(2, {5, 6, 7}, 0, {1});
+  chunk.wants_sample = false;                        // a non-final prompt chunk
+  d.full.push_back(chunk);
+  d.full.push_back(whole(3, {9}, 12, {2}));          // a decode new to the worker
+  d.next.push_back({4, 20, -1});                     // a decode continuing
+  CHECK(d.num_tokens() == 9);
+  CHECK(d.num_prefill_tokens() == 7);
+}

@@ -150,6 +150,7 @@ step_notices send_step(scheduler_self self, bool is_ahead) {
   const int64_t num_pairs = step.num_attended_pairs;
   sample.num_sequences = static_cast<int32_t>(step.plan.full.size() + step.plan.next.size());
   sample.num_tokens = step.num_scheduled_tokens;
+  sample.num_prefill_tokens = step.plan.num_prefill_tokens();
   sample.token_budget = step.token_budget;
   if (st.metrics) {
     const slot_usage slots = st.blocks->count_slots();  // as the step holds them while it runs
@@ -362,7 +363,10 @@ scheduler_actor::behavior_type scheduler(scheduler_self self, scheduler_config c
   st.blocks = std::make_unique<block_manager>(blocks);
   st.policy = std::make_unique<scheduler_policy>(config, *st.blocks, std::move(eog_ids));
   if (config.fit_attention_cost && config.attention_cost > 0) st.costs.emplace(config.attention_cost);
-  if (st.metrics) st.metrics->on_attention_cost(st.policy->attention_cost());
+  if (st.metrics) {
+    st.metrics->on_attention_cost(st.policy->attention_cost());
+    st.metrics->on_limits(config.max_num_seqs, config.max_num_batched_tokens);
+  }
   st.make_worker = std::move(links.make_worker);
   st.worker = st.make_worker(worker_start::first);
   self->monitor(st.worker);

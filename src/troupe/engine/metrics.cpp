@@ -234,4 +234,30 @@ std::string metrics_registry::render_prometheus() const {
   return out;
 }
 
+std::vector<metric_sample> metrics_registry::samples() const {
+  std::lock_guard lock(mutex_);
+  std::vector<metric_sample> out;
+  auto labels_of = [](const family& f, const std::vector<std::string>& values) {
+    metric_labels labels;
+    for (size_t i = 0; i < f.label_names.size(); ++i) labels.emplace_back(f.label_names[i], values[i]);
+    return labels;
+  };
+  for (const auto& [name, f] : families_) {
+    for (const auto& [values, c] : f.counters) out.push_back({name, labels_of(f, values), c->value()});
+    for (const auto& [values, g] : f.gauges) out.push_back({name, labels_of(f, values), g->value()});
+    for (const auto& [values, h] : f.histograms) {
+      const auto s = h->read();
+      const auto labels = labels_of(f, values);
+      for (size_t i = 0; i <= f.bounds.size(); ++i) {
+        auto with_le = labels;
+        with_le.emplace_back("le", i < f.bounds.size() ? format_metric_value(f.bounds[i]) : std::string("+Inf"));
+        out.push_back({name + "_bucket", std::move(with_le), static_cast<double>(s.cumulative_counts[i])});
+      }
+      out.push_back({name + "_sum", labels, s.sum});
+      out.push_back({name + "_count", labels, static_cast<double>(s.count)});
+    }
+  }
+  return out;
+}
+
 }  // namespace troupe

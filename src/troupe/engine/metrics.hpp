@@ -21,6 +21,16 @@ const char* to_string(metric_type type);
 
 using metric_labels = std::vector<std::pair<std::string, std::string>>;
 
+// One line of the text exposition as a value: a histogram gives name_bucket (with its le
+// label last), name_sum and name_count samples. What metrics_registry::samples() returns and
+// what parse_prometheus_text (prometheus_text.hpp) reads back.
+struct metric_sample {
+  std::string name;
+  metric_labels labels;
+  double value = 0.0;
+  bool operator==(const metric_sample&) const = default;
+};
+
 // Only goes up. Any thread; lock-free.
 class counter_metric {
  public:
@@ -99,6 +109,9 @@ class metrics_registry {
   // Every family in name order, each with # HELP and # TYPE lines, then its metrics in
   // label-value order (histograms as _bucket{le=...} cumulative, _sum and _count). Any thread.
   std::string render_prometheus() const;
+  // The same series as render_prometheus, in the same order, as values (no text to format
+  // and parse back). Any thread; holds the mutex for one walk of the registry.
+  std::vector<metric_sample> samples() const;
 
  private:
   struct family {

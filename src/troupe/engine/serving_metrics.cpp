@@ -80,6 +80,12 @@ serving_metrics::serving_metrics(std::shared_ptr<metrics_registry> registry) : r
   batch_efficiency_ = r.histogram("troupe_batch_efficiency_ratio",
                                   "Scheduled tokens over the token budget (max_num_batched_tokens), per step.",
                                   ratio_buckets);
+  prefill_tokens_ = r.counter("troupe_step_prefill_tokens_total",
+                              "Tokens fed in steps as prompt (prefill chunks, recompute), not single decodes; "
+                              "over troupe_batch_size_tokens_sum: the prefill share of scheduled tokens.");
+  max_num_seqs_ = r.gauge("troupe_scheduler_max_num_seqs", "The scheduler's limit on sequences running at once.");
+  max_num_batched_tokens_ = r.gauge("troupe_scheduler_max_num_batched_tokens",
+                                    "The scheduler's token budget per step (max_num_batched_tokens).");
   preemptions_ = r.counter("troupe_num_preemptions_total", "Sequences preempted (recompute or swap).");
   busy_seconds_ = r.counter("troupe_worker_busy_seconds_total", "Wall time with a step in flight to the worker.");
   overhead_seconds_ = r.counter("troupe_scheduler_overhead_seconds_total",
@@ -174,6 +180,7 @@ void serving_metrics::on_step(const step_sample& step) {
   step_duration_->observe(busy);
   batch_sequences_->observe(step.num_sequences);
   batch_tokens_->observe(static_cast<double>(step.num_tokens));
+  prefill_tokens_->inc(static_cast<double>(step.num_prefill_tokens));
   if (step.token_budget > 0) batch_efficiency_->observe(static_cast<double>(step.num_tokens) / step.token_budget);
   busy_seconds_->inc(busy);
   reserved_slot_seconds_->inc(static_cast<double>(step.num_reserved_slots) * busy);
@@ -195,6 +202,11 @@ void serving_metrics::on_preemptions(int64_t num_preempted) {
 void serving_metrics::on_scheduler_overhead(double seconds) { overhead_seconds_->inc(seconds); }
 
 void serving_metrics::on_attention_cost(double pairs_per_token) { attention_cost_->set(pairs_per_token); }
+
+void serving_metrics::on_limits(int32_t max_num_seqs, int32_t max_num_batched_tokens) {
+  max_num_seqs_->set(max_num_seqs);
+  max_num_batched_tokens_->set(max_num_batched_tokens);
+}
 
 void serving_metrics::on_queues(const scheduler_stats& stats) {
   running_->set(stats.num_running);

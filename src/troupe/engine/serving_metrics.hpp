@@ -24,6 +24,7 @@ struct step_sample {
   int32_t token_budget = 0;      // max_num_batched_tokens
   int64_t num_reserved_slots = 0;  // KV token slots held by sequences while the step ran
   int64_t num_unused_slots = 0;    // of those, the ones holding no token
+  int64_t num_prefill_tokens = 0;  // of num_tokens, prompt (or recompute): all but single decodes
 };
 
 class serving_metrics {
@@ -45,6 +46,9 @@ class serving_metrics {
   // The attended (query, key) pairs that cost one token, as the scheduler sizes prefill
   // chunks by it (step_cost.hpp); 0 = chunks sized by tokens alone.
   void on_attention_cost(double pairs_per_token);
+  // The scheduler's limits, once at its start: what the bottleneck monitor compares the
+  // running count and the steps' tokens with.
+  void on_limits(int32_t max_num_seqs, int32_t max_num_batched_tokens);
   // The queue lengths; cheap, so after every change.
   void on_queues(const scheduler_stats& stats);
   // The KV pool; block_manager::stats() walks every sequence, so the caller samples it.
@@ -85,6 +89,9 @@ class serving_metrics {
   histogram_metric* batch_tokens_;
   histogram_metric* batch_efficiency_;
   counter_metric* preemptions_;
+  counter_metric* prefill_tokens_;
+  gauge_metric* max_num_seqs_;
+  gauge_metric* max_num_batched_tokens_;
   counter_metric* busy_seconds_;
   counter_metric* overhead_seconds_;
   gauge_metric* busy_ratio_;

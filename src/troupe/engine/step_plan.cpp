@@ -28,6 +28,15 @@ int64_t step_delta::num_tokens() const {
   return n;
 }
 
+int64_t step_delta::num_prefill_tokens() const {
+  int64_t n = 0;
+  for (const auto& s : full) {
+    const bool is_decode = s.tokens.size() == 1 && s.wants_sample;
+    if (!is_decode) n += static_cast<int64_t>(s.tokens.size());
+  }
+  return n;
+}
+
 bool is_stop_token(const sampling_params& params, std::span<const int32_t> eog_ids, int32_t token) {
   if (!params.ignore_eos && std::find(eog_ids.begin(), eog_ids.end(), token) != eog_ids.end()) return true;
   return std::find(params.stop_token_ids.begin(), params.stop_token_ids.end(), token) != params.stop_token_ids.end();

@@ -54,6 +54,9 @@ class http_session : public std::enable_shared_from_this<http_session> {
   // thread, whose answer is posted back to this strand (on_tokenizer_answer).
   void start_tokenizer_call(const request_type& req, std::string_view path);
   void on_tokenizer_answer(const tokenizer_answer& answer);
+  // GET /v1/diagnosis[?window_s=S]: the bottleneck monitor over the server's snapshot
+  // history (net/diagnosis_route.cpp).
+  void respond_diagnosis(std::string_view target);
   void on_event(engine_bridge::ticket ticket, const request_event& event);
   void on_stream_event(const request_event& event);
   // Whether a done ends the answer with 503 timeout: the deadline passed before any output.

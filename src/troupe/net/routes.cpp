@@ -62,7 +62,7 @@ void http_session::route(request_type req) {
   const bool needs_key = path.rfind("/v1/", 0) == 0 || is_tokenizer_route;
   // The metrics label: the known routes by name, everything else as one value.
   for (std::string_view known : {"/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions",
-                                 "/v1/ws", "/tokenize", "/detokenize"}) {
+                                 "/v1/ws", "/tokenize", "/detokenize", "/v1/diagnosis"}) {
     if (path == known) route_ = known;
   }
   // ?api_key= opens only the WebSocket (browsers cannot set its headers): a key in the URL
@@ -99,6 +99,8 @@ void http_session::route(request_type req) {
     if (only(http::verb::get, "GET")) {
       respond(http::status::ok, "text/plain; version=0.0.4; charset=utf-8", render_metrics(*state_));
     }
+  } else if (path == "/v1/diagnosis") {
+    if (only(http::verb::get, "GET")) respond_diagnosis(target);
   } else if (path == "/v1/models") {
     if (only(http::verb::get, "GET")) {
       respond(http::status::ok, "application/json",

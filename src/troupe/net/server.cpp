@@ -3,9 +3,13 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 
+#include <chrono>
+
+#include "troupe/engine/fleet_snapshot.hpp"
 #include "troupe/model/error.hpp"
 #include "troupe/net/http_session.hpp"
 
@@ -20,6 +24,13 @@ struct server::io {
   // Keeps run() going while connections come and go.
   asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(context);
   std::shared_ptr<server_state> state;
+  // The diagnosis sampler: a snapshot of the registry per interval, on an I/O thread (a walk
+  // of the registry under its mutex, which the engine's threads never wait on: their
+  // updates are atomics).
+  asio::steady_timer sampler{context};
+  std::string replica;  // host:port, the name this server's snapshots carry
+
+  void do_sample();
 
   void do_accept() {
     // Each connection gets its own strand: its handlers never run at once.
@@ -39,6 +50,19 @@ struct server::io {
     });
   }
 };
+
+void server::io::do_sample() {
+  const double now = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  try {
+    state->history.record(snapshot_from_samples(state->metrics.registry->samples(), now, replica));
+  } catch (const error&) {
+    // A registry without the engine's metrics (an engine that registers none): nothing to keep.
+  }
+  sampler.expires_after(std::chrono::milliseconds(state->options.diagnosis_interval_ms));
+  sampler.async_wait([this](boost::beast::error_code ec) {
+    if (!ec) do_sample();
+  });
+}
 
 server::server(engine_bridge& bridge, server_options options)
     : state_(std::make_shared<server_state>(std::move(options), bridge)), io_(std::make_unique<io>()) {
@@ -64,6 +88,8 @@ void server::start() {
   if (acceptor.listen(asio::socket_base::max_listen_connections, ec)) fail("listen");
   port_ = acceptor.local_endpoint().port();
   io_->do_accept();
+  io_->replica = o.host + ":" + std::to_string(port_);
+  asio::post(io_->sampler.get_executor(), [this] { io_->do_sample(); });
   for (int i = 0; i < o.io_threads; ++i) threads_.emplace_back([this] { io_->context.run(); });
 }
 

@@ -2,12 +2,14 @@
 // flag, the count of open connections and the gate through which engine threads reach the
 // sessions. Immutable after start except the atomics and the gate.
 #pragma once
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
 #include <shared_mutex>
 #include <string>
 
+#include "troupe/engine/snapshot_history.hpp"
 #include "troupe/net/bridge.hpp"
 #include "troupe/net/front_door_metrics.hpp"
 
@@ -25,6 +27,9 @@ struct server_options {
   // One write (a frame, a chunk, a whole answer) the client has not taken in this long: it
   // stopped reading, and its connection is closed.
   int64_t write_timeout_ms = 30000;
+  // GET /v1/diagnosis: the metrics are snapshotted this often, and this many kept.
+  int64_t diagnosis_interval_ms = 1000;
+  int32_t diagnosis_history = 300;
 };
 
 // The engine's threads reach a session only through its sink, which holds the session
@@ -58,8 +63,14 @@ struct server_state {
   std::atomic<int32_t> num_connections{0};
   std::atomic<int64_t> num_ws_sessions{0};
   front_door_metrics metrics;
+  // The metrics once per diagnosis_interval_ms (server.cpp's sampler), for /v1/diagnosis.
+  snapshot_history history;
 
-  server_state(server_options o, engine_bridge& b) : options(std::move(o)), bridge(b), metrics(b.metrics()) {}
+  server_state(server_options o, engine_bridge& b)
+      : options(std::move(o)),
+        bridge(b),
+        metrics(b.metrics()),
+        history(static_cast<size_t>(std::max<int32_t>(2, options.diagnosis_history))) {}
 };
 
 // Whether an Authorization header ("Bearer KEY", the scheme in any case) or, when
