@@ -21,7 +21,8 @@ Prints per-workload tok/s side by side with the ratios, acceptance rates (troupe
 /metrics counters, llama.cpp from its reported draft counts where it reports them), and one
 line "RESULT {json}".
 
-Usage: bench/spec_decode.py [--model M] [--threads T] [--gen N] [--streams 32] [--only-troupe]
+Usage: bench/spec_decode.py [--model M] [--threads T] [--gen N] [--streams 32] [--stream-rounds 3]
+                            [--only-troupe] [--troupe-args "..."]
 """
 import argparse
 import http.client
@@ -202,6 +203,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--gen", type=int, default=128)
     ap.add_argument("--streams", type=int, default=32, help="the many-streams point (0: skip it)")
+    ap.add_argument("--stream-rounds", type=int, default=3, help="alternating rounds of the many-streams point")
     ap.add_argument("--troupe", default=os.path.join(ROOT, "build", "troupe"))
     ap.add_argument("--llama-server", default=os.path.join(ROOT, "third_party", "llama.cpp", "build", "bin",
                                                             "llama-server"))
@@ -217,11 +219,29 @@ def main():
         proc = serve(troupe_cmd(args, port, extra + flags), port, name)
         try:
             results[name], outputs[name] = run_single(port, args.gen, name, True)
-            if args.streams > 0:
-                results[name]["streams_tok_s"] = run_streams(port, args.streams, args.gen)
-                print(f"{name} {args.streams} streams: {results[name]['streams_tok_s']:.1f} tok/s", file=sys.stderr)
         finally:
             stop(proc)
+    # The many-streams point varies by +-15% from run to run on this machine: rounds
+    # alternate the two servers, and the medians are compared.
+    for rnd in range(args.stream_rounds if args.streams > 0 else 0):
+        for name, flags in (("troupe plain", []), ("troupe ngram", ["--speculative", "ngram"])):
+            port = free_port()
+            proc = serve(troupe_cmd(args, port, extra + flags), port, name)
+            try:
+                before = metrics(port)
+                tok_s = run_streams(port, args.streams, args.gen)
+                after = metrics(port)
+            finally:
+                stop(proc)
+            results[name].setdefault("streams_tok_s_rounds", []).append(tok_s)
+            drafted = after.get("troupe_spec_decode_num_draft_tokens_total", 0) - before.get(
+                "troupe_spec_decode_num_draft_tokens_total", 0)
+            results[name]["streams_drafted"] = results[name].get("streams_drafted", 0) + drafted
+            print(f"{name} {args.streams} streams, round {rnd + 1}: {tok_s:.1f} tok/s", file=sys.stderr)
+    for name in ("troupe plain", "troupe ngram"):
+        rounds = results[name].get("streams_tok_s_rounds")
+        if rounds:
+            results[name]["streams_tok_s"] = sorted(rounds)[len(rounds) // 2]
     if not args.only_troupe:
         if not os.access(args.llama_server, os.X_OK):
             subprocess.run([os.path.join(ROOT, "bench", "build_llama_cpp.sh")], check=True)
@@ -256,7 +276,11 @@ def main():
         print(line)
     if args.streams > 0:
         s0, s1 = results["troupe plain"]["streams_tok_s"], results["troupe ngram"]["streams_tok_s"]
-        print(f"{args.streams} streams (rewrite): troupe {s0:.1f} tok/s plain, {s1:.1f} with ngram ({s1 / s0:.2f}x)")
+        r0 = " ".join(f"{x:.0f}" for x in results["troupe plain"]["streams_tok_s_rounds"])
+        r1 = " ".join(f"{x:.0f}" for x in results["troupe ngram"]["streams_tok_s_rounds"])
+        print(f"{args.streams} streams (rewrite), median of {args.stream_rounds} alternating rounds: troupe "
+              f"{s0:.1f} tok/s plain ({r0}), {s1:.1f} with ngram ({r1}): {s1 / s0:.2f}x; "
+              f"{results['troupe ngram']['streams_drafted']:.0f} tokens proposed in all")
     print("RESULT " + json.dumps({"results": results, "threads": args.threads, "model": args.model,
                                   "identical_outputs": same}))
 
