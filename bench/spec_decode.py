@@ -18,8 +18,8 @@ speculation: total output tokens/s, the check that the policy keeps speculation 
 costing throughput when the batch is large.
 
 Prints per-workload tok/s side by side with the ratios, acceptance rates (troupe from its
-/metrics counters, llama.cpp from its reported draft counts where it reports them), and one
-line "RESULT {json}".
+/metrics counters, llama.cpp from its reported draft counts where it reports them), troupe's
+accepted proposals per speculative sequence-step ("acc/st"), and one line "RESULT {json}".
 
 Usage: bench/spec_decode.py [--model M] [--threads T] [--gen N] [--streams 32] [--stream-rounds 3]
                             [--only-troupe] [--troupe-args "..."]
@@ -138,6 +138,7 @@ def run_single(port, n_gen, name, is_troupe):
         tokens = 0
         seconds = 0.0
         drafted = accepted = 0
+        spec_steps = None
         for i, p in enumerate(prompts):
             n, s, draft, text = chat(port, p, n_gen)
             texts[f"{wl}{i}"] = text
@@ -152,9 +153,12 @@ def run_single(port, n_gen, name, is_troupe):
                 "troupe_spec_decode_num_draft_tokens_total", 0)
             accepted = after.get("troupe_spec_decode_num_accepted_tokens_total", 0) - before.get(
                 "troupe_spec_decode_num_accepted_tokens_total", 0)
+            spec_steps = after.get("troupe_spec_decode_num_steps_total", 0) - before.get(
+                "troupe_spec_decode_num_steps_total", 0)
         out[wl] = {"decode_tok_s": tokens / seconds if seconds > 0 else 0.0, "tokens": tokens,
                    "drafted": drafted, "accepted": accepted,
-                   "acceptance": accepted / drafted if drafted else None}
+                   "acceptance": accepted / drafted if drafted else None,
+                   "accepted_per_spec_step": accepted / spec_steps if spec_steps else None}
         print(f"{name} {wl}: {out[wl]}", file=sys.stderr)
     return out, texts
 
@@ -259,15 +263,17 @@ def main():
     print(f"speculative decoding, single stream, greedy, {args.gen} output tokens at most, {args.threads} threads, "
           f"{os.path.basename(args.model)}")
     print(f"troupe ngram output identical to troupe plain on {same} of {len(outputs['troupe plain'])} prompts")
-    header = f"{'workload':>8} | {'troupe':>7} {'+ngram':>7} {'x':>5} {'accept':>6}"
+    header = f"{'workload':>8} | {'troupe':>7} {'+ngram':>7} {'x':>5} {'accept':>6} {'acc/st':>6}"
     if not args.only_troupe:
         header += f" | {'llama':>7} {'+ngram':>7} {'x':>5} {'accept':>6} | {'ngram t/l':>9}"
     print(header)
     for wl in workloads():
         t0, t1 = results["troupe plain"][wl], results["troupe ngram"][wl]
         acc = lambda r: f"{100 * r['acceptance']:>5.0f}%" if r["acceptance"] is not None else "     -"
+        per_step = t1["accepted_per_spec_step"]
         line = (f"{wl:>8} | {t0['decode_tok_s']:>7.1f} {t1['decode_tok_s']:>7.1f} "
-                f"{t1['decode_tok_s'] / max(t0['decode_tok_s'], 1e-9):>5.2f} {acc(t1)}")
+                f"{t1['decode_tok_s'] / max(t0['decode_tok_s'], 1e-9):>5.2f} {acc(t1)} "
+                f"{per_step if per_step is not None else 0:>6.2f}")
         if not args.only_troupe:
             l0, l1 = results["llama.cpp plain"][wl], results["llama.cpp ngram"][wl]
             line += (f" | {l0['decode_tok_s']:>7.1f} {l1['decode_tok_s']:>7.1f} "

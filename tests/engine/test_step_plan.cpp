@@ -202,7 +202,7 @@ TEST_CASE("a whole entry replaces what the worker held, and a forget drops it") 
   CHECK_THROWS_AS(st.apply(std::move(stale)), error);
 }
 
-TEST_CASE("a delta's prefill tokens: every token of a whole entry except a lone sampled one") {
+TEST_CASE("a delta's prefill tokens: every token of a whole entry except a sampled decode's (proposals included)") {
   step_delta d;
   d.full.push_back(whole(1, {5, 6, 7, 8}, 0, {0}));  // a prompt
   auto chunk = whole(2, {5, 6, 7}, 0, {1});
@@ -211,5 +211,10 @@ TEST_CASE("a delta's prefill tokens: every token of a whole entry except a lone 
   d.full.push_back(whole(3, {9}, 12, {2}));          // a decode new to the worker
   d.next.push_back({4, 20, -1});                     // a decode continuing
   CHECK(d.num_tokens() == 9);
+  CHECK(d.num_prefill_tokens() == 7);
+  auto speculative = whole(5, {9, 10, 11}, 30, {3, 4, 5});
+  speculative.num_draft_tokens = 2;                  // a decode with two proposals
+  d.full.push_back(speculative);
+  CHECK(d.num_tokens() == 12);
   CHECK(d.num_prefill_tokens() == 7);
 }

@@ -153,6 +153,15 @@ engine::engine(caf::actor_system& sys, std::shared_ptr<const model_bundle> model
     c.scheduling.attention_cost = attention_cost_from_shape(b->config(), b->attention_efficiency());
     c.scheduling.fit_attention_cost = true;
   }
+  // Proposals need a backend that verifies them (and one rank: a tensor-parallel group does
+  // not): a server asking for them is refused, a request's own choice has no effect.
+  if (!b->supports_speculation() || !options.more_ranks.empty()) {
+    if (c.scheduling.speculative != speculative_method::off) {
+      throw error(error_code::unsupported, "speculative decoding needs a backend that verifies proposed tokens "
+                                           "(the CPU backend); this one does not");
+    }
+    c.scheduling.speculative_max_batch = 0;
+  }
   c.scheduling.validate();
   block_manager_config blocks;
   blocks.num_blocks = shape.num_blocks;

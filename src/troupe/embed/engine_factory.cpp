@@ -75,13 +75,10 @@ started_engine start_engine(caf::actor_system& sys, const config& cfg, std::shar
     };
   }
   eo.scheduling.speculative = parse_speculative_method(cfg.speculative);
-  if (!b->supports_speculation()) {
-    if (eo.scheduling.speculative != speculative_method::off) {
-      throw error(error_code::unsupported, "--speculative " + cfg.speculative + ": the " +
-                                               std::string(choice.is_cuda ? "CUDA" : "chosen") +
-                                               " backend does not verify proposed tokens (use --device cpu)");
-    }
-    eo.scheduling.speculative_max_batch = 0;  // a request's own choice has no effect here
+  if (eo.scheduling.speculative != speculative_method::off && !b->supports_speculation()) {
+    throw error(error_code::unsupported, "--speculative " + cfg.speculative + ": the " +
+                                             std::string(choice.is_cuda ? "CUDA" : "chosen") +
+                                             " backend does not verify proposed tokens (use --device cpu)");
   }
   // On the CPU the step uses every core, and planning beside it only takes cycles from it.
   eo.scheduling.async_scheduling =

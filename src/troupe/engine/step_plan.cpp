@@ -31,7 +31,8 @@ int64_t step_delta::num_tokens() const {
 int64_t step_delta::num_prefill_tokens() const {
   int64_t n = 0;
   for (const auto& s : full) {
-    const bool is_decode = s.tokens.size() == 1 && s.wants_sample;
+    // A decode feeds one known token (and, speculating, the proposals after it).
+    const bool is_decode = s.tokens.size() == 1 + static_cast<size_t>(s.num_draft_tokens) && s.wants_sample;
     if (!is_decode) n += static_cast<int64_t>(s.tokens.size());
   }
   return n;

@@ -41,9 +41,10 @@ struct step_delta {
   bool operator==(const step_delta&) const = default;
   bool is_empty() const { return full.empty() && next.empty(); }
   int64_t num_tokens() const;
-  // Of num_tokens(), those fed as prompt: every token of a whole entry except a lone
-  // sampled one (a decode resumed or new to the worker). A prompt whose last chunk is a
-  // single token counts that token as a decode.
+  // Of num_tokens(), those fed as prompt: every token of a whole entry except a sampled
+  // decode's (a decode resumed or new to the worker: one known token, and the proposals
+  // after it when speculating). A prompt whose last chunk is a single token counts that
+  // token as a decode.
   int64_t num_prefill_tokens() const;
 };
 
