@@ -40,6 +40,7 @@ const char* generate_help =
     "  --presence-penalty P   --frequency-penalty F   (default 0)\n"
     "  --seed S               (default: random)\n"
     "  --ignore-eos           keep generating past end-of-generation tokens\n"
+    "  --min-tokens N         no end-of-generation before N tokens (default 0; at most --max-tokens)\n"
     "  --threads N            compute threads (default: one per core)\n"
     "  --kv-cache-dtype T     KV cache storage: f16 (default), q8_0 or q4_0 (CPU only)\n"
     "  --device D             auto (CUDA when a device is present, else the CPU), cpu or cuda\n"
@@ -62,6 +63,7 @@ sampling_params read_params(const cli_args& args, int32_t vocab_size) {
   p.frequency_penalty = (float)args.get_float("--frequency-penalty", 0.0);
   p.seed = args.has("--seed") ? args.get_u64("--seed", 0) : std::random_device{}();
   p.ignore_eos = args.has("--ignore-eos");
+  p.min_tokens = (int32_t)args.get_int("--min-tokens", 0, 0, 1 << 24);
   p.validate(vocab_size);
   return p;
 }
@@ -141,7 +143,7 @@ int run_generate(int argc, char** argv) {
                       {"--model", "--prompt", "--system", "-n", "--max-tokens", "--temperature", "--top-k", "--top-p",
                        "--min-p", "--repeat-penalty", "--presence-penalty", "--frequency-penalty", "--seed",
                        "--threads", "--device", "--devices", "--tensor-parallel", "--gpu-memory-utilization",
-                       "--kv-cache-dtype", "--speculative", "--num-speculative-tokens"},
+                       "--kv-cache-dtype", "--speculative", "--num-speculative-tokens", "--min-tokens"},
                       {"--chat", "--ignore-eos", "--help", "-h", "--cuda-graphs"});
   if (args.has("--help") || args.has("-h")) {
     std::fputs(generate_help, stdout);

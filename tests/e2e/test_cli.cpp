@@ -46,6 +46,33 @@ TEST_CASE("cli: the same seed gives the same text") {
   CHECK(a.out == b.out);
 }
 
+TEST_CASE("cli: --speculative ngram prints the text of plain decoding; --min-tokens holds the end back") {
+  TROUPE_REQUIRE_MODEL();
+  const std::string cmd = troupe_bin + " generate --model " + model +
+                          " --chat --prompt 'Repeat exactly: the cat sat on the mat, the cat sat on the mat.'"
+                          " --temperature 0 -n 40 --threads 2";
+  const auto plain = run_process(cmd);
+  const auto spec = run_process(cmd + " --speculative ngram --num-speculative-tokens 3");
+  CHECK(plain.exit_code == 0);
+  CHECK(spec.exit_code == 0);
+  CHECK(spec.out == plain.out);
+  CHECK(run_process(cmd + " --speculative draft").exit_code == 1);
+
+  // "Say yes" ends in a few tokens; with --min-tokens 30 the end comes no earlier than 30.
+  const std::string yes = troupe_bin + " generate --model " + model +
+                          " --chat --prompt 'Answer with one word: yes or no?' --temperature 0 -n 40 --threads 2";
+  const auto count = [](const std::string& err) {
+    const auto at = err.find("generation: ");
+    return at == std::string::npos ? -1 : std::stoi(err.substr(at + 12));
+  };
+  const auto short_answer = run_process(yes);
+  const auto held = run_process(yes + " --min-tokens 30");
+  CHECK(short_answer.exit_code == 0);
+  CHECK(held.exit_code == 0);
+  CHECK(count(short_answer.err) < 30);
+  CHECK(count(held.err) >= 30);
+}
+
 TEST_CASE("cli: an interactive chat answers each line and keeps the conversation") {
   TROUPE_REQUIRE_MODEL();
   const auto r = run_process(troupe_bin + " generate --model " + model + " --chat --temperature 0 -n 16",

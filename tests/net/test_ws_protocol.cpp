@@ -555,6 +555,11 @@ TEST_CASE("ws frames: error with an id, and with null when the id could not be r
   simdjson::dom::object anonymous = parse_back(parser, ws_error("", invalid_json("malformed JSON")));
   CHECK(anonymous["id"].is_null());
   CHECK(anonymous["param"].error() == simdjson::NO_SUCH_FIELD);
+  CHECK(o["retry_after_ms"].error() == simdjson::NO_SUCH_FIELD);  // a bad request: retrying will not help
+  simdjson::dom::object full = parse_back(parser, ws_error("r2", api_error{429, "queue_full", "the queue is full", ""}));
+  CHECK(int64_t(full["retry_after_ms"]) == retry_after_ms);
+  simdjson::dom::object draining = parse_back(parser, ws_error("r3", api_error{503, "unavailable", "draining", ""}));
+  CHECK(int64_t(draining["retry_after_ms"]) == 1000);
 }
 
 TEST_CASE("ws frames: a ping's data comes back in the pong unchanged") {

@@ -1,6 +1,7 @@
 // api_error: a refusal as the front door reports it (HTTP status, error code, message, field),
 // and its OpenAI error body. The WebSocket sends the same code and message in an error frame.
 #pragma once
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -8,6 +9,11 @@
 #include "troupe/net/parse_limits.hpp"
 
 namespace troupe::net {
+
+// How long a client should wait before sending again a request refused because the queue
+// was full (429) or the server was starting, draining or out of memory (503): HTTP's
+// Retry-After (in seconds) and the WebSocket error frame's retry_after_ms.
+inline constexpr int64_t retry_after_ms = 1000;
 
 struct api_error {
   int status = 400;      // 400, 401, 404, 405, 413, 429, 500, 501, 503

@@ -150,7 +150,7 @@ void http_session::respond(http::status status, std::string content_type, std::s
   // A full queue and a server starting or draining are over in moments; clients that honour
   // Retry-After (the OpenAI SDKs do) wait this long instead of retrying at once.
   if (status == http::status::too_many_requests || status == http::status::service_unavailable) {
-    res->set(http::field::retry_after, "1");
+    res->set(http::field::retry_after, std::to_string(retry_after_ms / 1000));
   }
   res->keep_alive(is_keep_alive && is_keep_alive_);
   res->body() = std::move(body);

@@ -232,6 +232,9 @@ std::string ws_error(std::string_view id, const api_error& e) {
   w.key("code").value(e.code);
   w.key("message").value(e.message);
   if (!e.param.empty()) w.key("param").value(e.param);
+  // What HTTP says with Retry-After: a full queue, a server starting or draining, are over
+  // in moments; a client may send the request again after this long.
+  if (e.status == 429 || e.status == 503) w.key("retry_after_ms").value(retry_after_ms);
   w.end_object();
   return w.take();
 }
