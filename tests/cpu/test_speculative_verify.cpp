@@ -281,3 +281,50 @@ TEST_CASE("speculative verify: the general acceptance rule draws from the target
   CHECK(std::abs(static_cast<double>(num_accepted) / num_draws - overlap) < 0.01);
   CHECK_THROWS_AS(accept_or_resample(p, std::vector<float>(3, 0.3f), 0, 0.5, 0.5), error);
 }
+
+TEST_CASE("speculative verify: a draft distribution on the tiny model, drawn and verified, gives the target's") {
+  // The target's distribution after one context and a draft's after another (a stand-in for
+  // a second, smaller model), both as the sampler would draw them (sampler::distribution);
+  // proposals drawn from the draft, verified by the general rule: the emitted tokens follow
+  // the target (chi-square, 100,000 draws).
+  auto b = make_backend(tiny_file());
+  const int32_t vocab = b->config().vocab_size;
+  batch_plan plan;
+  auto params = sampled(0);
+  params.repetition_penalty = 1.0f;
+  params.temperature = 2.5f;
+  params.top_k = 60;
+  plan.sequences.push_back(plain_step(1, {5, 9, 17, 3, 11, 8}, 0, params, 0, {}));
+  plan.sequences[0].wants_all_logits = true;
+  const auto logits = b->step(plan).outputs[0].logits;
+  const sampler s(vocab, {});
+  std::vector<float> target_row(logits.end() - vocab, logits.end()), draft_row(logits.begin(), logits.begin() + vocab);
+  std::vector<float> p, q, scratch;
+  scratch = target_row;
+  s.distribution(scratch, params, {}, 0, 0, p);
+  auto draft_params = params;
+  draft_params.temperature = 3.0f;
+  scratch = draft_row;
+  s.distribution(scratch, draft_params, {}, 0, 0, q);
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  constexpr int64_t num_draws = 100000;
+  std::vector<int64_t> counts(static_cast<size_t>(vocab));
+  int64_t num_accepted = 0;
+  for (int64_t i = 0; i < num_draws; ++i) {
+    draft_params.seed = static_cast<uint64_t>(i) + 1;
+    scratch = draft_row;
+    const int32_t d = s.sample(scratch, draft_params, {}, 0, 0).token;
+    const int32_t t = accept_or_resample(p, q, d, u(rng), u(rng));
+    num_accepted += t == d;
+    ++counts[static_cast<size_t>(t)];
+  }
+  const auto [stat, df] = chi_square(counts, std::vector<double>(p.begin(), p.end()), num_draws);
+  double overlap = 0;
+  for (int32_t i = 0; i < vocab; ++i) overlap += std::min(p[i], q[i]);
+  MESSAGE("chi2 " << stat << " (df " << df << ", limit " << chi_square_limit(df) << "), acceptance "
+                  << double(num_accepted) / num_draws << " (expected " << overlap << ")");
+  CHECK(df > 10);
+  CHECK(stat < chi_square_limit(df));
+  CHECK(std::abs(double(num_accepted) / num_draws - overlap) < 0.01);
+}

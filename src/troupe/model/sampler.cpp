@@ -139,41 +139,59 @@ int32_t draw_kept(std::span<const float> logits, std::span<sampler_candidate> ke
   return static_cast<int32_t>(draw_by_weight(weights, uniform));
 }
 
+// What temperature, top-k, top-p and min-p keep of the (penalized) logits, for a draw and
+// for the distribution it draws from alike.
+struct filter_result {
+  float max_logit;
+  int32_t best;                      // the argmax, ties to the lowest id
+  float inv_temperature;
+  float min_p_cutoff;                // kept tokens below it weigh nothing
+  bool is_filtered;                  // top-k or top-p is on: `kept` holds the candidates
+  std::span<sampler_candidate> kept; // min-p still to apply
+};
+
+filter_result filter(std::span<const float> logits, const sampling_params& params, sampler_scratch& scratch) {
+  const auto vocab_size = logits.size();
+  const auto [max_logit, best] = argmax(logits);
+  filter_result f{max_logit, best, 1.0f / params.temperature, 0.0f, false, {}};
+  if (!(max_logit > negative_infinity)) return f;  // everything banned: nothing to weigh
+  const float temperature = params.temperature;
+  f.min_p_cutoff = min_p_cutoff_logit(max_logit, params.min_p, temperature);
+  const bool has_top_k = params.top_k > 0 && static_cast<size_t>(params.top_k) < vocab_size;
+  const bool has_top_p = params.top_p < 1.0f;
+  if (!has_top_k && !has_top_p) return f;
+  auto& candidates = scratch.candidates;
+  double total = 0.0;
+  if (has_top_k) {
+    select_top(logits, static_cast<size_t>(params.top_k), candidates);
+    if (has_top_p) total = sum_tempered_weights(candidates, max_logit, f.inv_temperature);
+  } else {
+    total = sum_tempered_weights(logits, max_logit, f.inv_temperature, negative_infinity);
+    collect_at_least(logits,
+                     std::max(f.min_p_cutoff, nucleus_cutoff_logit(max_logit, temperature, total,
+                                                                   params.top_p, vocab_size)),
+                     candidates);
+  }
+  const size_t num_kept =
+      has_top_p ? select_nucleus(candidates, total, params.top_p, max_logit, f.inv_temperature)
+                : candidates.size();
+  f.is_filtered = true;
+  f.kept = std::span(candidates).first(num_kept);
+  return f;
+}
+
 // Temperature, top-k, top-p, min-p and the seeded draw over the (penalized) logits.
 int32_t draw(std::span<const float> logits, const sampling_params& params, double uniform,
              sampler_scratch& scratch) {
-  const auto vocab_size = logits.size();
-  const auto [max_logit, best] = argmax(logits);
-  if (!(max_logit > negative_infinity)) return best;  // everything banned: nothing to weigh
-  const float temperature = params.temperature;
-  const float inv_temperature = 1.0f / temperature;
-  const float min_p_cutoff = min_p_cutoff_logit(max_logit, params.min_p, temperature);
-  const bool has_top_k = params.top_k > 0 && static_cast<size_t>(params.top_k) < vocab_size;
-  const bool has_top_p = params.top_p < 1.0f;
-  auto& candidates = scratch.candidates;
-
-  if (has_top_k || has_top_p) {
-    double total = 0.0;
-    if (has_top_k) {
-      select_top(logits, static_cast<size_t>(params.top_k), candidates);
-      if (has_top_p) total = sum_tempered_weights(candidates, max_logit, inv_temperature);
-    } else {
-      total = sum_tempered_weights(logits, max_logit, inv_temperature, negative_infinity);
-      collect_at_least(logits,
-                       std::max(min_p_cutoff, nucleus_cutoff_logit(max_logit, temperature, total,
-                                                                   params.top_p, vocab_size)),
-                       candidates);
-    }
-    const size_t num_kept =
-        has_top_p ? select_nucleus(candidates, total, params.top_p, max_logit, inv_temperature)
-                  : candidates.size();
-    return draw_kept(logits, std::span(candidates).first(num_kept), max_logit, inv_temperature,
-                     min_p_cutoff, uniform, scratch);
+  const filter_result f = filter(logits, params, scratch);
+  if (!(f.max_logit > negative_infinity)) return f.best;
+  if (f.is_filtered) {
+    return draw_kept(logits, f.kept, f.max_logit, f.inv_temperature, f.min_p_cutoff, uniform, scratch);
   }
   // No top-k, no top-p: weigh the whole vocabulary, min-p by cutoff.
   auto& weights = scratch.weights;
-  weights.resize(vocab_size);
-  tempered_weights(logits, max_logit, inv_temperature, min_p_cutoff, weights);
+  weights.resize(logits.size());
+  tempered_weights(logits, f.max_logit, f.inv_temperature, f.min_p_cutoff, weights);
   return static_cast<int32_t>(draw_by_weight(weights, uniform));
 }
 
@@ -193,17 +211,61 @@ sampler::sampler(int32_t vocab_size, std::vector<int32_t> eog_ids)
 sample_result sampler::sample(std::span<float> logits, const sampling_params& params,
                               std::span<const int32_t> penalty_tokens, int32_t num_prompt_tokens,
                               uint64_t sample_index) const {
-  if (logits.size() != static_cast<size_t>(vocab_size_)) {
-    throw error(error_code::invalid_argument,
-                "sampler logits must hold vocab_size = " + std::to_string(vocab_size_) +
-                    " values, got " + std::to_string(logits.size()));
-  }
+  check_size(logits);
   sampler_scratch& scratch = thread_scratch();
   scratch.raw_logits.clear();
   const log_softmax_base raw = raw_log_softmax(logits);
   sample_result result;
   result.top_logprobs = top_raw_logprobs(logits, params.num_logprobs, raw.log_sum_exp, scratch);
+  modify(logits, params, penalty_tokens, num_prompt_tokens, sample_index);
 
+  if (params.is_greedy() || params.top_k == 1) {
+    result.token = argmax(logits).token;
+  } else {
+    result.token = draw(logits, params, sample_uniform(params.seed, sample_index), scratch);
+  }
+  result.logprob = raw_logit(logits, result.token, scratch) - raw.log_sum_exp;
+  return result;
+}
+
+void sampler::distribution(std::span<float> logits, const sampling_params& params,
+                           std::span<const int32_t> penalty_tokens, int32_t num_prompt_tokens,
+                           uint64_t sample_index, std::vector<float>& probs) const {
+  check_size(logits);
+  sampler_scratch& scratch = thread_scratch();
+  scratch.raw_logits.clear();
+  modify(logits, params, penalty_tokens, num_prompt_tokens, sample_index);
+  probs.assign(logits.size(), 0.0f);
+  const filter_result f = filter(logits, params, scratch);
+  if (params.is_greedy() || params.top_k == 1 || !(f.max_logit > negative_infinity)) {
+    probs[static_cast<size_t>(f.best)] = 1.0f;
+    return;
+  }
+  if (f.is_filtered) {
+    for (const auto& c : f.kept) {
+      if (c.logit >= f.min_p_cutoff) {
+        probs[static_cast<size_t>(c.token)] = tempered_weight(c.logit, f.max_logit, f.inv_temperature);
+      }
+    }
+  } else {
+    tempered_weights(logits, f.max_logit, f.inv_temperature, f.min_p_cutoff, probs);
+  }
+  double total = 0.0;
+  for (float w : probs) total += w;
+  for (auto& w : probs) w = static_cast<float>(w / total);
+}
+
+void sampler::check_size(std::span<const float> logits) const {
+  if (logits.size() != static_cast<size_t>(vocab_size_)) {
+    throw error(error_code::invalid_argument,
+                "sampler logits must hold vocab_size = " + std::to_string(vocab_size_) +
+                    " values, got " + std::to_string(logits.size()));
+  }
+}
+
+void sampler::modify(std::span<float> logits, const sampling_params& params, std::span<const int32_t> penalty_tokens,
+                     int32_t num_prompt_tokens, uint64_t sample_index) const {
+  sampler_scratch& scratch = thread_scratch();
   apply_penalties(logits, params, penalty_tokens, num_prompt_tokens, scratch);
   for (const auto& [token, bias] : params.logit_bias) {
     if (token < 0 || token >= vocab_size_) reject_token("logit_bias token id", token, vocab_size_);
@@ -221,14 +283,6 @@ sample_result sampler::sample(std::span<float> logits, const sampling_params& pa
       set_logit(logits, id, negative_infinity, scratch);
     }
   }
-
-  if (params.is_greedy() || params.top_k == 1) {
-    result.token = argmax(logits).token;
-  } else {
-    result.token = draw(logits, params, sample_uniform(params.seed, sample_index), scratch);
-  }
-  result.logprob = raw_logit(logits, result.token, scratch) - raw.log_sum_exp;
-  return result;
 }
 
 }  // namespace troupe

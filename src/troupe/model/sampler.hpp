@@ -30,9 +30,23 @@ class sampler {
                        std::span<const int32_t> penalty_tokens, int32_t num_prompt_tokens,
                        uint64_t sample_index) const;
 
+  // The distribution sample() draws from at this position, as probabilities over the
+  // vocabulary (summing to 1): the same penalties, bias, end-token bans, temperature,
+  // top-k, top-p and min-p, so the same kept set; one-hot at the argmax when greedy. What a
+  // proposal distribution is checked against (accept_or_resample, speculative.hpp).
+  // `logits` is scratch, as for sample().
+  void distribution(std::span<float> logits, const sampling_params& params, std::span<const int32_t> penalty_tokens,
+                    int32_t num_prompt_tokens, uint64_t sample_index, std::vector<float>& probs) const;
+
   int32_t vocab_size() const { return vocab_size_; }
 
  private:
+  void check_size(std::span<const float> logits) const;
+  // Penalties, logit bias and end-token bans, in place (the thread's scratch records each
+  // logit's raw value for the reported logprob).
+  void modify(std::span<float> logits, const sampling_params& params, std::span<const int32_t> penalty_tokens,
+              int32_t num_prompt_tokens, uint64_t sample_index) const;
+
   int32_t vocab_size_;
   std::vector<int32_t> eog_ids_;
 };
