@@ -116,7 +116,7 @@ TEST_CASE("openai parse: a completion body with every field") {
     "stream":true,"stream_options":{"include_usage":true},"stop":["\n","END"],"seed":7,
     "presence_penalty":0.25,"frequency_penalty":0.5,"logit_bias":{"17":-50},"logprobs":3,"echo":true,
     "user":"someone","top_k":20,"min_p":0.1,"repetition_penalty":1.2,"penalty_last_n":-1,"ignore_eos":true,
-    "stop_token_ids":[1,2],"priority":3,"timeout_ms":9000})");
+    "stop_token_ids":[1,2],"priority":3,"timeout_ms":9000,"speculative":"off"})");
   CHECK(r.stream);
   CHECK(r.req.include_usage);
   CHECK(r.req.params.max_tokens == 32);
@@ -138,6 +138,7 @@ TEST_CASE("openai parse: a completion body with every field") {
   CHECK(r.req.params.stop_token_ids == std::vector<int32_t>{1, 2});
   CHECK(r.req.priority == 3);
   CHECK(r.req.timeout_ms == 9000);
+  CHECK(r.req.speculative == speculative_method::off);
 }
 
 TEST_CASE("openai parse: completion logprobs is the number of alternatives, 0 meaning the sampled token only") {
