@@ -102,6 +102,20 @@ def check_doctor_errors(binary):
     check(r.returncode == 2 and "usage: troupe doctor URL" in r.stderr, "the doctor without a URL prints its usage")
 
 
+def diagnose_when_stepping(base, window_s, timeout_s=180):
+    """The diagnosis over window_s once that window holds steps and two running sequences:
+    on a slow build (sanitizers) the first prefill alone can outlast a fixed sleep, and a
+    window without steps says nothing about what limits them."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status, body = get_json(f"{base}/v1/diagnosis?window_s={window_s}")
+        replica = body["replicas"][0] if status == 200 and body.get("replicas") else {}
+        if (replica.get("num_steps") or 0) >= 2 and (replica.get("max_running") or 0) >= 2:
+            return status, body
+        check(time.monotonic() < deadline, f"the server took steps within {timeout_s} s ({json.dumps(body)})")
+        time.sleep(1)
+
+
 def main():
     args = troupe_server.parse_args(__doc__)
     check_doctor_errors(args.troupe)
@@ -118,7 +132,7 @@ def main():
         for _ in range(12):
             threading.Thread(target=complete, args=(base,), daemon=True).start()
         time.sleep(4.5)
-        status, busy = get_json(base + "/v1/diagnosis?window_s=3")
+        status, busy = diagnose_when_stepping(base, 3)
         top = busy["findings"][0]
         # Two decodes a step take ~20 ms on two idle cores. On a machine so loaded that a step
         # takes 100 ms or more, a bigger batch would slow every stream below reading speed,
@@ -155,7 +169,7 @@ def main():
         for i in range(12):
             threading.Thread(target=complete, args=(base, [100 + i] + [1000] * 359), daemon=True).start()
         time.sleep(5)
-        status, crowded = get_json(base + "/v1/diagnosis?window_s=4")
+        status, crowded = diagnose_when_stepping(base, 4)
         top = crowded["findings"][0]
         check(status == 200 and crowded["limiting_factor"] == "kv_capacity" and top["knob"] == "kv_cache",
               f"a dozen requests in 48 KV blocks: kv_capacity ({json.dumps(crowded)})")

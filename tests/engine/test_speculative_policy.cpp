@@ -60,7 +60,9 @@ sequence_request periodic_request(uint64_t id, int32_t period, int32_t num_promp
 // later token through the hash.
 simulated_worker::next_token_rule cyclic_rule(int32_t period, std::function<bool(uint64_t)> deviates) {
   return [=](const std::vector<int32_t>& context, uint64_t seed, uint64_t index) {
-    if (deviates(index)) return simulated_worker::next_token(context, seed, index);
+    if (deviates(index) || context.size() < static_cast<size_t>(period)) {
+      return simulated_worker::next_token(context, seed, index);
+    }
     return context[context.size() - static_cast<size_t>(period)];
   };
 }
