@@ -131,6 +131,22 @@ def run_streams(port, streams, n_prompt, n_gen, name, sampler=None):
     return results
 
 
+def read_metrics(port):
+    """troupe's /metrics as {series (name with labels): value}."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    c.request("GET", "/metrics")
+    values = {}
+    for line in c.getresponse().read().decode().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name, _, value = line.rpartition(" ")
+        try:
+            values[name] = float(value)
+        except ValueError:
+            pass
+    return values
+
+
 class metrics_sampler:
     """Samples troupe's /metrics while a point runs: the largest KV waste ratio seen, and
     the scheduler's time over the worker's step time between begin() and end()."""
@@ -140,18 +156,7 @@ class metrics_sampler:
         self.running = False
 
     def read(self):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-        c.request("GET", "/metrics")
-        values = {}
-        for line in c.getresponse().read().decode().splitlines():
-            if line.startswith("#") or not line.strip():
-                continue
-            name, _, value = line.rpartition(" ")
-            try:
-                values[name] = float(value)
-            except ValueError:
-                pass
-        return values
+        return read_metrics(self.port)
 
     def _loop(self):
         while self.running:

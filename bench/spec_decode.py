@@ -35,7 +35,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from compare_serving import free_port, wait_healthy  # noqa: E402
+from compare_serving import free_port, read_metrics as metrics, wait_healthy  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
@@ -115,21 +115,6 @@ def chat(port, prompt, n_gen, ignore_eos=False):
                 text.append(piece)
     conn.close()
     return tokens or 0, (last - first) if first and last else 0.0, draft, "".join(text)
-
-
-def metrics(port):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    c.request("GET", "/metrics")
-    values = {}
-    for line in c.getresponse().read().decode().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        name, _, value = line.rpartition(" ")
-        try:
-            values[name] = float(value)
-        except ValueError:
-            pass
-    return values
 
 
 def run_single(port, n_gen, name, is_troupe):
