@@ -134,7 +134,9 @@ constexpr uint64_t num_scheduler_watchers = 32;
 }  // namespace
 
 engine::handle engine::core::submit(request req, event_sink_ptr sink) {
-  const uint64_t id = next_seq_id.fetch_add(1);
+  // A request with several choices takes consecutive ids, one per sampled choice.
+  const auto num_ids = static_cast<uint64_t>(std::clamp(req.num_sequences(), 1, max_num_choices));
+  const uint64_t id = next_seq_id.fetch_add(num_ids);
   auto metered = std::make_shared<metered_sink>(std::move(sink), serving);
   auto actor = spawn_request_actor(sys, model, std::move(req), std::move(metered), id,
                                    {batcher, scheduler, scheduler_watchers[id % scheduler_watchers.size()], serving,

@@ -284,7 +284,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, sequence_request& x) {
   wire::optional_field<speculative_method> speculative{x.speculative};
   return f(caf::meta::type_name("troupe::sequence_request"), x.id, x.prompt_tokens, x.params, x.priority,
-           speculative);
+           speculative, x.fork_ids);
 }
 
 template <class Inspector>
@@ -303,7 +303,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, request& x) {
   wire::optional_field<speculative_method> speculative{x.speculative};
   return f(caf::meta::type_name("troupe::request"), x.id, x.prompt, x.prompt_token_ids, x.messages, x.params,
-           x.priority, x.stop, x.timeout_ms, x.logprobs, x.echo, x.include_usage, speculative);
+           x.priority, x.stop, x.timeout_ms, x.logprobs, x.echo, x.include_usage, speculative, x.n, x.best_of);
 }
 
 template <class Inspector>
@@ -324,7 +324,7 @@ typename Inspector::result_type inspect(Inspector& f, accepted_event& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, delta_event& x) {
-  return f(caf::meta::type_name("troupe::delta_event"), x.text, x.token_ids, x.logprobs);
+  return f(caf::meta::type_name("troupe::delta_event"), x.text, x.token_ids, x.logprobs, x.index);
 }
 
 template <class Inspector>
@@ -342,10 +342,20 @@ typename Inspector::result_type inspect(Inspector& f, request_timings& x) {
 }
 
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, choice_done_event& x) {
+  wire::optional_field<std::string> stop_string{x.stop_string};
+  wire::optional_field<int32_t> stop_token{x.stop_token};
+  wire::double_bits cumulative_logprob{x.cumulative_logprob};
+  return f(caf::meta::type_name("troupe::choice_done_event"), x.index, x.reason, stop_string, stop_token,
+           x.completion_tokens, cumulative_logprob);
+}
+
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, done_event& x) {
   wire::optional_field<std::string> stop_string{x.stop_string};
   wire::optional_field<int32_t> stop_token{x.stop_token};
-  return f(caf::meta::type_name("troupe::done_event"), x.reason, stop_string, stop_token, x.usage, x.timings);
+  return f(caf::meta::type_name("troupe::done_event"), x.reason, stop_string, stop_token, x.usage, x.timings,
+           x.choices);
 }
 
 template <class Inspector>
@@ -355,7 +365,7 @@ typename Inspector::result_type inspect(Inspector& f, error_event& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, request_event_message& x) {
-  wire::variant_field<accepted_event, delta_event, done_event, error_event> event{x.event};
+  wire::variant_field<accepted_event, delta_event, done_event, error_event, choice_done_event> event{x.event};
   return f(caf::meta::type_name("troupe::request_event_message"), x.request_id, event);
 }
 

@@ -5,7 +5,7 @@
 #include <optional>
 
 #include "troupe/actors/request_links.hpp"
-#include "troupe/engine/request_state.hpp"
+#include "troupe/engine/request_choices.hpp"
 #include "troupe/engine/trace.hpp"
 #include "troupe/model/error.hpp"
 
@@ -16,9 +16,9 @@ namespace {
 struct request_actor_state {
   std::shared_ptr<const model_bundle> model;
   std::optional<request> req;
-  std::unique_ptr<request_state> state;
+  std::unique_ptr<request_choices> choices;
   event_sink_ptr sink;
-  uint64_t seq_id = 0;
+  uint64_t seq_id = 0;  // choice i runs as sequence seq_id + i
   request_actor_links links;
   bool is_done = false;
   // Shared with the exit guard below, which outlives this state.
@@ -31,6 +31,17 @@ struct request_actor_state {
 using request_self = request_actor::stateful_pointer<request_actor_state>;
 
 void emit(request_self self, const request_event& e) { self->state.sink->on_event(self->state.req->id, e); }
+
+void emit_all(request_self self, const std::vector<request_event>& events) {
+  for (const auto& e : events) emit(self, e);
+}
+
+// The choice a sequence id belongs to, or -1 for an id that is not this request's.
+int32_t choice_of(request_self self, uint64_t seq_id) {
+  auto& st = self->state;
+  if (!st.choices || seq_id < st.seq_id || seq_id - st.seq_id >= static_cast<uint64_t>(st.choices->size())) return -1;
+  return static_cast<int32_t>(seq_id - st.seq_id);
+}
 
 // The batcher counts waiting sequences for its queue cap: tell it once this one stops waiting.
 void leave_queue(request_self self) {
@@ -47,47 +58,66 @@ void end(request_self self) {
   self->quit();
 }
 
+// Stops choice i's sequence wherever it is (batcher or scheduler).
+void cancel_sequence(request_self self, int32_t i) {
+  auto& st = self->state;
+  self->send(st.links.batcher, atoms::cancel_atom::value, st.seq_id + static_cast<uint64_t>(i));
+}
+
 void fail(request_self self, request_error_code code, const std::string& message) {
   auto& st = self->state;
   if (st.is_done) return;
   st.is_done = true;
-  if (st.state && !st.state->is_finished()) st.state->transition_to(request_status::failed, now_ms(self));
+  if (st.choices) {
+    // The other choices' sequences stop with the request (the failed one is gone already).
+    for (int32_t i = 0; i < st.choices->size(); ++i) {
+      if (st.choices->is_finished(i)) continue;
+      if (st.choices->size() > 1) cancel_sequence(self, i);
+      if (!st.choices->state(i).is_finished()) st.choices->state(i).transition_to(request_status::failed, now_ms(self));
+    }
+  }
   emit(self, error_event{code, message});
   end(self);
 }
 
-// Ends the request with a done event (after a last delta of held-back text).
-void finish(request_self self, request_finish_reason reason) {
+// Ends choice i with a choice_done (and the request with its done after the last one).
+void finish_choice(request_self self, int32_t i, request_finish_reason reason) {
   auto& st = self->state;
   if (st.is_done) return;
-  st.is_done = true;
-  auto r = st.state->finish(reason, now_ms(self));
-  if (!r.last_delta.is_empty()) emit(self, r.last_delta);
-  emit(self, r.done);
-  end(self);
+  emit_all(self, st.choices->finish(i, reason, now_ms(self)));
+  if (st.choices->is_done()) {
+    st.is_done = true;
+    end(self);
+  }
 }
 
-// Stops the sequence wherever it is (batcher or scheduler) and ends the request.
+// Stops every choice still running (cancel, deadline) and ends the request.
 void stop_early(request_self self, request_finish_reason reason) {
   auto& st = self->state;
   st.is_waiting = false;  // the cancel takes it off the batcher's count too
-  self->send(st.links.batcher, atoms::cancel_atom::value, st.seq_id);
-  finish(self, reason);
+  for (int32_t i = 0; i < st.choices->size() && !st.is_done; ++i) {
+    if (st.choices->is_finished(i)) continue;
+    cancel_sequence(self, i);
+    finish_choice(self, i, reason);
+  }
 }
 
 void mark_running(request_self self) {
   leave_queue(self);
-  auto& st = self->state;
-  if (st.state->status() == request_status::preempted || st.state->status() == request_status::queued) {
-    st.state->transition_to(request_status::running, now_ms(self));
-  }
+  self->state.choices->transition_all(request_status::running, now_ms(self));
 }
 
 void on_token(request_self self, const sequence_event& e) {
   auto& st = self->state;
   if (st.is_done) return;
   if (e.state == sequence_state::failed) return fail(self, request_code_of(e.error), e.message);
-  mark_running(self);
+  const int32_t i = choice_of(self, e.seq_id);
+  if (i < 0 || st.choices->is_finished(i)) return;
+  leave_queue(self);
+  auto& choice = st.choices->state(i);
+  if (choice.status() == request_status::preempted || choice.status() == request_status::queued) {
+    choice.transition_to(request_status::running, now_ms(self));
+  }
   if (st.links.metrics) {
     const auto now = std::chrono::steady_clock::now();
     if (st.last_token_at) {
@@ -95,13 +125,17 @@ void on_token(request_self self, const sequence_event& e) {
     }
     st.last_token_at = now;
   }
-  if (e.num_proposed > 0) st.state->on_speculation(e.num_proposed, e.num_accepted);
-  auto r = st.state->on_token(sampled_token{e.token, e.logprob, e.top_logprobs}, now_ms(self));
-  if (!r.delta.is_empty()) emit(self, r.delta);
+  if (e.num_proposed > 0) choice.on_speculation(e.num_proposed, e.num_accepted);
+  auto r = st.choices->on_token(i, sampled_token{e.token, e.logprob, e.top_logprobs}, now_ms(self));
+  emit_all(self, r.events);
   if (e.state == sequence_state::finished) {
-    return finish(self, e.reason == finish_reason::length ? request_finish_reason::length : request_finish_reason::stop);
+    return finish_choice(self, i,
+                         e.reason == finish_reason::length ? request_finish_reason::length : request_finish_reason::stop);
   }
-  if (r.finish) stop_early(self, *r.finish);
+  if (r.finish) {
+    cancel_sequence(self, i);
+    finish_choice(self, i, *r.finish);
+  }
 }
 
 // Tokenizes and asks the batcher for admission; `accepted` goes out only once admitted.
@@ -109,7 +143,7 @@ void start(request_self self) {
   auto& st = self->state;
   const auto& m = *st.model;
   st.req->validate(m.config.vocab_size, m.max_model_len);
-  st.state = std::make_unique<request_state>(*st.req, m.tok, m.max_model_len, now_ms(self));
+  st.choices = std::make_unique<request_choices>(*st.req, m.tok, m.max_model_len, now_ms(self));
   auto tokens = prompt_tokens(*st.req, m.tok, m.tmpl, m.max_model_len);
   // Refused here, before admission, rather than by the scheduler after `accepted`.
   if (static_cast<int64_t>(tokens.size()) > st.links.kv_pool_tokens) {
@@ -118,23 +152,24 @@ void start(request_self self) {
                                                   std::to_string(st.links.kv_pool_tokens) +
                                                   " (a larger --kv-cache-bytes makes room)");
   }
-  st.state->set_num_prompt_tokens(static_cast<int32_t>(tokens.size()));
-  pending_sequence pending{
-      sequence_request{st.seq_id, std::move(tokens), st.req->params, st.req->priority, st.req->speculative}, self};
+  st.choices->set_num_prompt_tokens(static_cast<int32_t>(tokens.size()));
+  sequence_request sequences{st.seq_id, std::move(tokens), st.req->params, st.req->priority, st.req->speculative, {}};
+  for (int32_t i = 1; i < st.choices->size(); ++i) sequences.fork_ids.push_back(st.seq_id + static_cast<uint64_t>(i));
+  pending_sequence pending{std::move(sequences), self};
   self->request(st.links.batcher, caf::infinite, atoms::enqueue_atom::value, std::move(pending))
       .then(
           [=](atoms::admitted_atom) {
             auto& st = self->state;
             if (st.is_done) return;
             st.is_waiting = true;
-            st.state->transition_to(request_status::queued, now_ms(self));
+            st.choices->transition_all(request_status::queued, now_ms(self));
             emit(self, accepted_event{st.req->id});
           },
           [=](caf::error& err) {
             const auto e = error_event_of(err, self->system());
             fail(self, e.code, e.message);
           });
-  if (const auto deadline = st.state->deadline_ms()) {
+  if (const auto deadline = st.choices->state(0).deadline_ms()) {
     self->delayed_send(self, std::chrono::milliseconds(std::max<int64_t>(0, *deadline - now_ms(self))),
                        atoms::deadline_atom::value);
   }
@@ -176,16 +211,27 @@ request_actor::behavior_type request_actor_impl(request_self self, std::shared_p
         if (self->state.is_done) return;
         stop_early(self, request_finish_reason::timeout);
       },
-      [=](atoms::started_atom, uint64_t, int32_t num_cached) {
+      [=](atoms::started_atom, uint64_t seq_id, int32_t num_cached) {
         auto& st = self->state;
         if (st.is_done) return;
-        if (num_cached >= 0) st.state->set_num_cached_prompt_tokens(num_cached);
+        if (num_cached < 0) {  // one sequence resumed after a preemption
+          leave_queue(self);
+          const int32_t i = choice_of(self, seq_id);
+          if (i >= 0 && st.choices->state(i).status() == request_status::preempted) {
+            st.choices->state(i).transition_to(request_status::running, now_ms(self));
+          }
+          return;
+        }
+        // The first start: the group's shared prefill, so every choice runs from here.
+        st.choices->set_num_cached_prompt_tokens(num_cached);
         mark_running(self);
       },
-      [=](atoms::preempt_atom, uint64_t) {
+      [=](atoms::preempt_atom, uint64_t seq_id) {
         auto& st = self->state;
-        if (st.is_done || st.state->status() != request_status::running) return;
-        st.state->transition_to(request_status::preempted, now_ms(self));
+        if (st.is_done) return;
+        const int32_t i = choice_of(self, seq_id);
+        if (i < 0 || st.choices->state(i).status() != request_status::running) return;
+        st.choices->state(i).transition_to(request_status::preempted, now_ms(self));
       },
       [=](atoms::token_atom, const sequence_event& e) {
         trace::scoped_span traced(trace::lane::request);

@@ -395,9 +395,11 @@ scheduler_actor::behavior_type scheduler(scheduler_self self, scheduler_config c
         const int64_t now = now_ms(self);
         for (auto& p : batch.sequences) {
           const uint64_t id = p.request.id;
+          const std::vector<uint64_t> members = p.request.fork_ids;
           try {
             if (st.failure) throw error(error_code::step_timeout, "the engine has failed: " + *st.failure);
             st.policy->add(std::move(p.request), now);
+            for (uint64_t member : members) st.owners.emplace(member, p.owner);
             st.owners.emplace(id, std::move(p.owner));
           } catch (const error& e) {
             // A prompt that can never fit (longer than max_model_len or the KV pool).

@@ -72,6 +72,13 @@ void request::validate(int32_t vocab_size, int32_t max_model_len) const {
     reject("timeout_ms must be in [0, " + std::to_string(max_timeout_ms) + "] (0 = none), got " +
            std::to_string(timeout_ms));
   }
+  if (n < 1 || n > max_num_choices) {
+    reject("n must be in [1, " + std::to_string(max_num_choices) + "], got " + std::to_string(n));
+  }
+  if (best_of != 0 && (best_of < n || best_of > max_num_choices)) {
+    reject("best_of must be in [n, " + std::to_string(max_num_choices) + "] (n = " + std::to_string(n) + "), got " +
+           std::to_string(best_of));
+  }
   params.validate(vocab_size);
   // A max_tokens beyond what fits beside the prompt is not refused (the default may exceed a
   // small model's context): the output then ends by length at max_model_len, as in llama.cpp.

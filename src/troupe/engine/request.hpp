@@ -18,6 +18,7 @@ inline constexpr size_t max_num_stop_strings = 16;
 inline constexpr size_t max_stop_string_bytes = 256;  // bounds the text a request holds back
 inline constexpr size_t max_request_id_bytes = 256;   // echoed in every event on the wire
 inline constexpr int64_t max_timeout_ms = 24LL * 60 * 60 * 1000;
+inline constexpr int32_t max_num_choices = 32;  // n and best_of
 
 struct request {
   std::string id;                      // client-chosen; the WebSocket multiplexes on it
@@ -32,9 +33,14 @@ struct request {
   bool echo = false;                   // completions only: the prompt text precedes the output
   bool include_usage = false;          // streaming: the client asked for usage in the stream
   std::optional<speculative_method> speculative;  // speculative decoding; none: the server's choice
+  // Parallel sampling: n choices returned, from best_of sampled (0: n) of which the n with
+  // the highest summed log-probability are kept. The prompt is prefilled once and shared.
+  int32_t n = 1;
+  int32_t best_of = 0;
 
   bool operator==(const request&) const = default;
   bool is_chat() const { return !messages.empty(); }
+  int32_t num_sequences() const { return best_of > n ? best_of : n; }  // sampled choices
 
   // Throws troupe::error(invalid_argument) with a message naming the first field at fault
   // and what is allowed. Checks what can be checked before tokenizing; prompt length

@@ -1,5 +1,6 @@
 // The events a request's sink receives, in order: accepted, then deltas, then exactly one of
-// done or error. Plain values; the wire codecs (WebSocket, SSE) and the embedding API map them.
+// done or error. A request with several choices (n > 1) interleaves its choices' deltas (each
+// carries its choice's index) and ends each choice with a choice_done before the one done. Plain values; the wire codecs (WebSocket, SSE) and the embedding API map them.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -76,6 +77,7 @@ struct delta_event {
   std::string text;
   std::vector<int32_t> token_ids;
   std::vector<token_logprobs> logprobs;  // one per token id when the request asked, else empty
+  int32_t index = 0;                     // the choice (0 unless the request asked for n > 1)
 
   bool is_empty() const { return text.empty() && token_ids.empty(); }
   bool operator==(const delta_event&) const = default;
@@ -102,12 +104,29 @@ struct request_timings {
   bool operator==(const request_timings&) const = default;
 };
 
+// The end of one choice of a request with n > 1 (or best_of > 1): how it finished, its
+// output tokens and their summed log-probability (the best_of ranking).
+struct choice_done_event {
+  int32_t index = 0;
+  request_finish_reason reason = request_finish_reason::stop;
+  std::optional<std::string> stop_string;
+  std::optional<int32_t> stop_token;
+  int32_t completion_tokens = 0;
+  double cumulative_logprob = 0.0;
+  bool operator==(const choice_done_event&) const = default;
+};
+
+// The request's end. With several choices: reason, stop_string and stop_token are choice
+// 0's, usage counts the prompt once and every generated token (best_of's discarded choices
+// too, as OpenAI bills them), the timings span all choices, and choices repeats each
+// returned choice's end in index order. With one choice, choices is empty.
 struct done_event {
   request_finish_reason reason = request_finish_reason::stop;
   std::optional<std::string> stop_string;  // the stop string that ended the output
   std::optional<int32_t> stop_token;       // or the end-of-generation / stop token id
   request_usage usage;
   request_timings timings;
+  std::vector<choice_done_event> choices;
   bool operator==(const done_event&) const = default;
 };
 
@@ -117,7 +136,7 @@ struct error_event {
   bool operator==(const error_event&) const = default;
 };
 
-using request_event = std::variant<accepted_event, delta_event, done_event, error_event>;
+using request_event = std::variant<accepted_event, delta_event, done_event, error_event, choice_done_event>;
 
 // The event for a troupe::error thrown while serving a request.
 // What a client is told for each troupe::error_code: its own mistakes are invalid_request,

@@ -34,6 +34,15 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace
 
+uint64_t fork_seed(uint64_t seed, uint64_t member) {
+  if (member == 0) return seed;
+  // splitmix64 of (seed, member): neighbouring seeds give unrelated member seeds.
+  uint64_t z = seed + member * 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
 struct scheduler_policy::step_builder {
   int64_t now_ms = 0;
   bool is_ahead = false;    // planned while a step runs: no preemption, no unknown token fed
@@ -62,8 +71,28 @@ void scheduler_policy::add(sequence_request request, int64_t now_ms) {
   if (request.prompt_tokens.empty()) {
     throw error(error_code::invalid_argument, "sequence " + id + ": the prompt is empty");
   }
-  if (sequences_.contains(request.id) || deferred_.contains(request.id)) {
+  const auto is_taken = [this](uint64_t x) {
+    return sequences_.contains(x) || deferred_.contains(x) || fork_parents_.contains(x);
+  };
+  if (is_taken(request.id)) {
     throw error(error_code::invalid_argument, "sequence " + id + " is already scheduled");
+  }
+  const auto group_size = static_cast<int64_t>(request.fork_ids.size()) + 1;
+  if (group_size > config_.max_num_seqs) {
+    throw error(error_code::invalid_argument,
+                "sequence " + id + ": a group of " + std::to_string(group_size) +
+                    " parallel samples does not fit max_num_seqs " + std::to_string(config_.max_num_seqs) +
+                    " (the most sequences a step may run)");
+  }
+  for (size_t i = 0; i < request.fork_ids.size(); ++i) {
+    const uint64_t member = request.fork_ids[i];
+    const bool is_repeated = member == request.id ||
+                             std::find(request.fork_ids.begin(), request.fork_ids.begin() + static_cast<ptrdiff_t>(i),
+                                       member) != request.fork_ids.begin() + static_cast<ptrdiff_t>(i);
+    if (is_repeated || is_taken(member)) {
+      throw error(error_code::invalid_argument,
+                  "sequence " + id + ": group member " + std::to_string(member) + " is already scheduled");
+    }
   }
   const int64_t num_prompt = static_cast<int64_t>(request.prompt_tokens.size());
   if (num_prompt > config_.max_model_len) {
@@ -78,10 +107,15 @@ void scheduler_policy::add(sequence_request request, int64_t now_ms) {
                     std::to_string(num_blocks) + " KV blocks of " + std::to_string(kv_.block_size()) +
                     " tokens, but the pool holds " + std::to_string(kv_.num_total_blocks()));
   }
+  // A group's members take the arrival orders after the parent's: they rank together.
   sequence seq(request.id, std::move(request.prompt_tokens), std::move(request.params), request.priority,
-               next_arrival_order_++, now_ms);
+               next_arrival_order_, now_ms);
+  next_arrival_order_ += static_cast<uint64_t>(group_size);
   seq.speculative = request.speculative.value_or(config_.speculative);
   seq.num_speculative_tokens = config_.num_speculative_tokens;
+  for (uint64_t member : request.fork_ids) fork_parents_.emplace(member, request.id);
+  if (!request.fork_ids.empty()) ++num_pending_forks_;
+  seq.fork_ids = std::move(request.fork_ids);
   sequences_.emplace(request.id, std::move(seq));
   waiting_.push_back(request.id);
 }
@@ -124,6 +158,7 @@ scheduled_step scheduler_policy::plan(int64_t now_ms, bool is_ahead) {
   // Every eviction comes before any KV is grown or swapped in for this step: an evicted
   // sequence then never leaves planned-but-unwritten blocks in the prefix cache, and every
   // swap_out precedes every swap_in, the order the backend runs them in.
+  if (num_pending_forks_ > 0) fork_ready_groups();
   const auto queue = waiting_in_order(now_ms);
   preempt_for_priority(b, queue);
   schedule_running(b);
@@ -163,7 +198,7 @@ void scheduler_policy::add_to_plan(step_builder& b, sequence& seq, int32_t num_t
   const int32_t start = scheduled_end(seq);
   const auto num_drafts = static_cast<int32_t>(seq.drafts.size());
   const int32_t num_known = num_tokens - num_drafts;
-  const bool wants_sample = start + num_known == planned_tokens(seq);
+  const bool wants_sample = start + num_known == planned_tokens(seq) && seq.fork_ids.empty();
   b.entries.push_back({seq.id, num_tokens, wants_sample, num_drafts});
   b.out.num_attended_pairs += attended_pairs(start, num_tokens);
   const auto& table = *growth.block_table;
@@ -242,20 +277,21 @@ void scheduler_policy::preempt_for_priority(step_builder& b, const std::vector<s
   if (!swapped_.empty()) return;  // swapped sequences resume before anything waiting is admitted
   int32_t num_free_slots = config_.max_num_seqs - static_cast<int32_t>(running_.size());
   for (const auto& [priority, id] : queue) {
-    if (num_free_slots > 0) {
-      --num_free_slots;
-      continue;
-    }
+    const int32_t num_needed = num_slots(sequences_.at(id));
     // Strictly higher priority only. The victim restarts its ageing in the waiting queue,
     // so two sequences cannot evict each other in turn without ageing_ms per level waited.
     // It is recomputed rather than swapped: swapped sequences would hold the admission back.
-    const auto victim = lowest_ranked_running();
-    if (!victim || sequences_.at(*victim).admitted_priority <= priority) break;
-    if (b.is_ahead) {
-      needs_sync_ = true;  // the victim is in the running step: evict it once that is back
-      break;
+    while (num_free_slots < num_needed) {
+      const auto victim = lowest_ranked_running();
+      if (!victim || sequences_.at(*victim).admitted_priority <= priority) return;
+      if (b.is_ahead) {
+        needs_sync_ = true;  // the victim is in the running step: evict it once that is back
+        return;
+      }
+      preempt(*victim, b, preemption_mode::recompute);
+      ++num_free_slots;
     }
-    preempt(*victim, b, preemption_mode::recompute);
+    num_free_slots -= num_needed;
   }
 }
 
@@ -355,7 +391,7 @@ void scheduler_policy::schedule_swapped(step_builder& b) {
   for (; num_resumed < swapped_.size(); ++num_resumed) {
     const uint64_t id = swapped_[num_resumed];
     sequence& seq = sequences_.at(id);
-    if (static_cast<int32_t>(running_.size()) >= config_.max_num_seqs) break;
+    if (static_cast<int32_t>(running_.size()) + num_slots(seq) > config_.max_num_seqs) break;
     if (!kv_.can_swap_in(id)) break;
     const auto [budget, cost_budget, has_prefill] = std::tuple(b.budget, b.cost_budget, b.has_prefill);
     const int32_t n = take_tokens(b, seq.num_computed_tokens, seq.num_uncomputed_tokens());
@@ -379,12 +415,16 @@ void scheduler_policy::schedule_waiting(step_builder& b, const std::vector<std::
   std::unordered_set<uint64_t> admitted;
   for (const auto& [priority, id] : queue) {
     sequence& seq = sequences_.at(id);
-    if (static_cast<int32_t>(running_.size()) >= config_.max_num_seqs) break;
-    const int32_t num_cached = kv_.num_cached_prefix_tokens(seq.tokens());
+    if (static_cast<int32_t>(running_.size()) + num_slots(seq) > config_.max_num_seqs) break;
+    // A parent never takes its last prompt token from the cache: its members feed it.
+    const int32_t num_cached = std::min(kv_.num_cached_prefix_tokens(seq.tokens()), planned_tokens(seq));
     const auto [budget, cost_budget, has_prefill] = std::tuple(b.budget, b.cost_budget, b.has_prefill);
-    const int32_t n = take_tokens(b, num_cached, seq.num_tokens() - num_cached);
+    const int32_t num_to_feed = planned_tokens(seq) - num_cached;
+    const int32_t n = take_tokens(b, num_cached, num_to_feed);
     std::optional<kv_growth> growth;
-    if (n > 0) growth = kv_.try_grow(id, num_cached + n, seq.tokens());
+    // A parent with nothing to prefill (a one-token prompt, or all but its last token
+    // cached) is admitted to fork at once; each member then feeds the last token.
+    if (n > 0 || num_to_feed == 0) growth = kv_.try_grow(id, num_cached + n, seq.tokens());
     // Strict order: nothing behind a blocked sequence jumps the queue.
     if (!growth) {
       std::tie(b.budget, b.cost_budget, b.has_prefill) = std::tuple(budget, cost_budget, has_prefill);
@@ -396,10 +436,62 @@ void scheduler_policy::schedule_waiting(step_builder& b, const std::vector<std::
     seq.transition_to(sequence_state::running);
     insert_running(seq);
     (seq.num_preemptions == 0 ? b.out.started : b.out.resumed).push_back(id);
-    add_to_plan(b, seq, n, std::move(*growth));
     admitted.insert(id);
+    if (n > 0) {
+      add_to_plan(b, seq, n, std::move(*growth));
+      continue;
+    }
+    append(b.out.ops, std::move(growth->ops));
+    for (sequence* member : fork_group(seq)) {
+      const int32_t m = take_tokens(b, member->num_computed_tokens, 1);
+      if (m == 0) continue;  // no budget left: it runs next step
+      auto member_growth = kv_.try_grow(member->id, member->num_computed_tokens + m, member->tokens());
+      if (member_growth) add_to_plan(b, *member, m, std::move(*member_growth));
+    }
   }
   std::erase_if(waiting_, [&](uint64_t id) { return admitted.contains(id); });
+}
+
+void scheduler_policy::fork_ready_groups() {
+  const std::vector<sequence*> order = running_;
+  for (sequence* seq : order) {
+    if (seq->fork_ids.empty() || seq->num_in_flight_steps > 0) continue;
+    if (seq->num_computed_tokens == planned_tokens(*seq)) fork_group(*seq);
+  }
+}
+
+std::vector<sequence*> scheduler_policy::fork_group(sequence& parent) {
+  std::vector<sequence*> members{&parent};
+  const std::vector<uint64_t> ids = std::exchange(parent.fork_ids, {});
+  --num_pending_forks_;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const uint64_t id = ids[i];
+    fork_parents_.erase(id);
+    sampling_params params = parent.params;
+    params.seed = fork_seed(parent.params.seed, i + 1);
+    sequence child(id, std::vector<int32_t>(parent.tokens().begin(), parent.tokens().end()), std::move(params),
+                   parent.priority, parent.arrival_order + i + 1, parent.arrival_ms);
+    child.group_id = parent.group_id;
+    child.waiting_since_ms = parent.waiting_since_ms;
+    child.admitted_priority = parent.admitted_priority;
+    child.speculative = parent.speculative;
+    child.num_speculative_tokens = parent.num_speculative_tokens;
+    child.num_computed_tokens = parent.num_computed_tokens;
+    child.num_cached_prefix_tokens = parent.num_cached_prefix_tokens;
+    kv_.fork(parent.id, id);
+    child.transition_to(sequence_state::running);
+    sequence& placed = sequences_.emplace(id, std::move(child)).first->second;
+    insert_running(placed);
+    members.push_back(&placed);
+  }
+  return members;
+}
+
+void scheduler_policy::drop_pending_forks(sequence& seq) {
+  if (seq.fork_ids.empty()) return;
+  for (uint64_t id : seq.fork_ids) fork_parents_.erase(id);
+  seq.fork_ids.clear();
+  --num_pending_forks_;
 }
 
 void scheduler_policy::preempt(uint64_t seq_id, step_builder& b, preemption_mode mode) {
@@ -654,6 +746,7 @@ scheduler_policy::worker_loss scheduler_policy::on_worker_lost(error_code code, 
     ev.error = code;
     ev.message = message;
     out.failed.push_back(std::move(ev));
+    drop_pending_forks(it->second);
     it->second.transition_to(sequence_state::failed);
     erase_running(it->second);
     erase_id(waiting_, id);
@@ -709,6 +802,8 @@ std::vector<sequence_event> scheduler_policy::fail_all(error_code code, const st
   in_flight_.clear();
   deferred_.clear();
   forgets_.clear();
+  fork_parents_.clear();
+  num_pending_forks_ = 0;
   needs_sync_ = false;
   kv_.reset();
   return events;
@@ -729,6 +824,7 @@ bool scheduler_policy::should_stop(sequence& seq) const {
 
 void scheduler_policy::retire(sequence& seq, sequence_state final_state) {
   const uint64_t id = seq.id;
+  drop_pending_forks(seq);
   if (seq.state() == sequence_state::running || seq.state() == sequence_state::swapped) {
     const bool is_discard = final_state == sequence_state::failed;
     if (seq.num_in_flight_steps > 0) {
@@ -765,6 +861,14 @@ void scheduler_policy::release_deferred(const std::vector<step_entry>& entries) 
 }
 
 bool scheduler_policy::abort(uint64_t seq_id) {
+  if (const auto member = fork_parents_.find(seq_id); member != fork_parents_.end()) {
+    sequence& parent = sequences_.at(member->second);
+    std::erase(parent.fork_ids, seq_id);
+    fork_parents_.erase(member);
+    // With no member left the parent is a plain sequence: it feeds its last token itself.
+    if (parent.fork_ids.empty()) --num_pending_forks_;
+    return true;
+  }
   const auto it = sequences_.find(seq_id);
   if (it == sequences_.end()) return false;
   retire(it->second, sequence_state::cancelled);

@@ -32,6 +32,11 @@ struct sequence_request {
   sampling_params params;              // validated by the caller
   int32_t priority = 0;                // lower number runs first
   std::optional<speculative_method> speculative;  // the request's choice; none: the server's
+  // Parallel sampling (n > 1, best_of): the ids of the other members of the group. The
+  // prompt is prefilled once, up to its last token, under `id`; then the sequence forks into
+  // one sequence per id (copy-on-write blocks), and each feeds the last prompt token and
+  // samples on its own. Member i (1-based here) samples with fork_seed(params.seed, i).
+  std::vector<uint64_t> fork_ids;
   bool operator==(const sequence_request&) const = default;
 };
 
@@ -94,14 +99,19 @@ struct scheduler_stats {
   }
 };
 
+// The seed of member i of a parallel-sampling group whose request gave `seed`: member 0
+// keeps it (so n = 1 and choice 0 agree), the others get distinct, well-mixed seeds.
+uint64_t fork_seed(uint64_t seed, uint64_t member);
+
 class scheduler_policy {
  public:
   // eog_ids: the model's end-of-generation tokens (stop unless ignore_eos). Throws as
   // config.validate() does. `kv` must outlive the policy; the policy is its only user.
   scheduler_policy(scheduler_config config, kv_space& kv, std::vector<int32_t> eog_ids);
 
-  // Queues a new sequence. Throws troupe::error(invalid_argument) for an empty prompt or a
-  // live id, and troupe::error(context_overflow) for a prompt that can never fit
+  // Queues a new sequence (a group of them with fork_ids). Throws
+  // troupe::error(invalid_argument) for an empty prompt, a live id, or a group larger than
+  // max_num_seqs, and troupe::error(context_overflow) for a prompt that can never fit
   // (longer than max_model_len or than the whole KV pool).
   void add(sequence_request request, int64_t now_ms);
 
@@ -147,7 +157,8 @@ class scheduler_policy {
   std::vector<sequence_event> fail_all(error_code code, const std::string& message);
 
   // Cancels a sequence in any live state and returns its blocks; false (and no effect)
-  // for an unknown or already finished id. Safe while a step is in flight: the step's
+  // for an unknown or already finished id. A group member not forked yet is struck from
+  // its group (the parent forks one fewer). Safe while a step is in flight: the step's
   // output for it is ignored and its blocks go back when the step is done.
   bool abort(uint64_t seq_id);
 
@@ -209,7 +220,11 @@ class scheduler_policy {
   sequence_step make_step(const sequence& seq, int32_t num_tokens, const std::vector<int32_t>& block_table) const;
   // Positions fed by steps done or in flight, and the tokens known or pending.
   static int32_t scheduled_end(const sequence& seq) { return seq.num_computed_tokens + seq.num_in_flight_tokens; }
-  static int32_t planned_tokens(const sequence& seq) { return seq.num_tokens() + seq.num_pending_samples; }
+  // A parent whose group is not forked yet stops short of its last prompt token: each
+  // member feeds that one itself, and samples there with its own seed.
+  static int32_t planned_tokens(const sequence& seq) {
+    return seq.num_tokens() + seq.num_pending_samples - (seq.fork_ids.empty() ? 0 : 1);
+  }
   static bool is_planned_decode(const sequence& seq) {
     return planned_tokens(seq) - scheduled_end(seq) == 1 && seq.num_output_tokens() + seq.num_pending_samples > 0;
   }
@@ -221,6 +236,16 @@ class scheduler_policy {
   void insert_running(sequence& seq);
   void erase_running(const sequence& seq);
   void release_deferred(const std::vector<step_entry>& entries);
+  // Forks every group whose shared prefill is done (its prompt but the last token has KV,
+  // no step in flight for it): the members start running beside the parent.
+  void fork_ready_groups();
+  // Forks a running parent into its group's members (running, their KV shared with the
+  // parent's); returns the parent and the members.
+  std::vector<sequence*> fork_group(sequence& parent);
+  // A parent leaving without forking: its members will never run.
+  void drop_pending_forks(sequence& seq);
+  // Running slots a waiting sequence takes when admitted: its group's size before a fork.
+  static int32_t num_slots(const sequence& seq) { return 1 + static_cast<int32_t>(seq.fork_ids.size()); }
 
   scheduler_config config_;
   double attention_cost_ = 0;
@@ -238,6 +263,8 @@ class scheduler_policy {
   std::vector<sequence*> step_sequences_;  // on_step_done's scratch: the oldest step's entries' sequences
   std::unordered_map<uint64_t, deferred_release> deferred_;
   std::vector<uint64_t> forgets_;  // for the next plan: the worker drops these sequences' state
+  std::unordered_map<uint64_t, uint64_t> fork_parents_;  // a member not forked yet -> its parent
+  int32_t num_pending_forks_ = 0;  // running parents whose group is not forked yet
   ngram_proposer ngram_;
   bool needs_sync_ = false;
   uint64_t next_arrival_order_ = 0;

@@ -50,6 +50,7 @@ sequence::sequence(uint64_t id_, std::vector<int32_t> prompt, sampling_params pa
       waiting_since_ms(arrival_ms_),
       admitted_priority(priority_),
       params(std::move(params_)),
+      group_id(id_),
       tokens_(std::move(prompt)),
       num_prompt_tokens_(static_cast<int32_t>(tokens_.size())) {}
 

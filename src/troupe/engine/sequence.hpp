@@ -68,6 +68,11 @@ class sequence {
   int32_t speculation_pause = 0;
   int32_t num_speculation_misses = 0;
   std::vector<int32_t> drafts;
+  // Parallel sampling: the members this sequence forks into once its prompt (but the last
+  // token) has KV; empty once forked, and for every sequence without a group. group_id is
+  // the id of the group's first sequence (its own id outside a group).
+  std::vector<uint64_t> fork_ids;
+  uint64_t group_id = 0;
 
   sequence_state state() const { return state_; }
   // Moves to `next` or throws troupe::error(internal) naming both states. Entering waiting

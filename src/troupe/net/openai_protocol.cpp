@@ -18,8 +18,6 @@ using simdjson::ondemand::json_type;
 // What the body said beyond the request itself; applied once every member is read.
 struct openai_extras {
   bool has_input = false;  // prompt or messages
-  int32_t n = 1;
-  int32_t best_of = 1;
   bool has_stream_options = false;
   std::optional<int32_t> max_completion_tokens;
 };
@@ -84,8 +82,6 @@ void read_endpoint_field(openai_endpoint ep, std::string_view key, value& v, ope
     } else if (key == "logprobs") {  // completions: the number of alternatives; 0 = the sampled token only
       req.logprobs = true;
       req.params.num_logprobs = json_read::read_int32(v, key);
-    } else if (key == "best_of") {
-      extras.best_of = json_read::read_int32(v, key);
     }
     return;
   }
@@ -102,8 +98,8 @@ void read_endpoint_field(openai_endpoint ep, std::string_view key, value& v, ope
 }
 
 bool is_endpoint_field(openai_endpoint ep, std::string_view key) {
-  static constexpr std::string_view common[] = {"model", "n", "stream", "stream_options", "user"};
-  static constexpr std::string_view completions[] = {"prompt", "echo", "logprobs", "best_of"};
+  static constexpr std::string_view common[] = {"model", "stream", "stream_options", "user"};
+  static constexpr std::string_view completions[] = {"prompt", "echo", "logprobs"};
   static constexpr std::string_view chat[] = {"messages", "max_completion_tokens", "logprobs", "top_logprobs"};
   auto contains = [key](const auto& names) {
     return std::find(std::begin(names), std::end(names), key) != std::end(names);
@@ -121,8 +117,6 @@ void read_field(openai_endpoint ep, std::string_view key, value& v, openai_reque
   if (json_read::is_null(v, key)) return;  // OpenAI clients send null for "not set"
   if (key == "model") {
     out.model = json_read::read_string(v, key);
-  } else if (key == "n") {
-    extras.n = json_read::read_int32(v, key);
   } else if (key == "stream") {
     out.stream = json_read::read_bool(v, key);
   } else if (key == "stream_options") {
@@ -140,13 +134,9 @@ void check_and_apply(openai_endpoint ep, openai_request& out, const openai_extra
   if (!extras.has_input) {
     json_read::fail_request(is_chat ? "messages is required" : "prompt is required", is_chat ? "messages" : "prompt");
   }
-  if (extras.n != 1) {
-    std::string message = "n must be 1 (troupe returns one choice per request), got ";
-    json_read::fail_request(message.append(std::to_string(extras.n)), "n");
-  }
-  if (extras.best_of != 1) {
-    std::string message = "best_of must be 1 (troupe returns one choice per request), got ";
-    json_read::fail_request(message.append(std::to_string(extras.best_of)), "best_of");
+  if (out.stream && out.req.best_of > out.req.n) {
+    // As OpenAI: the kept choices are known only once every candidate has ended.
+    json_read::fail_request("best_of greater than n cannot be streamed (stream must be false)", "best_of");
   }
   if (extras.has_stream_options && !out.stream) {
     json_read::fail_request("stream_options is only allowed when stream is true", "stream_options");

@@ -30,8 +30,8 @@ struct openai_parse_result {
   std::optional<api_error> error;
 };
 
-// Never throws. Checks like parse_ws_message; also n (must be 1), stream_options (only with
-// stream), max_completion_tokens (overrides max_tokens).
+// Never throws. Checks like parse_ws_message; also best_of > n (not with stream),
+// stream_options (only with stream), max_completion_tokens (overrides max_tokens).
 openai_parse_result parse_openai_request(openai_endpoint ep, std::string_view body, const parse_limits& limits);
 
 // One per request, used from the thread that delivers its events: builds the SSE chunks, or
@@ -43,7 +43,10 @@ class openai_response {
 
   std::string sse_start();                      // chat: the chunk that opens the assistant message; "" for completions
   std::string sse_delta(const delta_event& d);  // "data: {...}\n\n", or "" when d carries nothing to show
-  // The chunk with finish_reason, the usage chunk when the client asked for it, "data: [DONE]".
+  // n > 1: the chunk with one choice's finish_reason.
+  std::string sse_choice_finish(const choice_done_event& d);
+  // The chunk with finish_reason (one choice; with several, sse_choice_finish sent theirs),
+  // the usage chunk when the client asked for it, "data: [DONE]".
   std::string sse_finish(const done_event& d);
   std::string sse_error(const api_error& e);    // the error object as a data line, then "data: [DONE]"
 
@@ -51,12 +54,24 @@ class openai_response {
   std::string body(const done_event& d) const;  // non-streaming: the whole response object
 
  private:
-  void begin_chunk(json_writer& w) const;     // {"id":..., "object":..., "created":..., "model":..., "choices":[
+  // {"id":..., "object":..., "created":..., "model":..., "choices":[{"index":index,
+  void begin_chunk(json_writer& w, int32_t index) const;
   void end_chunk(json_writer& w) const;       // ]} plus "usage":null when a usage chunk follows
   void write_completion_logprobs(json_writer& w, const std::vector<token_logprobs>& logprobs,
                                  const std::vector<int64_t>& text_offsets) const;
   void write_chat_logprobs(json_writer& w, const std::vector<token_logprobs>& logprobs) const;
   void write_head(json_writer& w, const char* object) const;
+  void write_finish_chunk(json_writer& w, int32_t index, request_finish_reason reason) const;
+
+  // One choice's output so far: completions' text_offset of its next token (bytes before
+  // it), and for a non-streaming response everything add() gathered.
+  struct choice_output {
+    int64_t next_text_offset = 0;
+    std::string text;
+    std::vector<token_logprobs> logprobs;
+    std::vector<int64_t> text_offsets;
+  };
+  choice_output& output(int32_t index);
 
   openai_endpoint endpoint_;
   std::string id_;
@@ -64,12 +79,8 @@ class openai_response {
   int64_t created_unix_s_;
   bool wants_logprobs_;
   bool wants_usage_chunk_;
-  int64_t next_text_offset_;  // completions' text_offset of the next token: bytes before it
-
-  // Non-streaming: what add() has gathered.
-  std::string text_;
-  std::vector<token_logprobs> logprobs_;
-  std::vector<int64_t> text_offsets_;
+  int64_t first_text_offset_;  // where a choice's first token starts: after the echoed prompt
+  std::vector<choice_output> outputs_;  // by choice index
 };
 
 // GET /v1/models: the one model served.

@@ -48,7 +48,13 @@ openai_response::openai_response(openai_endpoint ep, std::string id, std::string
       created_unix_s_(created_unix_s),
       wants_logprobs_(req.logprobs),
       wants_usage_chunk_(req.include_usage),
-      next_text_offset_(req.echo ? static_cast<int64_t>(req.prompt.size()) : 0) {}
+      first_text_offset_(req.echo ? static_cast<int64_t>(req.prompt.size()) : 0) {}
+
+openai_response::choice_output& openai_response::output(int32_t index) {
+  const auto i = static_cast<size_t>(std::max(0, index));
+  while (outputs_.size() <= i) outputs_.push_back({first_text_offset_, {}, {}, {}});
+  return outputs_[i];
+}
 
 void openai_response::write_head(json_writer& w, const char* object) const {
   w.key("id").value(id_);
@@ -57,10 +63,10 @@ void openai_response::write_head(json_writer& w, const char* object) const {
   w.key("model").value(model_);
 }
 
-void openai_response::begin_chunk(json_writer& w) const {
+void openai_response::begin_chunk(json_writer& w, int32_t index) const {
   w.begin_object();
   write_head(w, endpoint_ == openai_endpoint::completions ? "text_completion" : "chat.completion.chunk");
-  w.key("choices").begin_array().begin_object().key("index").value(0);
+  w.key("choices").begin_array().begin_object().key("index").value(index);
 }
 
 void openai_response::end_chunk(json_writer& w) const {
@@ -121,24 +127,38 @@ void openai_response::write_chat_logprobs(json_writer& w, const std::vector<toke
 
 std::string openai_response::sse_start() {
   if (endpoint_ == openai_endpoint::completions) return {};
+  // Every choice of a chat stream opens with its assistant role; with several, each choice
+  // opens on its first delta (sse_delta).
   json_writer w;
-  begin_chunk(w);
+  begin_chunk(w, 0);
   w.key("delta").begin_object().key("role").value("assistant").key("content").value("").end_object();
   w.key("logprobs").null().key("finish_reason").null();
   end_chunk(w);
+  output(0);
   return sse_event(w.take());
 }
 
 std::string openai_response::sse_delta(const delta_event& d) {
   const bool has_logprobs = wants_logprobs_ && !d.logprobs.empty();
   if (d.text.empty() && !has_logprobs) return {};
+  const bool is_new_choice = static_cast<size_t>(d.index) >= outputs_.size();
+  choice_output& out = output(d.index);
+  std::string opening;
+  if (is_new_choice && endpoint_ == openai_endpoint::chat_completions) {
+    json_writer w;
+    begin_chunk(w, d.index);
+    w.key("delta").begin_object().key("role").value("assistant").key("content").value("").end_object();
+    w.key("logprobs").null().key("finish_reason").null();
+    end_chunk(w);
+    opening = sse_event(w.take());
+  }
   std::vector<int64_t> text_offsets;
   for (const token_logprobs& t : d.logprobs) {
-    text_offsets.push_back(next_text_offset_);
-    next_text_offset_ += static_cast<int64_t>(t.sampled.text.size());
+    text_offsets.push_back(out.next_text_offset);
+    out.next_text_offset += static_cast<int64_t>(t.sampled.text.size());
   }
   json_writer w;
-  begin_chunk(w);
+  begin_chunk(w, d.index);
   if (endpoint_ == openai_endpoint::completions) {
     w.key("text").value(d.text).key("logprobs");
     if (has_logprobs) {
@@ -156,20 +176,33 @@ std::string openai_response::sse_delta(const delta_event& d) {
   }
   w.key("finish_reason").null();
   end_chunk(w);
-  return sse_event(w.take());
+  return opening.append(sse_event(w.take()));
 }
 
-std::string openai_response::sse_finish(const done_event& d) {
-  json_writer w;
-  begin_chunk(w);
+void openai_response::write_finish_chunk(json_writer& w, int32_t index, request_finish_reason reason) const {
+  begin_chunk(w, index);
   if (endpoint_ == openai_endpoint::completions) {
     w.key("text").value("");
   } else {
     w.key("delta").begin_object().end_object();
   }
-  w.key("logprobs").null().key("finish_reason").value(to_string(d.reason));
+  w.key("logprobs").null().key("finish_reason").value(to_string(reason));
   end_chunk(w);
-  std::string out = sse_event(w.take());
+}
+
+std::string openai_response::sse_choice_finish(const choice_done_event& d) {
+  json_writer w;
+  write_finish_chunk(w, d.index, d.reason);
+  return sse_event(w.take());
+}
+
+std::string openai_response::sse_finish(const done_event& d) {
+  std::string out;
+  if (d.choices.empty()) {
+    json_writer w;
+    write_finish_chunk(w, 0, d.reason);
+    out = sse_event(w.take());
+  }
   if (wants_usage_chunk_) {
     json_writer usage;
     usage.begin_object();
@@ -187,12 +220,13 @@ std::string openai_response::sse_error(const api_error& e) {
 }
 
 void openai_response::add(const delta_event& d) {
-  text_.append(d.text);
+  choice_output& out = output(d.index);
+  out.text.append(d.text);
   if (!wants_logprobs_) return;
   for (const token_logprobs& t : d.logprobs) {
-    text_offsets_.push_back(next_text_offset_);
-    next_text_offset_ += static_cast<int64_t>(t.sampled.text.size());
-    logprobs_.push_back(t);
+    out.text_offsets.push_back(out.next_text_offset);
+    out.next_text_offset += static_cast<int64_t>(t.sampled.text.size());
+    out.logprobs.push_back(t);
   }
 }
 
@@ -201,22 +235,31 @@ std::string openai_response::body(const done_event& d) const {
   json_writer w;
   w.begin_object();
   write_head(w, is_chat ? "chat.completion" : "text_completion");
-  w.key("choices").begin_array().begin_object().key("index").value(0);
-  if (is_chat) {
-    w.key("message").begin_object().key("role").value("assistant").key("content").value(text_).end_object();
-  } else {
-    w.key("text").value(text_);
+  w.key("choices").begin_array();
+  // One choice, or one per choice_done_event the done repeats (in index order).
+  const auto num_choices = static_cast<int32_t>(std::max<size_t>(1, d.choices.size()));
+  for (int32_t i = 0; i < num_choices; ++i) {
+    const auto reason = d.choices.empty() ? d.reason : d.choices[static_cast<size_t>(i)].reason;
+    static const choice_output no_output;
+    const choice_output& out = static_cast<size_t>(i) < outputs_.size() ? outputs_[static_cast<size_t>(i)] : no_output;
+    w.begin_object().key("index").value(i);
+    if (is_chat) {
+      w.key("message").begin_object().key("role").value("assistant").key("content").value(out.text).end_object();
+    } else {
+      w.key("text").value(out.text);
+    }
+    w.key("logprobs");
+    if (!wants_logprobs_) {
+      w.null();
+    } else if (is_chat) {
+      write_chat_logprobs(w, out.logprobs);
+    } else {
+      write_completion_logprobs(w, out.logprobs, out.text_offsets);
+    }
+    w.key("finish_reason").value(to_string(reason));
+    w.end_object();
   }
-  w.key("logprobs");
-  if (!wants_logprobs_) {
-    w.null();
-  } else if (is_chat) {
-    write_chat_logprobs(w, logprobs_);
-  } else {
-    write_completion_logprobs(w, logprobs_, text_offsets_);
-  }
-  w.key("finish_reason").value(to_string(d.reason));
-  w.end_object().end_array();
+  w.end_array();
   write_usage(w, d.usage);
   w.end_object();
   return w.take();

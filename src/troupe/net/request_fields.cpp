@@ -110,6 +110,8 @@ const shared_field shared_fields[] = {
     {"priority", [](value& v, request& r, const parse_limits&) { r.priority = json_read::read_int32(v, "priority"); }},
     {"timeout_ms", [](value& v, request& r, const parse_limits&) { r.timeout_ms = json_read::read_int64(v, "timeout_ms"); }},
     {"speculative", [](value& v, request& r, const parse_limits&) { r.speculative = read_speculative(v); }},
+    {"n", [](value& v, request& r, const parse_limits&) { r.n = json_read::read_int32(v, "n"); }},
+    {"best_of", [](value& v, request& r, const parse_limits&) { r.best_of = json_read::read_int32(v, "best_of"); }},
 };
 
 // content: a string, or OpenAI's array of parts of which troupe serves the text ones.

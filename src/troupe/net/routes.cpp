@@ -187,6 +187,14 @@ void http_session::on_stream_event(const request_event& event) {
     }
     return send_chunk(call.response.sse_delta(*d), true);
   }
+  if (const auto* choice = std::get_if<choice_done_event>(&event)) {
+    if (call.is_slow) return;
+    if (!call.is_header_sent) {
+      send_stream_header();
+      send_chunk(call.response.sse_start(), false);
+    }
+    return send_chunk(call.response.sse_choice_finish(*choice), true);
+  }
   if (const auto* done = std::get_if<done_event>(&event)) {
     call.is_ended = true;
     if (call.is_client_gone) return close();

@@ -189,6 +189,7 @@ std::string ws_accepted(std::string_view id) {
 std::string ws_delta(std::string_view id, const delta_event& d, double server_ms) {
   json_writer w;
   begin_frame(w, "delta", id);
+  w.key("index").value(d.index);
   w.key("text").value(d.text);
   w.key("tokens").begin_array();
   for (int32_t token : d.token_ids) w.value(token);
@@ -213,6 +214,27 @@ std::string ws_delta(std::string_view id, const delta_event& d, double server_ms
   return w.take();
 }
 
+namespace {
+
+void write_choice_end(json_writer& w, const choice_done_event& d) {
+  w.key("index").value(d.index);
+  w.key("finish_reason").value(to_string(d.reason));
+  if (d.stop_string) w.key("stop").value(*d.stop_string);
+  if (d.stop_token) w.key("stop_token").value(*d.stop_token);
+  w.key("completion_tokens").value(d.completion_tokens);
+  w.key("cumulative_logprob").value(d.cumulative_logprob);
+}
+
+}  // namespace
+
+std::string ws_choice_done(std::string_view id, const choice_done_event& d) {
+  json_writer w;
+  begin_frame(w, "choice_done", id);
+  write_choice_end(w, d);
+  w.end_object();
+  return w.take();
+}
+
 std::string ws_done(std::string_view id, const done_event& d, std::string_view detail) {
   json_writer w;
   begin_frame(w, "done", id);
@@ -221,6 +243,15 @@ std::string ws_done(std::string_view id, const done_event& d, std::string_view d
   if (d.stop_token) w.key("stop_token").value(*d.stop_token);
   write_usage(w, d.usage);
   write_timings(w, d.timings);
+  if (!d.choices.empty()) {
+    w.key("choices").begin_array();
+    for (const choice_done_event& c : d.choices) {
+      w.begin_object();
+      write_choice_end(w, c);
+      w.end_object();
+    }
+    w.end_array();
+  }
   if (!detail.empty()) w.key("detail").value(detail);
   w.end_object();
   return w.take();

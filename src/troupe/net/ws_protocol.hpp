@@ -1,5 +1,5 @@
 // ws_protocol: the WebSocket wire (docs/protocol.md): client frames parsed into messages, and
-// the server's frames (accepted, delta, done, error, pong) written as JSON text.
+// the server's frames (accepted, delta, choice_done, done, error, pong) written as JSON text.
 #pragma once
 #include <optional>
 #include <string>
@@ -41,6 +41,8 @@ ws_parse_result parse_ws_message(std::string_view frame, const parse_limits& lim
 std::string ws_accepted(std::string_view id);
 // server_ms: unix epoch milliseconds when the server took the event from the engine.
 std::string ws_delta(std::string_view id, const delta_event& d, double server_ms);
+// n > 1: one choice ended (its deltas carry the same index); the request's done follows the last.
+std::string ws_choice_done(std::string_view id, const choice_done_event& d);
 std::string ws_done(std::string_view id, const done_event& d, std::string_view detail = {});
 std::string ws_error(std::string_view id, const api_error& e);  // an empty id is written as null
 std::string ws_pong(std::string_view data_json);                 // data_json as parsed from the ping

@@ -142,6 +142,8 @@ void ws_session::on_event(const std::string& id, const request_event& event, dou
           send(ws_accepted(id), frame_kind::output);
         } else if constexpr (std::is_same_v<event_type, delta_event>) {
           if (!is_slow) send(ws_delta(id, e, server_ms), frame_kind::output);
+        } else if constexpr (std::is_same_v<event_type, choice_done_event>) {
+          if (!is_slow) send(ws_choice_done(id, e), frame_kind::output);
         } else if constexpr (std::is_same_v<event_type, done_event>) {
           std::string detail;
           if (is_slow) {
