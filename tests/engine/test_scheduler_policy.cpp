@@ -151,14 +151,18 @@ struct workload_result {
   std::map<uint64_t, sequence_request> requests;
   std::set<uint64_t> aborted;
   int64_t num_planned_ahead = 0;
+  int64_t num_groups = 0;
 };
 
 // 3 s of random arrivals (prompt lengths, priorities, max_tokens, stop tokens, aborts),
 // then drains. Checks the budgets at every step, that no step is empty while work is left,
 // and that no step feeds a sequence that has finished. Asynchronous: a step is planned
 // ahead of the one in flight whenever it can be, and the worker runs them in order.
+// With has_groups, a quarter of the arrivals are parallel-sampling groups of 2-4 sequences
+// (fork_ids), each member expected to draw what a lone request with its seed draws.
 workload_result run_random_workload(scheduler_policy& sched, simulated_worker& worker, const scheduler_config& c,
-                                    uint32_t seed, bool has_shared_prefixes, bool is_async = false) {
+                                    uint32_t seed, bool has_shared_prefixes, bool is_async = false,
+                                    bool has_groups = false) {
   std::mt19937 rng(seed);
   workload_result w;
   uint64_t next_id = 1;
@@ -179,13 +183,30 @@ workload_result run_random_workload(scheduler_policy& sched, simulated_worker& w
         // A third stop on any of 30 token ids: about 3% of their tokens end them.
         if (rng() % 3 == 0) for (int i = 0; i < 30; ++i) r.params.stop_token_ids.push_back(10 + static_cast<int32_t>(rng() % 990));
         w.requests[r.id] = r;
+        if (has_groups && rng() % 4 == 0) {
+          const int num_members = 1 + static_cast<int>(rng() % 3);
+          for (int i = 1; i <= num_members; ++i) {
+            sequence_request member = r;
+            member.id = next_id++;
+            member.params.seed = fork_seed(r.params.seed, static_cast<uint64_t>(i));
+            r.fork_ids.push_back(member.id);
+            w.requests[member.id] = std::move(member);
+          }
+          w.num_groups += 1;
+        }
         sched.add(std::move(r), t);
       }
     }
     // Aborts land between steps and while steps are in flight.
     auto maybe_abort = [&] {
       const uint64_t victim = 1 + rng() % next_id;
-      if (t < 3000 && rng() % 14 == 0 && sched.abort(victim)) w.aborted.insert(victim);
+      // A parent cancelled before its group forks takes the members with it.
+      const sequence* parent = sched.find(victim);
+      const std::vector<uint64_t> members = parent ? parent->fork_ids : std::vector<uint64_t>{};
+      if (t < 3000 && rng() % 14 == 0 && sched.abort(victim)) {
+        w.aborted.insert(victim);
+        w.aborted.insert(members.begin(), members.end());
+      }
     };
     auto check_step = [&](const scheduled_step& s) {
       CHECK(s.plan.num_tokens() <= c.max_num_batched_tokens);
@@ -229,6 +250,7 @@ void check_outputs_match_runs_alone(const workload_result& w, int32_t max_sequen
     if (w.aborted.contains(id)) {
       CHECK(std::equal(got.begin(), got.end(), expected.begin()));
     } else {
+      CAPTURE(id);
       CHECK(got == expected);
     }
   }
@@ -279,6 +301,30 @@ TEST_CASE("with the real block manager and prefix caching, outputs equal uninter
       CHECK(s.num_used_blocks == 0);
       CHECK(s.num_used_swap_blocks == 0);
       CHECK(s.prefix_hit_ratio() > 0.0);
+      CHECK(sched.stats().num_preemptions > 0);
+      check_outputs_match_runs_alone(w, sched.max_sequence_tokens());
+    }
+  }
+}
+
+TEST_CASE("parallel-sampling groups on random workloads: every member draws what it would alone, the pool ends empty") {
+  for (const bool is_async : {false, true})
+  for (const auto mode : {preemption_mode::recompute, preemption_mode::swap}) {
+    CAPTURE(is_async);
+    CAPTURE(static_cast<int>(mode));
+    auto c = config(8, 64, 64);
+    c.preemption = mode;
+    c.ageing_ms = 50;
+    for (const uint32_t seed : {31u, 8u, 777u}) {
+      CAPTURE(seed);
+      block_manager kv({.num_blocks = 48, .block_size = 4, .num_swap_blocks = 32, .enable_prefix_caching = true});
+      scheduler_policy sched(c, kv, {eog_token});
+      simulated_worker worker(48, 4, 32);
+      const auto w = run_random_workload(sched, worker, c, seed, true, is_async, true);
+      kv.check_invariants();
+      CHECK(w.num_groups > 10);
+      CHECK(kv.stats().num_used_blocks == 0);
+      CHECK(kv.stats().num_used_swap_blocks == 0);
       CHECK(sched.stats().num_preemptions > 0);
       check_outputs_match_runs_alone(w, sched.max_sequence_tokens());
     }

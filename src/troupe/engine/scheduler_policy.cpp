@@ -115,6 +115,7 @@ void scheduler_policy::add(sequence_request request, int64_t now_ms) {
   seq.num_speculative_tokens = config_.num_speculative_tokens;
   for (uint64_t member : request.fork_ids) fork_parents_.emplace(member, request.id);
   if (!request.fork_ids.empty()) ++num_pending_forks_;
+  for (size_t i = 0; i < request.fork_ids.size(); ++i) seq.fork_members.push_back(static_cast<uint32_t>(i + 1));
   seq.fork_ids = std::move(request.fork_ids);
   sequences_.emplace(request.id, std::move(seq));
   waiting_.push_back(request.id);
@@ -275,7 +276,7 @@ std::vector<std::pair<int64_t, uint64_t>> scheduler_policy::waiting_in_order(int
 
 void scheduler_policy::preempt_for_priority(step_builder& b, const std::vector<std::pair<int64_t, uint64_t>>& queue) {
   if (!swapped_.empty()) return;  // swapped sequences resume before anything waiting is admitted
-  int32_t num_free_slots = config_.max_num_seqs - static_cast<int32_t>(running_.size());
+  int32_t num_free_slots = config_.max_num_seqs - num_running_slots();
   for (const auto& [priority, id] : queue) {
     const int32_t num_needed = num_slots(sequences_.at(id));
     // Strictly higher priority only. The victim restarts its ageing in the waiting queue,
@@ -391,15 +392,18 @@ void scheduler_policy::schedule_swapped(step_builder& b) {
   for (; num_resumed < swapped_.size(); ++num_resumed) {
     const uint64_t id = swapped_[num_resumed];
     sequence& seq = sequences_.at(id);
-    if (static_cast<int32_t>(running_.size()) + num_slots(seq) > config_.max_num_seqs) break;
+    if (num_running_slots() + num_slots(seq) > config_.max_num_seqs) break;
     if (!kv_.can_swap_in(id)) break;
     const auto [budget, cost_budget, has_prefill] = std::tuple(b.budget, b.cost_budget, b.has_prefill);
-    const int32_t n = take_tokens(b, seq.num_computed_tokens, seq.num_uncomputed_tokens());
-    if (n == 0) break;
+    const int32_t num_to_feed = planned_tokens(seq) - seq.num_computed_tokens;
+    const int32_t n = take_tokens(b, seq.num_computed_tokens, num_to_feed);
+    // A parent swapped out once its shared prefill was done comes back to fork.
+    if (n == 0 && num_to_feed > 0) break;
     append(b.out.ops, kv_.swap_in(id));
     seq.transition_to(sequence_state::running);
     insert_running(seq);
     b.out.resumed.push_back(id);
+    if (n == 0) continue;
     // Swapped back in but no room to grow: it stays running and competes next step.
     auto growth = kv_.try_grow(id, seq.num_computed_tokens + n, seq.tokens());
     if (!growth) {
@@ -415,7 +419,7 @@ void scheduler_policy::schedule_waiting(step_builder& b, const std::vector<std::
   std::unordered_set<uint64_t> admitted;
   for (const auto& [priority, id] : queue) {
     sequence& seq = sequences_.at(id);
-    if (static_cast<int32_t>(running_.size()) + num_slots(seq) > config_.max_num_seqs) break;
+    if (num_running_slots() + num_slots(seq) > config_.max_num_seqs) break;
     // A parent never takes its last prompt token from the cache: its members feed it.
     const int32_t num_cached = std::min(kv_.num_cached_prefix_tokens(seq.tokens()), planned_tokens(seq));
     const auto [budget, cost_budget, has_prefill] = std::tuple(b.budget, b.cost_budget, b.has_prefill);
@@ -463,14 +467,16 @@ void scheduler_policy::fork_ready_groups() {
 std::vector<sequence*> scheduler_policy::fork_group(sequence& parent) {
   std::vector<sequence*> members{&parent};
   const std::vector<uint64_t> ids = std::exchange(parent.fork_ids, {});
+  const std::vector<uint32_t> places = std::exchange(parent.fork_members, {});
   --num_pending_forks_;
+  num_reserved_slots_ -= static_cast<int32_t>(ids.size());  // the members take them now
   for (size_t i = 0; i < ids.size(); ++i) {
     const uint64_t id = ids[i];
     fork_parents_.erase(id);
     sampling_params params = parent.params;
-    params.seed = fork_seed(parent.params.seed, i + 1);
+    params.seed = fork_seed(parent.params.seed, places[i]);
     sequence child(id, std::vector<int32_t>(parent.tokens().begin(), parent.tokens().end()), std::move(params),
-                   parent.priority, parent.arrival_order + i + 1, parent.arrival_ms);
+                   parent.priority, parent.arrival_order + places[i], parent.arrival_ms);
     child.group_id = parent.group_id;
     child.waiting_since_ms = parent.waiting_since_ms;
     child.admitted_priority = parent.admitted_priority;
@@ -489,8 +495,10 @@ std::vector<sequence*> scheduler_policy::fork_group(sequence& parent) {
 
 void scheduler_policy::drop_pending_forks(sequence& seq) {
   if (seq.fork_ids.empty()) return;
+  if (seq.state() == sequence_state::running) num_reserved_slots_ -= static_cast<int32_t>(seq.fork_ids.size());
   for (uint64_t id : seq.fork_ids) fork_parents_.erase(id);
   seq.fork_ids.clear();
+  seq.fork_members.clear();
   --num_pending_forks_;
 }
 
@@ -536,13 +544,17 @@ std::optional<uint64_t> scheduler_policy::lowest_ranked_running() const {
 void scheduler_policy::insert_running(sequence& seq) {
   const auto rank = [](const sequence* x, const sequence* y) { return is_ranked_before(*x, *y); };
   running_.insert(std::upper_bound(running_.begin(), running_.end(), &seq, rank), &seq);
+  num_reserved_slots_ += static_cast<int32_t>(seq.fork_ids.size());
 }
 
 void scheduler_policy::erase_running(const sequence& seq) {
   // Ranks are unique (arrival orders are), so the rank finds the sequence if it runs.
   const auto rank = [](const sequence* x, const sequence* y) { return is_ranked_before(*x, *y); };
   const auto it = std::lower_bound(running_.begin(), running_.end(), &seq, rank);
-  if (it != running_.end() && *it == &seq) running_.erase(it);
+  if (it != running_.end() && *it == &seq) {
+    running_.erase(it);
+    num_reserved_slots_ -= static_cast<int32_t>(seq.fork_ids.size());
+  }
 }
 
 int64_t scheduler_policy::effective_priority(const sequence& seq, int64_t now_ms) const {
@@ -777,6 +789,7 @@ scheduler_policy::worker_loss scheduler_policy::on_worker_lost(error_code code, 
     out.requeued.push_back(id);
   }
   running_.clear();
+  num_reserved_slots_ = 0;
   swapped_.clear();
   kv_.reset();
   return out;
@@ -804,6 +817,7 @@ std::vector<sequence_event> scheduler_policy::fail_all(error_code code, const st
   forgets_.clear();
   fork_parents_.clear();
   num_pending_forks_ = 0;
+  num_reserved_slots_ = 0;
   needs_sync_ = false;
   kv_.reset();
   return events;
@@ -863,7 +877,10 @@ void scheduler_policy::release_deferred(const std::vector<step_entry>& entries) 
 bool scheduler_policy::abort(uint64_t seq_id) {
   if (const auto member = fork_parents_.find(seq_id); member != fork_parents_.end()) {
     sequence& parent = sequences_.at(member->second);
-    std::erase(parent.fork_ids, seq_id);
+    const auto at = std::find(parent.fork_ids.begin(), parent.fork_ids.end(), seq_id) - parent.fork_ids.begin();
+    parent.fork_ids.erase(parent.fork_ids.begin() + at);
+    parent.fork_members.erase(parent.fork_members.begin() + at);
+    if (parent.state() == sequence_state::running) --num_reserved_slots_;
     fork_parents_.erase(member);
     // With no member left the parent is a plain sequence: it feeds its last token itself.
     if (parent.fork_ids.empty()) --num_pending_forks_;

@@ -246,6 +246,8 @@ class scheduler_policy {
   void drop_pending_forks(sequence& seq);
   // Running slots a waiting sequence takes when admitted: its group's size before a fork.
   static int32_t num_slots(const sequence& seq) { return 1 + static_cast<int32_t>(seq.fork_ids.size()); }
+  // Running sequences and the members their parents will fork into.
+  int32_t num_running_slots() const { return static_cast<int32_t>(running_.size()) + num_reserved_slots_; }
 
   scheduler_config config_;
   double attention_cost_ = 0;
@@ -264,7 +266,8 @@ class scheduler_policy {
   std::unordered_map<uint64_t, deferred_release> deferred_;
   std::vector<uint64_t> forgets_;  // for the next plan: the worker drops these sequences' state
   std::unordered_map<uint64_t, uint64_t> fork_parents_;  // a member not forked yet -> its parent
-  int32_t num_pending_forks_ = 0;  // running parents whose group is not forked yet
+  int32_t num_pending_forks_ = 0;  // parents whose group is not forked yet
+  int32_t num_reserved_slots_ = 0;  // running parents' members not forked yet: their slots are taken
   ngram_proposer ngram_;
   bool needs_sync_ = false;
   uint64_t next_arrival_order_ = 0;

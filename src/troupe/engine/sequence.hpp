@@ -72,6 +72,7 @@ class sequence {
   // token) has KV; empty once forked, and for every sequence without a group. group_id is
   // the id of the group's first sequence (its own id outside a group).
   std::vector<uint64_t> fork_ids;
+  std::vector<uint32_t> fork_members;  // each fork id's place in its group (1, 2, ...): its seed
   uint64_t group_id = 0;
 
   sequence_state state() const { return state_; }
