@@ -228,14 +228,26 @@ TEST_CASE("openai parse: chat content parts and the developer role") {
   CHECK(refusal(chat, R"({"messages":[]})").param == "messages");
 }
 
-TEST_CASE("openai parse: n and best_of must be 1") {
-  CHECK(parsed(chat, chat_with(R"("n":1)")).req.messages.size() == 1);
-  CHECK(parsed(chat, chat_with(R"("n":null)")).req.messages.size() == 1);
-  const api_error n = refusal(chat, chat_with(R"("n":2)"));
-  CHECK(n.param == "n");
-  CHECK(contains(n.message, "n must be 1"));
-  CHECK(refusal(completions, completion_with(R"("best_of":3)")).param == "best_of");
-  CHECK(refusal(chat, chat_with(R"("best_of":1)")).param == "best_of");  // a completions field
+TEST_CASE("openai parse: n and best_of on both endpoints, best_of at least n and not streamed") {
+  CHECK(parsed(chat, chat_with(R"("n":1)")).req.n == 1);
+  CHECK(parsed(chat, chat_with(R"("n":null)")).req.n == 1);
+  CHECK(parsed(chat, chat_with(R"("n":4,"stream":true)")).req.n == 4);
+  const auto best = parsed(completions, completion_with(R"("n":2,"best_of":5)")).req;
+  CHECK(best.n == 2);
+  CHECK(best.best_of == 5);
+  CHECK(best.num_sequences() == 5);
+  CHECK(parsed(completions, completion_with(R"("best_of":1)")).req.num_sequences() == 1);
+  const api_error zero = refusal(chat, chat_with(R"("n":0)"));
+  CHECK(zero.param == "n");
+  CHECK(contains(zero.message, "n must be in [1, 32]"));
+  CHECK(refusal(chat, chat_with(R"("n":33)")).param == "n");
+  CHECK(refusal(completions, completion_with(R"("n":3,"best_of":2)")).param == "best_of");
+  CHECK(refusal(completions, completion_with(R"("best_of":40)")).param == "best_of");
+  const api_error streamed = refusal(completions, completion_with(R"("n":1,"best_of":3,"stream":true)"));
+  CHECK(streamed.param == "best_of");
+  CHECK(contains(streamed.message, "cannot be streamed"));
+  // best_of equal to n is only n: it streams.
+  CHECK(parsed(completions, completion_with(R"("n":2,"best_of":2,"stream":true)")).req.n == 2);
 }
 
 TEST_CASE("openai parse: stream_options only with stream, holding include_usage") {
@@ -423,6 +435,73 @@ TEST_CASE("openai stream: completion chunks, the finish chunk, the usage chunk, 
   CHECK(simdjson::dom::array(usage["choices"]).size() == 0);
   check_usage(usage["usage"]);
   CHECK(payloads[3] == "[DONE]");
+}
+
+TEST_CASE("openai stream: n > 1 chunks carry their choice's index; each choice opens and finishes on its own") {
+  request r;
+  r.messages = {{"user", "Hi"}};
+  r.n = 2;
+  r.include_usage = true;
+  openai_response response(chat, "chatcmpl-9", "m", 5, r);
+  std::string stream = response.sse_start();
+  delta_event d0;
+  d0.text = "A";
+  d0.token_ids = {1};
+  delta_event d1 = d0;
+  d1.text = "B";
+  d1.index = 1;
+  stream += response.sse_delta(d1);
+  stream += response.sse_delta(d0);
+  stream += response.sse_delta(d1);
+  stream += response.sse_choice_finish({1, request_finish_reason::stop, {}, 2, 2, -1.0});
+  stream += response.sse_choice_finish({0, request_finish_reason::length, {}, {}, 1, -0.5});
+  done_event done = done_with_usage();
+  done.choices = {{0, request_finish_reason::length, {}, {}, 1, -0.5}, {1, request_finish_reason::stop, {}, 2, 2, -1.0}};
+  stream += response.sse_finish(done);
+  const std::vector<std::string> payloads = sse_payloads(stream);
+  // opening 0, opening 1, B, A, B, finish 1, finish 0, usage, DONE
+  REQUIRE(payloads.size() == 9);
+  simdjson::dom::parser parser;
+  std::vector<int64_t> indices;
+  std::vector<std::string> contents;
+  for (size_t i = 0; i + 2 < payloads.size(); ++i) {
+    simdjson::dom::object chunk = parse_back(parser, payloads[i]);
+    simdjson::dom::element choice = chunk["choices"].at(0);
+    indices.push_back(int64_t(choice["index"]));
+    if (i == 1) CHECK(string_of(choice["delta"]["role"]) == "assistant");
+    if (i >= 2 && i <= 4) contents.push_back(string_of(choice["delta"]["content"]));
+    if (i == 5) CHECK(string_of(choice["finish_reason"]) == "stop");
+    if (i == 6) CHECK(string_of(choice["finish_reason"]) == "length");
+  }
+  CHECK(indices == std::vector<int64_t>{0, 1, 1, 0, 1, 1, 0});
+  CHECK(contents == std::vector<std::string>{"B", "A", "B"});
+  check_usage(parse_back(parser, payloads[7])["usage"]);
+  CHECK(payloads[8] == "[DONE]");
+}
+
+TEST_CASE("openai response: n > 1 bodies list every choice in index order with its own reason") {
+  request r = completion_request(true, false);
+  r.n = 2;
+  openai_response response(completions, "cmpl-9", "m", 5, r);
+  delta_event d1 = delta_of("two", 7, "two", -0.5f);
+  d1.index = 1;
+  response.add(d1);
+  response.add(delta_of("one", 6, "one", -0.25f));
+  done_event done = done_with_usage();
+  done.choices = {{0, request_finish_reason::length, {}, {}, 1, -0.25}, {1, request_finish_reason::stop, {}, 2, 1, -0.5}};
+  simdjson::dom::parser parser;
+  simdjson::dom::object body = parse_back(parser, response.body(done));
+  simdjson::dom::array choices = body["choices"];
+  REQUIRE(choices.size() == 2);
+  CHECK(int64_t(choices.at(0)["index"]) == 0);
+  CHECK(string_of(choices.at(0)["text"]) == "one");
+  CHECK(string_of(choices.at(0)["finish_reason"]) == "length");
+  CHECK(int64_t(choices.at(1)["index"]) == 1);
+  CHECK(string_of(choices.at(1)["text"]) == "two");
+  CHECK(string_of(choices.at(1)["finish_reason"]) == "stop");
+  // Each choice's text offsets start at its own beginning.
+  CHECK(int64_t(choices.at(1)["logprobs"]["text_offset"].at(0)) == 0);
+  check_usage(body["usage"]);
 }
 
 TEST_CASE("openai stream: without include_usage there is no usage chunk and no usage key") {

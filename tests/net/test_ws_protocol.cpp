@@ -464,7 +464,10 @@ TEST_CASE("ws frames: delta carries text, tokens and server time, logprobs only 
   CHECK(int64_t(tokens.at(0)) == 2330);
   CHECK(int64_t(tokens.at(1)) == 7);
   CHECK(double(o["server_ms"]) == 1763769600123.456);
+  CHECK(int64_t(o["index"]) == 0);
   CHECK(o["logprobs"].error() == simdjson::NO_SUCH_FIELD);
+  d.index = 3;
+  CHECK(int64_t(parse_back(parser, ws_delta("r1", d, 1.0))["index"]) == 3);
 }
 
 TEST_CASE("ws frames: delta logprobs with half a UTF-8 character stay valid JSON") {
@@ -529,6 +532,31 @@ TEST_CASE("ws frames: done carries the reason, the stop, usage, timings and deta
   CHECK(int64_t(sp["timings"]["draft_tokens"]) == 40);
   CHECK(int64_t(sp["timings"]["accepted_tokens"]) == 30);
   CHECK(double(sp["timings"]["acceptance_rate"]) == 0.75);
+}
+
+TEST_CASE("ws frames: n > 1: choice_done per choice, and done repeats every choice's end") {
+  const choice_done_event c1{1, request_finish_reason::stop, std::string("END"), {}, 7, -3.5};
+  const choice_done_event c0{0, request_finish_reason::length, {}, {}, 9, -6.25};
+  simdjson::dom::parser parser;
+  simdjson::dom::object o = parse_back(parser, ws_choice_done("r1", c1));
+  CHECK(string_of(o["type"]) == "choice_done");
+  CHECK(string_of(o["id"]) == "r1");
+  CHECK(int64_t(o["index"]) == 1);
+  CHECK(string_of(o["finish_reason"]) == "stop");
+  CHECK(string_of(o["stop"]) == "END");
+  CHECK(int64_t(o["completion_tokens"]) == 7);
+  CHECK(double(o["cumulative_logprob"]) == -3.5);
+  done_event d;
+  d.reason = request_finish_reason::length;
+  d.usage = {4, 16, 0};
+  d.choices = {c0, c1};
+  simdjson::dom::object done = parse_back(parser, ws_done("r1", d));
+  simdjson::dom::array choices = done["choices"];
+  REQUIRE(choices.size() == 2);
+  CHECK(int64_t(choices.at(0)["index"]) == 0);
+  CHECK(string_of(choices.at(0)["finish_reason"]) == "length");
+  CHECK(int64_t(choices.at(1)["completion_tokens"]) == 7);
+  CHECK(parse_back(parser, ws_done("r1", done_event{}))["choices"].error() == simdjson::NO_SUCH_FIELD);
 }
 
 TEST_CASE("ws frames: every finish reason is written as its name") {

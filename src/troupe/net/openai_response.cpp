@@ -127,8 +127,8 @@ void openai_response::write_chat_logprobs(json_writer& w, const std::vector<toke
 
 std::string openai_response::sse_start() {
   if (endpoint_ == openai_endpoint::completions) return {};
-  // Every choice of a chat stream opens with its assistant role; with several, each choice
-  // opens on its first delta (sse_delta).
+  // Every choice of a chat stream opens with its assistant role: choice 0 here, any other
+  // on its first delta (sse_delta).
   json_writer w;
   begin_chunk(w, 0);
   w.key("delta").begin_object().key("role").value("assistant").key("content").value("").end_object();
@@ -144,7 +144,7 @@ std::string openai_response::sse_delta(const delta_event& d) {
   const bool is_new_choice = static_cast<size_t>(d.index) >= outputs_.size();
   choice_output& out = output(d.index);
   std::string opening;
-  if (is_new_choice && endpoint_ == openai_endpoint::chat_completions) {
+  if (is_new_choice && d.index > 0 && endpoint_ == openai_endpoint::chat_completions) {
     json_writer w;
     begin_chunk(w, d.index);
     w.key("delta").begin_object().key("role").value("assistant").key("content").value("").end_object();
