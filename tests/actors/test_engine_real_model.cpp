@@ -445,3 +445,139 @@ TEST_CASE("engine: speculative decoding reproduces seeded sampling with penaltie
   MESSAGE("proposed " << s.scheduling.num_draft_tokens << ", accepted " << s.scheduling.num_accepted_tokens);
   CHECK(s.scheduling.num_accepted_tokens > 0);
 }
+
+namespace {
+
+// Each request's choices: text and tokens by index, the choice_done events and the done.
+class choices_sink : public event_sink {
+ public:
+  struct record {
+    std::map<int32_t, std::string> text;
+    std::map<int32_t, std::vector<int32_t>> tokens;
+    std::vector<choice_done_event> ends;
+    std::optional<done_event> done;
+    std::optional<error_event> err;
+  };
+  void on_event(const std::string& id, const request_event& e) override {
+    std::lock_guard lock(mutex_);
+    auto& r = records_[id];
+    if (auto d = std::get_if<delta_event>(&e)) {
+      r.text[d->index] += d->text;
+      r.tokens[d->index].insert(r.tokens[d->index].end(), d->token_ids.begin(), d->token_ids.end());
+    } else if (auto c = std::get_if<choice_done_event>(&e)) {
+      r.ends.push_back(*c);
+    } else if (auto done = std::get_if<done_event>(&e)) {
+      r.done = *done;
+      ++num_ended_;
+    } else if (auto err = std::get_if<error_event>(&e)) {
+      r.err = *err;
+      ++num_ended_;
+    }
+    cv_.notify_all();
+  }
+  bool wait_for(size_t n) {
+    std::unique_lock lock(mutex_);
+    return cv_.wait_for(lock, 300s, [&] { return num_ended_ >= n; });
+  }
+  std::map<std::string, record> records() {
+    std::lock_guard lock(mutex_);
+    return records_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::map<std::string, record> records_;
+  size_t num_ended_ = 0;
+};
+
+std::map<std::string, choices_sink::record> run_choices(fixture& f, const std::vector<request>& reqs) {
+  auto sink = std::make_shared<choices_sink>();
+  for (const auto& r : reqs) f.eng->submit(r, sink);
+  REQUIRE(sink->wait_for(reqs.size()));
+  return sink->records();
+}
+
+}  // namespace
+
+TEST_CASE("engine: parallel sampling: n greedy choices equal the single greedy text, seeded choices reproduce, best_of keeps the likeliest") {
+  TROUPE_REQUIRE_MODEL();
+  fixture f;
+  std::vector<request> reqs;
+  reqs.push_back(chat("single", questions[2], 24));
+  reqs.push_back(chat("greedy-4", questions[2], 24));
+  reqs.back().n = 4;
+  for (const char* id : {"seeded-a", "seeded-b", "seeded-single"}) {
+    reqs.push_back(chat(id, questions[6], 24));
+    reqs.back().params.temperature = 0.9f;
+    reqs.back().params.seed = 11;
+    reqs.back().n = std::string(id) == "seeded-single" ? 1 : 3;
+  }
+  reqs.push_back(chat("best", questions[4], 16));
+  reqs.back().params.temperature = 1.0f;
+  reqs.back().params.seed = 5;
+  reqs.back().n = 2;
+  reqs.back().best_of = 5;
+  const auto got = run_choices(f, reqs);
+  for (const auto& [id, r] : got) {
+    CAPTURE(id);
+    REQUIRE(r.done);
+    CHECK_FALSE(r.err);
+  }
+  const auto& single = got.at("single");
+  const auto& greedy = got.at("greedy-4");
+  REQUIRE(greedy.text.size() == 4);
+  for (int32_t i = 0; i < 4; ++i) {
+    CAPTURE(i);
+    CHECK(greedy.tokens.at(i) == single.tokens.at(0));
+  }
+  CHECK(greedy.ends.size() == 4);
+  REQUIRE(greedy.done->choices.size() == 4);
+  CHECK(greedy.done->usage.completion_tokens == 4 * single.done->usage.completion_tokens);
+  CHECK(single.done->choices.empty());
+  CHECK(single.ends.empty());
+
+  const auto& a = got.at("seeded-a");
+  const auto& b = got.at("seeded-b");
+  CHECK(a.tokens == b.tokens);  // the same seed: the same three choices
+  REQUIRE(a.tokens.size() == 3);
+  CHECK(a.tokens.at(0) == got.at("seeded-single").tokens.at(0));  // choice 0 keeps the seed
+  CHECK((a.tokens.at(0) != a.tokens.at(1) || a.tokens.at(1) != a.tokens.at(2)));
+
+  const auto& best = got.at("best");
+  REQUIRE(best.done->choices.size() == 2);
+  CHECK(best.done->choices[0].cumulative_logprob >= best.done->choices[1].cumulative_logprob);
+  CHECK(best.text.size() == 2);
+  const int32_t returned = best.done->choices[0].completion_tokens + best.done->choices[1].completion_tokens;
+  CHECK(best.done->usage.completion_tokens > returned);  // five sampled, two returned
+  auto s = f.eng->stats();
+  for (int i = 0; i < 100 && s.blocks.num_used_blocks != 0; ++i) {
+    std::this_thread::sleep_for(20ms);
+    s = f.eng->stats();
+  }
+  CHECK(s.blocks.num_used_blocks == 0);
+}
+
+TEST_CASE("engine: parallel sampling: cancelling a request with n = 4 ends every choice and frees every block") {
+  TROUPE_REQUIRE_MODEL();
+  fixture f;
+  auto sink = std::make_shared<choices_sink>();
+  request r = chat("cancelled", questions[1], 400);
+  r.params.ignore_eos = true;
+  r.params.temperature = 0.8f;
+  r.n = 4;
+  auto h = f.eng->submit(r, sink);
+  std::this_thread::sleep_for(300ms);
+  f.eng->cancel(h);
+  REQUIRE(sink->wait_for(1));
+  const auto rec = sink->records().at("cancelled");
+  REQUIRE(rec.done);
+  CHECK(rec.done->choices.size() == 4);
+  for (const auto& c : rec.done->choices) CHECK(c.reason == request_finish_reason::cancelled);
+  auto s = f.eng->stats();
+  for (int i = 0; i < 100 && s.blocks.num_used_blocks != 0; ++i) {
+    std::this_thread::sleep_for(20ms);
+    s = f.eng->stats();
+  }
+  CHECK(s.blocks.num_used_blocks == 0);
+}
