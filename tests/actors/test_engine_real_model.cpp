@@ -3,6 +3,8 @@
 // cancel storms return every block, and refusals arrive as error events.
 #include <doctest/doctest.h>
 
+#include <cmath>
+
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -454,6 +456,7 @@ class choices_sink : public event_sink {
   struct record {
     std::map<int32_t, std::string> text;
     std::map<int32_t, std::vector<int32_t>> tokens;
+    std::vector<token_logprobs> logprobs;  // every delta's, in order
     std::vector<choice_done_event> ends;
     std::optional<done_event> done;
     std::optional<error_event> err;
@@ -464,6 +467,7 @@ class choices_sink : public event_sink {
     if (auto d = std::get_if<delta_event>(&e)) {
       r.text[d->index] += d->text;
       r.tokens[d->index].insert(r.tokens[d->index].end(), d->token_ids.begin(), d->token_ids.end());
+      r.logprobs.insert(r.logprobs.end(), d->logprobs.begin(), d->logprobs.end());
     } else if (auto c = std::get_if<choice_done_event>(&e)) {
       r.ends.push_back(*c);
     } else if (auto done = std::get_if<done_event>(&e)) {
@@ -574,6 +578,159 @@ TEST_CASE("engine: parallel sampling: cancelling a request with n = 4 ends every
   REQUIRE(rec.done);
   CHECK(rec.done->choices.size() == 4);
   for (const auto& c : rec.done->choices) CHECK(c.reason == request_finish_reason::cancelled);
+  auto s = f.eng->stats();
+  for (int i = 0; i < 100 && s.blocks.num_used_blocks != 0; ++i) {
+    std::this_thread::sleep_for(20ms);
+    s = f.eng->stats();
+  }
+  CHECK(s.blocks.num_used_blocks == 0);
+}
+
+namespace {
+
+struct reference_beam {
+  std::vector<int32_t> tokens;
+  std::vector<float> logprobs;
+  double cumulative = 0.0;
+};
+
+struct reference_hypothesis {
+  std::vector<int32_t> tokens;
+  double cumulative = 0.0;
+  double score = 0.0;
+};
+
+// Beam search written plainly against the engine's public API: every beam's next-token
+// distribution is asked for afresh, as a one-token greedy request whose prompt is the
+// beam's whole text (token ids) with the 2w likeliest alternatives. The rule is the one
+// docs/protocol.md states: candidates ranked by summed log-probability, a stop token among
+// the first w ends a hypothesis, any other candidate is a next beam until there are w;
+// score = sum / length^length_penalty; done when a beam reaches max_tokens, when nothing
+// continues, or once w hypotheses have ended and (early_stopping, or) the best next beam
+// cannot beat the worst of them.
+std::vector<reference_hypothesis> reference_beam_search(fixture& f, const std::vector<int32_t>& prompt, int32_t width,
+                                                        int32_t max_tokens, float length_penalty, bool early_stopping) {
+  const auto is_stop = [&](int32_t t) { return f.model->tok.is_eog(t); };
+  const auto score = [&](double cumulative, size_t length) {
+    return cumulative / std::pow(static_cast<double>(length), static_cast<double>(length_penalty));
+  };
+  std::vector<reference_hypothesis> hyps;
+  const auto add = [&](reference_hypothesis h) {
+    hyps.push_back(std::move(h));
+    std::stable_sort(hyps.begin(), hyps.end(), [](const auto& a, const auto& b) { return a.score > b.score; });
+    if (hyps.size() > static_cast<size_t>(width)) hyps.pop_back();
+  };
+  std::vector<reference_beam> beams(1);
+  for (int round = 0;; ++round) {
+    REQUIRE(round <= max_tokens);
+    struct candidate {
+      double cumulative;
+      size_t beam;
+      size_t rank;
+      int32_t token;
+      float logprob;
+    };
+    std::vector<candidate> ranked;
+    for (size_t b = 0; b < beams.size(); ++b) {
+      request r;
+      r.id = "ref";
+      r.prompt_token_ids = prompt;
+      r.prompt_token_ids.insert(r.prompt_token_ids.end(), beams[b].tokens.begin(), beams[b].tokens.end());
+      r.params.temperature = 0.0f;
+      r.params.max_tokens = 1;
+      r.params.ignore_eos = false;
+      r.logprobs = true;
+      r.params.num_logprobs = 2 * width;
+      auto sink = std::make_shared<choices_sink>();
+      f.eng->submit(r, sink);
+      REQUIRE(sink->wait_for(1));
+      const auto rec = sink->records().at("ref");
+      REQUIRE(rec.done);
+      REQUIRE(rec.logprobs.size() == 1);
+      const auto& top = rec.logprobs.front().top;
+      for (size_t k = 0; k < top.size(); ++k) {
+        ranked.push_back({beams[b].cumulative + top[k].logprob, b, k, top[k].token, top[k].logprob});
+      }
+    }
+    std::sort(ranked.begin(), ranked.end(), [](const candidate& x, const candidate& y) {
+      if (x.cumulative != y.cumulative) return x.cumulative > y.cumulative;
+      if (x.beam != y.beam) return x.beam < y.beam;
+      return x.rank < y.rank;
+    });
+    ranked.resize(std::min(ranked.size(), static_cast<size_t>(2 * width)));
+    std::vector<reference_beam> next;
+    for (size_t rank = 0; rank < ranked.size() && next.size() < static_cast<size_t>(width); ++rank) {
+      const candidate& c = ranked[rank];
+      reference_beam grown = beams[c.beam];
+      grown.tokens.push_back(c.token);
+      grown.logprobs.push_back(c.logprob);
+      grown.cumulative = c.cumulative;
+      if (is_stop(c.token)) {
+        if (rank < static_cast<size_t>(width)) add({grown.tokens, c.cumulative, score(c.cumulative, grown.tokens.size())});
+        continue;
+      }
+      next.push_back(std::move(grown));
+    }
+    if (next.empty()) return hyps;
+    const size_t length = next.front().tokens.size();
+    if (length >= static_cast<size_t>(max_tokens)) {
+      for (const auto& b : next) add({b.tokens, b.cumulative, score(b.cumulative, length)});
+      return hyps;
+    }
+    if (hyps.size() >= static_cast<size_t>(width) &&
+        (early_stopping || hyps.back().score >= score(next.front().cumulative, length))) {
+      return hyps;
+    }
+    beams = std::move(next);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("engine: beam search returns the hypotheses of a plain reference beam search, best first") {
+  TROUPE_REQUIRE_MODEL();
+  fixture f;
+  struct config_case {
+    int32_t width;
+    int32_t n;
+    int32_t max_tokens;
+    float length_penalty;
+    bool early_stopping;
+    const char* prompt;
+  };
+  const config_case cases[] = {
+      {3, 3, 12, 1.0f, false, "The capital of France is"},
+      {2, 1, 10, 0.5f, true, "<|im_start|>user\nName a fruit.<|im_end|>\n<|im_start|>assistant\n"},
+      {4, 2, 8, 2.0f, false, "def add(a, b):"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.prompt);
+    const auto prompt = f.model->tok.encode(c.prompt, true, true);
+    const auto expected = reference_beam_search(f, prompt, c.width, c.max_tokens, c.length_penalty, c.early_stopping);
+    REQUIRE(static_cast<int32_t>(expected.size()) >= c.n);
+    request r;
+    r.id = "beams";
+    r.prompt_token_ids = prompt;
+    r.params.max_tokens = c.max_tokens;
+    r.n = c.n;
+    r.beam_width = c.width;
+    r.length_penalty = c.length_penalty;
+    r.early_stopping = c.early_stopping;
+    auto sink = std::make_shared<choices_sink>();
+    f.eng->submit(r, sink);
+    REQUIRE(sink->wait_for(1));
+    const auto got = sink->records().at("beams");
+    REQUIRE(got.done);
+    REQUIRE(got.done->choices.size() == (c.n > 1 ? static_cast<size_t>(c.n) : 0));
+    for (int32_t i = 0; i < c.n; ++i) {
+      CAPTURE(i);
+      CHECK(got.tokens.at(i) == expected[static_cast<size_t>(i)].tokens);
+      if (c.n > 1) {
+        CHECK(got.done->choices[static_cast<size_t>(i)].cumulative_logprob ==
+              doctest::Approx(expected[static_cast<size_t>(i)].cumulative).epsilon(1e-4));
+      }
+    }
+  }
   auto s = f.eng->stats();
   for (int i = 0; i < 100 && s.blocks.num_used_blocks != 0; ++i) {
     std::this_thread::sleep_for(20ms);

@@ -24,7 +24,7 @@ int32_t byte_token(unsigned char b) { return 3 + b; }
 
 request choices_request(int32_t n, int32_t best_of = 0) {
   request r;
-  r.id = "r";
+  r.id.assign(1, 'r');  // not = "r": GCC 12 warns falsely (-Wrestrict, PR105651)
   r.prompt = "hi";
   r.n = n;
   r.best_of = best_of;

@@ -283,15 +283,23 @@ typename Inspector::result_type inspect(Inspector& f, step_result& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, sequence_request& x) {
   wire::optional_field<speculative_method> speculative{x.speculative};
+  wire::float_bits length_penalty{x.beam.length_penalty};
   return f(caf::meta::type_name("troupe::sequence_request"), x.id, x.prompt_tokens, x.params, x.priority,
-           speculative, x.fork_ids);
+           speculative, x.fork_ids, x.beam.width, length_penalty, x.beam.early_stopping);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, beam_hypothesis& x) {
+  wire::floats_bits logprobs{x.logprobs};
+  wire::double_bits cumulative_logprob{x.cumulative_logprob}, score{x.score};
+  return f(caf::meta::type_name("troupe::beam_hypothesis"), x.tokens, logprobs, cumulative_logprob, score, x.reason);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, sequence_event& x) {
   wire::float_bits logprob{x.logprob};
   return f(caf::meta::type_name("troupe::sequence_event"), x.seq_id, x.state, x.token, logprob, x.top_logprobs,
-           x.reason, x.error, x.message, x.num_proposed, x.num_accepted);
+           x.reason, x.error, x.message, x.num_proposed, x.num_accepted, x.beams);
 }
 
 template <class Inspector>
@@ -302,8 +310,10 @@ typename Inspector::result_type inspect(Inspector& f, chat_message& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, request& x) {
   wire::optional_field<speculative_method> speculative{x.speculative};
+  wire::float_bits length_penalty{x.length_penalty};
   return f(caf::meta::type_name("troupe::request"), x.id, x.prompt, x.prompt_token_ids, x.messages, x.params,
-           x.priority, x.stop, x.timeout_ms, x.logprobs, x.echo, x.include_usage, speculative, x.n, x.best_of);
+           x.priority, x.stop, x.timeout_ms, x.logprobs, x.echo, x.include_usage, speculative, x.n, x.best_of,
+           x.beam_width, length_penalty, x.early_stopping);
 }
 
 template <class Inspector>

@@ -107,10 +107,31 @@ void mark_running(request_self self) {
   self->state.choices->transition_all(request_status::running, now_ms(self));
 }
 
+// A beam search's end: its best hypotheses become the choices, in order, all at once.
+void on_beams(request_self self, const std::vector<beam_hypothesis>& beams) {
+  auto& st = self->state;
+  leave_queue(self);
+  for (int32_t i = 0; i < st.choices->size() && !st.is_done; ++i) {
+    if (st.choices->is_finished(i)) continue;
+    auto reason = request_finish_reason::stop;
+    if (static_cast<size_t>(i) < beams.size()) {
+      const beam_hypothesis& h = beams[static_cast<size_t>(i)];
+      for (size_t k = 0; k < h.tokens.size(); ++k) {
+        const float logprob = k < h.logprobs.size() ? h.logprobs[k] : 0.0f;
+        auto r = st.choices->on_token(i, sampled_token{h.tokens[k], logprob, {}}, now_ms(self));
+        emit_all(self, r.events);
+      }
+      if (h.reason == finish_reason::length) reason = request_finish_reason::length;
+    }
+    finish_choice(self, i, reason);
+  }
+}
+
 void on_token(request_self self, const sequence_event& e) {
   auto& st = self->state;
   if (st.is_done) return;
   if (e.state == sequence_state::failed) return fail(self, request_code_of(e.error), e.message);
+  if (!e.beams.empty()) return on_beams(self, e.beams);
   const int32_t i = choice_of(self, e.seq_id);
   if (i < 0 || st.choices->is_finished(i)) return;
   leave_queue(self);
@@ -153,8 +174,12 @@ void start(request_self self) {
                                                   " (a larger --kv-cache-bytes makes room)");
   }
   st.choices->set_num_prompt_tokens(static_cast<int32_t>(tokens.size()));
-  sequence_request sequences{st.seq_id, std::move(tokens), st.req->params, st.req->priority, st.req->speculative, {}};
-  for (int32_t i = 1; i < st.choices->size(); ++i) sequences.fork_ids.push_back(st.seq_id + static_cast<uint64_t>(i));
+  sequence_request sequences{st.seq_id, std::move(tokens), st.req->params, st.req->priority, st.req->speculative, {}, {}};
+  // Parallel choices fork from the shared prefill; a beam search takes w ids for its beams.
+  const auto& r = *st.req;
+  const int32_t num_ids = r.beam_width > 0 ? r.beam_width : st.choices->size();
+  for (int32_t i = 1; i < num_ids; ++i) sequences.fork_ids.push_back(st.seq_id + static_cast<uint64_t>(i));
+  sequences.beam = {r.beam_width, r.length_penalty, r.early_stopping};
   pending_sequence pending{std::move(sequences), self};
   self->request(st.links.batcher, caf::infinite, atoms::enqueue_atom::value, std::move(pending))
       .then(

@@ -2,6 +2,8 @@
 // message that names the field, what is allowed and what was received.
 #include "troupe/engine/request.hpp"
 
+#include "troupe/engine/beam_search.hpp"
+
 #include "troupe/model/error.hpp"
 #include "troupe/model/unicode.hpp"
 
@@ -78,6 +80,24 @@ void request::validate(int32_t vocab_size, int32_t max_model_len) const {
   if (best_of != 0 && (best_of < n || best_of > max_num_choices)) {
     reject("best_of must be in [n, " + std::to_string(max_num_choices) + "] (n = " + std::to_string(n) + "), got " +
            std::to_string(best_of));
+  }
+  if (beam_width < 0 || beam_width > max_beam_width) {
+    reject("beam_width must be in [0, " + std::to_string(max_beam_width) + "] (0 = no beam search), got " +
+           std::to_string(beam_width));
+  }
+  if (beam_width > 0) {
+    if (n > beam_width) {
+      reject("n must be at most beam_width (" + std::to_string(beam_width) + ") with beam search, got " + std::to_string(n));
+    }
+    if (best_of != 0 && best_of != beam_width) {
+      reject("best_of must be unset or equal to beam_width with beam search, got " + std::to_string(best_of));
+    }
+    if (params.num_logprobs > 0) {
+      reject("top_logprobs (num_logprobs) must be 0 with beam search: a beam's tokens carry their own logprob only");
+    }
+  }
+  if (!(length_penalty >= -10.0f && length_penalty <= 10.0f)) {
+    reject("length_penalty must be in [-10, 10], got " + std::to_string(length_penalty));
   }
   params.validate(vocab_size);
   // A max_tokens beyond what fits beside the prompt is not refused (the default may exceed a

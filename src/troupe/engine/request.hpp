@@ -37,10 +37,20 @@ struct request {
   // the highest summed log-probability are kept. The prompt is prefilled once and shared.
   int32_t n = 1;
   int32_t best_of = 0;
+  // Beam search instead of sampling: width w (0 = off), the n best of its hypotheses
+  // returned at the end (beams are not final until then), length_penalty and
+  // early_stopping as in beam_search_params.
+  int32_t beam_width = 0;
+  float length_penalty = 1.0f;
+  bool early_stopping = false;
 
   bool operator==(const request&) const = default;
   bool is_chat() const { return !messages.empty(); }
-  int32_t num_sequences() const { return best_of > n ? best_of : n; }  // sampled choices
+  // The sequences the request runs at most: its choices, best_of's candidates, or its beams.
+  int32_t num_sequences() const {
+    const int32_t sampled = best_of > n ? best_of : n;
+    return beam_width > sampled ? beam_width : sampled;
+  }
 
   // Throws troupe::error(invalid_argument) with a message naming the first field at fault
   // and what is allowed. Checks what can be checked before tokenizing; prompt length

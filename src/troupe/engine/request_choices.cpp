@@ -22,7 +22,8 @@ choice_done_event choice_end(int32_t index, const done_event& done, double cumul
 
 request_choices::request_choices(const request& req, const tokenizer& tok, int32_t max_model_len,
                                  int64_t arrival_ms) {
-  const int32_t num_sampled = std::max(1, req.num_sequences());
+  // A beam search returns its n best hypotheses; sampling returns n of num_sequences.
+  const int32_t num_sampled = req.beam_width > 0 ? std::max(1, req.n) : std::max(1, req.num_sequences());
   num_returned_ = std::clamp(req.n, 1, num_sampled);
   choices_.resize(static_cast<size_t>(num_sampled));
   for (auto& c : choices_) c.state = std::make_unique<request_state>(req, tok, max_model_len, arrival_ms);

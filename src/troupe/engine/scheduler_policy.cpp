@@ -72,7 +72,7 @@ void scheduler_policy::add(sequence_request request, int64_t now_ms) {
     throw error(error_code::invalid_argument, "sequence " + id + ": the prompt is empty");
   }
   const auto is_taken = [this](uint64_t x) {
-    return sequences_.contains(x) || deferred_.contains(x) || fork_parents_.contains(x);
+    return sequences_.contains(x) || deferred_.contains(x) || fork_parents_.contains(x) || beam_ids_.contains(x);
   };
   if (is_taken(request.id)) {
     throw error(error_code::invalid_argument, "sequence " + id + " is already scheduled");
@@ -83,6 +83,14 @@ void scheduler_policy::add(sequence_request request, int64_t now_ms) {
                 "sequence " + id + ": a group of " + std::to_string(group_size) +
                     " parallel samples does not fit max_num_seqs " + std::to_string(config_.max_num_seqs) +
                     " (the most sequences a step may run)");
+  }
+  const int32_t beam_width = request.beam.width;
+  if (beam_width < 0 || beam_width > max_beam_width ||
+      (beam_width > 0 && static_cast<int64_t>(request.fork_ids.size()) != beam_width - 1)) {
+    throw error(error_code::invalid_argument,
+                "sequence " + id + ": a beam search of width " + std::to_string(beam_width) + " needs width - 1 more ids (got " +
+                    std::to_string(request.fork_ids.size()) + "), and the width must be in [0, " +
+                    std::to_string(max_beam_width) + "]");
   }
   for (size_t i = 0; i < request.fork_ids.size(); ++i) {
     const uint64_t member = request.fork_ids[i];
@@ -113,10 +121,24 @@ void scheduler_policy::add(sequence_request request, int64_t now_ms) {
   next_arrival_order_ += static_cast<uint64_t>(group_size);
   seq.speculative = request.speculative.value_or(config_.speculative);
   seq.num_speculative_tokens = config_.num_speculative_tokens;
-  for (uint64_t member : request.fork_ids) fork_parents_.emplace(member, request.id);
-  if (!request.fork_ids.empty()) ++num_pending_forks_;
-  for (size_t i = 0; i < request.fork_ids.size(); ++i) seq.fork_members.push_back(static_cast<uint32_t>(i + 1));
-  seq.fork_ids = std::move(request.fork_ids);
+  if (beam_width > 0) {
+    // The search reads the model's raw log-probabilities: the sampler only has to report
+    // each beam's 2w likeliest next tokens.
+    seq.is_beam = true;
+    seq.speculative = speculative_method::off;
+    seq.params.temperature = 0.0f;
+    seq.params.num_logprobs = 2 * beam_width;
+    beam_group group{beam_search_state(request.beam, seq.params.min_tokens), {request.id}, beam_width, false,
+                     seq.arrival_order};
+    group.ids.insert(group.ids.end(), request.fork_ids.begin(), request.fork_ids.end());
+    for (uint64_t x : group.ids) beam_ids_.emplace(x, request.id);
+    beam_groups_.emplace(request.id, std::move(group));
+  } else {
+    for (uint64_t member : request.fork_ids) fork_parents_.emplace(member, request.id);
+    if (!request.fork_ids.empty()) ++num_pending_forks_;
+    for (size_t i = 0; i < request.fork_ids.size(); ++i) seq.fork_members.push_back(static_cast<uint32_t>(i + 1));
+    seq.fork_ids = std::move(request.fork_ids);
+  }
   sequences_.emplace(request.id, std::move(seq));
   waiting_.push_back(request.id);
 }
@@ -140,6 +162,12 @@ scheduled_step scheduler_policy::schedule_ahead(int64_t now_ms) {
                                           std::to_string(in_flight_.size()));
   }
   if (needs_sync_) return {};
+  // A beam's next token is chosen by its group's search, not sampled: nothing is planned
+  // on the assumption of a sample while a beam search runs.
+  if (!beam_groups_.empty()) {
+    needs_sync_ = true;
+    return {};
+  }
   // A speculative step's sequences get an unknown number of tokens: nothing can be planned
   // behind it on the assumption of one each.
   const auto& running = in_flight_.back().entries;
@@ -199,7 +227,7 @@ void scheduler_policy::add_to_plan(step_builder& b, sequence& seq, int32_t num_t
   const int32_t start = scheduled_end(seq);
   const auto num_drafts = static_cast<int32_t>(seq.drafts.size());
   const int32_t num_known = num_tokens - num_drafts;
-  const bool wants_sample = start + num_known == planned_tokens(seq) && seq.fork_ids.empty();
+  const bool wants_sample = start + num_known == planned_tokens(seq) && seq.fork_ids.empty() && !seq.has_beam_next;
   b.entries.push_back({seq.id, num_tokens, wants_sample, num_drafts});
   b.out.num_attended_pairs += attended_pairs(start, num_tokens);
   const auto& table = *growth.block_table;
@@ -428,7 +456,7 @@ void scheduler_policy::schedule_waiting(step_builder& b, const std::vector<std::
     std::optional<kv_growth> growth;
     // A parent with nothing to prefill (a one-token prompt, or all but its last token
     // cached) is admitted to fork at once; each member then feeds the last token.
-    if (n > 0 || num_to_feed == 0) growth = kv_.try_grow(id, num_cached + n, seq.tokens());
+    if (n > 0 || (num_to_feed == 0 && !seq.fork_ids.empty())) growth = kv_.try_grow(id, num_cached + n, seq.tokens());
     // Strict order: nothing behind a blocked sequence jumps the queue.
     if (!growth) {
       std::tie(b.budget, b.cost_budget, b.has_prefill) = std::tuple(budget, cost_budget, has_prefill);
@@ -439,6 +467,7 @@ void scheduler_policy::schedule_waiting(step_builder& b, const std::vector<std::
     seq.admitted_priority = priority;
     seq.transition_to(sequence_state::running);
     insert_running(seq);
+    if (seq.is_beam) beam_groups_.at(seq.group_id).is_admitted = true;
     (seq.num_preemptions == 0 ? b.out.started : b.out.resumed).push_back(id);
     admitted.insert(id);
     if (n > 0) {
@@ -569,7 +598,7 @@ sequence_step scheduler_policy::make_step(const sequence& seq, int32_t num_token
   s.start_pos = scheduled_end(seq);
   s.tokens = seq.tokens_from(s.start_pos, num_tokens);
   s.block_table = block_table;
-  s.wants_sample = s.start_pos + num_tokens == seq.num_tokens();
+  s.wants_sample = s.start_pos + num_tokens == seq.num_tokens() && !seq.has_beam_next;
   s.params = seq.params;
   // The sampler is stateless given (seed, sample_index): counting output tokens makes a
   // recomputed sequence draw exactly what the uninterrupted run would have drawn.
@@ -612,6 +641,7 @@ std::vector<sequence_event> scheduler_policy::on_step_done(const step_result& re
   release_deferred(done.entries);
   std::vector<sequence_event> events;
   events.reserve(done.entries.size());
+  std::vector<uint64_t> beam_rounds;  // beam groups with a beam that got its next tokens
   for (size_t i = 0; i < done.entries.size(); ++i) {
     const auto& e = done.entries[i];
     if (step_sequences_[i] == nullptr) continue;  // retired while the step ran
@@ -623,6 +653,14 @@ std::vector<sequence_event> scheduler_policy::on_step_done(const step_result& re
     if (!e.wants_sample) continue;  // a non-final prefill chunk
     seq.num_pending_samples -= 1;
     const sequence_output& o = *output;
+    if (seq.is_beam) {
+      seq.beam_next = o.top_logprobs;
+      seq.has_beam_next = true;
+      if (std::find(beam_rounds.begin(), beam_rounds.end(), seq.group_id) == beam_rounds.end()) {
+        beam_rounds.push_back(seq.group_id);
+      }
+      continue;
+    }
     if (e.num_drafts > 0) {
       apply_speculative(e, seq, o, events);
       continue;
@@ -646,6 +684,9 @@ std::vector<sequence_event> scheduler_policy::on_step_done(const step_result& re
       retire(seq, sequence_state::finished);
     }
     events.push_back(std::move(ev));
+  }
+  for (uint64_t group : beam_rounds) {
+    if (beam_groups_.contains(group)) advance_beams(group, events);
   }
   return events;
 }
@@ -716,12 +757,23 @@ std::vector<sequence_event> scheduler_policy::on_step_failed(error_code code, co
     seq.num_in_flight_tokens -= e.num_tokens;
     seq.num_pending_samples -= e.wants_sample ? 1 : 0;
     seq.num_in_flight_steps -= 1;
+  }
+  for (const auto& e : failed.entries) {
+    const auto it = sequences_.find(e.seq_id);
+    if (it == sequences_.end()) continue;  // retired, or a beam whose group failed already
+    sequence& seq = it->second;
     sequence_event ev;
     ev.seq_id = e.seq_id;
     ev.state = sequence_state::failed;
     ev.error = code;
     ev.message = message;
-    retire(seq, sequence_state::failed);
+    if (seq.is_beam) {
+      // A beam search fails as one request, under its group's id.
+      ev.seq_id = seq.group_id;
+      end_beam_group(seq.group_id, sequence_state::failed);
+    } else {
+      retire(seq, sequence_state::failed);
+    }
     events.push_back(std::move(ev));
   }
   return events;
@@ -818,6 +870,8 @@ std::vector<sequence_event> scheduler_policy::fail_all(error_code code, const st
   fork_parents_.clear();
   num_pending_forks_ = 0;
   num_reserved_slots_ = 0;
+  beam_groups_.clear();
+  beam_ids_.clear();
   needs_sync_ = false;
   kv_.reset();
   return events;
@@ -875,6 +929,11 @@ void scheduler_policy::release_deferred(const std::vector<step_entry>& entries) 
 }
 
 bool scheduler_policy::abort(uint64_t seq_id) {
+  if (const auto beam = beam_ids_.find(seq_id); beam != beam_ids_.end()) {
+    // Any of a beam search's ids cancels the whole search.
+    end_beam_group(beam->second, sequence_state::cancelled);
+    return true;
+  }
   if (const auto member = fork_parents_.find(seq_id); member != fork_parents_.end()) {
     sequence& parent = sequences_.at(member->second);
     const auto at = std::find(parent.fork_ids.begin(), parent.fork_ids.end(), seq_id) - parent.fork_ids.begin();

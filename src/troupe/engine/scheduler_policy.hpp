@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "troupe/engine/beam_search.hpp"
 #include "troupe/engine/kv_space.hpp"
 #include "troupe/engine/scheduler_config.hpp"
 #include "troupe/engine/sequence.hpp"
@@ -37,6 +38,11 @@ struct sequence_request {
   // one sequence per id (copy-on-write blocks), and each feeds the last prompt token and
   // samples on its own. Member i (1-based here) samples with fork_seed(params.seed, i).
   std::vector<uint64_t> fork_ids;
+  // Beam search: with beam.width > 0, fork_ids are the group's other w - 1 ids, taken by
+  // beams as the search forks them. Sampling is replaced by the search (the model's raw
+  // log-probabilities; max_tokens, min_tokens, stop_token_ids and ignore_eos apply), and
+  // the sequence's only event is its end, carrying the hypotheses.
+  beam_search_params beam;
   bool operator==(const sequence_request&) const = default;
 };
 
@@ -70,6 +76,8 @@ struct sequence_event {
   // of the tokens that step emitted (0 elsewhere).
   int32_t num_proposed = 0;
   int32_t num_accepted = 0;
+  // A beam search's end (state finished, seq_id its first id): the hypotheses, best first.
+  std::vector<beam_hypothesis> beams;
   bool operator==(const sequence_event&) const = default;
 };
 
@@ -244,10 +252,17 @@ class scheduler_policy {
   std::vector<sequence*> fork_group(sequence& parent);
   // A parent leaving without forking: its members will never run.
   void drop_pending_forks(sequence& seq);
-  // Running slots a waiting sequence takes when admitted: its group's size before a fork.
-  static int32_t num_slots(const sequence& seq) { return 1 + static_cast<int32_t>(seq.fork_ids.size()); }
-  // Running sequences and the members their parents will fork into.
-  int32_t num_running_slots() const { return static_cast<int32_t>(running_.size()) + num_reserved_slots_; }
+  // Running slots a waiting sequence takes when admitted: its group's size before a fork; a
+  // beam group's width once, when its first sequence is admitted (the group holds them).
+  int32_t num_slots(const sequence& seq) const;
+  // Running sequences, the members their parents will fork into, and the slots of admitted
+  // beam groups not taken by a running beam.
+  int32_t num_running_slots() const;
+  // Beam groups: when every live beam has its next tokens, one round of the search (the
+  // beams forked, moved on or dropped), or the group's end event.
+  void advance_beams(uint64_t group_id, std::vector<sequence_event>& events);
+  // Every live beam of the group retires in final_state; the group is forgotten.
+  void end_beam_group(uint64_t group_id, sequence_state final_state);
 
   scheduler_config config_;
   double attention_cost_ = 0;
@@ -268,6 +283,18 @@ class scheduler_policy {
   std::unordered_map<uint64_t, uint64_t> fork_parents_;  // a member not forked yet -> its parent
   int32_t num_pending_forks_ = 0;  // parents whose group is not forked yet
   int32_t num_reserved_slots_ = 0;  // running parents' members not forked yet: their slots are taken
+  struct beam_group {
+    beam_search_state search;
+    std::vector<uint64_t> ids;  // the group's ids, each held by at most one live beam
+    int32_t width = 0;
+    bool is_admitted = false;
+    uint64_t first_arrival_order = 0;  // ids[i] ranks with first_arrival_order + i
+  };
+  std::unordered_map<uint64_t, beam_group> beam_groups_;
+  std::unordered_map<uint64_t, uint64_t> beam_ids_;  // every id of a beam group -> the group
+  // A new beam `id` continuing `parent` (its KV shared copy-on-write while the parent is
+  // resident; otherwise it starts waiting, to be fed again).
+  sequence& fork_beam(sequence& parent, uint64_t id, uint64_t arrival_order);
   ngram_proposer ngram_;
   bool needs_sync_ = false;
   uint64_t next_arrival_order_ = 0;

@@ -74,6 +74,14 @@ class sequence {
   std::vector<uint64_t> fork_ids;
   std::vector<uint32_t> fork_members;  // each fork id's place in its group (1, 2, ...): its seed
   uint64_t group_id = 0;
+  // Beam search (group_id names the beam group): each output token's log-probability and
+  // their sum; once a step has fed its last token, the model's most likely next tokens,
+  // held until every beam of the group has them and the group advances.
+  bool is_beam = false;
+  double beam_logprob = 0.0;
+  std::vector<float> beam_logprobs;
+  std::vector<token_logprob> beam_next;
+  bool has_beam_next = false;
 
   sequence_state state() const { return state_; }
   // Moves to `next` or throws troupe::error(internal) naming both states. Entering waiting

@@ -80,6 +80,9 @@ speculative_method read_speculative(value& v) {
   return speculative_method::off;
 }
 
+// beam_width while use_beam_search waits for n and best_of (validate resolves it).
+constexpr int32_t use_beam_search_width = -1;
+
 using field_reader = void (*)(value&, request&, const parse_limits&);
 
 struct shared_field {
@@ -111,6 +114,14 @@ const shared_field shared_fields[] = {
     {"timeout_ms", [](value& v, request& r, const parse_limits&) { r.timeout_ms = json_read::read_int64(v, "timeout_ms"); }},
     {"speculative", [](value& v, request& r, const parse_limits&) { r.speculative = read_speculative(v); }},
     {"n", [](value& v, request& r, const parse_limits&) { r.n = json_read::read_int32(v, "n"); }},
+    {"beam_width", [](value& v, request& r, const parse_limits&) { r.beam_width = json_read::read_int32(v, "beam_width"); }},
+    // vLLM's older switch: a beam search as wide as best_of (or n); beam_width says it directly.
+    {"use_beam_search",
+     [](value& v, request& r, const parse_limits&) {
+       if (json_read::read_bool(v, "use_beam_search") && r.beam_width == 0) r.beam_width = use_beam_search_width;
+     }},
+    {"length_penalty", [](value& v, request& r, const parse_limits&) { r.length_penalty = json_read::read_float(v, "length_penalty"); }},
+    {"early_stopping", [](value& v, request& r, const parse_limits&) { r.early_stopping = json_read::read_bool(v, "early_stopping"); }},
     {"best_of", [](value& v, request& r, const parse_limits&) { r.best_of = json_read::read_int32(v, "best_of"); }},
 };
 
@@ -201,7 +212,8 @@ void read_token_ids(value& v, std::string_view field, std::vector<int32_t>& ids)
   if (ids.empty()) json_read::fail_request(std::string(field).append(" must not be empty"), param);
 }
 
-void validate(const request& req, const parse_limits& limits, std::string_view num_logprobs_name) {
+void validate(request& req, const parse_limits& limits, std::string_view num_logprobs_name) {
+  if (req.beam_width == use_beam_search_width) req.beam_width = std::max(req.n, req.best_of);
   try {
     req.validate(limits.vocab_size, limits.max_model_len);
   } catch (const error& e) {

@@ -24,8 +24,9 @@ std::vector<chat_message> read_messages(json_read::value& v);
 // checked against the vocabulary by validate).
 void read_token_ids(json_read::value& v, std::string_view field, std::vector<int32_t>& ids);
 
-// Runs request::validate. Its troupe::error becomes a parse_failure whose message and param
-// use the wire's name for the number of alternatives (num_logprobs_name).
-void validate(const request& req, const parse_limits& limits, std::string_view num_logprobs_name);
+// Runs request::validate, once use_beam_search has its width (the larger of n and best_of).
+// Its troupe::error becomes a parse_failure whose message and param use the wire's name for
+// the number of alternatives (num_logprobs_name).
+void validate(request& req, const parse_limits& limits, std::string_view num_logprobs_name);
 
 }  // namespace troupe::net::request_fields
