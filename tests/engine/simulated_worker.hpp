@@ -69,12 +69,32 @@ class simulated_worker {
             continue;
           }
           o.token = token;
+          if (s.params.num_logprobs > 0) o.top_logprobs = next_distribution(context, s.params.num_logprobs);
           break;
         }
       }
       result.outputs.push_back(o);
     }
     return result;
+  }
+
+  // The k likeliest next tokens after `context`, most likely first, for steps that ask for
+  // logprobs (beam search reads them): distinct ids from the context's hash, with
+  // log-probabilities that fall with rank by hashed steps. The end-of-generation id 2
+  // appears when the hash says so, so that beams end.
+  static std::vector<token_logprob> next_distribution(const std::vector<int32_t>& context, int32_t k) {
+    uint64_t h = 0x9e3779b97f4a7c15ull;
+    for (int32_t t : context) h = (h ^ static_cast<uint64_t>(t)) * 1099511628211ull;
+    std::vector<token_logprob> out;
+    float logprob = -static_cast<float>(h % 7) * 0.125f - 0.05f;
+    for (int32_t i = 0; static_cast<int32_t>(out.size()) < k; ++i) {
+      h = (h ^ static_cast<uint64_t>(i + 1)) * 1099511628211ull;
+      const int32_t token = (h >> 11) % 23 == 0 ? 2 : 10 + static_cast<int32_t>((h >> 17) % 990);
+      if (std::any_of(out.begin(), out.end(), [&](const token_logprob& x) { return x.token == token; })) continue;
+      out.push_back({token, logprob});
+      logprob -= 0.05f + static_cast<float>((h >> 29) % 16) * 0.0625f;
+    }
+    return out;
   }
 
   static int32_t next_token(const std::vector<int32_t>& context, uint64_t seed, uint64_t sample_index) {
