@@ -1,8 +1,10 @@
 """Parallel sampling against `troupe serve` on the default model: the official OpenAI client asks
 for n = 4 streamed (four indices, each finishing), n greedy choices (all equal to the single
 greedy answer), seeded choices (reproduced by the same request), best_of (the kept choices
-are the likeliest, usage counts every candidate) and refusals; a WebSocket client asks for
-n = 2 and sees indexed deltas, a choice_done per choice, and one done listing both."""
+are the likeliest, usage counts every candidate), beam search (width 1 is greedy; beam_width
+and vLLM's use_beam_search agree; streamed, the hypotheses arrive at the end) and refusals; a
+WebSocket client asks for n = 2 and sees indexed deltas, a choice_done per choice, and one
+done listing both."""
 
 import json
 import time
@@ -70,12 +72,36 @@ def main():
               "usage counts every candidate best_of sampled")
 
         for bad, param in (({"n": 0}, "n"), ({"n": 2, "best_of": 1}, "best_of"),
-                           ({"best_of": 3, "stream": True}, "best_of")):
+                           ({"best_of": 3, "stream": True}, "best_of"),
+                           ({"n": 3, "extra_body": {"beam_width": 2}}, "n"),
+                           ({"extra_body": {"beam_width": 11}}, "beam_width")):
             try:
                 client.completions.create(model=model, prompt="x", max_tokens=2, **bad)
                 check(False, f"{bad} is refused")
             except openai.BadRequestError as e:
                 check(e.status_code == 400 and param in str(e), f"{bad} is refused naming {param}")
+
+        one_beam = client.completions.create(model=model, prompt="The three primary colours are", max_tokens=12,
+                                             extra_body={"beam_width": 1})
+        check(one_beam.choices[0].text == single.choices[0].text, "a beam search of width 1 is greedy decoding")
+        beams = client.completions.create(model=model, prompt="The three primary colours are", max_tokens=12, n=3,
+                                          extra_body={"beam_width": 4, "length_penalty": 1.0})
+        check([c.index for c in beams.choices] == [0, 1, 2] and len({c.text for c in beams.choices}) == 3,
+              f"beam_width 4, n 3: three different hypotheses {[c.text for c in beams.choices]}")
+        vllm_style = client.completions.create(model=model, prompt="The three primary colours are", max_tokens=12,
+                                               n=3, best_of=4, extra_body={"use_beam_search": True})
+        check([c.text for c in vllm_style.choices] == [c.text for c in beams.choices],
+              "use_beam_search with best_of 4 is the same search")
+        streamed = client.chat.completions.create(model=model, messages=messages, max_tokens=16, n=2, stream=True,
+                                                  extra_body={"beam_width": 2})
+        beam_text, beam_finish = {}, {}
+        for chunk in streamed:
+            for c in chunk.choices:
+                beam_text[c.index] = beam_text.get(c.index, "") + (c.delta.content or "")
+                if c.finish_reason is not None:
+                    beam_finish[c.index] = c.finish_reason
+        check(sorted(beam_text) == [0, 1] and sorted(beam_finish) == [0, 1],
+              "a streamed beam search returns its two hypotheses, each finishing")
 
         with connect(server.ws_url, open_timeout=30) as ws:
             ws.send(json.dumps({"type": "generate", "id": "pair", "prompt": "Once upon a time", "max_tokens": 8,
