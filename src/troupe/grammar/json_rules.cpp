@@ -145,6 +145,10 @@ fragment json_rules::array_of(uint32_t item, int min, int max) {
 fragment json_rules::same_length_range(const std::string& lo, const std::string& hi) {
   auto& a = automaton();
   if (lo.empty()) return a.empty();
+  // Any digits at all: without this shortcut the recursion below doubles per digit.
+  if (lo.find_first_not_of('0') == std::string::npos && hi.find_first_not_of('9') == std::string::npos) {
+    return digits(static_cast<int>(lo.size()), static_cast<int>(lo.size()));
+  }
   const std::string lo_rest = lo.substr(1), hi_rest = hi.substr(1);
   if (lo[0] == hi[0]) return a.concat(literal(lo.substr(0, 1)), same_length_range(lo_rest, hi_rest));
   const auto n = static_cast<int>(lo_rest.size());

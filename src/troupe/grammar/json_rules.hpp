@@ -34,7 +34,7 @@ class json_rules {
   uint32_t array_rule();
 
   fragment whitespace();
-  fragment literal(std::string_view bytes) { return nfa().literal(bytes); }
+  fragment literal(std::string_view bytes) { return automaton().literal(bytes); }
   // One character of string content: a plain character or an escape sequence.
   fragment string_char();
   // "..." with min..max characters (max < 0: unbounded).

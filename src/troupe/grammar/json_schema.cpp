@@ -199,9 +199,10 @@ class schema_compiler {
     std::vector<std::string_view> types;
     if (o["type"].get(e) == simdjson::SUCCESS) {
       if (e.type() == element_type::STRING) {
-        types.push_back(e.get_string().value());
+        types.push_back(std::string_view(e.get_string().value()));
       } else if (e.type() == element_type::ARRAY) {
-        for (const element t : e.get_array().value()) {
+        const simdjson::dom::array listed = e.get_array().value();
+        for (const element t : listed) {
           std::string_view name;
           if (t.get(name) != simdjson::SUCCESS) refuse("type at " + path + " lists a non-string");
           types.push_back(name);
