@@ -1,6 +1,7 @@
 // A set of token ids as bits (one per vocabulary entry): the allowed-token mask a grammar
 // matcher fills for the next step, and the helper that applies it to a row of logits.
 #pragma once
+#include <algorithm>
 #include <bit>
 #include <cstdint>
 #include <limits>
@@ -52,15 +53,20 @@ class token_bitset {
 inline void apply_token_mask(const token_bitset& allowed, std::span<float> logits) {
   const float minus_inf = -std::numeric_limits<float>::infinity();
   const size_t n = logits.size();
+  const size_t num_masked = std::min(n, static_cast<size_t>(allowed.size()));
   const std::span<const uint64_t> words = allowed.words();
-  for (size_t w = 0; w * 64 < n; ++w) {
-    const uint64_t bits = w < words.size() ? words[w] : 0;
-    if (bits == ~uint64_t{0} && (w + 1) * 64 <= static_cast<size_t>(allowed.size())) continue;
-    const size_t end = std::min(n, (w + 1) * 64);
-    for (size_t i = w * 64; i < end; ++i) {
-      if (i >= static_cast<size_t>(allowed.size()) || !((bits >> (i - w * 64)) & 1)) logits[i] = minus_inf;
+  for (size_t base = 0; base < num_masked; base += 64) {
+    const uint64_t bits = words[base / 64];
+    const size_t end = std::min(num_masked, base + 64);
+    if (bits == 0) {
+      std::fill(logits.begin() + base, logits.begin() + end, minus_inf);
+    } else if (bits != ~uint64_t{0}) {
+      for (size_t i = base; i < end; ++i) {
+        if (!((bits >> (i - base)) & 1)) logits[i] = minus_inf;
+      }
     }
   }
+  std::fill(logits.begin() + num_masked, logits.end(), minus_inf);
 }
 
 }  // namespace troupe
