@@ -71,9 +71,16 @@ grammar_cache::grammar_cache(std::shared_ptr<const token_trie> vocab, size_t cap
 
 std::string grammar_cache::key_of(const grammar_spec& spec) {
   // Lengths before texts, so that no two specs share a key.
-  std::string key = std::to_string(static_cast<int>(spec.kind)) + ":" + std::to_string(spec.max_whitespace_bytes) +
-                    ":" + std::to_string(spec.text.size()) + ":" + spec.text;
-  for (const std::string& c : spec.choices) key += ":" + std::to_string(c.size()) + ":" + c;
+  std::string key;
+  auto add = [&key](std::string_view part) {
+    key += std::to_string(part.size());
+    key += ':';
+    key += part;
+  };
+  add(to_string(spec.kind));
+  add(std::to_string(spec.max_whitespace_bytes));
+  add(spec.text);
+  for (const std::string& c : spec.choices) add(c);
   return key;
 }
 

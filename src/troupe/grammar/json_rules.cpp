@@ -166,7 +166,7 @@ fragment json_rules::nonnegative_range(uint64_t lo, uint64_t hi) {
   std::vector<fragment> options;
   const std::string lo_text = std::to_string(lo), hi_text = std::to_string(hi);
   for (size_t len = lo_text.size(); len <= hi_text.size(); ++len) {
-    const std::string first = len == lo_text.size() ? lo_text : "1" + std::string(len - 1, '0');
+    const std::string first = len == lo_text.size() ? lo_text : std::string(1, '1').append(len - 1, '0');
     const std::string last = len == hi_text.size() ? hi_text : std::string(len, '9');
     options.push_back(same_length_range(first, last));
   }

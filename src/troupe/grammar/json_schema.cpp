@@ -108,10 +108,16 @@ class schema_compiler {
       if (rest[0] != '/') refuse("$ref \"" + std::string(target) + "\" at " + path + " is not a JSON pointer");
       rest.remove_prefix(1);
       const size_t slash = rest.find('/');
-      std::string token(rest.substr(0, slash));
+      const std::string_view raw = rest.substr(0, slash);
       rest = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash);
-      for (size_t i; (i = token.find("~1")) != std::string::npos;) token.replace(i, 2, "/");
-      for (size_t i; (i = token.find("~0")) != std::string::npos;) token.replace(i, 2, "~");
+      std::string token;  // RFC 6901: ~1 is '/', ~0 is '~'
+      for (size_t k = 0; k < raw.size(); ++k) {
+        if (raw[k] == '~' && k + 1 < raw.size() && (raw[k + 1] == '0' || raw[k + 1] == '1')) {
+          token += raw[++k] == '1' ? '/' : '~';
+        } else {
+          token += raw[k];
+        }
+      }
       element next;
       if (node.type() != element_type::OBJECT || node.get_object()[token].get(next) != simdjson::SUCCESS) {
         refuse("$ref \"" + std::string(target) + "\" at " + path + " points to nothing");
