@@ -308,12 +308,18 @@ typename Inspector::result_type inspect(Inspector& f, chat_message& x) {
 }
 
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, grammar_spec& x) {
+  return f(caf::meta::type_name("troupe::grammar_spec"), x.kind, x.text, x.choices, x.max_whitespace_bytes);
+}
+
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, request& x) {
   wire::optional_field<speculative_method> speculative{x.speculative};
+  wire::optional_field<grammar_spec> guided{x.guided};
   wire::float_bits length_penalty{x.length_penalty};
   return f(caf::meta::type_name("troupe::request"), x.id, x.prompt, x.prompt_token_ids, x.messages, x.params,
            x.priority, x.stop, x.timeout_ms, x.logprobs, x.echo, x.include_usage, speculative, x.n, x.best_of,
-           x.beam_width, length_penalty, x.early_stopping);
+           x.beam_width, length_penalty, x.early_stopping, guided, x.guided_field);
 }
 
 template <class Inspector>

@@ -30,4 +30,9 @@ std::shared_ptr<const model_bundle> model_bundle::load(std::shared_ptr<const ggu
       model_bundle{std::move(file), std::move(config), std::move(tok), std::move(tmpl), std::move(name), len});
 }
 
+std::shared_ptr<const grammar_masks> model_bundle::grammar(const grammar_spec& spec) const {
+  std::call_once(grammars->once, [this] { grammars->cache = std::make_shared<grammar_cache>(token_trie::from_tokenizer(tok)); });
+  return grammars->cache->get(spec);
+}
+
 }  // namespace troupe

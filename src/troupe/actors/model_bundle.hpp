@@ -2,8 +2,10 @@
 // limits), shared read-only by every request actor.
 #pragma once
 #include <memory>
+#include <mutex>
 #include <string>
 
+#include "troupe/grammar/compile.hpp"
 #include "troupe/model/chat_template.hpp"
 #include "troupe/model/gguf.hpp"
 #include "troupe/model/model_config.hpp"
@@ -18,6 +20,16 @@ struct model_bundle {
   chat_template tmpl;
   std::string name;           // as served (general.name or the file name)
   int32_t max_model_len = 0;  // prompt + output, after every cap
+
+  // Structured output: the compiled grammars bound to this vocabulary, shared by every
+  // request (a schema is compiled once). The vocabulary trie is built on first use.
+  // Thread-safe. Throws troupe::error(invalid_argument) for what the grammar refuses.
+  std::shared_ptr<const grammar_masks> grammar(const grammar_spec& spec) const;
+  struct grammar_registry {
+    std::once_flag once;
+    std::shared_ptr<grammar_cache> cache;
+  };
+  std::shared_ptr<grammar_registry> grammars = std::make_shared<grammar_registry>();
 
   // Loads tokenizer, template and config from a GGUF after a sampled scan of its tensors for
   // NaN and infinity (model/tensor_check.hpp); an unrecognised chat template falls back to

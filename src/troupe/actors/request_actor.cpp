@@ -159,6 +159,16 @@ void on_token(request_self self, const sequence_event& e) {
   }
 }
 
+// The request's grammar, compiled (or found in the model's cache); what the grammar
+// refuses is the client's mistake, named by the field it came in.
+std::shared_ptr<const grammar_masks> compile_guided(const request& r, const model_bundle& m) {
+  try {
+    return m.grammar(*r.guided);
+  } catch (const error& e) {
+    throw error(e.code(), (r.guided_field.empty() ? std::string("response_format") : r.guided_field) + ": " + e.what());
+  }
+}
+
 // Tokenizes and asks the batcher for admission; `accepted` goes out only once admitted.
 void start(request_self self) {
   auto& st = self->state;
@@ -174,7 +184,10 @@ void start(request_self self) {
                                                   " (a larger --kv-cache-bytes makes room)");
   }
   st.choices->set_num_prompt_tokens(static_cast<int32_t>(tokens.size()));
-  sequence_request sequences{st.seq_id, std::move(tokens), st.req->params, st.req->priority, st.req->speculative, {}, {}};
+  sampling_params params = st.req->params;
+  if (st.req->guided) params.grammar = compile_guided(*st.req, m);
+  sequence_request sequences{st.seq_id, std::move(tokens), std::move(params), st.req->priority, st.req->speculative,
+                             {}, {}};
   // Parallel choices fork from the shared prefill; a beam search takes w ids for its beams.
   const auto& r = *st.req;
   const int32_t num_ids = r.beam_width > 0 ? r.beam_width : st.choices->size();

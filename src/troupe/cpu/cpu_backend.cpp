@@ -320,7 +320,7 @@ step_result cpu_backend::step(const batch_plan& plan) {
       return;
     }
     auto r = sampler_.sample(std::span<float>(&w.logits[sample_row[si] * vocab], vocab), s.params, s.penalty_tokens,
-                             s.num_prompt_penalty_tokens, s.sample_index);
+                             s.num_prompt_penalty_tokens, s.sample_index, s.allowed_tokens);
     auto& out = result.outputs[si];
     out.token = r.token;
     out.logprob = r.logprob;

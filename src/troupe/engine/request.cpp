@@ -96,6 +96,7 @@ void request::validate(int32_t vocab_size, int32_t max_model_len) const {
       reject("top_logprobs (num_logprobs) must be 0 with beam search: a beam's tokens carry their own logprob only");
     }
   }
+  if (guided && beam_width > 0) reject("beam_width cannot be combined with structured output (response_format, guided_*)");
   if (!(length_penalty >= -10.0f && length_penalty <= 10.0f)) {
     reject("length_penalty must be in [-10, 10], got " + std::to_string(length_penalty));
   }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "troupe/engine/proposer.hpp"
+#include "troupe/grammar/compile.hpp"
 #include "troupe/model/chat_template.hpp"
 #include "troupe/model/sampling_params.hpp"
 
@@ -43,6 +44,10 @@ struct request {
   int32_t beam_width = 0;
   float length_penalty = 1.0f;
   bool early_stopping = false;
+  // Structured output: the grammar the output must follow (response_format json_object or
+  // json_schema, guided_json, guided_regex, guided_choice); compiled when the request starts.
+  std::optional<grammar_spec> guided;
+  std::string guided_field;  // the field it came in, for messages ("response_format", "guided_json", ...)
 
   bool operator==(const request&) const = default;
   bool is_chat() const { return !messages.empty(); }

@@ -120,6 +120,8 @@ void scheduler_policy::add(sequence_request request, int64_t now_ms) {
                next_arrival_order_, now_ms);
   next_arrival_order_ += static_cast<uint64_t>(group_size);
   seq.speculative = request.speculative.value_or(config_.speculative);
+  // Proposals would each need the grammar's verdict: a constrained sequence does not speculate.
+  if (seq.params.grammar) seq.speculative = speculative_method::off;
   seq.num_speculative_tokens = config_.num_speculative_tokens;
   if (beam_width > 0) {
     // The search reads the model's raw log-probabilities: the sampler only has to report
@@ -603,6 +605,7 @@ sequence_step scheduler_policy::make_step(const sequence& seq, int32_t num_token
   // The sampler is stateless given (seed, sample_index): counting output tokens makes a
   // recomputed sequence draw exactly what the uninterrupted run would have drawn.
   s.sample_index = static_cast<uint64_t>(seq.num_output_tokens());
+  if (seq.params.grammar) s.output_tokens.assign(seq.output_tokens().begin(), seq.output_tokens().end());
   if (s.wants_sample && seq.params.has_penalties()) {
     auto [window, num_from_prompt] = seq.penalty_window();
     s.penalty_tokens = std::move(window);

@@ -70,6 +70,7 @@ const batch_plan& plan_state::apply(step_delta&& delta) {
   unpark();
   for (uint64_t id : delta.forget) {
     ended_.erase(id);
+    grammars_.erase(id);
     if (const auto it = index_.find(id); it != index_.end()) remove_at(it->second);
   }
   // Every decode_next is checked before anything changes; where each one is held is kept
@@ -98,6 +99,7 @@ const batch_plan& plan_state::apply(step_delta&& delta) {
   ++stamp_;
   for (auto& s : delta.full) {
     ended_.erase(s.seq_id);  // a whole step stands on its own
+    start_grammar(s);
     if (const auto it = index_.find(s.seq_id); it != index_.end()) {
       live_.sequences[it->second] = std::move(s);
       slots_[it->second] = {-1, stamp_};
@@ -127,7 +129,37 @@ const batch_plan& plan_state::apply(step_delta&& delta) {
     parked_.emplace_back(std::move(live_.sequences[i]), slots_[i]);
     remove_at(i);
   }
+  if (!grammars_.empty()) fill_masks();
   return live_;
+}
+
+void plan_state::start_grammar(const sequence_step& step) {
+  if (!step.params.grammar) {
+    grammars_.erase(step.seq_id);
+    return;
+  }
+  grammar_state g{grammar_matcher(step.params.grammar), {}, {}};
+  for (int32_t token : step.output_tokens) {
+    if (!g.matcher.accept_token(token)) {
+      throw error(error_code::bad_plan, "sequence " + std::to_string(step.seq_id) + ": output token " +
+                                            std::to_string(token) + " does not fit its grammar");
+    }
+  }
+  grammars_.insert_or_assign(step.seq_id, std::move(g));
+}
+
+void plan_state::fill_masks() {
+  for (auto& s : live_.sequences) {
+    s.allowed_tokens = nullptr;
+    if (!s.wants_sample) continue;
+    const auto it = grammars_.find(s.seq_id);
+    if (it == grammars_.end()) continue;
+    grammar_state& g = it->second;
+    g.matcher.fill_mask(g.bits);
+    const auto words = g.bits.words();
+    g.allowed.assign(words.begin(), words.end());
+    s.allowed_tokens = &g.allowed;
+  }
 }
 
 void plan_state::on_result(const step_result& result) {
@@ -148,6 +180,11 @@ void plan_state::on_result(const step_result& result) {
       continue;
     }
     slots_[i].last_sample = o->token;
+    if (s.params.grammar) {
+      // What the grammar allowed was sampled; the matcher moves past it (an end token
+      // finishes it).
+      if (const auto g = grammars_.find(s.seq_id); g != grammars_.end()) g->second.matcher.accept_token(o->token);
+    }
     if (is_stop_token(s.params, eog_ids_, o->token)) {
       ended_.insert(s.seq_id);
       remove_at(i);
@@ -162,6 +199,7 @@ void plan_state::fail(const step_delta& delta) {
   };
   for (uint64_t id : delta.forget) {
     ended_.erase(id);
+    grammars_.erase(id);
     drop(id);
   }
   for (const auto& s : delta.full) {

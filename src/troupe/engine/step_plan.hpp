@@ -19,6 +19,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "troupe/grammar/matcher.hpp"
 #include "troupe/model/backend.hpp"
 
 namespace troupe {
@@ -57,12 +58,14 @@ class plan_state {
  public:
   explicit plan_state(std::vector<int32_t> eog_ids) : eog_ids_(std::move(eog_ids)) {}
 
-  // The plan for `delta`, valid until the next call. Throws troupe::error(bad_plan) for an
+  // The plan for `delta`, valid until the next call. Constrained sequences (params.grammar)
+  // that sample carry the mask of their grammar's allowed tokens (allowed_tokens). Throws troupe::error(bad_plan) for an
   // entry that does not fit what the worker holds (a decode_next for an unknown sequence or
   // at another position); the state is then as before the call, apart from forgets.
   const batch_plan& apply(step_delta&& delta);
   // The plan's step ran and returned `result` (outputs in plan order): records each
-  // sequence's sample, and drops the state of those whose sample was a stop token.
+  // sequence's sample (a constrained sequence's matcher takes it), and drops the state of
+  // those whose sample was a stop token.
   void on_result(const step_result& result);
   // The step of `delta` failed (or was refused): the sequences it names are dropped (they
   // fail), its forgets applied. Works on a delta that apply() has consumed: it reads ids only.
@@ -78,6 +81,17 @@ class plan_state {
   void remove_at(size_t index);
   void put(sequence_step&& step, const slot& s);
   void unpark();
+  // Structured output: a whole step brings the sequence's matcher to its output so far.
+  void start_grammar(const sequence_step& step);
+  // The mask of every constrained sequence that samples in the plan.
+  void fill_masks();
+
+  // A constrained sequence's matcher, and the mask its next sample is drawn under.
+  struct grammar_state {
+    grammar_matcher matcher;
+    token_bitset bits;
+    std::vector<uint64_t> allowed;
+  };
 
   std::vector<int32_t> eog_ids_;
   batch_plan live_;                                      // sequences in the current plan first
@@ -87,6 +101,7 @@ class plan_state {
   std::unordered_set<uint64_t> ended_;                   // stopped or failed here, not yet forgotten
   std::vector<ptrdiff_t> next_at_;                       // apply()'s scratch: each decode_next's slot, -1 if ended
   uint64_t stamp_ = 0;
+  std::unordered_map<uint64_t, grammar_state> grammars_;  // seq_id -> its matcher
 };
 
 }  // namespace troupe

@@ -31,6 +31,10 @@ device_plan flatten_plan(const batch_plan& plan, const model_config& config, int
       throw error(error_code::unsupported, who + "the CUDA backend does not verify proposed tokens (speculative "
                                                  "decoding runs on the CPU backend)");
     }
+    if (s.params.grammar) {
+      throw error(error_code::unsupported, who + "the CUDA backend does not constrain sampling to a grammar "
+                                                 "(structured output runs on the CPU backend)");
+    }
     const int64_t blocks_needed = num_blocks_needed(s, block_size);
     const int32_t table = (int32_t)out.block_tables.size();
     out.block_tables.insert(out.block_tables.end(), s.block_table.begin(), s.block_table.begin() + blocks_needed);

@@ -32,6 +32,7 @@ struct grammar_spec {
   std::vector<std::string> choices;
   // Whitespace allowed between JSON tokens, per gap (JSON kinds only).
   int max_whitespace_bytes = 8;
+  bool operator==(const grammar_spec&) const = default;
 };
 
 // Throws troupe::error(invalid_argument) naming what is wrong or unsupported, e.g.

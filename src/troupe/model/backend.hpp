@@ -33,6 +33,12 @@ struct sequence_step {
   // wants_sample. KV is written for every fed position; the scheduler rolls back the
   // positions of rejected proposals.
   int32_t num_draft_tokens = 0;
+  // Structured output (params.grammar): the output tokens before this step, for the worker
+  // to bring its matcher to where the sequence is (whole steps only), and the tokens the
+  // grammar allows next as bits (bit i of word i / 64: token i), which the worker fills in
+  // before the backend runs the step; null = unconstrained.
+  std::vector<int32_t> output_tokens;
+  const std::vector<uint64_t>* allowed_tokens = nullptr;
   bool operator==(const sequence_step&) const = default;
 };
 

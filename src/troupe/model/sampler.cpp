@@ -210,7 +210,7 @@ sampler::sampler(int32_t vocab_size, std::vector<int32_t> eog_ids)
 
 sample_result sampler::sample(std::span<float> logits, const sampling_params& params,
                               std::span<const int32_t> penalty_tokens, int32_t num_prompt_tokens,
-                              uint64_t sample_index) const {
+                              uint64_t sample_index, const std::vector<uint64_t>* allowed) const {
   check_size(logits);
   sampler_scratch& scratch = thread_scratch();
   scratch.raw_logits.clear();
@@ -218,6 +218,7 @@ sample_result sampler::sample(std::span<float> logits, const sampling_params& pa
   sample_result result;
   result.top_logprobs = top_raw_logprobs(logits, params.num_logprobs, raw.log_sum_exp, scratch);
   modify(logits, params, penalty_tokens, num_prompt_tokens, sample_index);
+  if (allowed != nullptr) mask_disallowed(logits, *allowed);
 
   if (params.is_greedy() || params.top_k == 1) {
     result.token = argmax(logits).token;
@@ -253,6 +254,41 @@ void sampler::distribution(std::span<float> logits, const sampling_params& param
   double total = 0.0;
   for (float w : probs) total += w;
   for (auto& w : probs) w = static_cast<float>(w / total);
+}
+
+void sampler::mask_disallowed(std::span<float> logits, const std::vector<uint64_t>& allowed) const {
+  if (allowed.size() * 64 < logits.size()) {
+    throw error(error_code::invalid_argument, "the allowed-token mask covers " + std::to_string(allowed.size() * 64) +
+                                                  " ids, fewer than the vocabulary's " + std::to_string(logits.size()));
+  }
+  const auto is_allowed = [&](size_t id) { return (allowed[id >> 6] >> (id & 63)) & 1; };
+  // The sampled token is always an allowed one, so the masked logits need no record of
+  // their raw values (raw_logit reads the record only for the sampled token).
+  bool has_candidate = false;
+  for (size_t w = 0; w < allowed.size(); ++w) {
+    const size_t first = w * 64;
+    if (first >= logits.size()) break;
+    const size_t last = std::min(first + 64, logits.size());
+    const uint64_t word = allowed[w];
+    if (word == ~uint64_t{0} && last - first == 64) {
+      for (size_t id = first; id < last && !has_candidate; ++id) has_candidate = logits[id] > negative_infinity;
+      continue;
+    }
+    for (size_t id = first; id < last; ++id) {
+      if ((word >> (id - first)) & 1) {
+        has_candidate = has_candidate || logits[id] > negative_infinity;
+      } else {
+        logits[id] = negative_infinity;
+      }
+    }
+  }
+  if (has_candidate) return;
+  // The grammar allows only what the request banned (an end token before min_tokens, or
+  // under ignore_eos): the grammar wins, with the banned tokens' values before the ban.
+  const auto& touched = thread_scratch().raw_logits;
+  for (auto it = touched.rbegin(); it != touched.rend(); ++it) {
+    if (is_allowed(static_cast<size_t>(it->first))) logits[static_cast<size_t>(it->first)] = it->second;
+  }
 }
 
 void sampler::check_size(std::span<const float> logits) const {

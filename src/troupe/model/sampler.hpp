@@ -26,9 +26,13 @@ class sampler {
 
   // logits: vocab_size values, used as scratch (modified). penalty_tokens: the recent
   // tokens, the first num_prompt_tokens of which come from the prompt.
+  // allowed (structured output): bit i set = token i may be sampled; every other logit is
+  // masked after the penalties and bans. Should the grammar leave only tokens the request
+  // bans (end tokens before min_tokens or under ignore_eos), the grammar wins: those are
+  // unbanned. The reported logprobs stay the raw distribution's.
   sample_result sample(std::span<float> logits, const sampling_params& params,
                        std::span<const int32_t> penalty_tokens, int32_t num_prompt_tokens,
-                       uint64_t sample_index) const;
+                       uint64_t sample_index, const std::vector<uint64_t>* allowed = nullptr) const;
 
   // The distribution sample() draws from at this position, as probabilities over the
   // vocabulary (summing to 1): the same penalties, bias, end-token bans, temperature,
@@ -42,6 +46,8 @@ class sampler {
 
  private:
   void check_size(std::span<const float> logits) const;
+  // Structured output: every logit whose bit in `allowed` is clear becomes -inf.
+  void mask_disallowed(std::span<float> logits, const std::vector<uint64_t>& allowed) const;
   // Penalties, logit bias and end-token bans, in place (the thread's scratch records each
   // logit's raw value for the reported logprob).
   void modify(std::span<float> logits, const sampling_params& params, std::span<const int32_t> penalty_tokens,

@@ -1,10 +1,13 @@
 // Per-request sampling parameters, shared by the sampler, the scheduler and the wire codecs.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <utility>
 #include <vector>
 
 namespace troupe {
+
+class grammar_masks;  // troupe/grammar/grammar_masks.hpp: a compiled grammar bound to the vocabulary
 
 struct sampling_params {
   float temperature = 1.0f;          // 0 = greedy
@@ -25,6 +28,10 @@ struct sampling_params {
   int32_t min_tokens = 0;
   std::vector<int32_t> stop_token_ids;  // in addition to the model's end-of-generation ids
   bool ignore_eos = false;
+  // Structured output: every token sampled keeps the output inside this grammar (the worker
+  // keeps a matcher per sequence and masks the logits: sequence_step::allowed_tokens). An
+  // in-process object, not sent over the wire; null = unconstrained.
+  std::shared_ptr<const grammar_masks> grammar;
 
   bool operator==(const sampling_params&) const = default;
   bool is_greedy() const { return temperature <= 0.0f; }

@@ -83,6 +83,91 @@ speculative_method read_speculative(value& v) {
 // beam_width while use_beam_search waits for n and best_of (validate resolves it).
 constexpr int32_t use_beam_search_width = -1;
 
+// How deep a JSON Schema may nest (its text is re-serialized for the grammar compiler).
+constexpr int max_schema_depth = 64;
+
+// Structured output comes in one of four fields; a second is refused.
+void set_guided(request& r, grammar_spec spec, std::string_view field) {
+  if (r.guided) {
+    json_read::fail_request(std::string("give one of response_format, guided_json, guided_regex and guided_choice, not ")
+                                .append(field)
+                                .append(" too"),
+                            field);
+  }
+  r.guided = std::move(spec);
+  r.guided_field = field;
+}
+
+// A schema as an object (re-serialized) or, as vLLM also takes it, a string holding JSON.
+std::string read_schema(value& v, std::string_view field) {
+  if (json_read::type_of(v, field) == json_type::string) return json_read::read_string(v, field);
+  if (json_read::type_of(v, field) != json_type::object) {
+    json_read::fail_request(std::string(field).append(" must be a JSON Schema (an object)"), field);
+  }
+  json_writer w;
+  json_read::copy_value(v, field, w, max_schema_depth);
+  return w.take();
+}
+
+// OpenAI's response_format: {"type":"text"}, {"type":"json_object"}, or {"type":"json_schema",
+// "json_schema":{"name","schema","strict","description"}}.
+void read_response_format(value& v, request& r) {
+  constexpr std::string_view field = "response_format";
+  std::string type;
+  std::optional<std::string> schema;
+  bool has_json_schema = false;
+  json_read::for_each_field(json_read::read_object(v, field), field, [&](std::string_view key, value& member) {
+    if (key == "type") {
+      type = json_read::read_string(member, "response_format.type");
+    } else if (key == "json_schema") {
+      has_json_schema = true;
+      json_read::for_each_field(json_read::read_object(member, "response_format.json_schema"),
+                                "response_format.json_schema", [&](std::string_view k, value& m) {
+                                  if (k == "schema") {
+                                    schema = read_schema(m, "response_format.json_schema.schema");
+                                  } else if (k == "name" || k == "description") {
+                                    json_read::read_string_view(m, std::string("response_format.json_schema.").append(k));
+                                  } else if (k == "strict") {
+                                    if (!json_read::is_null(m, "response_format.json_schema.strict")) {
+                                      json_read::read_bool(m, "response_format.json_schema.strict");
+                                    }
+                                  } else {
+                                    json_read::fail_request("unknown field response_format.json_schema." + std::string(k) +
+                                                                " (allowed: name, schema, strict, description)",
+                                                            field);
+                                  }
+                                });
+    } else {
+      json_read::fail_request("unknown field response_format." + std::string(key) + " (allowed: type, json_schema)",
+                              field);
+    }
+  });
+  if (type == "text") {
+    if (has_json_schema) json_read::fail_request("response_format.json_schema needs type \"json_schema\"", field);
+    return;
+  }
+  if (type == "json_object") {
+    if (has_json_schema) json_read::fail_request("response_format.json_schema needs type \"json_schema\"", field);
+    return set_guided(r, {grammar_kind::json_object, {}, {}}, field);
+  }
+  if (type == "json_schema") {
+    if (!schema) json_read::fail_request("response_format.json_schema.schema is required", field);
+    return set_guided(r, {grammar_kind::json_schema, std::move(*schema), {}}, field);
+  }
+  json_read::fail_request("response_format.type must be \"text\", \"json_object\" or \"json_schema\", got \"" + type + "\"",
+                          field);
+}
+
+std::vector<std::string> read_choices(value& v) {
+  constexpr std::string_view field = "guided_choice";
+  std::vector<std::string> choices;
+  json_read::for_each_element(json_read::read_array(v, field), field, [&](size_t i, value& element) {
+    choices.push_back(json_read::read_string(element, json_read::indexed(field, i)));
+  });
+  if (choices.empty()) json_read::fail_request("guided_choice must not be empty", field);
+  return choices;
+}
+
 using field_reader = void (*)(value&, request&, const parse_limits&);
 
 struct shared_field {
@@ -122,6 +207,19 @@ const shared_field shared_fields[] = {
      }},
     {"length_penalty", [](value& v, request& r, const parse_limits&) { r.length_penalty = json_read::read_float(v, "length_penalty"); }},
     {"early_stopping", [](value& v, request& r, const parse_limits&) { r.early_stopping = json_read::read_bool(v, "early_stopping"); }},
+    {"response_format", [](value& v, request& r, const parse_limits&) { read_response_format(v, r); }},
+    {"guided_json",
+     [](value& v, request& r, const parse_limits&) {
+       set_guided(r, {grammar_kind::json_schema, read_schema(v, "guided_json"), {}}, "guided_json");
+     }},
+    {"guided_regex",
+     [](value& v, request& r, const parse_limits&) {
+       set_guided(r, {grammar_kind::regex, json_read::read_string(v, "guided_regex"), {}}, "guided_regex");
+     }},
+    {"guided_choice",
+     [](value& v, request& r, const parse_limits&) {
+       set_guided(r, {grammar_kind::choice, {}, read_choices(v)}, "guided_choice");
+     }},
     {"best_of", [](value& v, request& r, const parse_limits&) { r.best_of = json_read::read_int32(v, "best_of"); }},
 };
 
