@@ -2,6 +2,7 @@
 // one request at a time, preemption under KV pressure keeps outputs intact, priorities,
 // cancel storms return every block, and refusals arrive as error events.
 #include <doctest/doctest.h>
+#include <simdjson.h>
 
 #include <cmath>
 
@@ -737,4 +738,93 @@ TEST_CASE("engine: beam search returns the hypotheses of a plain reference beam 
     s = f.eng->stats();
   }
   CHECK(s.blocks.num_used_blocks == 0);
+}
+
+TEST_CASE("engine: structured output keeps every choice inside its grammar, with async scheduling and preemptions") {
+  TROUPE_REQUIRE_MODEL();
+  engine_options o;
+  o.scheduling.max_num_seqs = 8;
+  o.scheduling.async_scheduling = true;
+  fixture f(o, 32);  // 512 token slots; six unconstrained neighbours need ~900: preemptions
+  struct guided_case {
+    grammar_spec spec;
+    int32_t n;
+  };
+  const std::string person = R"({"type":"object","properties":{"name":{"type":"string","maxLength":12},)"
+                             R"("age":{"type":"integer","minimum":0,"maximum":99},)"
+                             R"("pets":{"type":"array","items":{"enum":["cat","dog"]},"maxItems":3}},)"
+                             R"("required":["name","age","pets"],"additionalProperties":false})";
+  const std::vector<guided_case> cases = {
+      {{grammar_kind::json_schema, person, {}}, 2},
+      {{grammar_kind::json_object, {}, {}}, 1},
+      {{grammar_kind::regex, R"(\d{3}-\d{4})", {}}, 2},
+      {{grammar_kind::choice, {}, {"red", "green", "blue"}}, 3},
+  };
+  std::vector<request> reqs;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    auto r = chat(numbered("g", static_cast<long long>(i)), "Answer in JSON: " + questions[i], 100);
+    r.params.temperature = 0.8f;
+    r.params.seed = 40 + i;
+    r.n = cases[i].n;
+    r.guided = cases[i].spec;
+    reqs.push_back(r);
+  }
+  for (int i = 0; i < 6; ++i) {  // unconstrained neighbours that fill the KV
+    auto r = chat(numbered("free", i), questions[2 + i], 120);
+    r.params.ignore_eos = true;
+    reqs.push_back(r);
+  }
+  const auto got = run_choices(f, reqs);
+  simdjson::dom::parser parser;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const auto& rec = got.at(reqs[i].id);
+    CAPTURE(reqs[i].id);
+    REQUIRE(rec.done);
+    REQUIRE(rec.text.size() == static_cast<size_t>(cases[i].n));
+    for (const auto& [index, text] : rec.text) {
+      CAPTURE(text);
+      const auto reason = cases[i].n > 1 ? rec.done->choices[static_cast<size_t>(index)].reason : rec.done->reason;
+      if (reason == request_finish_reason::length) continue;  // cut short: may be incomplete
+      CHECK(reason == request_finish_reason::stop);
+      switch (cases[i].spec.kind) {
+        case grammar_kind::json_schema: {
+          simdjson::dom::element doc;
+          REQUIRE(parser.parse(text).get(doc) == simdjson::SUCCESS);
+          CHECK(doc["name"].is_string());
+          CHECK(int64_t(doc["age"]) <= 99);
+          CHECK(simdjson::dom::array(doc["pets"]).size() <= 3);
+          break;
+        }
+        case grammar_kind::json_object: {
+          simdjson::dom::element doc;
+          REQUIRE(parser.parse(text).get(doc) == simdjson::SUCCESS);
+          CHECK(doc.is_object());
+          break;
+        }
+        case grammar_kind::regex:
+          CHECK(text.size() == 8);
+          CHECK(text[3] == '-');
+          CHECK(std::all_of(text.begin(), text.begin() + 3, [](char c) { return c >= '0' && c <= '9'; }));
+          break;
+        case grammar_kind::choice:
+          CHECK((text == "red" || text == "green" || text == "blue"));
+          break;
+      }
+    }
+  }
+  const auto s = f.eng->stats();
+  MESSAGE("preemptions: " << s.scheduling.num_preemptions << ", steps planned ahead: " << s.scheduling.num_steps_ahead);
+  CHECK(s.scheduling.num_preemptions > 0);
+}
+
+TEST_CASE("engine: a grammar the compiler refuses is an invalid_request naming the field") {
+  TROUPE_REQUIRE_MODEL();
+  fixture f;
+  auto r = chat("bad", questions[0], 10);
+  r.guided = grammar_spec{grammar_kind::json_schema, R"({"type":"object","not":{}})", {}};
+  r.guided_field = "guided_json";
+  const auto got = run_choices(f, {r});
+  REQUIRE(got.at("bad").err);
+  CHECK(got.at("bad").err->code == request_error_code::invalid_request);
+  CHECK(got.at("bad").err->message.find("guided_json: unsupported JSON Schema keyword \"not\"") == 0);
 }

@@ -5,7 +5,10 @@
 #include <doctest/doctest.h>
 
 #include "troupe/engine/step_plan.hpp"
+#include "troupe/grammar/compile.hpp"
 #include "troupe/model/error.hpp"
+#include "troupe/model/tokenizer.hpp"
+#include "util/tiny_model.hpp"
 
 using namespace troupe;
 
@@ -217,4 +220,66 @@ TEST_CASE("a delta's prefill tokens: every token of a whole entry except a sampl
   d.full.push_back(speculative);
   CHECK(d.num_tokens() == 12);
   CHECK(d.num_prefill_tokens() == 7);
+}
+
+namespace {
+
+int32_t byte_token(unsigned char b) { return 3 + b; }  // the tiny model's byte tokens
+
+bool allows(const sequence_step& s, int32_t token) {
+  REQUIRE(s.allowed_tokens != nullptr);
+  return ((*s.allowed_tokens)[static_cast<size_t>(token) >> 6] >> (token & 63)) & 1;
+}
+
+std::shared_ptr<const grammar_masks> yes_or_no() {
+  static const gguf::file file = gguf::file::parse(test::make_tiny_llama());
+  static const tokenizer tok = tokenizer::from_gguf(file);
+  static grammar_cache cache(token_trie::from_tokenizer(tok));
+  return cache.get({grammar_kind::choice, {}, {"yes", "no"}});
+}
+
+}  // namespace
+
+TEST_CASE("a constrained sequence carries its grammar's mask, which follows its samples and a whole step's output") {
+  plan_state st({eog});
+  step_delta d;
+  d.full = {whole(1, {5, 6, 7}, 0, {10}), whole(2, {5, 6}, 0, {11})};
+  d.full[0].params.grammar = yes_or_no();
+  const auto& first = st.apply(std::move(d));
+  REQUIRE(first.sequences.size() == 2);
+  CHECK(allows(first.sequences[0], byte_token('y')));
+  CHECK(allows(first.sequences[0], byte_token('n')));
+  CHECK_FALSE(allows(first.sequences[0], byte_token('e')));
+  CHECK_FALSE(allows(first.sequences[0], eog));  // nothing is complete yet
+  CHECK(first.sequences[1].allowed_tokens == nullptr);  // unconstrained
+  st.on_result(answer(first, byte_token('y')));
+
+  step_delta n;
+  n.next = {{1, 3, -1}};
+  const auto& second = st.apply(std::move(n));
+  CHECK(allows(second.sequences[0], byte_token('e')));
+  CHECK_FALSE(allows(second.sequences[0], byte_token('y')));
+  CHECK_FALSE(allows(second.sequences[0], byte_token('o')));
+
+  // A whole step (after a preemption, say) brings the matcher to the output it names.
+  step_delta again;
+  again.full = {whole(1, {5, 6, 7, byte_token('y'), byte_token('e')}, 0, {10, 12})};
+  again.full[0].params.grammar = yes_or_no();
+  again.full[0].output_tokens = {byte_token('y'), byte_token('e')};
+  const auto& third = st.apply(std::move(again));
+  CHECK(allows(third.sequences[0], byte_token('s')));
+  CHECK_FALSE(allows(third.sequences[0], byte_token('e')));
+  st.on_result(answer(third, byte_token('s')));
+  step_delta last;
+  last.next = {{1, 5, -1}};
+  const auto& fourth = st.apply(std::move(last));
+  CHECK(allows(fourth.sequences[0], eog));  // "yes" is complete: only the end may follow
+  CHECK_FALSE(allows(fourth.sequences[0], byte_token('s')));
+
+  // An output the grammar cannot have produced is a bad plan.
+  step_delta bad;
+  bad.full = {whole(3, {5}, 0, {13})};
+  bad.full[0].params.grammar = yes_or_no();
+  bad.full[0].output_tokens = {byte_token('x')};
+  CHECK_THROWS_AS(st.apply(std::move(bad)), error);
 }

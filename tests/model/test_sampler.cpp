@@ -540,4 +540,43 @@ TEST_CASE("sampler params validate message states the allowed range and the valu
   CHECK_THROWS_WITH_AS(short_output.validate(100), "min_tokens must be in [0, 8] (at most max_tokens), got 9", error);
 }
 
+TEST_CASE("an allowed-token mask confines every draw, and reports the raw logprob") {
+  const sampler s(8, {2});
+  const std::vector<float> logits = {5.0f, 4.0f, 0.0f, 1.0f, 3.0f, 2.0f, 0.5f, 0.25f};
+  const std::vector<uint64_t> allowed = {(1u << 3) | (1u << 5) | (1u << 6)};
+  sampling_params greedy;
+  greedy.temperature = 0.0f;
+  std::vector<float> scratch = logits;
+  const auto r = s.sample(scratch, greedy, {}, 0, 0, &allowed);
+  CHECK(r.token == 5);  // the best allowed one, not 0
+  // The logprob is under the model's own distribution, as without the mask.
+  std::vector<float> plain = logits;
+  double sum = 0.0;
+  for (float l : plain) sum += std::exp(l);
+  CHECK(r.logprob == doctest::Approx(2.0 - std::log(sum)).epsilon(1e-5));
+  sampling_params hot;
+  hot.temperature = 5.0f;
+  for (uint64_t i = 0; i < 400; ++i) {
+    scratch = logits;
+    const int32_t t = s.sample(scratch, hot, {}, 0, i, &allowed).token;
+    CHECK((t == 3 || t == 5 || t == 6));
+  }
+}
+
+TEST_CASE("a mask that leaves only a banned end token lets the grammar win") {
+  const sampler s(8, {2});
+  const std::vector<float> logits = {5.0f, 4.0f, 0.0f, 1.0f, 3.0f, 2.0f, 0.5f, 0.25f};
+  const std::vector<uint64_t> only_end = {1u << 2};
+  sampling_params p;
+  p.temperature = 0.0f;
+  p.ignore_eos = true;
+  std::vector<float> scratch = logits;
+  CHECK(s.sample(scratch, p, {}, 0, 0, &only_end).token == 2);
+  p.ignore_eos = false;
+  p.min_tokens = 5;
+  p.max_tokens = 10;
+  scratch = logits;
+  CHECK(s.sample(scratch, p, {}, 0, 0, &only_end).token == 2);
+}
+
 }  // namespace troupe

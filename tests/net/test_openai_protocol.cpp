@@ -250,6 +250,41 @@ TEST_CASE("openai parse: n and best_of on both endpoints, best_of at least n and
   CHECK(parsed(completions, completion_with(R"("n":2,"best_of":2,"stream":true)")).req.n == 2);
 }
 
+TEST_CASE("openai parse: structured output from response_format or vLLM's guided fields, one of them") {
+  const auto schema = parsed(chat, chat_with(R"("response_format":{"type":"json_schema","json_schema":{"name":"p","strict":true,"schema":{"type":"object","properties":{"a":{"type":"integer"}}}}})")).req;
+  REQUIRE(schema.guided);
+  CHECK(schema.guided->kind == grammar_kind::json_schema);
+  CHECK(schema.guided->text == R"({"type":"object","properties":{"a":{"type":"integer"}}})");
+  CHECK(schema.guided_field == "response_format");
+  const auto object = parsed(chat, chat_with(R"("response_format":{"type":"json_object"})")).req;
+  REQUIRE(object.guided);
+  CHECK(object.guided->kind == grammar_kind::json_object);
+  CHECK_FALSE(parsed(chat, chat_with(R"("response_format":{"type":"text"})")).req.guided);
+  const auto regex = parsed(completions, completion_with(R"("guided_regex":"\\d+")")).req;
+  REQUIRE(regex.guided);
+  CHECK(regex.guided->kind == grammar_kind::regex);
+  CHECK(regex.guided->text == "\\d+");
+  CHECK(regex.guided_field == "guided_regex");
+  const auto choice = parsed(completions, completion_with(R"("guided_choice":["yes","no"])")).req;
+  REQUIRE(choice.guided);
+  CHECK(choice.guided->choices == std::vector<std::string>{"yes", "no"});
+  const auto as_text = parsed(completions, completion_with(R"("guided_json":"{\"type\":\"string\"}")")).req;
+  REQUIRE(as_text.guided);
+  CHECK(as_text.guided->text == R"({"type":"string"})");
+  CHECK(parsed(completions, completion_with(R"("guided_json":{"enum":[1,2]})")).req.guided->text == R"({"enum":[1,2]})");
+
+  CHECK(refusal(completions, completion_with(R"("guided_regex":"a","guided_choice":["a"])")).param == "guided_choice");
+  CHECK(refusal(chat, chat_with(R"("response_format":{"type":"json_object"},"guided_json":{})")).param == "guided_json");
+  CHECK(contains(refusal(chat, chat_with(R"("response_format":{"type":"xml"})")).message, "response_format.type must be"));
+  CHECK(contains(refusal(chat, chat_with(R"("response_format":{"type":"json_schema"})")).message,
+                 "response_format.json_schema.schema is required"));
+  CHECK(contains(refusal(chat, chat_with(R"("response_format":{"type":"json_schema","json_schema":{"schema":{},"x":1}})")).message,
+                 "unknown field response_format.json_schema.x"));
+  CHECK(refusal(completions, completion_with(R"("guided_choice":[])")).param == "guided_choice");
+  CHECK(refusal(completions, completion_with(R"("guided_json":[1])")).param == "guided_json");
+  CHECK(refusal(completions, completion_with(R"("guided_json":{},"beam_width":2)")).param == "beam_width");
+}
+
 TEST_CASE("openai parse: stream_options only with stream, holding include_usage") {
   const openai_request r = parsed(chat, chat_with(R"("stream":true,"stream_options":{"include_usage":true})"));
   CHECK(r.stream);
