@@ -303,8 +303,23 @@ typename Inspector::result_type inspect(Inspector& f, sequence_event& x) {
 }
 
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, tool_call& x) {
+  return f(caf::meta::type_name("troupe::tool_call"), x.id, x.name, x.arguments);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, tool_definition& x) {
+  return f(caf::meta::type_name("troupe::tool_definition"), x.name, x.description, x.parameters);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, tool_choice& x) {
+  return f(caf::meta::type_name("troupe::tool_choice"), x.mode, x.name);
+}
+
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, chat_message& x) {
-  return f(caf::meta::type_name("troupe::chat_message"), x.role, x.content);
+  return f(caf::meta::type_name("troupe::chat_message"), x.role, x.content, x.tool_calls, x.tool_call_id);
 }
 
 template <class Inspector>
@@ -319,7 +334,7 @@ typename Inspector::result_type inspect(Inspector& f, request& x) {
   wire::float_bits length_penalty{x.length_penalty};
   return f(caf::meta::type_name("troupe::request"), x.id, x.prompt, x.prompt_token_ids, x.messages, x.params,
            x.priority, x.stop, x.timeout_ms, x.logprobs, x.echo, x.include_usage, speculative, x.n, x.best_of,
-           x.beam_width, length_penalty, x.early_stopping, guided, x.guided_field);
+           x.beam_width, length_penalty, x.early_stopping, guided, x.guided_field, x.tools, x.tool_use);
 }
 
 template <class Inspector>

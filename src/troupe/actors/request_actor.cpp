@@ -6,6 +6,7 @@
 
 #include "troupe/actors/request_links.hpp"
 #include "troupe/engine/request_choices.hpp"
+#include "troupe/engine/tool_calls.hpp"
 #include "troupe/engine/trace.hpp"
 #include "troupe/model/error.hpp"
 
@@ -185,7 +186,14 @@ void start(request_self self) {
   }
   st.choices->set_num_prompt_tokens(static_cast<int32_t>(tokens.size()));
   sampling_params params = st.req->params;
-  if (st.req->guided) params.grammar = compile_guided(*st.req, m);
+  if (st.req->guided) {
+    params.grammar = compile_guided(*st.req, m);
+  } else if (constrains_tool_call(*st.req)) {
+    request call = *st.req;  // the call's grammar, compiled like a guided_json schema
+    call.guided = grammar_spec{grammar_kind::json_schema, tool_call_schema(*st.req), {}};
+    call.guided_field = "tools";
+    params.grammar = compile_guided(call, m);
+  }
   sequence_request sequences{st.seq_id, std::move(tokens), std::move(params), st.req->priority, st.req->speculative,
                              {}, {}};
   // Parallel choices fork from the shared prefill; a beam search takes w ids for its beams.

@@ -2,6 +2,8 @@
 // message that names the field, what is allowed and what was received.
 #include "troupe/engine/request.hpp"
 
+#include <algorithm>
+
 #include "troupe/engine/beam_search.hpp"
 
 #include "troupe/model/error.hpp"
@@ -37,9 +39,27 @@ void check_input(const request& r, int32_t vocab_size) {
   }
   for (size_t i = 0; i < r.messages.size(); ++i) {
     const std::string& role = r.messages[i].role;
-    if (role != "system" && role != "user" && role != "assistant") {
-      reject(indexed("messages", i) + ".role must be system, user or assistant, got \"" + role + "\"");
+    if (role != "system" && role != "user" && role != "assistant" && role != "tool") {
+      reject(indexed("messages", i) + ".role must be system, user, assistant or tool, got \"" + role + "\"");
     }
+    if (!r.messages[i].tool_calls.empty() && role != "assistant") {
+      reject(indexed("messages", i) + ".tool_calls is only for assistant messages");
+    }
+  }
+  if (!r.tools.empty() && !r.is_chat()) reject("tools need messages (a chat), not a prompt");
+  for (size_t i = 0; i < r.tools.size(); ++i) {
+    if (r.tools[i].name.empty()) reject(indexed("tools", i) + ".function.name must not be empty");
+    for (size_t k = 0; k < i; ++k) {
+      if (r.tools[k].name == r.tools[i].name) reject("tools: the function name \"" + r.tools[i].name + "\" is given twice");
+    }
+  }
+  const auto& choice = r.tool_use;
+  if ((choice.mode == tool_choice_mode::required || choice.mode == tool_choice_mode::named) && r.tools.empty()) {
+    reject("tool_choice asks for a tool call, but no tools are given");
+  }
+  if (choice.mode == tool_choice_mode::named &&
+      std::none_of(r.tools.begin(), r.tools.end(), [&](const tool_definition& t) { return t.name == choice.name; })) {
+    reject("tool_choice names the function \"" + choice.name + "\", which tools does not have");
   }
   if (r.echo && r.is_chat()) reject("echo is only for prompt (completion) requests, not messages");
   if (r.echo && !r.prompt_token_ids.empty()) reject("echo needs a text prompt, not token ids");
@@ -96,6 +116,10 @@ void request::validate(int32_t vocab_size, int32_t max_model_len) const {
       reject("top_logprobs (num_logprobs) must be 0 with beam search: a beam's tokens carry their own logprob only");
     }
   }
+  const bool constrains_calls =
+      tool_use.mode == tool_choice_mode::required || tool_use.mode == tool_choice_mode::named;
+  if (constrains_calls && guided) reject("tool_choice required or a named function cannot be combined with response_format or guided_*");
+  if (constrains_calls && beam_width > 0) reject("beam_width cannot be combined with tool_choice required or a named function");
   if (guided && beam_width > 0) reject("beam_width cannot be combined with structured output (response_format, guided_*)");
   if (!(length_penalty >= -10.0f && length_penalty <= 10.0f)) {
     reject("length_penalty must be in [-10, 10], got " + std::to_string(length_penalty));

@@ -21,6 +21,17 @@ inline constexpr size_t max_request_id_bytes = 256;   // echoed in every event o
 inline constexpr int64_t max_timeout_ms = 24LL * 60 * 60 * 1000;
 inline constexpr int32_t max_num_choices = 32;  // n and best_of
 
+// OpenAI's tool_choice: auto (the model decides), none (no tool is offered), required (a
+// call to some tool), or a named function. required and named constrain the output to a
+// call with valid arguments (a grammar from the tools' parameter schemas).
+enum class tool_choice_mode { automatic, none, required, named };
+
+struct tool_choice {
+  tool_choice_mode mode = tool_choice_mode::automatic;
+  std::string name;  // named
+  bool operator==(const tool_choice&) const = default;
+};
+
 struct request {
   std::string id;                      // client-chosen; the WebSocket multiplexes on it
   std::string prompt;                  // a raw completion prompt, or
@@ -46,11 +57,16 @@ struct request {
   bool early_stopping = false;
   // Structured output: the grammar the output must follow (response_format json_object or
   // json_schema, guided_json, guided_regex, guided_choice); compiled when the request starts.
+  // Tool use (chat only): the functions the model may call, and how it may.
+  std::vector<tool_definition> tools;
+  tool_choice tool_use;
   std::optional<grammar_spec> guided;
   std::string guided_field;  // the field it came in, for messages ("response_format", "guided_json", ...)
 
   bool operator==(const request&) const = default;
   bool is_chat() const { return !messages.empty(); }
+  // Tools are offered to the model (listed in its prompt, calls parsed from its output).
+  bool offers_tools() const { return !tools.empty() && tool_use.mode != tool_choice_mode::none; }
   // The sequences the request runs at most: its choices, best_of's candidates, or its beams.
   int32_t num_sequences() const {
     const int32_t sampled = best_of > n ? best_of : n;

@@ -56,9 +56,19 @@ bool is_legal_transition(request_status from, request_status to) {
 
 std::vector<int32_t> prompt_tokens(const request& req, const tokenizer& tok, const chat_template& tmpl,
                                    int32_t max_model_len) {
-  std::vector<int32_t> ids = req.is_chat()                    ? tok.encode(tmpl.apply(req.messages, true), true, true)
-                             : !req.prompt_token_ids.empty() ? req.prompt_token_ids
-                                                             : tok.encode(req.prompt, true, false);
+  const auto has_tool_turns = [&] {
+    return std::any_of(req.messages.begin(), req.messages.end(),
+                       [](const chat_message& m) { return m.role == "tool" || !m.tool_calls.empty(); });
+  };
+  std::vector<int32_t> ids;
+  if (req.is_chat() && (req.offers_tools() || has_tool_turns())) {
+    const std::vector<tool_definition> none;
+    ids = tok.encode(tmpl.apply_with_tools(req.messages, req.offers_tools() ? req.tools : none, true), true, true);
+  } else {
+    ids = req.is_chat()                    ? tok.encode(tmpl.apply(req.messages, true), true, true)
+          : !req.prompt_token_ids.empty() ? req.prompt_token_ids
+                                           : tok.encode(req.prompt, true, false);
+  }
   if (ids.empty()) throw error(error_code::invalid_argument, "prompt gives no tokens");
   if (static_cast<int64_t>(ids.size()) + 1 > max_model_len) {
     throw error(error_code::context_overflow,

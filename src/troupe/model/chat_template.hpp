@@ -12,10 +12,28 @@
 
 namespace troupe {
 
+// A function call the assistant made (OpenAI's tool_calls entry).
+struct tool_call {
+  std::string id;         // the call's id, echoed by the tool message that answers it
+  std::string name;
+  std::string arguments;  // a JSON object, as text
+  bool operator==(const tool_call&) const = default;
+};
+
 struct chat_message {
-  std::string role;     // "system", "user", "assistant"
+  std::string role;     // "system", "user", "assistant", or "tool" (a function's result)
   std::string content;
+  std::vector<tool_call> tool_calls;  // assistant: the calls it made
+  std::string tool_call_id;           // tool: the call this answers
   bool operator==(const chat_message&) const = default;
+};
+
+// A function the model may call (OpenAI's tools entry of type "function").
+struct tool_definition {
+  std::string name;
+  std::string description;
+  std::string parameters = "{}";  // its arguments' JSON Schema, as text
+  bool operator==(const tool_definition&) const = default;
 };
 
 enum class chat_template_kind { chatml, llama3, llama2, mistral, gemma };
@@ -43,6 +61,15 @@ class chat_template {
   // Throws troupe::error(invalid_argument) for an unknown role or a conversation the
   // family cannot express (e.g. a system message after the first turn in gemma).
   std::string apply(std::span<const chat_message> messages, bool add_generation_prompt) const;
+  // Tool use: the tools listed where the family's models expect them, assistant calls and
+  // tool results in the family's format. ChatML (Qwen2.5, Hermes-style models): the tools
+  // as JSON lines in <tools></tools> in the system turn, each call a {"name", "arguments"}
+  // object inside <tool_call></tool_call>, results inside <tool_response></tool_response>
+  // in a user turn. llama-3.x: the tools as JSON in the first user turn with the
+  // instruction to answer with {"name", "parameters"}, results in an ipython turn. Throws
+  // unsupported for the other families.
+  std::string apply_with_tools(std::span<const chat_message> messages, std::span<const tool_definition> tools,
+                               bool add_generation_prompt) const;
 
   chat_template_kind kind() const { return kind_; }
   const std::string& default_system_prompt() const { return default_system_; }

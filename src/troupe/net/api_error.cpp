@@ -37,7 +37,7 @@ constexpr std::string_view wire_fields[] = {
     "top_logprobs", "num_logprobs", "priority", "timeout_ms", "echo", "n", "best_of", "stream",
     "stream_options", "user", "data", "suffix", "include_usage", "max_model_len", "content", "role", "text",
     "min_tokens", "speculative", "beam_width", "length_penalty", "early_stopping", "use_beam_search", "response_format",
-    "guided_json", "guided_regex", "guided_choice"};
+    "guided_json", "guided_regex", "guided_choice", "tools", "tool_choice", "parallel_tool_calls"};
 
 }  // namespace
 

@@ -12,6 +12,7 @@
 #include "troupe/engine/request_events.hpp"
 #include "troupe/net/api_error.hpp"
 #include "troupe/net/parse_limits.hpp"
+#include "troupe/net/tool_call_parse.hpp"
 
 namespace troupe::net {
 
@@ -70,7 +71,15 @@ class openai_response {
     std::string text;
     std::vector<token_logprobs> logprobs;
     std::vector<int64_t> text_offsets;
+    // A chat stream offering tools: everything the choice wrote, and how much of it has
+    // been shown as content (the rest may be a call).
+    std::string tool_text;
+    size_t num_shown = 0;
   };
+  // A chat stream with tools: the choice's content not shown yet, its calls as tool_calls
+  // deltas, and its finish chunk ("tool_calls" when it called).
+  std::string finish_with_tools(int32_t index, request_finish_reason reason);
+  void write_tool_calls(json_writer& w, const std::vector<parsed_tool_call>& calls, bool with_index) const;
   choice_output& output(int32_t index);
 
   openai_endpoint endpoint_;
@@ -79,6 +88,8 @@ class openai_response {
   int64_t created_unix_s_;
   bool wants_logprobs_;
   bool wants_usage_chunk_;
+  bool offers_tools_;   // chat with tools: calls are parsed out of the answer
+  bool is_forced_call_; // tool_choice required or named: the whole answer is a call
   int64_t first_text_offset_;  // where a choice's first token starts: after the echoed prompt
   std::vector<choice_output> outputs_;  // by choice index
 };

@@ -2,9 +2,12 @@
 // /v1/models list. Token text may be part of a UTF-8 character: json_writer replaces what is
 // invalid by U+FFFD, and chat logprobs carry the raw bytes.
 #include <algorithm>
+#include <optional>
 
+#include "troupe/engine/tool_calls.hpp"
 #include "troupe/net/json_writer.hpp"
 #include "troupe/net/openai_protocol.hpp"
+#include "troupe/net/tool_call_parse.hpp"
 
 namespace troupe::net {
 namespace {
@@ -48,6 +51,8 @@ openai_response::openai_response(openai_endpoint ep, std::string id, std::string
       created_unix_s_(created_unix_s),
       wants_logprobs_(req.logprobs),
       wants_usage_chunk_(req.include_usage),
+      offers_tools_(ep == openai_endpoint::chat_completions && req.offers_tools()),
+      is_forced_call_(ep == openai_endpoint::chat_completions && constrains_tool_call(req)),
       first_text_offset_(req.echo ? static_cast<int64_t>(req.prompt.size()) : 0) {}
 
 openai_response::choice_output& openai_response::output(int32_t index) {
@@ -139,6 +144,30 @@ std::string openai_response::sse_start() {
 }
 
 std::string openai_response::sse_delta(const delta_event& d) {
+  if (offers_tools_) {
+    // Content is shown only up to where a call may begin; calls come at the choice's end.
+    const bool is_new_choice = static_cast<size_t>(d.index) >= outputs_.size();
+    choice_output& out = output(d.index);
+    out.tool_text += d.text;
+    const size_t showable = is_forced_call_ ? 0 : showable_prefix(out.tool_text);
+    std::string events;
+    if (is_new_choice && d.index > 0) {
+      json_writer w;
+      begin_chunk(w, d.index);
+      w.key("delta").begin_object().key("role").value("assistant").key("content").value("").end_object();
+      w.key("logprobs").null().key("finish_reason").null();
+      end_chunk(w);
+      events = sse_event(w.take());
+    }
+    if (showable <= out.num_shown) return events;
+    json_writer w;
+    begin_chunk(w, d.index);
+    w.key("delta").begin_object().key("content").value(std::string_view(out.tool_text).substr(out.num_shown, showable - out.num_shown)).end_object();
+    w.key("logprobs").null().key("finish_reason").null();
+    end_chunk(w);
+    out.num_shown = showable;
+    return events.append(sse_event(w.take()));
+  }
   const bool has_logprobs = wants_logprobs_ && !d.logprobs.empty();
   if (d.text.empty() && !has_logprobs) return {};
   const bool is_new_choice = static_cast<size_t>(d.index) >= outputs_.size();
@@ -191,17 +220,73 @@ void openai_response::write_finish_chunk(json_writer& w, int32_t index, request_
 }
 
 std::string openai_response::sse_choice_finish(const choice_done_event& d) {
+  if (offers_tools_) return finish_with_tools(d.index, d.reason);
   json_writer w;
   write_finish_chunk(w, d.index, d.reason);
   return sse_event(w.take());
 }
 
+void openai_response::write_tool_calls(json_writer& w, const std::vector<parsed_tool_call>& calls,
+                                       bool with_index) const {
+  w.key("tool_calls").begin_array();
+  for (size_t k = 0; k < calls.size(); ++k) {
+    w.begin_object();
+    if (with_index) w.key("index").value(static_cast<int64_t>(k));
+    w.key("id").value(new_tool_call_id());
+    w.key("type").value("function");
+    w.key("function").begin_object().key("name").value(calls[k].name).key("arguments").value(calls[k].arguments).end_object();
+    w.end_object();
+  }
+  w.end_array();
+}
+
+std::string openai_response::finish_with_tools(int32_t index, request_finish_reason reason) {
+  choice_output& out = output(index);
+  const parsed_answer answer = parse_tool_calls(out.tool_text);
+  std::string events;
+  // What is left of the content: all of the text when it made no call.
+  const std::string& content = answer.calls.empty() ? out.tool_text : answer.content;
+  if (content.size() > out.num_shown) {
+    json_writer w;
+    begin_chunk(w, index);
+    w.key("delta").begin_object().key("content").value(std::string_view(content).substr(out.num_shown)).end_object();
+    w.key("logprobs").null().key("finish_reason").null();
+    end_chunk(w);
+    events.append(sse_event(w.take()));
+  }
+  if (!answer.calls.empty()) {
+    json_writer w;
+    begin_chunk(w, index);
+    w.key("delta").begin_object();
+    write_tool_calls(w, answer.calls, true);
+    w.end_object();
+    w.key("logprobs").null().key("finish_reason").null();
+    end_chunk(w);
+    events.append(sse_event(w.take()));
+  }
+  json_writer w;
+  begin_chunk(w, index);
+  w.key("delta").begin_object().end_object();
+  w.key("logprobs").null().key("finish_reason");
+  if (!answer.calls.empty() && reason == request_finish_reason::stop) {
+    w.value("tool_calls");
+  } else {
+    w.value(to_string(reason));
+  }
+  end_chunk(w);
+  return events.append(sse_event(w.take()));
+}
+
 std::string openai_response::sse_finish(const done_event& d) {
   std::string out;
   if (d.choices.empty()) {
-    json_writer w;
-    write_finish_chunk(w, 0, d.reason);
-    out = sse_event(w.take());
+    if (offers_tools_) {
+      out = finish_with_tools(0, d.reason);
+    } else {
+      json_writer w;
+      write_finish_chunk(w, 0, d.reason);
+      out = sse_event(w.take());
+    }
   }
   if (wants_usage_chunk_) {
     json_writer usage;
@@ -243,7 +328,18 @@ std::string openai_response::body(const done_event& d) const {
     static const choice_output no_output;
     const choice_output& out = static_cast<size_t>(i) < outputs_.size() ? outputs_[static_cast<size_t>(i)] : no_output;
     w.begin_object().key("index").value(i);
-    if (is_chat) {
+    std::optional<parsed_answer> answer;
+    if (offers_tools_) answer = parse_tool_calls(out.text);
+    if (answer && !answer->calls.empty()) {
+      w.key("message").begin_object().key("role").value("assistant").key("content");
+      if (answer->content.empty()) {
+        w.null();
+      } else {
+        w.value(answer->content);
+      }
+      write_tool_calls(w, answer->calls, false);
+      w.end_object();
+    } else if (is_chat) {
       w.key("message").begin_object().key("role").value("assistant").key("content").value(out.text).end_object();
     } else {
       w.key("text").value(out.text);
@@ -256,7 +352,8 @@ std::string openai_response::body(const done_event& d) const {
     } else {
       write_completion_logprobs(w, out.logprobs, out.text_offsets);
     }
-    w.key("finish_reason").value(to_string(reason));
+    const bool called = answer && !answer->calls.empty() && reason == request_finish_reason::stop;
+    w.key("finish_reason").value(called ? "tool_calls" : to_string(reason));
     w.end_object();
   }
   w.end_array();

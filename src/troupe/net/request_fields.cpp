@@ -158,6 +158,80 @@ void read_response_format(value& v, request& r) {
                           field);
 }
 
+// tools: [{"type": "function", "function": {"name", "description", "parameters", "strict"}}].
+std::vector<tool_definition> read_tools(value& v) {
+  constexpr std::string_view field = "tools";
+  std::vector<tool_definition> tools;
+  json_read::for_each_element(json_read::read_array(v, field), field, [&](size_t i, value& element) {
+    const std::string where = json_read::indexed(field, i);
+    tool_definition tool;
+    bool has_function = false;
+    json_read::for_each_field(json_read::read_object(element, where), where, [&](std::string_view key, value& m) {
+      if (key == "type") {
+        if (json_read::read_string(m, where + ".type") != "function") {
+          json_read::fail_request(where + ".type must be \"function\"", field);
+        }
+      } else if (key == "function") {
+        has_function = true;
+        json_read::for_each_field(json_read::read_object(m, where + ".function"), where + ".function",
+                                  [&](std::string_view k, value& f) {
+                                    const std::string name = where + ".function." + std::string(k);
+                                    if (k == "name") {
+                                      tool.name = json_read::read_string(f, name);
+                                    } else if (k == "description") {
+                                      if (!json_read::is_null(f, name)) tool.description = json_read::read_string(f, name);
+                                    } else if (k == "parameters") {
+                                      if (!json_read::is_null(f, name)) tool.parameters = read_schema(f, name);
+                                    } else if (k == "strict") {
+                                      if (!json_read::is_null(f, name)) json_read::read_bool(f, name);
+                                    } else {
+                                      json_read::fail_request("unknown field " + name +
+                                                                  " (allowed: name, description, parameters, strict)",
+                                                              field);
+                                    }
+                                  });
+      } else {
+        json_read::fail_request("unknown field " + where + "." + std::string(key) + " (allowed: type, function)", field);
+      }
+    });
+    if (!has_function || tool.name.empty()) json_read::fail_request(where + ".function.name is required", field);
+    tools.push_back(std::move(tool));
+  });
+  return tools;
+}
+
+// tool_choice: "auto", "none", "required", or {"type": "function", "function": {"name": ...}}.
+tool_choice read_tool_choice(value& v) {
+  constexpr std::string_view field = "tool_choice";
+  tool_choice choice;
+  if (json_read::type_of(v, field) == json_type::string) {
+    const std::string mode = json_read::read_string(v, field);
+    if (mode == "auto") return choice;
+    if (mode == "none") choice.mode = tool_choice_mode::none;
+    else if (mode == "required") choice.mode = tool_choice_mode::required;
+    else json_read::fail_request("tool_choice must be \"auto\", \"none\", \"required\" or a function, got \"" + mode + "\"", field);
+    return choice;
+  }
+  choice.mode = tool_choice_mode::named;
+  json_read::for_each_field(json_read::read_object(v, field), field, [&](std::string_view key, value& m) {
+    if (key == "type") {
+      if (json_read::read_string(m, "tool_choice.type") != "function") {
+        json_read::fail_request("tool_choice.type must be \"function\"", field);
+      }
+    } else if (key == "function") {
+      json_read::for_each_field(json_read::read_object(m, "tool_choice.function"), "tool_choice.function",
+                                [&](std::string_view k, value& f) {
+                                  if (k != "name") json_read::fail_request("unknown field tool_choice.function." + std::string(k), field);
+                                  choice.name = json_read::read_string(f, "tool_choice.function.name");
+                                });
+    } else {
+      json_read::fail_request("unknown field tool_choice." + std::string(key) + " (allowed: type, function)", field);
+    }
+  });
+  if (choice.name.empty()) json_read::fail_request("tool_choice.function.name is required", field);
+  return choice;
+}
+
 std::vector<std::string> read_choices(value& v) {
   constexpr std::string_view field = "guided_choice";
   std::vector<std::string> choices;
@@ -208,6 +282,11 @@ const shared_field shared_fields[] = {
     {"length_penalty", [](value& v, request& r, const parse_limits&) { r.length_penalty = json_read::read_float(v, "length_penalty"); }},
     {"early_stopping", [](value& v, request& r, const parse_limits&) { r.early_stopping = json_read::read_bool(v, "early_stopping"); }},
     {"response_format", [](value& v, request& r, const parse_limits&) { read_response_format(v, r); }},
+    {"tools", [](value& v, request& r, const parse_limits&) { r.tools = read_tools(v); }},
+    {"tool_choice", [](value& v, request& r, const parse_limits&) { r.tool_use = read_tool_choice(v); }},
+    // Accepted as OpenAI clients send it: a model may make several calls in one answer
+    // (tool_choice required or named makes exactly one).
+    {"parallel_tool_calls", [](value& v, request&, const parse_limits&) { json_read::read_bool(v, "parallel_tool_calls"); }},
     {"guided_json",
      [](value& v, request& r, const parse_limits&) {
        set_guided(r, {grammar_kind::json_schema, read_schema(v, "guided_json"), {}}, "guided_json");
@@ -255,6 +334,40 @@ std::string read_content(value& v, const std::string& field) {
   return text;
 }
 
+// An assistant message's tool_calls: [{"id", "type": "function", "function": {"name", "arguments"}}].
+std::vector<tool_call> read_tool_calls(value& v, const std::string& field) {
+  std::vector<tool_call> calls;
+  json_read::for_each_element(json_read::read_array(v, field), field, [&](size_t i, value& element) {
+    const std::string where = json_read::indexed(field, i);
+    tool_call call;
+    json_read::for_each_field(json_read::read_object(element, where), where, [&](std::string_view key, value& m) {
+      if (key == "id") {
+        call.id = json_read::read_string(m, where + ".id");
+      } else if (key == "type") {
+        if (json_read::read_string(m, where + ".type") != "function") {
+          json_read::fail_request(where + ".type must be \"function\"", field);
+        }
+      } else if (key == "function") {
+        json_read::for_each_field(json_read::read_object(m, where + ".function"), where + ".function",
+                                  [&](std::string_view k, value& f) {
+                                    if (k == "name") {
+                                      call.name = json_read::read_string(f, where + ".function.name");
+                                    } else if (k == "arguments") {
+                                      call.arguments = json_read::read_string(f, where + ".function.arguments");
+                                    } else {
+                                      json_read::fail_request("unknown field " + where + ".function." + std::string(k), field);
+                                    }
+                                  });
+      } else {
+        json_read::fail_request("unknown field " + where + "." + std::string(key) + " (allowed: id, type, function)", field);
+      }
+    });
+    if (call.name.empty()) json_read::fail_request(where + ".function.name is required", field);
+    calls.push_back(std::move(call));
+  });
+  return calls;
+}
+
 chat_message read_message(value& v, const std::string& field) {
   chat_message message;
   bool has_role = false;
@@ -264,16 +377,23 @@ chat_message read_message(value& v, const std::string& field) {
       message.role = json_read::read_string(member, field + ".role");
       has_role = true;
     } else if (key == "content") {
-      message.content = read_content(member, field + ".content");
+      // null: an assistant message that only calls tools
+      if (!json_read::is_null(member, field + ".content")) message.content = read_content(member, field + ".content");
       has_content = true;
     } else if (key == "name") {
       json_read::read_string_view(member, field + ".name");  // accepted for OpenAI clients; templates have no use for it
+    } else if (key == "tool_calls") {
+      if (!json_read::is_null(member, field + ".tool_calls")) message.tool_calls = read_tool_calls(member, field + ".tool_calls");
+    } else if (key == "tool_call_id") {
+      message.tool_call_id = json_read::read_string(member, field + ".tool_call_id");
     } else {
-      json_read::fail_request("unknown field " + field + "." + std::string(key) + " (allowed: role, content, name)", field);
+      json_read::fail_request("unknown field " + field + "." + std::string(key) +
+                                  " (allowed: role, content, name, tool_calls, tool_call_id)",
+                              field);
     }
   });
   if (!has_role) json_read::fail_request(field + ".role is required", field + ".role");
-  if (!has_content) json_read::fail_request(field + ".content is required", field + ".content");
+  if (!has_content && message.tool_calls.empty()) json_read::fail_request(field + ".content is required", field + ".content");
   if (message.role == "developer") message.role = "system";  // OpenAI's newer name for it
   return message;
 }
