@@ -228,8 +228,13 @@ def main():
             print(f"ok: json_schema {name} ({'greedy' if i % 2 == 0 else 'sampled'}) stops and matches: {content!r}")
         check(len(CASES) >= 20, f"{len(CASES)} schemas, each answer valid")
 
+        # One request alone is the reference the streamed, described and WebSocket ones must equal.
         person_name, _, person_schema = CASES[0]
-        person = answers[0].choices[0].message.content
+        alone = client.chat.completions.create(model=model, messages=ask(*CASES[0]), max_tokens=MAX_TOKENS,
+                                               temperature=0,
+                                               response_format=json_schema_format(person_name, person_schema))
+        person = alone.choices[0].message.content
+        check_valid(person, person_schema, "json_schema person alone")
         stream = client.chat.completions.create(model=model, messages=ask(*CASES[0]), max_tokens=MAX_TOKENS,
                                                 temperature=0, stream=True, stream_options={"include_usage": True},
                                                 response_format=json_schema_format(person_name, person_schema))
@@ -244,7 +249,7 @@ def main():
         check_valid(streamed, person_schema, "streamed json_schema")
         check(finish == "stop" and streamed == person,
               f"a streamed greedy json_schema answer equals the whole one: {streamed!r}")
-        check(usage is not None and usage.completion_tokens == answers[0].usage.completion_tokens,
+        check(usage is not None and usage.completion_tokens == alone.usage.completion_tokens,
               "the streamed answer's usage counts its tokens")
 
         described = client.chat.completions.create(

@@ -186,3 +186,48 @@ TEST_CASE("unknown template names and families are refused") {
     CHECK(e.code() == error_code::unsupported);
   }
 }
+
+TEST_CASE("tool-use rendering equals Qwen2.5's own Jinja template: tools, calls, grouped results") {
+  const auto golden = troupe::test::json::load(std::string(TROUPE_TEST_DATA_DIR) +
+                                               "/qwen2.5-coder-0.5b/tool_template_golden.json");
+  const chat_template t = chat_template::from_jinja(golden["chat_template"].str);
+  REQUIRE(t.kind() == chat_template_kind::chatml);
+  for (const auto& c : golden["cases"].items) {
+    std::vector<chat_message> messages;
+    for (const auto& m : c["messages"].items) {
+      chat_message message{m["role"].str, m["content"].str, {}, m["tool_call_id"].str};
+      for (const auto& call : m["tool_calls"].items) {
+        message.tool_calls.push_back({call["id"].str, call["name"].str, call["arguments"].str});
+      }
+      messages.push_back(std::move(message));
+    }
+    std::vector<tool_definition> tools;
+    for (const auto& tool : c["tools"].items) {
+      tools.push_back({tool["name"].str, tool["description"].str, tool["parameters"].str});
+    }
+    CAPTURE(c["rendered"].str);
+    CHECK(t.apply_with_tools(messages, tools, true) == c["rendered"].str);
+  }
+}
+
+TEST_CASE("tool-use rendering: llama-3 lists the tools in the first user turn and answers come as ipython") {
+  const chat_template t = chat_template::from_name("llama3");
+  std::vector<chat_message> messages = {{"user", "2 + 3?"}};
+  messages.push_back({"assistant", "", {{"c", "add", R"({"a":2,"b":3})"}}, ""});
+  messages.push_back({"tool", "5", {}, "c"});
+  const std::vector<tool_definition> tools = {{"add", "Adds", R"({"type":"object"})"}};
+  const std::string text = t.apply_with_tools(messages, tools, true);
+  CHECK(text.find("Environment: ipython") != std::string::npos);
+  CHECK(text.find(R"({"type": "function", "function": {"name": "add", "description": "Adds", "parameters": {"type": "object"}}})") !=
+        std::string::npos);
+  CHECK(text.find(R"(<|start_header_id|>assistant<|end_header_id|>
+
+{"name": "add", "parameters": {"a": 2, "b": 3}}<|eot_id|>)") != std::string::npos);
+  CHECK(text.find("<|start_header_id|>ipython<|end_header_id|>\n\n5<|eot_id|>") != std::string::npos);
+  CHECK(text.ends_with("<|start_header_id|>assistant<|end_header_id|>\n\n"));
+  // Families without a tool format refuse, naming theirs.
+  CHECK_THROWS_WITH_AS(chat_template::from_name("gemma").apply_with_tools(messages, tools, true),
+                       "tools need a ChatML or llama-3 chat template; this model's is gemma", error);
+  std::vector<chat_message> bad = {{"tool_user", "x"}};
+  CHECK_THROWS_AS(t.apply_with_tools(bad, tools, true), error);
+}

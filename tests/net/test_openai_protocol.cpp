@@ -306,9 +306,9 @@ TEST_CASE("openai parse: null means not set, for the fields OpenAI clients send 
 }
 
 TEST_CASE("openai parse: unknown fields and the other endpoint's fields are refused by name") {
-  const api_error tools = refusal(chat, chat_with(R"("tools":[])"));
-  CHECK(tools.param == "tools");
-  CHECK(contains(tools.message, "unknown field \"tools\""));
+  const api_error functions = refusal(chat, chat_with(R"("functions":[])"));  // OpenAI's deprecated form of tools
+  CHECK(functions.param == "functions");
+  CHECK(contains(functions.message, "unknown field \"functions\""));
   CHECK(refusal(chat, chat_with(R"("echo":true)")).param == "echo");
   CHECK(refusal(chat, chat_with(R"("prompt":"x")")).param == "prompt");
   CHECK(refusal(completions, completion_with(R"("messages":[])")).param == "messages");
@@ -686,4 +686,118 @@ TEST_CASE("openai models: the one model with its context length") {
   CHECK(int64_t(data.at(0)["created"]) == 1700000000);
   CHECK(string_of(data.at(0)["owned_by"]) == "troupe");
   CHECK(int64_t(data.at(0)["max_model_len"]) == 8192);
+}
+
+TEST_CASE("tool calls: Hermes blocks, several or unterminated, a JSON answer, and text that is no call") {
+  auto a = parse_tool_calls("Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>");
+  REQUIRE(a.calls.size() == 1);
+  CHECK(a.calls[0].name == "get_weather");
+  CHECK(a.calls[0].arguments == R"({"city":"Paris"})");
+  CHECK(a.content == "Let me check.");
+  auto two = parse_tool_calls("<tool_call>{\"name\":\"a\",\"arguments\":{}}</tool_call>\n<tool_call>{\"name\":\"b\",\"arguments\":{\"x\":[1,2]}}");
+  REQUIRE(two.calls.size() == 2);  // the last one without its closing tag
+  CHECK(two.calls[1].arguments == R"({"x":[1,2]})");
+  CHECK(two.content.empty());
+  auto llama = parse_tool_calls(" {\"name\": \"add\", \"parameters\": {\"a\": 2, \"b\": 3}}");
+  REQUIRE(llama.calls.size() == 1);
+  CHECK(llama.calls[0].arguments == R"({"a":2,"b":3})");
+  auto as_string = parse_tool_calls(R"({"name":"add","arguments":"{\"a\":1}"})");
+  REQUIRE(as_string.calls.size() == 1);
+  CHECK(as_string.calls[0].arguments == R"({"a":1})");
+  CHECK(parse_tool_calls("Hello there").calls.empty());
+  CHECK(parse_tool_calls("Hello there").content == "Hello there");
+  CHECK(parse_tool_calls(R"({"answer": 42})").calls.empty());  // JSON, but not a call
+  const auto broken = parse_tool_calls("<tool_call>{not json}</tool_call> ok");
+  CHECK(broken.calls.empty());
+  CHECK(broken.content == "<tool_call>{not json}</tool_call> ok");
+
+  CHECK(showable_prefix("Sure, ") == 5);  // trailing whitespace waits for what follows
+  CHECK(showable_prefix("Sure, go") == 8);
+  CHECK(showable_prefix("Sure <tool") == 4);  // may be the start of a call
+  CHECK(showable_prefix("Sure <tool_call>{") == 4);
+  CHECK(showable_prefix("  {\"name\"") == 0);
+  CHECK(showable_prefix("  ") == 0);
+  CHECK(new_tool_call_id().rfind("call_", 0) == 0);
+  CHECK(new_tool_call_id() != new_tool_call_id());
+}
+
+TEST_CASE("openai parse: tools, tool_choice, assistant tool_calls and tool messages") {
+  const auto r = parsed(chat, R"({"messages":[{"role":"user","content":"hi"},
+      {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"add","arguments":"{\"a\":1}"}}]},
+      {"role":"tool","tool_call_id":"c1","content":"1"}],
+      "tools":[{"type":"function","function":{"name":"add","description":"Adds","parameters":{"type":"object"},"strict":true}}],
+      "tool_choice":{"type":"function","function":{"name":"add"}},"parallel_tool_calls":false})").req;
+  REQUIRE(r.tools.size() == 1);
+  CHECK(r.tools[0].name == "add");
+  CHECK(r.tools[0].parameters == R"({"type":"object"})");
+  CHECK(r.tool_use.mode == tool_choice_mode::named);
+  CHECK(r.tool_use.name == "add");
+  REQUIRE(r.messages.size() == 3);
+  REQUIRE(r.messages[1].tool_calls.size() == 1);
+  CHECK(r.messages[1].tool_calls[0].arguments == R"({"a":1})");
+  CHECK(r.messages[2].tool_call_id == "c1");
+  CHECK(parsed(chat, chat_with(R"("tool_choice":"none")")).req.tool_use.mode == tool_choice_mode::none);
+  CHECK(refusal(chat, chat_with(R"("tool_choice":"required")")).param == "tool_choice");  // no tools
+  CHECK(contains(refusal(chat, chat_with(R"("tools":[{"type":"function","function":{"name":"a"}}],"tool_choice":{"type":"function","function":{"name":"b"}})")).message,
+                 "which tools does not have"));
+  CHECK(refusal(chat, chat_with(R"("tools":[{"type":"code"}])")).param == "tools");
+  CHECK(refusal(chat, chat_with(R"("tool_choice":"sometimes")")).param == "tool_choice");
+  CHECK(contains(refusal(chat, chat_with(R"("tools":[{"type":"function","function":{"name":"a"}},{"type":"function","function":{"name":"a"}}])")).message,
+                 "given twice"));
+}
+
+TEST_CASE("openai response: a chat answer with calls has tool_calls, null content and finish_reason tool_calls") {
+  request r;
+  r.messages = {{"user", "Hi"}};
+  r.tools = {{"get_weather", "", "{}"}};
+  openai_response whole(chat, "chatcmpl-t", "m", 5, r);
+  delta_event d;
+  d.text = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>";
+  whole.add(d);
+  done_event done = done_with_usage();
+  done.reason = request_finish_reason::stop;
+  simdjson::dom::parser parser;
+  simdjson::dom::object body = parse_back(parser, whole.body(done));
+  simdjson::dom::element choice = body["choices"].at(0);
+  CHECK(string_of(choice["finish_reason"]) == "tool_calls");
+  CHECK(choice["message"]["content"].is_null());
+  simdjson::dom::element call = choice["message"]["tool_calls"].at(0);
+  CHECK(string_of(call["type"]) == "function");
+  CHECK(string_of(call["function"]["name"]) == "get_weather");
+  CHECK(string_of(call["function"]["arguments"]) == R"({"city":"Oslo"})");
+  CHECK(string_of(call["id"]).rfind("call_", 0) == 0);
+
+  // Streamed: the text before the call is shown, the call comes as a tool_calls delta.
+  openai_response stream(chat, "chatcmpl-s", "m", 5, r);
+  std::string events = stream.sse_start();
+  delta_event a;
+  a.text = "Checking. <tool";
+  events += stream.sse_delta(a);
+  delta_event b;
+  b.text = "_call>{\"name\": \"get_weather\", \"arguments\": {}}</tool_call>";
+  events += stream.sse_delta(b);
+  events += stream.sse_finish(done);
+  const auto payloads = sse_payloads(events);
+  std::string content;
+  int num_calls = 0;
+  std::string finish;
+  for (const auto& p : payloads) {
+    if (p == "[DONE]") continue;
+    simdjson::dom::object chunk = parse_back(parser, p);
+    simdjson::dom::array choices = chunk["choices"];
+    if (choices.size() == 0) continue;
+    simdjson::dom::element c = choices.at(0);
+    std::string_view text;
+    if (c["delta"]["content"].get(text) == simdjson::SUCCESS) content += text;
+    simdjson::dom::array calls;
+    if (c["delta"]["tool_calls"].get(calls) == simdjson::SUCCESS) {
+      num_calls += static_cast<int>(calls.size());
+      CHECK(int64_t(calls.at(0)["index"]) == 0);
+    }
+    std::string_view reason;
+    if (c["finish_reason"].get(reason) == simdjson::SUCCESS) finish = reason;
+  }
+  CHECK(content == "Checking.");
+  CHECK(num_calls == 1);
+  CHECK(finish == "tool_calls");
 }

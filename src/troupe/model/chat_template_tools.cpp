@@ -30,6 +30,33 @@ void append_json_string(std::ostringstream& ss, std::string_view text) {
   ss << '"';
 }
 
+// JSON text re-spaced as the chat templates' tojson writes it (Python's json.dumps): no
+// whitespace but ", " after a comma and ": " after a colon outside strings.
+std::string template_json(std::string_view json) {
+  std::string out;
+  out.reserve(json.size() + json.size() / 8);
+  bool in_string = false;
+  bool is_escaped = false;
+  for (const char c : json) {
+    if (in_string) {
+      out += c;
+      if (is_escaped) {
+        is_escaped = false;
+      } else if (c == '\\') {
+        is_escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r') continue;
+    out += c;
+    if (c == '"') in_string = true;
+    if (c == ',' || c == ':') out += ' ';
+  }
+  return out;
+}
+
 // {"type": "function", "function": {"name": ..., "description": ..., "parameters": ...}}
 void write_tool(std::ostringstream& ss, const tool_definition& t) {
   ss << R"({"type": "function", "function": {"name": )";
@@ -38,14 +65,14 @@ void write_tool(std::ostringstream& ss, const tool_definition& t) {
     ss << R"(, "description": )";
     append_json_string(ss, t.description);
   }
-  ss << R"(, "parameters": )" << (t.parameters.empty() ? "{}" : t.parameters) << "}}";
+  ss << R"(, "parameters": )" << template_json(t.parameters.empty() ? "{}" : t.parameters) << "}}";
 }
 
 // {"name": ..., "<arguments_key>": ...}
 void write_call(std::ostringstream& ss, const tool_call& c, std::string_view arguments_key) {
   ss << R"({"name": )";
   append_json_string(ss, c.name);
-  ss << ", \"" << arguments_key << "\": " << (c.arguments.empty() ? "{}" : c.arguments) << "}";
+  ss << ", \"" << arguments_key << "\": " << template_json(c.arguments.empty() ? "{}" : c.arguments) << "}";
 }
 
 void check_tool_roles(std::span<const chat_message> messages) {

@@ -116,12 +116,21 @@ size_t showable_prefix(std::string_view text) {
   const std::string_view opening = trim(text);
   if (!opening.empty() && opening.front() == '{') return 0;
   if (opening.empty()) return 0;  // only whitespace so far: it may still open a call
-  if (const size_t open = text.find(open_tag); open != std::string_view::npos) return open;
-  // Hold back a tail that may be the start of "<tool_call>".
-  for (size_t n = std::min(open_tag.size() - 1, text.size()); n > 0; --n) {
-    if (text.substr(text.size() - n) == open_tag.substr(0, n)) return text.size() - n;
+  size_t end = text.size();
+  if (const size_t open = text.find(open_tag); open != std::string_view::npos) {
+    end = open;
+  } else {
+    // Hold back a tail that may be the start of "<tool_call>".
+    for (size_t n = std::min(open_tag.size() - 1, text.size()); n > 0; --n) {
+      if (text.substr(text.size() - n) == open_tag.substr(0, n)) {
+        end = text.size() - n;
+        break;
+      }
+    }
   }
-  return text.size();
+  // And trailing whitespace: before a call it is not part of the content.
+  while (end > 0 && (text[end - 1] == ' ' || text[end - 1] == '\n' || text[end - 1] == '\t' || text[end - 1] == '\r')) --end;
+  return end;
 }
 
 std::string new_tool_call_id() {
