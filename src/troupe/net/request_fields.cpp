@@ -372,13 +372,15 @@ chat_message read_message(value& v, const std::string& field) {
   chat_message message;
   bool has_role = false;
   bool has_content = false;
+  bool is_content_null = false;
   json_read::for_each_field(json_read::read_object(v, field), field, [&](std::string_view key, value& member) {
     if (key == "role") {
       message.role = json_read::read_string(member, field + ".role");
       has_role = true;
     } else if (key == "content") {
       // null: an assistant message that only calls tools
-      if (!json_read::is_null(member, field + ".content")) message.content = read_content(member, field + ".content");
+      is_content_null = json_read::is_null(member, field + ".content");
+      if (!is_content_null) message.content = read_content(member, field + ".content");
       has_content = true;
     } else if (key == "name") {
       json_read::read_string_view(member, field + ".name");  // accepted for OpenAI clients; templates have no use for it
@@ -394,6 +396,10 @@ chat_message read_message(value& v, const std::string& field) {
   });
   if (!has_role) json_read::fail_request(field + ".role is required", field + ".role");
   if (!has_content && message.tool_calls.empty()) json_read::fail_request(field + ".content is required", field + ".content");
+  if (is_content_null && message.tool_calls.empty()) {
+    json_read::fail_request(field + ".content must be a string or an array of text parts (null only beside tool_calls)",
+                            field + ".content");
+  }
   if (message.role == "developer") message.role = "system";  // OpenAI's newer name for it
   return message;
 }
