@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests use beyond the build: the OpenAI Python client, a
-# WebSocket client library, Selenium, and Debian's headless Chromium with its driver.
+# WebSocket client library, Selenium, jsonschema (validating structured output), and
+# Debian's headless Chromium with its driver.
 set -euo pipefail
 
 sudo=""
@@ -22,6 +23,7 @@ python3 -c "import openai" 2>/dev/null || py_missing+=("openai>=1.40")
 python3 -c "import websockets" 2>/dev/null || py_missing+=("websockets>=12")
 python3 -c "import selenium" 2>/dev/null || py_missing+=("selenium>=4.10")
 python3 -c "import matplotlib" 2>/dev/null || py_missing+=("matplotlib>=3.6")  # bench/plot_sweep.py
+python3 -c "import jsonschema" 2>/dev/null || py_missing+=("jsonschema>=4.0")  # e2e structured output
 if [[ ${#py_missing[@]} -gt 0 ]]; then
   echo "install_test_deps: pip installing ${py_missing[*]}"
   pip_flags=()
