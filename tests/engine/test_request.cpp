@@ -64,8 +64,42 @@ TEST_CASE("request: validation messages name the field at fault") {
 
   r = valid_request();
   r.prompt.clear();
-  r.messages = {{"user", "Hi"}, {"tool", "{}"}};
-  CHECK(rejection(r) == "messages[1].role must be system, user or assistant, got \"tool\"");
+  r.messages = {{"user", "Hi"}, {"function", "{}"}};
+  CHECK(rejection(r) == "messages[1].role must be system, user, assistant or tool, got \"function\"");
+
+  r = valid_request();
+  r.prompt.clear();
+  r.messages = {{"user", "Hi", {{"c", "f", "{}"}}, ""}};
+  CHECK(rejection(r) == "messages[0].tool_calls is only for assistant messages");
+
+  r = valid_request();
+  r.prompt.clear();
+  r.messages = {{"user", "Hi"}};
+  r.tools = {{"f", "", "{}"}, {"f", "", "{}"}};
+  CHECK(rejection(r) == "tools: the function name \"f\" is given twice");
+  r.tools.pop_back();
+  r.tool_use = {tool_choice_mode::named, "g"};
+  CHECK(rejection(r) == "tool_choice names the function \"g\", which tools does not have");
+  r.tool_use = {tool_choice_mode::required, ""};
+  r.guided = grammar_spec{grammar_kind::json_object, {}, {}};
+  CHECK(starts_with(rejection(r), "tool_choice required or a named function cannot be combined"));
+
+  r = valid_request();
+  r.tools = {{"f", "", "{}"}};
+  CHECK(rejection(r) == "tools need messages (a chat), not a prompt");
+
+  r = valid_request();
+  r.n = 0;
+  CHECK(rejection(r) == "n must be in [1, 32], got 0");
+  r.n = 4;
+  r.best_of = 3;
+  CHECK(starts_with(rejection(r), "best_of must be in [n, 32]"));
+  r.best_of = 0;
+  r.beam_width = 2;
+  CHECK(rejection(r) == "n must be at most beam_width (2) with beam search, got 4");
+  r.n = 2;
+  r.beam_width = 11;
+  CHECK(starts_with(rejection(r), "beam_width must be in [0, 10]"));
 
   r = valid_request();
   r.stop.assign(17, "x");

@@ -282,50 +282,31 @@ TEST_CASE("on random workloads the budgets hold and preempted sequences resume e
   }
 }
 
-TEST_CASE("with the real block manager and prefix caching, outputs equal uninterrupted runs") {
+// With has_groups a quarter of the arrivals are parallel-sampling groups (n > 1): every
+// member draws what a lone request with its seed draws, however the group was preempted.
+TEST_CASE("with the real block manager and prefix caching, outputs equal uninterrupted runs, groups included") {
+  for (const bool has_groups : {false, true})
   for (const bool is_async : {false, true})
   for (const auto mode : {preemption_mode::recompute, preemption_mode::swap}) {
+    CAPTURE(has_groups);
     CAPTURE(is_async);
     CAPTURE(static_cast<int>(mode));
     auto c = config(8, 64, 64);
     c.preemption = mode;
     c.ageing_ms = 50;
-    for (const uint32_t seed : {99u, 5u, 4242u}) {
+    for (const uint32_t seed : has_groups ? std::vector<uint32_t>{31u, 8u, 777u} : std::vector<uint32_t>{99u, 5u, 4242u}) {
       CAPTURE(seed);
       block_manager kv({.num_blocks = 48, .block_size = 4, .num_swap_blocks = 32, .enable_prefix_caching = true});
       scheduler_policy sched(c, kv, {eog_token});
       simulated_worker worker(48, 4, 32);
-      const auto w = run_random_workload(sched, worker, c, seed, true, is_async);
+      const auto w = run_random_workload(sched, worker, c, seed, true, is_async, has_groups);
       kv.check_invariants();
       const auto s = kv.stats();
       CHECK(s.num_used_blocks == 0);
       CHECK(s.num_used_swap_blocks == 0);
       CHECK(s.prefix_hit_ratio() > 0.0);
       CHECK(sched.stats().num_preemptions > 0);
-      check_outputs_match_runs_alone(w, sched.max_sequence_tokens());
-    }
-  }
-}
-
-TEST_CASE("parallel-sampling groups on random workloads: every member draws what it would alone, the pool ends empty") {
-  for (const bool is_async : {false, true})
-  for (const auto mode : {preemption_mode::recompute, preemption_mode::swap}) {
-    CAPTURE(is_async);
-    CAPTURE(static_cast<int>(mode));
-    auto c = config(8, 64, 64);
-    c.preemption = mode;
-    c.ageing_ms = 50;
-    for (const uint32_t seed : {31u, 8u, 777u}) {
-      CAPTURE(seed);
-      block_manager kv({.num_blocks = 48, .block_size = 4, .num_swap_blocks = 32, .enable_prefix_caching = true});
-      scheduler_policy sched(c, kv, {eog_token});
-      simulated_worker worker(48, 4, 32);
-      const auto w = run_random_workload(sched, worker, c, seed, true, is_async, true);
-      kv.check_invariants();
-      CHECK(w.num_groups > 10);
-      CHECK(kv.stats().num_used_blocks == 0);
-      CHECK(kv.stats().num_used_swap_blocks == 0);
-      CHECK(sched.stats().num_preemptions > 0);
+      CHECK((w.num_groups > 10) == has_groups);
       check_outputs_match_runs_alone(w, sched.max_sequence_tokens());
     }
   }

@@ -79,6 +79,8 @@ class openai_response {
   // A chat stream with tools: the choice's content not shown yet, its calls as tool_calls
   // deltas, and its finish chunk ("tool_calls" when it called).
   std::string finish_with_tools(int32_t index, request_finish_reason reason);
+  // A chat chunk whose delta is `text` of content.
+  std::string content_chunk(int32_t index, std::string_view text) const;
   void write_tool_calls(json_writer& w, const std::vector<parsed_tool_call>& calls, bool with_index) const;
   choice_output& output(int32_t index);
 

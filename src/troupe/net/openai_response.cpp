@@ -160,13 +160,9 @@ std::string openai_response::sse_delta(const delta_event& d) {
       events = sse_event(w.take());
     }
     if (showable <= out.num_shown) return events;
-    json_writer w;
-    begin_chunk(w, d.index);
-    w.key("delta").begin_object().key("content").value(std::string_view(out.tool_text).substr(out.num_shown, showable - out.num_shown)).end_object();
-    w.key("logprobs").null().key("finish_reason").null();
-    end_chunk(w);
+    events.append(content_chunk(d.index, std::string_view(out.tool_text).substr(out.num_shown, showable - out.num_shown)));
     out.num_shown = showable;
-    return events.append(sse_event(w.take()));
+    return events;
   }
   const bool has_logprobs = wants_logprobs_ && !d.logprobs.empty();
   if (d.text.empty() && !has_logprobs) return {};
@@ -219,6 +215,15 @@ void openai_response::write_finish_chunk(json_writer& w, int32_t index, request_
   end_chunk(w);
 }
 
+std::string openai_response::content_chunk(int32_t index, std::string_view text) const {
+  json_writer w;
+  begin_chunk(w, index);
+  w.key("delta").begin_object().key("content").value(text).end_object();
+  w.key("logprobs").null().key("finish_reason").null();
+  end_chunk(w);
+  return sse_event(w.take());
+}
+
 std::string openai_response::sse_choice_finish(const choice_done_event& d) {
   if (offers_tools_) return finish_with_tools(d.index, d.reason);
   json_writer w;
@@ -246,14 +251,7 @@ std::string openai_response::finish_with_tools(int32_t index, request_finish_rea
   std::string events;
   // What is left of the content: all of the text when it made no call.
   const std::string& content = answer.calls.empty() ? out.tool_text : answer.content;
-  if (content.size() > out.num_shown) {
-    json_writer w;
-    begin_chunk(w, index);
-    w.key("delta").begin_object().key("content").value(std::string_view(content).substr(out.num_shown)).end_object();
-    w.key("logprobs").null().key("finish_reason").null();
-    end_chunk(w);
-    events.append(sse_event(w.take()));
-  }
+  if (content.size() > out.num_shown) events.append(content_chunk(index, std::string_view(content).substr(out.num_shown)));
   if (!answer.calls.empty()) {
     json_writer w;
     begin_chunk(w, index);
