@@ -19,7 +19,9 @@ a point's "decode/stream" is the mean over its streams (at 1 stream: all tokens 
 such time), "total" is all output tokens over the wall time of the point (prefill and ends included).
 The table gives each variant's median over rounds and the median of the per-round ratios
 grammar / plain (goal: >= 0.90), and per variant the mean step time and sequences per step (from the
-server's /metrics) and the share of --threads cores the server process got (from /proc). A point where
+server's /metrics) and the share of --threads cores the server process got (from /proc); "tok/server
+CPU-s" is output tokens per CPU-second the server used, which moves less than wall-clock rates when
+other work shares the cores (the grammar's cost is CPU work, so it shows there too). A point where
 that share was under --min-cpu-share for some variant ran beside other work: it is run again (all its
 variants, at most --busy-retries times), and a warning says so if it stays. One line "RESULT {json}"
 carries everything, per round too.
@@ -187,7 +189,9 @@ def run_point(server, variant, n, args, nonce):
             "ttft_p50_ms": 1000 * statistics.median((r["first"] or r["end"]) - r["start"] for r in results),
             "step_ms": 1000 * delta["troupe_step_duration_seconds_sum"] / num_steps,
             "seqs_per_step": delta["troupe_batch_size_sequences_sum"] / num_steps,
-            "cpu_share": (cpu_after - cpu_before) / (wall * args.threads) if cpu_before is not None else 0.0}
+            "cpu_share": (cpu_after - cpu_before) / (wall * args.threads) if cpu_before is not None else 0.0,
+            "tok_per_cpu_s": (sum(r["tokens"] for r in results) / (cpu_after - cpu_before)
+                              if cpu_before is not None and cpu_after > cpu_before else 0.0)}
 
 
 def serve(args, model, log):
@@ -247,7 +251,7 @@ def summarize(runs, variants):
             point[v]["rounds"] = metrics
             if v == "plain":
                 continue
-            for k in ("decode_tok_s", "total_tok_s"):
+            for k in ("decode_tok_s", "total_tok_s", "tok_per_cpu_s"):
                 base = by_variant["plain"][k]
                 ratios = [x / b for x, b in zip(metrics[k], base) if b > 0]
                 point[v][f"{k}_ratio"] = statistics.median(ratios) if ratios else 0.0
@@ -257,21 +261,22 @@ def summarize(runs, variants):
 def print_table(model, summary, variants, args):
     print(f"\n{os.path.basename(model)}: {args.max_tokens} tokens at most per request, greedy, {args.threads} threads, "
           f"{args.rounds} alternating rounds (medians; ratio = median of per-round ratios, goal >= 0.90)")
-    header = f"{'point':>10} {'metric':>14} | {'plain':>8}"
+    header = f"{'point':>10} {'metric':>16} | {'plain':>8}"
     for v in variants[1:]:
         header += f" {v:>8} {v + '/plain':>11}"
     print(header)
     for n, point in summary.items():
         label = "1 stream" if n == 1 else f"{n} streams"
-        for k, name in (("decode_tok_s", "decode/stream"), ("total_tok_s", "total tok/s")):
-            line = f"{label:>10} {name:>14} | {point['plain'][k]:>8.1f}"
+        for k, name in (("decode_tok_s", "decode/stream"), ("total_tok_s", "total tok/s"),
+                        ("tok_per_cpu_s", "tok/server CPU-s")):
+            line = f"{label:>10} {name:>16} | {point['plain'][k]:>8.1f}"
             for v in variants[1:]:
                 ratio = point[v][f"{k}_ratio"]
                 line += f" {point[v][k]:>8.1f} {ratio:>10.2f}{'!' if ratio < 0.90 else ' '}"
             print(line)
         for v in variants:
             x = point[v]
-            print(f"{label:>10} {v:>14} | {x['mean_tokens']:.0f} tokens per request ({100 * x['ended_by_length']:.0f}% "
+            print(f"{label:>10} {v:>16} | {x['mean_tokens']:.0f} tokens per request ({100 * x['ended_by_length']:.0f}% "
                   f"by length), TTFT p50 {x['ttft_p50_ms']:.0f} ms, step {x['step_ms']:.2f} ms with "
                   f"{x['seqs_per_step']:.1f} sequences, server CPU {100 * x['cpu_share']:.0f}% of {args.threads} cores")
 

@@ -183,8 +183,8 @@ def expect_refusal(what, call, words, params):
     except openai.BadRequestError as e:
         body = e.body if isinstance(e.body, dict) else {}
         message = body.get("message") or str(e)
-        check(e.status_code == 400 and all(w in message for w in words),
-              f"{what}: 400 naming {', '.join(words)}: {message!r}")
+        check(e.status_code == 400 and e.code == "invalid_request" and all(w in message for w in words),
+              f"{what}: 400 invalid_request naming {', '.join(words) or 'the field'}: {message!r}")
         check(any((e.param or "").startswith(p) for p in params), f"{what}: param {e.param!r} names the field")
         return message
     raise AssertionError(f"{what} was accepted; expected HTTP 400")
