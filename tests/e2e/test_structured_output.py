@@ -318,6 +318,13 @@ def main():
             model=model, messages=[{"role": "user", "content": review + " positive, negative or neutral?"}],
             max_tokens=10, temperature=0.8, seed=11, extra_body={"guided_choice": sentiments})
         check(picked.choices[0].message.content in sentiments, f"guided_choice on chat: {picked.choices[0].message.content!r}")
+        # ignore_eos does not outlast the grammar: a complete choice ends the output there.
+        picked = client.completions.create(model=model, prompt=review, max_tokens=50, temperature=0,
+                                           extra_body={"guided_choice": sentiments, "ignore_eos": True})
+        check(picked.choices[0].text in sentiments and picked.choices[0].finish_reason == "stop"
+              and picked.usage.completion_tokens < 10,
+              f"guided_choice with ignore_eos stops at the grammar's end: {picked.choices[0].text!r}, "
+              f"finish {picked.choices[0].finish_reason}, {picked.usage.completion_tokens} tokens")
 
         point_line = CASES[13][2]
         guided = client.completions.create(model=model, prompt="A JSON line from (0, 0) to (3, 4): ",

@@ -196,6 +196,15 @@ TEST_CASE("request_state: with ignore_eos the end token is ordinary, a stop_toke
   CHECK(s.finish(request_finish_reason::stop, 0).done.stop_token == byte_token('!'));
 }
 
+TEST_CASE("request_state: under a grammar the end token ends the output, ignore_eos or not") {
+  request r = prompt_request();
+  r.params.ignore_eos = true;
+  r.guided = grammar_spec{grammar_kind::choice, {}, {"a"}};
+  request_state s = running_state(r);
+  CHECK_FALSE(s.on_token({byte_token('a')}, 0).finish.has_value());
+  CHECK(s.on_token({im_end}, 0).finish == request_finish_reason::stop);
+}
+
 TEST_CASE("request_state: tokens after the decided end are dropped and not counted") {
   request_state s = running_state(prompt_request({"b"}));
   s.on_token({byte_token('a')}, 0);

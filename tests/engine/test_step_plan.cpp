@@ -283,3 +283,15 @@ TEST_CASE("a constrained sequence carries its grammar's mask, which follows its 
   bad.full[0].output_tokens = {byte_token('x')};
   CHECK_THROWS_AS(st.apply(std::move(bad)), error);
 }
+
+TEST_CASE("an end token ends a constrained sequence under ignore_eos too") {
+  sampling_params plain;
+  plain.ignore_eos = true;
+  CHECK_FALSE(is_stop_token(plain, std::vector<int32_t>{eog}, eog));
+  sampling_params constrained = plain;
+  constrained.grammar = yes_or_no();
+  // The sampler draws an end token under ignore_eos only when the grammar allows nothing
+  // else: the output is complete.
+  CHECK(is_stop_token(constrained, std::vector<int32_t>{eog}, eog));
+  CHECK_FALSE(is_stop_token(constrained, std::vector<int32_t>{eog}, byte_token('y')));
+}

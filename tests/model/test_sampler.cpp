@@ -8,6 +8,7 @@
 #include <numeric>
 #include <set>
 #include <string>
+#include <limits>
 #include <vector>
 
 #include "troupe/model/error.hpp"
@@ -577,6 +578,38 @@ TEST_CASE("a mask that leaves only a banned end token lets the grammar win") {
   p.max_tokens = 10;
   scratch = logits;
   CHECK(s.sample(scratch, p, {}, 0, 0, &only_end).token == 2);
+}
+
+TEST_CASE("masks of whole, empty and mixed words over a partial last word: the greedy pick is the best allowed id") {
+  constexpr int32_t vocab = 200;  // three whole 64-bit words and 8 ids of a fourth
+  const sampler s(vocab, {vocab - 1});
+  std::vector<float> logits(vocab);
+  for (int32_t i = 0; i < vocab; ++i) logits[static_cast<size_t>(i)] = static_cast<float>((i * 37) % 101) / 10.0f;
+  sampling_params greedy;
+  greedy.temperature = 0.0f;
+  uint64_t state = 0x9e3779b97f4a7c15ull;
+  const auto next = [&] {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  };
+  for (int round = 0; round < 500; ++round) {
+    std::vector<uint64_t> allowed(4);
+    for (auto& w : allowed) {
+      const uint64_t kind = next() % 4;
+      w = kind == 0 ? 0 : kind == 1 ? ~uint64_t{0} : next() & next();
+    }
+    allowed[3] |= uint64_t{1} << (next() % 8);  // at least one id allowed
+    int32_t best = -1;
+    for (int32_t i = 0; i < vocab; ++i) {
+      const bool is_allowed = (allowed[static_cast<size_t>(i) >> 6] >> (i & 63)) & 1;
+      if (is_allowed && (best < 0 || logits[static_cast<size_t>(i)] > logits[static_cast<size_t>(best)])) best = i;
+    }
+    std::vector<float> scratch = logits;
+    CAPTURE(round);
+    CHECK(s.sample(scratch, greedy, {}, 0, 0, &allowed).token == best);
+  }
 }
 
 }  // namespace troupe

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "troupe/engine/tool_calls.hpp"
 #include "troupe/model/error.hpp"
 
 namespace troupe {
@@ -87,7 +88,9 @@ request_state::request_state(const request& req, const tokenizer& tok, int32_t m
       max_tokens_(req.params.max_tokens),
       min_tokens_(req.params.min_tokens),
       stop_token_ids_(req.params.stop_token_ids),
-      ignore_eos_(req.params.ignore_eos),
+      // A grammar's end is the output's end, ignore_eos or not (the sampler draws an end
+      // token under ignore_eos only when the grammar allows nothing else).
+      ignore_eos_(req.params.ignore_eos && !req.guided && !constrains_tool_call(req)),
       wants_logprobs_(req.logprobs),
       echo_text_(req.echo ? req.prompt : std::string()),
       arrival_ms_(arrival_ms),

@@ -39,7 +39,10 @@ int64_t step_delta::num_prefill_tokens() const {
 }
 
 bool is_stop_token(const sampling_params& params, std::span<const int32_t> eog_ids, int32_t token) {
-  if (!params.ignore_eos && std::find(eog_ids.begin(), eog_ids.end(), token) != eog_ids.end()) return true;
+  // Under a grammar an end token always ends the sequence: with ignore_eos the sampler draws
+  // one only once the grammar allows nothing else (its output is complete).
+  const bool ends_on_eog = !params.ignore_eos || params.grammar != nullptr;
+  if (ends_on_eog && std::find(eog_ids.begin(), eog_ids.end(), token) != eog_ids.end()) return true;
   return std::find(params.stop_token_ids.begin(), params.stop_token_ids.end(), token) != params.stop_token_ids.end();
 }
 

@@ -50,7 +50,7 @@ struct step_delta {
 };
 
 // The stop rule that both the scheduler and the worker apply to a sampled token: an end of
-// generation id (unless ignore_eos) or one of the request's stop_token_ids.
+// generation id (unless ignore_eos without a grammar) or one of the request's stop_token_ids.
 bool is_stop_token(const sampling_params& params, std::span<const int32_t> eog_ids, int32_t token);
 
 // The worker's side: every live sequence's last sequence_step, and the plan to run.

@@ -4,6 +4,7 @@
 #include "troupe/model/sampler.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -263,23 +264,29 @@ void sampler::mask_disallowed(std::span<float> logits, const std::vector<uint64_
   }
   const auto is_allowed = [&](size_t id) { return (allowed[id >> 6] >> (id & 63)) & 1; };
   // The sampled token is always an allowed one, so the masked logits need no record of
-  // their raw values (raw_logit reads the record only for the sampled token).
+  // their raw values (raw_logit reads the record only for the sampled token). A grammar's
+  // mask is mostly whole words, all allowed (inside a string) or none (between values):
+  // those take one pass without a per-bit test.
   bool has_candidate = false;
+  float* const row = logits.data();
   for (size_t w = 0; w < allowed.size(); ++w) {
     const size_t first = w * 64;
     if (first >= logits.size()) break;
     const size_t last = std::min(first + 64, logits.size());
     const uint64_t word = allowed[w];
-    if (word == ~uint64_t{0} && last - first == 64) {
-      for (size_t id = first; id < last && !has_candidate; ++id) has_candidate = logits[id] > negative_infinity;
+    if (word == 0) {
+      std::fill(row + first, row + last, negative_infinity);
       continue;
     }
-    for (size_t id = first; id < last; ++id) {
-      if ((word >> (id - first)) & 1) {
-        has_candidate = has_candidate || logits[id] > negative_infinity;
-      } else {
-        logits[id] = negative_infinity;
-      }
+    for (uint64_t left = word; left != 0 && !has_candidate; left &= left - 1) {
+      const size_t id = first + static_cast<size_t>(std::countr_zero(left));
+      if (id >= last) break;
+      has_candidate = row[id] > negative_infinity;
+    }
+    for (uint64_t banned = ~word; banned != 0; banned &= banned - 1) {
+      const size_t id = first + static_cast<size_t>(std::countr_zero(banned));
+      if (id >= last) break;
+      row[id] = negative_infinity;
     }
   }
   if (has_candidate) return;
