@@ -165,6 +165,20 @@ TEST_CASE("engine metrics: after a batch of requests the counters and histograms
   CHECK(f.gauge("troupe_kv_cache_capacity_blocks") == 128);
 }
 
+TEST_CASE("engine metrics: the KV pool's make-up as an info gauge") {
+  fixture f(false);
+  const auto text = f.eng->metrics()->render_prometheus();
+  const auto at = text.find("\ntroupe_cache_config_info{");
+  REQUIRE(at != std::string::npos);
+  const auto line = text.substr(at + 1, text.find('\n', at + 1) - at - 1);
+  CAPTURE(line);
+  CHECK(line.find("kv_cache_dtype=\"f16\"") != std::string::npos);
+  CHECK(line.find("block_size=\"16\"") != std::string::npos);
+  CHECK(line.find("num_blocks=\"128\"") != std::string::npos);
+  CHECK(line.find("bytes_per_block=\"") != std::string::npos);
+  CHECK(line.substr(line.size() - 2) == " 1");
+}
+
 TEST_CASE("engine metrics: refused requests count as rejections by reason") {
   fixture f(false);
   auto sink = std::make_shared<last_event_sink>();

@@ -171,6 +171,15 @@ engine::engine(caf::actor_system& sys, std::shared_ptr<const model_bundle> model
   blocks.num_swap_blocks = b->num_swap_blocks();
   blocks.enable_prefix_caching = options.enable_prefix_caching;
   c.kv_pool_tokens = static_cast<int64_t>(shape.num_blocks) * shape.block_size;
+  // What the pool is made of, as vLLM's cache_config_info: read by dashboards and by the
+  // fleet's diagnosis next to the block gauges.
+  c.metrics
+      ->gauge("troupe_cache_config_info", "Always 1; the labels describe the KV cache pool.",
+              {{"kv_cache_dtype", std::string(name_of(shape.dtype))},
+               {"block_size", std::to_string(shape.block_size)},
+               {"num_blocks", std::to_string(shape.num_blocks)},
+               {"bytes_per_block", std::to_string(shape.bytes_per_block)}})
+      ->set(1);
   const bool detached = options.detached_worker;
   caf::actor_system* system = &sys;
   auto latest = c.latest_worker;
