@@ -17,6 +17,7 @@
 
 #include "troupe/actors/engine.hpp"
 #include "troupe/cpu/cpu_backend.hpp"
+#include "troupe/model/draft_backend.hpp"
 #include "util/gated_backend.hpp"
 #include "util/require_model.hpp"
 
@@ -90,7 +91,9 @@ class collecting_sink : public event_sink {
 };
 
 struct fixture {
-  explicit fixture(engine_options options = {}, int32_t num_blocks = 512, int32_t num_swap_blocks = 0) {
+  // self_draft: the model drafts for itself (draft_backend), for --speculative draft.
+  explicit fixture(engine_options options = {}, int32_t num_blocks = 512, int32_t num_swap_blocks = 0,
+                   bool self_draft = false) {
     auto file = std::make_shared<const gguf::file>(gguf::file::open(TROUPE_TEST_MODEL));
     model = model_bundle::load(file, 2048);
     cpu::cpu_backend_options o;
@@ -98,7 +101,9 @@ struct fixture {
     o.num_swap_blocks = num_swap_blocks;
     o.eog_ids = model->tok.eog_ids();
     // Open unless a test closes it to hold requests running while it sets up the next step.
-    gate = std::make_shared<test::gated_backend>(std::make_shared<cpu::cpu_backend>(file, o));
+    std::shared_ptr<backend> b = std::make_shared<cpu::cpu_backend>(file, o);
+    if (self_draft) b = std::make_shared<draft_backend>(b, std::make_shared<cpu::cpu_backend>(file, o), o.eog_ids);
+    gate = std::make_shared<test::gated_backend>(std::move(b));
     cfg.set("scheduler.max-threads", 2);
     sys = std::make_unique<caf::actor_system>(cfg);
     eng = std::make_unique<engine>(*sys, model, gate, options);
@@ -418,6 +423,46 @@ TEST_CASE("engine: speculative decoding by prompt lookup gives the greedy text o
   int32_t reported = 0;
   for (const auto& [id, rec] : spec) reported += rec.done->timings.num_draft_tokens;
   CHECK(reported == s.scheduling.num_draft_tokens);
+}
+
+TEST_CASE("engine: speculative decoding with a draft model gives the greedy text of plain decoding, beside n-gram and plain requests") {
+  // The default model drafts for itself: with greedy requests every proposal must be
+  // accepted, so a draft KV out of step with the target's would show as a rejection.
+  TROUPE_REQUIRE_MODEL();
+  auto reqs = grounded_requests(16, 40);
+  for (int i = 0; i < 16; i += 4) reqs[i].speculative = speculative_method::off;
+  for (int i = 1; i < 16; i += 4) reqs[i].speculative = speculative_method::ngram;
+  std::map<std::string, collecting_sink::record> plain, spec;
+  {
+    fixture f;
+    plain = run_all(f, reqs);
+  }
+  engine_options o;
+  o.scheduling.speculative = speculative_method::draft;
+  o.scheduling.speculative_max_batch = 64;
+  fixture f(o, 512, 0, true);
+  spec = run_all(f, reqs);
+  for (const auto& r : reqs) {
+    CAPTURE(r.id);
+    REQUIRE(plain.at(r.id).done);
+    REQUIRE(spec.at(r.id).done);
+    CHECK(spec.at(r.id).tokens == plain.at(r.id).tokens);
+    CHECK(spec.at(r.id).done->reason == plain.at(r.id).done->reason);
+  }
+  const auto s = f.eng->stats();
+  int32_t draft_proposed = 0, draft_accepted = 0;
+  for (int i = 2; i < 16; i += 4) {
+    for (int j : {i, i + 1}) {
+      draft_proposed += spec.at(reqs[static_cast<size_t>(j)].id).done->timings.num_draft_tokens;
+      draft_accepted += spec.at(reqs[static_cast<size_t>(j)].id).done->timings.num_accepted_tokens;
+    }
+  }
+  MESSAGE("proposed " << s.scheduling.num_draft_tokens << ", accepted " << s.scheduling.num_accepted_tokens
+                      << "; by the draft model " << draft_accepted << " of " << draft_proposed);
+  CHECK(draft_proposed > 0);
+  CHECK(draft_accepted == draft_proposed);
+  CHECK(spec.at("s0").done->timings.num_draft_tokens == 0);
+  CHECK(s.blocks.num_used_blocks == 0);
 }
 
 TEST_CASE("engine: speculative decoding reproduces seeded sampling with penalties, one stream at a time") {
