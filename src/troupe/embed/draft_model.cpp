@@ -39,7 +39,11 @@ void size_pool_for_draft(cpu::cpu_backend_options& options, const model_config& 
 
 std::shared_ptr<backend> with_draft_model(std::shared_ptr<backend> target, std::shared_ptr<const gguf::file> draft_file,
                                           const cpu::cpu_backend_options& options) {
-  auto draft = std::make_shared<cpu::cpu_backend>(std::move(draft_file), options);
+  auto draft_options = options;
+  if (const auto* cpu_target = dynamic_cast<const cpu::cpu_backend*>(target.get())) {
+    draft_options.pool = cpu_target->pool();
+  }
+  auto draft = std::make_shared<cpu::cpu_backend>(std::move(draft_file), draft_options);
   return std::make_shared<draft_backend>(std::move(target), std::move(draft), options.eog_ids);
 }
 
