@@ -57,9 +57,6 @@ class draft_backend final : public backend {
   bool supports_speculation() const override { return true; }
   bool has_draft_model() const override { return true; }
 
-  backend& target() { return *target_; }
-  backend& draft() { return *draft_; }
-
  private:
   struct drafting;  // one speculating sequence's proposals during a step
 
