@@ -191,6 +191,44 @@ static void check_preemption_keeps_text(preemption_mode mode, int32_t num_swap_b
   CHECK(f.eng->stats().blocks.num_used_blocks == 0);
 }
 
+TEST_CASE("engine: a draft model's KV follows the target's through swaps and prefix sharing") {
+  // The default model drafting for itself, 8 greedy sequences sharing a system prompt in a
+  // pool of 32 blocks (swap preemptions certain), all speculating: every proposal must be
+  // accepted, which it is only while the draft's KV in every block (moved out and back,
+  // shared through the prefix cache) is what the target's is; and the text is the plain one.
+  TROUPE_REQUIRE_MODEL();
+  engine_options o;
+  o.scheduling.max_num_seqs = 8;
+  o.scheduling.preemption = preemption_mode::swap;
+  o.scheduling.speculative = speculative_method::draft;
+  o.scheduling.speculative_max_batch = 64;
+  std::vector<request> reqs;
+  for (int i = 0; i < 8; ++i) {
+    auto r = chat(numbered("d", i), questions[i], 64);
+    r.params.ignore_eos = true;
+    reqs.push_back(r);
+  }
+  std::map<std::string, collecting_sink::record> plain;
+  {
+    fixture f;
+    plain = run_all(f, reqs);
+  }
+  fixture f(o, 32, 64, true);
+  const auto together = run_all(f, reqs);
+  const auto s = f.eng->stats();
+  MESSAGE("preemptions: " << s.scheduling.num_preemptions << "; proposed " << s.scheduling.num_draft_tokens
+                          << ", accepted " << s.scheduling.num_accepted_tokens);
+  CHECK(s.scheduling.num_preemptions > 0);
+  CHECK(s.scheduling.num_draft_tokens > 0);
+  CHECK(s.scheduling.num_accepted_tokens == s.scheduling.num_draft_tokens);
+  for (const auto& r : reqs) {
+    CAPTURE(r.id);
+    CHECK(together.at(r.id).tokens == plain.at(r.id).tokens);
+  }
+  CHECK(s.blocks.num_used_blocks == 0);
+  CHECK(s.blocks.num_used_swap_blocks == 0);
+}
+
 TEST_CASE("engine: requests preempted for KV space finish with the text of an uninterrupted run") {
   TROUPE_REQUIRE_MODEL();
   check_preemption_keeps_text(preemption_mode::recompute, 0);

@@ -178,7 +178,8 @@ void draft_backend::swap_in(const std::vector<std::pair<int32_t, int32_t>>& host
 
 void draft_backend::run_draft(const batch_plan& plan, std::vector<drafting>& seqs) {
   const auto vocab = static_cast<size_t>(config().vocab_size);
-  const auto unfed = std::exchange(unfed_, {});
+  ++num_steps_;
+  std::erase_if(unfed_, [&](const auto& entry) { return entry.second.step + max_unfed_age < num_steps_; });
   batch_plan feed;
   feed.sequences.reserve(plan.sequences.size());
   for (size_t i = 0; i < plan.sequences.size(); ++i) {
@@ -190,9 +191,12 @@ void draft_backend::run_draft(const batch_plan& plan, std::vector<drafting>& seq
     f.start_pos = s.start_pos;
     f.block_table = s.block_table;
     f.wants_sample = false;
-    if (const auto it = unfed.find(s.seq_id); it != unfed.end() && it->second.second + 1 == s.start_pos) {
-      f.tokens.insert(f.tokens.begin(), it->second.first);
-      f.start_pos -= 1;
+    if (const auto it = unfed_.find(s.seq_id); it != unfed_.end()) {
+      if (it->second.pos + 1 == s.start_pos) {
+        f.tokens.insert(f.tokens.begin(), it->second.token);
+        f.start_pos -= 1;
+      }
+      unfed_.erase(it);
     }
     if (k > 0) {
       f.wants_all_logits = true;
@@ -244,7 +248,7 @@ void draft_backend::run_draft(const batch_plan& plan, std::vector<drafting>& seq
     for (size_t i = 0; i < fed.size(); ++i) propose(*fed[i], r.outputs[i].logits);
   }
   for (const auto& d : seqs) {
-    unfed_[plan.sequences[d.plan_index].seq_id] = {d.proposals.back(), d.last_pos + d.k};
+    unfed_[plan.sequences[d.plan_index].seq_id] = {d.proposals.back(), d.last_pos + d.k, num_steps_};
   }
 }
 

@@ -9,7 +9,8 @@
 // The draft is fed every token the target is fed (prompt chunks, decode tokens, n-gram
 // proposals) at the same positions, so its KV is valid wherever the target's is, with one
 // lag: a draft of k proposals feeds itself only the first k - 1 of them, and when all k are
-// accepted the k-th is fed to the draft in front of the sequence's next step.
+// accepted the k-th is fed to the draft in front of the sequence's next step (however many
+// steps later: a sequence may be swapped out in between).
 //
 // Per speculating sequence a step runs: k one-token draft steps (batched over the
 // sequences), each drawing a proposal from q = sampler::distribution of the draft's row
@@ -69,9 +70,17 @@ class draft_backend final : public backend {
   std::shared_ptr<backend> target_;
   std::shared_ptr<backend> draft_;
   sampler sampler_;
-  // Sequences whose k proposals were all accepted in the last step: the k-th proposal and its
-  // position, fed to the draft in front of the sequence's next step.
-  std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> unfed_;
+  // The last proposal of each sequence's latest draft run, not fed to the draft: fed in front
+  // of the sequence's next step if that starts right after it (all k were accepted),
+  // dropped otherwise, or once it is max_unfed_age steps old (the sequence ended there).
+  struct unfed_proposal {
+    int32_t token = -1;
+    int32_t pos = 0;
+    uint64_t step = 0;
+  };
+  static constexpr uint64_t max_unfed_age = 4096;
+  std::unordered_map<uint64_t, unfed_proposal> unfed_;
+  uint64_t num_steps_ = 0;
 };
 
 }  // namespace troupe
