@@ -532,6 +532,39 @@ TEST_CASE("engine: speculative decoding reproduces seeded sampling with penaltie
   CHECK(s.scheduling.num_accepted_tokens > 0);
 }
 
+TEST_CASE("engine: speculative decoding with a draft model reproduces seeded sampling, one stream at a time") {
+  // Two engines, the default model drafting for itself: the same seeded requests draw the
+  // same text in both. The draft's rows are the target's, so p = q and every proposal is
+  // accepted, sampled as it is.
+  TROUPE_REQUIRE_MODEL();
+  auto reqs = grounded_requests(8, 32);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    reqs[i].params.temperature = 0.8f;
+    reqs[i].params.top_p = 0.9f;
+    reqs[i].params.seed = 2000 + i;
+    reqs[i].params.repetition_penalty = i % 2 ? 1.1f : 1.0f;
+    reqs[i].logprobs = true;
+    reqs[i].params.num_logprobs = 2;
+    reqs[i].speculative = speculative_method::draft;
+  }
+  engine_options o;
+  o.scheduling.max_num_seqs = 1;
+  fixture a(o, 512, 0, true), b(o, 512, 0, true);
+  const auto first = run_all(a, reqs);
+  const auto again = run_all(b, reqs);
+  for (const auto& r : reqs) {
+    CAPTURE(r.id);
+    REQUIRE(first.at(r.id).done);
+    CHECK(again.at(r.id).tokens == first.at(r.id).tokens);
+    CHECK(again.at(r.id).text == first.at(r.id).text);
+  }
+  const auto s = a.eng->stats();
+  MESSAGE("proposed " << s.scheduling.num_draft_tokens << ", accepted " << s.scheduling.num_accepted_tokens);
+  CHECK(s.scheduling.num_draft_tokens > 0);
+  CHECK(s.scheduling.num_accepted_tokens == s.scheduling.num_draft_tokens);
+  CHECK(s.blocks.num_used_blocks == 0);
+}
+
 namespace {
 
 // Each request's choices: text and tokens by index, the choice_done events and the done.
