@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "troupe/embed/backend_select.hpp"
+#include "troupe/embed/draft_model.hpp"
 #include "apps/cli_args.hpp"
 #include "troupe/actors/engine.hpp"
 #include "troupe/cpu/cpu_backend.hpp"
@@ -48,7 +49,9 @@ const char* generate_help =
     "  --tensor-parallel N    split the model over N CUDA devices (default 1)\n"
     "  --gpu-memory-utilization F  share of free device memory for the KV cache (default 0.9)\n"
     "  --cuda-graphs          replay decode steps as CUDA graphs\n"
-    "  --speculative M        speculative decoding: off (default) or ngram (prompt lookup; the same text)\n"
+    "  --speculative M        speculative decoding: off (default), ngram (prompt lookup; the same text)\n"
+    "                         or draft (--draft-model)\n"
+    "  --draft-model FILE     GGUF draft model with the same vocabulary (CPU); implies --speculative draft\n"
     "  --num-speculative-tokens K  most tokens proposed per step (default 4)\n";
 
 sampling_params read_params(const cli_args& args, int32_t vocab_size) {
@@ -143,7 +146,8 @@ int run_generate(int argc, char** argv) {
                       {"--model", "--prompt", "--system", "-n", "--max-tokens", "--temperature", "--top-k", "--top-p",
                        "--min-p", "--repeat-penalty", "--presence-penalty", "--frequency-penalty", "--seed",
                        "--threads", "--device", "--devices", "--tensor-parallel", "--gpu-memory-utilization",
-                       "--kv-cache-dtype", "--speculative", "--num-speculative-tokens", "--min-tokens"},
+                       "--kv-cache-dtype", "--speculative", "--num-speculative-tokens", "--min-tokens",
+                       "--draft-model"},
                       {"--chat", "--ignore-eos", "--help", "-h", "--cuda-graphs"});
   if (args.has("--help") || args.has("-h")) {
     std::fputs(generate_help, stdout);
@@ -158,6 +162,9 @@ int run_generate(int argc, char** argv) {
   auto file = std::make_shared<const gguf::file>(gguf::file::open(*model_path));
   const int32_t max_model_len = 8192;
   auto model = model_bundle::load(file, max_model_len);
+  const auto draft_path = args.get("--draft-model");
+  std::shared_ptr<const gguf::file> draft_file;
+  if (draft_path) draft_file = open_draft_model(*draft_path, model->tok);
   cpu::cpu_backend_options options;
   options.num_threads = (int)args.get_int("--threads", 0, 0, 1024);
   options.eog_ids = model->tok.eog_ids();
@@ -180,6 +187,10 @@ int run_generate(int argc, char** argv) {
   auto choice = choose_backend(file, choice_options);
   std::fprintf(stderr, "troupe: %s\n", choice.description.c_str());
   auto backend = choice.ranks.front();
+  if (draft_file) {
+    if (choice.is_cuda) throw error(error_code::unsupported, "--draft-model runs on the CPU only (use --device cpu)");
+    backend = with_draft_model(backend, draft_file, options);
+  }
   const auto params = read_params(args, backend->config().vocab_size);
   caf::actor_system_config cfg;
   cfg.set("scheduler.max-threads", 1);
@@ -189,7 +200,7 @@ int run_generate(int argc, char** argv) {
   eo.scheduling.max_num_batched_tokens = 512;
   eo.scheduling.max_num_seqs = 1;
   eo.scheduling.max_batch_size = 1;
-  eo.scheduling.speculative = parse_speculative_method(args.get_or("--speculative", "off"));
+  eo.scheduling.speculative = parse_speculative_method(args.get_or("--speculative", draft_file ? "draft" : "off"));
   eo.scheduling.num_speculative_tokens = (int32_t)args.get_int("--num-speculative-tokens", 4, 1, 16);
   if (eo.scheduling.speculative != speculative_method::off && !backend->supports_speculation()) {
     throw error(error_code::unsupported, "--speculative: this backend does not verify proposed tokens (use --device cpu)");

@@ -22,8 +22,13 @@ Prints per-workload tok/s side by side with the ratios, acceptance rates (troupe
 /metrics counters, llama.cpp from its reported draft counts where it reports them), troupe's
 accepted proposals per speculative sequence-step ("acc/st"), and one line "RESULT {json}".
 
+Draft mode (--draft-model D): the speculative servers run D as a draft model instead of
+prompt lookup (`troupe serve --draft-model D --speculative draft`, `llama-server
+--model-draft D --draft-max K`), D having the model's vocabulary (Qwen2.5-Coder-0.5B for
+Qwen2.5-Coder-1.5B). Columns read "+draft" for "+ngram".
+
 Usage: bench/spec_decode.py [--model M] [--threads T] [--gen N] [--streams 32] [--stream-rounds 3]
-                            [--only-troupe] [--troupe-args "..."]
+                            [--only-troupe] [--troupe-args "..."] [--draft-model D] [--draft-k K]
 """
 import argparse
 import http.client
@@ -202,12 +207,25 @@ def main():
                                                             "llama-server"))
     ap.add_argument("--troupe-args", default="", help="more `troupe serve` flags for both troupe runs")
     ap.add_argument("--only-troupe", action="store_true", help="skip llama-server")
+    ap.add_argument("--draft-model", default="", help="speculate with this draft model instead of prompt lookup")
+    ap.add_argument("--draft-k", type=int, default=4, help="most proposals per step in draft mode (both servers)")
     args = ap.parse_args()
     extra = args.troupe_args.split()
+    method = "draft" if args.draft_model else "ngram"
+    spec = f"troupe {method}"
+    lspec = f"llama.cpp {method}"
+    if args.draft_model:
+        spec_flags = ["--speculative", "draft", "--draft-model", args.draft_model,
+                      "--num-speculative-tokens", str(args.draft_k)]
+        llama_spec_flags = ["--model-draft", args.draft_model, "--draft-max", str(args.draft_k), "--draft-min", "0",
+                            "-td", str(args.threads)]
+    else:
+        spec_flags = ["--speculative", "ngram"]
+        llama_spec_flags = ["--spec-type", "ngram-simple"]
 
     results = {}
     outputs = {}
-    for name, flags in (("troupe plain", []), ("troupe ngram", ["--speculative", "ngram"])):
+    for name, flags in (("troupe plain", []), (spec, spec_flags)):
         port = free_port()
         proc = serve(troupe_cmd(args, port, extra + flags), port, name)
         try:
@@ -218,7 +236,7 @@ def main():
     # alternate the two servers (which goes first alternates too), and the median of the
     # per-round ratios is reported beside the medians.
     for rnd in range(args.stream_rounds if args.streams > 0 else 0):
-        pair = [("troupe plain", []), ("troupe ngram", ["--speculative", "ngram"])]
+        pair = [("troupe plain", []), (spec, spec_flags)]
         for name, flags in (pair if rnd % 2 == 0 else pair[::-1]):
             port = free_port()
             proc = serve(troupe_cmd(args, port, extra + flags), port, name)
@@ -233,14 +251,14 @@ def main():
                 "troupe_spec_decode_num_draft_tokens_total", 0)
             results[name]["streams_drafted"] = results[name].get("streams_drafted", 0) + drafted
             print(f"{name} {args.streams} streams, round {rnd + 1}: {tok_s:.1f} tok/s", file=sys.stderr)
-    for name in ("troupe plain", "troupe ngram"):
+    for name in ("troupe plain", spec):
         rounds = results[name].get("streams_tok_s_rounds")
         if rounds:
             results[name]["streams_tok_s"] = sorted(rounds)[len(rounds) // 2]
     if not args.only_troupe:
         if not os.access(args.llama_server, os.X_OK):
             subprocess.run([os.path.join(ROOT, "bench", "build_llama_cpp.sh")], check=True)
-        for name, flags in (("llama.cpp plain", []), ("llama.cpp ngram", ["--spec-type", "ngram-simple"])):
+        for name, flags in (("llama.cpp plain", []), (lspec, llama_spec_flags)):
             port = free_port()
             cmd = [args.llama_server, "-m", args.model, "-t", str(args.threads), "-np", "1", "-c", "4096",
                    "--host", "127.0.0.1", "--port", str(port), *flags]
@@ -250,40 +268,41 @@ def main():
             finally:
                 stop(proc)
 
-    same = sum(outputs["troupe plain"][k] == outputs["troupe ngram"][k] for k in outputs["troupe plain"])
+    same = sum(outputs["troupe plain"][k] == outputs[spec][k] for k in outputs["troupe plain"])
     print(f"speculative decoding, single stream, greedy, {args.gen} output tokens at most, {args.threads} threads, "
           f"{os.path.basename(args.model)}")
-    print(f"troupe ngram output identical to troupe plain on {same} of {len(outputs['troupe plain'])} prompts")
-    header = f"{'workload':>8} | {'troupe':>7} {'+ngram':>7} {'x':>5} {'accept':>6} {'acc/st':>6}"
+    print(f"{spec} output identical to troupe plain on {same} of {len(outputs['troupe plain'])} prompts")
+    header = f"{'workload':>8} | {'troupe':>7} {'+' + method:>7} {'x':>5} {'accept':>6} {'acc/st':>6}"
     if not args.only_troupe:
-        header += f" | {'llama':>7} {'+ngram':>7} {'x':>5} {'accept':>6} | {'ngram t/l':>9}"
+        header += f" | {'llama':>7} {'+' + method:>7} {'x':>5} {'accept':>6} | {method + ' t/l':>9}"
     print(header)
     for wl in workloads():
-        t0, t1 = results["troupe plain"][wl], results["troupe ngram"][wl]
+        t0, t1 = results["troupe plain"][wl], results[spec][wl]
         acc = lambda r: f"{100 * r['acceptance']:>5.0f}%" if r["acceptance"] is not None else "     -"
         per_step = t1["accepted_per_spec_step"]
         line = (f"{wl:>8} | {t0['decode_tok_s']:>7.1f} {t1['decode_tok_s']:>7.1f} "
                 f"{t1['decode_tok_s'] / max(t0['decode_tok_s'], 1e-9):>5.2f} {acc(t1)} "
                 f"{per_step if per_step is not None else 0:>6.2f}")
         if not args.only_troupe:
-            l0, l1 = results["llama.cpp plain"][wl], results["llama.cpp ngram"][wl]
+            l0, l1 = results["llama.cpp plain"][wl], results[lspec][wl]
             line += (f" | {l0['decode_tok_s']:>7.1f} {l1['decode_tok_s']:>7.1f} "
                      f"{l1['decode_tok_s'] / max(l0['decode_tok_s'], 1e-9):>5.2f} {acc(l1)} | "
                      f"{t1['decode_tok_s'] / max(l1['decode_tok_s'], 1e-9):>9.2f}")
         print(line)
     if args.streams > 0:
-        s0, s1 = results["troupe plain"]["streams_tok_s"], results["troupe ngram"]["streams_tok_s"]
+        s0, s1 = results["troupe plain"]["streams_tok_s"], results[spec]["streams_tok_s"]
         rounds0 = results["troupe plain"]["streams_tok_s_rounds"]
-        rounds1 = results["troupe ngram"]["streams_tok_s_rounds"]
+        rounds1 = results[spec]["streams_tok_s_rounds"]
         ratios = sorted(b / a for a, b in zip(rounds0, rounds1))
         results["streams_ratio_median"] = ratios[len(ratios) // 2]
         r0 = " ".join(f"{x:.0f}" for x in rounds0)
         r1 = " ".join(f"{x:.0f}" for x in rounds1)
         print(f"{args.streams} streams (rewrite), {args.stream_rounds} alternating rounds: troupe "
-              f"{s0:.1f} tok/s plain ({r0}), {s1:.1f} with ngram ({r1}): medians {s1 / s0:.2f}x, "
+              f"{s0:.1f} tok/s plain ({r0}), {s1:.1f} with {method} ({r1}): medians {s1 / s0:.2f}x, "
               f"median per-round ratio {results['streams_ratio_median']:.2f}x; "
-              f"{results['troupe ngram']['streams_drafted']:.0f} tokens proposed in all")
+              f"{results[spec]['streams_drafted']:.0f} tokens proposed in all")
     print("RESULT " + json.dumps({"results": results, "threads": args.threads, "model": args.model,
+                                  "draft_model": args.draft_model,
                                   "identical_outputs": same}))
 
 

@@ -17,6 +17,7 @@
 
 #include "troupe/actors/engine.hpp"
 #include "troupe/cpu/cpu_backend.hpp"
+#include "troupe/model/draft_backend.hpp"
 #include "util/gated_backend.hpp"
 #include "util/require_model.hpp"
 
@@ -90,7 +91,9 @@ class collecting_sink : public event_sink {
 };
 
 struct fixture {
-  explicit fixture(engine_options options = {}, int32_t num_blocks = 512, int32_t num_swap_blocks = 0) {
+  // self_draft: the model drafts for itself (draft_backend), for --speculative draft.
+  explicit fixture(engine_options options = {}, int32_t num_blocks = 512, int32_t num_swap_blocks = 0,
+                   bool self_draft = false) {
     auto file = std::make_shared<const gguf::file>(gguf::file::open(TROUPE_TEST_MODEL));
     model = model_bundle::load(file, 2048);
     cpu::cpu_backend_options o;
@@ -98,7 +101,9 @@ struct fixture {
     o.num_swap_blocks = num_swap_blocks;
     o.eog_ids = model->tok.eog_ids();
     // Open unless a test closes it to hold requests running while it sets up the next step.
-    gate = std::make_shared<test::gated_backend>(std::make_shared<cpu::cpu_backend>(file, o));
+    std::shared_ptr<backend> b = std::make_shared<cpu::cpu_backend>(file, o);
+    if (self_draft) b = std::make_shared<draft_backend>(b, std::make_shared<cpu::cpu_backend>(file, o), o.eog_ids);
+    gate = std::make_shared<test::gated_backend>(std::move(b));
     cfg.set("scheduler.max-threads", 2);
     sys = std::make_unique<caf::actor_system>(cfg);
     eng = std::make_unique<engine>(*sys, model, gate, options);
@@ -184,6 +189,44 @@ static void check_preemption_keeps_text(preemption_mode mode, int32_t num_swap_b
     CHECK(together.at(reqs[i].id).tokens == alone.at(reqs[i].id).tokens);
   }
   CHECK(f.eng->stats().blocks.num_used_blocks == 0);
+}
+
+TEST_CASE("engine: a draft model's KV follows the target's through swaps and prefix sharing") {
+  // The default model drafting for itself, 8 greedy sequences sharing a system prompt in a
+  // pool of 32 blocks (swap preemptions certain), all speculating: every proposal must be
+  // accepted, which it is only while the draft's KV in every block (moved out and back,
+  // shared through the prefix cache) is what the target's is; and the text is the plain one.
+  TROUPE_REQUIRE_MODEL();
+  engine_options o;
+  o.scheduling.max_num_seqs = 8;
+  o.scheduling.preemption = preemption_mode::swap;
+  o.scheduling.speculative = speculative_method::draft;
+  o.scheduling.speculative_max_batch = 64;
+  std::vector<request> reqs;
+  for (int i = 0; i < 8; ++i) {
+    auto r = chat(numbered("d", i), questions[i], 64);
+    r.params.ignore_eos = true;
+    reqs.push_back(r);
+  }
+  std::map<std::string, collecting_sink::record> plain;
+  {
+    fixture f;
+    plain = run_all(f, reqs);
+  }
+  fixture f(o, 32, 64, true);
+  const auto together = run_all(f, reqs);
+  const auto s = f.eng->stats();
+  MESSAGE("preemptions: " << s.scheduling.num_preemptions << "; proposed " << s.scheduling.num_draft_tokens
+                          << ", accepted " << s.scheduling.num_accepted_tokens);
+  CHECK(s.scheduling.num_preemptions > 0);
+  CHECK(s.scheduling.num_draft_tokens > 0);
+  CHECK(s.scheduling.num_accepted_tokens == s.scheduling.num_draft_tokens);
+  for (const auto& r : reqs) {
+    CAPTURE(r.id);
+    CHECK(together.at(r.id).tokens == plain.at(r.id).tokens);
+  }
+  CHECK(s.blocks.num_used_blocks == 0);
+  CHECK(s.blocks.num_used_swap_blocks == 0);
 }
 
 TEST_CASE("engine: requests preempted for KV space finish with the text of an uninterrupted run") {
@@ -420,6 +463,46 @@ TEST_CASE("engine: speculative decoding by prompt lookup gives the greedy text o
   CHECK(reported == s.scheduling.num_draft_tokens);
 }
 
+TEST_CASE("engine: speculative decoding with a draft model gives the greedy text of plain decoding, beside n-gram and plain requests") {
+  // The default model drafts for itself: with greedy requests every proposal must be
+  // accepted, so a draft KV out of step with the target's would show as a rejection.
+  TROUPE_REQUIRE_MODEL();
+  auto reqs = grounded_requests(16, 40);
+  for (int i = 0; i < 16; i += 4) reqs[i].speculative = speculative_method::off;
+  for (int i = 1; i < 16; i += 4) reqs[i].speculative = speculative_method::ngram;
+  std::map<std::string, collecting_sink::record> plain, spec;
+  {
+    fixture f;
+    plain = run_all(f, reqs);
+  }
+  engine_options o;
+  o.scheduling.speculative = speculative_method::draft;
+  o.scheduling.speculative_max_batch = 64;
+  fixture f(o, 512, 0, true);
+  spec = run_all(f, reqs);
+  for (const auto& r : reqs) {
+    CAPTURE(r.id);
+    REQUIRE(plain.at(r.id).done);
+    REQUIRE(spec.at(r.id).done);
+    CHECK(spec.at(r.id).tokens == plain.at(r.id).tokens);
+    CHECK(spec.at(r.id).done->reason == plain.at(r.id).done->reason);
+  }
+  const auto s = f.eng->stats();
+  int32_t draft_proposed = 0, draft_accepted = 0;
+  for (int i = 2; i < 16; i += 4) {
+    for (int j : {i, i + 1}) {
+      draft_proposed += spec.at(reqs[static_cast<size_t>(j)].id).done->timings.num_draft_tokens;
+      draft_accepted += spec.at(reqs[static_cast<size_t>(j)].id).done->timings.num_accepted_tokens;
+    }
+  }
+  MESSAGE("proposed " << s.scheduling.num_draft_tokens << ", accepted " << s.scheduling.num_accepted_tokens
+                      << "; by the draft model " << draft_accepted << " of " << draft_proposed);
+  CHECK(draft_proposed > 0);
+  CHECK(draft_accepted == draft_proposed);
+  CHECK(spec.at("s0").done->timings.num_draft_tokens == 0);
+  CHECK(s.blocks.num_used_blocks == 0);
+}
+
 TEST_CASE("engine: speculative decoding reproduces seeded sampling with penalties, one stream at a time") {
   TROUPE_REQUIRE_MODEL();
   auto reqs = grounded_requests(8, 32);
@@ -447,6 +530,39 @@ TEST_CASE("engine: speculative decoding reproduces seeded sampling with penaltie
   const auto s = spec_engine.eng->stats();
   MESSAGE("proposed " << s.scheduling.num_draft_tokens << ", accepted " << s.scheduling.num_accepted_tokens);
   CHECK(s.scheduling.num_accepted_tokens > 0);
+}
+
+TEST_CASE("engine: speculative decoding with a draft model reproduces seeded sampling, one stream at a time") {
+  // Two engines, the default model drafting for itself: the same seeded requests draw the
+  // same text in both. The draft's rows are the target's, so p = q and every proposal is
+  // accepted, sampled as it is.
+  TROUPE_REQUIRE_MODEL();
+  auto reqs = grounded_requests(8, 32);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    reqs[i].params.temperature = 0.8f;
+    reqs[i].params.top_p = 0.9f;
+    reqs[i].params.seed = 2000 + i;
+    reqs[i].params.repetition_penalty = i % 2 ? 1.1f : 1.0f;
+    reqs[i].logprobs = true;
+    reqs[i].params.num_logprobs = 2;
+    reqs[i].speculative = speculative_method::draft;
+  }
+  engine_options o;
+  o.scheduling.max_num_seqs = 1;
+  fixture a(o, 512, 0, true), b(o, 512, 0, true);
+  const auto first = run_all(a, reqs);
+  const auto again = run_all(b, reqs);
+  for (const auto& r : reqs) {
+    CAPTURE(r.id);
+    REQUIRE(first.at(r.id).done);
+    CHECK(again.at(r.id).tokens == first.at(r.id).tokens);
+    CHECK(again.at(r.id).text == first.at(r.id).text);
+  }
+  const auto s = a.eng->stats();
+  MESSAGE("proposed " << s.scheduling.num_draft_tokens << ", accepted " << s.scheduling.num_accepted_tokens);
+  CHECK(s.scheduling.num_draft_tokens > 0);
+  CHECK(s.scheduling.num_accepted_tokens == s.scheduling.num_draft_tokens);
+  CHECK(s.blocks.num_used_blocks == 0);
 }
 
 namespace {

@@ -46,7 +46,7 @@ TEST_CASE("cli: the same seed gives the same text") {
   CHECK(a.out == b.out);
 }
 
-TEST_CASE("cli: --speculative ngram prints the text of plain decoding; --min-tokens holds the end back") {
+TEST_CASE("cli: --speculative ngram and --draft-model print the text of plain decoding; --min-tokens holds the end back") {
   TROUPE_REQUIRE_MODEL();
   const std::string cmd = troupe_bin + " generate --model " + model +
                           " --chat --prompt 'Repeat exactly: the cat sat on the mat, the cat sat on the mat.'"
@@ -56,7 +56,12 @@ TEST_CASE("cli: --speculative ngram prints the text of plain decoding; --min-tok
   CHECK(plain.exit_code == 0);
   CHECK(spec.exit_code == 0);
   CHECK(spec.out == plain.out);
-  CHECK(run_process(cmd + " --speculative draft").exit_code == 1);
+  CHECK(run_process(cmd + " --speculative eagle").exit_code == 1);
+  CHECK(run_process(cmd + " --speculative draft").exit_code == 1);  // no draft model loaded
+  // The model as its own draft: greedy, so the same text.
+  const auto drafted = run_process(cmd + " --draft-model " + model + " --num-speculative-tokens 3");
+  CHECK(drafted.exit_code == 0);
+  CHECK(drafted.out == plain.out);
 
   // "Say yes" ends in a few tokens; with --min-tokens 30 the end comes no earlier than 30.
   const std::string yes = troupe_bin + " generate --model " + model +

@@ -43,13 +43,28 @@ class simulated_worker {
   void set_rule(next_token_rule rule) { rule_ = std::move(rule); }
   const plan_state& plans() const { return plans_; }
 
-  step_result run(const kv_operations& ops, const batch_plan& plan) {
+  // Draft-model proposals (draft_slot) are filled by this rule, as the worker's draft model
+  // would fill them; without one they stay slots, which no sample equals.
+  void set_draft_rule(next_token_rule rule) { draft_rule_ = std::move(rule); }
+
+  step_result run(const kv_operations& ops, const batch_plan& given) {
     for (const auto& c : ops.swap_out) move_block(device_, c.src, host_, c.dst);
     for (const auto& c : ops.copies) move_block(device_, c.src, device_, c.dst);
     for (const auto& c : ops.swap_in) move_block(host_, c.src, device_, c.dst);
-    for (const auto& s : plan.sequences) {
+    batch_plan plan = given;
+    for (auto& s : plan.sequences) {
       REQUIRE(s.block_table.size() * static_cast<size_t>(block_size_) >= s.start_pos + s.tokens.size());
       for (size_t i = 0; i < s.tokens.size(); ++i) slot(s.block_table, s.start_pos + static_cast<int32_t>(i)) = s.tokens[i];
+      if (s.num_draft_tokens == 0 || s.tokens.back() != draft_slot || !draft_rule_) continue;
+      const int32_t known_end = s.start_pos + static_cast<int32_t>(s.tokens.size()) - s.num_draft_tokens;
+      std::vector<int32_t> context;
+      for (int32_t pos = 0; pos < known_end; ++pos) context.push_back(slot(s.block_table, pos));
+      for (int32_t i = 0; i < s.num_draft_tokens; ++i) {
+        const int32_t token = draft_rule_(context, s.params.seed, s.sample_index + static_cast<uint64_t>(i));
+        context.push_back(token);
+        s.tokens[s.tokens.size() - static_cast<size_t>(s.num_draft_tokens - i)] = token;
+        slot(s.block_table, known_end + i) = token;
+      }
     }
     step_result result;
     for (const auto& s : plan.sequences) {
@@ -118,6 +133,7 @@ class simulated_worker {
   plan_state plans_;
   batch_plan last_plan_;
   next_token_rule rule_;
+  next_token_rule draft_rule_;
 };
 
 // What the simulated worker samples for a request that runs alone and is never preempted.

@@ -78,10 +78,11 @@ struct run_result {
 template <class Kv>
 run_result run(Kv& kv, scheduler_config config, const std::vector<sequence_request>& requests,
                simulated_worker::next_token_rule rule, int32_t num_blocks, int32_t block_size,
-               const std::function<void()>& after_step = {}) {
+               const std::function<void()>& after_step = {}, simulated_worker::next_token_rule draft_rule = {}) {
   scheduler_policy sched(config, kv, {eog_token});
   simulated_worker worker(num_blocks, block_size, 0);
   worker.set_rule(std::move(rule));
+  worker.set_draft_rule(std::move(draft_rule));
   for (const auto& r : requests) sched.add(r, 0);
   run_result out;
   while (sched.has_unfinished()) {
@@ -139,7 +140,8 @@ TEST_CASE("speculation: prompt lookup proposes what followed the latest, longest
   CHECK_THROWS_AS(ngram_proposer(1, 65), error);
   CHECK(parse_speculative_method("ngram") == speculative_method::ngram);
   CHECK(parse_speculative_method("off") == speculative_method::off);
-  CHECK_THROWS_AS(parse_speculative_method("draft"), error);
+  CHECK(parse_speculative_method("draft") == speculative_method::draft);
+  CHECK_THROWS_AS(parse_speculative_method("eagle"), error);
 }
 
 TEST_CASE("speculation: a predictable model's output is the same with proposals, in fewer steps") {
@@ -328,4 +330,66 @@ TEST_CASE("speculation: random workloads on the real block manager keep its inva
   MESSAGE("proposals accepted " << num_accepted << ", rejected " << num_rejected);
   CHECK(num_accepted > 100);
   CHECK(num_rejected > 100);
+}
+
+TEST_CASE("speculation: draft-model slots on the real block manager keep its invariants and the plain outputs") {
+  // The scheduler reserves slots (draft_slot) and the worker's draft fills them: here a
+  // draft that follows the cycle but misses the model's deviations, and deviates itself
+  // where the model does not, so runs end in rejections at every proposal position.
+  std::mt19937 rng(20261204);
+  int64_t num_accepted = 0, num_rejected = 0;
+  for (int round = 0; round < 30; ++round) {
+    CAPTURE(round);
+    const int32_t period = 2 + static_cast<int32_t>(rng() % 6);
+    const uint32_t deviation = 2 + rng() % 9;
+    const uint32_t draft_deviation = 3 + rng() % 7;
+    const auto rule = cyclic_rule(period, [deviation](uint64_t i) { return i % deviation == deviation - 1; });
+    const auto draft_rule = cyclic_rule(period, [draft_deviation](uint64_t i) { return i % draft_deviation == 1; });
+    std::vector<sequence_request> reqs;
+    const int num_requests = 1 + static_cast<int>(rng() % 6);
+    for (int i = 0; i < num_requests; ++i) {
+      auto r = periodic_request(static_cast<uint64_t>(i + 1), period, 4 + static_cast<int32_t>(rng() % 30),
+                                1 + static_cast<int32_t>(rng() % 50));
+      if (i % 2 == 1) r.prompt_tokens = reqs[0].prompt_tokens;  // shared prefixes: prefix-cache hits
+      if (rng() % 4 == 0) r.speculative = rng() % 2 ? speculative_method::off : speculative_method::ngram;
+      reqs.push_back(std::move(r));
+    }
+    const int32_t block_size = (rng() % 2) ? 4 : 8;
+    auto c = spec_config(speculative_method::draft, 64 + static_cast<int32_t>(rng() % 64));
+    c.has_draft_model = true;
+    c.num_speculative_tokens = 1 + static_cast<int32_t>(rng() % 6);
+    c.max_num_seqs = 6;
+    const int32_t num_blocks = 24 + static_cast<int32_t>(rng() % 40);
+    block_manager plain_kv({num_blocks, block_size, 0, true});
+    const auto plain = run(plain_kv, spec_config(speculative_method::off, c.max_num_batched_tokens), reqs, rule,
+                           num_blocks, block_size);
+    block_manager kv({num_blocks, block_size, 0, true});
+    const auto spec = run(kv, c, reqs, rule, num_blocks, block_size, [&] { kv.check_invariants(); }, draft_rule);
+    CHECK(spec.outputs == plain.outputs);
+    CHECK(spec.finished == plain.finished);
+    CHECK(kv.stats().num_used_blocks == 0);
+    num_accepted += spec.stats.num_accepted_tokens;
+    num_rejected += spec.stats.num_draft_tokens - spec.stats.num_accepted_tokens;
+  }
+  MESSAGE("proposals accepted " << num_accepted << ", rejected " << num_rejected);
+  CHECK(num_accepted > 100);
+  CHECK(num_rejected > 100);
+}
+
+TEST_CASE("speculation: a request asking for draft proposals where no draft model is loaded decodes plainly") {
+  const auto rule = cyclic_rule(3, [](uint64_t) { return false; });
+  std::vector<sequence_request> reqs = {periodic_request(1, 3, 12, 20)};
+  reqs[0].speculative = speculative_method::draft;
+  const auto plain = run_fake(spec_config(speculative_method::off), reqs, rule);
+  auto c = spec_config(speculative_method::ngram);
+  const auto got = run_fake(c, reqs, rule);
+  CHECK(got.outputs == plain.outputs);
+  CHECK(got.stats.num_draft_tokens == 0);
+  // With one, the same request's slots are filled and verified.
+  c.has_draft_model = true;
+  fake_kv_space kv(256, 4);
+  const auto drafted = run(kv, c, reqs, rule, 256, 4, {}, rule);
+  CHECK(drafted.outputs == plain.outputs);
+  CHECK(drafted.stats.num_accepted_tokens > 0);
+  CHECK(drafted.num_steps < plain.num_steps);
 }

@@ -127,7 +127,7 @@ TEST_CASE("ws parse: a value of the wrong type names the field and what was sent
       {R"("penalty_last_n":[])", "penalty_last_n", "penalty_last_n must be an integer"},
       {R"("seed":"42")", "seed", "seed must be an integer"},
       {R"("priority":1.5)", "priority", "priority must be an integer"},
-      {R"("speculative":"draft")", "speculative", "speculative must be \"ngram\" or \"off\", got \"draft\""},
+      {R"("speculative":"eagle")", "speculative", "speculative must be \"ngram\", \"draft\" or \"off\", got \"eagle\""},
       {R"("speculative":true)", "speculative", "speculative must be a string"},
       {R"("timeout_ms":"1s")", "timeout_ms", "timeout_ms must be an integer"},
       {R"("ignore_eos":1)", "ignore_eos", "ignore_eos must be true or false, got a number"},

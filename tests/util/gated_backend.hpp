@@ -43,6 +43,7 @@ class gated_backend : public backend {
   void swap_out(const std::vector<std::pair<int32_t, int32_t>>& device_to_host) override;
   void swap_in(const std::vector<std::pair<int32_t, int32_t>>& host_to_device) override;
   bool supports_speculation() const override { return inner_ && inner_->supports_speculation(); }
+  bool has_draft_model() const override { return inner_ && inner_->has_draft_model(); }
 
   // The gate starts open.
   void close();            // steps from now on wait (and permits given by release are dropped)

@@ -164,6 +164,10 @@ engine::engine(caf::actor_system& sys, std::shared_ptr<const model_bundle> model
     }
     c.scheduling.speculative_max_batch = 0;
   }
+  c.scheduling.has_draft_model = b->has_draft_model() && options.more_ranks.empty();
+  if (c.scheduling.speculative == speculative_method::draft && !c.scheduling.has_draft_model) {
+    throw error(error_code::unsupported, "speculative decoding with a draft model needs one loaded (--draft-model)");
+  }
   c.scheduling.validate();
   block_manager_config blocks;
   blocks.num_blocks = shape.num_blocks;

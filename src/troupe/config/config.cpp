@@ -26,7 +26,12 @@ void config::validate() const {
   if (async_scheduling != "auto" && async_scheduling != "on" && async_scheduling != "off") {
     reject("async-scheduling", "auto, on or off", async_scheduling);
   }
-  if (speculative != "off" && speculative != "ngram") reject("speculative", "off or ngram", speculative);
+  if (speculative != "off" && speculative != "ngram" && speculative != "draft") {
+    reject("speculative", "off, ngram or draft", speculative);
+  }
+  if (speculative == "draft" && draft_model.empty()) {
+    reject("speculative", "off or ngram without --draft-model", speculative);
+  }
   check_range("tensor-parallel", tensor_parallel, 1, 64);
   if (!(gpu_memory_utilization > 0.0 && gpu_memory_utilization <= 1.0)) {
     reject("gpu-memory-utilization", "in (0, 1]", std::to_string(gpu_memory_utilization));

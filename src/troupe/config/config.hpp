@@ -21,7 +21,8 @@ struct config {
   double gpu_memory_utilization = 0.9;  // share of free device memory for weights + KV
   bool cuda_graphs = false;
   std::string async_scheduling = "auto";  // auto | on | off (auto: on with CUDA, off on the CPU)
-  std::string speculative = "off";      // off | ngram: speculative decoding (requests may override)
+  std::string speculative = "off";      // off | ngram | draft: speculative decoding (requests may override)
+  std::string draft_model;              // GGUF file of a draft model (same vocabulary); "" = none
   int32_t threads = 0;                  // CPU compute threads; 0 = one per core
 
   // The KV cache.
@@ -79,7 +80,8 @@ void for_each_option(Config& c, F&& f) {
   f("max_model_len", "prompt + output tokens per sequence (0 = the model's context)", c.scheduling.max_model_len);
   f("enable_chunked_prefill", "split long prompts over several steps", c.scheduling.enable_chunked_prefill);
   f("async_scheduling", "plan step N+1 while step N runs: auto | on | off (auto: on with CUDA)", c.async_scheduling);
-  f("speculative", "speculative decoding: off | ngram (prompt lookup; exact, requests may override)", c.speculative);
+  f("speculative", "speculative decoding: off | ngram (prompt lookup; exact) | draft (--draft-model); requests may override", c.speculative);
+  f("draft_model", "GGUF draft model for --speculative draft (same vocabulary as --model; CPU only)", c.draft_model);
   f("num_speculative_tokens", "most tokens proposed per sequence per step (adapted per sequence)", c.scheduling.num_speculative_tokens);
   f("ngram_min", "shortest suffix n-gram prompt lookup matches", c.scheduling.ngram_min);
   f("ngram_max", "longest suffix n-gram prompt lookup matches", c.scheduling.ngram_max);

@@ -96,7 +96,8 @@ int32_t kv_pool_num_blocks(const model_config& config, const cpu_backend_options
 cpu_backend::cpu_backend(std::shared_ptr<const gguf::file> file, const cpu_backend_options& options)
     : file_(std::move(file)),
       config_(model_config::from_gguf(*file_)),
-      pool_(options.num_threads),
+      pool_owner_(options.pool ? options.pool : std::make_shared<thread_pool>(options.num_threads)),
+      pool_(*pool_owner_),
       sampler_(config_.vocab_size, options.eog_ids),
       ws_(std::make_unique<workspace>()) {
   const auto& f = *file_;

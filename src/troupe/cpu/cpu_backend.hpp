@@ -24,6 +24,10 @@ struct cpu_backend_options {
   int32_t num_swap_blocks = 0;   // host swap space for preempted sequences (0: none)
   kv_cache_dtype kv_dtype = kv_cache_dtype::f16;  // how K/V are stored: sets the bytes a block takes
   std::vector<int32_t> eog_ids;  // suppressed by ignore_eos
+  // The threads to run on, shared with another backend stepped from the same thread (a draft
+  // model beside its target, whose steps alternate: two pools would each spin while the
+  // other works). Null: a pool of num_threads of its own.
+  std::shared_ptr<thread_pool> pool;
 };
 
 // KV blocks the pool gets: num_blocks when > 0, else the byte budget (kv_cache_bytes, or
@@ -52,6 +56,7 @@ class cpu_backend final : public backend {
   bool supports_speculation() const override { return true; }
 
   int num_threads() const { return pool_.num_threads(); }
+  const std::shared_ptr<thread_pool>& pool() const { return pool_owner_; }
   kv_cache_dtype kv_dtype() const { return kv_->dtype(); }
   // Bytes of weights one decode step reads (all matrices + the output head + norms).
   int64_t weight_bytes_per_token() const { return weight_bytes_per_token_; }
@@ -77,7 +82,8 @@ class cpu_backend final : public backend {
 
   std::shared_ptr<const gguf::file> file_;
   model_config config_;
-  thread_pool pool_;
+  std::shared_ptr<thread_pool> pool_owner_;
+  thread_pool& pool_;
   const gguf::tensor_info* token_embd_ = nullptr;
   const float* output_norm_ = nullptr;
   packed_matrix output_;

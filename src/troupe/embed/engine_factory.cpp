@@ -4,15 +4,18 @@
 #include <cstdio>
 
 #include "troupe/embed/backend_select.hpp"
+#include "troupe/embed/draft_model.hpp"
 #include "troupe/embed/fault_injection.hpp"
 #include "troupe/model/error.hpp"
+#include "troupe/model/draft_backend.hpp"
 #include "troupe/model/gguf.hpp"
 
 namespace troupe {
 
 namespace {
 
-backend_choice make_backends(const config& c, std::shared_ptr<const gguf::file> file, const model_bundle& model) {
+backend_choice make_backends(const config& c, std::shared_ptr<const gguf::file> file, const model_bundle& model,
+                             std::shared_ptr<const gguf::file> draft_file) {
   backend_choice_options o;
   o.device = c.device;
   if (!c.devices.empty()) o.devices = parse_device_list(c.devices);
@@ -33,7 +36,18 @@ backend_choice make_backends(const config& c, std::shared_ptr<const gguf::file> 
     o.cpu.num_swap_blocks = static_cast<int32_t>(c.swap_space * double(1ull << 30) / bytes_per_block);
     o.num_swap_blocks = o.cpu.num_swap_blocks;
   }
-  return choose_backend(std::move(file), o);
+  if (!draft_file) return choose_backend(std::move(file), o);
+  // The draft runs on the CPU beside the target, over one pool of block ids that both
+  // models' KV fits in (model/draft_backend.hpp).
+  if (c.device == "cuda") throw error(error_code::unsupported, "--draft-model runs on the CPU only (use --device cpu)");
+  o.device = "cpu";
+  size_pool_for_draft(o.cpu, model.config, model_config::from_gguf(*draft_file), c.kv_cache_bytes,
+                      c.swap_space * double(1ull << 30));
+  o.num_swap_blocks = o.cpu.num_swap_blocks;
+  auto choice = choose_backend(std::move(file), o);
+  choice.ranks.front() = with_draft_model(choice.ranks.front(), std::move(draft_file), o.cpu);
+  choice.description += ", draft model " + c.draft_model;
+  return choice;
 }
 
 // "8192 KV blocks of 16 (q8_0, 15360 bytes per token, 120.0 MiB)"
@@ -51,9 +65,18 @@ std::string kv_pool_description(const kv_cache_shape& shape) {
 started_engine start_engine(caf::actor_system& sys, const config& cfg, std::shared_ptr<metrics_registry> metrics) {
   cfg.validate();
   auto file = std::make_shared<const gguf::file>(gguf::file::open(cfg.model));
+  int32_t max_model_len = cfg.scheduling.max_model_len;
+  std::shared_ptr<const gguf::file> draft_file;
+  if (!cfg.draft_model.empty()) {
+    draft_file = std::make_shared<const gguf::file>(gguf::file::open(cfg.draft_model));
+    // The draft sees every position the target does.
+    const int32_t draft_context = model_config::from_gguf(*draft_file).context_length;
+    max_model_len = max_model_len > 0 ? std::min(max_model_len, draft_context) : draft_context;
+  }
   // max_model_len 0 = the model's whole context; model_bundle caps any length by it.
-  auto model = model_bundle::load(file, cfg.scheduling.max_model_len);
-  auto choice = make_backends(cfg, file, *model);
+  auto model = model_bundle::load(file, max_model_len);
+  if (draft_file) check_draft_vocabulary(model->tok, tokenizer::from_gguf(*draft_file));
+  auto choice = make_backends(cfg, file, *model, draft_file);
   auto b = with_injected_faults(choice.ranks.front());
   engine_options eo;
   eo.scheduling = cfg.scheduling;
@@ -67,7 +90,9 @@ started_engine start_engine(caf::actor_system& sys, const config& cfg, std::shar
   // memory stays with the stuck kernel (and a call into a hung device may hang too), so
   // there the engine fails instead.
   if (!choice.is_cuda) {
-    eo.make_backend = [cfg, file, model] { return make_backends(cfg, file, *model).ranks.front(); };
+    eo.make_backend = [cfg, file, model, draft_file] {
+      return make_backends(cfg, file, *model, draft_file).ranks.front();
+    };
   } else {
     eo.make_backend = []() -> std::shared_ptr<backend> {
       throw error(error_code::unsupported,

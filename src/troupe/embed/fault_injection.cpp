@@ -28,6 +28,7 @@ class stuck_step_backend final : public backend {
   void swap_in(const std::vector<std::pair<int32_t, int32_t>>& pairs) override { inner_->swap_in(pairs); }
   double attention_efficiency() const override { return inner_->attention_efficiency(); }
   bool supports_speculation() const override { return inner_->supports_speculation(); }
+  bool has_draft_model() const override { return inner_->has_draft_model(); }
 
  private:
   std::shared_ptr<backend> inner_;

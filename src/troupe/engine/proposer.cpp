@@ -12,6 +12,7 @@ const char* to_string(speculative_method m) {
   switch (m) {
     case speculative_method::off: return "off";
     case speculative_method::ngram: return "ngram";
+    case speculative_method::draft: return "draft";
   }
   return "off";
 }
@@ -19,7 +20,9 @@ const char* to_string(speculative_method m) {
 speculative_method parse_speculative_method(const std::string& text) {
   if (text == "off") return speculative_method::off;
   if (text == "ngram") return speculative_method::ngram;
-  throw error(error_code::invalid_argument, "speculative method must be \"ngram\" or \"off\", got \"" + text + "\"");
+  if (text == "draft") return speculative_method::draft;
+  throw error(error_code::invalid_argument,
+              "speculative method must be \"ngram\", \"draft\" or \"off\", got \"" + text + "\"");
 }
 
 ngram_proposer::ngram_proposer(int32_t min_n, int32_t max_n) : min_n_(min_n), max_n_(max_n) {

@@ -3,10 +3,9 @@
 // for up to k tokens per decoding sequence while it plans a step.
 //
 // The seam: a proposer sees the sequence's tokens (prompt then output) and answers with
-// fixed tokens. n-gram lookup is one; a draft model or EAGLE-style heads would be others —
-// they need the worker to run a second network before the target's step and report
-// proposal distributions with the tokens (the general acceptance rule, accept_or_resample),
-// which this interface leaves for them to add.
+// fixed tokens. n-gram lookup is one. A draft model is not a proposer here: it runs in the
+// worker, beside the target (model/draft_backend.hpp), and the scheduler only reserves
+// proposal slots (draft_slot) for it to fill.
 #pragma once
 #include <cstdint>
 #include <span>
@@ -15,11 +14,12 @@
 
 namespace troupe {
 
-// How a server (and a request, overriding it) proposes tokens.
-enum class speculative_method { off, ngram };
+// How a server (and a request, overriding it) proposes tokens: draft needs a draft model
+// loaded beside the target (--draft-model).
+enum class speculative_method { off, ngram, draft };
 
 const char* to_string(speculative_method m);
-// "off" or "ngram"; throws troupe::error(invalid_argument) naming the allowed values.
+// "off", "ngram" or "draft"; throws troupe::error(invalid_argument) naming the allowed values.
 speculative_method parse_speculative_method(const std::string& text);
 
 class proposer {

@@ -44,8 +44,13 @@ struct scheduler_config {
   // sequences decode, each proposes up to num_speculative_tokens tokens by prompt lookup
   // (n-grams of ngram_min..ngram_max tokens) and the step verifies them (model/speculative.hpp).
   // A request may turn it on or off for itself. Speculation needs the synchronous loop: a
-  // step with proposals is never planned ahead of.
+  // step with proposals is never planned ahead of. With a draft model (method draft) the
+  // scheduler reserves the proposals' slots and budget the same way and the worker's draft
+  // model fills them (model/draft_backend.hpp).
   speculative_method speculative = speculative_method::off;
+  // Whether the backend runs a draft model; set by the engine from the backend. Without one a
+  // request asking for draft proposals decodes without speculation.
+  bool has_draft_model = false;
   int32_t num_speculative_tokens = 4;
   int32_t ngram_min = 2;
   int32_t ngram_max = 4;

@@ -122,6 +122,11 @@ void scheduler_policy::add(sequence_request request, int64_t now_ms) {
   seq.speculative = request.speculative.value_or(config_.speculative);
   // Proposals would each need the grammar's verdict: a constrained sequence does not speculate.
   if (seq.params.grammar) seq.speculative = speculative_method::off;
+  // Without a draft model a request's choice of one has no effect (as any choice on a
+  // backend that does not verify proposals).
+  if (seq.speculative == speculative_method::draft && !config_.has_draft_model) {
+    seq.speculative = speculative_method::off;
+  }
   seq.num_speculative_tokens = config_.num_speculative_tokens;
   if (beam_width > 0) {
     // The search reads the model's raw log-probabilities: the sampler only has to report
@@ -406,7 +411,12 @@ void scheduler_policy::propose_drafts(step_builder& b, const std::vector<sequenc
                                   max_sequence_tokens_ - seq->num_tokens()) - 1;
     const int32_t max_drafts = std::min({seq->num_speculative_tokens, room, b.budget});
     if (max_drafts <= 0) continue;
-    ngram_.propose(seq->tokens(), max_drafts, seq->drafts);
+    if (seq->speculative == speculative_method::draft) {
+      // The worker's draft model draws these; the slots reserve their budget and KV.
+      seq->drafts.assign(static_cast<size_t>(max_drafts), draft_slot);
+    } else {
+      ngram_.propose(seq->tokens(), max_drafts, seq->drafts);
+    }
     const auto num_drafts = static_cast<int32_t>(seq->drafts.size());
     if (num_drafts == 0) continue;
     seq->step_share += num_drafts;

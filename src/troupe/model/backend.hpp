@@ -14,6 +14,9 @@
 
 namespace troupe {
 
+// A proposal the scheduler reserved for a draft model: the step's draft model draws it.
+inline constexpr int32_t draft_slot = -1;
+
 // One sequence's share of a step.
 struct sequence_step {
   uint64_t seq_id = 0;
@@ -31,7 +34,9 @@ struct sequence_step {
   // proposal that follows, after each proposal too (verify_drafts, speculative.hpp); the
   // output carries the accepted proposals and the sample that ended the run. Needs
   // wants_sample. KV is written for every fed position; the scheduler rolls back the
-  // positions of rejected proposals.
+  // positions of rejected proposals. Proposals that are all draft_slot are for the worker's
+  // draft model to fill (model/draft_backend.hpp); a backend without one refuses them as
+  // tokens outside the vocabulary.
   int32_t num_draft_tokens = 0;
   // Structured output (params.grammar): the output tokens before this step, for the worker
   // to bring its matcher to where the sequence is (whole steps only), and the tokens the
@@ -113,6 +118,8 @@ class backend {
   // Whether step() verifies proposed tokens (sequence_step::num_draft_tokens > 0); a
   // backend that does not refuses such a step with troupe::error(unsupported).
   virtual bool supports_speculation() const { return false; }
+  // Whether step() fills proposals that are draft_slot from a draft model of its own.
+  virtual bool has_draft_model() const { return false; }
 };
 
 }  // namespace troupe

@@ -70,12 +70,15 @@ std::vector<std::pair<int32_t, float>> read_logit_bias(value& v, const parse_lim
   return bias;
 }
 
-// "ngram" or "off": this request's speculative decoding, whatever the server's default.
+// "ngram", "draft" or "off": this request's speculative decoding, whatever the server's
+// default ("draft" on a server without a draft model decodes without speculation).
 speculative_method read_speculative(value& v) {
   const std::string text = json_read::read_string(v, "speculative");
   if (text == "ngram") return speculative_method::ngram;
+  if (text == "draft") return speculative_method::draft;
   if (text != "off") {
-    json_read::fail_request("speculative must be \"ngram\" or \"off\", got \"" + text + "\"", "speculative");
+    json_read::fail_request("speculative must be \"ngram\", \"draft\" or \"off\", got \"" + text + "\"",
+                            "speculative");
   }
   return speculative_method::off;
 }

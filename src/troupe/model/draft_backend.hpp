@@ -1,0 +1,86 @@
+// Draft-model speculative decoding: a backend that runs a small draft model beside the
+// target and fills the proposal slots the scheduler reserved (draft_slot) with the draft's
+// own draws, then verifies them against the target with the general acceptance rule
+// (accept_or_resample, speculative.hpp). docs/speculative.md, "Draft model".
+//
+// Both models' KV caches are indexed by the same block ids: the scheduler's one block
+// manager hands out ids, and every block table, copy, swap-out and swap-in applies to the
+// target's pool and the draft's alike (the two pools have the same block count and size).
+// The draft is fed every token the target is fed (prompt chunks, decode tokens, n-gram
+// proposals) at the same positions, so its KV is valid wherever the target's is, with one
+// lag: a draft of k proposals feeds itself only the first k - 1 of them, and when all k are
+// accepted the k-th is fed to the draft in front of the sequence's next step (however many
+// steps later: a sequence may be swapped out in between).
+//
+// Per speculating sequence a step runs: k one-token draft steps (batched over the
+// sequences), each drawing a proposal from q = sampler::distribution of the draft's row
+// with the request's own sampling knobs and penalty window, then one target step over
+// [t, d1..dk], then position by position p = sampler::distribution of the target's row and
+// accept_or_resample(p, q); after k acceptances the bonus token is the plain sample of the
+// target's last row. The uniforms are pure functions of (seed, output index), one stream for
+// the draft's draws, one for acceptance, one for the resample, so a seeded request draws the
+// same tokens when it is scheduled the same way. Greedy requests (p and q one-hot) emit
+// exactly the target's argmax tokens, the output without speculation.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "troupe/model/backend.hpp"
+#include "troupe/model/sampler.hpp"
+#include "troupe/model/tokenizer.hpp"
+
+namespace troupe {
+
+// Throws troupe::error(invalid_argument) unless the draft's vocabulary is the target's: the
+// same size, the same text for every token, the same bos, eos and end-of-generation ids. The
+// message names the first difference.
+void check_draft_vocabulary(const tokenizer& target, const tokenizer& draft);
+
+class draft_backend final : public backend {
+ public:
+  // Both backends must have the same KV block count and block size and the same
+  // vocabulary size, and the target must verify proposals (supports_speculation); throws
+  // troupe::error(invalid_argument) otherwise. eog_ids: the target's end-of-generation
+  // tokens, for the sampler.
+  draft_backend(std::shared_ptr<backend> target, std::shared_ptr<backend> draft, std::vector<int32_t> eog_ids);
+
+  const model_config& config() const override { return target_->config(); }
+  // The target's pool geometry; bytes_per_block counts both models' KV of a block.
+  kv_cache_shape kv_shape() const override;
+  step_result step(const batch_plan& plan) override;
+  void copy_blocks(const std::vector<std::pair<int32_t, int32_t>>& pairs) override;
+  int32_t num_swap_blocks() const override { return target_->num_swap_blocks(); }
+  void swap_out(const std::vector<std::pair<int32_t, int32_t>>& device_to_host) override;
+  void swap_in(const std::vector<std::pair<int32_t, int32_t>>& host_to_device) override;
+  double attention_efficiency() const override { return target_->attention_efficiency(); }
+  bool supports_speculation() const override { return true; }
+  bool has_draft_model() const override { return true; }
+
+ private:
+  struct drafting;  // one speculating sequence's proposals during a step
+
+  // Feeds the draft every known token of the plan (and the proposals a full acceptance left
+  // unfed), and the speculating sequences' proposal steps; fills `seqs`.
+  void run_draft(const batch_plan& plan, std::vector<drafting>& seqs);
+  // Verifies one sequence's proposals on the target's rows, fills its output.
+  void verify(const sequence_step& step, drafting& d, std::span<const float> rows, sequence_output& out);
+
+  std::shared_ptr<backend> target_;
+  std::shared_ptr<backend> draft_;
+  sampler sampler_;
+  // The last proposal of each sequence's latest draft run, not fed to the draft: fed in front
+  // of the sequence's next step if that starts right after it (all k were accepted),
+  // dropped otherwise, or once it is max_unfed_age steps old (the sequence ended there).
+  struct unfed_proposal {
+    int32_t token = -1;
+    int32_t pos = 0;
+    uint64_t step = 0;
+  };
+  static constexpr uint64_t max_unfed_age = 4096;
+  std::unordered_map<uint64_t, unfed_proposal> unfed_;
+  uint64_t num_steps_ = 0;
+};
+
+}  // namespace troupe

@@ -1,0 +1,377 @@
+// Draft-model speculative decoding on the CPU (model/draft_backend.hpp), with tiny random
+// models as target and draft: a vocabulary that differs is refused; greedy output with an
+// imperfect draft is the target's plain greedy output; a draft identical to the target has
+// every proposal accepted (its KV kept in step, the last proposal of a fully accepted run
+// included); seeded runs reproduce; sampled output follows the target's distribution
+// (chi-square, 100,000 draws); and on the real default model and Qwen2.5-Coder-0.5B, each
+// drafting for itself, greedy output is the plain output with every proposal accepted.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "troupe/cpu/cpu_backend.hpp"
+#include "troupe/model/draft_backend.hpp"
+#include "troupe/model/error.hpp"
+#include "troupe/model/tokenizer.hpp"
+#include "util/require_model.hpp"
+#include "util/tiny_model.hpp"
+
+using namespace troupe;
+
+namespace {
+
+// Seed 1 is the target. With a tied output head a tiny random model's greedy choice is
+// mostly the token it was fed (the residual stream stays close to that token's embedding),
+// whatever the seed, so the models here have heads of their own. The drafts: seed 2, the same
+// weights as the target quantized to 4 bits instead of 8 (close to it: most proposals
+// accepted); other seeds, unrelated weights (few accepted).
+std::shared_ptr<const gguf::file> tiny_file(uint64_t seed) {
+  test::tiny_model_options o;
+  o.tied_output = false;
+  o.weight_type = ggml_type::q8_0;
+  o.seed = seed;
+  if (seed == 2) {
+    o.seed = 1;
+    o.weight_type = ggml_type::q4_1;
+    o.embedding_type = ggml_type::q4_1;
+  }
+  return std::make_shared<const gguf::file>(gguf::file::parse(test::make_tiny_llama(o)));
+}
+
+cpu::cpu_backend_options pool_options(int32_t num_blocks = 64) {
+  cpu::cpu_backend_options o;
+  o.num_blocks = num_blocks;
+  o.block_size = 4;  // proposals cross block boundaries
+  o.num_threads = 1;
+  o.eog_ids = {2};
+  return o;
+}
+
+std::shared_ptr<draft_backend> make_pair(uint64_t target_seed, uint64_t draft_seed) {
+  const auto o = pool_options();
+  return std::make_shared<draft_backend>(std::make_shared<cpu::cpu_backend>(tiny_file(target_seed), o),
+                                         std::make_shared<cpu::cpu_backend>(tiny_file(draft_seed), o), o.eog_ids);
+}
+
+std::string refusal(const tokenizer& target, const tokenizer& draft) {
+  try {
+    check_draft_vocabulary(target, draft);
+  } catch (const error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// The tiny model's tokenizer keys, with `edit` applied to the token texts and `extra` keys.
+tokenizer tiny_tokenizer(const std::function<void(std::vector<std::string>&)>& edit, uint32_t eos = 2,
+                         const std::function<void(test::gguf_writer&)>& extra = {}) {
+  auto vocab = test::make_tiny_vocab();
+  edit(vocab.tokens);
+  test::gguf_writer w;
+  w.add_string("general.architecture", "llama");
+  w.add_string("tokenizer.ggml.model", "gpt2");
+  w.add_string("tokenizer.ggml.pre", "smollm");
+  w.add_strings("tokenizer.ggml.tokens", vocab.tokens);
+  w.add_i32s("tokenizer.ggml.token_type", vocab.token_types);
+  w.add_strings("tokenizer.ggml.merges", vocab.merges);
+  w.add_u32("tokenizer.ggml.bos_token_id", 1);
+  w.add_u32("tokenizer.ggml.eos_token_id", eos);
+  if (extra) extra(w);
+  return tokenizer::from_gguf(gguf::file::parse(w.bytes()));
+}
+
+sequence_step make_step(uint64_t id, std::vector<int32_t> tokens, int32_t start, const sampling_params& params,
+                        uint64_t sample_index, int32_t num_slots, int32_t num_blocks_per_seq = 16) {
+  sequence_step s;
+  s.seq_id = id;
+  s.tokens = std::move(tokens);
+  s.tokens.insert(s.tokens.end(), static_cast<size_t>(num_slots), draft_slot);
+  s.num_draft_tokens = num_slots;
+  s.start_pos = start;
+  s.block_table.resize(static_cast<size_t>(num_blocks_per_seq));
+  std::iota(s.block_table.begin(), s.block_table.end(), static_cast<int32_t>(id) * num_blocks_per_seq);
+  s.params = params;
+  s.sample_index = sample_index;
+  return s;
+}
+
+// A sequence decoded to n output tokens: the prompt whole, then steps of [last token] plus
+// k proposal slots (0: plain steps). Counts the proposals made and accepted.
+struct decoded {
+  std::vector<int32_t> tokens;
+  int64_t num_proposed = 0;
+  int64_t num_accepted = 0;
+};
+
+decoded decode(backend& b, uint64_t id, const std::vector<int32_t>& prompt, const sampling_params& params, int n,
+               int32_t k, int32_t num_blocks_per_seq = 16) {
+  decoded d;
+  std::vector<int32_t> seq = prompt;
+  batch_plan p;
+  p.sequences.push_back(make_step(id, prompt, 0, params, 0, 0, num_blocks_per_seq));
+  while (static_cast<int>(d.tokens.size()) < n) {
+    const auto out = b.step(p).outputs.at(0);
+    d.num_proposed += p.sequences[0].num_draft_tokens;
+    d.num_accepted += static_cast<int64_t>(out.accepted.size());
+    for (const auto& a : out.accepted) d.tokens.push_back(a.token);
+    d.tokens.push_back(out.token);
+    seq.insert(seq.end(), d.tokens.end() - static_cast<ptrdiff_t>(out.accepted.size() + 1), d.tokens.end());
+    const int32_t slots = std::min<int32_t>(k, n - static_cast<int32_t>(d.tokens.size()));
+    p.sequences[0] = make_step(id, {seq.back()}, static_cast<int32_t>(seq.size()) - 1, params, d.tokens.size(),
+                               std::max(slots, 0), num_blocks_per_seq);
+  }
+  d.tokens.resize(static_cast<size_t>(n));
+  return d;
+}
+
+std::vector<int32_t> tiny_prompt(int32_t vocab, int salt) {
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 9; ++i) prompt.push_back((i * 37 + 5 + salt * 11) % vocab);
+  return prompt;
+}
+
+// Wilson-Hilferty: the chi-square value df degrees of freedom exceed with probability 1e-4.
+double chi_square_limit(int df) {
+  const double a = 2.0 / (9.0 * df);
+  return df * std::pow(1.0 - a + 3.719 * std::sqrt(a), 3.0);
+}
+
+// Goodness of fit; categories expecting under 5 are pooled. (statistic, degrees of freedom)
+std::pair<double, int> chi_square(const std::vector<int64_t>& counts, const std::vector<float>& p, int64_t n) {
+  double stat = 0, pooled_expected = 0;
+  int64_t pooled_count = 0;
+  int categories = 0;
+  for (size_t i = 0; i < p.size(); ++i) {
+    const double expected = p[i] * static_cast<double>(n);
+    if (expected < 5) {
+      pooled_expected += expected;
+      pooled_count += counts[i];
+      continue;
+    }
+    stat += (counts[i] - expected) * (counts[i] - expected) / expected;
+    ++categories;
+  }
+  if (pooled_expected >= 5) {
+    stat += (pooled_count - pooled_expected) * (pooled_count - pooled_expected) / pooled_expected;
+    ++categories;
+  }
+  return {stat, categories - 1};
+}
+
+}  // namespace
+
+TEST_CASE("draft model: a vocabulary that is not the target's is refused, naming the first difference") {
+  const auto target = tokenizer::from_gguf(*tiny_file(1));
+  CHECK(refusal(target, tokenizer::from_gguf(*tiny_file(2))).empty());  // other weights, same vocabulary
+  CHECK(refusal(target, tiny_tokenizer([](auto&) {})).empty());
+
+  const auto smaller = refusal(target, tiny_tokenizer([](auto& tokens) { tokens.pop_back(); }));
+  CHECK(smaller.find("the target has " + std::to_string(target.vocab_size()) + " tokens, the draft " +
+                     std::to_string(target.vocab_size() - 1)) != std::string::npos);
+
+  const auto renamed = refusal(target, tiny_tokenizer([](auto& tokens) { tokens[200] = "Ġrenamed"; }));
+  CHECK(renamed.find("token 200 is \"" + target.token_text(200) + "\" in the target, \"Ġrenamed\" in the draft") !=
+        std::string::npos);
+
+  const auto other_eos = refusal(target, tiny_tokenizer([](auto&) {}, 1));
+  CHECK(other_eos.find("eos is 2 in the target, 1 in the draft") != std::string::npos);
+  const auto other_eog = refusal(target, tiny_tokenizer([](auto&) {}, 2, [](test::gguf_writer& w) {
+                                   w.add_u32("tokenizer.ggml.eom_token_id", 200);
+                                 }));
+  CHECK(other_eog.find("end-of-generation tokens are {") != std::string::npos);
+  CHECK(other_eog.find(",200} in the draft") != std::string::npos);
+  MESSAGE(smaller << "\n" << renamed << "\n" << other_eos << "\n" << other_eog);
+
+  // Pools that differ are refused too: the block ids must mean the same in both.
+  const auto o = pool_options();
+  CHECK_THROWS_AS(draft_backend(std::make_shared<cpu::cpu_backend>(tiny_file(1), o),
+                                std::make_shared<cpu::cpu_backend>(tiny_file(2), pool_options(32)), o.eog_ids),
+                  error);
+}
+
+TEST_CASE("draft model: greedy output with an imperfect draft is the target's plain greedy output") {
+  const auto target_file = tiny_file(1);
+  cpu::cpu_backend plain(target_file, pool_options());
+  const int32_t vocab = plain.config().vocab_size;
+  sampling_params greedy;
+  greedy.temperature = 0.0f;
+  int64_t proposed = 0, accepted = 0;
+  for (int salt = 0; salt < 4; ++salt) {
+    CAPTURE(salt);
+    const auto prompt = tiny_prompt(vocab, salt);
+    const auto want = decode(plain, 1, prompt, greedy, 40, 0).tokens;
+    for (const auto& [k, draft_seed] : {std::pair{1, 2}, {3, 2}, {4, 2}, {3, 3}}) {
+      CAPTURE(k);
+      CAPTURE(draft_seed);
+      auto b = make_pair(1, static_cast<uint64_t>(draft_seed));
+      const auto got = decode(*b, 2, prompt, greedy, 40, k);
+      CHECK(got.tokens == want);
+      proposed += got.num_proposed;
+      accepted += got.num_accepted;
+    }
+  }
+  MESSAGE("imperfect draft: " << accepted << " of " << proposed << " proposals accepted");
+  CHECK(accepted > 0);
+  CHECK(accepted < proposed);
+}
+
+TEST_CASE("draft model: a draft identical to the target has every greedy proposal accepted") {
+  // Any KV the draft missed (the last proposal of a fully accepted run above all) or read
+  // wrongly would change its rows and show as a rejection.
+  const auto file = tiny_file(1);
+  const auto o = pool_options();
+  draft_backend b(std::make_shared<cpu::cpu_backend>(file, o), std::make_shared<cpu::cpu_backend>(file, o), o.eog_ids);
+  cpu::cpu_backend plain(file, o);
+  sampling_params greedy;
+  greedy.temperature = 0.0f;
+  const auto prompt = tiny_prompt(b.config().vocab_size, 5);
+  const auto got = decode(b, 3, prompt, greedy, 45, 4);
+  CHECK(got.tokens == decode(plain, 1, prompt, greedy, 45, 0).tokens);
+  CHECK(got.num_proposed > 30);
+  CHECK(got.num_accepted == got.num_proposed);
+}
+
+TEST_CASE("draft model: sequences with different proposal counts, prefill chunks and plain decodes share a step") {
+  // Two speculating sequences (k = 1 and 3), one plain decode and one prefill chunk in every
+  // step, against each decoded alone; greedy, so the tokens must match exactly.
+  const auto o = pool_options(128);
+  auto b = std::make_shared<draft_backend>(std::make_shared<cpu::cpu_backend>(tiny_file(1), o),
+                                           std::make_shared<cpu::cpu_backend>(tiny_file(2), o), o.eog_ids);
+  cpu::cpu_backend plain(tiny_file(1), o);
+  const int32_t vocab = b->config().vocab_size;
+  sampling_params greedy;
+  greedy.temperature = 0.0f;
+  const int32_t ks[3] = {1, 3, 0};
+  std::vector<std::vector<int32_t>> seqs, outs(3);
+  for (int i = 0; i < 3; ++i) seqs.push_back(tiny_prompt(vocab, i + 7));
+  batch_plan p;
+  for (size_t i = 0; i < 3; ++i) p.sequences.push_back(make_step(i, seqs[i], 0, greedy, 0, 0));
+  // The filler: a prompt fed a chunk per step, never sampled, in blocks of its own.
+  std::vector<int32_t> filler(60);
+  for (int32_t i = 0; i < 60; ++i) filler[static_cast<size_t>(i)] = (i * 13 + 1) % vocab;
+  for (int round = 0; round < 12; ++round) {
+    auto step = p;
+    auto chunk = make_step(5, {filler.begin() + round * 5, filler.begin() + round * 5 + 5}, round * 5, greedy, 0, 0);
+    chunk.wants_sample = false;
+    step.sequences.push_back(chunk);
+    const auto r = b->step(step);
+    for (size_t i = 0; i < 3; ++i) {
+      const auto& out = r.outputs[i];
+      for (const auto& a : out.accepted) outs[i].push_back(a.token);
+      outs[i].push_back(out.token);
+      seqs[i].insert(seqs[i].end(), outs[i].end() - static_cast<ptrdiff_t>(out.accepted.size() + 1), outs[i].end());
+      p.sequences[i] = make_step(i, {seqs[i].back()}, static_cast<int32_t>(seqs[i].size()) - 1, greedy, outs[i].size(),
+                                 ks[i]);
+    }
+  }
+  for (size_t i = 0; i < 3; ++i) {
+    CAPTURE(i);
+    const auto n = static_cast<int>(outs[i].size());
+    CHECK(outs[i] == decode(plain, 1, tiny_prompt(vocab, static_cast<int>(i) + 7), greedy, n, 0).tokens);
+  }
+}
+
+TEST_CASE("draft model: a seeded sampled run reproduces") {
+  sampling_params params;
+  params.temperature = 1.2f;
+  params.top_p = 0.95f;
+  params.repetition_penalty = 1.2f;
+  params.penalty_last_n = 8;
+  params.seed = 99;
+  const auto prompt = tiny_prompt(make_pair(1, 2)->config().vocab_size, 3);
+  const auto first = decode(*make_pair(1, 2), 1, prompt, params, 40, 3);
+  const auto again = decode(*make_pair(1, 2), 1, prompt, params, 40, 3);
+  CHECK(first.tokens == again.tokens);
+  params.seed = 100;
+  CHECK(decode(*make_pair(1, 2), 1, prompt, params, 40, 3).tokens != first.tokens);
+}
+
+TEST_CASE("draft model: emitted tokens follow the target's distribution (chi-square, 100,000 draws)") {
+  // One context, decoded with 2 draft proposals over and over with a new seed each time: the
+  // first emitted token must follow the target's distribution there (sampler::distribution,
+  // the same knobs), whether it is an accepted proposal or the rule's resample.
+  auto b = make_pair(1, 2);
+  const int32_t vocab = b->config().vocab_size;
+  sampling_params params;
+  params.temperature = 3.0f;  // the tiny model's rows are peaked; this spreads them
+  params.top_k = 80;          // the kept sets of draft and target differ
+  const std::vector<int32_t> prompt = {5, 9, 17, 3, 11, 8};
+  // Prefill through the pair (both models' KV), with the target's last row for reference.
+  batch_plan prefill;
+  prefill.sequences.push_back(make_step(1, prompt, 0, params, 0, 0));
+  prefill.sequences[0].wants_sample = false;
+  prefill.sequences[0].wants_all_logits = true;
+  auto logits = b->step(prefill).outputs[0].logits;
+  const sampler s(vocab, {2});
+  std::vector<float> row(logits.end() - vocab, logits.end()), p0;
+  s.distribution(row, params, {}, 0, 0, p0);
+
+  constexpr int64_t num_draws = 100000;
+  std::vector<int64_t> first(static_cast<size_t>(vocab));
+  int64_t num_accepted = 0;
+  // The known token 8 fed again at position 5 with two slots behind it, each draw.
+  auto step = make_step(1, {8}, 5, params, 0, 2);
+  for (int64_t i = 0; i < num_draws; ++i) {
+    step.params.seed = static_cast<uint64_t>(i) + 1;
+    const auto out = b->step({{step}}).outputs[0];
+    num_accepted += static_cast<int64_t>(out.accepted.size());
+    ++first[static_cast<size_t>(out.accepted.empty() ? out.token : out.accepted[0].token)];
+  }
+  const auto [stat, df] = chi_square(first, p0, num_draws);
+  MESSAGE("first token: chi2 " << stat << " (df " << df << ", limit " << chi_square_limit(df) << "), "
+                               << static_cast<double>(num_accepted) / num_draws << " proposals accepted per draw");
+  CHECK(df > 10);
+  CHECK(stat < chi_square_limit(df));
+  CHECK(num_accepted > 0);
+}
+
+namespace {
+
+// `path` drafting for itself: the greedy text of plain decoding on a few prompts, every
+// proposal accepted.
+void check_self_draft(const char* path, const std::vector<const char*>& texts, int n) {
+  const auto file = std::make_shared<const gguf::file>(gguf::file::open(path));
+  const auto tok = tokenizer::from_gguf(*file);
+  check_draft_vocabulary(tok, tok);
+  auto o = pool_options(64);
+  o.block_size = 16;
+  o.num_threads = 2;
+  o.eog_ids = tok.eog_ids();
+  cpu::cpu_backend plain(file, o);
+  draft_backend b(std::make_shared<cpu::cpu_backend>(file, o), std::make_shared<cpu::cpu_backend>(file, o), o.eog_ids);
+  sampling_params greedy;
+  greedy.temperature = 0.0f;
+  greedy.ignore_eos = true;
+  int64_t proposed = 0, accepted = 0;
+  for (const char* text : texts) {
+    CAPTURE(text);
+    const auto prompt = tok.encode(text, true, false);
+    const auto want = decode(plain, 1, prompt, greedy, n, 0, 4).tokens;
+    const auto got = decode(b, 2, prompt, greedy, n, 4, 4);
+    CHECK(got.tokens == want);
+    proposed += got.num_proposed;
+    accepted += got.num_accepted;
+  }
+  MESSAGE(accepted << " of " << proposed << " proposals accepted");
+  CHECK(proposed > 0);
+  CHECK(accepted == proposed);
+}
+
+}  // namespace
+
+TEST_CASE("draft model on the default model: drafting for itself gives the greedy text of plain decoding") {
+  TROUPE_REQUIRE_MODEL();
+  check_self_draft(TROUPE_TEST_MODEL, {"The capital of France is", "def fibonacci(n):\n    ", "List three colours:"},
+                   48);
+}
+
+TEST_CASE("qwen2.5-coder-0.5b: drafting for itself gives the greedy text of plain decoding") {
+  TROUPE_REQUIRE_QWEN_MODEL();
+  check_self_draft(TROUPE_TEST_QWEN_MODEL, {"def quicksort(items):\n    ", "// C++: read a file into a string\n"}, 32);
+}
