@@ -225,16 +225,19 @@ def main():
             workers[workers.index(victim)] = restarted
             wait_for(lambda: metric(base, "troupe_replica_up", restarted.name) == 1, 30, "the restarted replica")
             check(True, "the restarted worker rejoined")
+            # The earlier prompts keep their affinity to the survivors; new ones spread.
             before = metric(base, "troupe_replica_requests_routed_total", restarted.name)
+            fresh = [f"A new question, number {i}:" for i in range(6)]
             results = {}
             threads = [threading.Thread(target=lambda p=p: results.__setitem__(p, complete(base, p)))
-                       for p in PROMPTS]
+                       for p in PROMPTS + fresh]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
             check(all(results[p][0] == 200 and results[p][1]["choices"][0]["text"] == reference[p] for p in PROMPTS),
-                  "all requests after the rejoin are served, greedy outputs unchanged")
+                  "the earlier prompts after the rejoin are served, greedy outputs unchanged")
+            check(all(results[p][0] == 200 for p in fresh), "the new prompts are served")
             check(metric(base, "troupe_replica_requests_routed_total", restarted.name) > before,
                   "the rejoined replica gets traffic")
 
@@ -275,9 +278,17 @@ def main():
             check("wrong cluster key" in text, "the router logs the refusal")
             status, _, _ = troupe_server.http_get(url + "/health")
             check(status == 503, f"/health is 503 with no replica up ({status})")
-            status, body = complete(url, "Hello")
-            check(status == 503 and body["error"]["code"] == "unavailable",
-                  f"a request gets 503 unavailable ({status} {body})")
+            body = json.dumps({"prompt": "Hello", "max_tokens": 4}).encode()
+            req = urllib.request.Request(url + "/v1/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+            try:
+                _direct.open(req, timeout=30)
+                check(False, "a request with no replica up is refused")
+            except urllib.error.HTTPError as e:
+                answer = json.loads(e.read())
+                check(e.code == 503 and answer["error"]["code"] == "unavailable"
+                      and e.headers.get("Retry-After") == "1",
+                      f"a request gets 503 unavailable with Retry-After ({e.code} {answer})")
         finally:
             wrong.send_signal(signal.SIGTERM)
             wrong.wait(timeout=15)

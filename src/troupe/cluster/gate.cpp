@@ -1,6 +1,5 @@
 #include "troupe/cluster/gate.hpp"
 
-#include "troupe/model/error.hpp"
 
 namespace troupe::cluster {
 
@@ -55,7 +54,8 @@ caf::actor spawn_gate(caf::actor_system& sys, engine_actor replica, replica_fact
     return {
         [=](hello_atom, const std::string& key) -> caf::result<engine_actor, std::string, int32_t, int32_t> {
           if (!keys_match(key, cluster_key)) {
-            return caf::make_error(error_code::invalid_argument, std::string("wrong cluster key"));
+            // Not troupe's invalid_argument: CAF 0.17 takes an error of code 0 for no error.
+            return caf::make_error(caf::sec::invalid_argument, std::string("wrong cluster key"));
           }
           return caf::result<engine_actor, std::string, int32_t, int32_t>(replica, facts.model_id, facts.vocab_size,
                                                                           facts.max_model_len);

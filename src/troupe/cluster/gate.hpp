@@ -30,7 +30,7 @@ engine_actor spawn_replica_front(caf::actor_system& sys, engine_actor engine,
 
 // The gate: (hello_atom, key) -> (engine_actor, model_id, vocab_size, max_model_len) when
 // key equals cluster_key (an empty cluster_key takes only an empty key); a wrong key gets
-// an invalid_argument error and nothing else.
+// an error (sec::invalid_argument, "wrong cluster key") and nothing else.
 caf::actor spawn_gate(caf::actor_system& sys, engine_actor replica, replica_facts facts, std::string cluster_key);
 
 // Whether two keys are equal, in time that does not depend on where they differ.

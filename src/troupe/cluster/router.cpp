@@ -175,10 +175,13 @@ void route(router_self self, uint64_t ticket) {
   }
   const auto pick = pick_replica(loads, st.affinity.find(r.key), st.rotation++, st.options.routing);
   if (!pick) {
-    end_request(self, ticket,
-                error_event{request_error_code::unavailable,
-                            "no replica is available (" + std::to_string(st.shared->num_up.load()) + " of " +
-                                std::to_string(st.slots.size()) + " up)"});
+    const auto num_up = std::count_if(st.slots.begin(), st.slots.end(), [](const slot& s) { return s.up; });
+    const auto num_refusing =
+        std::count_if(st.slots.begin(), st.slots.end(), [](const slot& s) { return s.up && s.refusing; });
+    std::string why = "no replica is available (" + std::to_string(num_up) + " of " +
+                      std::to_string(st.slots.size()) + " up";
+    if (num_refusing > 0) why += ", " + std::to_string(num_refusing) + " of them draining";
+    end_request(self, ticket, error_event{request_error_code::unavailable, why + ")"});
     return;
   }
   auto& s = st.slots[*pick];
@@ -487,9 +490,10 @@ std::vector<replica_status> replica_router::replicas() const {
 bool replica_router::wait_settled(int64_t timeout_ms) const {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
-    bool settled = true;
-    bool all_up = true;
-    for (const auto& r : replicas()) {
+    const auto status = replicas();  // empty until the router actor has started
+    bool settled = !status.empty();
+    bool all_up = settled;
+    for (const auto& r : status) {
       settled = settled && (r.up || r.failed_connects > 0);
       all_up = all_up && r.up;
     }
