@@ -1,5 +1,7 @@
 #include "apps/cluster_flags.hpp"
 
+#include <caf/io/all.hpp>
+
 #include <cstdio>
 #include <cstdlib>
 #include <string_view>
@@ -47,6 +49,12 @@ cluster_flags take_cluster_flags(int argc, char** argv, int first, bool allow_li
     if (const char* env = std::getenv(cluster_key_env)) out.cluster_key = env;
   }
   return out;
+}
+
+void load_middleman(caf::actor_system_config& cfg) {
+  cfg.load<caf::io::middleman>();
+  cfg.set("middleman.heartbeat-interval", caf::timespan{std::chrono::milliseconds(500)});
+  cfg.set("middleman.connection-timeout", caf::timespan{std::chrono::milliseconds(2500)});
 }
 
 std::unique_ptr<cluster::replica_router> start_router(caf::actor_system& sys, const config& c,

@@ -26,6 +26,10 @@ struct cluster_flags {
   char** argv() { return rest.data(); }
 };
 
+// Loads the middleman with BASP heartbeats on (CAF 0.17 has them off): every 500 ms, and a
+// peer silent for 2.5 s has its connection closed, which its monitors see as a down message.
+void load_middleman(caf::actor_system_config& cfg);
+
 // Takes the flags out of argv[first..]; with allow_listen false --listen is left in place
 // (and so refused by the config parser), likewise --replica with allow_replica false.
 cluster_flags take_cluster_flags(int argc, char** argv, int first, bool allow_listen, bool allow_replica);

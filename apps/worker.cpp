@@ -70,7 +70,7 @@ int run_worker(int argc, char** argv) {
 
   caf::actor_system_config cfg;
   cfg.set("scheduler.max-threads", 2);
-  cfg.load<caf::io::middleman>();
+  load_middleman(cfg);
   add_message_types(cfg);
   caf::actor_system sys{cfg};
 

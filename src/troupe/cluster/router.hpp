@@ -5,9 +5,10 @@
 // routes each request by the rule in routing.hpp. Events come back to the router, which
 // passes them to the request's sink under the client's own request id.
 //
-// Failure: the router monitors each replica's handle, and a stats request that gets no
-// answer within stats_timeout_ms counts as the replica's death too (a frozen process keeps
-// its TCP connection open). When a replica is lost, its requests not yet accepted there
+// Failure: the router monitors each replica's handle (the host's middleman should have its
+// heartbeat and connection timeout on, so that a silent peer's connection is closed), and a
+// stats request that gets no answer within stats_timeout_ms counts as the replica's death
+// too (a frozen process keeps its TCP connection open). When a replica is lost, its requests not yet accepted there
 // are routed again, and the accepted ones end with a `replica_lost` error event; the
 // router connects to it again with backoff. A replica that refuses a request with
 // `unavailable` before accepting it (it is draining) gets no more until it is connected
