@@ -1,4 +1,4 @@
-// The `troupe` command line: info | generate | serve | doctor.
+// The `troupe` command line: info | generate | serve | worker | doctor.
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -8,6 +8,7 @@
 #include "apps/doctor.hpp"
 #include "apps/generate.hpp"
 #include "apps/serve.hpp"
+#include "apps/worker.hpp"
 #include "troupe/model/gguf.hpp"
 
 namespace {
@@ -18,6 +19,7 @@ int usage() {
                "  info MODEL            print GGUF metadata and the tensor table\n"
                "  generate --model M    generate text (troupe generate --help)\n"
                "  serve --model M       serve HTTP, WebSocket and the chat page (troupe serve --help)\n"
+               "  worker --model M      one engine replica behind `serve --replica` (troupe worker --help)\n"
                "  doctor URL...         what limits a running troupe server or fleet (troupe doctor --help)\n");
   return 2;
 }
@@ -37,6 +39,7 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[1], "info") == 0) return run_info(argc, argv);
     if (std::strcmp(argv[1], "generate") == 0) return troupe::apps::run_generate(argc, argv);
     if (std::strcmp(argv[1], "serve") == 0) return troupe::apps::run_serve(argc, argv);
+    if (std::strcmp(argv[1], "worker") == 0) return troupe::apps::run_worker(argc, argv);
     if (std::strcmp(argv[1], "doctor") == 0) return troupe::apps::run_doctor(argc, argv);
     return usage();
   } catch (const troupe::error& e) {

@@ -5,6 +5,7 @@
 #include "apps/serve.hpp"
 
 #include <caf/all.hpp>
+#include <caf/io/all.hpp>
 
 #include <sys/resource.h>
 
@@ -14,6 +15,7 @@
 #include <ctime>
 #include <filesystem>
 
+#include "apps/cluster_flags.hpp"
 #include "troupe/actors/engine.hpp"
 #include "troupe/config/config_parse.hpp"
 #include "troupe/actors/type_ids.hpp"
@@ -29,7 +31,11 @@ namespace {
 constexpr const char* serve_usage =
     "usage: troupe serve --model M [options]\n"
     "Serves the OpenAI-compatible HTTP API, the WebSocket protocol (/v1/ws), /metrics,\n"
-    "/health and a chat page (/) on http://HOST:PORT. Options:\n";
+    "/health and a chat page (/) on http://HOST:PORT.\n"
+    "  --replica HOST:PORT  route requests to a `troupe worker` there instead of running an\n"
+    "                       engine here (repeatable; docs/scale-out.md)\n"
+    "  --cluster-key KEY    the workers' cluster key (default: $TROUPE_CLUSTER_KEY)\n"
+    "Options:\n";
 
 // Waits up to timeout_ms for a blocked signal; true when one came.
 bool wait_signal(const sigset_t& signals, int64_t timeout_ms) {
@@ -58,8 +64,10 @@ int run_serve(int argc, char** argv) {
       return 0;
     }
   }
-  config c = parse_config(argc, argv, 2);
+  auto flags = take_cluster_flags(argc, argv, 2, /*allow_listen=*/false, /*allow_replica=*/true);
+  config c = parse_config(flags.argc(), flags.argv(), 2);
   c.validate();
+  const bool routed = !flags.replicas.empty();
 
   // Each connection is a descriptor: allow as many as the hard limit does (often 1024 soft).
   rlimit files{};
@@ -78,12 +86,22 @@ int run_serve(int argc, char** argv) {
   caf::actor_system_config cfg;
   cfg.set("scheduler.max-threads", 2);
   add_message_types(cfg);
+  if (routed) load_middleman(cfg);
   caf::actor_system sys{cfg};
-  auto started = start_engine(sys, c);
-  engine& eng = *started.eng;
-
-  net::engine_bridge bridge(eng, c.served_model_name.empty() ? std::filesystem::path(c.model).stem().string()
-                                                             : c.served_model_name);
+  // With --replica no engine runs here: the router sends every request to a worker.
+  started_engine started;
+  std::unique_ptr<cluster::replica_router> router;
+  if (routed) {
+    router = start_router(sys, c, flags);
+    started.description = "no local engine: routing to " + std::to_string(flags.replicas.size()) + " replica(s)";
+  } else {
+    started = start_engine(sys, c);
+  }
+  const std::string model_id =
+      c.served_model_name.empty() ? std::filesystem::path(c.model).stem().string() : c.served_model_name;
+  auto bridge_ptr = routed ? std::make_unique<net::engine_bridge>(*router, model_id)
+                           : std::make_unique<net::engine_bridge>(*started.eng, model_id);
+  net::engine_bridge& bridge = *bridge_ptr;
   net::server_options so;
   so.host = c.host;
   so.port = static_cast<uint16_t>(c.port);
@@ -114,6 +132,13 @@ int run_serve(int argc, char** argv) {
   // Lets the sessions write the last frames (the cancelled requests' done) before closing.
   wait_signal(signals, 300);
   front_door.stop();
+  if (routed) {
+    // CAF 0.17's middleman can wait on a peer at shutdown; nothing here needs an orderly end.
+    std::fprintf(stderr, "troupe: stopped\n");
+    std::fflush(nullptr);
+    std::_Exit(0);
+  }
+  engine& eng = *started.eng;
   if (eng.num_abandoned_workers() > 0) {
     // The actor system would wait for every actor, the stuck worker's thread included.
     std::fprintf(stderr, "troupe: stopped (not waiting for %lld worker(s) abandoned stuck in a step)\n",

@@ -1,7 +1,7 @@
 # The library as a package: troupe::<folder> per source folder and troupe::troupe for all
 # of them, the same names in the build tree (for add_subdirectory) and after
 # `cmake --install` (for find_package(troupe)). Headers install as include/troupe/<folder>/.
-set(troupe_library_folders model cpu engine grammar actors config gpu net embed)
+set(troupe_library_folders model cpu engine grammar actors config gpu cluster net embed)
 set(troupe_installed_targets)
 foreach(folder ${troupe_library_folders})
   set_target_properties(troupe_${folder} PROPERTIES EXPORT_NAME ${folder})
@@ -16,7 +16,7 @@ endif()
 
 add_library(troupe_all INTERFACE)
 set_target_properties(troupe_all PROPERTIES EXPORT_NAME troupe)
-target_link_libraries(troupe_all INTERFACE troupe_embed troupe_net troupe_config troupe_actors troupe_cpu troupe_gpu
+target_link_libraries(troupe_all INTERFACE troupe_embed troupe_net troupe_cluster troupe_config troupe_actors troupe_cpu troupe_gpu
                                            troupe_engine troupe_grammar troupe_model CAF::core)
 add_library(troupe::troupe ALIAS troupe_all)
 list(APPEND troupe_installed_targets troupe_all)

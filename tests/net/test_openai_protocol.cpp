@@ -664,7 +664,9 @@ TEST_CASE("openai errors: engine error events map to statuses and codes") {
       {request_error_code::internal, 500, "internal"},
       {request_error_code::unavailable, 503, "unavailable"},
       {request_error_code::cancelled, 503, "cancelled"},
-      {request_error_code::timeout, 503, "timeout"}};
+      {request_error_code::timeout, 503, "timeout"},
+      {request_error_code::out_of_memory, 503, "out_of_memory"},
+      {request_error_code::replica_lost, 502, "replica_lost"}};
   for (const auto& [code, status, name] : cases) {
     const api_error e = to_api_error({code, "why"});
     CHECK(e.status == status);

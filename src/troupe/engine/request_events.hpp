@@ -25,6 +25,7 @@ enum class request_error_code {
   internal,          // HTTP 500: a bug or a worker failure
   unavailable,       // HTTP 503: not ready, draining, or the engine stopped
   out_of_memory,     // HTTP 503: the backend ran out of memory for a step
+  replica_lost,      // HTTP 502: the replica running the request (troupe serve --replica) was lost
 };
 
 inline const char* to_string(request_finish_reason reason) {
@@ -48,6 +49,7 @@ inline const char* to_string(request_error_code code) {
     case request_error_code::internal: return "internal";
     case request_error_code::unavailable: return "unavailable";
     case request_error_code::out_of_memory: return "out_of_memory";
+    case request_error_code::replica_lost: return "replica_lost";
   }
   return "unknown";
 }

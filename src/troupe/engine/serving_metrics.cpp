@@ -30,7 +30,7 @@ constexpr request_finish_reason all_finish_reasons[] = {
 constexpr request_error_code all_error_codes[] = {
     request_error_code::invalid_request, request_error_code::queue_full, request_error_code::context_overflow,
     request_error_code::cancelled,       request_error_code::timeout,    request_error_code::internal,
-    request_error_code::unavailable,     request_error_code::out_of_memory};
+    request_error_code::unavailable,     request_error_code::out_of_memory,   request_error_code::replica_lost};
 
 }  // namespace
 

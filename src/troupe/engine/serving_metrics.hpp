@@ -73,7 +73,7 @@ class serving_metrics {
   std::shared_ptr<metrics_registry> registry_;
 
   std::array<counter_metric*, 5> finished_;  // by request_finish_reason
-  std::array<counter_metric*, 8> rejected_;  // by request_error_code
+  std::array<counter_metric*, 9> rejected_;  // by request_error_code
   counter_metric* prompt_tokens_;
   counter_metric* generation_tokens_;
   histogram_metric* time_to_first_token_;

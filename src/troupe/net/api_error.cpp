@@ -15,6 +15,7 @@ int status_of(request_error_code code) {
     case request_error_code::context_overflow: return 400;
     case request_error_code::queue_full: return 429;
     case request_error_code::internal: return 500;
+    case request_error_code::replica_lost: return 502;
     case request_error_code::unavailable:
     case request_error_code::out_of_memory:
     case request_error_code::cancelled:

@@ -16,7 +16,7 @@ namespace troupe::net {
 inline constexpr int64_t retry_after_ms = 1000;
 
 struct api_error {
-  int status = 400;      // 400, 401, 404, 405, 413, 429, 500, 501, 503
+  int status = 400;      // 400, 401, 404, 405, 413, 429, 500, 501, 502, 503
   std::string code;      // invalid_json, invalid_request, unknown_type, duplicate_id, ...
   std::string message;   // names the field and what is allowed
   std::string param;     // the offending field, when there is one

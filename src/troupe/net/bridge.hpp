@@ -16,6 +16,9 @@ namespace troupe {
 class engine;
 class metrics_registry;
 struct model_bundle;
+namespace cluster {
+class replica_router;
+}
 }  // namespace troupe
 
 namespace troupe::net {
@@ -24,6 +27,9 @@ class engine_bridge {
  public:
   // model_id is what /v1/models and every response report.
   engine_bridge(engine& eng, std::string model_id);
+  // Over the replica router (troupe serve --replica): requests go to remote replicas; the
+  // router's model gives the facts, and /health fails while no replica is up.
+  engine_bridge(cluster::replica_router& router, std::string model_id);
   ~engine_bridge();
   engine_bridge(const engine_bridge&) = delete;
   engine_bridge& operator=(const engine_bridge&) = delete;
@@ -54,7 +60,8 @@ class engine_bridge {
     set_ready(false);
   }
 
-  // Why the engine serves no more (a stuck worker it could not replace); none while it can.
+  // Why the engine serves no more (a stuck worker it could not replace, or no replica up
+  // behind the router); none while it can.
   std::optional<std::string> engine_failure() const;
 
   const std::string& model_id() const { return model_id_; }
@@ -68,7 +75,8 @@ class engine_bridge {
   struct tracker;  // the live tickets, shared with the sinks that forget them
 
  private:
-  engine& engine_;
+  engine* engine_ = nullptr;                    // exactly one of these two
+  cluster::replica_router* router_ = nullptr;
   std::string model_id_;
   int32_t vocab_size_ = 0;
   int32_t max_model_len_ = 0;

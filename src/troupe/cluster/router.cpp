@@ -1,0 +1,505 @@
+#include "troupe/cluster/router.hpp"
+
+#include <caf/io/all.hpp>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "troupe/actors/engine.hpp"
+#include "troupe/actors/messages.hpp"
+#include "troupe/cluster/gate.hpp"
+#include "troupe/engine/serving_metrics.hpp"
+#include "troupe/model/error.hpp"
+
+namespace troupe::cluster {
+
+namespace {
+
+using route_tick_atom = caf::atom_constant<caf::atom("rtick")>;
+using route_submit_atom = caf::atom_constant<caf::atom("rsubmit")>;
+using route_cancel_atom = caf::atom_constant<caf::atom("rcancel")>;
+
+}  // namespace
+
+replica_address parse_address(const std::string& text, const std::string& flag, bool allow_zero_port) {
+  auto reject = [&](const std::string& why) -> replica_address {
+    throw error(error_code::invalid_argument, flag + " " + text + ": " + why + " (expected HOST:PORT)");
+  };
+  replica_address out;
+  std::string port_text;
+  if (!text.empty() && text.front() == '[') {
+    const auto close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') return reject("malformed");
+    out.host = text.substr(1, close - 1);
+    port_text = text.substr(close + 2);
+  } else if (const auto colon = text.rfind(':'); colon != std::string::npos) {
+    out.host = text.substr(0, colon);
+    port_text = text.substr(colon + 1);
+  } else {
+    out.host = "127.0.0.1";
+    port_text = text;
+  }
+  if (out.host.empty()) return reject("no host");
+  if (port_text.empty() || port_text.size() > 5 ||
+      !std::all_of(port_text.begin(), port_text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return reject("the port is not a number");
+  }
+  const long port = std::stol(port_text);
+  if (port > 65535 || (port == 0 && !allow_zero_port)) return reject("the port is out of range");
+  out.port = static_cast<uint16_t>(port);
+  return out;
+}
+
+struct replica_router::shared {
+  std::mutex mutex;
+  std::unordered_map<uint64_t, event_sink_ptr> arriving;  // submitted; the actor has not taken them yet
+  std::atomic<uint64_t> next_ticket{1};
+  mutable std::mutex status_mutex;
+  std::vector<replica_status> status;
+  std::atomic<int> num_up{0};
+};
+
+namespace {
+
+struct slot {
+  replica_address addr;
+  std::string name;
+  engine_actor handle;
+  bool up = false;
+  bool connecting = false;
+  bool refusing = false;  // it refused a request as unavailable (draining): none until connected again
+  uint64_t generation = 0;  // bumped at each connection and loss; older callbacks are ignored
+  int64_t in_flight = 0;
+  int32_t num_waiting = 0;
+  double kv_use = 0.0;
+  bool stats_pending = false;
+  int64_t backoff_ms = 0;
+  int64_t next_attempt_ms = 0;
+  std::string last_failure;  // logged once until it changes
+  int64_t failed_connects = 0;
+  counter_metric* routed = nullptr;
+  gauge_metric* in_flight_gauge = nullptr;
+  counter_metric* lost = nullptr;
+  counter_metric* rerouted = nullptr;
+  gauge_metric* up_gauge = nullptr;
+};
+
+struct routed_request {
+  request req;  // kept until the replica accepts it, to route it again
+  event_sink_ptr sink;
+  std::string client_id;
+  size_t replica = 0;
+  uint32_t attempt = 0;
+  bool accepted = false;
+  uint64_t key = 0;
+  std::vector<size_t> refused_by;  // replicas that refused it as unavailable
+};
+
+struct router_state {
+  router_options options;
+  std::shared_ptr<replica_router::shared> shared;
+  std::shared_ptr<const model_bundle> model;
+  std::shared_ptr<serving_metrics> serving;
+  std::vector<slot> slots;
+  std::unordered_map<uint64_t, routed_request> requests;
+  affinity_table affinity;
+  size_t rotation = 0;
+  static inline const char* name = "troupe.router";
+};
+
+using router_self = caf::stateful_actor<router_state>*;
+
+std::string wire_id(uint64_t ticket, uint32_t attempt) {
+  return "router-" + std::to_string(ticket) + "." + std::to_string(attempt);
+}
+
+bool parse_wire_id(const std::string& id, uint64_t& ticket, uint32_t& attempt) {
+  unsigned long long t = 0;
+  unsigned a = 0;
+  if (std::sscanf(id.c_str(), "router-%llu.%u", &t, &a) != 2) return false;
+  ticket = t;
+  attempt = a;
+  return true;
+}
+
+void log_line(const std::string& line) {
+  std::fprintf(stderr, "troupe: router: %s\n", line.c_str());
+  std::fflush(stderr);
+}
+
+void publish_status(router_self self) {
+  auto& st = self->state;
+  int up = 0;
+  std::vector<replica_status> status;
+  for (const auto& s : st.slots) {
+    status.push_back({s.name, s.up, s.in_flight, s.failed_connects});
+    up += s.up ? 1 : 0;
+  }
+  std::lock_guard lock(st.shared->status_mutex);
+  st.shared->status = std::move(status);
+  st.shared->num_up.store(up);
+}
+
+void set_in_flight(slot& s, int64_t delta) {
+  s.in_flight += delta;
+  s.in_flight_gauge->set(static_cast<double>(s.in_flight));
+}
+
+// Passes the request's last event on and forgets it.
+void end_request(router_self self, uint64_t ticket, request_event event) {
+  auto& st = self->state;
+  auto it = st.requests.find(ticket);
+  if (it == st.requests.end()) return;
+  routed_request r = std::move(it->second);
+  st.requests.erase(it);
+  if (auto done = std::get_if<done_event>(&event)) st.serving->on_request_done(*done);
+  else if (auto err = std::get_if<error_event>(&event)) st.serving->on_request_error(*err);
+  r.sink->on_event(r.client_id, event);
+}
+
+void route(router_self self, uint64_t ticket) {
+  auto& st = self->state;
+  auto it = st.requests.find(ticket);
+  if (it == st.requests.end()) return;
+  auto& r = it->second;
+  std::vector<replica_load> loads;
+  loads.reserve(st.slots.size());
+  for (size_t i = 0; i < st.slots.size(); ++i) {
+    const auto& s = st.slots[i];
+    const bool refused = std::find(r.refused_by.begin(), r.refused_by.end(), i) != r.refused_by.end();
+    loads.push_back({s.up && !s.refusing && !refused, s.in_flight, s.num_waiting, s.kv_use});
+  }
+  const auto pick = pick_replica(loads, st.affinity.find(r.key), st.rotation++, st.options.routing);
+  if (!pick) {
+    const auto num_up = std::count_if(st.slots.begin(), st.slots.end(), [](const slot& s) { return s.up; });
+    const auto num_refusing =
+        std::count_if(st.slots.begin(), st.slots.end(), [](const slot& s) { return s.up && s.refusing; });
+    std::string why = "no replica is available (" + std::to_string(num_up) + " of " +
+                      std::to_string(st.slots.size()) + " up";
+    if (num_refusing > 0) why += ", " + std::to_string(num_refusing) + " of them draining";
+    end_request(self, ticket, error_event{request_error_code::unavailable, why + ")"});
+    return;
+  }
+  auto& s = st.slots[*pick];
+  r.replica = *pick;
+  ++r.attempt;
+  st.affinity.remember(r.key, *pick);
+  set_in_flight(s, +1);
+  s.routed->inc();
+  request copy = r.req;
+  copy.id = wire_id(ticket, r.attempt);
+  self->send(s.handle, atoms::submit_atom::value, std::move(copy), caf::actor_cast<event_listener>(self));
+}
+
+void connect(router_self self, size_t i);
+
+void schedule_reconnect(router_self self, slot& s) {
+  const auto& o = self->state.options;
+  s.next_attempt_ms = now_ms(self) + s.backoff_ms;
+  s.backoff_ms = std::min(std::max(s.backoff_ms * 2, o.reconnect_min_ms), o.reconnect_max_ms);
+}
+
+// The replica is gone (its connection closed, or it stopped answering): its accepted
+// requests end with replica_lost, the others go to another replica.
+void lose(router_self self, size_t i, const std::string& why) {
+  auto& st = self->state;
+  auto& s = st.slots[i];
+  if (!s.up) return;
+  const engine_actor old = s.handle;
+  s.up = false;
+  s.stats_pending = false;
+  ++s.generation;
+  self->demonitor(old.address());
+  s.handle = engine_actor{};
+  s.up_gauge->set(0);
+  std::vector<uint64_t> mine;
+  for (const auto& [ticket, r] : st.requests) {
+    if (r.replica == i) mine.push_back(ticket);
+  }
+  std::sort(mine.begin(), mine.end());
+  int64_t num_lost = 0;
+  int64_t num_rerouted = 0;
+  for (uint64_t ticket : mine) {
+    auto& r = st.requests.at(ticket);
+    set_in_flight(s, -1);
+    // A frozen replica that wakes up must not go on with work nobody waits for.
+    caf::anon_send(old, atoms::cancel_atom::value, wire_id(ticket, r.attempt));
+    if (r.accepted) {
+      ++num_lost;
+      s.lost->inc();
+      end_request(self, ticket,
+                  error_event{request_error_code::replica_lost,
+                              "replica " + s.name + " was lost while running the request (" + why + ")"});
+    } else {
+      ++num_rerouted;
+      s.rerouted->inc();
+      route(self, ticket);
+    }
+  }
+  log_line("replica " + s.name + " lost (" + why + "): " + std::to_string(num_lost) + " started request(s) ended, " +
+           std::to_string(num_rerouted) + " routed again");
+  s.backoff_ms = st.options.reconnect_min_ms;
+  schedule_reconnect(self, s);
+  publish_status(self);
+}
+
+void connect_failed(router_self self, size_t i, uint64_t generation, const std::string& why) {
+  auto& s = self->state.slots[i];
+  if (s.generation != generation) return;
+  s.connecting = false;
+  ++s.failed_connects;
+  if (why != s.last_failure) {
+    log_line("replica " + s.name + ": cannot connect: " + why + " (trying again with backoff)");
+    s.last_failure = why;
+  }
+  schedule_reconnect(self, s);
+  publish_status(self);
+}
+
+void connected(router_self self, size_t i, uint64_t generation, engine_actor handle, const std::string& model_id,
+               int32_t vocab_size, int32_t max_model_len) {
+  auto& st = self->state;
+  auto& s = st.slots[i];
+  if (s.generation != generation) return;
+  if (!handle) return connect_failed(self, i, generation, "its gate answered without a replica");
+  if (vocab_size != st.model->config.vocab_size) {
+    return connect_failed(self, i, generation,
+                          "it serves a different model (" + model_id + ", vocabulary of " +
+                              std::to_string(vocab_size) + " tokens, not " +
+                              std::to_string(st.model->config.vocab_size) + ")");
+  }
+  s.connecting = false;
+  s.up = true;
+  s.refusing = false;
+  s.stats_pending = false;
+  s.handle = std::move(handle);
+  ++s.generation;
+  s.backoff_ms = st.options.reconnect_min_ms;
+  s.last_failure.clear();
+  s.num_waiting = 0;
+  s.kv_use = 0;
+  self->monitor(s.handle);
+  s.up_gauge->set(1);
+  std::string note;
+  if (max_model_len != st.model->max_model_len) {
+    note = " (its max_model_len is " + std::to_string(max_model_len) + ", the front door's " +
+           std::to_string(st.model->max_model_len) + ")";
+  }
+  log_line("replica " + s.name + " up: " + model_id + note);
+  publish_status(self);
+}
+
+void connect(router_self self, size_t i) {
+  auto& st = self->state;
+  auto& s = st.slots[i];
+  s.connecting = true;
+  const uint64_t generation = s.generation;
+  const auto timeout = std::chrono::milliseconds(st.options.connect_timeout_ms);
+  const std::string key = st.options.cluster_key;
+  auto mm = self->system().middleman().actor_handle();
+  self->request(mm, timeout, caf::connect_atom::value, s.addr.host, s.addr.port)
+      .then(
+          [=](const caf::node_id&, caf::strong_actor_ptr& gate_ptr, const std::set<std::string>&) {
+            if (!gate_ptr) return connect_failed(self, i, generation, "nothing is published there");
+            auto gate = caf::actor_cast<caf::actor>(gate_ptr);
+            self->request(gate, timeout, hello_atom::value, key)
+                .then(
+                    [=](engine_actor& h, std::string& model_id, int32_t vocab_size, int32_t max_model_len) {
+                      connected(self, i, generation, std::move(h), model_id, vocab_size, max_model_len);
+                    },
+                    [=](caf::error& e) { connect_failed(self, i, generation, self->system().render(e)); });
+          },
+          [=](caf::error& e) { connect_failed(self, i, generation, self->system().render(e)); });
+}
+
+void tick(router_self self) {
+  auto& st = self->state;
+  const int64_t now = now_ms(self);
+  for (size_t i = 0; i < st.slots.size(); ++i) {
+    auto& s = st.slots[i];
+    if (s.up && !s.stats_pending) {
+      s.stats_pending = true;
+      const uint64_t generation = s.generation;
+      self->request(s.handle, std::chrono::milliseconds(st.options.stats_timeout_ms), atoms::stats_atom::value)
+          .then(
+              [=](const scheduler_snapshot& snapshot) {
+                auto& s = self->state.slots[i];
+                if (s.generation != generation) return;
+                s.stats_pending = false;
+                s.num_waiting = snapshot.scheduling.num_waiting;
+                const auto& b = snapshot.blocks;
+                s.kv_use = b.num_total_blocks > 0 ? static_cast<double>(b.num_used_blocks) / b.num_total_blocks : 0.0;
+              },
+              [=](caf::error& e) {
+                if (self->state.slots[i].generation != generation) return;
+                lose(self, i, "no answer to a stats request: " + self->system().render(e));
+              });
+    } else if (!s.up && !s.connecting && now >= s.next_attempt_ms) {
+      connect(self, i);
+    }
+  }
+  self->delayed_send(self, std::chrono::milliseconds(st.options.stats_interval_ms), route_tick_atom::value);
+}
+
+void on_event(router_self self, request_event_message& m) {
+  auto& st = self->state;
+  uint64_t ticket = 0;
+  uint32_t attempt = 0;
+  if (!parse_wire_id(m.request_id, ticket, attempt)) return;
+  auto it = st.requests.find(ticket);
+  if (it == st.requests.end() || it->second.attempt != attempt) return;  // a lost replica's late word
+  auto& r = it->second;
+  auto& s = st.slots[r.replica];
+  auto& event = m.event;
+  if (auto accepted = std::get_if<accepted_event>(&event)) {
+    r.accepted = true;
+    r.req = request{};  // it will not be routed again
+    accepted->request_id = r.client_id;
+    r.sink->on_event(r.client_id, event);
+    return;
+  }
+  if (auto err = std::get_if<error_event>(&event)) {
+    set_in_flight(s, -1);
+    if (err->code == request_error_code::unavailable && !r.accepted) {
+      // The replica is draining or has failed: not for new work until connected again.
+      if (!s.refusing) log_line("replica " + s.name + " refuses new requests (" + err->message + ")");
+      s.refusing = true;
+      s.rerouted->inc();
+      r.refused_by.push_back(r.replica);
+      route(self, ticket);
+      return;
+    }
+    end_request(self, ticket, std::move(event));
+    return;
+  }
+  if (std::holds_alternative<done_event>(event)) {
+    set_in_flight(s, -1);
+    end_request(self, ticket, std::move(event));
+    return;
+  }
+  r.sink->on_event(r.client_id, event);
+}
+
+caf::behavior router(router_self self, router_options options, std::shared_ptr<replica_router::shared> shared,
+                     std::shared_ptr<const model_bundle> model) {
+  auto& st = self->state;
+  st.options = std::move(options);
+  st.shared = std::move(shared);
+  st.model = std::move(model);
+  st.serving = std::make_shared<serving_metrics>(st.options.metrics);
+  auto& registry = *st.options.metrics;
+  for (const auto& addr : st.options.replicas) {
+    slot s;
+    s.addr = addr;
+    s.name = addr.name();
+    s.backoff_ms = st.options.reconnect_min_ms;
+    const metric_labels labels{{"replica", s.name}};
+    s.routed = registry.counter("troupe_replica_requests_routed_total",
+                                "Requests the router sent to the replica (again after a loss or refusal).", labels);
+    s.in_flight_gauge = registry.gauge("troupe_replica_requests_in_flight",
+                                       "Requests the router sent to the replica that have not ended.", labels);
+    s.lost = registry.counter("troupe_replica_requests_lost_total",
+                              "Started requests that ended with replica_lost because the replica was lost.", labels);
+    s.rerouted = registry.counter("troupe_replica_requests_rerouted_total",
+                                  "Requests not started on the replica that went to another one (lost or refusing).",
+                                  labels);
+    s.up_gauge = registry.gauge("troupe_replica_up", "1 while the replica is connected and answering, else 0.", labels);
+    st.slots.push_back(std::move(s));
+  }
+  publish_status(self);
+  self->set_down_handler([=](caf::down_msg& dm) {
+    auto& slots = self->state.slots;
+    for (size_t i = 0; i < slots.size(); ++i) {
+      if (slots[i].handle && slots[i].handle.address() == dm.source) {
+        lose(self, i, "connection lost: " + to_string(dm.reason));
+      }
+    }
+  });
+  self->send(self, route_tick_atom::value);
+  return {
+      [=](route_submit_atom, uint64_t ticket, request& req) {
+        auto& st = self->state;
+        event_sink_ptr sink;
+        {
+          std::lock_guard lock(st.shared->mutex);
+          auto it = st.shared->arriving.find(ticket);
+          if (it == st.shared->arriving.end()) return;
+          sink = std::move(it->second);
+          st.shared->arriving.erase(it);
+        }
+        routed_request r;
+        r.key = prefix_key(req);
+        r.client_id = req.id;
+        r.req = std::move(req);
+        r.sink = std::move(sink);
+        st.requests.emplace(ticket, std::move(r));
+        route(self, ticket);
+      },
+      [=](route_cancel_atom, uint64_t ticket) {
+        auto& st = self->state;
+        auto it = st.requests.find(ticket);
+        if (it == st.requests.end()) return;
+        const auto& s = st.slots[it->second.replica];
+        if (s.up) self->send(s.handle, atoms::cancel_atom::value, wire_id(ticket, it->second.attempt));
+      },
+      [=](atoms::event_atom, request_event_message& m) { on_event(self, m); },
+      [=](route_tick_atom) { tick(self); },
+  };
+}
+
+}  // namespace
+
+replica_router::replica_router(caf::actor_system& sys, std::shared_ptr<const model_bundle> model,
+                               router_options options)
+    : sys_(sys), model_(std::move(model)), shared_(std::make_shared<shared>()) {
+  if (options.replicas.empty()) throw error(error_code::invalid_argument, "the router needs at least one replica");
+  if (!options.metrics) options.metrics = std::make_shared<metrics_registry>();
+  metrics_ = options.metrics;
+  actor_ = sys_.spawn(router, std::move(options), shared_, model_);
+}
+
+replica_router::~replica_router() { caf::anon_send_exit(actor_, caf::exit_reason::user_shutdown); }
+
+uint64_t replica_router::submit(request req, event_sink_ptr sink) {
+  const uint64_t ticket = shared_->next_ticket.fetch_add(1);
+  {
+    std::lock_guard lock(shared_->mutex);
+    shared_->arriving.emplace(ticket, std::move(sink));
+  }
+  caf::anon_send(actor_, route_submit_atom::value, ticket, std::move(req));
+  return ticket;
+}
+
+void replica_router::cancel(uint64_t ticket) { caf::anon_send(actor_, route_cancel_atom::value, ticket); }
+
+void replica_router::run_with_model(std::function<void(const model_bundle&)> task) {
+  sys_.spawn([model = model_, task = std::move(task)] { task(*model); });
+}
+
+int replica_router::num_up() const { return shared_->num_up.load(); }
+
+std::vector<replica_status> replica_router::replicas() const {
+  std::lock_guard lock(shared_->status_mutex);
+  return shared_->status;
+}
+
+bool replica_router::wait_settled(int64_t timeout_ms) const {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    const auto status = replicas();  // empty until the router actor has started
+    bool settled = !status.empty();
+    bool all_up = settled;
+    for (const auto& r : status) {
+      settled = settled && (r.up || r.failed_connects > 0);
+      all_up = all_up && r.up;
+    }
+    if (settled || std::chrono::steady_clock::now() >= deadline) return all_up;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+}  // namespace troupe::cluster

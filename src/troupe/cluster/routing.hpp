@@ -1,0 +1,65 @@
+// The routing rule of the replica router, as pure functions: which replica a request goes
+// to, from each replica's live load and the request's prefix affinity (docs/scale-out.md).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <list>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "troupe/engine/request.hpp"
+
+namespace troupe::cluster {
+
+// What the router knows of one replica when it routes a request.
+struct replica_load {
+  bool up = false;           // connected, key accepted, answering its stats in time
+  int64_t in_flight = 0;     // requests the router sent there that have not ended
+  int32_t num_waiting = 0;   // its scheduler's waiting queue, from the last stats snapshot
+  double kv_use = 0.0;       // its KV pool's used blocks per block, in [0, 1], from the same snapshot
+};
+
+struct routing_options {
+  // A replica's score: in_flight + waiting_weight * num_waiting + kv_weight * kv_use.
+  double waiting_weight = 0.5;
+  double kv_weight = 4.0;
+  // A request keeps its affinity replica while that one's score is at most the least
+  // score plus this slack ("much busier" is more than this many requests ahead).
+  double affinity_slack = 4.0;
+};
+
+double load_score(const replica_load& r, const routing_options& o = {});
+
+// The replica for a request: its affinity replica (the one a request with the same prefix
+// went to) when that is up and not much busier than the least loaded; else the up replica
+// of least score, ties going to the first at or after `rotation` (mod the count), so that
+// equal replicas share the work. None when no replica is up.
+std::optional<size_t> pick_replica(const std::vector<replica_load>& replicas, std::optional<size_t> affinity,
+                                   size_t rotation, const routing_options& o = {});
+
+// How many characters of a prompt (or of the serialized chat) the prefix key covers.
+inline constexpr size_t prefix_key_chars = 256;
+
+// A hash of the request's start: the first prefix_key_chars characters of its prompt, of
+// its chat messages (role and content, in order), or of its token ids. Requests that share
+// that much share a key, and their prompt KV is likely in the same replica's prefix cache.
+uint64_t prefix_key(const request& req);
+
+// Which replica each recent prefix key went to: at most `capacity` keys, the least
+// recently used forgotten first.
+class affinity_table {
+ public:
+  explicit affinity_table(size_t capacity = 8192) : capacity_(capacity) {}
+  std::optional<size_t> find(uint64_t key) const;
+  void remember(uint64_t key, size_t replica);
+  size_t size() const { return index_.size(); }
+
+ private:
+  size_t capacity_;
+  std::list<std::pair<uint64_t, size_t>> order_;  // most recent first
+  std::unordered_map<uint64_t, std::list<std::pair<uint64_t, size_t>>::iterator> index_;
+};
+
+}  // namespace troupe::cluster
