@@ -2,8 +2,11 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <string_view>
 
+#include "troupe/config/config_parse.hpp"
 #include "troupe/model/error.hpp"
 
 namespace troupe::apps {
@@ -84,6 +87,17 @@ uint64_t cli_args::get_u64(const std::string& flag, uint64_t fallback) const {
     throw error(error_code::invalid_argument, flag + " expects a non-negative integer, got '" + *v + "'");
   }
   return out;
+}
+
+bool print_help_if_asked(int argc, char** argv, int first, const char* usage) {
+  for (int i = first; i < argc; ++i) {
+    if (std::string_view(argv[i]) == "--help" || std::string_view(argv[i]) == "-h") {
+      std::fputs(usage, stdout);
+      std::fputs(config_help().c_str(), stdout);
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace troupe::apps

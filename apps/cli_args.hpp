@@ -30,4 +30,8 @@ class cli_args {
   std::vector<std::string> positional_;
 };
 
+// `--help` or `-h` among argv[first..]: prints usage, then the engine options' help, to
+// stdout and returns true (the command then exits 0).
+bool print_help_if_asked(int argc, char** argv, int first, const char* usage);
+
 }  // namespace troupe::apps

@@ -15,6 +15,7 @@
 #include <ctime>
 #include <filesystem>
 
+#include "apps/cli_args.hpp"
 #include "apps/cluster_flags.hpp"
 #include "troupe/actors/engine.hpp"
 #include "troupe/config/config_parse.hpp"
@@ -57,13 +58,7 @@ bool wait_until(const sigset_t& signals, int64_t timeout_ms, Pred pred) {
 }  // namespace
 
 int run_serve(int argc, char** argv) {
-  for (int i = 2; i < argc; ++i) {
-    if (std::string_view(argv[i]) == "--help" || std::string_view(argv[i]) == "-h") {
-      std::fputs(serve_usage, stdout);
-      std::fputs(config_help().c_str(), stdout);
-      return 0;
-    }
-  }
+  if (print_help_if_asked(argc, argv, 2, serve_usage)) return 0;
   auto flags = take_cluster_flags(argc, argv, 2, /*allow_listen=*/false, /*allow_replica=*/true);
   config c = parse_config(flags.argc(), flags.argv(), 2);
   c.validate();

@@ -13,9 +13,9 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
-#include <string_view>
 #include <thread>
 
+#include "apps/cli_args.hpp"
 #include "apps/cluster_flags.hpp"
 #include "troupe/actors/type_ids.hpp"
 #include "troupe/cluster/gate.hpp"
@@ -40,13 +40,7 @@ constexpr const char* worker_usage =
 }  // namespace
 
 int run_worker(int argc, char** argv) {
-  for (int i = 2; i < argc; ++i) {
-    if (std::string_view(argv[i]) == "--help" || std::string_view(argv[i]) == "-h") {
-      std::fputs(worker_usage, stdout);
-      std::fputs(config_help().c_str(), stdout);
-      return 0;
-    }
-  }
+  if (print_help_if_asked(argc, argv, 2, worker_usage)) return 0;
   auto flags = take_cluster_flags(argc, argv, 2, /*allow_listen=*/true, /*allow_replica=*/false);
   if (!flags.listen) {
     throw error(error_code::invalid_argument, "troupe worker needs --listen HOST:PORT (port 0 picks a free one)");

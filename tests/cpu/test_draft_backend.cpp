@@ -20,6 +20,7 @@
 #include "troupe/model/error.hpp"
 #include "troupe/model/tokenizer.hpp"
 #include "util/require_model.hpp"
+#include "util/chi_square.hpp"
 #include "util/tiny_model.hpp"
 
 using namespace troupe;
@@ -136,33 +137,8 @@ std::vector<int32_t> tiny_prompt(int32_t vocab, int salt) {
   return prompt;
 }
 
-// Wilson-Hilferty: the chi-square value df degrees of freedom exceed with probability 1e-4.
-double chi_square_limit(int df) {
-  const double a = 2.0 / (9.0 * df);
-  return df * std::pow(1.0 - a + 3.719 * std::sqrt(a), 3.0);
-}
-
-// Goodness of fit; categories expecting under 5 are pooled. (statistic, degrees of freedom)
-std::pair<double, int> chi_square(const std::vector<int64_t>& counts, const std::vector<float>& p, int64_t n) {
-  double stat = 0, pooled_expected = 0;
-  int64_t pooled_count = 0;
-  int categories = 0;
-  for (size_t i = 0; i < p.size(); ++i) {
-    const double expected = p[i] * static_cast<double>(n);
-    if (expected < 5) {
-      pooled_expected += expected;
-      pooled_count += counts[i];
-      continue;
-    }
-    stat += (counts[i] - expected) * (counts[i] - expected) / expected;
-    ++categories;
-  }
-  if (pooled_expected >= 5) {
-    stat += (pooled_count - pooled_expected) * (pooled_count - pooled_expected) / pooled_expected;
-    ++categories;
-  }
-  return {stat, categories - 1};
-}
+using test::chi_square;
+using test::chi_square_limit;
 
 }  // namespace
 

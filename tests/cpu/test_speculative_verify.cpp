@@ -17,6 +17,7 @@
 #include "troupe/model/error.hpp"
 #include "troupe/model/sampler_math.hpp"
 #include "troupe/model/speculative.hpp"
+#include "util/chi_square.hpp"
 #include "util/tiny_model.hpp"
 
 using namespace troupe;
@@ -79,35 +80,8 @@ std::vector<int32_t> plain_run(cpu::cpu_backend& b, uint64_t id, const std::vect
   return out;
 }
 
-// Wilson-Hilferty: the chi-square value that df degrees of freedom exceed with
-// probability 1e-4 (z = 3.719).
-double chi_square_limit(int df) {
-  const double a = 2.0 / (9.0 * df);
-  return df * std::pow(1.0 - a + 3.719 * std::sqrt(a), 3.0);
-}
-
-// Goodness of fit of counts to probabilities; categories with an expected count under 5
-// are pooled. Returns (statistic, degrees of freedom).
-std::pair<double, int> chi_square(const std::vector<int64_t>& counts, const std::vector<double>& p, int64_t n) {
-  double stat = 0, pooled_expected = 0;
-  int64_t pooled_count = 0;
-  int categories = 0;
-  for (size_t i = 0; i < p.size(); ++i) {
-    const double expected = p[i] * static_cast<double>(n);
-    if (expected < 5) {
-      pooled_expected += expected;
-      pooled_count += counts[i];
-      continue;
-    }
-    stat += (counts[i] - expected) * (counts[i] - expected) / expected;
-    ++categories;
-  }
-  if (pooled_expected >= 5) {
-    stat += (pooled_count - pooled_expected) * (pooled_count - pooled_expected) / pooled_expected;
-    ++categories;
-  }
-  return {stat, categories - 1};
-}
+using test::chi_square;
+using test::chi_square_limit;
 
 std::vector<double> softmax(const float* logits, int32_t vocab, float temperature) {
   std::vector<double> p(static_cast<size_t>(vocab));
