@@ -25,75 +25,12 @@
 #include "troupe/engine/serving_metrics.hpp"
 #include "troupe/engine/step_plan.hpp"
 #include "troupe/engine/trace.hpp"
+#include "troupe/model/stand_in_backend.hpp"
 
 using namespace troupe;
 using clock_type = std::chrono::steady_clock;
 
 namespace {
-
-// A timing stand-in for this benchmark only, not a model: each step sleeps until a fixed
-// time has passed since it began and answers every sampled sequence with a token derived
-// from its last fed token, so the runtime around it does its ordinary work.
-class fixed_time_backend final : public backend {
- public:
-  fixed_time_backend(model_config config, int32_t num_blocks, std::chrono::microseconds step_time)
-      : config_(std::move(config)), num_blocks_(num_blocks), step_time_(step_time) {}
-
-  const model_config& config() const override { return config_; }
-  kv_cache_shape kv_shape() const override { return {num_blocks_, 16, 0}; }
-  step_result step(const batch_plan& plan) override {
-    const auto start = clock_type::now();
-    {
-      std::lock_guard lock(gaps_mutex_);
-      if (last_end_) gaps_ns_.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(start - *last_end_).count());
-    }
-    step_result r;
-    r.outputs.reserve(plan.sequences.size());
-    for (const auto& s : plan.sequences) {
-      sequence_output o;
-      o.seq_id = s.seq_id;
-      if (s.wants_sample) o.token = 100 + static_cast<int32_t>((7919u * static_cast<uint32_t>(s.tokens.back()) + 31u * s.sample_index) % 20000u);
-      r.outputs.push_back(std::move(o));
-    }
-    std::this_thread::sleep_until(start + step_time_);
-    const auto end = clock_type::now();
-    busy_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(end - start).count();
-    std::lock_guard lock(gaps_mutex_);
-    last_end_ = end;
-    return r;
-  }
-  void copy_blocks(const std::vector<std::pair<int32_t, int32_t>>&) override {}
-  int32_t num_swap_blocks() const override { return 0; }
-  void swap_out(const std::vector<std::pair<int32_t, int32_t>>&) override {}
-  void swap_in(const std::vector<std::pair<int32_t, int32_t>>&) override {}
-
-  // Time spent inside step(), sleeping included (the sleep overshoots by the timer's slack).
-  double busy_seconds() const { return static_cast<double>(busy_ns_.load()) * 1e-9; }
-  // The worker's idle time between one step's end and the next one's start, since the last
-  // call, in microseconds: the median and the 90th percentile. The first step of a point
-  // counts from the last of the point before, so it is dropped.
-  std::pair<double, double> take_gap_percentiles() {
-    std::vector<int64_t> gaps;
-    {
-      std::lock_guard lock(gaps_mutex_);
-      gaps.swap(gaps_ns_);
-      last_end_.reset();
-    }
-    if (gaps.empty()) return {0, 0};
-    std::sort(gaps.begin(), gaps.end());
-    const auto at = [&](double q) { return static_cast<double>(gaps[static_cast<size_t>(q * (gaps.size() - 1))]) * 1e-3; };
-    return {at(0.5), at(0.9)};
-  }
-
- private:
-  model_config config_;
-  int32_t num_blocks_;
-  std::chrono::microseconds step_time_;
-  std::atomic<int64_t> busy_ns_{0};
-  std::mutex gaps_mutex_;
-  std::vector<int64_t> gaps_ns_;
-  std::optional<clock_type::time_point> last_end_;
-};
 
 std::string prompt_for(int stream, int64_t n) {
   std::string s = "Stream ";
@@ -180,7 +117,7 @@ loop_cost plain_loop_overhead(const model_bundle& model, const scheduler_config&
   block_manager blocks({num_blocks, 16, 0, false});
   scheduler_policy policy(config, blocks, model.tok.eog_ids());
   plan_state plans(model.tok.eog_ids());
-  fixed_time_backend backend(model.config, num_blocks, step_time);
+  stand_in_backend backend(model.config, num_blocks, 16, step_time);
   uint64_t next_id = 1;
   // Tokenizing is request-side work, which the loop leaves out: each stream's prompt is
   // tokenized once, and its requests reuse it.
@@ -315,7 +252,7 @@ int main(int argc, char** argv) {
     std::printf("RESULT {\"metrics_ns_per_step\": %.1f}\n", metrics_cost * 1e9);
     for (const bool is_async : modes) {
     eo.scheduling.async_scheduling = is_async;
-    auto backend = std::make_shared<fixed_time_backend>(model->config, num_blocks, step_time);
+    auto backend = std::make_shared<stand_in_backend>(model->config, num_blocks, 16, step_time);
     engine eng(sys, model, backend, eo);
     std::printf("\n%s scheduling\n", is_async ? "asynchronous (step N+1 planned while step N runs)" : "synchronous");
     std::printf("%7s %7s %9s %10s %10s %10s %10s %9s %9s %9s %8s %8s\n", "streams", "steps", "req/s", "tok/s", "step us",

@@ -37,6 +37,11 @@ void config::validate() const {
     reject("gpu-memory-utilization", "in (0, 1]", std::to_string(gpu_memory_utilization));
   }
   check_range("threads", threads, 0, 1024);
+  check_range("stand-in-step-us", stand_in_step_us, 0, 10'000'000);
+  if (stand_in_step_us > 0 && (speculative != "off" || !draft_model.empty())) {
+    reject("stand-in-step-us", "0 with --speculative or --draft-model (the stand-in verifies no proposals)",
+           std::to_string(stand_in_step_us));
+  }
   if (block_size != 8 && block_size != 16 && block_size != 32 && block_size != 64 && block_size != 128) {
     reject("block-size", "8, 16, 32, 64 or 128", std::to_string(block_size));
   }

@@ -24,6 +24,7 @@ struct config {
   std::string speculative = "off";      // off | ngram | draft: speculative decoding (requests may override)
   std::string draft_model;              // GGUF file of a draft model (same vocabulary); "" = none
   int32_t threads = 0;                  // CPU compute threads; 0 = one per core
+  int64_t stand_in_step_us = 0;         // benchmarks only: no forward pass, fixed-time steps; 0 = off
 
   // The KV cache.
   int32_t block_size = 16;
@@ -70,6 +71,7 @@ void for_each_option(Config& c, F&& f) {
   f("gpu_memory_utilization", "share of a device's free memory for weights and KV cache", c.gpu_memory_utilization);
   f("cuda_graphs", "capture decode steps as CUDA graphs", c.cuda_graphs);
   f("threads", "CPU compute threads (0 = one per core)", c.threads);
+  f("stand_in_step_us", "BENCHMARKS ONLY: run no forward pass; every step takes this many microseconds and answers made-up tokens (0 = off)", c.stand_in_step_us);
   f("block_size", "KV cache positions per block", c.block_size);
   f("kv_cache_bytes", "KV cache size in bytes (0 = from the context or device memory)", c.kv_cache_bytes);
   f("kv_cache_dtype", "how K/V are stored: f16 | q8_0 | q4_0 (quantized: CPU only, ~1.9x / ~3.5x the tokens per byte)", c.kv_cache_dtype);

@@ -9,10 +9,32 @@
 #include "troupe/model/error.hpp"
 #include "troupe/model/draft_backend.hpp"
 #include "troupe/model/gguf.hpp"
+#include "troupe/model/stand_in_backend.hpp"
 
 namespace troupe {
 
 namespace {
+
+// --stand-in-step-us: the model's tokenizer and shape with a fixed-time step in place of the
+// forward pass (model/stand_in_backend.hpp), over as many KV blocks as the real pool would
+// have at --kv-cache-bytes (or enough for max_num_seqs full-length sequences).
+backend_choice stand_in_choice(const config& c, const model_bundle& model, const backend_choice_options& o) {
+  const auto& m = model.config;
+  const int64_t bytes_per_block = kv_block_bytes(o.cpu.kv_dtype, m.num_layers, c.block_size, m.kv_dim());
+  int64_t num_blocks = c.kv_cache_bytes > 0 ? c.kv_cache_bytes / std::max<int64_t>(bytes_per_block, 1) : 0;
+  if (num_blocks <= 0) {
+    const int64_t per_sequence = (model.max_model_len + c.block_size - 1) / c.block_size;
+    num_blocks = std::max<int64_t>(per_sequence, int64_t{c.scheduling.max_num_seqs} * per_sequence);
+  }
+  num_blocks = std::min<int64_t>(num_blocks, 1 << 22);
+  backend_choice choice;
+  choice.ranks.push_back(std::make_shared<stand_in_backend>(m, static_cast<int32_t>(num_blocks), c.block_size,
+                                                            std::chrono::microseconds(c.stand_in_step_us),
+                                                            model.tok.eog_ids()));
+  choice.description = "STAND-IN backend (no forward pass, " + std::to_string(c.stand_in_step_us) +
+                       " us per step, made-up tokens)";
+  return choice;
+}
 
 backend_choice make_backends(const config& c, std::shared_ptr<const gguf::file> file, const model_bundle& model,
                              std::shared_ptr<const gguf::file> draft_file) {
@@ -36,6 +58,7 @@ backend_choice make_backends(const config& c, std::shared_ptr<const gguf::file> 
     o.cpu.num_swap_blocks = static_cast<int32_t>(c.swap_space * double(1ull << 30) / bytes_per_block);
     o.num_swap_blocks = o.cpu.num_swap_blocks;
   }
+  if (c.stand_in_step_us > 0) return stand_in_choice(c, model, o);
   if (!draft_file) return choose_backend(std::move(file), o);
   // The draft runs on the CPU beside the target, over one pool of block ids that both
   // models' KV fits in (model/draft_backend.hpp).
