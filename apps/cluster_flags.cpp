@@ -57,6 +57,10 @@ void load_middleman(caf::actor_system_config& cfg) {
   cfg.set("middleman.connection-timeout", caf::timespan{std::chrono::milliseconds(2500)});
 }
 
+void quiet_idle_scheduler(caf::actor_system_config& cfg) {
+  cfg.set("work-stealing.moderate-poll-attempts", 10);
+}
+
 std::unique_ptr<cluster::replica_router> start_router(caf::actor_system& sys, const config& c,
                                                       const cluster_flags& flags, int64_t wait_ms) {
   auto file = std::make_shared<const gguf::file>(gguf::file::open(c.model));

@@ -65,6 +65,7 @@ int run_worker(int argc, char** argv) {
   caf::actor_system_config cfg;
   cfg.set("scheduler.max-threads", 2);
   load_middleman(cfg);
+  quiet_idle_scheduler(cfg);
   add_message_types(cfg);
   caf::actor_system sys{cfg};
 

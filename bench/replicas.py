@@ -324,14 +324,15 @@ def print_real(out, flagged, args):
           f"{args.threads} threads; {NUM_CPUS} cores on this machine; medians of {args.rounds} rounds, "
           f"ratios = median of per-round ratios")
     print(f"{'set-up':>8} | {'tok/s':>7} {'/direct':>8} | {'ITL p50':>8} {'p90':>7} {'added p50':>9} | "
-          f"{'TTFT p50':>8} | {'serve':>6} {'workers':>7} CPU-ms/1k tok | elsewhere")
+          f"{'TTFT p50':>8} | {'serve':>6} {'workers':>7} CPU-ms/1k tok | {'client':>6} | elsewhere")
     for name in ("direct", "router1", "router2"):
         x = out[name]
         ratio = f"{x['tok_s_ratio']:>8.3f}" if name != "direct" else f"{'':>8}"
         added = f"{x['added_itl_p50_ms']:>+9.2f}" if name != "direct" else f"{'':>9}"
         print(f"{name:>8} | {x['tok_s']:>7.1f} {ratio} | {x['itl_p50_ms']:>6.2f}ms {x['itl_p90_ms']:>5.2f}ms "
               f"{added} | {x['ttft_p50_ms']:>6.0f}ms | {x['serve_cpu_ms_per_ktok']:>6.0f} "
-              f"{x['workers_cpu_ms_per_ktok']:>7.0f}              | {100 * max(x['rounds']['other_share']):.0f}% max")
+              f"{x['workers_cpu_ms_per_ktok']:>7.0f}              | {100 * x['client_cpu_share']:>5.0f}% | "
+              f"{100 * max(x['rounds']['other_share']):.0f}% max")
     r1 = out["router1"]
     verdict = "within" if r1["tok_s_ratio"] >= 0.97 else "NOT within"
     print(f"router1 / direct throughput {r1['tok_s_ratio']:.3f}: {verdict} 3%; the router adds "
