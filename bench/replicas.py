@@ -33,6 +33,7 @@ Usage: bench/replicas.py [--mode real|stand-in|both] [--model M] [--threads 2] [
 """
 import argparse
 import http.client
+import itertools
 import json
 import os
 import statistics
@@ -133,22 +134,23 @@ def one_request(conn, prompt, args, stream):
     for raw in resp:  # to the end of the body, so that the connection can carry the next request
         if not raw.startswith(b"data:"):
             continue
-        data = raw[5:].strip()
-        if data == b"[DONE]":
-            continue
-        msg = json.loads(data)
-        if msg.get("error"):
-            raise RuntimeError(f"error in the stream: {msg['error']}")
-        if msg.get("usage"):
-            tokens = msg["usage"]["completion_tokens"]
-        if any(c.get("text") for c in msg.get("choices") or []):
+        # Only the rare chunks are parsed (an error, the usage): at thousands of chunks a second the client's
+        # work per chunk must stay small beside the server's.
+        if b'"text":"' in raw and b'"text":""' not in raw:
             arrivals.append(time.monotonic())
+        elif b'"usage":{' in raw or b'"error"' in raw:
+            msg = json.loads(raw[5:])
+            if msg.get("error"):
+                raise RuntimeError(f"error in the stream: {msg['error']}")
+            tokens = msg["usage"]["completion_tokens"]
     return (tokens if tokens is not None else len(arrivals)), start, arrivals
 
 
 def closed_loop(port, num_streams, prompts, args, stream, num_requests, duration_s):
     """num_streams streams, each sending its next request as the previous one ends: num_requests each, or until
-    duration_s has passed. Returns (wall seconds, [(tokens, start, arrivals)])."""
+    duration_s has passed. prompts: a list (stream i's j-th request takes prompt i + j * num_streams, modulo), or a
+    function (i, j) -> prompt. Returns (start time, wall seconds, [(tokens, start, arrivals)])."""
+    prompt_of = prompts if callable(prompts) else (lambda i, j: prompts[(i + j * num_streams) % len(prompts)])
     results = [[] for _ in range(num_streams)]
     errors = []
     barrier = threading.Barrier(num_streams + 1)
@@ -160,7 +162,7 @@ def closed_loop(port, num_streams, prompts, args, stream, num_requests, duration
         try:
             j = 0
             while (time.monotonic() < deadline[0]) if duration_s else (j < num_requests):
-                results[i].append(one_request(conn, prompts[(i + j * num_streams) % len(prompts)], args, stream))
+                results[i].append(one_request(conn, prompt_of(i, j), args, stream))
                 j += 1
         except Exception as e:  # noqa: BLE001
             errors.append(e)
@@ -178,7 +180,7 @@ def closed_loop(port, num_streams, prompts, args, stream, num_requests, duration
     wall = time.monotonic() - t0
     if errors:
         raise errors[0]
-    return wall, [r for rs in results for r in rs]
+    return t0, wall, [r for rs in results for r in rs]
 
 
 def measure(port, num_streams, prompts, args, stream, pids_serve, pids_workers, num_requests, duration_s):
@@ -187,7 +189,7 @@ def measure(port, num_streams, prompts, args, stream, pids_serve, pids_workers, 
     workers0 = sum(cpu_seconds(p) for p in pids_workers)
     client0 = sum(os.times()[:2])
     busy0 = machine_busy_seconds()
-    wall, results = closed_loop(port, num_streams, prompts, args, stream, num_requests, duration_s)
+    t0, wall, results = closed_loop(port, num_streams, prompts, args, stream, num_requests, duration_s)
     serve_s = sum(cpu_seconds(p) for p in pids_serve) - serve0
     workers_s = sum(cpu_seconds(p) for p in pids_workers) - workers0
     client_s = sum(os.times()[:2]) - client0
@@ -195,7 +197,15 @@ def measure(port, num_streams, prompts, args, stream, pids_serve, pids_workers, 
     tokens = sum(r[0] for r in results)
     gaps = [b - a for r in results for a, b in zip(r[2], r[2][1:])]
     ttft = [r[2][0] - r[1] for r in results if r[2]]
-    return {"tok_s": tokens / wall, "tokens": tokens, "wall_s": wall, "num_requests": len(results),
+    tok_s = tokens / wall
+    if stream and duration_s > args.warmup_s:
+        # Steady state: the tokens that arrived between the warm-up's end and the moment the streams stopped
+        # sending (all of them busy all along), not the first wave's start nor the last one's drain.
+        begin, end = t0 + args.warmup_s, t0 + duration_s
+        num_chunks = sum(len(r[2]) for r in results)
+        in_window = sum(begin <= a < end for r in results for a in r[2])
+        tok_s = in_window * (tokens / max(num_chunks, 1)) / (end - begin)
+    return {"tok_s": tok_s, "tokens": tokens, "wall_s": wall, "num_requests": len(results),
             "itl_p50_ms": 1000 * percentile(gaps, 0.5), "itl_p90_ms": 1000 * percentile(gaps, 0.9),
             "ttft_p50_ms": 1000 * percentile(ttft, 0.5),
             "serve_cpu_ms_per_ktok": 1e6 * serve_s / max(tokens, 1),
@@ -281,7 +291,15 @@ def bench_real(args, procs):
 
 
 def bench_stand_in(args, procs):
-    prompts = prompt_set(args)
+    # A prompt of its own per request (the prompt set repeats prompts, and the router's prefix affinity keeps a
+    # repeated prompt on its replica within a slack of 4 requests: an imbalance that a closed loop of fixed work
+    # pays for in its last wave), unless --stand-in-prompt-set.
+    serial = itertools.count()
+
+    def unique_prompts(i, j):
+        return prompt_ids(f"stand-in-{next(serial)}", args.prompt_tokens)
+
+    prompts = prompt_set(args) if args.stand_in_prompt_set else unique_prompts
     counts = sorted(args.replica_counts)
     flags = engine_flags(args, 1, ["--stand-in-step-us", str(args.step_us), "--max-num-seqs", str(args.max_num_seqs)])
     workers = [procs.worker(flags) for _ in range(max(counts))]
@@ -292,15 +310,16 @@ def bench_stand_in(args, procs):
 
     def point(port, serve_pid, worker_pids, n):
         streams = 2 * args.max_num_seqs * n
-        return lambda: measure(port, streams, prompts, args, args.stand_in_stream, [serve_pid], worker_pids,
-                               args.stand_in_requests, args.duration)
+        return lambda: measure(port, streams, prompts, args, not args.stand_in_non_streaming, [serve_pid],
+                               worker_pids, args.stand_in_requests,
+                               0 if args.stand_in_non_streaming else args.stand_in_duration)
 
     setups["direct"] = point(direct[1], direct[0].pid, [], 1)
     for n in counts:
         setups[f"N={n}"] = point(serves[n][1], serves[n][0].pid, all_workers[:n], n)
     names = list(setups)
     for n in counts:  # warm-up: every replica connected and through one request
-        closed_loop(serves[n][1], 2 * args.max_num_seqs * n, prompts, args, False, 1, 0)
+        closed_loop(serves[n][1], 2 * args.max_num_seqs * n, prompts, args, not args.stand_in_non_streaming, 1, 0)
     runs, flagged = run_rounds(setups, rotate(names), args, "stand-in")
     base = runs[f"N={counts[0]}"]["tok_s"]
     out = {}
@@ -350,7 +369,9 @@ def print_stand_in(out, flagged, args):
     step_ms = args.step_us / 1000
     print(f"\nstand-in steps of {step_ms:g} ms, max_num_seqs {args.max_num_seqs} (capacity "
           f"{1000 * args.max_num_seqs / step_ms:.0f} tok/s per replica at most), {args.max_tokens} tokens per "
-          f"request, {'streamed' if args.stand_in_stream else 'non-streaming'}, 2*max_num_seqs*N streams; "
+          f"request, {'non-streaming' if args.stand_in_non_streaming else 'streamed'}, "
+          f"{'the repeating prompt set' if args.stand_in_prompt_set else 'a prompt of its own per request'}, "
+          f"2*max_num_seqs*N streams; "
           f"{NUM_CPUS} cores; medians of {args.rounds} rounds")
     print(f"{'set-up':>8} | {'streams':>7} {'tok/s':>8} {'scaling':>8} {'>=0.9':>5} | {'serve':>6} {'workers':>7} "
           f"CPU-ms/1k tok | {'troupe CPU':>10} {'client':>6} | elsewhere")
@@ -392,7 +413,14 @@ def main():
     ap.add_argument("--step-us", type=int, default=20000, help="the stand-in step time")
     ap.add_argument("--max-num-seqs", type=int, default=8, help="each stand-in engine's sequences per step")
     ap.add_argument("--replicas", default="1,2,4,8", help="stand-in fleet sizes N")
-    ap.add_argument("--stand-in-stream", action="store_true", help="stream in the stand-in mode too")
+    ap.add_argument("--stand-in-duration", type=float, default=15.0,
+                    help="seconds per stand-in point (streamed: tok/s counts the tokens after --warmup-s)")
+    ap.add_argument("--warmup-s", type=float, default=3.0, help="the start of a timed point that is not counted")
+    ap.add_argument("--stand-in-non-streaming", action="store_true",
+                    help="non-streaming requests in the stand-in mode, --stand-in-requests each: all tokens over "
+                         "the wall time, first wave and last drain included")
+    ap.add_argument("--stand-in-prompt-set", action="store_true",
+                    help="the stand-in mode uses the real mode's repeating prompt set, not a prompt per request")
     ap.add_argument("--max-other-share", type=float, default=0.10,
                     help="a point where more of the machine than this was busy outside troupe and this client "
                          "ran beside other work")
