@@ -30,10 +30,11 @@ struct cluster_flags {
 // peer silent for 2.5 s has its connection closed, which its monitors see as a down message.
 void load_middleman(caf::actor_system_config& cfg);
 
-// Idle scheduler threads of a cluster process go to sleep on their condition variable after
-// a short poll: CAF 0.17's default polls every 50 us for 500 attempts, which between a
-// worker's steps (or a front door's events) costs a few ms of CPU per step and, with several
-// workers on one host, takes the cores the other workers need (bench/replicas.py).
+// Idle scheduler threads of serve and worker go to sleep on their condition variable after a
+// short poll: CAF 0.17's default polls every 50 us for 500 attempts, which between an
+// engine's steps (or a front door's events) costs a few ms of CPU per step, taken from the
+// compute threads or, with several workers on one host, from the other workers
+// (bench/replicas.py, docs/scale-out.md "Measured").
 void quiet_idle_scheduler(caf::actor_system_config& cfg);
 
 // Takes the flags out of argv[first..]; with allow_listen false --listen is left in place

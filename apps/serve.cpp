@@ -81,10 +81,8 @@ int run_serve(int argc, char** argv) {
   caf::actor_system_config cfg;
   cfg.set("scheduler.max-threads", 2);
   add_message_types(cfg);
-  if (routed) {
-    load_middleman(cfg);
-    quiet_idle_scheduler(cfg);
-  }
+  quiet_idle_scheduler(cfg);
+  if (routed) load_middleman(cfg);
   caf::actor_system sys{cfg};
   // With --replica no engine runs here: the router sends every request to a worker.
   started_engine started;
