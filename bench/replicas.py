@@ -17,8 +17,12 @@ the median of per-round differences of the p50 inter-token latency.
 Stand-in (--mode stand-in): every engine is the fixed-time stand-in backend (--stand-in-step-us, no forward pass,
 made-up tokens) with --max-num-seqs fixed, so a replica's capacity is max_num_seqs tokens per step whatever the CPU.
 One serve per N in --replicas routes to the first N of max(N) workers (started once; 2 * max_num_seqs * N
-streams), plus a direct stand-in serve for reference. Non-streaming requests (--stand-in-stream to stream) keep the
-client's work per token small; the front door still gets every token from the replica as an event.
+streams), plus a direct stand-in serve for reference. Streamed requests, a prompt of its own each (a repeated prompt
+would meet the router's prefix affinity, which may leave one replica a few requests more), for
+--stand-in-duration seconds per point; tok/s counts the tokens that arrive after --warmup-s and before the streams
+stop sending (every stream busy all along), so neither the first wave nor the last drain weighs on it. The client
+parses only the usage and error chunks. --stand-in-non-streaming: --stand-in-requests per stream instead, all
+tokens over the wall time (drain included: an uneven last wave shows there).
 Reported: tok/s, scaling = tok/s / (N * tok/s at N=1) (median of per-round ratios), and whether it is >= 0.9.
 
 Contention: per point the CPU time of this machine not spent by troupe's processes or this client (from
@@ -29,7 +33,7 @@ goes. One line "RESULT {json}" carries everything, per round too.
 
 Usage: bench/replicas.py [--mode real|stand-in|both] [--model M] [--threads 2] [--streams 16] [--requests 4]
                          [--duration S] [--max-tokens 64] [--rounds 3] [--step-us 20000] [--max-num-seqs 8]
-                         [--replicas 1,2,4,8] [--troupe build/troupe]
+                         [--replicas 1,2,4,8] [--stand-in-duration 15] [--troupe build/troupe]
 """
 import argparse
 import http.client
