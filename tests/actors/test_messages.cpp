@@ -235,9 +235,9 @@ TEST_CASE_FIXTURE(serialization_fixture, "messages: a corrupted variant index is
 }
 
 TEST_CASE_FIXTURE(serialization_fixture, "messages: troupe's error codes render by name with their message") {
-  const auto e = caf::make_error(error_code::context_overflow, std::string("prompt too long"));
+  const auto e = to_caf_error(error_code::context_overflow, std::string("prompt too long"));
   CHECK(sys.render(e) == "troupe: context_overflow (prompt too long)");
-  const auto r = caf::make_error(request_error_code::queue_full, std::string("1024 waiting"));
+  const auto r = to_caf_error(request_error_code::queue_full, std::string("1024 waiting"));
   CHECK(sys.render(r) == "request: queue_full (1024 waiting)");
   const auto v = error_value_of(e, sys);
   CHECK(v.code == error_code::context_overflow);
@@ -246,4 +246,21 @@ TEST_CASE_FIXTURE(serialization_fixture, "messages: troupe's error codes render 
   CHECK(ev.code == request_error_code::context_overflow);
   CHECK(error_event_of(r, sys).code == request_error_code::queue_full);
   CHECK(error_event_of(caf::make_error(caf::sec::request_receiver_down), sys).code == request_error_code::unavailable);
+}
+
+TEST_CASE_FIXTURE(serialization_fixture, "messages: the first code of each enum is an error too, also after the wire") {
+  // CAF 0.17 takes code 0 for "no error": the first enumerators must not vanish.
+  const auto e = to_caf_error(error_code::invalid_argument, std::string("bad block id"));
+  REQUIRE(static_cast<bool>(e));
+  CHECK(error_value_of(e, sys).code == error_code::invalid_argument);
+  CHECK(sys.render(e) == "troupe: invalid_argument (bad block id)");
+  const auto r = to_caf_error(request_error_code::invalid_request, std::string("already queued"));
+  REQUIRE(static_cast<bool>(r));
+  CHECK(error_event_of(r, sys).code == request_error_code::invalid_request);
+  CHECK(error_event_of(r, sys).message == "already queued");
+  // Through CAF's binary serializer, as between processes.
+  const auto back = round_trip(r);
+  REQUIRE(static_cast<bool>(back));
+  CHECK(error_event_of(back, sys).code == request_error_code::invalid_request);
+  CHECK(error_event_of(back, sys).message == "already queued");
 }

@@ -24,11 +24,6 @@
 #include "troupe/model/backend.hpp"
 #include "troupe/model/error.hpp"
 
-// Errors as values: a troupe::error_code or a request_error_code travels as a caf::error of
-// category "troupe" or "request" with the message as its context, so a worker's failure
-// reaches the client with its real code.
-CAF_ERROR_CODE_ENUM(troupe::error_code, "troupe")
-CAF_ERROR_CODE_ENUM(troupe::request_error_code, "request")
 
 namespace troupe::atoms {
 
@@ -84,6 +79,14 @@ struct scheduler_snapshot {
 inline int64_t now_ms(const caf::local_actor* self) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(self->clock().now().time_since_epoch()).count();
 }
+
+// Errors as values: a troupe::error_code or a request_error_code travels as a caf::error of
+// category "troupe" or "request" with the message as its context, so a worker's failure
+// reaches the client with its real code. CAF 0.17 takes an error whose code is 0 for no
+// error at all, and both enums start at 0: the code crosses as the enumerator + 1 (so these
+// two, not caf::make_error, build troupe's errors).
+caf::error to_caf_error(error_code code, std::string message);
+caf::error to_caf_error(request_error_code code, std::string message);
 
 // The code and message of an error that came back from another actor: troupe's own
 // categories keep their code; anything else (a dead receiver, a timeout) is internal.
