@@ -37,6 +37,7 @@ double parse_weight(const std::string& flag, const std::string& text) {
 cluster_flags take_cluster_flags(int argc, char** argv, int first, bool allow_listen, bool allow_replica) {
   cluster_flags out;
   bool key_given = false;
+  std::string router_flag;  // the last --router-* flag given
   for (int i = 0; i < first && i < argc; ++i) out.rest.push_back(argv[i]);
   for (int i = first; i < argc; ++i) {
     const std::string_view arg = argv[i];
@@ -59,6 +60,7 @@ cluster_flags take_cluster_flags(int argc, char** argv, int first, bool allow_li
       if (i + 1 >= argc) throw error(error_code::invalid_argument, name + " needs a value");
       value = argv[++i];
     }
+    if (name.starts_with("--router-")) router_flag = name;
     if (name == "--cluster-key") {
       out.cluster_key = *value;
       key_given = true;
@@ -81,6 +83,9 @@ cluster_flags take_cluster_flags(int argc, char** argv, int first, bool allow_li
     } else {
       out.replicas.push_back(cluster::parse_address(*value, "--replica"));
     }
+  }
+  if (!router_flag.empty() && out.replicas.empty()) {
+    throw error(error_code::invalid_argument, router_flag + " applies to the replica router: it needs --replica HOST:PORT");
   }
   if (!key_given) {
     if (const char* env = std::getenv(cluster_key_env)) out.cluster_key = env;

@@ -266,3 +266,22 @@ TEST_CASE("fleet diagnosis: a front door's serving metrics export no engine seri
   // So the replicas' labelled series can take the engine names.
   CHECK_NOTHROW(replica_metrics(*registry, "a:1"));
 }
+
+TEST_CASE("fleet diagnosis: a nonsensical total from a replica never makes a counter go down") {
+  auto registry = std::make_shared<metrics_registry>();
+  replica_metrics m(*registry, "a:1");
+  scheduler_snapshot s;
+  s.step_busy_seconds = 5;
+  m.on_snapshot(s);
+  s.step_busy_seconds = -3;
+  m.on_snapshot(s);
+  s.step_busy_seconds = std::nan("");
+  m.on_snapshot(s);
+  s.step_busy_seconds = 6;  // a valid total again: only the growth counts
+  m.on_snapshot(s);
+  double busy = -1;
+  for (const auto& x : registry->samples()) {
+    if (x.name == "troupe_worker_busy_seconds_total") busy = x.value;
+  }
+  CHECK(busy == 6);
+}

@@ -213,8 +213,10 @@ def main():
             # /v1/diagnosis reads them: its replicas are the workers, not the front door.
             for w in workers:
                 check(metric(base, "troupe_num_requests_running", w.name) is not None and
-                      (metric(base, "troupe_steps_total", w.name) or 0) > 0,
-                      f"/metrics has replica {w.name}'s engine series, with its steps")
+                      metric(base, "troupe_kv_cache_capacity_blocks", w.name) > 0,
+                      f"/metrics has replica {w.name}'s engine series")
+            wait_for(lambda: sum(metric(base, "troupe_steps_total", w.name) or 0 for w in workers) > 0, 5,
+                     "the replicas' steps on the front door's /metrics")
             wait_for(lambda: diagnosis_replicas(base) == sorted(w.name for w in workers), 15,
                      "/v1/diagnosis to read the three workers")
             check(True, "a routing serve's /v1/diagnosis reads the workers' series")

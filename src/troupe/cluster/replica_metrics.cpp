@@ -4,6 +4,7 @@
 namespace troupe::cluster {
 
 void replica_metrics::mirrored::follow(double total) {
+  if (!(total >= 0)) return;  // a negative or NaN total is no count (and no restart)
   counter->inc(total >= seen ? total - seen : total);  // below: the replica restarted from zero
   seen = total;
 }

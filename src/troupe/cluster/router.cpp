@@ -162,8 +162,7 @@ void end_request(router_self self, uint64_t ticket, request_event event) {
   if (auto done = std::get_if<done_event>(&event)) {
     st.serving->on_request_done(*done);
     if (r.replica < st.slots.size()) st.slots[r.replica].engine_metrics->on_request_done(*done);
-  }
-  else if (auto err = std::get_if<error_event>(&event)) st.serving->on_request_error(*err);
+  } else if (auto err = std::get_if<error_event>(&event)) st.serving->on_request_error(*err);
   r.sink->on_event(r.client_id, event);
 }
 
@@ -343,10 +342,11 @@ void tick(router_self self) {
                 const auto& b = snapshot.blocks;
                 s.kv_use = b.num_total_blocks > 0 ? static_cast<double>(b.num_used_blocks) / b.num_total_blocks : 0.0;
                 s.engine_metrics->on_snapshot(snapshot);
-                // Routing binary-searches it: a replica that sends it unsorted is not trusted to.
-                if (!std::is_sorted(snapshot.cached_prefix_keys.begin(), snapshot.cached_prefix_keys.end())) {
-                  std::sort(snapshot.cached_prefix_keys.begin(), snapshot.cached_prefix_keys.end());
-                }
+                // Routing binary-searches it: a replica that sends it unsorted or oversized is
+                // not trusted to have kept the contract.
+                auto& keys = snapshot.cached_prefix_keys;
+                if (!std::is_sorted(keys.begin(), keys.end())) std::sort(keys.begin(), keys.end());
+                if (keys.size() > max_digest_keys) keys.resize(max_digest_keys);
                 s.cached_prefix_keys = std::move(snapshot.cached_prefix_keys);
               },
               [=](caf::error& e) {

@@ -23,6 +23,10 @@ struct replica_load {
   bool has_prefix = false;   // its last prefix digest holds the request's prefix key
 };
 
+// The most prefix keys the router keeps of one replica's digest (a replica sends at most
+// this many: engine/prefix_digest.hpp's default capacity).
+inline constexpr size_t max_digest_keys = 4096;
+
 struct routing_options {
   // A replica's score: in_flight + waiting_weight * num_waiting + kv_weight * kv_use.
   double waiting_weight = 0.5;
