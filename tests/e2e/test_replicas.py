@@ -220,6 +220,12 @@ def main():
             wait_for(lambda: diagnosis_replicas(base) == sorted(w.name for w in workers), 15,
                      "/v1/diagnosis to read the three workers")
             check(True, "a routing serve's /v1/diagnosis reads the workers' series")
+            doctor = subprocess.run([args.troupe, "doctor", base, "--window", "1", "--interval", "0.5", "--json"],
+                                    capture_output=True, timeout=60)
+            report = json.loads(doctor.stdout or b"{}")
+            check(doctor.returncode == 0 and
+                  sorted(r["replica"] for r in report.get("replicas", [])) == sorted(w.name for w in workers),
+                  f"troupe doctor on the front door diagnoses the three workers ({doctor.stderr.decode()[-300:]})")
 
             # Prefix digests: a second front door whose affinity table holds one key still
             # sends a repeated long prompt where its prefix is cached, because the replicas
