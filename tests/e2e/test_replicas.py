@@ -169,6 +169,13 @@ def main():
     check(refused.returncode != 0 and b"without a cluster key" in refused.stderr,
           f"a worker will not listen on 0.0.0.0 without a key (exit {refused.returncode})")
 
+    # The router's flags are checked before anything is loaded.
+    for flags, message in [(["--router-affinity-slack", "2"], b"needs --replica"),
+                           (["--replica", "127.0.0.1:1", "--router-affinity-keys", "0"], b"whole number"),
+                           (["--replica", "127.0.0.1:1", "--router-waiting-weight", "nan"], b"from 0 to 1000")]:
+        bad = subprocess.run([args.troupe, "serve", "--model", args.model] + flags, capture_output=True, timeout=30)
+        check(bad.returncode != 0 and message in bad.stderr, f"serve refuses {' '.join(flags)}: {bad.stderr!r}")
+
     # The reference: a plain server's greedy outputs.
     with troupe_server.start(args.troupe, args.model) as plain:
         reference = {p: complete(plain.base_url, p)[1]["choices"][0]["text"] for p in PROMPTS}
