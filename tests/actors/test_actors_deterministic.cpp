@@ -1,6 +1,7 @@
 // The actor graph under CAF's deterministic test scheduler (every actor runs on the test's
 // thread, time is simulated) with a scripted backend: admission batching on size and on
-// timeout, deadlines, cancellation, and a worker that fails a step and stays usable.
+// timeout, deadlines, cancellation, a worker that fails a step and stays usable, and the
+// stats snapshot (limits, step totals, prefix digest).
 #include <doctest/doctest.h>
 
 #include "actors/scripted_engine.hpp"
