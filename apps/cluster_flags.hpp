@@ -20,6 +20,8 @@ struct cluster_flags {
   std::vector<cluster::replica_address> replicas;  // --replica HOST:PORT, repeatable
   std::optional<std::string> listen;               // --listen HOST:PORT (worker)
   std::string cluster_key;                         // --cluster-key, else $TROUPE_CLUSTER_KEY
+  size_t affinity_keys = 8192;                     // --router-affinity-keys N (serve)
+  cluster::routing_options routing;                // --router-affinity-slack, --router-waiting-weight, --router-kv-weight
   std::vector<char*> rest;                         // argv without the flags above
 
   int argc() const { return static_cast<int>(rest.size()); }

@@ -36,6 +36,12 @@ constexpr const char* serve_usage =
     "  --replica HOST:PORT  route requests to a `troupe worker` there instead of running an\n"
     "                       engine here (repeatable; docs/scale-out.md)\n"
     "  --cluster-key KEY    the workers' cluster key (default: $TROUPE_CLUSTER_KEY)\n"
+    "  --router-affinity-keys N  prefix keys the router's affinity table remembers\n"
+    "                       (default 8192; the replicas' prefix digests are asked first)\n"
+    "  --router-affinity-slack S  how much busier (in requests) a replica holding the\n"
+    "                       request's prefix may be and still get it (default 4)\n"
+    "  --router-waiting-weight W, --router-kv-weight W  a replica's load score is\n"
+    "                       in_flight + W_wait * waiting + W_kv * kv_use (defaults 0.5, 4)\n"
     "Options:\n";
 
 // Waits up to timeout_ms for a blocked signal; true when one came.

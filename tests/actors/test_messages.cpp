@@ -153,6 +153,7 @@ TEST_CASE_FIXTURE(serialization_fixture, "messages: every type in the type ID bl
   check(sample_request());
 
   pending_sequence p{sequence_request{3, {1, 2, 3}, unusual_params(), 7}, owner};
+  p.request.prefix_key = 0xfedcba9876543210ULL;
   check(p);
   check(pending_batch{{p, pending_sequence{sequence_request{4, {5}, sampling_params{}, 0}, owner}}});
 
@@ -179,6 +180,11 @@ TEST_CASE_FIXTURE(serialization_fixture, "messages: every type in the type ID bl
   snap.blocks = {64, 10, 5, 49, 8, 1, 1000, 250, 3, 160, 12};
   snap.step_busy_seconds = 12.5;
   snap.step_overhead_seconds = -0.0;
+  snap.num_step_sequences = 700;
+  snap.num_prefill_tokens = 4000;
+  snap.max_num_seqs = 64;
+  snap.max_num_batched_tokens = 2048;
+  snap.cached_prefix_keys = {1, 0x8000000000000000ULL, ~0ULL};
   check(snap);
 
   // Handles: a deserialized handle is the same actor.

@@ -12,6 +12,7 @@
 #include "troupe/actors/engine.hpp"
 #include "troupe/actors/messages.hpp"
 #include "troupe/cluster/gate.hpp"
+#include "troupe/cluster/replica_metrics.hpp"
 #include "troupe/engine/serving_metrics.hpp"
 #include "troupe/model/error.hpp"
 
@@ -76,6 +77,7 @@ struct slot {
   int64_t in_flight = 0;
   int32_t num_waiting = 0;
   double kv_use = 0.0;
+  std::vector<uint64_t> cached_prefix_keys;  // its last prefix digest, sorted
   bool stats_pending = false;
   int64_t backoff_ms = 0;
   int64_t next_attempt_ms = 0;
@@ -86,6 +88,7 @@ struct slot {
   counter_metric* lost = nullptr;
   counter_metric* rerouted = nullptr;
   gauge_metric* up_gauge = nullptr;
+  std::unique_ptr<replica_metrics> engine_metrics;  // its engine series, from its snapshots
 };
 
 struct routed_request {
@@ -156,8 +159,10 @@ void end_request(router_self self, uint64_t ticket, request_event event) {
   if (it == st.requests.end()) return;
   routed_request r = std::move(it->second);
   st.requests.erase(it);
-  if (auto done = std::get_if<done_event>(&event)) st.serving->on_request_done(*done);
-  else if (auto err = std::get_if<error_event>(&event)) st.serving->on_request_error(*err);
+  if (auto done = std::get_if<done_event>(&event)) {
+    st.serving->on_request_done(*done);
+    if (r.replica < st.slots.size()) st.slots[r.replica].engine_metrics->on_request_done(*done);
+  } else if (auto err = std::get_if<error_event>(&event)) st.serving->on_request_error(*err);
   r.sink->on_event(r.client_id, event);
 }
 
@@ -171,7 +176,8 @@ void route(router_self self, uint64_t ticket) {
   for (size_t i = 0; i < st.slots.size(); ++i) {
     const auto& s = st.slots[i];
     const bool refused = std::find(r.refused_by.begin(), r.refused_by.end(), i) != r.refused_by.end();
-    loads.push_back({s.up && !s.refusing && !refused, s.in_flight, s.num_waiting, s.kv_use});
+    const bool has_prefix = std::binary_search(s.cached_prefix_keys.begin(), s.cached_prefix_keys.end(), r.key);
+    loads.push_back({s.up && !s.refusing && !refused, s.in_flight, s.num_waiting, s.kv_use, has_prefix});
   }
   const auto pick = pick_replica(loads, st.affinity.find(r.key), st.rotation++, st.options.routing);
   if (!pick) {
@@ -212,6 +218,7 @@ void lose(router_self self, size_t i, const std::string& why) {
   const engine_actor old = s.handle;
   s.up = false;
   s.stats_pending = false;
+  s.cached_prefix_keys.clear();
   ++s.generation;
   self->demonitor(old.address());
   s.handle = engine_actor{};
@@ -282,6 +289,7 @@ void connected(router_self self, size_t i, uint64_t generation, engine_actor han
   s.last_failure.clear();
   s.num_waiting = 0;
   s.kv_use = 0;
+  s.cached_prefix_keys.clear();
   self->monitor(s.handle);
   s.up_gauge->set(1);
   std::string note;
@@ -326,13 +334,20 @@ void tick(router_self self) {
       const uint64_t generation = s.generation;
       self->request(s.handle, std::chrono::milliseconds(st.options.stats_timeout_ms), atoms::stats_atom::value)
           .then(
-              [=](const scheduler_snapshot& snapshot) {
+              [=](scheduler_snapshot& snapshot) {
                 auto& s = self->state.slots[i];
                 if (s.generation != generation) return;
                 s.stats_pending = false;
                 s.num_waiting = snapshot.scheduling.num_waiting;
                 const auto& b = snapshot.blocks;
                 s.kv_use = b.num_total_blocks > 0 ? static_cast<double>(b.num_used_blocks) / b.num_total_blocks : 0.0;
+                s.engine_metrics->on_snapshot(snapshot);
+                // Routing binary-searches it: a replica that sends it unsorted or oversized is
+                // not trusted to have kept the contract.
+                auto& keys = snapshot.cached_prefix_keys;
+                if (!std::is_sorted(keys.begin(), keys.end())) std::sort(keys.begin(), keys.end());
+                if (keys.size() > max_digest_keys) keys.resize(max_digest_keys);
+                s.cached_prefix_keys = std::move(snapshot.cached_prefix_keys);
               },
               [=](caf::error& e) {
                 if (self->state.slots[i].generation != generation) return;
@@ -390,7 +405,9 @@ caf::behavior router(router_self self, router_options options, std::shared_ptr<r
   st.options = std::move(options);
   st.shared = std::move(shared);
   st.model = std::move(model);
-  st.serving = std::make_shared<serving_metrics>(st.options.metrics);
+  // No engine runs here: the replicas' engine series are their replica_metrics, labelled.
+  st.serving = std::make_shared<serving_metrics>(st.options.metrics, metrics_scope::front_door);
+  st.affinity = affinity_table(std::max<size_t>(1, st.options.affinity_keys));
   auto& registry = *st.options.metrics;
   for (const auto& addr : st.options.replicas) {
     slot s;
@@ -408,6 +425,7 @@ caf::behavior router(router_self self, router_options options, std::shared_ptr<r
                                   "Requests not started on the replica that went to another one (lost or refusing).",
                                   labels);
     s.up_gauge = registry.gauge("troupe_replica_up", "1 while the replica is connected and answering, else 0.", labels);
+    s.engine_metrics = std::make_unique<replica_metrics>(registry, s.name);
     st.slots.push_back(std::move(s));
   }
   publish_status(self);

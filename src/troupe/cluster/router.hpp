@@ -45,6 +45,7 @@ struct router_options {
   std::vector<replica_address> replicas;
   std::string cluster_key;
   routing_options routing;
+  size_t affinity_keys = 8192;       // prefix keys the affinity table remembers (at least 1)
   int64_t stats_interval_ms = 200;   // how often each replica's stats are asked
   int64_t stats_timeout_ms = 3000;   // no answer in this long: the replica counts as lost
   int64_t connect_timeout_ms = 3000;
