@@ -5,11 +5,13 @@ do). Under light load it keeps one replica; when the load triples the fleet grow
 the scale-up delay plus warm-up, and the p99 time to first token over a window after the
 growth is back under the target; when the load stops the extra replicas are drained and
 stopped down to the minimum, no request fails, and the stopped workers' processes are
-gone. Bad autoscaler flags are refused with a clear message before anything starts."""
+gone; a worker killed with SIGKILL is replaced. Bad autoscaler flags are refused with a
+clear message before anything starts."""
 
 import json
 import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -229,6 +231,15 @@ def main():
             check("replica_lost" not in log, "no request was lost")
             status = troupe_server.http_get(base + "/health")[0]
             check(status == 200, "the remaining replica serves")
+
+            # A worker that dies is noticed and, below --min-replicas, replaced.
+            (last,) = children_of(serve_pid)
+            os.kill(last, signal.SIGKILL)
+            wait_for(lambda: (lambda now: len(now) == 1 and now[0] != last)(children_of(serve_pid))
+                     and replicas(base) == 1, 30, "a replacement for the killed worker")
+            seen_children.update(children_of(serve_pid))
+            check(True, "a killed worker is replaced (below --min-replicas)")
+            check(troupe_server.http_get(base + "/health")[0] == 200, "the replacement serves")
         finally:
             for c in clients:
                 c.stopping.set()
