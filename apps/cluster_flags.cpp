@@ -2,9 +2,12 @@
 
 #include <caf/io/all.hpp>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <random>
 #include <string_view>
 
 #include "troupe/actors/model_bundle.hpp"
@@ -17,19 +20,43 @@ const char* const cluster_key_env = "TROUPE_CLUSTER_KEY";
 
 namespace {
 
-// A routing weight or slack: a finite number from 0 to 1000.
-double parse_weight(const std::string& flag, const std::string& text) {
-  double v = 0;
+int64_t parse_integer(const std::string& flag, const std::string& text) {
   size_t used = 0;
+  long long v = 0;
+  try {
+    v = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size()) throw error(error_code::invalid_argument, flag + " " + text + ": not an integer");
+  return v;
+}
+
+double parse_number(const std::string& flag, const std::string& text) {
+  size_t used = 0;
+  double v = 0;
   try {
     v = std::stod(text, &used);
   } catch (const std::exception&) {
     used = 0;
   }
-  if (used == 0 || used != text.size() || !(v >= 0 && v <= 1000)) {
+  if (used == 0 || used != text.size()) throw error(error_code::invalid_argument, flag + " " + text + ": not a number");
+  return v;
+}
+
+// A routing weight or slack: a finite number from 0 to 1000.
+double parse_weight(const std::string& flag, const std::string& text) {
+  const double v = parse_number(flag, text);
+  if (!(v >= 0 && v <= 1000)) {
     throw error(error_code::invalid_argument, flag + " " + text + ": expected a number from 0 to 1000");
   }
   return v;
+}
+
+bool is_autoscaler_flag(const std::string& name) {
+  return name == "--min-replicas" || name == "--max-replicas" || name == "--target-utilization" ||
+         name == "--scale-up-delay-ms" || name == "--scale-down-delay-ms" || name == "--worker-command" ||
+         name == "--worker-stop-command";
 }
 
 }  // namespace
@@ -38,6 +65,9 @@ cluster_flags take_cluster_flags(int argc, char** argv, int first, bool allow_li
   cluster_flags out;
   bool key_given = false;
   std::string router_flag;  // the last --router-* flag given
+  cluster::autoscale_options autoscale;
+  std::vector<std::string> autoscaler_flags_given;
+  bool max_given = false;
   for (int i = 0; i < first && i < argc; ++i) out.rest.push_back(argv[i]);
   for (int i = first; i < argc; ++i) {
     const std::string_view arg = argv[i];
@@ -51,7 +81,7 @@ cluster_flags take_cluster_flags(int argc, char** argv, int first, bool allow_li
                                 name == "--router-affinity-slack" || name == "--router-waiting-weight" ||
                                 name == "--router-kv-weight";
     const bool ours = name == "--cluster-key" || (allow_listen && name == "--listen") ||
-                      (allow_replica && is_router_flag);
+                      (allow_replica && (is_router_flag || is_autoscaler_flag(name)));
     if (!ours) {
       out.rest.push_back(argv[i]);
       continue;
@@ -80,15 +110,51 @@ cluster_flags take_cluster_flags(int argc, char** argv, int first, bool allow_li
       out.routing.waiting_weight = parse_weight(name, *value);
     } else if (name == "--router-kv-weight") {
       out.routing.kv_weight = parse_weight(name, *value);
+    } else if (is_autoscaler_flag(name)) {
+      autoscaler_flags_given.push_back(name);
+      if (name == "--max-replicas") {
+        max_given = true;
+        autoscale.max_replicas = static_cast<int32_t>(std::clamp<int64_t>(parse_integer(name, *value), -1, 1 << 20));
+      } else if (name == "--min-replicas") {
+        autoscale.min_replicas = static_cast<int32_t>(std::clamp<int64_t>(parse_integer(name, *value), -1, 1 << 20));
+      } else if (name == "--target-utilization") {
+        autoscale.target_utilization = parse_number(name, *value);
+      } else if (name == "--scale-up-delay-ms") {
+        autoscale.scale_up_delay_ms = parse_integer(name, *value);
+      } else if (name == "--scale-down-delay-ms") {
+        autoscale.scale_down_delay_ms = parse_integer(name, *value);
+      } else if (name == "--worker-command") {
+        if (value->empty()) throw error(error_code::invalid_argument, "--worker-command needs a non-empty command");
+        out.worker_command = *value;
+      } else {
+        if (value->empty()) throw error(error_code::invalid_argument, "--worker-stop-command needs a non-empty command");
+        out.worker_stop_command = *value;
+      }
     } else {
       out.replicas.push_back(cluster::parse_address(*value, "--replica"));
     }
   }
-  if (!router_flag.empty() && out.replicas.empty()) {
-    throw error(error_code::invalid_argument, router_flag + " applies to the replica router: it needs --replica HOST:PORT");
+  if (!router_flag.empty() && out.replicas.empty() && !max_given) {
+    throw error(error_code::invalid_argument,
+                router_flag + " applies to the replica router: it needs --replica HOST:PORT or --max-replicas N");
   }
   if (!key_given) {
     if (const char* env = std::getenv(cluster_key_env)) out.cluster_key = env;
+  }
+  if (!autoscaler_flags_given.empty() && !max_given) {
+    throw error(error_code::invalid_argument,
+                autoscaler_flags_given.front() + " needs --max-replicas N (which turns the autoscaler on)");
+  }
+  if (max_given) {
+    if (!out.replicas.empty()) {
+      throw error(error_code::invalid_argument,
+                  "--replica and --max-replicas do not go together: the autoscaler manages every replica itself");
+    }
+    if (!out.worker_stop_command.empty() && out.worker_command.empty()) {
+      throw error(error_code::invalid_argument, "--worker-stop-command needs --worker-command");
+    }
+    cluster::validate(autoscale);
+    out.autoscale = autoscale;
   }
   return out;
 }
@@ -100,19 +166,59 @@ void load_middleman(caf::actor_system_config& cfg) {
 }
 
 std::unique_ptr<cluster::replica_router> start_router(caf::actor_system& sys, const config& c,
-                                                      const cluster_flags& flags, int64_t wait_ms) {
+                                                      cluster_flags& flags, int64_t wait_ms) {
   auto file = std::make_shared<const gguf::file>(gguf::file::open(c.model));
   auto model = model_bundle::load(file, c.scheduling.max_model_len);
+  if (flags.autoscale && flags.cluster_key.empty() && flags.worker_command.empty()) {
+    // Our own workers on loopback: a key nobody else knows keeps other local users' routers out.
+    std::random_device entropy;
+    char hex[33];
+    for (int i = 0; i < 32; i += 8) std::snprintf(hex + i, 9, "%08x", entropy());
+    flags.cluster_key = hex;
+  }
   cluster::router_options o;
   o.replicas = flags.replicas;
   o.cluster_key = flags.cluster_key;
   o.affinity_keys = flags.affinity_keys;
   o.routing = flags.routing;
   auto router = std::make_unique<cluster::replica_router>(sys, std::move(model), std::move(o));
+  if (flags.autoscale) return router;
   const int total = static_cast<int>(flags.replicas.size());
   router->wait_settled(wait_ms);
   std::fprintf(stderr, "troupe: routing to %d replica(s), %d up\n", total, router->num_up());
   return router;
+}
+
+}  // namespace troupe::apps
+
+namespace troupe::apps {
+
+std::unique_ptr<cluster::autoscaler> start_autoscaler(caf::actor_system& sys, const config& c,
+                                                      const cluster_flags& flags, cluster::replica_router& router) {
+  cluster::autoscaler_options o;
+  o.policy = *flags.autoscale;
+  o.max_num_seqs = c.scheduling.max_num_seqs;
+  o.worker_command = flags.worker_command;
+  o.worker_stop_command = flags.worker_stop_command;
+  o.cluster_key = flags.cluster_key;
+  o.drain_timeout_ms = c.drain_timeout_ms;
+  if (o.worker_command.empty()) {
+    char path[4096];
+    const ssize_t n = ::readlink("/proc/self/exe", path, sizeof path - 1);
+    if (n <= 0) throw error(error_code::internal, "cannot find this executable (/proc/self/exe) to start workers");
+    o.worker_executable.assign(path, static_cast<size_t>(n));
+    o.worker_args.push_back("worker");
+    // serve's model and engine flags; the HTTP ones are unused by a worker.
+    for (size_t i = 2; i < flags.rest.size(); ++i) o.worker_args.push_back(flags.rest[i]);
+  }
+  const auto& p = o.policy;
+  std::fprintf(stderr,
+               "troupe: autoscaler: %d to %d replicas, target utilization %.2f (of max_num_seqs %d each), "
+               "scale up after %lld ms above, down after %lld ms below; workers: %s\n",
+               p.min_replicas, p.max_replicas, p.target_utilization, o.max_num_seqs,
+               static_cast<long long>(p.scale_up_delay_ms), static_cast<long long>(p.scale_down_delay_ms),
+               o.worker_command.empty() ? "local `troupe worker` processes" : o.worker_command.c_str());
+  return std::make_unique<cluster::autoscaler>(sys, router, std::move(o));
 }
 
 }  // namespace troupe::apps

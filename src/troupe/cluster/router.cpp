@@ -6,6 +6,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
@@ -73,6 +74,9 @@ struct slot {
   bool up = false;
   bool connecting = false;
   bool refusing = false;  // it refused a request as unavailable (draining): none until connected again
+  bool draining = false;  // drain asked (fleet_drain_atom): no new requests; waiters answered at none in flight
+  bool retired = false;   // removed: not connected to, not routed to; the slot stays so indices remain valid
+  std::vector<std::pair<caf::response_promise, int64_t>> drain_waiters;  // and the count in flight when asked
   uint64_t generation = 0;  // bumped at each connection and loss; older callbacks are ignored
   int64_t in_flight = 0;
   int32_t num_waiting = 0;
@@ -139,7 +143,7 @@ void publish_status(router_self self) {
   int up = 0;
   std::vector<replica_status> status;
   for (const auto& s : st.slots) {
-    status.push_back({s.name, s.up, s.in_flight, s.failed_connects});
+    status.push_back({s.name, s.up, s.in_flight, s.failed_connects, s.draining, s.retired});
     up += s.up ? 1 : 0;
   }
   std::lock_guard lock(st.shared->status_mutex);
@@ -150,6 +154,10 @@ void publish_status(router_self self) {
 void set_in_flight(slot& s, int64_t delta) {
   s.in_flight += delta;
   s.in_flight_gauge->set(static_cast<double>(s.in_flight));
+  if (s.in_flight == 0 && s.draining) {
+    for (auto& [promise, num_when_asked] : s.drain_waiters) promise.deliver(num_when_asked);
+    s.drain_waiters.clear();
+  }
 }
 
 // Passes the request's last event on and forgets it.
@@ -177,15 +185,18 @@ void route(router_self self, uint64_t ticket) {
     const auto& s = st.slots[i];
     const bool refused = std::find(r.refused_by.begin(), r.refused_by.end(), i) != r.refused_by.end();
     const bool has_prefix = std::binary_search(s.cached_prefix_keys.begin(), s.cached_prefix_keys.end(), r.key);
-    loads.push_back({s.up && !s.refusing && !refused, s.in_flight, s.num_waiting, s.kv_use, has_prefix});
+    loads.push_back({s.up && !s.refusing && !s.draining && !s.retired && !refused, s.in_flight, s.num_waiting,
+                     s.kv_use, has_prefix});
   }
   const auto pick = pick_replica(loads, st.affinity.find(r.key), st.rotation++, st.options.routing);
   if (!pick) {
     const auto num_up = std::count_if(st.slots.begin(), st.slots.end(), [](const slot& s) { return s.up; });
-    const auto num_refusing =
-        std::count_if(st.slots.begin(), st.slots.end(), [](const slot& s) { return s.up && s.refusing; });
+    const auto num_refusing = std::count_if(st.slots.begin(), st.slots.end(),
+                                            [](const slot& s) { return s.up && (s.refusing || s.draining); });
+    const auto num_members =
+        std::count_if(st.slots.begin(), st.slots.end(), [](const slot& s) { return !s.retired; });
     std::string why = "no replica is available (" + std::to_string(num_up) + " of " +
-                      std::to_string(st.slots.size()) + " up";
+                      std::to_string(num_members) + " up";
     if (num_refusing > 0) why += ", " + std::to_string(num_refusing) + " of them draining";
     end_request(self, ticket, error_event{request_error_code::unavailable, why + ")"});
     return;
@@ -329,6 +340,7 @@ void tick(router_self self) {
   const int64_t now = now_ms(self);
   for (size_t i = 0; i < st.slots.size(); ++i) {
     auto& s = st.slots[i];
+    if (s.retired) continue;
     if (s.up && !s.stats_pending) {
       s.stats_pending = true;
       const uint64_t generation = s.generation;
@@ -399,6 +411,100 @@ void on_event(router_self self, request_event_message& m) {
   r.sink->on_event(r.client_id, event);
 }
 
+// A new slot for addr (not connected yet: the next tick connects), its metrics registered.
+size_t add_slot(router_self self, const replica_address& addr) {
+  auto& st = self->state;
+  auto& registry = *st.options.metrics;
+  slot s;
+  s.addr = addr;
+  s.name = addr.name();
+  s.backoff_ms = st.options.reconnect_min_ms;
+  const metric_labels labels{{"replica", s.name}};
+  s.routed = registry.counter("troupe_replica_requests_routed_total",
+                              "Requests the router sent to the replica (again after a loss or refusal).", labels);
+  s.in_flight_gauge = registry.gauge("troupe_replica_requests_in_flight",
+                                     "Requests the router sent to the replica that have not ended.", labels);
+  s.lost = registry.counter("troupe_replica_requests_lost_total",
+                            "Started requests that ended with replica_lost because the replica was lost.", labels);
+  s.rerouted = registry.counter("troupe_replica_requests_rerouted_total",
+                                "Requests not started on the replica that went to another one (lost or refusing).",
+                                labels);
+  s.up_gauge = registry.gauge("troupe_replica_up", "1 while the replica is connected and answering, else 0.", labels);
+  s.engine_metrics = std::make_unique<replica_metrics>(registry, s.name);
+  st.slots.push_back(std::move(s));
+  return st.slots.size() - 1;
+}
+
+std::optional<size_t> find_slot(router_self self, const std::string& name) {
+  const auto& slots = self->state.slots;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    if (slots[i].name == name) return i;
+  }
+  return std::nullopt;
+}
+
+caf::error unknown_replica(const std::string& name) {
+  return caf::make_error(caf::sec::invalid_argument, "no replica " + name + " in the fleet");
+}
+
+// fleet_add_atom: a new member, or a retired one revived. Connecting starts at the next tick.
+caf::result<std::string> add_member(router_self self, const replica_address& addr) {
+  auto& st = self->state;
+  const std::string name = addr.name();
+  if (auto i = find_slot(self, name)) {
+    auto& s = st.slots[*i];
+    if (!s.retired) return caf::make_error(caf::sec::invalid_argument, "replica " + name + " is already in the fleet");
+    s.retired = false;
+    s.draining = false;
+    s.refusing = false;
+    s.connecting = false;
+    ++s.generation;
+    s.backoff_ms = st.options.reconnect_min_ms;
+    s.next_attempt_ms = 0;
+    s.last_failure.clear();
+  } else {
+    add_slot(self, addr);
+  }
+  log_line("replica " + name + " added");
+  publish_status(self);
+  return name;
+}
+
+// fleet_drain_atom: no new requests go there; the reply comes once none is in flight.
+caf::result<int64_t> drain_member(router_self self, const std::string& name) {
+  auto& st = self->state;
+  const auto i = find_slot(self, name);
+  if (!i || st.slots[*i].retired) return unknown_replica(name);
+  auto& s = st.slots[*i];
+  const int64_t num_in_flight = s.in_flight;
+  if (!s.draining) log_line("replica " + name + " draining: " + std::to_string(num_in_flight) + " in flight");
+  s.draining = true;
+  publish_status(self);
+  if (num_in_flight == 0) return int64_t{0};
+  s.drain_waiters.emplace_back(self->make_response_promise(), num_in_flight);
+  return caf::delegated<int64_t>{};
+}
+
+// fleet_remove_atom: the replica leaves the fleet; whatever it still ran ends as on a loss.
+caf::result<int64_t> remove_member(router_self self, const std::string& name) {
+  auto& st = self->state;
+  const auto i = find_slot(self, name);
+  if (!i || st.slots[*i].retired) return unknown_replica(name);
+  const int64_t num_in_flight = st.slots[*i].in_flight;
+  if (st.slots[*i].up) lose(self, *i, "removed from the fleet");
+  auto& s = st.slots[*i];  // lose may have routed requests elsewhere: take the reference again
+  s.retired = true;
+  s.draining = false;
+  s.connecting = false;
+  ++s.generation;  // a connection attempt under way is ignored when it answers
+  s.up_gauge->set(0);
+  for (auto& [promise, num_when_asked] : s.drain_waiters) promise.deliver(num_when_asked);
+  s.drain_waiters.clear();
+  log_line("replica " + name + " removed");
+  publish_status(self);
+  return num_in_flight;
+}
+
 caf::behavior router(router_self self, router_options options, std::shared_ptr<replica_router::shared> shared,
                      std::shared_ptr<const model_bundle> model) {
   auto& st = self->state;
@@ -408,26 +514,7 @@ caf::behavior router(router_self self, router_options options, std::shared_ptr<r
   // No engine runs here: the replicas' engine series are their replica_metrics, labelled.
   st.serving = std::make_shared<serving_metrics>(st.options.metrics, metrics_scope::front_door);
   st.affinity = affinity_table(std::max<size_t>(1, st.options.affinity_keys));
-  auto& registry = *st.options.metrics;
-  for (const auto& addr : st.options.replicas) {
-    slot s;
-    s.addr = addr;
-    s.name = addr.name();
-    s.backoff_ms = st.options.reconnect_min_ms;
-    const metric_labels labels{{"replica", s.name}};
-    s.routed = registry.counter("troupe_replica_requests_routed_total",
-                                "Requests the router sent to the replica (again after a loss or refusal).", labels);
-    s.in_flight_gauge = registry.gauge("troupe_replica_requests_in_flight",
-                                       "Requests the router sent to the replica that have not ended.", labels);
-    s.lost = registry.counter("troupe_replica_requests_lost_total",
-                              "Started requests that ended with replica_lost because the replica was lost.", labels);
-    s.rerouted = registry.counter("troupe_replica_requests_rerouted_total",
-                                  "Requests not started on the replica that went to another one (lost or refusing).",
-                                  labels);
-    s.up_gauge = registry.gauge("troupe_replica_up", "1 while the replica is connected and answering, else 0.", labels);
-    s.engine_metrics = std::make_unique<replica_metrics>(registry, s.name);
-    st.slots.push_back(std::move(s));
-  }
+  for (const auto& addr : st.options.replicas) add_slot(self, addr);
   publish_status(self);
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& slots = self->state.slots;
@@ -466,6 +553,19 @@ caf::behavior router(router_self self, router_options options, std::shared_ptr<r
       },
       [=](atoms::event_atom, request_event_message& m) { on_event(self, m); },
       [=](route_tick_atom) { tick(self); },
+      [=](fleet_add_atom, const std::string& host, uint16_t port) {
+        return add_member(self, replica_address{host, port});
+      },
+      [=](fleet_drain_atom, const std::string& name) { return drain_member(self, name); },
+      [=](fleet_remove_atom, const std::string& name) { return remove_member(self, name); },
+      [=](fleet_status_atom) {
+        auto& st = self->state;
+        std::vector<replica_status> out;
+        for (const auto& s : st.slots) {
+          out.push_back({s.name, s.up, s.in_flight, s.failed_connects, s.draining, s.retired});
+        }
+        return out;
+      },
   };
 }
 
@@ -474,7 +574,6 @@ caf::behavior router(router_self self, router_options options, std::shared_ptr<r
 replica_router::replica_router(caf::actor_system& sys, std::shared_ptr<const model_bundle> model,
                                router_options options)
     : sys_(sys), model_(std::move(model)), shared_(std::make_shared<shared>()) {
-  if (options.replicas.empty()) throw error(error_code::invalid_argument, "the router needs at least one replica");
   if (!options.metrics) options.metrics = std::make_shared<metrics_registry>();
   metrics_ = options.metrics;
   actor_ = sys_.spawn(router, std::move(options), shared_, model_);
@@ -512,6 +611,7 @@ bool replica_router::wait_settled(int64_t timeout_ms) const {
     bool settled = !status.empty();
     bool all_up = settled;
     for (const auto& r : status) {
+      if (r.retired) continue;
       settled = settled && (r.up || r.failed_connects > 0);
       all_up = all_up && r.up;
     }

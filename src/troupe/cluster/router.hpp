@@ -13,6 +13,11 @@
 // router connects to it again with backoff. A replica that refuses a request with
 // `unavailable` before accepting it (it is draining) gets no more until it is connected
 // again, and the request goes to another replica.
+//
+// Membership at run time (the autoscaler's side): a replica can be added after start,
+// drained (no new requests; the reply comes once none it ran is in flight) and removed.
+// A removed replica's slot is retired, never erased, so that slot indices held by
+// callbacks stay valid; adding the same address again revives it.
 #pragma once
 #include <caf/all.hpp>
 
@@ -54,19 +59,38 @@ struct router_options {
   std::shared_ptr<metrics_registry> metrics;  // null: a registry of its own
 };
 
-// One replica as the router sees it, for /metrics, logs and tests.
+// One replica as the router sees it, for /metrics, logs, the autoscaler and tests.
 struct replica_status {
   std::string name;
   bool up = false;
   int64_t in_flight = 0;
   int64_t failed_connects = 0;  // connection attempts that failed (unreachable, wrong key, other model)
+  bool draining = false;        // routed no new requests (drain asked)
+  bool retired = false;         // removed: neither connected to nor routed to
 };
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, replica_status& x) {
+  return f(caf::meta::type_name("replica_status"), x.name, x.up, x.in_flight, x.failed_connects, x.draining,
+           x.retired);
+}
+
+// The router actor's membership messages (local: from the autoscaler in the same process).
+// Each reply is an error (sec::invalid_argument with a message) for an unknown name.
+using fleet_add_atom = caf::atom_constant<caf::atom("fladd")>;        // (host, port) -> name; connects at once
+using fleet_drain_atom = caf::atom_constant<caf::atom("fldrain")>;    // (name) -> int64 requests it had in flight
+                                                                      //   when asked; replies once none is
+using fleet_remove_atom = caf::atom_constant<caf::atom("flremove")>;  // (name) -> int64 requests it ended
+                                                                      //   (rerouted or replica_lost)
+using fleet_status_atom = caf::atom_constant<caf::atom("flstatus")>;  // () -> std::vector<replica_status>,
+                                                                      //   live in-flight counts
 
 class replica_router {
  public:
   // model: the tokenizer, chat template and config the front door works with (the
   // replicas must serve the same model; their facts are checked against it and a mismatch
-  // is logged and refused). Starts connecting at once; never blocks.
+  // is logged and refused). Starts connecting at once; never blocks. options.replicas may
+  // be empty when replicas are added later (fleet_add_atom).
   replica_router(caf::actor_system& sys, std::shared_ptr<const model_bundle> model, router_options options);
   // Stops the router actor; requests still in flight get no more events.
   ~replica_router();
@@ -82,11 +106,13 @@ class replica_router {
 
   const model_bundle& model() const { return *model_; }
   const std::shared_ptr<metrics_registry>& metrics() const { return metrics_; }
+  // The router actor, for the fleet_*_atom messages above.
+  const caf::actor& actor() const { return actor_; }
   // Replicas up now. Any thread.
   int num_up() const;
   std::vector<replica_status> replicas() const;
-  // Blocks until every replica is up or has failed to connect at least once, or timeout_ms
-  // has passed; true when every replica is up.
+  // Blocks until every replica (not retired) is up or has failed to connect at least once,
+  // or timeout_ms has passed; true when every replica is up (false for an empty fleet).
   bool wait_settled(int64_t timeout_ms) const;
 
   struct shared;  // the state the facade and the actor share
