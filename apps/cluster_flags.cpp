@@ -9,8 +9,12 @@
 #include <cstdlib>
 #include <random>
 #include <string_view>
+#include <thread>
 
 #include "troupe/actors/model_bundle.hpp"
+#include "troupe/config/replica_split.hpp"
+#include "troupe/embed/engine_factory.hpp"
+#include "troupe/gpu/cuda_backend.hpp"
 #include "troupe/model/error.hpp"
 #include "troupe/model/gguf.hpp"
 
@@ -77,7 +81,7 @@ cluster_flags take_cluster_flags(int argc, char** argv, int first, bool allow_li
       name = std::string(arg.substr(0, eq));
       value = std::string(arg.substr(eq + 1));
     }
-    const bool is_router_flag = name == "--replica" || name == "--router-affinity-keys" ||
+    const bool is_router_flag = name == "--replica" || name == "--replicas" || name == "--router-affinity-keys" ||
                                 name == "--router-affinity-slack" || name == "--router-waiting-weight" ||
                                 name == "--router-kv-weight";
     const bool ours = name == "--cluster-key" || (allow_listen && name == "--listen") ||
@@ -96,6 +100,10 @@ cluster_flags take_cluster_flags(int argc, char** argv, int first, bool allow_li
       key_given = true;
     } else if (name == "--listen") {
       out.listen = *value;
+    } else if (name == "--replicas") {
+      const int64_t n = parse_integer(name, *value);
+      if (n < 1 || n > 64) throw error(error_code::invalid_argument, "--replicas " + *value + ": expected 1 to 64");
+      out.local_replicas = static_cast<int>(n);
     } else if (name == "--router-affinity-keys") {
       const bool is_number = !value->empty() && value->size() <= 9 &&
                              std::all_of(value->begin(), value->end(), [](char c) { return c >= '0' && c <= '9'; });
@@ -134,9 +142,14 @@ cluster_flags take_cluster_flags(int argc, char** argv, int first, bool allow_li
       out.replicas.push_back(cluster::parse_address(*value, "--replica"));
     }
   }
-  if (!router_flag.empty() && out.replicas.empty() && !max_given) {
+  if (!router_flag.empty() && out.replicas.empty() && !max_given && out.local_replicas < 2) {
+    throw error(error_code::invalid_argument, router_flag +
+                                                  " applies to the replica router: it needs --replica HOST:PORT, "
+                                                  "--replicas N (2 or more) or --max-replicas N");
+  }
+  if (out.local_replicas > 0 && max_given) {
     throw error(error_code::invalid_argument,
-                router_flag + " applies to the replica router: it needs --replica HOST:PORT or --max-replicas N");
+                "--replicas and --max-replicas do not go together: the autoscaler manages every replica itself");
   }
   if (!key_given) {
     if (const char* env = std::getenv(cluster_key_env)) out.cluster_key = env;
@@ -165,6 +178,10 @@ void load_middleman(caf::actor_system_config& cfg) {
   cfg.set("middleman.connection-timeout", caf::timespan{std::chrono::milliseconds(2500)});
 }
 
+bool routes(const cluster_flags& flags) {
+  return !flags.replicas.empty() || flags.autoscale.has_value() || flags.local_replicas >= 2;
+}
+
 std::unique_ptr<cluster::replica_router> start_router(caf::actor_system& sys, const config& c,
                                                       cluster_flags& flags, int64_t wait_ms) {
   auto file = std::make_shared<const gguf::file>(gguf::file::open(c.model));
@@ -181,9 +198,20 @@ std::unique_ptr<cluster::replica_router> start_router(caf::actor_system& sys, co
   o.cluster_key = flags.cluster_key;
   o.affinity_keys = flags.affinity_keys;
   o.routing = flags.routing;
+  const size_t num_local = flags.local_replicas >= 2 ? static_cast<size_t>(flags.local_replicas) : 0;
+  if (num_local > 0) {
+    const auto configs = split_for_replicas(c, flags.local_replicas, gpu::num_cuda_devices(),
+                                            static_cast<int>(std::thread::hardware_concurrency()));
+    for (size_t i = 0; i < configs.size(); ++i) {
+      auto started = start_engine(sys, configs[i]);
+      const std::string name = "local-" + std::to_string(i);
+      std::fprintf(stderr, "troupe: replica %s: %s\n", name.c_str(), started.description.c_str());
+      o.local_replicas.push_back({name, spawn_engine_actor(sys, std::move(started.eng))});
+    }
+  }
   auto router = std::make_unique<cluster::replica_router>(sys, std::move(model), std::move(o));
   if (flags.autoscale) return router;
-  const int total = static_cast<int>(flags.replicas.size());
+  const int total = static_cast<int>(flags.replicas.size() + num_local);
   router->wait_settled(wait_ms);
   std::fprintf(stderr, "troupe: routing to %d replica(s), %d up\n", total, router->num_up());
   return router;

@@ -21,6 +21,7 @@ extern const char* const cluster_key_env;  // TROUPE_CLUSTER_KEY
 
 struct cluster_flags {
   std::vector<cluster::replica_address> replicas;  // --replica HOST:PORT, repeatable
+  int local_replicas = 0;                          // --replicas N: engines in this process (serve)
   std::optional<std::string> listen;               // --listen HOST:PORT (worker)
   std::string cluster_key;                         // --cluster-key, else $TROUPE_CLUSTER_KEY
   size_t affinity_keys = 8192;                     // --router-affinity-keys N (serve)
@@ -46,7 +47,12 @@ void load_middleman(caf::actor_system_config& cfg);
 // combination that cannot work (autoscaler flags without --max-replicas, --replica with it).
 cluster_flags take_cluster_flags(int argc, char** argv, int first, bool allow_listen, bool allow_replica);
 
-// The router over flags.replicas, with the front door's model (tokenizer, template and
+// Whether serve routes (to remote replicas, to an autoscaled fleet or to --replicas N >= 2
+// local engines) rather than running one engine itself.
+bool routes(const cluster_flags& flags);
+
+// The router over flags.replicas and flags.local_replicas engines started here (one share
+// of the machine each: config/replica_split.hpp), with the front door's model (tokenizer, template and
 // config) loaded from c.model without any backend. Waits up to wait_ms for every replica
 // to be up or to have failed once, saying on stderr how many are up (not with the
 // autoscaler: its fleet starts empty). With the autoscaler and neither a key nor a worker

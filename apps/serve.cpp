@@ -35,6 +35,9 @@ constexpr const char* serve_usage =
     "/health and a chat page (/) on http://HOST:PORT.\n"
     "  --replica HOST:PORT  route requests to a `troupe worker` there instead of running an\n"
     "                       engine here (repeatable; docs/scale-out.md)\n"
+    "  --replicas N         run N engine replicas in this process behind the router, each\n"
+    "                       with its own KV pool: one per --tensor-parallel group of CUDA\n"
+    "                       devices, or an equal share of the CPU threads [1]\n"
     "  --cluster-key KEY    the workers' cluster key (default: $TROUPE_CLUSTER_KEY)\n"
     "  --router-affinity-keys N  prefix keys the router's affinity table remembers\n"
     "                       (default 8192; the replicas' prefix digests are asked first)\n"
@@ -81,7 +84,7 @@ int run_serve(int argc, char** argv) {
   auto flags = take_cluster_flags(argc, argv, 2, /*allow_listen=*/false, /*allow_replica=*/true);
   config c = parse_config(flags.argc(), flags.argv(), 2);
   c.validate();
-  const bool routed = !flags.replicas.empty() || flags.autoscale.has_value();
+  const bool routed = routes(flags);
 
   // Each connection is a descriptor: allow as many as the hard limit does (often 1024 soft).
   rlimit files{};
@@ -114,7 +117,11 @@ int run_serve(int argc, char** argv) {
                             std::to_string(flags.autoscale->min_replicas) + " to " +
                             std::to_string(flags.autoscale->max_replicas) + " replica(s)";
     } else {
-      started.description = "no local engine: routing to " + std::to_string(flags.replicas.size()) + " replica(s)";
+      started.description = flags.local_replicas >= 2 && flags.replicas.empty()
+                                ? "routing to " + std::to_string(flags.local_replicas) + " engine replicas in this process"
+                                : "routing to " + std::to_string(flags.replicas.size()) + " remote and " +
+                                      std::to_string(flags.local_replicas >= 2 ? flags.local_replicas : 0) +
+                                      " local replica(s)";
     }
   } else {
     started = start_engine(sys, c);

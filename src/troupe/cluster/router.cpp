@@ -76,6 +76,7 @@ struct slot {
   bool refusing = false;  // it refused a request as unavailable (draining): none until connected again
   bool draining = false;  // drain asked (fleet_drain_atom): no new requests; waiters answered at none in flight
   bool retired = false;   // removed: not connected to, not routed to; the slot stays so indices remain valid
+  bool local = false;     // an engine in this process: never connected to (again)
   std::vector<std::pair<caf::response_promise, int64_t>> drain_waiters;  // and the count in flight when asked
   uint64_t generation = 0;  // bumped at each connection and loss; older callbacks are ignored
   int64_t in_flight = 0;
@@ -261,7 +262,11 @@ void lose(router_self self, size_t i, const std::string& why) {
   log_line("replica " + s.name + " lost (" + why + "): " + std::to_string(num_lost) + " started request(s) ended, " +
            std::to_string(num_rerouted) + " routed again");
   s.backoff_ms = st.options.reconnect_min_ms;
-  schedule_reconnect(self, s);
+  if (s.local) {
+    log_line("replica " + s.name + " is an engine in this process: it stays down");
+  } else {
+    schedule_reconnect(self, s);
+  }
   publish_status(self);
 }
 
@@ -365,7 +370,7 @@ void tick(router_self self) {
                 if (self->state.slots[i].generation != generation) return;
                 lose(self, i, "no answer to a stats request: " + self->system().render(e));
               });
-    } else if (!s.up && !s.connecting && now >= s.next_attempt_ms) {
+    } else if (!s.up && !s.local && !s.connecting && now >= s.next_attempt_ms) {
       connect(self, i);
     }
   }
@@ -412,12 +417,12 @@ void on_event(router_self self, request_event_message& m) {
 }
 
 // A new slot for addr (not connected yet: the next tick connects), its metrics registered.
-size_t add_slot(router_self self, const replica_address& addr) {
+size_t add_slot(router_self self, const replica_address& addr, const std::string& name = "") {
   auto& st = self->state;
   auto& registry = *st.options.metrics;
   slot s;
   s.addr = addr;
-  s.name = addr.name();
+  s.name = name.empty() ? addr.name() : name;
   s.backoff_ms = st.options.reconnect_min_ms;
   const metric_labels labels{{"replica", s.name}};
   s.routed = registry.counter("troupe_replica_requests_routed_total",
@@ -514,6 +519,14 @@ caf::behavior router(router_self self, router_options options, std::shared_ptr<r
   // No engine runs here: the replicas' engine series are their replica_metrics, labelled.
   st.serving = std::make_shared<serving_metrics>(st.options.metrics, metrics_scope::front_door);
   st.affinity = affinity_table(std::max<size_t>(1, st.options.affinity_keys));
+  for (const auto& local : st.options.local_replicas) {
+    auto& s = st.slots[add_slot(self, replica_address{"local", 0}, local.name)];
+    s.local = true;
+    s.handle = local.handle;
+    s.up = true;
+    self->monitor(s.handle);
+    s.up_gauge->set(1);
+  }
   for (const auto& addr : st.options.replicas) add_slot(self, addr);
   publish_status(self);
   self->set_down_handler([=](caf::down_msg& dm) {

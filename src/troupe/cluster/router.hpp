@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "troupe/actors/engine.hpp"
 #include "troupe/actors/model_bundle.hpp"
 #include "troupe/cluster/routing.hpp"
 #include "troupe/engine/metrics.hpp"
@@ -46,8 +47,16 @@ struct replica_address {
 // naming `flag` for anything else (port 0 only when allow_zero_port).
 replica_address parse_address(const std::string& text, const std::string& flag, bool allow_zero_port = false);
 
+// An engine replica in this process (`troupe serve --replicas N`): routed to like a remote
+// one, up from the start, never connected to again once it has died.
+struct local_replica {
+  std::string name;  // "local-0", ...: the `replica` label
+  engine_actor handle;
+};
+
 struct router_options {
   std::vector<replica_address> replicas;
+  std::vector<local_replica> local_replicas;
   std::string cluster_key;
   routing_options routing;
   size_t affinity_keys = 8192;       // prefix keys the affinity table remembers (at least 1)
