@@ -35,7 +35,29 @@ constexpr const char* serve_usage =
     "/health and a chat page (/) on http://HOST:PORT.\n"
     "  --replica HOST:PORT  route requests to a `troupe worker` there instead of running an\n"
     "                       engine here (repeatable; docs/scale-out.md)\n"
+    "  --replicas N         run N engine replicas in this process behind the router, each\n"
+    "                       with its own KV pool: one per --tensor-parallel group of CUDA\n"
+    "                       devices, or an equal share of the CPU threads [1]\n"
     "  --cluster-key KEY    the workers' cluster key (default: $TROUPE_CLUSTER_KEY)\n"
+    "  --router-affinity-keys N  prefix keys the router's affinity table remembers\n"
+    "                       (default 8192; the replicas' prefix digests are asked first)\n"
+    "  --router-affinity-slack S  how much busier (in requests) a replica holding the\n"
+    "                       request's prefix may be and still get it (default 4)\n"
+    "  --router-waiting-weight W, --router-kv-weight W  a replica's load score is\n"
+    "                       in_flight + W_wait * waiting + W_kv * kv_use (defaults 0.5, 4)\n"
+    "Autoscaler (docs/scale-out.md; on with --max-replicas, instead of --replica):\n"
+    "  --max-replicas N     at most N workers; the autoscaler starts local `troupe worker`\n"
+    "                       processes with this serve's model and engine flags [off]\n"
+    "  --min-replicas N     at least N workers, started at once [1]\n"
+    "  --target-utilization U  requests in flight per (ready replica x --max-num-seqs)\n"
+    "                       to hold the fleet at [0.7]\n"
+    "  --scale-up-delay-ms MS   one more worker after MS above the target [30000]\n"
+    "  --scale-down-delay-ms MS one fewer (the least loaded, drained first) after MS\n"
+    "                       below the target with hysteresis [120000]\n"
+    "  --worker-command CMD run `sh -c CMD` to start a worker instead; it prints HOST:PORT\n"
+    "                       on stdout ($TROUPE_CLUSTER_KEY holds the key)\n"
+    "  --worker-stop-command CMD  run `sh -c CMD` to stop one ($TROUPE_WORKER_ADDRESS is\n"
+    "                       its HOST:PORT); without it: SIGTERM to CMD's process group\n"
     "Options:\n";
 
 // Waits up to timeout_ms for a blocked signal; true when one came.
@@ -62,7 +84,7 @@ int run_serve(int argc, char** argv) {
   auto flags = take_cluster_flags(argc, argv, 2, /*allow_listen=*/false, /*allow_replica=*/true);
   config c = parse_config(flags.argc(), flags.argv(), 2);
   c.validate();
-  const bool routed = !flags.replicas.empty();
+  const bool routed = routes(flags);
 
   // Each connection is a descriptor: allow as many as the hard limit does (often 1024 soft).
   rlimit files{};
@@ -87,9 +109,21 @@ int run_serve(int argc, char** argv) {
   // With --replica no engine runs here: the router sends every request to a worker.
   started_engine started;
   std::unique_ptr<cluster::replica_router> router;
+  std::unique_ptr<cluster::autoscaler> scaler;
   if (routed) {
     router = start_router(sys, c, flags);
-    started.description = "no local engine: routing to " + std::to_string(flags.replicas.size()) + " replica(s)";
+    if (flags.autoscale) {
+      scaler = start_autoscaler(sys, c, flags, *router);
+      started.description = "no local engine: routing to the autoscaler's " +
+                            std::to_string(flags.autoscale->min_replicas) + " to " +
+                            std::to_string(flags.autoscale->max_replicas) + " replica(s)";
+    } else {
+      started.description = flags.local_replicas >= 2 && flags.replicas.empty()
+                                ? "routing to " + std::to_string(flags.local_replicas) + " engine replicas in this process"
+                                : "routing to " + std::to_string(flags.replicas.size()) + " remote and " +
+                                      std::to_string(flags.local_replicas >= 2 ? flags.local_replicas : 0) +
+                                      " local replica(s)";
+    }
   } else {
     started = start_engine(sys, c);
   }
@@ -129,6 +163,8 @@ int run_serve(int argc, char** argv) {
   wait_signal(signals, 300);
   front_door.stop();
   if (routed) {
+    // The workers the autoscaler started have nothing in flight now: they exit at once.
+    if (scaler) scaler->stop_workers(5000);
     // CAF 0.17's middleman can wait on a peer at shutdown; nothing here needs an orderly end.
     std::fprintf(stderr, "troupe: stopped\n");
     std::fflush(nullptr);

@@ -1,9 +1,11 @@
 // The actor graph under CAF's deterministic test scheduler (every actor runs on the test's
 // thread, time is simulated) with a scripted backend: admission batching on size and on
-// timeout, deadlines, cancellation, and a worker that fails a step and stays usable.
+// timeout, deadlines, cancellation, a worker that fails a step and stays usable, and the
+// stats snapshot (limits, step totals, prefix digest).
 #include <doctest/doctest.h>
 
 #include "actors/scripted_engine.hpp"
+#include "troupe/engine/prefix_key.hpp"
 
 using namespace troupe;
 using namespace std::chrono_literals;
@@ -332,4 +334,32 @@ TEST_CASE("actors: a prompt longer than the whole KV pool is refused before admi
   CHECK(f.sink->errors["long"].message.find("KV cache holds 32") != std::string::npos);
   CHECK_FALSE(f.sink->accepted.count("long"));
   CHECK(f.sink->done.count("short"));
+}
+
+TEST_CASE("actors: the scheduler's stats carry its limits, step totals and the prefix keys whose first block is cached") {
+  scheduler_config sc;
+  sc.max_num_seqs = 8;
+  deterministic_fixture f(sc);
+  auto long_one = f.make("long", 2);
+  long_one.prompt.clear();
+  for (int i = 0; i < 3; ++i) long_one.prompt += "the quick brown fox jumps over the lazy dog ";
+  auto short_one = f.make("short", 2);
+  short_one.prompt = "hi";  // fewer tokens than a block: no key to report
+  f.eng->submit(long_one, f.sink);
+  f.eng->submit(short_one, f.sink);
+  f.sched->run();
+  REQUIRE(f.sink->done.count("long"));
+  REQUIRE(f.sink->done.count("short"));
+  auto out = std::make_shared<std::optional<scheduler_snapshot>>();
+  f.sys->spawn([out, eng = f.eng->actor()](caf::event_based_actor* self) {
+    self->request(eng, caf::infinite, atoms::stats_atom::value).then([out](const scheduler_snapshot& s) { *out = s; });
+  });
+  f.sched->run();
+  REQUIRE(out->has_value());
+  const auto& s = **out;
+  CHECK(s.cached_prefix_keys == std::vector<uint64_t>{prefix_key(long_one)});
+  CHECK(s.max_num_seqs == 8);
+  CHECK(s.max_num_batched_tokens == sc.max_num_batched_tokens);
+  CHECK(s.num_step_sequences >= s.scheduling.num_steps);
+  CHECK(s.num_prefill_tokens > 0);
 }

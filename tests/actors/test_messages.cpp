@@ -153,6 +153,7 @@ TEST_CASE_FIXTURE(serialization_fixture, "messages: every type in the type ID bl
   check(sample_request());
 
   pending_sequence p{sequence_request{3, {1, 2, 3}, unusual_params(), 7}, owner};
+  p.request.prefix_key = 0xfedcba9876543210ULL;
   check(p);
   check(pending_batch{{p, pending_sequence{sequence_request{4, {5}, sampling_params{}, 0}, owner}}});
 
@@ -179,6 +180,11 @@ TEST_CASE_FIXTURE(serialization_fixture, "messages: every type in the type ID bl
   snap.blocks = {64, 10, 5, 49, 8, 1, 1000, 250, 3, 160, 12};
   snap.step_busy_seconds = 12.5;
   snap.step_overhead_seconds = -0.0;
+  snap.num_step_sequences = 700;
+  snap.num_prefill_tokens = 4000;
+  snap.max_num_seqs = 64;
+  snap.max_num_batched_tokens = 2048;
+  snap.cached_prefix_keys = {1, 0x8000000000000000ULL, ~0ULL};
   check(snap);
 
   // Handles: a deserialized handle is the same actor.
@@ -235,9 +241,9 @@ TEST_CASE_FIXTURE(serialization_fixture, "messages: a corrupted variant index is
 }
 
 TEST_CASE_FIXTURE(serialization_fixture, "messages: troupe's error codes render by name with their message") {
-  const auto e = caf::make_error(error_code::context_overflow, std::string("prompt too long"));
+  const auto e = to_caf_error(error_code::context_overflow, std::string("prompt too long"));
   CHECK(sys.render(e) == "troupe: context_overflow (prompt too long)");
-  const auto r = caf::make_error(request_error_code::queue_full, std::string("1024 waiting"));
+  const auto r = to_caf_error(request_error_code::queue_full, std::string("1024 waiting"));
   CHECK(sys.render(r) == "request: queue_full (1024 waiting)");
   const auto v = error_value_of(e, sys);
   CHECK(v.code == error_code::context_overflow);
@@ -246,4 +252,21 @@ TEST_CASE_FIXTURE(serialization_fixture, "messages: troupe's error codes render 
   CHECK(ev.code == request_error_code::context_overflow);
   CHECK(error_event_of(r, sys).code == request_error_code::queue_full);
   CHECK(error_event_of(caf::make_error(caf::sec::request_receiver_down), sys).code == request_error_code::unavailable);
+}
+
+TEST_CASE_FIXTURE(serialization_fixture, "messages: the first code of each enum is an error too, also after the wire") {
+  // CAF 0.17 takes code 0 for "no error": the first enumerators must not vanish.
+  const auto e = to_caf_error(error_code::invalid_argument, std::string("bad block id"));
+  REQUIRE(static_cast<bool>(e));
+  CHECK(error_value_of(e, sys).code == error_code::invalid_argument);
+  CHECK(sys.render(e) == "troupe: invalid_argument (bad block id)");
+  const auto r = to_caf_error(request_error_code::invalid_request, std::string("already queued"));
+  REQUIRE(static_cast<bool>(r));
+  CHECK(error_event_of(r, sys).code == request_error_code::invalid_request);
+  CHECK(error_event_of(r, sys).message == "already queued");
+  // Through CAF's binary serializer, as between processes.
+  const auto back = round_trip(r);
+  REQUIRE(static_cast<bool>(back));
+  CHECK(error_event_of(back, sys).code == request_error_code::invalid_request);
+  CHECK(error_event_of(back, sys).message == "already queued");
 }

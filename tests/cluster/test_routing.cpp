@@ -1,5 +1,6 @@
 // The replica router's rule as pure functions: least load, rotation among equals, prefix
-// affinity unless the affinity replica is much busier, and the prefix key.
+// affinity unless the affinity replica is much busier, the replicas' prefix digests before
+// the affinity table, and the prefix key.
 #include <doctest/doctest.h>
 
 #include "troupe/cluster/gate.hpp"
@@ -14,6 +15,7 @@ namespace {
 
 replica_load up(int64_t in_flight, int32_t waiting = 0, double kv = 0.0) { return {true, in_flight, waiting, kv}; }
 replica_load down() { return {false, 0, 0, 0.0}; }
+replica_load cached(int64_t in_flight, int32_t waiting = 0) { return {true, in_flight, waiting, 0.0, true}; }
 
 request prompt(std::string text) {
   request r;
@@ -58,6 +60,35 @@ TEST_CASE("routing: affinity holds unless the replica is much busier") {
   CHECK(pick_replica({up(0), up(1)}, 7, 0, o) == 0);   // an index out of range is ignored
   o.affinity_slack = 0.0;
   CHECK(pick_replica({up(0), up(1)}, 1, 0, o) == 0);
+}
+
+TEST_CASE("routing: a replica whose digest holds the prefix wins over the least loaded and the affinity") {
+  routing_options o;
+  o.affinity_slack = 4.0;
+  CHECK(pick_replica({up(0), up(0), cached(2)}, std::nullopt, 0, o) == 2);
+  // The digest beats the front door's affinity table: the cache is known, the table guessed.
+  CHECK(pick_replica({up(0), up(1), cached(2)}, 1, 0, o) == 2);
+}
+
+TEST_CASE("routing: of several replicas holding the prefix, the least loaded; ties rotate") {
+  CHECK(pick_replica({cached(3), up(0), cached(1)}, std::nullopt, 0) == 2);
+  const std::vector<replica_load> both{cached(1), up(0), cached(1)};
+  CHECK(pick_replica(both, std::nullopt, 0) == 0);
+  CHECK(pick_replica(both, std::nullopt, 1) == 2);  // rotation starts past the first
+}
+
+TEST_CASE("routing: a replica holding the prefix that is much busier loses it; then the affinity, then least load") {
+  routing_options o;
+  o.affinity_slack = 4.0;
+  CHECK(pick_replica({up(0), cached(4)}, std::nullopt, 0, o) == 1);  // at the slack: stays
+  CHECK(pick_replica({up(0), cached(5)}, std::nullopt, 0, o) == 0);  // past it
+  // Past the slack, the affinity table is asked as before.
+  CHECK(pick_replica({up(0), cached(9), up(2)}, 2, 0, o) == 2);
+  CHECK(pick_replica({up(0), cached(9), up(5)}, 2, 0, o) == 0);
+  // A down replica's digest does not count.
+  replica_load gone = cached(0);
+  gone.up = false;
+  CHECK(pick_replica({up(1), gone}, std::nullopt, 0, o) == 0);
 }
 
 TEST_CASE("routing: the prefix key covers the start of a prompt, a chat or token ids") {

@@ -147,10 +147,20 @@ def main():
         if expected == "max_num_seqs":
             check(evidence["mean_running"]["threshold"] == 1.9, "its evidence: the running count at the cap of 2")
 
-        r = doctor(args.troupe, base, "--window", "2", "--interval", "0.5")
-        step_ms = re.search(r"step ([0-9.]+) ms", r.stdout)
-        doctor_step_s = float(step_ms.group(1)) / 1000 if step_ms else 0
-        expected, knob = ("max_num_seqs", "max_num_seqs") if doctor_step_s < 0.1 else ("compute_bound", "replicas")
+        # On cores shared with much other work the server can be starved: steps of 100 ms that
+        # fill only a tenth of the window, which the rules rightly call neither limit. Such a
+        # window says nothing about the server; another one is taken (at most three).
+        for attempt in range(3):
+            r = doctor(args.troupe, base, "--window", "2", "--interval", "0.5")
+            step_ms = re.search(r"step ([0-9.]+) ms", r.stdout)
+            busy = re.search(r"busy ([0-9.]+)%", r.stdout)
+            doctor_step_s = float(step_ms.group(1)) / 1000 if step_ms else 0
+            expected, knob = ("max_num_seqs", "max_num_seqs") if doctor_step_s < 0.1 else ("compute_bound", "replicas")
+            starved = busy is not None and doctor_step_s >= 0.1 and float(busy.group(1)) < 50
+            if not starved or f"limiting factor: {expected}" in r.stdout:
+                break
+            print(f"note: the server was starved in this window (busy {busy.group(1)}%, step "
+                  f"{doctor_step_s * 1000:.0f} ms); taking another")
         check(r.returncode == 0 and f"limiting factor: {expected}" in r.stdout and f"knob: {knob}" in r.stdout,
               f"troupe doctor, scraping /metrics, finds {expected} too:\n{r.stdout}{r.stderr}")
         r = doctor(args.troupe, base + "/metrics", base.replace("127.0.0.1", "localhost"), "--window", "1",

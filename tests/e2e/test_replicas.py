@@ -3,7 +3,9 @@
 kill -9 of a worker under load fails only the requests it had started, each with
 `replica_lost` within a second, while the rest finish and later requests go to the
 survivors; the worker restarted on its port rejoins and gets traffic; a repeated prompt
-stays on one replica (prefix affinity); SIGTERM drains a worker while new requests go
+stays on one replica (prefix affinity); the front door's /metrics and /v1/diagnosis carry
+the workers' engine series; a repeated long prompt goes where its prefix is cached even
+after the router's affinity table forgot it (the replicas' prefix digests); SIGTERM drains a worker while new requests go
 elsewhere; a wrong cluster key is refused; a worker frozen with SIGSTOP is found out by the router's stats heartbeat and
 its started requests end `replica_lost`; a worker will not listen beyond loopback without
 a key."""
@@ -133,6 +135,16 @@ def metric(base_url, name, replica):
     return float(m.group(1)) if m else None
 
 
+def diagnosis_replicas(base_url):
+    _, _, body = troupe_server.http_get(base_url + "/v1/diagnosis")
+    return sorted(r["replica"] for r in json.loads(body).get("replicas", []))
+
+
+LONG_TEXT = ("the committee reviewed the quarterly figures for every regional office, compared them with the "
+             "forecasts made at the start of the year, and asked each director to explain the largest gaps "
+             "before the board meeting next month. ") * 2
+
+
 def wait_for(pred, timeout_s, what):
     deadline = time.monotonic() + timeout_s
     while not pred():
@@ -156,6 +168,13 @@ def main():
                              env=env, capture_output=True, timeout=30)
     check(refused.returncode != 0 and b"without a cluster key" in refused.stderr,
           f"a worker will not listen on 0.0.0.0 without a key (exit {refused.returncode})")
+
+    # The router's flags are checked before anything is loaded.
+    for flags, message in [(["--router-affinity-slack", "2"], b"needs --replica HOST:PORT or --max-replicas"),
+                           (["--replica", "127.0.0.1:1", "--router-affinity-keys", "0"], b"whole number"),
+                           (["--replica", "127.0.0.1:1", "--router-waiting-weight", "nan"], b"from 0 to 1000")]:
+        bad = subprocess.run([args.troupe, "serve", "--model", args.model] + flags, capture_output=True, timeout=30)
+        check(bad.returncode != 0 and message in bad.stderr, f"serve refuses {' '.join(flags)}: {bad.stderr!r}")
 
     # The reference: a plain server's greedy outputs.
     with troupe_server.start(args.troupe, args.model) as plain:
@@ -196,6 +215,49 @@ def main():
             grew = [metric(base, "troupe_replica_requests_routed_total", w.name) - b
                     for w, b in zip(workers, before)]
             check(sorted(grew) == [0, 0, 3], f"a repeated prompt stays on one replica ({grew})")
+
+            # The front door's /metrics carries each replica's engine series, and its
+            # /v1/diagnosis reads them: its replicas are the workers, not the front door.
+            for w in workers:
+                check(metric(base, "troupe_num_requests_running", w.name) is not None and
+                      metric(base, "troupe_kv_cache_capacity_blocks", w.name) > 0,
+                      f"/metrics has replica {w.name}'s engine series")
+            wait_for(lambda: sum(metric(base, "troupe_steps_total", w.name) or 0 for w in workers) > 0, 5,
+                     "the replicas' steps on the front door's /metrics")
+            wait_for(lambda: diagnosis_replicas(base) == sorted(w.name for w in workers), 15,
+                     "/v1/diagnosis to read the three workers")
+            check(True, "a routing serve's /v1/diagnosis reads the workers' series")
+            doctor = subprocess.run([args.troupe, "doctor", base, "--window", "1", "--interval", "0.5", "--json"],
+                                    capture_output=True, timeout=60)
+            report = json.loads(doctor.stdout or b"{}")
+            check(doctor.returncode == 0 and
+                  sorted(r["replica"] for r in report.get("replicas", [])) == sorted(w.name for w in workers),
+                  f"troupe doctor on the front door diagnoses the three workers ({doctor.stderr.decode()[-300:]})")
+
+            # Prefix digests: a second front door whose affinity table holds one key still
+            # sends a repeated long prompt where its prefix is cached, because the replicas
+            # report the prefixes they hold.
+            with troupe_server.start(args.troupe, args.model,
+                                     extra_args=replica_args + ["--cluster-key", KEY,
+                                                                "--router-affinity-keys", "1"]) as forgetful:
+                fbase = forgetful.base_url
+
+                def routed_to(prompt):
+                    before = [metric(fbase, "troupe_replica_requests_routed_total", w.name) or 0 for w in workers]
+                    status, _ = complete(fbase, prompt, max_tokens=2)
+                    check(status == 200, "a long prompt is served")
+                    grew = [(metric(fbase, "troupe_replica_requests_routed_total", w.name) or 0) - b
+                            for w, b in zip(workers, before)]
+                    return grew.index(1)
+
+                long_prompts = [f"Document {i}: " + LONG_TEXT for i in range(3)]
+                first = [routed_to(p) for p in long_prompts]
+                for i in range(4):  # the table (one key) forgets every long prompt
+                    complete(fbase, f"Unrelated filler request number {i}.", max_tokens=1)
+                wait_for(lambda: sum(metric(fbase, "troupe_replica_prefix_digest_keys", w.name) or 0
+                                     for w in workers) >= 3, 10, "the replicas' digests to report the prompts")
+                again = [routed_to(p) for p in long_prompts]
+                check(again == first, f"repeated long prompts go where their prefix is cached ({first} then {again})")
 
             # 2. kill -9 of one worker under load.
             streams = [Stream(base, f"Story number {i}: once upon a time", 160) for i in range(9)]

@@ -280,7 +280,7 @@ TEST_CASE("diagnosis: one replica queues while another has room -> replica_skew 
   CHECK(d.limiting_factor == bottleneck::replica_skew);
   const auto& top = d.findings.front();
   CHECK(top.replica == "a");
-  CHECK(top.knob_to_turn == knob::replicas);
+  CHECK(top.knob_to_turn == knob::routing);
   CHECK(evidence_of(top, "busiest_load")->value == doctest::Approx(28));
   CHECK(evidence_of(top, "busiest_load")->threshold == doctest::Approx(1.5 * 15));
   CHECK(evidence_of(top, "quietest_load")->value == doctest::Approx(2));

@@ -65,11 +65,11 @@ batcher_actor::behavior_type batcher(batcher_self self, scheduler_config config,
         auto& st = self->state;
         const uint64_t id = p.request.id;
         if (st.waiting.count(id)) {
-          return caf::make_error(request_error_code::invalid_request,
+          return to_caf_error(request_error_code::invalid_request,
                                  "sequence " + std::to_string(id) + " is already queued");
         }
         const auto offer = st.policy->offer(id, now_ms(self), st.num_waiting_elsewhere());
-        if (!offer.is_accepted()) return caf::make_error(request_error_code::queue_full, offer.message);
+        if (!offer.is_accepted()) return to_caf_error(request_error_code::queue_full, offer.message);
         st.waiting.insert(id);
         st.held.emplace(id, std::move(p));
         // The answer goes out before the batch may: the request actor hears `admitted`

@@ -11,9 +11,19 @@ std::string context_message(const caf::error& err) {
 
 }  // namespace
 
+caf::error to_caf_error(error_code code, std::string message) {
+  return caf::error(static_cast<uint8_t>(static_cast<uint8_t>(code) + 1), caf::atom("troupe"),
+                    caf::make_message(std::move(message)));
+}
+
+caf::error to_caf_error(request_error_code code, std::string message) {
+  return caf::error(static_cast<uint8_t>(static_cast<uint8_t>(code) + 1), caf::atom("request"),
+                    caf::make_message(std::move(message)));
+}
+
 error_value error_value_of(const caf::error& err, const caf::actor_system& sys) {
   if (err.category() == caf::atom("troupe")) {
-    return {static_cast<error_code>(err.code()), context_message(err)};
+    return {static_cast<error_code>(err.code() - 1), context_message(err)};
   }
   if (err.category() == caf::atom("request")) {
     // A request-level refusal seen where an error_code is expected: keep the message.
@@ -24,7 +34,7 @@ error_value error_value_of(const caf::error& err, const caf::actor_system& sys) 
 
 error_event error_event_of(const caf::error& err, const caf::actor_system& sys) {
   if (err.category() == caf::atom("request")) {
-    return {static_cast<request_error_code>(err.code()), context_message(err)};
+    return {static_cast<request_error_code>(err.code() - 1), context_message(err)};
   }
   if (err.category() == caf::atom("troupe")) {
     const auto e = error_value_of(err, sys);

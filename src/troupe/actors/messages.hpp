@@ -24,11 +24,6 @@
 #include "troupe/model/backend.hpp"
 #include "troupe/model/error.hpp"
 
-// Errors as values: a troupe::error_code or a request_error_code travels as a caf::error of
-// category "troupe" or "request" with the message as its context, so a worker's failure
-// reaches the client with its real code.
-CAF_ERROR_CODE_ENUM(troupe::error_code, "troupe")
-CAF_ERROR_CODE_ENUM(troupe::request_error_code, "request")
 
 namespace troupe::atoms {
 
@@ -76,6 +71,16 @@ struct scheduler_snapshot {
   block_manager_stats blocks;
   double step_busy_seconds = 0;      // wall time the worker spent in steps
   double step_overhead_seconds = 0;  // scheduler-side time around them (plan + fan-out)
+  // Running totals over the steps that came back (a replica's step series on the router's
+  // /metrics, which cannot rebuild the step histograms from a snapshot).
+  int64_t num_step_sequences = 0;    // sequences per step, summed
+  int64_t num_prefill_tokens = 0;    // prompt (or recompute) tokens fed
+  // The scheduler's limits.
+  int32_t max_num_seqs = 0;
+  int32_t max_num_batched_tokens = 0;
+  // The prefix digest (engine/prefix_digest.hpp): prefix keys of recent requests whose
+  // prompt's first KV block is still cached here, sorted ascending, at most 4,096.
+  std::vector<uint64_t> cached_prefix_keys;
   bool operator==(const scheduler_snapshot&) const = default;
 };
 
@@ -84,6 +89,14 @@ struct scheduler_snapshot {
 inline int64_t now_ms(const caf::local_actor* self) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(self->clock().now().time_since_epoch()).count();
 }
+
+// Errors as values: a troupe::error_code or a request_error_code travels as a caf::error of
+// category "troupe" or "request" with the message as its context, so a worker's failure
+// reaches the client with its real code. CAF 0.17 takes an error whose code is 0 for no
+// error at all, and both enums start at 0: the code crosses as the enumerator + 1 (so these
+// two, not caf::make_error, build troupe's errors).
+caf::error to_caf_error(error_code code, std::string message);
+caf::error to_caf_error(request_error_code code, std::string message);
 
 // The code and message of an error that came back from another actor: troupe's own
 // categories keep their code; anything else (a dead receiver, a timeout) is internal.
@@ -285,7 +298,7 @@ typename Inspector::result_type inspect(Inspector& f, sequence_request& x) {
   wire::optional_field<speculative_method> speculative{x.speculative};
   wire::float_bits length_penalty{x.beam.length_penalty};
   return f(caf::meta::type_name("troupe::sequence_request"), x.id, x.prompt_tokens, x.params, x.priority,
-           speculative, x.fork_ids, x.beam.width, length_penalty, x.beam.early_stopping);
+           speculative, x.fork_ids, x.beam.width, length_penalty, x.beam.early_stopping, x.prefix_key);
 }
 
 template <class Inspector>
@@ -419,7 +432,9 @@ typename Inspector::result_type inspect(Inspector& f, block_manager_stats& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, scheduler_snapshot& x) {
   wire::double_bits busy{x.step_busy_seconds}, overhead{x.step_overhead_seconds};
-  return f(caf::meta::type_name("troupe::scheduler_snapshot"), x.scheduling, x.blocks, busy, overhead);
+  return f(caf::meta::type_name("troupe::scheduler_snapshot"), x.scheduling, x.blocks, busy, overhead,
+           x.num_step_sequences, x.num_prefill_tokens, x.max_num_seqs, x.max_num_batched_tokens,
+           x.cached_prefix_keys);
 }
 
 }  // namespace troupe

@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "troupe/actors/request_links.hpp"
+#include "troupe/engine/prefix_key.hpp"
 #include "troupe/engine/request_choices.hpp"
 #include "troupe/engine/tool_calls.hpp"
 #include "troupe/engine/trace.hpp"
@@ -201,6 +202,7 @@ void start(request_self self) {
   const int32_t num_ids = r.beam_width > 0 ? r.beam_width : st.choices->size();
   for (int32_t i = 1; i < num_ids; ++i) sequences.fork_ids.push_back(st.seq_id + static_cast<uint64_t>(i));
   sequences.beam = {r.beam_width, r.length_penalty, r.early_stopping};
+  sequences.prefix_key = prefix_key(r);
   pending_sequence pending{std::move(sequences), self};
   self->request(st.links.batcher, caf::infinite, atoms::enqueue_atom::value, std::move(pending))
       .then(

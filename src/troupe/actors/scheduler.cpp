@@ -11,6 +11,7 @@
 
 #include "troupe/actors/fan_out.hpp"
 #include "troupe/actors/messages.hpp"
+#include "troupe/engine/prefix_digest.hpp"
 #include "troupe/engine/step_cost.hpp"
 #include "troupe/engine/step_deadline.hpp"
 #include "troupe/engine/trace.hpp"
@@ -30,6 +31,12 @@ struct scheduler_state {
   int64_t num_worker_restarts = 0;
   double busy_seconds = 0;
   double overhead_seconds = 0;
+  int64_t num_step_sequences = 0;  // over the steps that came back, for the stats snapshot
+  int64_t num_prefill_tokens = 0;
+  int32_t max_num_seqs = 0;
+  int32_t max_num_batched_tokens = 0;
+  // Recent requests' prefix keys and first blocks: the digest the stats snapshot carries.
+  prefix_digest digest;
   std::shared_ptr<serving_metrics> metrics;  // null: none
   std::optional<step_cost_model> costs;      // refits the policy's attention_cost; none: fixed
   std::chrono::steady_clock::time_point last_blocks_sample;
@@ -225,6 +232,8 @@ void on_step_back(scheduler_self self, step_sample sample, int64_t num_pairs, cl
   const auto started = std::max(sent, st.last_back);
   st.last_back = back;
   st.busy_seconds += seconds_between(started, back);
+  st.num_step_sequences += sample.num_sequences;
+  st.num_prefill_tokens += sample.num_prefill_tokens;
   st.deadline->observe(st.flights.front().cost, seconds_between(started, back));
   st.flights.pop_front();
   start_deadline(self);  // the step planned ahead runs now
@@ -360,6 +369,8 @@ scheduler_actor::behavior_type scheduler(scheduler_self self, scheduler_config c
   st.deadline = std::make_unique<step_deadline>(
       step_deadline_config{config.step_timeout_ms, 4.0, links.prior_seconds_per_cost});
   st.is_async = config.async_scheduling;
+  st.max_num_seqs = config.max_num_seqs;
+  st.max_num_batched_tokens = config.max_num_batched_tokens;
   st.blocks = std::make_unique<block_manager>(blocks);
   st.policy = std::make_unique<scheduler_policy>(config, *st.blocks, std::move(eog_ids));
   if (config.fit_attention_cost && config.attention_cost > 0) st.costs.emplace(config.attention_cost);
@@ -396,9 +407,12 @@ scheduler_actor::behavior_type scheduler(scheduler_self self, scheduler_config c
         for (auto& p : batch.sequences) {
           const uint64_t id = p.request.id;
           const std::vector<uint64_t> members = p.request.fork_ids;
+          const uint64_t prefix_key = p.request.prefix_key;
+          const auto first_block = st.blocks->first_block_key(p.request.prompt_tokens);
           try {
             if (st.failure) throw error(error_code::step_timeout, "the engine has failed: " + *st.failure);
             st.policy->add(std::move(p.request), now);
+            if (prefix_key != 0 && first_block) st.digest.remember(prefix_key, *first_block);
             for (uint64_t member : members) st.owners.emplace(member, p.owner);
             st.owners.emplace(id, std::move(p.owner));
           } catch (const error& e) {
@@ -420,7 +434,13 @@ scheduler_actor::behavior_type scheduler(scheduler_self self, scheduler_config c
       },
       [=](atoms::stats_atom) {
         auto& st = self->state;
-        return scheduler_snapshot{st.policy->stats(), st.blocks->stats(), st.busy_seconds, st.overhead_seconds};
+        scheduler_snapshot out{st.policy->stats(), st.blocks->stats(), st.busy_seconds, st.overhead_seconds};
+        out.num_step_sequences = st.num_step_sequences;
+        out.num_prefill_tokens = st.num_prefill_tokens;
+        out.max_num_seqs = st.max_num_seqs;
+        out.max_num_batched_tokens = st.max_num_batched_tokens;
+        out.cached_prefix_keys = st.digest.cached_keys(*st.blocks);
+        return out;
       },
       [=](atoms::step_timer_atom) { on_step_timer(self); },
   };

@@ -12,7 +12,7 @@ caf::actor_system_config::error_renderer renderer_of(const char* category) {
   return [category](uint8_t code, caf::atom_value, const caf::message& context) {
     std::string out = category;
     out += ": ";
-    out += to_string(static_cast<Code>(code));
+    out += to_string(static_cast<Code>(code - 1));  // troupe's codes cross as enumerator + 1
     if (context.match_elements<std::string>()) {
       out += " (";
       out += context.get_as<std::string>(0);

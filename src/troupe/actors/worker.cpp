@@ -72,7 +72,7 @@ worker_actor::behavior_type worker(worker_actor::stateful_pointer<worker_state> 
         }
         st.plans->fail(request.plan);  // the step's sequences fail with it
         st.last_failure = failure;
-        return caf::make_error(failure->code, std::move(failure->message));
+        return to_caf_error(failure->code, std::move(failure->message));
       },
   };
 }

@@ -43,7 +43,7 @@ void finish(group_self self, step_promise& rp, rank_replies::outcome& done) {
   } else {
     st.plans->fail(*st.running);
     st.last_failure = error_value{done.code, done.error};
-    rp.deliver(caf::make_error(done.code, std::move(done.error)));
+    rp.deliver(to_caf_error(done.code, std::move(done.error)));
   }
   st.running.reset();
   dispatch_next(self);
@@ -57,7 +57,7 @@ void dispatch_next(group_self self) {
     st.queue.pop_front();
     if (q.request.plan.is_planned_ahead && st.last_failure) {
       st.plans->fail(q.request.plan);
-      q.promise.deliver(caf::make_error(st.last_failure->code,
+      q.promise.deliver(to_caf_error(st.last_failure->code,
                                         "the step before this one failed: " + st.last_failure->message));
       continue;
     }
@@ -70,7 +70,7 @@ void dispatch_next(group_self self) {
     } catch (const error& e) {
       st.plans->fail(q.request.plan);
       st.last_failure = error_value{e.code(), e.what()};
-      q.promise.deliver(caf::make_error(e.code(), std::string(e.what())));
+      q.promise.deliver(to_caf_error(e.code(), std::string(e.what())));
       continue;
     }
     const uint64_t step_id = st.replies->begin();

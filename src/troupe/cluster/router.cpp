@@ -6,12 +6,14 @@
 #include <cinttypes>
 #include <cstdio>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
 #include "troupe/actors/engine.hpp"
 #include "troupe/actors/messages.hpp"
 #include "troupe/cluster/gate.hpp"
+#include "troupe/cluster/replica_metrics.hpp"
 #include "troupe/engine/serving_metrics.hpp"
 #include "troupe/model/error.hpp"
 
@@ -72,10 +74,15 @@ struct slot {
   bool up = false;
   bool connecting = false;
   bool refusing = false;  // it refused a request as unavailable (draining): none until connected again
+  bool draining = false;  // drain asked (fleet_drain_atom): no new requests; waiters answered at none in flight
+  bool retired = false;   // removed: not connected to, not routed to; the slot stays so indices remain valid
+  bool local = false;     // an engine in this process: never connected to (again)
+  std::vector<std::pair<caf::response_promise, int64_t>> drain_waiters;  // and the count in flight when asked
   uint64_t generation = 0;  // bumped at each connection and loss; older callbacks are ignored
   int64_t in_flight = 0;
   int32_t num_waiting = 0;
   double kv_use = 0.0;
+  std::vector<uint64_t> cached_prefix_keys;  // its last prefix digest, sorted
   bool stats_pending = false;
   int64_t backoff_ms = 0;
   int64_t next_attempt_ms = 0;
@@ -86,6 +93,7 @@ struct slot {
   counter_metric* lost = nullptr;
   counter_metric* rerouted = nullptr;
   gauge_metric* up_gauge = nullptr;
+  std::unique_ptr<replica_metrics> engine_metrics;  // its engine series, from its snapshots
 };
 
 struct routed_request {
@@ -136,7 +144,7 @@ void publish_status(router_self self) {
   int up = 0;
   std::vector<replica_status> status;
   for (const auto& s : st.slots) {
-    status.push_back({s.name, s.up, s.in_flight, s.failed_connects});
+    status.push_back({s.name, s.up, s.in_flight, s.failed_connects, s.draining, s.retired});
     up += s.up ? 1 : 0;
   }
   std::lock_guard lock(st.shared->status_mutex);
@@ -147,6 +155,10 @@ void publish_status(router_self self) {
 void set_in_flight(slot& s, int64_t delta) {
   s.in_flight += delta;
   s.in_flight_gauge->set(static_cast<double>(s.in_flight));
+  if (s.in_flight == 0 && s.draining) {
+    for (auto& [promise, num_when_asked] : s.drain_waiters) promise.deliver(num_when_asked);
+    s.drain_waiters.clear();
+  }
 }
 
 // Passes the request's last event on and forgets it.
@@ -156,8 +168,10 @@ void end_request(router_self self, uint64_t ticket, request_event event) {
   if (it == st.requests.end()) return;
   routed_request r = std::move(it->second);
   st.requests.erase(it);
-  if (auto done = std::get_if<done_event>(&event)) st.serving->on_request_done(*done);
-  else if (auto err = std::get_if<error_event>(&event)) st.serving->on_request_error(*err);
+  if (auto done = std::get_if<done_event>(&event)) {
+    st.serving->on_request_done(*done);
+    if (r.replica < st.slots.size()) st.slots[r.replica].engine_metrics->on_request_done(*done);
+  } else if (auto err = std::get_if<error_event>(&event)) st.serving->on_request_error(*err);
   r.sink->on_event(r.client_id, event);
 }
 
@@ -171,15 +185,19 @@ void route(router_self self, uint64_t ticket) {
   for (size_t i = 0; i < st.slots.size(); ++i) {
     const auto& s = st.slots[i];
     const bool refused = std::find(r.refused_by.begin(), r.refused_by.end(), i) != r.refused_by.end();
-    loads.push_back({s.up && !s.refusing && !refused, s.in_flight, s.num_waiting, s.kv_use});
+    const bool has_prefix = std::binary_search(s.cached_prefix_keys.begin(), s.cached_prefix_keys.end(), r.key);
+    loads.push_back({s.up && !s.refusing && !s.draining && !s.retired && !refused, s.in_flight, s.num_waiting,
+                     s.kv_use, has_prefix});
   }
   const auto pick = pick_replica(loads, st.affinity.find(r.key), st.rotation++, st.options.routing);
   if (!pick) {
     const auto num_up = std::count_if(st.slots.begin(), st.slots.end(), [](const slot& s) { return s.up; });
-    const auto num_refusing =
-        std::count_if(st.slots.begin(), st.slots.end(), [](const slot& s) { return s.up && s.refusing; });
+    const auto num_refusing = std::count_if(st.slots.begin(), st.slots.end(),
+                                            [](const slot& s) { return s.up && (s.refusing || s.draining); });
+    const auto num_members =
+        std::count_if(st.slots.begin(), st.slots.end(), [](const slot& s) { return !s.retired; });
     std::string why = "no replica is available (" + std::to_string(num_up) + " of " +
-                      std::to_string(st.slots.size()) + " up";
+                      std::to_string(num_members) + " up";
     if (num_refusing > 0) why += ", " + std::to_string(num_refusing) + " of them draining";
     end_request(self, ticket, error_event{request_error_code::unavailable, why + ")"});
     return;
@@ -212,6 +230,7 @@ void lose(router_self self, size_t i, const std::string& why) {
   const engine_actor old = s.handle;
   s.up = false;
   s.stats_pending = false;
+  s.cached_prefix_keys.clear();
   ++s.generation;
   self->demonitor(old.address());
   s.handle = engine_actor{};
@@ -243,7 +262,11 @@ void lose(router_self self, size_t i, const std::string& why) {
   log_line("replica " + s.name + " lost (" + why + "): " + std::to_string(num_lost) + " started request(s) ended, " +
            std::to_string(num_rerouted) + " routed again");
   s.backoff_ms = st.options.reconnect_min_ms;
-  schedule_reconnect(self, s);
+  if (s.local) {
+    log_line("replica " + s.name + " is an engine in this process: it stays down");
+  } else {
+    schedule_reconnect(self, s);
+  }
   publish_status(self);
 }
 
@@ -282,6 +305,7 @@ void connected(router_self self, size_t i, uint64_t generation, engine_actor han
   s.last_failure.clear();
   s.num_waiting = 0;
   s.kv_use = 0;
+  s.cached_prefix_keys.clear();
   self->monitor(s.handle);
   s.up_gauge->set(1);
   std::string note;
@@ -321,24 +345,32 @@ void tick(router_self self) {
   const int64_t now = now_ms(self);
   for (size_t i = 0; i < st.slots.size(); ++i) {
     auto& s = st.slots[i];
+    if (s.retired) continue;
     if (s.up && !s.stats_pending) {
       s.stats_pending = true;
       const uint64_t generation = s.generation;
       self->request(s.handle, std::chrono::milliseconds(st.options.stats_timeout_ms), atoms::stats_atom::value)
           .then(
-              [=](const scheduler_snapshot& snapshot) {
+              [=](scheduler_snapshot& snapshot) {
                 auto& s = self->state.slots[i];
                 if (s.generation != generation) return;
                 s.stats_pending = false;
                 s.num_waiting = snapshot.scheduling.num_waiting;
                 const auto& b = snapshot.blocks;
                 s.kv_use = b.num_total_blocks > 0 ? static_cast<double>(b.num_used_blocks) / b.num_total_blocks : 0.0;
+                s.engine_metrics->on_snapshot(snapshot);
+                // Routing binary-searches it: a replica that sends it unsorted or oversized is
+                // not trusted to have kept the contract.
+                auto& keys = snapshot.cached_prefix_keys;
+                if (!std::is_sorted(keys.begin(), keys.end())) std::sort(keys.begin(), keys.end());
+                if (keys.size() > max_digest_keys) keys.resize(max_digest_keys);
+                s.cached_prefix_keys = std::move(snapshot.cached_prefix_keys);
               },
               [=](caf::error& e) {
                 if (self->state.slots[i].generation != generation) return;
                 lose(self, i, "no answer to a stats request: " + self->system().render(e));
               });
-    } else if (!s.up && !s.connecting && now >= s.next_attempt_ms) {
+    } else if (!s.up && !s.local && !s.connecting && now >= s.next_attempt_ms) {
       connect(self, i);
     }
   }
@@ -384,32 +416,118 @@ void on_event(router_self self, request_event_message& m) {
   r.sink->on_event(r.client_id, event);
 }
 
+// A new slot for addr (not connected yet: the next tick connects), its metrics registered.
+size_t add_slot(router_self self, const replica_address& addr, const std::string& name = "") {
+  auto& st = self->state;
+  auto& registry = *st.options.metrics;
+  slot s;
+  s.addr = addr;
+  s.name = name.empty() ? addr.name() : name;
+  s.backoff_ms = st.options.reconnect_min_ms;
+  const metric_labels labels{{"replica", s.name}};
+  s.routed = registry.counter("troupe_replica_requests_routed_total",
+                              "Requests the router sent to the replica (again after a loss or refusal).", labels);
+  s.in_flight_gauge = registry.gauge("troupe_replica_requests_in_flight",
+                                     "Requests the router sent to the replica that have not ended.", labels);
+  s.lost = registry.counter("troupe_replica_requests_lost_total",
+                            "Started requests that ended with replica_lost because the replica was lost.", labels);
+  s.rerouted = registry.counter("troupe_replica_requests_rerouted_total",
+                                "Requests not started on the replica that went to another one (lost or refusing).",
+                                labels);
+  s.up_gauge = registry.gauge("troupe_replica_up", "1 while the replica is connected and answering, else 0.", labels);
+  s.engine_metrics = std::make_unique<replica_metrics>(registry, s.name);
+  st.slots.push_back(std::move(s));
+  return st.slots.size() - 1;
+}
+
+std::optional<size_t> find_slot(router_self self, const std::string& name) {
+  const auto& slots = self->state.slots;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    if (slots[i].name == name) return i;
+  }
+  return std::nullopt;
+}
+
+caf::error unknown_replica(const std::string& name) {
+  return caf::make_error(caf::sec::invalid_argument, "no replica " + name + " in the fleet");
+}
+
+// fleet_add_atom: a new member, or a retired one revived. Connecting starts at the next tick.
+caf::result<std::string> add_member(router_self self, const replica_address& addr) {
+  auto& st = self->state;
+  const std::string name = addr.name();
+  if (auto i = find_slot(self, name)) {
+    auto& s = st.slots[*i];
+    if (!s.retired) return caf::make_error(caf::sec::invalid_argument, "replica " + name + " is already in the fleet");
+    s.retired = false;
+    s.draining = false;
+    s.refusing = false;
+    s.connecting = false;
+    ++s.generation;
+    s.backoff_ms = st.options.reconnect_min_ms;
+    s.next_attempt_ms = 0;
+    s.last_failure.clear();
+  } else {
+    add_slot(self, addr);
+  }
+  log_line("replica " + name + " added");
+  publish_status(self);
+  return name;
+}
+
+// fleet_drain_atom: no new requests go there; the reply comes once none is in flight.
+caf::result<int64_t> drain_member(router_self self, const std::string& name) {
+  auto& st = self->state;
+  const auto i = find_slot(self, name);
+  if (!i || st.slots[*i].retired) return unknown_replica(name);
+  auto& s = st.slots[*i];
+  const int64_t num_in_flight = s.in_flight;
+  if (!s.draining) log_line("replica " + name + " draining: " + std::to_string(num_in_flight) + " in flight");
+  s.draining = true;
+  publish_status(self);
+  if (num_in_flight == 0) return int64_t{0};
+  s.drain_waiters.emplace_back(self->make_response_promise(), num_in_flight);
+  return caf::delegated<int64_t>{};
+}
+
+// fleet_remove_atom: the replica leaves the fleet; whatever it still ran ends as on a loss.
+caf::result<int64_t> remove_member(router_self self, const std::string& name) {
+  auto& st = self->state;
+  const auto i = find_slot(self, name);
+  if (!i || st.slots[*i].retired) return unknown_replica(name);
+  const int64_t num_in_flight = st.slots[*i].in_flight;
+  if (st.slots[*i].up) lose(self, *i, "removed from the fleet");
+  auto& s = st.slots[*i];  // lose may have routed requests elsewhere: take the reference again
+  s.retired = true;
+  s.draining = false;
+  s.connecting = false;
+  ++s.generation;  // a connection attempt under way is ignored when it answers
+  s.up_gauge->set(0);
+  for (auto& [promise, num_when_asked] : s.drain_waiters) promise.deliver(num_when_asked);
+  s.drain_waiters.clear();
+  log_line("replica " + name + " removed");
+  publish_status(self);
+  return num_in_flight;
+}
+
 caf::behavior router(router_self self, router_options options, std::shared_ptr<replica_router::shared> shared,
                      std::shared_ptr<const model_bundle> model) {
   auto& st = self->state;
   st.options = std::move(options);
   st.shared = std::move(shared);
   st.model = std::move(model);
-  st.serving = std::make_shared<serving_metrics>(st.options.metrics);
-  auto& registry = *st.options.metrics;
-  for (const auto& addr : st.options.replicas) {
-    slot s;
-    s.addr = addr;
-    s.name = addr.name();
-    s.backoff_ms = st.options.reconnect_min_ms;
-    const metric_labels labels{{"replica", s.name}};
-    s.routed = registry.counter("troupe_replica_requests_routed_total",
-                                "Requests the router sent to the replica (again after a loss or refusal).", labels);
-    s.in_flight_gauge = registry.gauge("troupe_replica_requests_in_flight",
-                                       "Requests the router sent to the replica that have not ended.", labels);
-    s.lost = registry.counter("troupe_replica_requests_lost_total",
-                              "Started requests that ended with replica_lost because the replica was lost.", labels);
-    s.rerouted = registry.counter("troupe_replica_requests_rerouted_total",
-                                  "Requests not started on the replica that went to another one (lost or refusing).",
-                                  labels);
-    s.up_gauge = registry.gauge("troupe_replica_up", "1 while the replica is connected and answering, else 0.", labels);
-    st.slots.push_back(std::move(s));
+  // No engine runs here: the replicas' engine series are their replica_metrics, labelled.
+  st.serving = std::make_shared<serving_metrics>(st.options.metrics, metrics_scope::front_door);
+  st.affinity = affinity_table(std::max<size_t>(1, st.options.affinity_keys));
+  for (const auto& local : st.options.local_replicas) {
+    auto& s = st.slots[add_slot(self, replica_address{"local", 0}, local.name)];
+    s.local = true;
+    s.handle = local.handle;
+    s.up = true;
+    self->monitor(s.handle);
+    s.up_gauge->set(1);
   }
+  for (const auto& addr : st.options.replicas) add_slot(self, addr);
   publish_status(self);
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& slots = self->state.slots;
@@ -448,6 +566,19 @@ caf::behavior router(router_self self, router_options options, std::shared_ptr<r
       },
       [=](atoms::event_atom, request_event_message& m) { on_event(self, m); },
       [=](route_tick_atom) { tick(self); },
+      [=](fleet_add_atom, const std::string& host, uint16_t port) {
+        return add_member(self, replica_address{host, port});
+      },
+      [=](fleet_drain_atom, const std::string& name) { return drain_member(self, name); },
+      [=](fleet_remove_atom, const std::string& name) { return remove_member(self, name); },
+      [=](fleet_status_atom) {
+        auto& st = self->state;
+        std::vector<replica_status> out;
+        for (const auto& s : st.slots) {
+          out.push_back({s.name, s.up, s.in_flight, s.failed_connects, s.draining, s.retired});
+        }
+        return out;
+      },
   };
 }
 
@@ -456,7 +587,6 @@ caf::behavior router(router_self self, router_options options, std::shared_ptr<r
 replica_router::replica_router(caf::actor_system& sys, std::shared_ptr<const model_bundle> model,
                                router_options options)
     : sys_(sys), model_(std::move(model)), shared_(std::make_shared<shared>()) {
-  if (options.replicas.empty()) throw error(error_code::invalid_argument, "the router needs at least one replica");
   if (!options.metrics) options.metrics = std::make_shared<metrics_registry>();
   metrics_ = options.metrics;
   actor_ = sys_.spawn(router, std::move(options), shared_, model_);
@@ -494,6 +624,7 @@ bool replica_router::wait_settled(int64_t timeout_ms) const {
     bool settled = !status.empty();
     bool all_up = settled;
     for (const auto& r : status) {
+      if (r.retired) continue;
       settled = settled && (r.up || r.failed_connects > 0);
       all_up = all_up && r.up;
     }

@@ -13,6 +13,11 @@
 // router connects to it again with backoff. A replica that refuses a request with
 // `unavailable` before accepting it (it is draining) gets no more until it is connected
 // again, and the request goes to another replica.
+//
+// Membership at run time (the autoscaler's side): a replica can be added after start,
+// drained (no new requests; the reply comes once none it ran is in flight) and removed.
+// A removed replica's slot is retired, never erased, so that slot indices held by
+// callbacks stay valid; adding the same address again revives it.
 #pragma once
 #include <caf/all.hpp>
 
@@ -23,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "troupe/actors/engine.hpp"
 #include "troupe/actors/model_bundle.hpp"
 #include "troupe/cluster/routing.hpp"
 #include "troupe/engine/metrics.hpp"
@@ -41,10 +47,19 @@ struct replica_address {
 // naming `flag` for anything else (port 0 only when allow_zero_port).
 replica_address parse_address(const std::string& text, const std::string& flag, bool allow_zero_port = false);
 
+// An engine replica in this process (`troupe serve --replicas N`): routed to like a remote
+// one, up from the start, never connected to again once it has died.
+struct local_replica {
+  std::string name;  // "local-0", ...: the `replica` label
+  engine_actor handle;
+};
+
 struct router_options {
   std::vector<replica_address> replicas;
+  std::vector<local_replica> local_replicas;
   std::string cluster_key;
   routing_options routing;
+  size_t affinity_keys = 8192;       // prefix keys the affinity table remembers (at least 1)
   int64_t stats_interval_ms = 200;   // how often each replica's stats are asked
   int64_t stats_timeout_ms = 3000;   // no answer in this long: the replica counts as lost
   int64_t connect_timeout_ms = 3000;
@@ -53,19 +68,38 @@ struct router_options {
   std::shared_ptr<metrics_registry> metrics;  // null: a registry of its own
 };
 
-// One replica as the router sees it, for /metrics, logs and tests.
+// One replica as the router sees it, for /metrics, logs, the autoscaler and tests.
 struct replica_status {
   std::string name;
   bool up = false;
   int64_t in_flight = 0;
   int64_t failed_connects = 0;  // connection attempts that failed (unreachable, wrong key, other model)
+  bool draining = false;        // routed no new requests (drain asked)
+  bool retired = false;         // removed: neither connected to nor routed to
 };
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, replica_status& x) {
+  return f(caf::meta::type_name("replica_status"), x.name, x.up, x.in_flight, x.failed_connects, x.draining,
+           x.retired);
+}
+
+// The router actor's membership messages (local: from the autoscaler in the same process).
+// Each reply is an error (sec::invalid_argument with a message) for an unknown name.
+using fleet_add_atom = caf::atom_constant<caf::atom("fladd")>;        // (host, port) -> name; connects at once
+using fleet_drain_atom = caf::atom_constant<caf::atom("fldrain")>;    // (name) -> int64 requests it had in flight
+                                                                      //   when asked; replies once none is
+using fleet_remove_atom = caf::atom_constant<caf::atom("flremove")>;  // (name) -> int64 requests it ended
+                                                                      //   (rerouted or replica_lost)
+using fleet_status_atom = caf::atom_constant<caf::atom("flstatus")>;  // () -> std::vector<replica_status>,
+                                                                      //   live in-flight counts
 
 class replica_router {
  public:
   // model: the tokenizer, chat template and config the front door works with (the
   // replicas must serve the same model; their facts are checked against it and a mismatch
-  // is logged and refused). Starts connecting at once; never blocks.
+  // is logged and refused). Starts connecting at once; never blocks. options.replicas may
+  // be empty when replicas are added later (fleet_add_atom).
   replica_router(caf::actor_system& sys, std::shared_ptr<const model_bundle> model, router_options options);
   // Stops the router actor; requests still in flight get no more events.
   ~replica_router();
@@ -81,11 +115,13 @@ class replica_router {
 
   const model_bundle& model() const { return *model_; }
   const std::shared_ptr<metrics_registry>& metrics() const { return metrics_; }
+  // The router actor, for the fleet_*_atom messages above.
+  const caf::actor& actor() const { return actor_; }
   // Replicas up now. Any thread.
   int num_up() const;
   std::vector<replica_status> replicas() const;
-  // Blocks until every replica is up or has failed to connect at least once, or timeout_ms
-  // has passed; true when every replica is up.
+  // Blocks until every replica (not retired) is up or has failed to connect at least once,
+  // or timeout_ms has passed; true when every replica is up (false for an empty fleet).
   bool wait_settled(int64_t timeout_ms) const;
 
   struct shared;  // the state the facade and the actor share

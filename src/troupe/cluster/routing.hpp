@@ -9,6 +9,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "troupe/engine/prefix_key.hpp"
 #include "troupe/engine/request.hpp"
 
 namespace troupe::cluster {
@@ -19,7 +20,12 @@ struct replica_load {
   int64_t in_flight = 0;     // requests the router sent there that have not ended
   int32_t num_waiting = 0;   // its scheduler's waiting queue, from the last stats snapshot
   double kv_use = 0.0;       // its KV pool's used blocks per block, in [0, 1], from the same snapshot
+  bool has_prefix = false;   // its last prefix digest holds the request's prefix key
 };
+
+// The most prefix keys the router keeps of one replica's digest (a replica sends at most
+// this many: engine/prefix_digest.hpp's default capacity).
+inline constexpr size_t max_digest_keys = 4096;
 
 struct routing_options {
   // A replica's score: in_flight + waiting_weight * num_waiting + kv_weight * kv_use.
@@ -32,20 +38,22 @@ struct routing_options {
 
 double load_score(const replica_load& r, const routing_options& o = {});
 
-// The replica for a request: its affinity replica (the one a request with the same prefix
-// went to) when that is up and not much busier than the least loaded; else the up replica
-// of least score, ties going to the first at or after `rotation` (mod the count), so that
-// equal replicas share the work. None when no replica is up.
+// The replica for a request, in this order:
+// 1. of the up replicas whose prefix digest holds the request's key (has_prefix), the least
+//    loaded, unless it is much busier than the least loaded of all (more than
+//    affinity_slack above its score);
+// 2. else its affinity replica (the one a request with the same prefix went to) when that
+//    is up and not much busier than the least loaded;
+// 3. else the up replica of least score.
+// Ties go to the first at or after `rotation` (mod the count), so that equal replicas share
+// the work. None when no replica is up.
 std::optional<size_t> pick_replica(const std::vector<replica_load>& replicas, std::optional<size_t> affinity,
                                    size_t rotation, const routing_options& o = {});
 
-// How many characters of a prompt (or of the serialized chat) the prefix key covers.
-inline constexpr size_t prefix_key_chars = 256;
-
-// A hash of the request's start: the first prefix_key_chars characters of its prompt, of
-// its chat messages (role and content, in order), or of its token ids. Requests that share
-// that much share a key, and their prompt KV is likely in the same replica's prefix cache.
-uint64_t prefix_key(const request& req);
+// The request's prefix key (engine/prefix_key.hpp): the replicas compute it alike for
+// their prefix digests.
+using troupe::prefix_key;
+using troupe::prefix_key_chars;
 
 // Which replica each recent prefix key went to: at most `capacity` keys, the least
 // recently used forgotten first.

@@ -109,6 +109,11 @@ int32_t block_manager::num_cached_prefix_tokens(std::span<const int32_t> prompt)
   return static_cast<int32_t>(match_prefix(prompt, max_blocks).blocks.size()) * block_size_;
 }
 
+std::optional<uint64_t> block_manager::first_block_key(std::span<const int32_t> tokens) const {
+  if (!is_prefix_caching_ || tokens.size() < static_cast<size_t>(block_size_)) return std::nullopt;
+  return block_key(root_key, tokens.first(static_cast<size_t>(block_size_)));
+}
+
 // Registers the sequence's full blocks whose tokens are known and not yet keyed.
 void block_manager::register_full_blocks(sequence_blocks& seq, std::span<const int32_t> tokens) {
   if (!is_prefix_caching_) return;

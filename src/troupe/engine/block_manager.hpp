@@ -2,6 +2,7 @@
 // list and reference counts, copy-on-write forks, automatic prefix caching and host swap space.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <unordered_map>
 #include <vector>
@@ -112,6 +113,13 @@ class block_manager final : public kv_space {
   // scheduler starts computing there: it can be less than num_cached_prefix_tokens
   // answered earlier if blocks were evicted in between.
   int32_t num_reused_prefix_tokens(uint64_t seq_id) const;
+  // The prefix-cache key the first full block of `tokens` has (or would have) here; none
+  // when tokens fill no block or prefix caching is off. With is_cached_block_key, what a
+  // prefix digest (prefix_digest.hpp) asks: is that prompt's start still cached?
+  std::optional<uint64_t> first_block_key(std::span<const int32_t> tokens) const;
+  // Whether a block with this key is in the prefix cache now (held by a sequence or
+  // evictable), not yet evicted.
+  bool is_cached_block_key(uint64_t key) const { return cached_blocks_.contains(key); }
   bool has_sequence(uint64_t seq_id) const { return seqs_.contains(seq_id); }
   bool is_swapped(uint64_t seq_id) const;
   int32_t ref_count(int32_t block) const;

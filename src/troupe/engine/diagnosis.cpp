@@ -34,6 +34,7 @@ const char* to_string(knob k) {
     case knob::max_num_batched_tokens: return "max_num_batched_tokens";
     case knob::replicas: return "replicas";
     case knob::prompt_prefix: return "prompt_prefix";
+    case knob::routing: return "routing";
   }
   return "unknown";
 }
@@ -203,6 +204,39 @@ void diagnose_replica(const replica_window& w, const diagnosis_thresholds& t, st
   }
 }
 
+// A limit every replica of a fleet has is the fleet's (a router that spreads the load
+// well in front of replicas that are all saturated): one finding for the whole fleet,
+// with the most confident replica's figures, instead of one per replica.
+std::vector<finding> merge_fleet_wide(std::vector<finding> findings, size_t num_replicas) {
+  if (num_replicas < 2) return findings;
+  std::vector<finding> out;
+  std::vector<bool> taken(findings.size(), false);
+  for (size_t i = 0; i < findings.size(); ++i) {
+    if (taken[i]) continue;
+    std::vector<size_t> same;
+    for (size_t j = i; j < findings.size(); ++j) {
+      if (!taken[j] && findings[j].kind == findings[i].kind) same.push_back(j);
+    }
+    if (same.size() < num_replicas) {
+      out.push_back(findings[i]);
+      taken[i] = true;
+      continue;
+    }
+    size_t top = same.front();
+    for (size_t j : same) {
+      taken[j] = true;
+      if (findings[j].confidence > findings[top].confidence) top = j;
+    }
+    finding f = findings[top];
+    f.advice = "on all " + std::to_string(num_replicas) + " replicas (the figures are " + f.replica + "'s): " + f.advice;
+    f.replica.clear();
+    f.evidence.push_back({"num_replicas_with_finding", static_cast<double>(same.size()), ">=",
+                          static_cast<double>(num_replicas)});
+    out.push_back(std::move(f));
+  }
+  return out;
+}
+
 double load_of(const replica_window& w) { return w.mean_running + w.mean_waiting; }
 
 rule_result replica_skew(const std::vector<replica_window>& ws, const diagnosis_thresholds& t) {
@@ -218,14 +252,18 @@ rule_result replica_skew(const std::vector<replica_window>& ws, const diagnosis_
     return std::nullopt;
   }
   // Above every per-replica rule: the fleet has room, so the routing is the limit first.
-  finding f{bottleneck::replica_skew, busiest->replica, 0.95, knob::replicas, "", {}};
+  finding f{bottleneck::replica_skew, busiest->replica, 0.95, knob::routing, "", {}};
   f.evidence.push_back({"busiest_load", load_of(*busiest), ">=", t.skew_load_ratio * mean_load});
   f.evidence.push_back({"busiest_mean_waiting", busiest->mean_waiting, ">=", t.pressure_mean_waiting});
   f.evidence.push_back({"quietest_mean_waiting", quietest->mean_waiting, "<", t.skew_room_waiting});
   f.evidence.push_back({"quietest_load", load_of(*quietest), "<", load_of(*busiest)});
-  f.advice = "replica " + busiest->replica + " holds " + number(load_of(*busiest)) + " requests (running + waiting) against " +
-             number(load_of(*quietest)) + " on " + quietest->replica +
-             ": route each request to the replica with the fewest outstanding, not round robin";
+  f.advice = "replica " + busiest->replica + " holds " + number(load_of(*busiest)) +
+             " requests (running + waiting) against " + number(load_of(*quietest)) + " on " + quietest->replica +
+             ": the router keeps sending it work. Behind `troupe serve --replica`, lower --router-affinity-slack "
+             "(default 4) so that prefix affinity gives way sooner, or raise --router-waiting-weight (default 0.5) "
+             "so that its queue counts more; behind another balancer, route to the replica with the fewest "
+             "outstanding requests, not round robin. If it stays busier with even routing (slower hardware), "
+             "add replicas";
   return f;
 }
 
@@ -285,6 +323,7 @@ diagnosis diagnose(const std::vector<fleet_snapshot>& history, double window_sec
       if (w.duration_seconds >= t.min_window_seconds) measured.push_back(w);
     }
     for (const auto& w : measured) diagnose_replica(w, t, d.findings);
+    d.findings = merge_fleet_wide(std::move(d.findings), measured.size());
     if (auto f = replica_skew(measured, t)) d.findings.push_back(std::move(*f));
     const bool has_limit = std::any_of(d.findings.begin(), d.findings.end(),
                                        [](const finding& f) { return f.confidence >= 0.5; });

@@ -27,7 +27,9 @@ enum class bottleneck {
 };
 const char* to_string(bottleneck b);
 
-enum class knob { none, kv_cache, max_num_seqs, max_num_batched_tokens, replicas, prompt_prefix };
+// routing: a routing serve's --router-affinity-slack and --router-waiting-weight /
+// --router-kv-weight (docs/scale-out.md, "The routing rule").
+enum class knob { none, kv_cache, max_num_seqs, max_num_batched_tokens, replicas, prompt_prefix, routing };
 const char* to_string(knob k);
 
 // One comparison a rule made: `value op threshold` held (op is one of >=, >, <, <=).
@@ -40,7 +42,7 @@ struct comparison {
 
 struct finding {
   bottleneck kind = bottleneck::ok;
-  std::string replica;      // the replica it is about; "" = the whole fleet
+  std::string replica;      // the replica it is about; "" = the whole fleet (every replica alike)
   double confidence = 0;    // in [0, 1]; below 0.5: advice only, never the limiting factor
   knob knob_to_turn = knob::none;
   std::string advice;       // what to change, with the numbers

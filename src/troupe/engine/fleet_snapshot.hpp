@@ -51,8 +51,13 @@ struct fleet_snapshot {
 
 // The replicas found in `samples`: a sample with a `replica` label belongs to that
 // replica, one without it to `default_replica`; series of one metric that differ in other
-// labels (finished_reason, ...) add up. Throws troupe::error(invalid_argument) when no
-// replica exports troupe_num_requests_running: these are not a troupe server's metrics.
+// labels (finished_reason, ...) add up. A routing serve's page has its replicas' engine
+// series labelled (cluster/replica_metrics.hpp): their step counters stand in for the step
+// histograms, the router's per-replica request counters for the request histograms, and a
+// replica whose troupe_replica_up is 0 is left out (its gauges are stale). Its unlabelled
+// series are the front door's own, without troupe_num_requests_running: not a replica.
+// Throws troupe::error(invalid_argument) when no replica exports
+// troupe_num_requests_running: these are not a troupe server's metrics.
 fleet_snapshot snapshot_from_samples(const std::vector<metric_sample>& samples, double time_seconds,
                                      const std::string& default_replica);
 

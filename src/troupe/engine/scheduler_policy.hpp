@@ -43,6 +43,8 @@ struct sequence_request {
   // log-probabilities; max_tokens, min_tokens, stop_token_ids and ignore_eos apply), and
   // the sequence's only event is its end, carrying the hypotheses.
   beam_search_params beam;
+  // The request's prefix key (prefix_key.hpp), for the replica's prefix digest; 0: none.
+  uint64_t prefix_key = 0;
   bool operator==(const sequence_request&) const = default;
 };
 

@@ -34,7 +34,9 @@ constexpr request_error_code all_error_codes[] = {
 
 }  // namespace
 
-serving_metrics::serving_metrics(std::shared_ptr<metrics_registry> registry) : registry_(std::move(registry)) {
+serving_metrics::serving_metrics(std::shared_ptr<metrics_registry> registry, metrics_scope scope)
+    : registry_(std::move(registry)),
+      engine_registry_(scope == metrics_scope::engine ? registry_ : std::make_shared<metrics_registry>()) {
   auto& r = *registry_;
   r.gauge("troupe_build_info", "Always 1; the labels say which troupe is running.", {{"version", TROUPE_VERSION}})
       ->set(1);
@@ -72,6 +74,10 @@ serving_metrics::serving_metrics(std::shared_ptr<metrics_registry> registry) : r
   request_generation_tokens_ = r.histogram("troupe_request_generation_tokens", "Output tokens per finished request.",
                                            count_buckets);
 
+  engine_series(*engine_registry_);
+}
+
+void serving_metrics::engine_series(metrics_registry& r) {
   step_duration_ = r.histogram("troupe_step_duration_seconds",
                                "Scheduler to worker and back, per step (the worker's compute plus two hops).",
                                step_buckets);
@@ -224,11 +230,11 @@ void serving_metrics::on_queues(const scheduler_stats& stats) {
   for (size_t i = 0; i < stats.num_drafts_at_position.size(); ++i) {
     if (i == spec_drafts_at_.size()) {
       const metric_labels position{{"position", std::to_string(i)}};
-      spec_drafts_at_.push_back(registry_->counter("troupe_spec_decode_num_draft_tokens_per_pos_total",
+      spec_drafts_at_.push_back(engine_registry_->counter("troupe_spec_decode_num_draft_tokens_per_pos_total",
                                                    "Speculative decoding: tokens proposed at each position "
                                                    "(0: the first after the known tokens).",
                                                    position));
-      spec_accepted_at_.push_back(registry_->counter("troupe_spec_decode_num_accepted_tokens_per_pos_total",
+      spec_accepted_at_.push_back(engine_registry_->counter("troupe_spec_decode_num_accepted_tokens_per_pos_total",
                                                      "Speculative decoding: proposed tokens accepted at each "
                                                      "position; over the proposed count, the acceptance rate there.",
                                                      position));

@@ -27,11 +27,18 @@ struct step_sample {
   int64_t num_prefill_tokens = 0;  // of num_tokens, prompt (or recompute): all but single decodes
 };
 
+// What a serving_metrics exports: everything (a server with its own engine), or only the
+// request series (a front door that routes to replicas and runs no engine: the replicas'
+// scheduler and KV series are the router's, labelled by replica, under the same names).
+enum class metrics_scope { engine, front_door };
+
 class serving_metrics {
  public:
   // Registers every metric in `registry` (again harmlessly when another engine shares it:
   // then both add to the same series), plus troupe_build_info and process_start_time_seconds.
-  explicit serving_metrics(std::shared_ptr<metrics_registry> registry);
+  // With metrics_scope::front_door the step, queue, KV, speculative and supervision series
+  // go to a private registry instead: their calls stay valid and export nothing.
+  explicit serving_metrics(std::shared_ptr<metrics_registry> registry, metrics_scope scope = metrics_scope::engine);
 
   // From request actors' threads, concurrently: the request's last event, and the time
   // between two consecutive output tokens of one request as the engine hands them over.
@@ -71,6 +78,8 @@ class serving_metrics {
 
  private:
   std::shared_ptr<metrics_registry> registry_;
+  std::shared_ptr<metrics_registry> engine_registry_;  // registry_, or a private one (front_door)
+  void engine_series(metrics_registry& r);  // registers the step, queue and KV series in r
 
   std::array<counter_metric*, 5> finished_;  // by request_finish_reason
   std::array<counter_metric*, 9> rejected_;  // by request_error_code
