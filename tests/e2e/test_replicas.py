@@ -170,7 +170,7 @@ def main():
           f"a worker will not listen on 0.0.0.0 without a key (exit {refused.returncode})")
 
     # The router's flags are checked before anything is loaded.
-    for flags, message in [(["--router-affinity-slack", "2"], b"needs --replica HOST:PORT or --max-replicas"),
+    for flags, message in [(["--router-affinity-slack", "2"], b"needs --replica HOST:PORT, --replicas N"),
                            (["--replica", "127.0.0.1:1", "--router-affinity-keys", "0"], b"whole number"),
                            (["--replica", "127.0.0.1:1", "--router-waiting-weight", "nan"], b"from 0 to 1000")]:
         bad = subprocess.run([args.troupe, "serve", "--model", args.model] + flags, capture_output=True, timeout=30)
