@@ -83,7 +83,7 @@ cluster_flags take_cluster_flags(int argc, char** argv, int first, bool allow_li
     }
     const bool is_router_flag = name == "--replica" || name == "--replicas" || name == "--router-affinity-keys" ||
                                 name == "--router-affinity-slack" || name == "--router-waiting-weight" ||
-                                name == "--router-kv-weight";
+                                name == "--router-kv-weight" || name == "--router-latency-weight";
     const bool ours = name == "--cluster-key" || (allow_listen && name == "--listen") ||
                       (allow_replica && (is_router_flag || is_autoscaler_flag(name)));
     if (!ours) {
@@ -118,6 +118,8 @@ cluster_flags take_cluster_flags(int argc, char** argv, int first, bool allow_li
       out.routing.waiting_weight = parse_weight(name, *value);
     } else if (name == "--router-kv-weight") {
       out.routing.kv_weight = parse_weight(name, *value);
+    } else if (name == "--router-latency-weight") {
+      out.routing.latency_weight = parse_weight(name, *value);
     } else if (is_autoscaler_flag(name)) {
       autoscaler_flags_given.push_back(name);
       if (name == "--max-replicas") {

@@ -3,6 +3,8 @@
 // the affinity table, and the prefix key.
 #include <doctest/doctest.h>
 
+#include <cmath>
+
 #include "troupe/cluster/gate.hpp"
 #include "troupe/cluster/router.hpp"
 #include "troupe/cluster/routing.hpp"
@@ -38,6 +40,28 @@ TEST_CASE("routing: the least loaded up replica wins") {
   CHECK(pick_replica({up(1, 6), up(2)}, std::nullopt, 0) == 1);            // 1 + 3 > 2
   CHECK(pick_replica({up(1, 0, 1.0), up(2, 0, 0.0)}, std::nullopt, 0) == 1);  // 1 + 4 > 2
   CHECK(load_score(up(2, 4, 0.5)) == doctest::Approx(2 + 0.5 * 4 + 4.0 * 0.5));
+}
+
+TEST_CASE("routing: a replica whose steps are slower than the fastest's counts as busier") {
+  replica_load slow = up(1);
+  slow.slowness = 2.0;  // its streams see steps twice as long
+  CHECK(load_score(slow) == doctest::Approx(1 + 2.0 * 1.0));
+  CHECK(pick_replica({slow, up(2)}, std::nullopt, 0) == 1);  // 3 > 2
+  CHECK(pick_replica({slow, up(4)}, std::nullopt, 0) == 0);  // 3 < 4: slower, but far less loaded
+  slow.slowness = 1.2;
+  CHECK(pick_replica({slow, up(2)}, std::nullopt, 0) == 0);  // 1.4 < 2
+  // Unknown or nonsense values count as no slower; a huge one is capped.
+  replica_load odd = up(1);
+  odd.slowness = 0.5;
+  CHECK(load_score(odd) == doctest::Approx(1.0));
+  odd.slowness = std::nan("");
+  CHECK(load_score(odd) == doctest::Approx(1.0));
+  odd.slowness = 1e12;
+  CHECK(load_score(odd) == doctest::Approx(1 + 2.0 * 100));
+  routing_options off;
+  off.latency_weight = 0;
+  slow.slowness = 3.0;
+  CHECK(pick_replica({slow, up(2)}, std::nullopt, 0, off) == 0);
 }
 
 TEST_CASE("routing: equal replicas share the work by rotation") {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cinttypes>
+#include <cmath>
 #include <cstdio>
 #include <mutex>
 #include <optional>
@@ -83,6 +84,11 @@ struct slot {
   int32_t num_waiting = 0;
   double kv_use = 0.0;
   std::vector<uint64_t> cached_prefix_keys;  // its last prefix digest, sorted
+  // Its recent time per step: an average over its snapshots' step totals (0: none yet).
+  bool has_step_totals = false;
+  int64_t last_num_steps = 0;
+  double last_step_busy_seconds = 0;
+  double step_ms = 0;
   bool stats_pending = false;
   int64_t backoff_ms = 0;
   int64_t next_attempt_ms = 0;
@@ -182,12 +188,17 @@ void route(router_self self, uint64_t ticket) {
   auto& r = it->second;
   std::vector<replica_load> loads;
   loads.reserve(st.slots.size());
+  double fastest_ms = 0;
+  for (const auto& s : st.slots) {
+    if (s.up && !s.retired && s.step_ms > 0 && (fastest_ms == 0 || s.step_ms < fastest_ms)) fastest_ms = s.step_ms;
+  }
   for (size_t i = 0; i < st.slots.size(); ++i) {
     const auto& s = st.slots[i];
     const bool refused = std::find(r.refused_by.begin(), r.refused_by.end(), i) != r.refused_by.end();
     const bool has_prefix = std::binary_search(s.cached_prefix_keys.begin(), s.cached_prefix_keys.end(), r.key);
+    const double slowness = fastest_ms > 0 && s.step_ms > 0 ? s.step_ms / fastest_ms : 1.0;
     loads.push_back({s.up && !s.refusing && !s.draining && !s.retired && !refused, s.in_flight, s.num_waiting,
-                     s.kv_use, has_prefix});
+                     s.kv_use, has_prefix, slowness});
   }
   const auto pick = pick_replica(loads, st.affinity.find(r.key), st.rotation++, st.options.routing);
   if (!pick) {
@@ -231,6 +242,8 @@ void lose(router_self self, size_t i, const std::string& why) {
   s.up = false;
   s.stats_pending = false;
   s.cached_prefix_keys.clear();
+  s.has_step_totals = false;
+  s.step_ms = 0;
   ++s.generation;
   self->demonitor(old.address());
   s.handle = engine_actor{};
@@ -306,6 +319,8 @@ void connected(router_self self, size_t i, uint64_t generation, engine_actor han
   s.num_waiting = 0;
   s.kv_use = 0;
   s.cached_prefix_keys.clear();
+  s.has_step_totals = false;
+  s.step_ms = 0;
   self->monitor(s.handle);
   s.up_gauge->set(1);
   std::string note;
@@ -340,6 +355,20 @@ void connect(router_self self, size_t i) {
           [=](caf::error& e) { connect_failed(self, i, generation, self->system().render(e)); });
 }
 
+// The replica's recent time per step, from the step totals of two snapshots in a row: an
+// exponential average over the polls that saw steps (a replica with no steps keeps its last).
+void note_step_time(slot& s, const scheduler_snapshot& snapshot) {
+  const int64_t steps = snapshot.scheduling.num_steps;
+  const double busy = snapshot.step_busy_seconds;
+  if (s.has_step_totals && steps > s.last_num_steps && busy >= s.last_step_busy_seconds) {
+    const double ms = (busy - s.last_step_busy_seconds) * 1000.0 / static_cast<double>(steps - s.last_num_steps);
+    if (std::isfinite(ms)) s.step_ms = s.step_ms > 0 ? 0.7 * s.step_ms + 0.3 * ms : ms;
+  }
+  s.has_step_totals = true;
+  s.last_num_steps = steps;
+  s.last_step_busy_seconds = busy;
+}
+
 void tick(router_self self) {
   auto& st = self->state;
   const int64_t now = now_ms(self);
@@ -356,6 +385,7 @@ void tick(router_self self) {
                 if (s.generation != generation) return;
                 s.stats_pending = false;
                 s.num_waiting = snapshot.scheduling.num_waiting;
+                note_step_time(s, snapshot);
                 const auto& b = snapshot.blocks;
                 s.kv_use = b.num_total_blocks > 0 ? static_cast<double>(b.num_used_blocks) / b.num_total_blocks : 0.0;
                 s.engine_metrics->on_snapshot(snapshot);

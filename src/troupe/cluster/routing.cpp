@@ -1,11 +1,14 @@
 #include "troupe/cluster/routing.hpp"
 
+#include <algorithm>
 #include <limits>
 
 namespace troupe::cluster {
 
 double load_score(const replica_load& r, const routing_options& o) {
-  return static_cast<double>(r.in_flight) + o.waiting_weight * r.num_waiting + o.kv_weight * r.kv_use;
+  const double slower = r.slowness > 1.0 ? r.slowness - 1.0 : 0.0;  // NaN and values under 1 count as 1
+  return static_cast<double>(r.in_flight) + o.waiting_weight * r.num_waiting + o.kv_weight * r.kv_use +
+         o.latency_weight * std::min(slower, 100.0);
 }
 
 std::optional<size_t> pick_replica(const std::vector<replica_load>& replicas, std::optional<size_t> affinity,

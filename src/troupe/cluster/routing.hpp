@@ -21,6 +21,10 @@ struct replica_load {
   int32_t num_waiting = 0;   // its scheduler's waiting queue, from the last stats snapshot
   double kv_use = 0.0;       // its KV pool's used blocks per block, in [0, 1], from the same snapshot
   bool has_prefix = false;   // its last prefix digest holds the request's prefix key
+  // Its recent time per step over the fastest up replica's (>= 1; 1 while unknown): the
+  // latency its streams see now, from its stats snapshots (a slower device, a noisy
+  // neighbour, a replica that has started swapping).
+  double slowness = 1.0;
 };
 
 // The most prefix keys the router keeps of one replica's digest (a replica sends at most
@@ -28,9 +32,11 @@ struct replica_load {
 inline constexpr size_t max_digest_keys = 4096;
 
 struct routing_options {
-  // A replica's score: in_flight + waiting_weight * num_waiting + kv_weight * kv_use.
+  // A replica's score: in_flight + waiting_weight * num_waiting + kv_weight * kv_use
+  //                    + latency_weight * (slowness - 1).
   double waiting_weight = 0.5;
   double kv_weight = 4.0;
+  double latency_weight = 2.0;  // steps twice as slow as the fastest replica's: two requests more
   // A request keeps its affinity replica while that one's score is at most the least
   // score plus this slack ("much busier" is more than this many requests ahead).
   double affinity_slack = 4.0;
