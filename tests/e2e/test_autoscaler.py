@@ -5,8 +5,10 @@ do). Under light load it keeps one replica; when the load triples the fleet grow
 the scale-up delay plus warm-up, and the p99 time to first token over a window after the
 growth is back under the target; when the load stops the extra replicas are drained and
 stopped down to the minimum, no request fails, and the stopped workers' processes are
-gone; a worker killed with SIGKILL is replaced. Bad autoscaler flags are refused with a
-clear message before anything starts."""
+gone; a worker killed with SIGKILL is replaced. With --worker-command (the hook a cluster
+manager uses) serve runs the given command, routes to the worker it prints, and at the end
+runs --worker-stop-command with the worker's address and leaves no process behind. Bad
+autoscaler flags are refused with a clear message before anything starts."""
 
 import json
 import os
@@ -143,6 +145,48 @@ def refused(args, extra, needle):
           f"serve {' '.join(extra)} is refused: exit {r.returncode}, says {needle!r}")
 
 
+def complete_once(base_url):
+    body = json.dumps({"prompt": "hello", "max_tokens": 4}).encode()
+    req = urllib.request.Request(base_url + "/v1/completions", data=body, headers={"Content-Type": "application/json"})
+    with _direct.open(req, timeout=60) as r:
+        return r.status, json.loads(r.read())
+
+
+def check_worker_command(args):
+    """--worker-command / --worker-stop-command: a user's commands start and stop workers."""
+    import shlex
+    import tempfile
+    stops = tempfile.mktemp(prefix="troupe-stops-")
+    worker = " ".join(shlex.quote(a) for a in [
+        args.troupe, "worker", "--model", args.model, "--listen", "127.0.0.1:0", "--threads", "1",
+        "--stand-in-step-us", str(STEP_US), "--max-num-seqs", str(MAX_NUM_SEQS)])
+    extra = ["--min-replicas", "1", "--max-replicas", "2", "--cluster-key", "e2e-command-key",
+             "--worker-command", "exec " + worker,
+             "--worker-stop-command", f"echo \"$TROUPE_WORKER_ADDRESS\" >> {shlex.quote(stops)}",
+             "--stand-in-step-us", str(STEP_US), "--max-num-seqs", str(MAX_NUM_SEQS)]
+    seen = set()
+    with troupe_server.start(args.troupe, args.model, extra_args=extra, threads=1) as server:
+        base = server.base_url
+        wait_for(lambda: replicas(base) == 1, 30, "the worker the command started")
+        seen.update(children_of(server.process.pid))
+        check(len(seen) == 1, f"the worker command runs as one child process ({seen})")
+        status, body = complete_once(base)
+        check(status == 200 and body["usage"]["completion_tokens"] == 4,
+              "a request is served by the worker the command started")
+        with open(server.log_path, errors="replace") as f:
+            m = re.search(r"replica (127\.0\.0\.1:\d+) up", f.read())
+        check(m is not None, "the router connected to the address the command printed")
+        address = m.group(1)
+        code = server.stop()
+        check(code == 0, f"serve with a worker command exits 0 ({code})")
+    wait_for(lambda: not any(is_alive(p) for p in seen), 10, "the command's worker to be gone")
+    check(True, "no process of the worker command is left behind")
+    with open(stops) as f:
+        stopped = f.read().split()
+    os.unlink(stops)
+    check(stopped == [address], f"the stop command ran once with the worker's address ({stopped})")
+
+
 def main():
     args = troupe_server.parse_args(__doc__)
     began = time.monotonic()
@@ -247,6 +291,7 @@ def main():
         check(code == 0, f"serve exits 0 ({code})")
     wait_for(lambda: not any(is_alive(p) for p in seen_children), 10, "every worker process to be gone")
     check(True, f"no worker process is left behind ({sorted(seen_children)})")
+    check_worker_command(args)
     print(f"test_autoscaler: passed in {time.monotonic() - began:.1f} s")
 
 

@@ -28,6 +28,7 @@ using as_tick_atom = caf::atom_constant<caf::atom("astick")>;
 using as_line_atom = caf::atom_constant<caf::atom("asline")>;    // (id, line): a worker process printed
 using as_exit_atom = caf::atom_constant<caf::atom("asexit")>;    // (id, status): a worker process ended
 using as_stop_atom = caf::atom_constant<caf::atom("asstop")>;    // (id, status): a stop command ended
+using as_names_atom = caf::atom_constant<caf::atom("asnames")>;  // -> the addresses of the workers it knows
 
 // A replica the autoscaler manages, from its start to its stop:
 //   starting ─(address printed)─► warming ─(router: up)─► ready ─(scale down)─► draining ─► stopping
@@ -401,6 +402,14 @@ caf::behavior autoscaler_actor(autoscaler_self self, autoscaler_options options,
       [=](as_tick_atom) { tick(self); },
       [=](as_line_atom, uint64_t id, const std::string& line) { on_line(self, id, line); },
       [=](as_exit_atom, uint64_t id, int status) { on_exit(self, id, status); },
+      [=](as_names_atom) {
+        std::vector<std::string> names;
+        for (const auto& [id, r] : self->state.replicas) {
+          // A stopping one has had its stop command already.
+          if (!r.name.empty() && r.phase != replica_phase::stopping) names.push_back(r.name);
+        }
+        return names;
+      },
       [=](as_stop_atom, uint64_t id, int status) {
         log_line("the stop command for worker #" + std::to_string(id) + " ended (" + describe_exit(status) + ")");
         auto it = self->state.replicas.find(id);
@@ -414,21 +423,40 @@ caf::behavior autoscaler_actor(autoscaler_self self, autoscaler_options options,
 }  // namespace
 
 autoscaler::autoscaler(caf::actor_system& sys, replica_router& router, autoscaler_options options)
-    : shared_(std::make_shared<shared>()) {
+    : sys_(sys), shared_(std::make_shared<shared>()) {
   validate(options.policy);
   if (options.max_num_seqs < 1) throw error(error_code::invalid_argument, "the autoscaler needs max_num_seqs >= 1");
   if (options.worker_command.empty() && options.worker_executable.empty()) {
     throw error(error_code::invalid_argument, "the autoscaler needs a worker executable or --worker-command");
   }
+  stop_command_ = options.worker_stop_command;
   actor_ = sys.spawn(autoscaler_actor, std::move(options), shared_, router.actor(), router.metrics());
 }
 
 autoscaler::~autoscaler() { stop_workers(5000); }
 
 void autoscaler::stop_workers(int64_t timeout_ms) {
+  // Workers a --worker-command started elsewhere (its process may have exited long ago)
+  // stop only by the stop command: run it for every worker whose address is known.
+  std::vector<std::shared_ptr<child_process>> stop_commands;
   if (actor_) {
+    std::vector<std::string> names;
+    if (!stop_command_.empty()) {
+      caf::scoped_actor self{sys_};
+      self->request(actor_, std::chrono::seconds(2), as_names_atom::value)
+          .receive([&](std::vector<std::string>& got) { names = std::move(got); }, [](caf::error&) {});
+    }
     caf::anon_send_exit(actor_, caf::exit_reason::user_shutdown);
     actor_ = caf::actor{};
+    for (const auto& name : names) {
+      try {
+        stop_commands.push_back(child_process::start(
+            launch_spec{{"/bin/sh", "-c", stop_command_}, {{"TROUPE_WORKER_ADDRESS", name}}},
+            [](std::string line) { log_line("stop command: " + line); }, [](int) {}));
+      } catch (const error& e) {
+        log_line("cannot run the stop command for " + name + ": " + e.what());
+      }
+    }
   }
   auto live = [&] {
     std::vector<std::shared_ptr<child_process>> out;
@@ -440,8 +468,14 @@ void autoscaler::stop_workers(int64_t timeout_ms) {
   };
   for (const auto& child : live()) child->terminate();
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (!live().empty() && std::chrono::steady_clock::now() < deadline) {
+  const auto commands_running = [&] {
+    return std::any_of(stop_commands.begin(), stop_commands.end(), [](const auto& c) { return !c->has_exited(); });
+  };
+  while ((!live().empty() || commands_running()) && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  for (const auto& c : stop_commands) {
+    if (!c->has_exited()) c->kill();
   }
   for (const auto& child : live()) {
     std::fprintf(stderr, "troupe: autoscaler: worker pid %d did not exit in %lld ms: killing it\n",

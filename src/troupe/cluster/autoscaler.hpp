@@ -52,14 +52,17 @@ class autoscaler {
   autoscaler(const autoscaler&) = delete;
   autoscaler& operator=(const autoscaler&) = delete;
 
-  // Main thread, at shutdown: stops the actor, SIGTERMs every worker process it started,
-  // waits up to timeout_ms for them to exit and SIGKILLs the rest. Blocks.
+  // Main thread, at shutdown: stops the actor, runs --worker-stop-command for every worker
+  // whose address it knows, SIGTERMs every worker process it started, waits up to
+  // timeout_ms for them (and the stop commands) to exit and SIGKILLs the rest. Blocks.
   void stop_workers(int64_t timeout_ms);
 
   struct shared;  // the child processes, for stop_workers
 
  private:
+  caf::actor_system& sys_;
   std::shared_ptr<shared> shared_;
+  std::string stop_command_;
   caf::actor actor_;
 };
 
