@@ -88,6 +88,7 @@ struct slot {
   bool has_step_totals = false;
   int64_t last_num_steps = 0;
   double last_step_busy_seconds = 0;
+  int64_t last_prefill_tokens = 0;
   double step_ms = 0;
   bool stats_pending = false;
   int64_t backoff_ms = 0;
@@ -355,18 +356,23 @@ void connect(router_self self, size_t i) {
           [=](caf::error& e) { connect_failed(self, i, generation, self->system().render(e)); });
 }
 
-// The replica's recent time per step, from the step totals of two snapshots in a row: an
-// exponential average over the polls that saw steps (a replica with no steps keeps its last).
+// The replica's recent time per decode step, from the step totals of two snapshots in a
+// row: an exponential average over the polls whose steps fed no prompt tokens (a prefill
+// step's length says nothing of the pace its streams see; a replica with no such steps
+// keeps its last value).
 void note_step_time(slot& s, const scheduler_snapshot& snapshot) {
   const int64_t steps = snapshot.scheduling.num_steps;
   const double busy = snapshot.step_busy_seconds;
-  if (s.has_step_totals && steps > s.last_num_steps && busy >= s.last_step_busy_seconds) {
+  const int64_t prefill = snapshot.num_prefill_tokens;
+  if (s.has_step_totals && steps > s.last_num_steps && busy >= s.last_step_busy_seconds &&
+      prefill == s.last_prefill_tokens) {
     const double ms = (busy - s.last_step_busy_seconds) * 1000.0 / static_cast<double>(steps - s.last_num_steps);
     if (std::isfinite(ms)) s.step_ms = s.step_ms > 0 ? 0.7 * s.step_ms + 0.3 * ms : ms;
   }
   s.has_step_totals = true;
   s.last_num_steps = steps;
   s.last_step_busy_seconds = busy;
+  s.last_prefill_tokens = prefill;
 }
 
 void tick(router_self self) {
