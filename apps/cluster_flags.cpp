@@ -12,7 +12,7 @@
 #include <thread>
 
 #include "troupe/actors/model_bundle.hpp"
-#include "troupe/config/replica_split.hpp"
+#include "troupe/embed/replica_split.hpp"
 #include "troupe/embed/engine_factory.hpp"
 #include "troupe/gpu/cuda_backend.hpp"
 #include "troupe/model/error.hpp"

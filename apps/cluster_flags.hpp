@@ -59,7 +59,7 @@ cluster_flags take_cluster_flags(int argc, char** argv, int first, bool allow_li
 bool routes(const cluster_flags& flags);
 
 // The router over flags.replicas and flags.local_replicas engines started here (one share
-// of the machine each: config/replica_split.hpp), with the front door's model (tokenizer, template and
+// of the machine each: embed/replica_split.hpp), with the front door's model (tokenizer, template and
 // config) loaded from c.model without any backend. Waits up to wait_ms for every replica
 // to be up or to have failed once, saying on stderr how many are up (not with the
 // autoscaler: its fleet starts empty). With the autoscaler and neither a key nor a worker

@@ -1,1 +1,1 @@
-troupe_test_suite(config troupe_config)
+troupe_test_suite(config troupe_config troupe_embed)

@@ -1,7 +1,7 @@
 // --replicas N: how one machine is split between N in-process engine replicas.
 #include <doctest/doctest.h>
 
-#include "troupe/config/replica_split.hpp"
+#include "troupe/embed/replica_split.hpp"
 #include "troupe/model/error.hpp"
 
 using namespace troupe;

@@ -1,36 +1,11 @@
-#include "troupe/config/replica_split.hpp"
+#include "troupe/embed/replica_split.hpp"
 
 #include <algorithm>
 
+#include "troupe/embed/backend_select.hpp"
 #include "troupe/model/error.hpp"
 
 namespace troupe {
-
-namespace {
-
-std::vector<int> parse_devices(const std::string& text) {
-  std::vector<int> out;
-  size_t begin = 0;
-  while (begin <= text.size()) {
-    const size_t end = std::min(text.find(',', begin), text.size());
-    const std::string item = text.substr(begin, end - begin);
-    size_t used = 0;
-    int id = -1;
-    try {
-      id = std::stoi(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != item.size() || id < 0) {
-      throw error(error_code::invalid_argument, "--devices " + text + ": expected device ids like 0,1");
-    }
-    out.push_back(id);
-    begin = end + 1;
-  }
-  return out;
-}
-
-}  // namespace
 
 std::vector<config> split_for_replicas(const config& c, int replicas, int num_cuda_devices, int hardware_threads) {
   if (replicas < 1 || replicas > 64) {
@@ -53,7 +28,7 @@ std::vector<config> split_for_replicas(const config& c, int replicas, int num_cu
   }
   std::vector<int> devices;
   if (!c.devices.empty()) {
-    devices = parse_devices(c.devices);
+    devices = parse_device_list(c.devices);
   } else {
     for (int d = 0; d < num_cuda_devices; ++d) devices.push_back(d);
   }
