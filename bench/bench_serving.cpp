@@ -13,6 +13,7 @@
 #include "troupe/actors/engine.hpp"
 #include "apps/cli_args.hpp"
 #include "troupe/cpu/cpu_backend.hpp"
+#include "troupe/gpu/cuda_backend.hpp"
 
 using namespace troupe;
 using clock_type = std::chrono::steady_clock;
@@ -77,7 +78,8 @@ double percentile(const std::vector<double>& sorted, double p) {
 
 int main(int argc, char** argv) {
   try {
-    const apps::cli_args args(argc, argv, 1, {"--model", "--threads", "--prompt-tokens", "--gen-tokens", "--streams", "--async-scheduling"}, {});
+    const apps::cli_args args(argc, argv, 1, {"--model", "--threads", "--prompt-tokens", "--gen-tokens", "--streams", "--async-scheduling", "--device"},
+                              {"--cuda-graphs"});
     const auto path = args.get("--model");
     if (!path) throw error(error_code::invalid_argument, "--model is required");
     const int prompt_tokens = (int)args.get_int("--prompt-tokens", 128, 1, 4096);
@@ -92,7 +94,25 @@ int main(int argc, char** argv) {
     cpu::cpu_backend_options o;
     o.num_threads = (int)args.get_int("--threads", 0, 0, 1024);
     o.num_blocks = max_streams * ((prompt_tokens + gen_tokens + 15) / 16 + 1) + 16;
-    auto backend = std::make_shared<cpu::cpu_backend>(file, o);
+    const std::string device = args.get_or("--device", "cpu");
+    std::shared_ptr<troupe::backend> backend;
+    std::string threads = std::to_string(o.num_threads);
+    if (device == "cuda") {  // the CUDA backend (a GPU machine): the runtime over a GPU-speed step
+      gpu::cuda_backend_options g;
+      g.num_blocks = o.num_blocks;
+      g.max_model_len = prompt_tokens + gen_tokens + 16;
+      g.max_num_batched_tokens = std::max(2048, max_streams);
+      g.cuda_graphs = args.has("--cuda-graphs");
+      g.eog_ids = model->tok.eog_ids();
+      backend = gpu::make_cuda_backend(file, g);
+      threads = "cuda:0 " + gpu::cuda_device_description(0) + (g.cuda_graphs ? ", CUDA graphs" : "");
+    } else if (device == "cpu") {
+      auto c = std::make_shared<cpu::cpu_backend>(file, o);
+      threads = std::to_string(c->num_threads()) + " threads";
+      backend = c;
+    } else {
+      throw error(error_code::invalid_argument, "--device takes cpu or cuda");
+    }
     engine_options eo;
     eo.scheduling.max_num_seqs = max_streams;
     eo.scheduling.max_num_batched_tokens = std::max(512, max_streams);
@@ -105,8 +125,8 @@ int main(int argc, char** argv) {
     caf::actor_system sys{cfg};
     engine eng(sys, model, backend, eo);
 
-    std::printf("troupe serving, %d threads, prompt %d, output %d tokens per stream, %s scheduling\n",
-                backend->num_threads(), prompt_tokens, gen_tokens, eo.scheduling.async_scheduling ? "asynchronous" : "synchronous");
+    std::printf("troupe serving, %s, prompt %d, output %d tokens per stream, %s scheduling\n",
+                threads.c_str(), prompt_tokens, gen_tokens, eo.scheduling.async_scheduling ? "asynchronous" : "synchronous");
     std::printf("%8s %12s %12s %12s %10s %10s\n", "streams", "output tok/s", "TTFT p50 ms", "TTFT p99 ms",
                 "KV waste", "overhead");
     for (int n : streams) {

@@ -2,7 +2,8 @@
 // GGUF file, for tests that run a separate program on it. Options change its shape and
 // weight types (the GPU checks use them to cover every weight type at real widths).
 //   usage: make_tiny_model OUT.gguf [--type T] [--embedding-type T] [--layers N] [--dim D]
-//                          [--heads H] [--kv-heads K] [--ffn F] [--seed S]
+//                          [--heads H] [--kv-heads K] [--ffn F] [--seed S] [--repeat-layers 1]
+//   --repeat-layers 1: every layer stores the first layer's weights (big models, fast)
 //   T: f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q4_k q5_k q6_k
 #include <cstdio>
 #include <cstdlib>
@@ -29,7 +30,7 @@ bool parse_type(const char* name, troupe::ggml_type& out) {
 int usage(const char* self) {
   std::fprintf(stderr,
                "usage: %s OUT.gguf [--type T] [--embedding-type T] [--layers N] [--dim D] [--heads H] "
-               "[--kv-heads K] [--ffn F] [--seed S]\n",
+               "[--kv-heads K] [--ffn F] [--seed S] [--repeat-layers 1]\n",
                self);
   return 2;
 }
@@ -51,6 +52,7 @@ int main(int argc, char** argv) {
     else if (n > 0 && flag == "--kv-heads") o.num_kv_heads = n;
     else if (n > 0 && flag == "--ffn") o.ffn_dim = n;
     else if (n > 0 && flag == "--seed") o.seed = (uint64_t)n;
+    else if (n > 0 && flag == "--repeat-layers") o.repeat_first_layer = true;
     else {
       std::fprintf(stderr, "make_tiny_model: bad option %s %s\n", flag.c_str(), v);
       return usage(argv[0]);

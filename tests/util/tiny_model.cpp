@@ -199,6 +199,7 @@ std::vector<std::byte> make_tiny_llama(const tiny_model_options& o) {
   w.add_string("tokenizer.chat_template", o.chat_template);
 
   normal_source normal(o.seed);
+  std::map<std::string, std::vector<std::byte>> first_layer;  // repeat_first_layer: blk.0's tensors
   // A [ne0, ne1] tensor of N(0, stddev) values (plus `mean`), stored as `type`.
   const auto add = [&](const std::string& name, ggml_type type, int64_t ne0, int64_t ne1, float stddev,
                        float mean = 0) {
@@ -208,11 +209,18 @@ std::vector<std::byte> make_tiny_llama(const tiny_model_options& o) {
                                                     " values, not a whole number of " +
                                                     std::string(traits.name) + " blocks");
     }
-    std::vector<float> values(static_cast<size_t>(ne0 * ne1));
-    for (float& x : values) x = mean + stddev * normal.next();
     std::vector<int64_t> dims{ne0};
     if (ne1 != 1) dims.push_back(ne1);
-    if (name != o.omit_tensor) w.add_tensor(name, type, dims, quantize(type, values));
+    if (o.repeat_first_layer && name.rfind("blk.", 0) == 0 && name.rfind("blk.0.", 0) != 0) {
+      const std::string first = "blk.0." + name.substr(name.find('.', 4) + 1);
+      if (name != o.omit_tensor) w.add_tensor(name, type, dims, first_layer.at(first));
+      return;
+    }
+    std::vector<float> values(static_cast<size_t>(ne0 * ne1));
+    for (float& x : values) x = mean + stddev * normal.next();
+    auto bytes = quantize(type, values);
+    if (o.repeat_first_layer && name.rfind("blk.0.", 0) == 0) first_layer[name] = bytes;
+    if (name != o.omit_tensor) w.add_tensor(name, type, dims, std::move(bytes));
   };
   // Projections scaled by 1/sqrt(fan_in) keep activations near unit size through the layers.
   const auto matrix_stddev = [](int64_t fan_in) { return 0.5f / std::sqrt(static_cast<float>(fan_in)); };

@@ -33,6 +33,9 @@ struct tiny_model_options {
   float rms_eps = 1e-5f;
   int num_merges = 64;  // BPE merges learned from the built-in sentence
   uint64_t seed = 1;
+  // Layers after the first store the first layer's weights again (bytes copied, not drawn
+  // and quantized anew): large models for speed measurements in seconds, not minutes.
+  bool repeat_first_layer = false;
   std::string chat_template =
       "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
       "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The CUDA backend on a GPU machine with the full default model: the golden checks against
+# llama.cpp (test_gpu_device), the CPU-vs-CUDA checks, decode throughput of the backend
+# alone on the default model and on synthetic 1.5B-shaped models of three weight types, and
+# the actor runtime serving over the GPU step (bench_serving --device cuda). Not run by ctest.
+#
+#   tests/gpu/device_bench.sh BIN_DIR MODEL.gguf OUT_DIR
+#
+# BIN_DIR as for device_check.sh, plus test_gpu_device and bench_serving.
+set -u
+bin="$1" model="$2" out="$3"
+mkdir -p "$out"
+exec > >(tee "$out/log") 2>&1
+step() { echo; echo "== $*"; }
+cudalibs=$(find /usr/local/cuda* /usr/lib /opt -name 'libcublas.so.*' -o -name 'libnccl.so.*' 2>/dev/null |
+           xargs -r -n1 dirname | sort -u | tr '\n' ':')
+export LD_LIBRARY_PATH="$bin/lib:${cudalibs}${LD_LIBRARY_PATH:-}"
+step "device"; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
+sha256sum "$model"
+step "golden checks against llama.cpp (CUDA backend)"
+TROUPE_GPU_TEST_MODEL="$model" timeout 120 "$bin/test_gpu_device" -s 2>&1 | grep -E "MESSAGE|cuda |ERROR|FAILED|SUCCESS|test cases|: [0-9]+/[0-9]+"
+step "CPU vs CUDA checks: $model"
+timeout 90 "$bin/bench_gpu_throughput" --check --model "$model" --tokens 512 | grep -v '^{'; echo "exit $?"
+step "throughput: $model"
+timeout 90 "$bin/bench_gpu_throughput" --model "$model" --steps 64; echo "exit $?"
+for t in q4_k q4_0 q8_0; do
+  f="/tmp/syn15-$t.gguf"
+  "$bin/make_tiny_model" "$f" --type "$t" --embedding-type q8_0 --layers 28 --dim 1536 --heads 12 --kv-heads 2 \
+    --ffn 8960 --repeat-layers 1 || continue
+  step "throughput: synthetic 1.5B shape (28 x 1536, ffn 8960, GQA 12/2), $t weights, $(stat -c %s "$f") bytes"
+  timeout 90 "$bin/bench_gpu_throughput" --model "$f" --steps 32 --no-cpu; echo "exit $?"
+  rm -f "$f"
+done
+for mode in "off" "on" "on --cuda-graphs"; do
+  step "serving through the actor runtime: --device cuda --async-scheduling $mode"
+  timeout 120 "$bin/bench_serving" --model "$model" --device cuda --streams 1,32,256 --prompt-tokens 128 \
+    --gen-tokens 128 --async-scheduling $mode; echo "exit $?"
+done
+step "done"
