@@ -17,23 +17,39 @@ cudalibs=$(find /usr/local/cuda* /usr/lib /opt -name 'libcublas.so.*' -o -name '
 export LD_LIBRARY_PATH="$bin/lib:${cudalibs}${LD_LIBRARY_PATH:-}"
 step "device"; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
 sha256sum "$model"
+step "test_gpu (CPU-side)"; timeout 60 "$bin/test_gpu" 2>&1 | tail -2
 step "golden checks against llama.cpp (CUDA backend)"
-TROUPE_GPU_TEST_MODEL="$model" timeout 120 "$bin/test_gpu_device" -s 2>&1 | grep -E "MESSAGE|cuda |ERROR|FAILED|SUCCESS|test cases|: [0-9]+/[0-9]+"
+TROUPE_GPU_TEST_MODEL="$model" timeout 120 "$bin/test_gpu_device" -s 2>&1 | grep -E "MESSAGE|ERROR|FAILED|SUCCESS!|test cases"
 step "CPU vs CUDA checks: $model"
-timeout 90 "$bin/bench_gpu_throughput" --check --model "$model" --tokens 512 | grep -v '^{'; echo "exit $?"
-step "throughput: $model"
-timeout 90 "$bin/bench_gpu_throughput" --model "$model" --steps 64; echo "exit $?"
+timeout 90 "$bin/bench_gpu_throughput" --check --model "$model" --tokens 512 | grep -v '^{'; echo "exit ${PIPESTATUS[0]}"
+for t in q4_k q6_k q4_0 q8_0 f16; do
+  "$bin/make_tiny_model" "/tmp/rand-$t.gguf" --type "$t" --embedding-type q8_0 --layers 3 --dim 512 --heads 8 \
+    --kv-heads 2 --ffn 1280 || continue
+  step "CPU vs CUDA checks: random $t weights (dim 512, 3 layers)"
+  timeout 40 "$bin/bench_gpu_throughput" --check --model "/tmp/rand-$t.gguf" --tokens 256 | grep -v '^{'
+  echo "exit ${PIPESTATUS[0]}"
+done
+step "throughput: $model (TROUPE_CUDA_PROFILE: device time per kernel family on stderr)"
+TROUPE_CUDA_PROFILE=1 timeout 90 "$bin/bench_gpu_throughput" --model "$model" --steps 64 2>&1 | grep -v "^{"
 for t in q4_k q4_0 q8_0; do
   f="/tmp/syn15-$t.gguf"
   "$bin/make_tiny_model" "$f" --type "$t" --embedding-type q8_0 --layers 28 --dim 1536 --heads 12 --kv-heads 2 \
     --ffn 8960 --repeat-layers 1 || continue
   step "throughput: synthetic 1.5B shape (28 x 1536, ffn 8960, GQA 12/2), $t weights, $(stat -c %s "$f") bytes"
-  timeout 90 "$bin/bench_gpu_throughput" --model "$f" --steps 32 --no-cpu; echo "exit $?"
+  if [ "$t" = q4_k ]; then
+    TROUPE_CUDA_PROFILE=1 timeout 90 "$bin/bench_gpu_throughput" --model "$f" --steps 32 --no-cpu 2>&1 | grep -v "^{"
+    for g in 8 64; do
+      echo "-- TROUPE_CUDA_GEMV_MAX_TOKENS=$g"
+      TROUPE_CUDA_GEMV_MAX_TOKENS=$g timeout 90 "$bin/bench_gpu_throughput" --model "$f" --steps 32 --no-cpu | grep -v "^{"
+    done
+  else
+    timeout 90 "$bin/bench_gpu_throughput" --model "$f" --steps 32 --no-cpu | grep -v "^{"
+  fi
   rm -f "$f"
 done
-for mode in "off" "on" "on --cuda-graphs"; do
+for mode in "on" "on --cuda-graphs"; do
   step "serving through the actor runtime: --device cuda --async-scheduling $mode"
   timeout 120 "$bin/bench_serving" --model "$model" --device cuda --streams 1,32,256 --prompt-tokens 128 \
-    --gen-tokens 128 --async-scheduling $mode; echo "exit $?"
+    --gen-tokens 128 --async-scheduling $mode | grep -v "^RESULT"; echo "exit ${PIPESTATUS[0]}"
 done
 step "done"

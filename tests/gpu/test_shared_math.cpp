@@ -11,6 +11,7 @@
 #include "troupe/cpu/kv_memory.hpp"
 #include "troupe/cpu/layer_ops.hpp"
 #include "troupe/gpu/math/attention_math.hpp"
+#include "troupe/gpu/math/dequant_group.hpp"
 #include "troupe/gpu/math/layer_math.hpp"
 #include "troupe/model/rope_table.hpp"
 #include "util/quantize.hpp"
@@ -41,6 +42,14 @@ void check_blocks_to_half(ggml_type type) {
   int mismatches = 0;
   for (int64_t i = 0; i < n; ++i) mismatches += half[i] != fp32_to_fp16(cpu[i]);
   CHECK(mismatches == 0);
+  // The GEMV's and the fp16 dequantization's unit: eight values at a time, bit-identical.
+  int group_mismatches = 0;
+  for (int64_t e = 0; e < n; e += 8) {
+    float v[8];
+    gpu::dequantize_group8(blocks, e, v);
+    for (int k = 0; k < 8; ++k) group_mismatches += v[k] != cpu[e + k];
+  }
+  CHECK(group_mismatches == 0);
 }
 
 }  // namespace

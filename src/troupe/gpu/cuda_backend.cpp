@@ -7,7 +7,9 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <string>
 
@@ -18,6 +20,7 @@
 #include "troupe/gpu/tensor_shard.hpp"
 #include "troupe/model/error.hpp"
 #include "troupe/model/rope_table.hpp"
+#include "troupe/gpu/step_profile.hpp"
 
 namespace troupe::gpu {
 
@@ -30,6 +33,14 @@ void check_cublas(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS) {
     throw error(error_code::internal, std::string("cuBLAS: ") + what + ": status " + std::to_string((int)s));
   }
+}
+
+// An integer from the environment within [lo, hi], else the fallback.
+int32_t env_int(const char* name, int32_t fallback, int32_t lo, int32_t hi) {
+  const char* v = std::getenv(name);
+  if (v == nullptr) return fallback;
+  const long n = std::strtol(v, nullptr, 10);
+  return n >= lo && n <= hi ? (int32_t)n : fallback;
 }
 
 int64_t free_device_bytes(int64_t* total = nullptr) {
@@ -161,12 +172,17 @@ class cuda_backend final : public backend {
                                                     std::to_string(options_.max_num_batched_tokens) + ")");
     }
     if (n == 0) return assemble_result(plan, flat, {}, {}, config_.vocab_size);
+    const auto wall_start = std::chrono::steady_clock::now();
     check_cuda(cudaSetDevice(device_), "select device");
     const cudaStream_t s = streams_->compute();
     order_->before_compute();
-    const inputs in{tokens_.upload(flat.tokens, s), positions_.upload(flat.positions, s),
-                    row_table_.upload(flat.row_table, s), block_tables_.upload(flat.block_tables, s)};
-    const head_inputs head = upload_head_inputs(flat);
+    inputs in{};
+    head_inputs head{};
+    profile_.timed(kernel_family::upload, s, [&] {
+      in = inputs{tokens_.upload(flat.tokens, s), positions_.upload(flat.positions, s),
+                  row_table_.upload(flat.row_table, s), block_tables_.upload(flat.block_tables, s)};
+      head = upload_head_inputs(flat);
+    });
     std::vector<float> all_logits;
     std::vector<device_sample_out> sampled(flat.samples.size());
     const auto graph = graphs_.decide(plan, {in.tokens, in.positions, in.row_table, in.block_tables, head.logit_rows,
@@ -189,11 +205,18 @@ class cuda_backend final : public backend {
           throw;
         }
       }
-      check_cuda(cudaGraphLaunch(graph_execs_.at(n), s), "launch a decode graph");
-      copy_samples_back(sampled, 0, n);
+      profile_.timed(kernel_family::graph, s,
+                     [&] { check_cuda(cudaGraphLaunch(graph_execs_.at(n), s), "launch a decode graph"); });
+      profile_.timed(kernel_family::copy_back, s, [&] { copy_samples_back(sampled, 0, n); });
     }
     order_->after_compute();
     check_cuda(cudaStreamSynchronize(s), "run the step");
+    if (profile_.on()) {
+      const bool decode_only = std::all_of(plan.sequences.begin(), plan.sequences.end(),
+                                           [](const sequence_step& q) { return q.tokens.size() == 1; });
+      profile_.end_step(n, decode_only,
+                        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - wall_start).count());
+    }
     return assemble_result(plan, flat, sampled, all_logits, config_.vocab_size);
   }
 
@@ -257,12 +280,24 @@ class cuda_backend final : public backend {
   // y = x W^T for num_tokens rows of x.
   void matmul(const device_matrix& w, const float* x, int32_t num_tokens, float* y) {
     const cudaStream_t s = streams_->compute();
-    if (num_tokens <= kernels::max_gemv_tokens) {
-      kernels::gemv(w, x, num_tokens, y, s);
+    if (num_tokens <= gemv_max_tokens_) {  // 8 tokens per pass; a matrix re-read from L2 by the next pass
+      profile_.timed(kernel_family::gemv, s, [&] {
+        for (int32_t t = 0; t < num_tokens; t += kernels::max_gemv_tokens) {
+          kernels::gemv(w, x + (int64_t)t * w.cols, std::min(kernels::max_gemv_tokens, num_tokens - t),
+                        y + (int64_t)t * w.rows, s);
+        }
+      });
       return;
     }
-    kernels::dequantize_to_half(w, w_half_.as<uint16_t>(), s);
-    kernels::to_half(x, x_half_.as<uint16_t>(), (int64_t)num_tokens * w.cols, s);
+    profile_.timed(kernel_family::dequant, s, [&] {
+      kernels::dequantize_to_half(w, w_half_.as<uint16_t>(), s);
+      kernels::to_half(x, x_half_.as<uint16_t>(), (int64_t)num_tokens * w.cols, s);
+    });
+    profile_.timed(kernel_family::gemm, s, [&] { gemm_half(w, num_tokens, y); });
+  }
+
+  // y = x W^T from the fp16 scratch copies of W and x.
+  void gemm_half(const device_matrix& w, int32_t num_tokens, float* y) {
     const float alpha = 1.0f, beta = 0.0f;
     // Row-major y (tokens x rows) is column-major (rows x tokens) = W (cols x rows)^T X.
     check_cublas(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, (int)w.rows, num_tokens, (int)w.cols, &alpha,
@@ -282,33 +317,41 @@ class cuda_backend final : public backend {
     const int32_t d = c.embedding_dim, ff = dims_.ffn_dim;
     float *x = x_.as<float>(), *xn = xn_.as<float>(), *q = q_.as<float>(), *k = k_.as<float>(), *v = v_.as<float>();
     float *attn = attn_.as<float>(), *tmp = tmp_.as<float>(), *gate = gate_.as<float>(), *up = up_.as<float>();
-    kernels::embed(weights_.token_embd, in.tokens, n, x, s);
+    profile_.timed(kernel_family::embed, s, [&] { kernels::embed(weights_.token_embd, in.tokens, n, x, s); });
     const kernels::rope_args rope{dims_.num_heads, dims_.num_kv_heads, c.head_dim, c.rope_dim, c.rope,
                                   rope_cos_.as<float>(), rope_sin_.as<float>()};
     uint16_t* pool = pool_.as<uint16_t>();
     for (int32_t l = 0; l < c.num_layers; ++l) {
       const auto& lw = weights_.layers[(size_t)l];
-      if (l == 0) kernels::rms_norm(x, nullptr, n, lw.attn_norm, xn, d, c.rms_eps, s);
+      if (l == 0) {
+        profile_.timed(kernel_family::norm, s, [&] { kernels::rms_norm(x, nullptr, n, lw.attn_norm, xn, d, c.rms_eps, s); });
+      }
       matmul(lw.wq, xn, n, q);
       matmul(lw.wk, xn, n, k);
       matmul(lw.wv, xn, n, v);
-      kernels::rope_store_kv(q, k, v, in.positions, in.row_table, in.block_tables, n, rope, pool, layout_, l, s);
-      kernels::attention(q, in.positions, in.row_table, in.block_tables, n, dims_.num_heads, dims_.num_kv_heads,
-                         c.head_dim, pool, layout_, l, attn, s);
+      profile_.timed(kernel_family::rope_kv, s, [&] {
+        kernels::rope_store_kv(q, k, v, in.positions, in.row_table, in.block_tables, n, rope, pool, layout_, l, s);
+      });
+      profile_.timed(kernel_family::attention, s, [&] {
+        kernels::attention(q, in.positions, in.row_table, in.block_tables, n, dims_.num_heads, dims_.num_kv_heads,
+                           c.head_dim, pool, layout_, l, attn, s);
+      });
       matmul(lw.wo, attn, n, tmp);
       all_reduce(tmp, (int64_t)n * d);
-      kernels::add_rms_norm(x, tmp, lw.ffn_norm, xn, n, d, c.rms_eps, s);
+      profile_.timed(kernel_family::norm, s, [&] { kernels::add_rms_norm(x, tmp, lw.ffn_norm, xn, n, d, c.rms_eps, s); });
       matmul(lw.w_gate, xn, n, gate);
       matmul(lw.w_up, xn, n, up);
-      kernels::silu_mul(gate, up, (int64_t)n * ff, s);
+      profile_.timed(kernel_family::elementwise, s, [&] { kernels::silu_mul(gate, up, (int64_t)n * ff, s); });
       matmul(lw.w_down, gate, n, tmp);
       all_reduce(tmp, (int64_t)n * d);
       // The residual add fused with the next layer's attention norm.
-      if (l + 1 < c.num_layers) {
-        kernels::add_rms_norm(x, tmp, weights_.layers[(size_t)l + 1].attn_norm, xn, n, d, c.rms_eps, s);
-      } else {
-        kernels::add(x, tmp, (int64_t)n * d, s);
-      }
+      profile_.timed(kernel_family::norm, s, [&] {
+        if (l + 1 < c.num_layers) {
+          kernels::add_rms_norm(x, tmp, weights_.layers[(size_t)l + 1].attn_norm, xn, n, d, c.rms_eps, s);
+        } else {
+          kernels::add(x, tmp, (int64_t)n * d, s);
+        }
+      });
     }
   }
 
@@ -335,15 +378,17 @@ class cuda_backend final : public backend {
   // samples [s0, s1) that read them.
   void head_chunk(const head_inputs& h, int32_t first, int32_t rows, int32_t s0, int32_t s1) {
     const cudaStream_t s = streams_->compute();
-    kernels::rms_norm(x_.as<float>(), h.logit_rows + first, rows, weights_.output_norm, hidden_.as<float>(),
-                      config_.embedding_dim, config_.rms_eps, s);
-    matmul(weights_.output, hidden_.as<float>(), rows, logits_.as<float>());
+    profile_.timed(kernel_family::norm, s, [&] {
+      kernels::rms_norm(x_.as<float>(), h.logit_rows + first, rows, weights_.output_norm, hidden_.as<float>(),
+                        config_.embedding_dim, config_.rms_eps, s);
+    });
+    profile_.timed(kernel_family::head, s, [&] { matmul(weights_.output, hidden_.as<float>(), rows, logits_.as<float>()); });
     if (s1 == s0) return;
     auto in = h.sample;
     in.first_index = first;
     in.samples += s0;
     in.num_samples = s1 - s0;
-    kernels::sample(in, sample_out_.data(), s);
+    profile_.timed(kernel_family::sample, s, [&] { kernels::sample(in, sample_out_.data(), s); });
   }
 
   void copy_samples_back(std::vector<device_sample_out>& sampled, int32_t s0, int32_t s1) {
@@ -372,12 +417,14 @@ class cuda_backend final : public backend {
       head_chunk(head, first, rows, next_sample, end_sample);
       // Pageable destinations: each copy returns once done, so the next chunk may reuse
       // the logits and sample buffers.
-      if (wants_all) {
-        check_cuda(cudaMemcpyAsync(all_logits.data() + (int64_t)first * vocab, logits_.as<float>(),
-                                   (size_t)rows * vocab * sizeof(float), cudaMemcpyDeviceToHost, s),
-                   "copy logits back");
-      }
-      copy_samples_back(sampled, next_sample, end_sample);
+      profile_.timed(kernel_family::copy_back, s, [&] {
+        if (wants_all) {
+          check_cuda(cudaMemcpyAsync(all_logits.data() + (int64_t)first * vocab, logits_.as<float>(),
+                                     (size_t)rows * vocab * sizeof(float), cudaMemcpyDeviceToHost, s),
+                     "copy logits back");
+        }
+        copy_samples_back(sampled, next_sample, end_sample);
+      });
       next_sample = end_sample;
     }
   }
@@ -387,10 +434,13 @@ class cuda_backend final : public backend {
     const cudaStream_t s = streams_->compute();
     check_cuda(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "begin graph capture");
     cudaGraph_t graph = nullptr;
+    profile_.set_capturing(true);
     try {
       forward_layers(in, n);
       head_chunk(head, 0, n, 0, n);
+      profile_.set_capturing(false);
     } catch (...) {
+      profile_.set_capturing(false);
       cudaStreamEndCapture(s, &graph);
       if (graph) cudaGraphDestroy(graph);
       throw;
@@ -433,6 +483,10 @@ class cuda_backend final : public backend {
   std::unique_ptr<pinned_buffer> swap_;
   decode_graph_policy graphs_{options_.cuda_graphs ? logit_chunk_rows : 0, 256};
   std::map<int32_t, cudaGraphExec_t> graph_execs_;
+  step_profile profile_;
+  // Steps of up to this many tokens use the GEMV (in passes of 8) rather than dequantizing
+  // each matrix to fp16 for cuBLAS; TROUPE_CUDA_GEMV_MAX_TOKENS overrides it for tuning.
+  int32_t gemv_max_tokens_ = env_int("TROUPE_CUDA_GEMV_MAX_TOKENS", 32, kernels::max_gemv_tokens, 4096);
   device_buffer cublas_workspace_;
 };
 

@@ -1,9 +1,11 @@
-// Fused dequantize-GEMV for small decode batches: one warp per output row; each lane walks
-// a stride of the row's quantized blocks, dequantizes a block once (dequantize_block, the
-// CPU's per-block math from model/quant.hpp) and applies it to every token of the batch, so the weights are
-// read from memory once per step in their compact form.
+// Fused dequantize-GEMV for small decode batches: one warp per output row; in each pass the
+// warp covers 256 consecutive values of the row, lane l dequantizing values 8l .. 8l+7
+// (dequantize_group8, gpu/math/dequant_group.hpp: the CPU's per-block arithmetic) and
+// applying them to every token of the batch. Neighbouring lanes read neighbouring bytes of
+// the same blocks, so the weights stream through in their compact form once per step.
 #include "troupe/gpu/kernel_common.cuh"
 #include "troupe/gpu/kernels.hpp"
+#include "troupe/gpu/math/dequant_group.hpp"
 
 namespace troupe::gpu::kernels {
 
@@ -18,20 +20,20 @@ __global__ void gemv_kernel(const Block* w, int64_t rows, int64_t cols, const fl
   const int64_t row = (int64_t)blockIdx.x * warps_per_block + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= rows) return;  // whole warps leave together
-  const int64_t blocks_per_row = cols / n;
-  const Block* wr = w + row * blocks_per_row;
+  const Block* wr = w + row * (cols / n);
   float acc[max_gemv_tokens];
 #pragma unroll
   for (int t = 0; t < max_gemv_tokens; ++t) acc[t] = 0.0f;
-  float tmp[n];
-  for (int64_t b = lane; b < blocks_per_row; b += 32) {
-    dequantize_block(wr[b], tmp);
+  for (int64_t e = 8 * lane; e < cols; e += 256) {
+    float v[8];
+    dequantize_group8(wr, e, v);
 #pragma unroll
     for (int t = 0; t < max_gemv_tokens; ++t) {
       if (t >= num_tokens) break;
-      const float* xt = x + t * cols + b * n;
+      const float* xt = x + t * cols + e;
       float sum = 0.0f;
-      for (int i = 0; i < n; ++i) sum += tmp[i] * xt[i];
+#pragma unroll
+      for (int k = 0; k < 8; ++k) sum += v[k] * xt[k];
       acc[t] += sum;
     }
   }
@@ -49,6 +51,7 @@ void gemv(const device_matrix& w, const float* x, int32_t num_tokens, float* y, 
   if (num_tokens < 1 || num_tokens > max_gemv_tokens) {
     throw error(error_code::internal, "gemv takes 1 to 8 tokens, got " + std::to_string(num_tokens));
   }
+  if (w.cols % 8 != 0) throw error(error_code::internal, "gemv needs rows of a multiple of 8 values");
   with_block_type(w.type, [&](auto tag) {
     using block = typename decltype(tag)::type;
     const unsigned grid = (unsigned)((w.rows + warps_per_block - 1) / warps_per_block);
