@@ -348,7 +348,8 @@ double decode_tokens_per_s(backend& b, int streams, int steps) {
 int main(int argc, char** argv) {
   try {
     const apps::cli_args args(argc, argv, 1,
-                              {"--model", "--threads", "--tokens", "--min-agreement", "--steps", "--kv-blocks"},
+                              {"--model", "--threads", "--tokens", "--min-agreement", "--steps", "--kv-blocks",
+                               "--fp16-weight-share"},
                               {"--check", "--no-cpu", "--harness-self-test"});
     const auto path = args.get_or("--model", "models/SmolLM2-135M-Instruct.Q4_1.gguf");
     auto file = std::make_shared<const gguf::file>(gguf::file::open(path));
@@ -367,6 +368,7 @@ int main(int argc, char** argv) {
     go.max_model_len = 4096;
     go.num_blocks = (int32_t)args.get_int("--kv-blocks", 8192, 1200, 1 << 20);
     go.num_swap_blocks = 16;
+    go.fp16_weight_share = args.get_float("--fp16-weight-share", go.fp16_weight_share);
     auto cuda = gpu::make_cuda_backend(file, go);
     go.cuda_graphs = true;
     auto cuda_graphs = gpu::make_cuda_backend(file, go);

@@ -38,10 +38,10 @@ for t in q4_k q4_0 q8_0; do
   step "throughput: synthetic 1.5B shape (28 x 1536, ffn 8960, GQA 12/2), $t weights, $(stat -c %s "$f") bytes"
   if [ "$t" = q4_k ]; then
     TROUPE_CUDA_PROFILE=1 timeout 90 "$bin/bench_gpu_throughput" --model "$f" --steps 32 --no-cpu 2>&1 | grep -v "^{"
-    for g in 8 64; do
-      echo "-- TROUPE_CUDA_GEMV_MAX_TOKENS=$g"
-      TROUPE_CUDA_GEMV_MAX_TOKENS=$g timeout 90 "$bin/bench_gpu_throughput" --model "$f" --steps 32 --no-cpu | grep -v "^{"
-    done
+    echo "-- TROUPE_CUDA_GEMV_MAX_TOKENS=32 (GEMV passes up to 32 tokens)"
+    TROUPE_CUDA_GEMV_MAX_TOKENS=32 timeout 90 "$bin/bench_gpu_throughput" --model "$f" --steps 32 --no-cpu | grep -v "^{"
+    echo "-- --fp16-weight-share 0 (dequantize each matrix per step instead of keeping fp16 copies)"
+    timeout 90 "$bin/bench_gpu_throughput" --model "$f" --steps 32 --no-cpu --fp16-weight-share 0 | grep -v "^{"
   else
     timeout 90 "$bin/bench_gpu_throughput" --model "$f" --steps 32 --no-cpu | grep -v "^{"
   fi

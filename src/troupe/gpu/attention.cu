@@ -12,7 +12,7 @@ namespace troupe::gpu::kernels {
 
 namespace {
 
-constexpr int num_warps = 4;
+constexpr int num_warps = 8;  // keys are walked by 8 warps at once: decode attention is latency-bound
 
 template <int dims_per_lane>
 __global__ void attention_kernel(const float* q, const int32_t* positions, const int32_t* row_table,

@@ -88,6 +88,8 @@ class cuda_backend final : public backend {
                       " MiB were free): use --tensor-parallel to split the model over more devices");
     }
 
+    keep_fp16_copies();
+
     const auto rope = make_rope_table(config_);
     rope_cos_ = device_buffer(rope.cos.size() * sizeof(float), "RoPE table");
     rope_sin_ = device_buffer(rope.sin.size() * sizeof(float), "RoPE table");
@@ -270,7 +272,9 @@ class cuda_backend final : public backend {
     cublas_workspace_ = device_buffer(32u << 20, "the cuBLAS workspace");
     check_cublas(cublasSetWorkspace(cublas_, cublas_workspace_.as<void>(), cublas_workspace_.bytes()), "set workspace");
     x_half_ = device_buffer((size_t)(std::max<int64_t>(t, logit_chunk_rows) * widest * 2), "the step workspace");
-    w_half_ = device_buffer((size_t)(weights_.largest_matrix_elements * 2), "the fp16 weight scratch");
+    // With fp16 copies of every matrix the scratch is never written.
+    w_half_ = device_buffer(fp16_copy_bytes_ > 0 ? (size_t)256 : (size_t)(weights_.largest_matrix_elements * 2),
+                            "the fp16 weight scratch");
     sample_out_.reserve(logit_chunk_rows);
     tokens_.reserve((size_t)t);
     positions_.reserve((size_t)t);
@@ -290,18 +294,45 @@ class cuda_backend final : public backend {
       return;
     }
     profile_.timed(kernel_family::dequant, s, [&] {
-      kernels::dequantize_to_half(w, w_half_.as<uint16_t>(), s);
+      if (!w.half) kernels::dequantize_to_half(w, w_half_.as<uint16_t>(), s);
       kernels::to_half(x, x_half_.as<uint16_t>(), (int64_t)num_tokens * w.cols, s);
     });
-    profile_.timed(kernel_family::gemm, s, [&] { gemm_half(w, num_tokens, y); });
+    profile_.timed(kernel_family::gemm, s, [&] { gemm_half(w, w.half ? w.half : w_half_.as<uint16_t>(), num_tokens, y); });
   }
 
-  // y = x W^T from the fp16 scratch copies of W and x.
-  void gemm_half(const device_matrix& w, int32_t num_tokens, float* y) {
+  // Every matrix's fp16 copy, made once here, when all of them fit in the share of device
+  // memory that fp16_weight_share allows (all or none: the GEMM path is then uniform).
+  void keep_fp16_copies() {
+    std::vector<device_matrix*> all{&weights_.output};
+    for (auto& l : weights_.layers) {
+      for (auto* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) all.push_back(m);
+    }
+    int64_t bytes = 0;
+    for (const auto* m : all) bytes += m->rows * m->cols * 2;
+    int64_t total = 0;
+    const int64_t free_now = free_device_bytes(&total);
+    if (options_.fp16_weight_share <= 0.0 || (double)bytes > options_.fp16_weight_share * (double)total ||
+        bytes > free_now / 2) {
+      return;
+    }
+    const cudaStream_t s = streams_->compute();
+    for (auto* m : all) {
+      weights_.buffers.emplace_back((size_t)(m->rows * m->cols * 2), "the fp16 weight copies");
+      auto* half = weights_.buffers.back().as<uint16_t>();
+      kernels::dequantize_to_half(*m, half, s);
+      m->half = half;
+    }
+    check_cuda(cudaStreamSynchronize(s), "make the fp16 weight copies");
+    weights_.bytes += bytes;
+    fp16_copy_bytes_ = bytes;
+  }
+
+  // y = x W^T from fp16 copies of W and x.
+  void gemm_half(const device_matrix& w, const uint16_t* w_half, int32_t num_tokens, float* y) {
     const float alpha = 1.0f, beta = 0.0f;
     // Row-major y (tokens x rows) is column-major (rows x tokens) = W (cols x rows)^T X.
     check_cublas(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, (int)w.rows, num_tokens, (int)w.cols, &alpha,
-                              w_half_.as<void>(), CUDA_R_16F, (int)w.cols, x_half_.as<void>(), CUDA_R_16F,
+                              w_half, CUDA_R_16F, (int)w.cols, x_half_.as<void>(), CUDA_R_16F,
                               (int)w.cols, &beta, y, CUDA_R_32F, (int)w.rows, CUBLAS_COMPUTE_32F,
                               CUBLAS_GEMM_DEFAULT),
                  "GEMM");
@@ -484,9 +515,12 @@ class cuda_backend final : public backend {
   decode_graph_policy graphs_{options_.cuda_graphs ? logit_chunk_rows : 0, 256};
   std::map<int32_t, cudaGraphExec_t> graph_execs_;
   step_profile profile_;
+  int64_t fp16_copy_bytes_ = 0;
   // Steps of up to this many tokens use the GEMV (in passes of 8) rather than dequantizing
   // each matrix to fp16 for cuBLAS; TROUPE_CUDA_GEMV_MAX_TOKENS overrides it for tuning.
-  int32_t gemv_max_tokens_ = env_int("TROUPE_CUDA_GEMV_MAX_TOKENS", 32, kernels::max_gemv_tokens, 4096);
+  // Measured on an H200 (docs/gpu.md): two passes of 8 lost to cuBLAS at 16 tokens.
+  int32_t gemv_max_tokens_ = env_int("TROUPE_CUDA_GEMV_MAX_TOKENS", kernels::max_gemv_tokens,
+                                     kernels::max_gemv_tokens, 4096);
   device_buffer cublas_workspace_;
 };
 

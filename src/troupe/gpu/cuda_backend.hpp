@@ -21,6 +21,10 @@ struct cuda_backend_options {
   int32_t max_num_batched_tokens = 2048;  // tokens one step may feed: sizes the workspace
   int32_t max_model_len = 0;            // 0: the model's context; the pool must hold one such sequence
   bool cuda_graphs = false;             // replay decode steps (<= 256 sequences) as CUDA graphs
+  // Keep an fp16 copy of every matrix for steps of more than 8 tokens (cuBLAS reads it, no
+  // per-step dequantization), when the copies take at most this share of device memory;
+  // 0 = never.
+  double fp16_weight_share = 0.25;
   std::vector<int32_t> eog_ids;         // suppressed by ignore_eos
 };
 

@@ -18,6 +18,7 @@ struct device_matrix {
   const void* data = nullptr;
   ggml_type type = ggml_type::f32;
   int64_t rows = 0, cols = 0;
+  const uint16_t* half = nullptr;  // an fp16 copy kept for the GEMMs, when memory allows; else null
 };
 
 namespace kernels {
