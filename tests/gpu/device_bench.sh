@@ -17,7 +17,7 @@ cudalibs=$(find /usr/local/cuda* /usr/lib /opt -name 'libcublas.so.*' -o -name '
 export LD_LIBRARY_PATH="$bin/lib:${cudalibs}${LD_LIBRARY_PATH:-}"
 step "device"; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
 sha256sum "$model"
-step "test_gpu (CPU-side)"; timeout 60 "$bin/test_gpu" 2>&1 | tail -2
+[ -x "$bin/test_gpu" ] && { step "test_gpu (CPU-side)"; timeout 60 "$bin/test_gpu" 2>&1 | tail -2; }
 step "golden checks against llama.cpp (CUDA backend)"
 TROUPE_GPU_TEST_MODEL="$model" timeout 120 "$bin/test_gpu_device" -s 2>&1 | grep -E "MESSAGE|ERROR|FAILED|SUCCESS!|test cases"
 step "CPU vs CUDA checks: $model"
