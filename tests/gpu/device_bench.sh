@@ -52,4 +52,7 @@ for mode in "on" "on --cuda-graphs"; do
   timeout 120 "$bin/bench_serving" --model "$model" --device cuda --streams 1,32,256 --prompt-tokens 128 \
     --gen-tokens 128 --async-scheduling $mode | grep -v "^RESULT"; echo "exit ${PIPESTATUS[0]}"
 done
+step "serving, 32 streams, CUDA graphs, with TROUPE_CUDA_PROFILE (steps of one shape summarized per run)"
+TROUPE_CUDA_PROFILE=1 timeout 120 "$bin/bench_serving" --model "$model" --device cuda --streams 32 --prompt-tokens 128 \
+  --gen-tokens 128 --async-scheduling on --cuda-graphs 2>&1 | grep -v "^RESULT" | head -60
 step "done"

@@ -1,8 +1,10 @@
-// Fused dequantize-GEMV for small decode batches: one warp per output row; in each pass the
-// warp covers 4 x 256 values of the row, lane l dequantizing values 8l .. 8l+7 of each 256
-// (dequantize_group8, gpu/math/dequant_group.hpp: the CPU's per-block arithmetic) and
-// applying them to every token of the batch. Neighbouring lanes read neighbouring bytes of
-// the same blocks, so the weights stream through in their compact form once per step.
+// Fused dequantize-GEMV for small decode batches: one thread block of 4 warps per output
+// row; in each pass the block covers 4 x 1,024 values of the row, thread i dequantizing
+// values 8i .. 8i+7 of each 1,024 (dequantize_group8, gpu/math/dequant_group.hpp: the CPU's
+// per-block arithmetic) and applying them to every token of the batch. Neighbouring threads
+// read neighbouring bytes of the same blocks; four groups per thread are in flight at once;
+// and a long row (ffn_down's 8,960 values) is shared by four warps rather than walked by one,
+// so every matrix shape keeps enough loads in flight to stream its weights.
 #include <cstdint>
 
 #include "troupe/gpu/kernel_common.cuh"
@@ -13,33 +15,30 @@ namespace troupe::gpu::kernels {
 
 namespace {
 
-constexpr int warps_per_block = 4;
-
-// Groups in flight per lane: their loads are issued together, so each warp keeps several
-// blocks' bytes in flight instead of waiting on one at a time (the kernel is latency-bound
-// otherwise: a row of 1,536 values is only six passes).
-constexpr int groups_per_pass = 4;
+constexpr int warps_per_row = 4;
+constexpr int row_threads = 32 * warps_per_row;
+constexpr int values_per_pass = 8 * row_threads;  // 1,024
+constexpr int groups_per_pass = 4;                // groups in flight per thread
 
 template <class Block>
-__global__ void gemv_kernel(const Block* w, int64_t rows, int64_t cols, const float* x, int32_t num_tokens,
+__global__ void gemv_kernel(const Block* w, int64_t cols, const float* x, int32_t num_tokens, int64_t rows,
                             float* y) {
   constexpr int n = block_info<Block>::elements;
-  const int64_t row = (int64_t)blockIdx.x * warps_per_block + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  if (row >= rows) return;  // whole warps leave together
+  const int64_t row = blockIdx.x;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const Block* wr = w + row * (cols / n);
   float acc[max_gemv_tokens];
 #pragma unroll
   for (int t = 0; t < max_gemv_tokens; ++t) acc[t] = 0.0f;
-  for (int64_t e0 = 8 * lane; e0 < cols; e0 += 256 * groups_per_pass) {
+  for (int64_t e0 = 8 * threadIdx.x; e0 < cols; e0 += (int64_t)values_per_pass * groups_per_pass) {
     float v[groups_per_pass][8];
 #pragma unroll
     for (int u = 0; u < groups_per_pass; ++u) {
-      if (e0 + 256 * u < cols) dequantize_group8(wr, e0 + 256 * u, v[u]);
+      if (e0 + values_per_pass * u < cols) dequantize_group8(wr, e0 + values_per_pass * u, v[u]);
     }
 #pragma unroll
     for (int u = 0; u < groups_per_pass; ++u) {
-      const int64_t e = e0 + 256 * u;
+      const int64_t e = e0 + values_per_pass * u;
       if (e >= cols) break;
 #pragma unroll
       for (int t = 0; t < max_gemv_tokens; ++t) {
@@ -52,11 +51,19 @@ __global__ void gemv_kernel(const Block* w, int64_t rows, int64_t cols, const fl
       }
     }
   }
+  __shared__ float partial[max_gemv_tokens][warps_per_row];
 #pragma unroll
   for (int t = 0; t < max_gemv_tokens; ++t) {
     if (t >= num_tokens) break;
     const float s = warp_sum(acc[t]);
-    if (lane == 0) y[t * rows + row] = s;
+    if (lane == 0) partial[t][warp] = s;
+  }
+  __syncthreads();
+  if (threadIdx.x < num_tokens) {
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < warps_per_row; ++k) s += partial[threadIdx.x][k];
+    y[threadIdx.x * rows + row] = s;
   }
 }
 
@@ -71,9 +78,8 @@ void gemv(const device_matrix& w, const float* x, int32_t num_tokens, float* y, 
   }
   with_block_type(w.type, [&](auto tag) {
     using block = typename decltype(tag)::type;
-    const unsigned grid = (unsigned)((w.rows + warps_per_block - 1) / warps_per_block);
-    gemv_kernel<block><<<grid, warps_per_block * 32, 0, stream>>>(static_cast<const block*>(w.data), w.rows, w.cols,
-                                                                  x, num_tokens, y);
+    gemv_kernel<block><<<(unsigned)w.rows, row_threads, 0, stream>>>(static_cast<const block*>(w.data), w.cols, x,
+                                                                     num_tokens, w.rows, y);
   });
   check_launch("gemv");
 }
