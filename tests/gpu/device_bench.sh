@@ -22,7 +22,7 @@ step "golden checks against llama.cpp (CUDA backend)"
 TROUPE_GPU_TEST_MODEL="$model" timeout 120 "$bin/test_gpu_device" -s 2>&1 | grep -E "MESSAGE|ERROR|FAILED|SUCCESS!|test cases"
 step "CPU vs CUDA checks: $model"
 timeout 90 "$bin/bench_gpu_throughput" --check --model "$model" --tokens 512 | grep -v '^{'; echo "exit ${PIPESTATUS[0]}"
-for t in q4_k q6_k q4_0 q8_0 f16; do
+for t in q4_k q6_k q4_0 q5_0 f16; do
   "$bin/make_tiny_model" "/tmp/rand-$t.gguf" --type "$t" --embedding-type q8_0 --layers 3 --dim 512 --heads 8 \
     --kv-heads 2 --ffn 1280 || continue
   step "CPU vs CUDA checks: random $t weights (dim 512, 3 layers)"
@@ -38,10 +38,18 @@ for t in q4_k q4_0 q8_0; do
   step "throughput: synthetic 1.5B shape (28 x 1536, ffn 8960, GQA 12/2), $t weights, $(stat -c %s "$f") bytes"
   if [ "$t" = q4_k ]; then
     TROUPE_CUDA_PROFILE=1 timeout 90 "$bin/bench_gpu_throughput" --model "$f" --steps 32 --no-cpu 2>&1 | grep -v "^{"
-    echo "-- TROUPE_CUDA_GEMV_MAX_TOKENS=32 (GEMV passes up to 32 tokens)"
-    TROUPE_CUDA_GEMV_MAX_TOKENS=32 timeout 90 "$bin/bench_gpu_throughput" --model "$f" --steps 32 --no-cpu | grep -v "^{"
-    echo "-- --fp16-weight-share 0 (dequantize each matrix per step instead of keeping fp16 copies)"
-    timeout 90 "$bin/bench_gpu_throughput" --model "$f" --steps 32 --no-cpu --fp16-weight-share 0 | grep -v "^{"
+    if [ "${VARIANTS:-0}" = 1 ]; then
+      echo "-- TROUPE_CUDA_GEMV_MAX_TOKENS=32 (GEMV passes up to 32 tokens)"
+      TROUPE_CUDA_GEMV_MAX_TOKENS=32 timeout 90 "$bin/bench_gpu_throughput" --model "$f" --steps 32 --no-cpu | grep -v "^{"
+      echo "-- --fp16-weight-share 0 (dequantize each matrix per step instead of keeping fp16 copies)"
+      timeout 90 "$bin/bench_gpu_throughput" --model "$f" --steps 32 --no-cpu --fp16-weight-share 0 | grep -v "^{"
+    fi
+    if [ "${NCU:-0}" = 1 ] && command -v ncu >/dev/null; then
+      echo "-- ncu: one layer's seven GEMVs at 1 token"
+      timeout 120 ncu --clock-control none --kernel-name regex:gemv --launch-skip 28 --launch-count 7 \
+        --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+        "$bin/bench_gpu_throughput" --model "$f" --steps 4 --no-cpu 2>&1 | grep -vE "^\s*$|^==PROF==|^ +-+" | head -250
+    fi
   else
     timeout 90 "$bin/bench_gpu_throughput" --model "$f" --steps 32 --no-cpu | grep -v "^{"
   fi

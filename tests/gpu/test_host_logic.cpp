@@ -385,8 +385,26 @@ batch_plan decode_plan(int batch) {
 
 }  // namespace
 
+TEST_CASE("cuda graphs: a batch size is captured once it is steady, then replayed") {
+  gpu::decode_graph_policy steady(256, 8, 3);
+  const gpu::decode_graph_policy::buffer_addresses none{};
+  using act = gpu::decode_graph_policy::action;
+  CHECK(steady.decide(decode_plan(7), none).what == act::eager);  // a draining batch: 7, 6, 5 once each
+  CHECK(steady.decide(decode_plan(6), none).what == act::eager);
+  CHECK(steady.decide(decode_plan(5), none).what == act::eager);
+  CHECK(steady.decide(decode_plan(5), none).what == act::eager);
+  CHECK(steady.decide(decode_plan(5), none).what == act::capture);  // third in a row
+  CHECK(steady.decide(decode_plan(5), none).what == act::replay);
+  auto prefill = decode_plan(2);
+  prefill.sequences[0].tokens = {1, 2, 3};
+  CHECK(steady.decide(prefill, none).what == act::eager);
+  CHECK(steady.decide(decode_plan(5), none).what == act::replay);  // captured sizes replay at once
+  CHECK(steady.decide(decode_plan(6), none).what == act::eager);
+  CHECK(steady.num_graphs() == 1);
+}
+
 TEST_CASE("cuda graphs: decode batches are captured once per size and replayed after") {
-  gpu::decode_graph_policy policy(256, 8);
+  gpu::decode_graph_policy policy(256, 8, 1);
   const gpu::decode_graph_policy::buffer_addresses buffers{};
   using action = gpu::decode_graph_policy::action;
   CHECK(policy.decide(decode_plan(4), buffers).what == action::capture);
@@ -403,7 +421,7 @@ TEST_CASE("cuda graphs: decode batches are captured once per size and replayed a
 }
 
 TEST_CASE("cuda graphs: a moved input buffer drops every graph and recaptures") {
-  gpu::decode_graph_policy policy(256, 8);
+  gpu::decode_graph_policy policy(256, 8, 1);
   gpu::decode_graph_policy::buffer_addresses buffers{};
   using action = gpu::decode_graph_policy::action;
   CHECK(policy.decide(decode_plan(4), buffers).what == action::capture);
@@ -418,7 +436,7 @@ TEST_CASE("cuda graphs: a moved input buffer drops every graph and recaptures") 
 }
 
 TEST_CASE("cuda graphs: beyond the graph budget steps run eagerly, and off means never") {
-  gpu::decode_graph_policy policy(256, 1);
+  gpu::decode_graph_policy policy(256, 1, 1);
   const gpu::decode_graph_policy::buffer_addresses buffers{};
   using action = gpu::decode_graph_policy::action;
   CHECK(policy.decide(decode_plan(1), buffers).what == action::capture);

@@ -279,6 +279,15 @@ class cuda_backend final : public backend {
     tokens_.reserve((size_t)t);
     positions_.reserve((size_t)t);
     row_table_.reserve((size_t)t);
+    // Inputs a decode graph captures by address are sized up front for a full batch of
+    // long sequences, so growing sequences do not move them (which drops every graph).
+    const int32_t max_len = options_.max_model_len > 0 ? std::min(options_.max_model_len, config_.context_length)
+                                                       : config_.context_length;
+    const int64_t blocks_per_seq = (max_len + options_.block_size - 1) / options_.block_size;
+    block_tables_.reserve((size_t)std::min<int64_t>((int64_t)logit_chunk_rows * blocks_per_seq, 1 << 22));
+    penalty_tokens_.reserve((size_t)logit_chunk_rows * 256);
+    logit_rows_.reserve((size_t)std::max<int64_t>(t, logit_chunk_rows));
+    samples_.reserve((size_t)logit_chunk_rows);
   }
 
   // y = x W^T for num_tokens rows of x.

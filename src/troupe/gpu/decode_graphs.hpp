@@ -1,6 +1,8 @@
 // When a step replays a captured CUDA graph (--cuda-graphs): decode steps only (every
 // sequence feeds one token and samples; none wants all logits; at most max_batch of them),
-// one graph per batch size. A graph holds the device addresses of the step's input buffers,
+// one graph per batch size, captured once that size has run `steady_steps` decode steps in
+// a row (capturing costs several milliseconds: a size seen once while a batch drains is
+// not worth it). A graph holds the device addresses of the step's input buffers,
 // so when any of them moves (a buffer grew) every graph is dropped and recaptured. Plain
 // C++ so the policy is tested without a device.
 #pragma once
@@ -23,7 +25,8 @@ class decode_graph_policy {
     bool drop_all = false;  // destroy every graph captured so far first
   };
 
-  decode_graph_policy(int32_t max_batch, int32_t max_graphs) : max_batch_(max_batch), max_graphs_(max_graphs) {}
+  decode_graph_policy(int32_t max_batch, int32_t max_graphs, int32_t steady_steps = 3)
+      : max_batch_(max_batch), max_graphs_(max_graphs), steady_steps_(steady_steps) {}
 
   static bool is_decode_step(const batch_plan& plan);
 
@@ -35,7 +38,8 @@ class decode_graph_policy {
   void disable() { max_batch_ = 0; captured_.clear(); }
 
  private:
-  int32_t max_batch_, max_graphs_;
+  int32_t max_batch_, max_graphs_, steady_steps_;
+  int32_t last_batch_ = -1, run_length_ = 0;  // consecutive decode steps of the last batch size
   buffer_addresses buffers_{};
   std::set<int32_t> captured_;
 };

@@ -8,6 +8,9 @@
 #include <string_view>
 
 #include "troupe/model/hd.hpp"
+#if defined(__CUDACC__)
+#include <cuda_fp16.h>
+#endif
 
 namespace troupe {
 
@@ -34,6 +37,9 @@ std::optional<uint64_t> row_bytes(ggml_type type, int64_t num_elements);
 // ---- scalar conversions -------------------------------------------------------------------
 
 TROUPE_HD float fp16_to_fp32(uint16_t h) {
+#if defined(__CUDA_ARCH__)
+  return __half2float(__ushort_as_half(h));  // exact, as below, in one instruction
+#else
   const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
   uint32_t exponent = (h >> 10) & 0x1fu;
   uint32_t mantissa = h & 0x3ffu;
@@ -55,6 +61,7 @@ TROUPE_HD float fp16_to_fp32(uint16_t h) {
   float out;
   std::memcpy(&out, &bits, sizeof out);
   return out;
+#endif
 }
 
 // Round to nearest even, as F16C's vcvtps2ph with rounding mode 0.
