@@ -20,16 +20,19 @@ constexpr int row_threads = 32 * warps_per_row;
 constexpr int values_per_pass = 8 * row_threads;  // 1,024
 constexpr int groups_per_pass = 4;                // groups in flight per thread
 
-template <class Block>
-__global__ void gemv_kernel(const Block* w, int64_t cols, const float* x, int32_t num_tokens, int64_t rows,
+// max_tokens (1, 2, 4 or 8) sizes the accumulators: a one-token decode keeps one, so the
+// kernel needs few registers and many warps fit on each multiprocessor.
+template <class Block, int max_tokens>
+__global__ void __launch_bounds__(row_threads, max_tokens <= 2 ? 8 : 4)
+    gemv_kernel(const Block* w, int64_t cols, const float* x, int32_t num_tokens, int64_t rows,
                             float* y) {
   constexpr int n = block_info<Block>::elements;
   const int64_t row = blockIdx.x;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const Block* wr = w + row * (cols / n);
-  float acc[max_gemv_tokens];
+  float acc[max_tokens];
 #pragma unroll
-  for (int t = 0; t < max_gemv_tokens; ++t) acc[t] = 0.0f;
+  for (int t = 0; t < max_tokens; ++t) acc[t] = 0.0f;
   for (int64_t e0 = 8 * threadIdx.x; e0 < cols; e0 += (int64_t)values_per_pass * groups_per_pass) {
     float v[groups_per_pass][8];
 #pragma unroll
@@ -41,7 +44,7 @@ __global__ void gemv_kernel(const Block* w, int64_t cols, const float* x, int32_
       const int64_t e = e0 + values_per_pass * u;
       if (e >= cols) break;
 #pragma unroll
-      for (int t = 0; t < max_gemv_tokens; ++t) {
+      for (int t = 0; t < max_tokens; ++t) {
         if (t >= num_tokens) break;
         // x rows are 16-byte aligned (checked by gemv()): two vector loads per token.
         const float4* xt = reinterpret_cast<const float4*>(x + t * cols + e);
@@ -51,9 +54,9 @@ __global__ void gemv_kernel(const Block* w, int64_t cols, const float* x, int32_
       }
     }
   }
-  __shared__ float partial[max_gemv_tokens][warps_per_row];
+  __shared__ float partial[max_tokens][warps_per_row];
 #pragma unroll
-  for (int t = 0; t < max_gemv_tokens; ++t) {
+  for (int t = 0; t < max_tokens; ++t) {
     if (t >= num_tokens) break;
     const float s = warp_sum(acc[t]);
     if (lane == 0) partial[t][warp] = s;
@@ -78,8 +81,17 @@ void gemv(const device_matrix& w, const float* x, int32_t num_tokens, float* y, 
   }
   with_block_type(w.type, [&](auto tag) {
     using block = typename decltype(tag)::type;
-    gemv_kernel<block><<<(unsigned)w.rows, row_threads, 0, stream>>>(static_cast<const block*>(w.data), w.cols, x,
-                                                                     num_tokens, w.rows, y);
+    const auto* data = static_cast<const block*>(w.data);
+    const unsigned grid = (unsigned)w.rows;
+    if (num_tokens == 1) {
+      gemv_kernel<block, 1><<<grid, row_threads, 0, stream>>>(data, w.cols, x, num_tokens, w.rows, y);
+    } else if (num_tokens == 2) {
+      gemv_kernel<block, 2><<<grid, row_threads, 0, stream>>>(data, w.cols, x, num_tokens, w.rows, y);
+    } else if (num_tokens <= 4) {
+      gemv_kernel<block, 4><<<grid, row_threads, 0, stream>>>(data, w.cols, x, num_tokens, w.rows, y);
+    } else {
+      gemv_kernel<block, 8><<<grid, row_threads, 0, stream>>>(data, w.cols, x, num_tokens, w.rows, y);
+    }
   });
   check_launch("gemv");
 }

@@ -58,10 +58,21 @@ TROUPE_HD void dequantize_group(const block_q4_k& b, int g, float* out) {
   int sc, mn;
   q4_k_scale_min(b.scales, 2 * c + high, sc, mn);
   const uint8_t* qs = b.qs + 32 * c + (within - 32 * high);
+#if defined(__CUDA_ARCH__)
+  // One 8-byte load: on the device every Q4_K tensor starts its own allocation, blocks are
+  // 144 bytes and qs sits 16 bytes in, so qs + 8k is 8-byte aligned.
+  const uint2 packed = *reinterpret_cast<const uint2*>(qs);
+  for (int k = 0; k < 8; ++k) {
+    const uint32_t byte = ((k < 4 ? packed.x : packed.y) >> (8 * (k & 3))) & 0xffu;
+    const int q = high ? (int)(byte >> 4) : (int)(byte & 15);
+    out[k] = d * (float)sc * (float)q - dmin * (float)mn;
+  }
+#else
   for (int k = 0; k < 8; ++k) {
     const int q = high ? (qs[k] >> 4) : (qs[k] & 15);
     out[k] = d * (float)sc * (float)q - dmin * (float)mn;
   }
+#endif
 }
 
 TROUPE_HD void dequantize_group(const block_q6_k& b, int g, float* out) {
