@@ -48,7 +48,7 @@ const char* generate_help =
     "  --devices 0,1          CUDA devices (default: the first --tensor-parallel ones)\n"
     "  --tensor-parallel N    split the model over N CUDA devices (default 1)\n"
     "  --gpu-memory-utilization F  share of free device memory for the KV cache (default 0.9)\n"
-    "  --cuda-graphs          replay decode steps as CUDA graphs\n"
+    "  --no-cuda-graphs       launch every kernel instead of replaying decode steps as CUDA graphs\n"
     "  --speculative M        speculative decoding: off (default), ngram (prompt lookup; the same text)\n"
     "                         or draft (--draft-model)\n"
     "  --draft-model FILE     GGUF draft model with the same vocabulary (CPU); implies --speculative draft\n"
@@ -148,7 +148,7 @@ int run_generate(int argc, char** argv) {
                        "--threads", "--device", "--devices", "--tensor-parallel", "--gpu-memory-utilization",
                        "--kv-cache-dtype", "--speculative", "--num-speculative-tokens", "--min-tokens",
                        "--draft-model"},
-                      {"--chat", "--ignore-eos", "--help", "-h", "--cuda-graphs"});
+                      {"--chat", "--ignore-eos", "--help", "-h", "--cuda-graphs", "--no-cuda-graphs"});
   if (args.has("--help") || args.has("-h")) {
     std::fputs(generate_help, stdout);
     return 0;
@@ -180,7 +180,7 @@ int run_generate(int argc, char** argv) {
   if (auto devices = args.get("--devices")) choice_options.devices = parse_device_list(*devices);
   choice_options.tensor_parallel = (int32_t)args.get_int("--tensor-parallel", 1, 1, 64);
   choice_options.gpu_memory_utilization = args.get_float("--gpu-memory-utilization", 0.9);
-  choice_options.cuda_graphs = args.has("--cuda-graphs");
+  choice_options.cuda_graphs = !args.has("--no-cuda-graphs");  // --cuda-graphs (the default) is accepted
   choice_options.max_num_batched_tokens = 512;
   choice_options.max_model_len = model->max_model_len;
   choice_options.cpu = options;

@@ -51,7 +51,8 @@ TEST_CASE("flags take a separate value or an = value and leave every other defau
 }
 
 TEST_CASE("boolean flags are switches with a --no- form and an = form") {
-  CHECK(parse({"--cuda-graphs"}).cuda_graphs);
+  CHECK(parse({}).cuda_graphs);  // on by default
+  CHECK_FALSE(parse({"--no-cuda-graphs"}).cuda_graphs);
   CHECK_FALSE(parse({"--no-enable-prefix-caching"}).enable_prefix_caching);
   CHECK_FALSE(parse({"--enable-chunked-prefill=false"}).scheduling.enable_chunked_prefill);
 }
@@ -129,7 +130,7 @@ struct host_config : caf::actor_system_config {
 TEST_CASE("a host CAF application sets the options through its actor_system_config") {
   host_config cfg;
   std::vector<std::string> args = {"app", "--troupe.max-num-seqs=9", "--troupe.model=x.gguf",
-                                   "--troupe.no-enable-prefix-caching", "--troupe.cuda-graphs"};
+                                   "--troupe.no-enable-prefix-caching", "--troupe.no-cuda-graphs"};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   const auto err = cfg.parse(static_cast<int>(argv.size()), argv.data());
@@ -137,5 +138,5 @@ TEST_CASE("a host CAF application sets the options through its actor_system_conf
   CHECK(cfg.troupe_settings.scheduling.max_num_seqs == 9);
   CHECK(cfg.troupe_settings.model == "x.gguf");
   CHECK_FALSE(cfg.troupe_settings.enable_prefix_caching);
-  CHECK(cfg.troupe_settings.cuda_graphs);
+  CHECK_FALSE(cfg.troupe_settings.cuda_graphs);
 }

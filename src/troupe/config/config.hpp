@@ -19,7 +19,7 @@ struct config {
   std::string devices;                  // CUDA devices, "0,1"; "" = all visible
   int32_t tensor_parallel = 1;
   double gpu_memory_utilization = 0.9;  // share of free device memory for weights + KV
-  bool cuda_graphs = false;
+  bool cuda_graphs = true;
   std::string async_scheduling = "auto";  // auto | on | off (auto: on with CUDA, off on the CPU)
   std::string speculative = "off";      // off | ngram | draft: speculative decoding (requests may override)
   std::string draft_model;              // GGUF file of a draft model (same vocabulary); "" = none
@@ -69,7 +69,7 @@ void for_each_option(Config& c, F&& f) {
   f("devices", "CUDA devices to use, e.g. 0,1 (default: all visible)", c.devices);
   f("tensor_parallel", "split each layer over this many CUDA devices", c.tensor_parallel);
   f("gpu_memory_utilization", "share of a device's free memory for weights and KV cache", c.gpu_memory_utilization);
-  f("cuda_graphs", "capture decode steps as CUDA graphs", c.cuda_graphs);
+  f("cuda_graphs", "replay steady decode batches as captured CUDA graphs", c.cuda_graphs);
   f("threads", "CPU compute threads (0 = one per core)", c.threads);
   f("stand_in_step_us", "BENCHMARKS ONLY: run no forward pass; every step takes this many microseconds and answers made-up tokens (0 = off)", c.stand_in_step_us);
   f("block_size", "KV cache positions per block", c.block_size);

@@ -18,7 +18,7 @@ struct backend_choice_options {
   std::vector<int> devices;             // CUDA device ids; empty: all visible (auto) or 0 (cuda)
   int32_t tensor_parallel = 1;          // ranks; with devices empty, the first N devices
   double gpu_memory_utilization = 0.9;
-  bool cuda_graphs = false;
+  bool cuda_graphs = true;
   int32_t max_num_batched_tokens = 2048;  // sizes the CUDA workspace
   int32_t max_model_len = 0;              // the CUDA pool must hold one such sequence (0: context)
   int32_t num_swap_blocks = 0;            // CUDA pinned swap space
