@@ -109,6 +109,32 @@ inline double perplexity(single_sequence& seq, int32_t vocab, const std::vector<
 // ids as a server does, and checks the tokens against llama.cpp's up to its first near-tie
 // (llama.cpp's top-2 margin below `near_tie`); where llama.cpp's first end-of-generation id
 // comes before that, troupe must stop right there. Returns the number of prompts.
+// The bar every backend's teacher-forced agreement is held to (golden_teacher_forced.json
+// and golden_self_agreement.json of one model): at least llama.cpp's own flash-attention
+// on/off agreement minus 0.5% overall, and 99% where llama.cpp's top-2 margin is >= 0.2.
+inline void check_teacher_forced_bar(single_sequence& seq, int32_t vocab, simdjson::dom::element golden,
+                                     simdjson::dom::element self) {
+  const auto a = teacher_forced_agreement(seq, vocab, golden);
+  const double llama_self = double(self["overall"]);
+  MESSAGE("top-1 agreement " << a.num_agree << "/" << a.num_positions << " = " << a.overall()
+                             << " (llama.cpp flash-attention on vs off: " << llama_self
+                             << "); where llama.cpp's margin >= 0.2: " << a.num_agree_clear << "/" << a.num_clear
+                             << " = " << a.clear());
+  CHECK(a.num_positions >= 1000);
+  CHECK(a.overall() >= llama_self - 0.005);
+  CHECK(a.clear() >= 0.99);
+}
+
+// Perplexity of golden_ppl_gpl3.json's 1,024 tokens within 1% of llama.cpp's.
+inline void check_perplexity_bar(single_sequence& seq, int32_t vocab, simdjson::dom::element golden) {
+  const auto tokens = json_ints(golden["tokens"].get_array());
+  const double want = double(golden["ppl"]);
+  const double ppl = perplexity(seq, vocab, tokens);
+  MESSAGE("troupe ppl " << ppl << ", llama.cpp ppl " << want);
+  CHECK(tokens.size() == 1024);
+  CHECK(std::fabs(ppl / want - 1.0) < 0.01);
+}
+
 inline int check_greedy_continuations(single_sequence& seq, simdjson::dom::element golden, double near_tie = 0.1) {
   int num_prompts = 0;
   for (auto p : golden["prompts"].get_array()) {

@@ -9,12 +9,7 @@
 # BIN_DIR as for device_check.sh, plus test_gpu_device and bench_serving.
 set -u
 bin="$1" model="$2" out="$3"
-mkdir -p "$out"
-exec > >(tee "$out/log") 2>&1
-step() { echo; echo "== $*"; }
-cudalibs=$(find /usr/local/cuda* /usr/lib /opt -name 'libcublas.so.*' -o -name 'libnccl.so.*' 2>/dev/null |
-           xargs -r -n1 dirname | sort -u | tr '\n' ':')
-export LD_LIBRARY_PATH="$bin/lib:${cudalibs}${LD_LIBRARY_PATH:-}"
+source "$(dirname "$0")/device_env.sh"
 step "device"; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
 sha256sum "$model"
 [ -x "$bin/test_gpu" ] && { step "test_gpu (CPU-side)"; timeout 60 "$bin/test_gpu" 2>&1 | tail -2; }

@@ -14,12 +14,7 @@
 # memcheck over the checks on a small model.
 set -u
 bin="$1" model="$2" out="$3"
-mkdir -p "$out"
-exec > >(tee "$out/log") 2>&1
-step() { echo; echo "== $*"; }
-cudalibs=$(find /usr/local/cuda* /usr/lib /opt -name 'libcublas.so.*' -o -name 'libnccl.so.*' 2>/dev/null |
-           xargs -r -n1 dirname | sort -u | tr '\n' ':')
-export LD_LIBRARY_PATH="$bin/lib:${cudalibs}${LD_LIBRARY_PATH:-}"
+source "$(dirname "$0")/device_env.sh"
 step "device"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 step "libraries"; for b in troupe bench_gpu_throughput test_gpu; do ldd "$bin/$b" | grep -E "not found|cublas|nccl|caf" ; done

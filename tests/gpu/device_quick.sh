@@ -5,11 +5,7 @@
 #   tests/gpu/device_quick.sh BIN_DIR OUT_DIR
 set -u
 bin="$1" out="$2"
-mkdir -p "$out"
-exec > >(tee "$out/log") 2>&1
-cudalibs=$(find /usr/local/cuda* /usr/lib /opt -name 'libcublas.so.*' -o -name 'libnccl.so.*' 2>/dev/null |
-           xargs -r -n1 dirname | sort -u | tr '\n' ':')
-export LD_LIBRARY_PATH="$bin/lib:${cudalibs}${LD_LIBRARY_PATH:-}"
+source "$(dirname "$0")/device_env.sh"
 for t in q4_k q6_k q4_0 q8_0; do
   "$bin/make_tiny_model" "/tmp/rand-$t.gguf" --type "$t" --embedding-type q8_0 --layers 3 --dim 512 --heads 8 \
     --kv-heads 2 --ffn 1280 || continue

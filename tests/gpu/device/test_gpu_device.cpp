@@ -64,28 +64,15 @@ TEST_CASE("cuda vs llama.cpp: teacher-forced top-1 agrees as well as llama.cpp a
   const auto golden = load_json(parser, "golden_teacher_forced.json");
   const auto self = load_json(self_parser, "golden_self_agreement.json");
   single_sequence seq(*model()->cuda, model()->eog_ids);
-  const auto a = test::teacher_forced_agreement(seq, model()->cuda->config().vocab_size, golden);
-  const double llama_self = double(self["overall"]);
-  MESSAGE("cuda top-1 agreement " << a.num_agree << "/" << a.num_positions << " = " << a.overall()
-                                  << " (llama.cpp flash-attention on vs off: " << llama_self
-                                  << "); where llama.cpp's margin >= 0.2: " << a.num_agree_clear << "/" << a.num_clear
-                                  << " = " << a.clear());
-  CHECK(a.num_positions >= 1000);
-  CHECK(a.overall() >= llama_self - 0.005);
-  CHECK(a.clear() >= 0.99);
+  test::check_teacher_forced_bar(seq, model()->cuda->config().vocab_size, golden, self);
 }
 
 TEST_CASE("cuda vs llama.cpp: perplexity of the first 1024 tokens of GPL-3 is within 1%") {
   REQUIRE_GPU_MODEL();
   simdjson::dom::parser parser;
   const auto golden = load_json(parser, "golden_ppl_gpl3.json");
-  const auto tokens = test::json_ints(golden["tokens"].get_array());
-  const double want = double(golden["ppl"]);
   single_sequence seq(*model()->cuda, model()->eog_ids);
-  const double ppl = test::perplexity(seq, model()->cuda->config().vocab_size, tokens);
-  MESSAGE("cuda ppl " << ppl << ", llama.cpp ppl " << want);
-  CHECK(tokens.size() == 1024);
-  CHECK(std::fabs(ppl / want - 1.0) < 0.01);
+  test::check_perplexity_bar(seq, model()->cuda->config().vocab_size, golden);
 }
 
 TEST_CASE("cuda vs llama.cpp: greedy continuations match up to llama.cpp's first near-tie") {
