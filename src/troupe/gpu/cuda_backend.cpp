@@ -121,9 +121,7 @@ class cuda_backend final : public backend {
     r.activation_peak_bytes = activation_peak_bytes_;
     r.gpu_memory_utilization = options_.gpu_memory_utilization;
     r.bytes_per_block = rank_layout().block_bytes();
-    const int32_t max_len = options_.max_model_len > 0 ? std::min(options_.max_model_len, config_.context_length)
-                                                       : config_.context_length;
-    r.min_blocks = (max_len + options_.block_size - 1) / options_.block_size;
+    r.min_blocks = blocks_per_sequence();
     r.max_blocks = options_.num_blocks;
     return size_kv_pool(r).num_blocks;
   }
@@ -214,9 +212,7 @@ class cuda_backend final : public backend {
     order_->after_compute();
     check_cuda(cudaStreamSynchronize(s), "run the step");
     if (profile_.on()) {
-      const bool decode_only = std::all_of(plan.sequences.begin(), plan.sequences.end(),
-                                           [](const sequence_step& q) { return q.tokens.size() == 1; });
-      profile_.end_step(n, decode_only,
+      profile_.end_step(n, decode_graph_policy::is_decode_step(plan),
                         std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - wall_start).count());
     }
     return assemble_result(plan, flat, sampled, all_logits, config_.vocab_size);
@@ -246,6 +242,13 @@ class cuda_backend final : public backend {
         throw error(error_code::invalid_argument, std::string(what) + ": block id out of range");
       }
     }
+  }
+
+  // KV blocks one sequence of the longest allowed length holds.
+  int32_t blocks_per_sequence() const {
+    const int32_t max_len = options_.max_model_len > 0 ? std::min(options_.max_model_len, config_.context_length)
+                                                       : config_.context_length;
+    return (max_len + options_.block_size - 1) / options_.block_size;
   }
 
   int32_t q_dim() const { return dims_.num_heads * config_.head_dim; }
@@ -281,10 +284,7 @@ class cuda_backend final : public backend {
     row_table_.reserve((size_t)t);
     // Inputs a decode graph captures by address are sized up front for a full batch of
     // long sequences, so growing sequences do not move them (which drops every graph).
-    const int32_t max_len = options_.max_model_len > 0 ? std::min(options_.max_model_len, config_.context_length)
-                                                       : config_.context_length;
-    const int64_t blocks_per_seq = (max_len + options_.block_size - 1) / options_.block_size;
-    block_tables_.reserve((size_t)std::min<int64_t>((int64_t)logit_chunk_rows * blocks_per_seq, 1 << 22));
+    block_tables_.reserve((size_t)std::min<int64_t>((int64_t)logit_chunk_rows * blocks_per_sequence(), 1 << 22));
     penalty_tokens_.reserve((size_t)logit_chunk_rows * 256);
     logit_rows_.reserve((size_t)std::max<int64_t>(t, logit_chunk_rows));
     samples_.reserve((size_t)logit_chunk_rows);
