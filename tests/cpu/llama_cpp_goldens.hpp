@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,10 +27,12 @@ struct loaded_model {
   std::vector<int32_t> eog_ids;
 };
 
-// The model at `path` with a KV pool of num_blocks blocks stored as kv_dtype; nullptr when
-// the file is absent.
+// The model at `path` with a KV pool of num_blocks blocks stored as kv_dtype (a quantized
+// one under the Hadamard rotation unless kv_rotation is false); nullptr when the file is
+// absent.
 inline std::unique_ptr<loaded_model> load_model_if_present(const std::string& path, int32_t num_blocks,
-                                                           kv_cache_dtype kv_dtype = kv_cache_dtype::f16) {
+                                                           kv_cache_dtype kv_dtype = kv_cache_dtype::f16,
+                                                           bool kv_rotation = true) {
   std::unique_ptr<loaded_model> r;
   if (!std::filesystem::exists(path)) return r;
   r = std::make_unique<loaded_model>();
@@ -38,9 +41,59 @@ inline std::unique_ptr<loaded_model> load_model_if_present(const std::string& pa
   cpu::cpu_backend_options o;
   o.num_blocks = num_blocks;
   o.kv_dtype = kv_dtype;
+  o.kv_rotation = kv_rotation;
   o.eog_ids = r->eog_ids;
   r->backend = std::make_unique<cpu::cpu_backend>(r->file, o);
   return r;
+}
+
+// The greedy tokens after `prompt` (end-of-generation ids ignored), with the top-2 margin
+// of each choice from the same model teacher-forced over prompt + output.
+struct greedy_run {
+  std::vector<int32_t> tokens;
+  std::vector<float> margins;
+};
+
+inline greedy_run greedy_with_margins(loaded_model& m, const std::vector<int32_t>& prompt, int32_t num_tokens) {
+  single_sequence seq(*m.backend, m.eog_ids);
+  sampling_params params;
+  params.temperature = 0.0f;
+  params.ignore_eos = true;
+  params.max_tokens = num_tokens;
+  greedy_run r;
+  generation_stats stats;
+  seq.generate(prompt, params, [&](int32_t t) { r.tokens.push_back(t); return true; }, stats);
+  std::vector<int32_t> all = prompt;
+  all.insert(all.end(), r.tokens.begin(), r.tokens.end());
+  seq.reset();
+  const auto logits = seq.score(all);
+  const int32_t vocab = m.backend->config().vocab_size;
+  for (size_t j = 0; j < r.tokens.size(); ++j) {
+    std::vector<float> row(&logits[(prompt.size() - 1 + j) * vocab], &logits[(prompt.size() + j) * vocab]);
+    std::partial_sort(row.begin(), row.begin() + 2, row.end(), std::greater<>());
+    r.margins.push_back(row[0] - row[1]);
+  }
+  return r;
+}
+
+inline size_t num_equal_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
+  size_t n = 0;
+  while (n < a.size() && n < b.size() && a[n] == b[n]) ++n;
+  return n;
+}
+
+// How many of a's tokens must equal b's: up to the token after their common prefix (where
+// both runs still saw the same context, so their margins are comparable), stopping at the
+// first near-tie (either run's top-2 within near_tie: past it either pick is right). A run
+// that parts from the other before that is a real divergence: check
+// num_equal_prefix(a, b) >= this.
+inline size_t tokens_before_first_near_tie(const greedy_run& a, const greedy_run& b, float near_tie) {
+  const size_t same = num_equal_prefix(a.tokens, b.tokens);
+  const size_t compare = std::min(same + 1, a.tokens.size());
+  for (size_t j = 0; j < compare; ++j) {
+    if (std::min(a.margins[j], b.margins[j]) < near_tie) return j;
+  }
+  return compare;
 }
 
 inline std::vector<int32_t> json_ints(simdjson::dom::array a) {
@@ -105,10 +158,25 @@ inline double perplexity(single_sequence& seq, int32_t vocab, const std::vector<
   return std::exp(nll / (double)(tokens.size() - 1));
 }
 
-// Generates greedily after each prompt of golden_greedy.json, stopping at end-of-generation
-// ids as a server does, and checks the tokens against llama.cpp's up to its first near-tie
-// (llama.cpp's top-2 margin below `near_tie`); where llama.cpp's first end-of-generation id
-// comes before that, troupe must stop right there. Returns the number of prompts.
+// How often two llama.cpp runs over the same texts (two golden_teacher_forced*.json files,
+// say an f16 and a q8_0 cache) pick the same top-1: the noise one change makes in
+// llama.cpp itself.
+inline double golden_top1_agreement(simdjson::dom::element a, simdjson::dom::element b) {
+  int64_t num = 0, same = 0;
+  auto texts_b = b["texts"].get_array();
+  auto it_b = texts_b.begin();
+  for (auto text_a : a["texts"].get_array()) {
+    REQUIRE(it_b != texts_b.end());
+    const auto top1_a = json_ints(text_a["top1"].get_array());
+    const auto top1_b = json_ints((*it_b)["top1"].get_array());
+    REQUIRE(top1_a.size() == top1_b.size());
+    for (size_t i = 0; i < top1_a.size(); ++i) same += top1_a[i] == top1_b[i] ? 1 : 0;
+    num += static_cast<int64_t>(top1_a.size());
+    ++it_b;
+  }
+  return num > 0 ? static_cast<double>(same) / static_cast<double>(num) : 0.0;
+}
+
 // The bar every backend's teacher-forced agreement is held to (golden_teacher_forced.json
 // and golden_self_agreement.json of one model): at least llama.cpp's own flash-attention
 // on/off agreement minus 0.5% overall, and 99% where llama.cpp's top-2 margin is >= 0.2.
@@ -135,6 +203,10 @@ inline void check_perplexity_bar(single_sequence& seq, int32_t vocab, simdjson::
   CHECK(std::fabs(ppl / want - 1.0) < 0.01);
 }
 
+// Generates greedily after each prompt of golden_greedy.json, stopping at end-of-generation
+// ids as a server does, and checks the tokens against llama.cpp's up to its first near-tie
+// (llama.cpp's top-2 margin below `near_tie`); where llama.cpp's first end-of-generation id
+// comes before that, troupe must stop right there. Returns the number of prompts.
 inline int check_greedy_continuations(single_sequence& seq, simdjson::dom::element golden, double near_tie = 0.1) {
   int num_prompts = 0;
   for (auto p : golden["prompts"].get_array()) {

@@ -265,3 +265,51 @@ TEST_CASE("kv pool sizing: one byte budget holds 1.88x the blocks in q8_0 and 3.
   o.kv_cache_bytes = 1000;
   CHECK_THROWS_AS(blocks(kv_cache_dtype::q4_0), error);
 }
+
+TEST_CASE("kv rotation: the Hadamard run is orthonormal, its own inverse, and keeps q.k while spreading an outlier") {
+  CHECK(cpu::kv_key_rotation_size(64) == 64);
+  CHECK(cpu::kv_key_rotation_size(128) == 128);
+  CHECK(cpu::kv_key_rotation_size(192) == 64);  // the largest power of two >= 64 dividing it
+  CHECK(cpu::kv_key_rotation_size(96) == 0);    // not a multiple of 64: no rotation
+  CHECK(cpu::kv_value_rotation_size(128) == 64);
+  CHECK(cpu::kv_value_rotation_size(80) == 0);
+
+  // Sylvester's H_4 / 2 on a unit vector: its first column.
+  std::vector<float> e = {1, 0, 0, 0};
+  cpu::rotate_hadamard(e.data(), 4, 4);
+  CHECK(e == std::vector<float>{0.5f, 0.5f, 0.5f, 0.5f});
+  std::vector<float> e2 = {0, 1, 0, 0};
+  cpu::rotate_hadamard(e2.data(), 4, 4);
+  CHECK(e2 == std::vector<float>{0.5f, -0.5f, 0.5f, -0.5f});
+
+  std::mt19937 rng(7);
+  for (int32_t size : {64, 128}) {
+    CAPTURE(size);
+    const int32_t n = 2 * 128;  // two heads of 128, rotated run by run
+    const auto q = random_row(rng, n);
+    const auto k = random_row(rng, n);
+    auto qr = q, kr = k;
+    cpu::rotate_hadamard(qr.data(), n, size);
+    cpu::rotate_hadamard(kr.data(), n, size);
+    double dot = 0, dot_r = 0, norm = 0, norm_r = 0;
+    for (int32_t i = 0; i < n; ++i) {
+      dot += double(q[i]) * k[i];
+      dot_r += double(qr[i]) * kr[i];
+      norm += double(q[i]) * q[i];
+      norm_r += double(qr[i]) * qr[i];
+    }
+    CHECK(dot_r == doctest::Approx(dot).epsilon(1e-5));
+    CHECK(norm_r == doctest::Approx(norm).epsilon(1e-5));
+    auto back = qr;
+    cpu::rotate_hadamard(back.data(), n, size);
+    for (int32_t i = 0; i < n; ++i) CHECK(back[i] == doctest::Approx(q[i]).epsilon(1e-5));
+  }
+
+  // One outlier in a block sets its q8_0 scale; rotated, the same energy is spread over the run.
+  std::vector<float> spike(64, 0.01f);
+  spike[5] = 50.0f;
+  cpu::rotate_hadamard(spike.data(), 64, 64);
+  float largest = 0;
+  for (float v : spike) largest = std::max(largest, std::fabs(v));
+  CHECK(largest < 50.0f / 7.0f);  // 50 / sqrt(64) plus the small values' share
+}

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "troupe/cpu/attention.hpp"
+#include "troupe/cpu/kv_quant.hpp"
 #include "troupe/cpu/layer_ops.hpp"
 #include "troupe/model/error.hpp"
 #include "troupe/model/ops_math.hpp"
@@ -137,6 +138,10 @@ cpu_backend::cpu_backend(std::shared_ptr<const gguf::file> file, const cpu_backe
     throw error(error_code::unsupported, "--kv-cache-dtype " + std::string(name_of(options.kv_dtype)) +
                                              " needs head_dim in whole blocks of 32 values, at most 512 (this model's is " +
                                              std::to_string(config_.head_dim) + "); use f16");
+  }
+  if (options.kv_dtype != kv_cache_dtype::f16 && options.kv_rotation) {
+    key_rotation_ = kv_key_rotation_size(config_.head_dim);
+    value_rotation_ = kv_value_rotation_size(config_.head_dim);
   }
   const int32_t num_blocks = kv_pool_num_blocks(config_, options);
   kv_ = std::make_unique<kv_memory>(config_.num_layers, num_blocks, options.block_size, config_.kv_dim(),
@@ -268,11 +273,19 @@ step_result cpu_backend::step(const batch_plan& plan) {
       const float* sn = &rope_.sin[(size_t)pos * half];
       rope_row(q, c.num_heads, c.head_dim, c.rope_dim, c.rope, cs, sn);
       rope_row(k, c.num_kv_heads, c.head_dim, c.rope_dim, c.rope, cs, sn);
+      if (key_rotation_ > 0) {
+        rotate_hadamard(q, qd, key_rotation_);
+        rotate_hadamard(k, kvd, key_rotation_);
+      }
+      if (value_rotation_ > 0) rotate_hadamard(&w.v[i * kvd], kvd, value_rotation_);
       const int32_t block = row_blocks[i][pos / bs];
       kv_->store_key(l, block, pos % bs, &w.k[i * kvd]);
       kv_->store_value(l, block, pos % bs, &w.v[i * kvd]);
     });
     paged_attention(*kv_, l, c, w.attn_seqs, w.q.data(), w.attn.data(), pool_);
+    if (value_rotation_ > 0) {
+      for_rows(pool_, n, [&](int64_t i) { rotate_hadamard(&w.attn[i * qd], qd, value_rotation_); });
+    }
     matmul(lw.wo, w.attn.data(), n, w.tmp.data(), pool_);
     for_rows(pool_, n, [&](int64_t i) {
       add_row(&w.x[i * d], &w.tmp[i * d], d);

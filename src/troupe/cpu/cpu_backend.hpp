@@ -23,6 +23,9 @@ struct cpu_backend_options {
   int32_t num_blocks = 0;        // overrides kv_cache_bytes when > 0
   int32_t num_swap_blocks = 0;   // host swap space for preempted sequences (0: none)
   kv_cache_dtype kv_dtype = kv_cache_dtype::f16;  // how K/V are stored: sets the bytes a block takes
+  // A quantized cache stores K and V under a Walsh-Hadamard rotation (kv_quant.hpp; what
+  // llama.cpp does by default). Off: plain block quantization, for comparisons only.
+  bool kv_rotation = true;
   std::vector<int32_t> eog_ids;  // suppressed by ignore_eos
   // The threads to run on, shared with another backend stepped from the same thread (a draft
   // model beside its target, whose steps alternate: two pools would each spin while the
@@ -90,6 +93,8 @@ class cpu_backend final : public backend {
   std::vector<layer_weights> layers_;
   std::unique_ptr<kv_memory> kv_;
   std::unique_ptr<kv_memory> swap_;  // host swap space, same block geometry
+  int32_t key_rotation_ = 0;    // rotate_hadamard run length for Q and K (0: none)
+  int32_t value_rotation_ = 0;  // for V and the attention output (0: none)
   sampler sampler_;
   std::unique_ptr<workspace> ws_;
   rope_table rope_;

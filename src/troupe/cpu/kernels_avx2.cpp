@@ -90,7 +90,7 @@ void tile(const packed_matrix::impl& w, int64_t g, const act_view& act, int64_t 
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* qs = wq + b * qs_block;
     const uint8_t* sc = ws + b * sc_block;
-    const uint8_t* sup = is_k(F) ? wsup + b / blocks_per_super * super_bytes : nullptr;
+    const uint8_t* sup = is_k(F) ? wsup + b / blocks_per_super * super_bytes(F) : nullptr;
     for (int pass = 0; pass < num_passes; ++pass) {
       __m256i dot[T][2];
       for (int t = 0; t < T; ++t) {
@@ -114,12 +114,10 @@ void tile(const packed_matrix::impl& w, int64_t g, const act_view& act, int64_t 
       for (int hf = 0; hf < 2; ++hf) {
         __m256 d, m = _mm256_setzero_ps();
         if constexpr (has_half_scales(F)) {
-          d = _mm256_mul_ps(_mm256_loadu_ps(reinterpret_cast<const float*>(sup) + 8 * hf),
-                            i8x8_to_fp32(sc + rows_per_group * pass + 8 * hf));
+          d = _mm256_mul_ps(load_f16x8(sup + 16 * hf), i8x8_to_fp32(sc + rows_per_group * pass + 8 * hf));
         } else if constexpr (is_k(F)) {
-          d = _mm256_mul_ps(_mm256_loadu_ps(reinterpret_cast<const float*>(sup) + 8 * hf), u8x8_to_fp32(sc + 8 * hf));
-          m = _mm256_mul_ps(_mm256_loadu_ps(reinterpret_cast<const float*>(sup) + 16 + 8 * hf),
-                            u8x8_to_fp32(sc + rows_per_group + 8 * hf));
+          d = _mm256_mul_ps(load_f16x8(sup + 16 * hf), u8x8_to_fp32(sc + 8 * hf));
+          m = _mm256_mul_ps(load_f16x8(sup + 2 * rows_per_group + 16 * hf), u8x8_to_fp32(sc + rows_per_group + 8 * hf));
         } else {
           d = load_f16x8(sc + 16 * hf);
           m = has_stored_min(F) ? load_f16x8(sc + 32 + 16 * hf) : _mm256_mul_ps(d, _mm256_set1_ps(w.min_factor));

@@ -114,7 +114,7 @@ void tile(const packed_matrix::impl& w, int64_t g0, const act_view& act, int64_t
     for (int t = 0; t < T; ++t) acc[g][t] = _mm512_setzero_ps();
 
   for (int64_t b = 0; b < nb; ++b) {
-    const int64_t sup_offset = b / blocks_per_super * super_bytes;
+    const int64_t sup_offset = b / blocks_per_super * super_bytes(F);
     for (int pass = 0; pass < num_passes; ++pass) {
       __m512i dot[G][T];
       for (int t = 0; t < T; ++t) {
@@ -147,10 +147,10 @@ void tile(const packed_matrix::impl& w, int64_t g0, const act_view& act, int64_t
         const uint8_t* sc = ws[g] + b * sc_block;
         __m512 d, m = _mm512_setzero_ps();
         if constexpr (has_half_scales(F)) {
-          d = _mm512_mul_ps(_mm512_loadu_ps(wsup[g] + sup_offset), i8x16_to_fp32(sc + rows_per_group * pass));
+          d = _mm512_mul_ps(fp16x16_to_fp32(wsup[g] + sup_offset), i8x16_to_fp32(sc + rows_per_group * pass));
         } else if constexpr (is_k(F)) {
-          d = _mm512_mul_ps(_mm512_loadu_ps(wsup[g] + sup_offset), u8x16_to_fp32(sc));
-          m = _mm512_mul_ps(_mm512_loadu_ps(wsup[g] + sup_offset + 64), u8x16_to_fp32(sc + rows_per_group));
+          d = _mm512_mul_ps(fp16x16_to_fp32(wsup[g] + sup_offset), u8x16_to_fp32(sc));
+          m = _mm512_mul_ps(fp16x16_to_fp32(wsup[g] + sup_offset + 2 * rows_per_group), u8x16_to_fp32(sc + rows_per_group));
         } else {
           d = fp16x16_to_fp32(sc);
           m = has_stored_min(F) ? fp16x16_to_fp32(sc + 32) : _mm512_mul_ps(d, min_factor);

@@ -22,12 +22,6 @@ float load_f16(const uint8_t* p, int64_t index) {
   return fp16_to_fp32(h);
 }
 
-float load_f32(const uint8_t* p, int64_t index) {
-  float v;
-  std::memcpy(&v, p + 4 * index, 4);
-  return v;
-}
-
 // Value k (0..31) of lane `lane` in one packed block (see packed_layout.hpp).
 int unsigned_value(int_format f, const uint8_t* qs, int lane, int k) {
   if (is_byte(f)) return qs[64 * (k / 4) + 4 * lane + k % 4];
@@ -69,8 +63,9 @@ void int_groups_portable(const packed_matrix::impl& w, int64_t group_begin, int6
             acc += m * (uses_q8_1_sum(f) ? act.s : act.s_exact)[t * nb + b];
             continue;
           }
-          const uint8_t* sup = w.super_scales.get() + g * w.super_group_stride() + b / blocks_per_super * super_bytes;
-          const float super_d = load_f32(sup, lane);
+          const uint8_t* sup =
+              w.super_scales.get() + g * w.super_group_stride() + b / blocks_per_super * super_bytes(f);
+          const float super_d = load_f16(sup, lane);
           if (has_half_scales(f)) {
             const int32_t sum_lo = act.sum_lo[t * nb + b];
             const int32_t half_sums[2] = {sum_lo, act.sum[t * nb + b] - sum_lo};
@@ -80,7 +75,7 @@ void int_groups_portable(const packed_matrix::impl& w, int64_t group_begin, int6
             }
           } else {
             const float d = super_d * static_cast<float>(sc[lane]);
-            const float m = -load_f32(sup, rows_per_group + lane) * static_cast<float>(sc[rows_per_group + lane]);
+            const float m = -load_f16(sup, rows_per_group + lane) * static_cast<float>(sc[rows_per_group + lane]);
             acc += static_cast<float>(dot[0] + dot[1]) * (d * da);
             acc += m * act.s_exact[t * nb + b];
           }

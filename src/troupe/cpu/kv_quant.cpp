@@ -36,6 +36,34 @@ void quantize_q4_0(const float* x, int64_t num_values, block_q4_0* out) {
   }
 }
 
+int32_t kv_key_rotation_size(int32_t head_dim) {
+  if (head_dim <= 0 || head_dim % 64 != 0) return 0;
+  int32_t size = 64;
+  while (head_dim % (2 * size) == 0) size *= 2;
+  return size;
+}
+
+int32_t kv_value_rotation_size(int32_t head_dim) { return head_dim > 0 && head_dim % 64 == 0 ? 64 : 0; }
+
+void rotate_hadamard(float* x, int64_t num_values, int32_t size) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(size));
+  for (int64_t start = 0; start < num_values; start += size) {
+    float* v = x + start;
+    // The fast transform: log2(size) rounds of butterflies give Sylvester's H times v.
+    for (int32_t half = 1; half < size; half *= 2) {
+      for (int32_t i = 0; i < size; i += 2 * half) {
+        for (int32_t j = i; j < i + half; ++j) {
+          const float a = v[j];
+          const float b = v[j + half];
+          v[j] = a + b;
+          v[j + half] = a - b;
+        }
+      }
+    }
+    for (int32_t i = 0; i < size; ++i) v[i] *= scale;
+  }
+}
+
 void quantize_kv_row(kv_cache_dtype dtype, const float* x, int64_t num_values, uint8_t* out) {
   if (dtype == kv_cache_dtype::q8_0) {
     quantize_q8_0(x, num_values, reinterpret_cast<block_q8_0*>(out));

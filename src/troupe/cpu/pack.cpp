@@ -177,8 +177,6 @@ void store_fp16(uint8_t* p, int64_t index, float value) {
   std::memcpy(p + 2 * index, &h, 2);
 }
 
-void store_fp32(uint8_t* p, int64_t index, float value) { std::memcpy(p + 4 * index, &value, 4); }
-
 // Writes one row's block into lane `lane` of its group's qs (see packed_layout.hpp).
 void store_values(int_format format, const uint8_t* u, int64_t lane, uint8_t* qs) {
   if (detail::is_byte(format)) {
@@ -242,9 +240,9 @@ void pack_int(packed_matrix::impl& m, const uint8_t* data, size_t row_size) {
         sc[detail::rows_per_group + lane] = blk.sub[1];
         if (b % detail::blocks_per_super == 0) {
           uint8_t* sup = m.super_scales.get() + g * m.super_group_stride() +
-                         b / detail::blocks_per_super * detail::super_bytes;
-          store_fp32(sup, lane, blk.super_d);
-          store_fp32(sup, detail::rows_per_group + lane, blk.super_min);
+                         b / detail::blocks_per_super * detail::super_bytes(m.format);
+          store_fp16(sup, lane, blk.super_d);
+          if (!detail::has_half_scales(m.format)) store_fp16(sup, detail::rows_per_group + lane, blk.super_min);
         }
       } else {
         store_fp16(sc, lane, blk.d);

@@ -16,8 +16,10 @@
 //   scales: classic formats: d[16] then, with a stored min, m[16], fp16.
 //           K formats: two bytes per lane, sub[0][16] then sub[1][16] -- Q4_K/Q5_K's 6-bit
 //           scale and min of the block's 32 values, Q6_K's signed scales of its two halves.
-//   super_scales: K formats only, per group and 256 columns: fp32 d[16], dmin[16] of the file's
-//           super-block (dmin unused by Q6_K).
+//   super_scales: K formats only, per group and 256 columns: fp16 d[16] and, for Q4_K and
+//           Q5_K, dmin[16]: the file's own super-block values (Q6_K has no dmin). With the
+//           8-bit sub-block scales this stores Q6_K at the file's size and Q4_K/Q5_K at 1
+//           byte per 32 values more (a 6-bit scale and minimum in a byte each).
 // Values are unsigned (0..63 or 0..255); the dequantized weight is d*u + m. Classic formats
 // without a stored min have m = min_factor * d (Q4_0: -8, Q5_0: -16, Q8_0: -128); Q4_K and
 // Q5_K have d = D*sc, m = -DMIN*mn; Q6_K has d = D*sc_half and m = -32*d per half block.
@@ -90,7 +92,8 @@ constexpr int64_t scales_block_bytes(int_format f) {
   return is_k(f) ? 2 * rows_per_group : 2 * rows_per_group * (has_stored_min(f) ? 2 : 1);
 }
 constexpr int64_t blocks_per_super = 8;                      // 256 columns
-constexpr int64_t super_bytes = 2 * 4 * rows_per_group;      // fp32 d[16], dmin[16]
+// fp16 d[16], then dmin[16] where the format has a minimum.
+constexpr int64_t super_bytes(int_format f) { return (has_half_scales(f) ? 2 : 4) * rows_per_group; }
 
 // Row groups per unit of work that matmul hands a thread: the AVX-512 kernels stream 8
 // groups at once for a single token and tile 4 groups by several tokens for batches.
@@ -129,7 +132,9 @@ struct packed_matrix::impl {
 
   int64_t qs_group_stride() const { return num_blocks * detail::qs_block_bytes(format); }
   int64_t scales_group_stride() const { return num_blocks * detail::scales_block_bytes(format); }
-  int64_t super_group_stride() const { return num_blocks / detail::blocks_per_super * detail::super_bytes; }
+  int64_t super_group_stride() const {
+    return num_blocks / detail::blocks_per_super * detail::super_bytes(format);
+  }
 };
 
 }  // namespace troupe::cpu
