@@ -96,7 +96,8 @@ constexpr int64_t blocks_per_super = 8;                      // 256 columns
 constexpr int64_t super_bytes(int_format f) { return (has_half_scales(f) ? 2 : 4) * rows_per_group; }
 
 // Row groups per unit of work that matmul hands a thread: the AVX-512 kernels stream 8
-// groups at once for a single token and tile 4 groups by several tokens for batches.
+// (Q4_0, Q4_1) or 4 (the other formats) groups at once for a single token and tile 4
+// groups by several tokens for batches.
 constexpr int64_t groups_per_unit(int64_t num_tokens) { return num_tokens == 1 ? 8 : 4; }
 
 struct free_deleter {
