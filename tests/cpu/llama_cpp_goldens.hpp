@@ -158,6 +158,30 @@ inline double perplexity(single_sequence& seq, int32_t vocab, const std::vector<
   return std::exp(nll / (double)(tokens.size() - 1));
 }
 
+// Greedy text of `a` and `b` (two caches of one model, say) after each prompt of
+// golden_greedy.json, num_tokens each: where both runs are clear (up to the first near-tie,
+// see tokens_before_first_near_tie) they must pick the same tokens. Returns the number of
+// tokens so compared, for the caller to check the comparison was not vacuous.
+inline int check_greedy_runs_agree(loaded_model& a, loaded_model& b, simdjson::dom::element golden,
+                                   int32_t num_tokens, float near_tie) {
+  int num_compared = 0;
+  for (auto p : golden["prompts"].get_array()) {
+    const std::string name(p["name"].get_string().value());
+    CAPTURE(name);
+    const auto prompt = json_ints(p["prompt_tokens"].get_array());
+    const auto run_a = greedy_with_margins(a, prompt, num_tokens);
+    const auto run_b = greedy_with_margins(b, prompt, num_tokens);
+    const size_t same = num_equal_prefix(run_a.tokens, run_b.tokens);
+    const size_t compare = tokens_before_first_near_tie(run_a, run_b, near_tie);
+    MESSAGE(name << ": equal for " << same << " of " << num_tokens << " tokens, first near-tie at " << compare
+                 << "; margins where they part: " << (same < run_a.margins.size() ? run_a.margins[same] : -1.0f)
+                 << " and " << (same < run_b.margins.size() ? run_b.margins[same] : -1.0f));
+    CHECK(same >= compare);
+    num_compared += static_cast<int>(compare);
+  }
+  return num_compared;
+}
+
 // How often two llama.cpp runs over the same texts (two golden_teacher_forced*.json files,
 // say an f16 and a q8_0 cache) pick the same top-1: the noise one change makes in
 // llama.cpp itself.

@@ -129,21 +129,8 @@ TEST_CASE("llama.cpp agreement: q8_0 KV cache: greedy text equals the fp16 cache
   REQUIRE(model(kv_cache_dtype::q8_0) != nullptr);
   simdjson::dom::parser parser;
   const auto golden = load_json(parser, "golden_greedy.json");
-  int num_compared = 0;
-  for (auto p : golden["prompts"].get_array()) {
-    const std::string name(p["name"].get_string().value());
-    CAPTURE(name);
-    const auto prompt = test::json_ints(p["prompt_tokens"].get_array());
-    const auto f16 = test::greedy_with_margins(*model(kv_cache_dtype::f16), prompt, 48);
-    const auto q8_0 = test::greedy_with_margins(*model(kv_cache_dtype::q8_0), prompt, 48);
-    const size_t same = test::num_equal_prefix(f16.tokens, q8_0.tokens);
-    const size_t compare = test::tokens_before_first_near_tie(f16, q8_0, near_tie_logits);
-    MESSAGE(name << ": equal for " << same << " of 48 tokens, first near-tie at " << compare
-                 << "; fp16's margin where they part: " << (same < f16.margins.size() ? f16.margins[same] : -1.0f)
-                 << ", q8_0's: " << (same < q8_0.margins.size() ? q8_0.margins[same] : -1.0f));
-    CHECK(same >= compare);
-    num_compared += (int)compare;
-  }
+  const int num_compared = test::check_greedy_runs_agree(*model(kv_cache_dtype::f16), *model(kv_cache_dtype::q8_0),
+                                                        golden, 48, near_tie_logits);
   // Not vacuous: this model is often undecided (64 of the 384 tokens fall before a near-tie
   // when measured).
   CHECK(num_compared >= 48);

@@ -142,18 +142,6 @@ TEST_CASE("qwen2.5-coder-0.5b: q8_0 KV cache: greedy text equals the fp16 cache'
   REQUIRE(model_kv_q8_0() != nullptr);
   simdjson::dom::parser parser;
   const simdjson::dom::element golden = parser.load(k_golden_dir + "golden_greedy.json");
-  int num_compared = 0;
-  for (auto p : golden["prompts"].get_array()) {
-    const std::string name(p["name"].get_string().value());
-    CAPTURE(name);
-    const auto prompt = test::json_ints(p["prompt_tokens"].get_array());
-    const auto f16 = test::greedy_with_margins(*model(), prompt, 32);
-    const auto q8_0 = test::greedy_with_margins(*model_kv_q8_0(), prompt, 32);
-    const size_t compare = test::tokens_before_first_near_tie(f16, q8_0, 0.2f);
-    const size_t same = test::num_equal_prefix(f16.tokens, q8_0.tokens);
-    MESSAGE(name << ": equal for " << same << " of 32 tokens, first near-tie at " << compare);
-    CHECK(same >= compare);
-    num_compared += static_cast<int>(compare);
-  }
+  const int num_compared = test::check_greedy_runs_agree(*model(), *model_kv_q8_0(), golden, 32, 0.2f);
   CHECK(num_compared >= 32);  // not vacuous
 }
