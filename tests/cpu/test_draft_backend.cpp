@@ -54,10 +54,16 @@ cpu::cpu_backend_options pool_options(int32_t num_blocks = 64) {
   return o;
 }
 
-std::shared_ptr<draft_backend> make_pair(uint64_t target_seed, uint64_t draft_seed) {
+// draft_rows > 0: the draft's head covers token ids below it only; min_confidence: the
+// draft's stop rule.
+std::shared_ptr<draft_backend> make_pair(uint64_t target_seed, uint64_t draft_seed, int64_t draft_rows = 0,
+                                         double min_confidence = 0.0) {
   const auto o = pool_options();
+  auto draft_o = o;
+  draft_o.num_output_rows = draft_rows;
   return std::make_shared<draft_backend>(std::make_shared<cpu::cpu_backend>(tiny_file(target_seed), o),
-                                         std::make_shared<cpu::cpu_backend>(tiny_file(draft_seed), o), o.eog_ids);
+                                         std::make_shared<cpu::cpu_backend>(tiny_file(draft_seed), draft_o),
+                                         o.eog_ids, min_confidence);
 }
 
 std::string refusal(const tokenizer& target, const tokenizer& draft) {
@@ -108,6 +114,7 @@ struct decoded {
   std::vector<int32_t> tokens;
   int64_t num_proposed = 0;
   int64_t num_accepted = 0;
+  int64_t num_short_runs = 0;  // steps whose draft filled fewer slots than it had
 };
 
 decoded decode(backend& b, uint64_t id, const std::vector<int32_t>& prompt, const sampling_params& params, int n,
@@ -118,7 +125,11 @@ decoded decode(backend& b, uint64_t id, const std::vector<int32_t>& prompt, cons
   p.sequences.push_back(make_step(id, prompt, 0, params, 0, 0, num_blocks_per_seq));
   while (static_cast<int>(d.tokens.size()) < n) {
     const auto out = b.step(p).outputs.at(0);
-    d.num_proposed += p.sequences[0].num_draft_tokens;
+    const int32_t had = p.sequences[0].num_draft_tokens;
+    REQUIRE(out.num_drafted <= had);
+    REQUIRE(static_cast<int32_t>(out.accepted.size()) <= (out.num_drafted >= 0 ? out.num_drafted : had));
+    d.num_proposed += out.num_drafted >= 0 ? out.num_drafted : had;
+    d.num_short_runs += out.num_drafted >= 0 && out.num_drafted < had ? 1 : 0;
     d.num_accepted += static_cast<int64_t>(out.accepted.size());
     for (const auto& a : out.accepted) d.tokens.push_back(a.token);
     d.tokens.push_back(out.token);
@@ -268,11 +279,13 @@ TEST_CASE("draft model: a seeded sampled run reproduces") {
   CHECK(decode(*make_pair(1, 2), 1, prompt, params, 40, 3).tokens != first.tokens);
 }
 
-TEST_CASE("draft model: emitted tokens follow the target's distribution (chi-square, 100,000 draws)") {
-  // One context, decoded with 2 draft proposals over and over with a new seed each time: the
-  // first emitted token must follow the target's distribution there (sampler::distribution,
-  // the same knobs), whether it is an accepted proposal or the rule's resample.
-  auto b = make_pair(1, 2);
+namespace {
+
+// One context, decoded with 2 draft proposals over and over with a new seed each time: the
+// first emitted token must follow the target's distribution there (sampler::distribution,
+// the same knobs), whether it is an accepted proposal or the rule's resample.
+void check_first_token_distribution(int64_t draft_rows, double min_confidence) {
+  auto b = make_pair(1, 2, draft_rows, min_confidence);
   const int32_t vocab = b->config().vocab_size;
   sampling_params params;
   params.temperature = 3.0f;  // the tiny model's rows are peaked; this spreads them
@@ -305,6 +318,106 @@ TEST_CASE("draft model: emitted tokens follow the target's distribution (chi-squ
   CHECK(df > 10);
   CHECK(stat < chi_square_limit(df));
   CHECK(num_accepted > 0);
+}
+
+}  // namespace
+
+TEST_CASE("draft model: emitted tokens follow the target's distribution (chi-square, 100,000 draws)") {
+  check_first_token_distribution(0, 0.0);
+}
+
+TEST_CASE("draft model: with a draft over part of the vocabulary that stops where unsure, still the target's "
+          "distribution (chi-square, 100,000 draws)") {
+  // The draft's q is zero past its head's rows, where the target's p is not: those tokens
+  // come only from the resample, which must make up for them exactly.
+  check_first_token_distribution(make_pair(1, 2)->config().vocab_size / 2, 0.5);
+}
+
+TEST_CASE("draft model: a draft that stops where it is unsure keeps the target's greedy output") {
+  // min_confidence 0.9: the imperfect draft stops early on many steps; the unfilled slots
+  // are not verified and the output is still the target's. A draft identical to the target
+  // still has every proposal it makes accepted.
+  const auto target_file = tiny_file(1);
+  cpu::cpu_backend plain(target_file, pool_options());
+  sampling_params greedy;
+  greedy.temperature = 0.0f;
+  int64_t proposed = 0, accepted = 0, short_runs = 0;
+  for (int salt = 0; salt < 4; ++salt) {
+    CAPTURE(salt);
+    const auto prompt = tiny_prompt(plain.config().vocab_size, salt);
+    const auto want = decode(plain, 1, prompt, greedy, 40, 0).tokens;
+    for (uint64_t draft_seed : {2, 3}) {
+      CAPTURE(draft_seed);
+      const auto got = decode(*make_pair(1, draft_seed, 0, 0.9), 2, prompt, greedy, 40, 6);
+      CHECK(got.tokens == want);
+      proposed += got.num_proposed;
+      accepted += got.num_accepted;
+      short_runs += got.num_short_runs;
+    }
+    const auto self = decode(*make_pair(1, 1, 0, 0.9), 2, prompt, greedy, 40, 6);
+    CHECK(self.tokens == want);
+    CHECK(self.num_accepted == self.num_proposed);
+  }
+  MESSAGE("unsure draft: " << accepted << " of " << proposed << " proposals accepted, " << short_runs
+                           << " runs stopped early");
+  CHECK(short_runs > 10);
+  CHECK(accepted > 0);
+}
+
+TEST_CASE("draft model: a head over the first ids of the vocabulary") {
+  // The backend computes logits for ids below num_output_rows only (the others -infinity),
+  // the same values as the whole head's there.
+  const auto file = tiny_file(1);
+  auto o = pool_options();
+  cpu::cpu_backend whole(file, o);
+  const int32_t vocab = whole.config().vocab_size;
+  const int64_t rows = vocab / 2 + 3;  // not a whole number of the kernels' row groups
+  o.num_output_rows = rows;
+  cpu::cpu_backend part(file, o);
+  sampling_params greedy;
+  greedy.temperature = 0.0f;
+  batch_plan p;
+  p.sequences.push_back(make_step(1, tiny_prompt(vocab, 1), 0, greedy, 0, 0));
+  p.sequences[0].wants_all_logits = true;
+  const auto a = whole.step(p).outputs[0].logits, b = part.step(p).outputs[0].logits;
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (static_cast<int64_t>(i % static_cast<size_t>(vocab)) < rows) {
+      REQUIRE(b[i] == a[i]);
+    } else {
+      REQUIRE(b[i] == -INFINITY);
+    }
+  }
+  o.num_output_rows = -1;
+  CHECK_THROWS_AS(cpu::cpu_backend(file, o), error);
+}
+
+TEST_CASE("draft model: a draft over part of the vocabulary keeps greedy output, and a request banning that part") {
+  const auto target_file = tiny_file(1);
+  cpu::cpu_backend plain(target_file, pool_options());
+  const int32_t vocab = plain.config().vocab_size;
+  sampling_params greedy;
+  greedy.temperature = 0.0f;
+  int64_t proposed = 0, accepted = 0;
+  for (int salt = 0; salt < 3; ++salt) {
+    const auto prompt = tiny_prompt(vocab, salt);
+    const auto want = decode(plain, 1, prompt, greedy, 30, 0).tokens;
+    const auto got = decode(*make_pair(1, 2, vocab / 2, 0.0), 2, prompt, greedy, 30, 3);
+    CHECK(got.tokens == want);
+    proposed += got.num_proposed;
+    accepted += got.num_accepted;
+  }
+  CHECK(accepted > 0);
+  // Every id the draft's head covers pushed down as far as a request may: the draft still
+  // proposes among them, the target takes none, and the output is the plain one.
+  auto banned = greedy;
+  for (int32_t id = 0; id < 8; ++id) banned.logit_bias.push_back({id, -100.0f});
+  const auto prompt = tiny_prompt(vocab, 4);
+  const auto want = decode(plain, 1, prompt, banned, 20, 0).tokens;
+  const auto got = decode(*make_pair(1, 2, 8, 0.0), 2, prompt, banned, 20, 3);
+  CHECK(got.tokens == want);
+  CHECK(got.num_proposed > 0);
+  CHECK(got.num_accepted == 0);
 }
 
 namespace {

@@ -44,7 +44,10 @@ class simulated_worker {
   const plan_state& plans() const { return plans_; }
 
   // Draft-model proposals (draft_slot) are filled by this rule, as the worker's draft model
-  // would fill them; without one they stay slots, which no sample equals.
+  // would fill them; without one they stay slots, which no sample equals. The rule returning
+  // draft_stops leaves that slot and the ones after it unfilled (a draft model unsure there):
+  // they are not fed, and the output says how many were filled (num_drafted).
+  static constexpr int32_t draft_stops = -2;
   void set_draft_rule(next_token_rule rule) { draft_rule_ = std::move(rule); }
 
   step_result run(const kv_operations& ops, const batch_plan& given) {
@@ -52,24 +55,33 @@ class simulated_worker {
     for (const auto& c : ops.copies) move_block(device_, c.src, device_, c.dst);
     for (const auto& c : ops.swap_in) move_block(host_, c.src, device_, c.dst);
     batch_plan plan = given;
-    for (auto& s : plan.sequences) {
+    std::vector<int32_t> num_drafted(plan.sequences.size(), -1);
+    for (size_t si = 0; si < plan.sequences.size(); ++si) {
+      auto& s = plan.sequences[si];
       REQUIRE(s.block_table.size() * static_cast<size_t>(block_size_) >= s.start_pos + s.tokens.size());
       for (size_t i = 0; i < s.tokens.size(); ++i) slot(s.block_table, s.start_pos + static_cast<int32_t>(i)) = s.tokens[i];
       if (s.num_draft_tokens == 0 || s.tokens.back() != draft_slot || !draft_rule_) continue;
       const int32_t known_end = s.start_pos + static_cast<int32_t>(s.tokens.size()) - s.num_draft_tokens;
       std::vector<int32_t> context;
       for (int32_t pos = 0; pos < known_end; ++pos) context.push_back(slot(s.block_table, pos));
-      for (int32_t i = 0; i < s.num_draft_tokens; ++i) {
-        const int32_t token = draft_rule_(context, s.params.seed, s.sample_index + static_cast<uint64_t>(i));
+      int32_t filled = 0;
+      for (; filled < s.num_draft_tokens; ++filled) {
+        const int32_t token = draft_rule_(context, s.params.seed, s.sample_index + static_cast<uint64_t>(filled));
+        if (token == draft_stops) break;
         context.push_back(token);
-        s.tokens[s.tokens.size() - static_cast<size_t>(s.num_draft_tokens - i)] = token;
-        slot(s.block_table, known_end + i) = token;
+        s.tokens[s.tokens.size() - static_cast<size_t>(s.num_draft_tokens - filled)] = token;
+        slot(s.block_table, known_end + filled) = token;
       }
+      s.tokens.resize(s.tokens.size() - static_cast<size_t>(s.num_draft_tokens - filled));
+      s.num_draft_tokens = filled;
+      num_drafted[si] = filled;
     }
     step_result result;
-    for (const auto& s : plan.sequences) {
+    for (size_t si = 0; si < plan.sequences.size(); ++si) {
+      const auto& s = plan.sequences[si];
       sequence_output o;
       o.seq_id = s.seq_id;
+      o.num_drafted = num_drafted[si];
       if (s.wants_sample) {
         const int32_t num_drafts = s.num_draft_tokens;
         const int32_t known_end = s.start_pos + static_cast<int32_t>(s.tokens.size()) - num_drafts;

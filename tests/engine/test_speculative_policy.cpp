@@ -376,6 +376,56 @@ TEST_CASE("speculation: draft-model slots on the real block manager keep its inv
   CHECK(num_rejected > 100);
 }
 
+TEST_CASE("speculation: a draft model that fills fewer slots than were reserved (it stops where unsure)") {
+  // The draft stops at some output indices: the unfilled slots are not fed, their positions
+  // are rolled back like rejected ones, the counters count only the proposals made, and
+  // with draft_min_confidence set every step reserves all num_speculative_tokens slots.
+  std::mt19937 rng(20261205);
+  int64_t num_made = 0, num_stops = 0;
+  for (int round = 0; round < 20; ++round) {
+    CAPTURE(round);
+    const int32_t period = 2 + static_cast<int32_t>(rng() % 5);
+    const uint32_t deviation = 3 + rng() % 9;
+    const uint32_t stop_every = 2 + rng() % 5;
+    const auto rule = cyclic_rule(period, [deviation](uint64_t i) { return i % deviation == deviation - 1; });
+    const auto follow = cyclic_rule(period, [](uint64_t) { return false; });
+    simulated_worker::next_token_rule draft_rule = [&, follow, stop_every](const std::vector<int32_t>& context,
+                                                                            uint64_t seed, uint64_t index) {
+      if (index % stop_every == 0) {
+        ++num_stops;
+        return simulated_worker::draft_stops;
+      }
+      ++num_made;
+      return follow(context, seed, index);
+    };
+    std::vector<sequence_request> reqs;
+    const int num_requests = 1 + static_cast<int>(rng() % 4);
+    for (int i = 0; i < num_requests; ++i) {
+      reqs.push_back(periodic_request(static_cast<uint64_t>(i + 1), period, 4 + static_cast<int32_t>(rng() % 20),
+                                      5 + static_cast<int32_t>(rng() % 40)));
+    }
+    const int32_t block_size = 4;
+    auto c = spec_config(speculative_method::draft);
+    c.has_draft_model = true;
+    c.draft_min_confidence = 0.5;
+    c.num_speculative_tokens = 2 + static_cast<int32_t>(rng() % 5);
+    const int32_t num_blocks = 64;
+    block_manager plain_kv({num_blocks, block_size, 0, true});
+    const auto plain = run(plain_kv, spec_config(speculative_method::off), reqs, rule, num_blocks, block_size);
+    block_manager kv({num_blocks, block_size, 0, true});
+    const int64_t made_before = num_made;
+    const auto spec = run(kv, c, reqs, rule, num_blocks, block_size, [&] { kv.check_invariants(); }, draft_rule);
+    CHECK(spec.outputs == plain.outputs);
+    CHECK(spec.finished == plain.finished);
+    CHECK(kv.stats().num_used_blocks == 0);
+    CHECK(spec.stats.num_draft_tokens == num_made - made_before);
+    CHECK(spec.stats.num_accepted_tokens <= spec.stats.num_draft_tokens);
+  }
+  MESSAGE(num_made << " proposals made, " << num_stops << " runs stopped early");
+  CHECK(num_made > 100);
+  CHECK(num_stops > 50);
+}
+
 TEST_CASE("speculation: a request asking for draft proposals where no draft model is loaded decodes plainly") {
   const auto rule = cyclic_rule(3, [](uint64_t) { return false; });
   std::vector<sequence_request> reqs = {periodic_request(1, 3, 12, 20)};

@@ -285,7 +285,7 @@ typename Inspector::result_type inspect(Inspector& f, sequence_output& x) {
   wire::float_bits logprob{x.logprob};
   wire::floats_bits logits{x.logits};
   return f(caf::meta::type_name("troupe::sequence_output"), x.seq_id, x.token, logprob, x.top_logprobs, logits,
-           x.accepted);
+           x.accepted, x.num_drafted);
 }
 
 template <class Inspector>

@@ -32,6 +32,7 @@ void config::validate() const {
   if (speculative == "draft" && draft_model.empty()) {
     reject("speculative", "off or ngram without --draft-model", speculative);
   }
+  if (draft_vocab < 0) reject("draft-vocab", ">= 0 (0 = the whole vocabulary)", std::to_string(draft_vocab));
   check_range("tensor-parallel", tensor_parallel, 1, 64);
   if (!(gpu_memory_utilization > 0.0 && gpu_memory_utilization <= 1.0)) {
     reject("gpu-memory-utilization", "in (0, 1]", std::to_string(gpu_memory_utilization));

@@ -23,6 +23,7 @@ struct config {
   std::string async_scheduling = "auto";  // auto | on | off (auto: on with CUDA, off on the CPU)
   std::string speculative = "off";      // off | ngram | draft: speculative decoding (requests may override)
   std::string draft_model;              // GGUF file of a draft model (same vocabulary); "" = none
+  int64_t draft_vocab = 32768;          // the draft proposes only token ids below this (0 = all)
   int32_t threads = 0;                  // CPU compute threads; 0 = one per core
   int64_t stand_in_step_us = 0;         // benchmarks only: no forward pass, fixed-time steps; 0 = off
 
@@ -84,6 +85,8 @@ void for_each_option(Config& c, F&& f) {
   f("async_scheduling", "plan step N+1 while step N runs: auto | on | off (auto: on with CUDA)", c.async_scheduling);
   f("speculative", "speculative decoding: off | ngram (prompt lookup; exact) | draft (--draft-model); requests may override", c.speculative);
   f("draft_model", "GGUF draft model for --speculative draft (same vocabulary as --model; CPU only)", c.draft_model);
+  f("draft_vocab", "the draft model's head covers token ids below this only (0 = all): cheaper draft steps, exact output", c.draft_vocab);
+  f("draft_min_confidence", "a draft model stops proposing once its probability of its proposals so far is under this (0 = never)", c.scheduling.draft_min_confidence);
   f("num_speculative_tokens", "most tokens proposed per sequence per step (adapted per sequence)", c.scheduling.num_speculative_tokens);
   f("ngram_min", "shortest suffix n-gram prompt lookup matches", c.scheduling.ngram_min);
   f("ngram_max", "longest suffix n-gram prompt lookup matches", c.scheduling.ngram_max);

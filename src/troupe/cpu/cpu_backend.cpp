@@ -44,10 +44,13 @@ const float* require_norm(const gguf::file& file, const std::string& name, int64
   return reinterpret_cast<const float*>(t.data);
 }
 
-packed_matrix pack(const gguf::file& file, const std::string& name, int64_t cols, int64_t rows, int64_t& bytes) {
+// The first num_packed_rows rows of the tensor (all when 0): a row-major prefix.
+packed_matrix pack(const gguf::file& file, const std::string& name, int64_t cols, int64_t rows, int64_t& bytes,
+                   int64_t num_packed_rows = 0) {
   const auto& t = require_tensor(file, name, cols, rows);
-  bytes += static_cast<int64_t>(t.num_bytes);
-  auto packed = packed_matrix::pack(t.type, t.data, rows, cols);
+  const int64_t packed_rows = num_packed_rows > 0 ? std::min(num_packed_rows, rows) : rows;
+  bytes += static_cast<int64_t>(t.num_bytes) / rows * packed_rows;
+  auto packed = packed_matrix::pack(t.type, t.data, packed_rows, cols);
   // The packed copy is what the kernels read: the mapped bytes leave resident memory, so a
   // model takes its packed size once, not twice (rows read later, e.g. embedding lookups
   // of a tied output head, map again on demand).
@@ -69,7 +72,7 @@ void for_rows(thread_pool& pool, int64_t n, Fn&& fn) {
 }  // namespace
 
 struct cpu_backend::workspace {
-  std::vector<float> x, xn, q, k, v, attn, tmp, gate, up, hidden, logits;
+  std::vector<float> x, xn, q, k, v, attn, tmp, gate, up, hidden, logits, head;
   std::vector<int32_t> positions;
   std::vector<attention_sequence> attn_seqs;
   std::vector<int64_t> logit_rows;  // hidden row -> source token row
@@ -109,7 +112,9 @@ cpu_backend::cpu_backend(std::shared_ptr<const gguf::file> file, const cpu_backe
   }
   output_norm_ = require_norm(f, "output_norm.weight", d);
   int64_t bytes = 0;
-  output_ = pack(f, config_.has_output_weight ? "output.weight" : "token_embd.weight", d, config_.vocab_size, bytes);
+  if (options.num_output_rows < 0) throw error(error_code::invalid_argument, "num_output_rows must be >= 0");
+  output_ = pack(f, config_.has_output_weight ? "output.weight" : "token_embd.weight", d, config_.vocab_size, bytes,
+                 options.num_output_rows);
   layers_.reserve(config_.num_layers);
   for (int32_t i = 0; i < config_.num_layers; ++i) {
     const std::string p = "blk." + std::to_string(i) + ".";
@@ -304,7 +309,21 @@ step_result cpu_backend::step(const batch_plan& plan) {
   for_rows(pool_, num_logit_rows, [&](int64_t i) {
     rms_norm_row(&w.x[w.logit_rows[i] * d], output_norm_, &w.hidden[i * d], d, c.rms_eps);
   });
-  if (num_logit_rows > 0) matmul(output_, w.hidden.data(), num_logit_rows, w.logits.data(), pool_);
+  if (num_logit_rows > 0) {
+    const int64_t head_rows = output_.num_rows();
+    if (head_rows == vocab) {
+      matmul(output_, w.hidden.data(), num_logit_rows, w.logits.data(), pool_);
+    } else {
+      // A head over the first head_rows ids: the rest of each row can never be drawn.
+      w.head.resize(num_logit_rows * head_rows);
+      matmul(output_, w.hidden.data(), num_logit_rows, w.head.data(), pool_);
+      for (int64_t i = 0; i < num_logit_rows; ++i) {
+        float* out = &w.logits[i * vocab];
+        std::copy_n(&w.head[i * head_rows], head_rows, out);
+        std::fill(out + head_rows, out + vocab, -INFINITY);
+      }
+    }
+  }
 
   step_result result;
   result.outputs.resize(plan.sequences.size());

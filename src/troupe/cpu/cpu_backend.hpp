@@ -27,6 +27,11 @@ struct cpu_backend_options {
   // llama.cpp does by default). Off: plain block quantization, for comparisons only.
   bool kv_rotation = true;
   std::vector<int32_t> eog_ids;  // suppressed by ignore_eos
+  // Logits only for token ids [0, num_output_rows), the others -infinity: the output head
+  // packed and read for that many rows only. For a draft model, whose head over a large
+  // vocabulary is a large share of its step (docs/speculative.md, "The draft's vocabulary").
+  // 0 or >= the vocabulary: every row.
+  int64_t num_output_rows = 0;
   // The threads to run on, shared with another backend stepped from the same thread (a draft
   // model beside its target, whose steps alternate: two pools would each spin while the
   // other works). Null: a pool of num_threads of its own.

@@ -38,13 +38,15 @@ void size_pool_for_draft(cpu::cpu_backend_options& options, const model_config& 
 }
 
 std::shared_ptr<backend> with_draft_model(std::shared_ptr<backend> target, std::shared_ptr<const gguf::file> draft_file,
-                                          const cpu::cpu_backend_options& options) {
+                                          const cpu::cpu_backend_options& options, int64_t draft_vocab,
+                                          double min_confidence) {
   auto draft_options = options;
+  draft_options.num_output_rows = draft_vocab;
   if (const auto* cpu_target = dynamic_cast<const cpu::cpu_backend*>(target.get())) {
     draft_options.pool = cpu_target->pool();
   }
   auto draft = std::make_shared<cpu::cpu_backend>(std::move(draft_file), draft_options);
-  return std::make_shared<draft_backend>(std::move(target), std::move(draft), options.eog_ids);
+  return std::make_shared<draft_backend>(std::move(target), std::move(draft), options.eog_ids, min_confidence);
 }
 
 }  // namespace troupe

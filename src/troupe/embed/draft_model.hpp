@@ -25,8 +25,11 @@ void size_pool_for_draft(cpu::cpu_backend_options& options, const model_config& 
                          int64_t kv_cache_bytes, double swap_bytes);
 
 // The draft model on the CPU with `options` (those of the target's pool) and `target`
-// wrapped so that its steps fill draft_slot proposals from it.
+// wrapped so that its steps fill draft_slot proposals from it. draft_vocab > 0: the draft's
+// head covers token ids below it only (cpu_backend_options::num_output_rows);
+// min_confidence: as draft_backend's.
 std::shared_ptr<backend> with_draft_model(std::shared_ptr<backend> target, std::shared_ptr<const gguf::file> draft_file,
-                                          const cpu::cpu_backend_options& options);
+                                          const cpu::cpu_backend_options& options, int64_t draft_vocab = 0,
+                                          double min_confidence = 0.0);
 
 }  // namespace troupe

@@ -68,7 +68,8 @@ backend_choice make_backends(const config& c, std::shared_ptr<const gguf::file> 
                       c.swap_space * double(1ull << 30));
   o.num_swap_blocks = o.cpu.num_swap_blocks;
   auto choice = choose_backend(std::move(file), o);
-  choice.ranks.front() = with_draft_model(choice.ranks.front(), std::move(draft_file), o.cpu);
+  choice.ranks.front() = with_draft_model(choice.ranks.front(), std::move(draft_file), o.cpu, c.draft_vocab,
+                                          c.scheduling.draft_min_confidence);
   choice.description += ", draft model " + c.draft_model;
   return choice;
 }

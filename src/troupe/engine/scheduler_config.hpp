@@ -52,6 +52,11 @@ struct scheduler_config {
   // request asking for draft proposals decodes without speculation.
   bool has_draft_model = false;
   int32_t num_speculative_tokens = 4;
+  // A draft model stops proposing once the product of its own probabilities of its proposals
+  // falls under this (the last one is still proposed), and then every step may fill up to
+  // num_speculative_tokens slots; 0: it fills every slot, and the slots adapt as for prompt
+  // lookup (one more than were accepted last step).
+  double draft_min_confidence = 0.5;
   int32_t ngram_min = 2;
   int32_t ngram_max = 4;
   // Proposals are made only while at most this many sequences decode in a step: past it a
@@ -104,6 +109,10 @@ struct scheduler_config {
     if (ngram_min < 1 || ngram_min > ngram_max) reject("ngram_min", "in [1, ngram_max]", ngram_min);
     if (ngram_max > 64) reject("ngram_max", "<= 64", ngram_max);
     if (speculative_max_batch < 0) reject("speculative_max_batch", ">= 0", speculative_max_batch);
+    if (!(draft_min_confidence >= 0.0 && draft_min_confidence <= 1.0)) {
+      throw error(error_code::invalid_argument,
+                  "draft_min_confidence must be in [0, 1], got " + std::to_string(draft_min_confidence));
+    }
     if (max_batch_size < 1) reject("max_batch_size", ">= 1", max_batch_size);
     if (max_wait_ms < 0) reject("max_wait_ms", ">= 0 (0 = release at once)", max_wait_ms);
     if (max_queue_len < max_batch_size) {

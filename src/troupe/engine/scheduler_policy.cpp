@@ -707,24 +707,29 @@ std::vector<sequence_event> scheduler_policy::on_step_done(const step_result& re
 void scheduler_policy::apply_speculative(const step_entry& e, sequence& seq, const sequence_output& o,
                                          std::vector<sequence_event>& events) {
   const auto num_accepted = static_cast<int32_t>(o.accepted.size());
-  if (num_accepted > e.num_drafts) {
+  // A draft model may fill fewer slots than were reserved (it stops where it is unsure).
+  const int32_t num_proposed = o.num_drafted >= 0 ? o.num_drafted : e.num_drafts;
+  if (num_proposed > e.num_drafts || num_accepted > num_proposed) {
     throw error(error_code::internal, "sequence " + std::to_string(seq.id) + ": " + std::to_string(num_accepted) +
-                                          " proposals accepted of " + std::to_string(e.num_drafts));
+                                          " proposals accepted of " + std::to_string(num_proposed) + " made in " +
+                                          std::to_string(e.num_drafts) + " slots");
   }
   ++totals_.num_speculative_steps;
-  totals_.num_draft_tokens += e.num_drafts;
+  totals_.num_draft_tokens += num_proposed;
   totals_.num_accepted_tokens += num_accepted;
   totals_.num_emitted_tokens += num_accepted + 1;
-  if (totals_.num_drafts_at_position.size() < static_cast<size_t>(e.num_drafts)) {
-    totals_.num_drafts_at_position.resize(static_cast<size_t>(e.num_drafts));
-    totals_.num_accepted_at_position.resize(static_cast<size_t>(e.num_drafts));
+  if (totals_.num_drafts_at_position.size() < static_cast<size_t>(num_proposed)) {
+    totals_.num_drafts_at_position.resize(static_cast<size_t>(num_proposed));
+    totals_.num_accepted_at_position.resize(static_cast<size_t>(num_proposed));
   }
-  for (int32_t i = 0; i < e.num_drafts; ++i) ++totals_.num_drafts_at_position[static_cast<size_t>(i)];
+  for (int32_t i = 0; i < num_proposed; ++i) ++totals_.num_drafts_at_position[static_cast<size_t>(i)];
   for (int32_t i = 0; i < num_accepted; ++i) ++totals_.num_accepted_at_position[static_cast<size_t>(i)];
-  // Next time one more proposal than were accepted now. A sequence whose proposals keep
-  // failing sits out 2, 4, ... 32 steps, so that text the lookup cannot predict costs
-  // little.
-  seq.num_speculative_tokens = std::clamp(num_accepted + 1, 1, config_.num_speculative_tokens);
+  // Next time one more proposal than were accepted now (prompt lookup), or every slot for a
+  // draft model that stops by its own confidence. A sequence whose proposals keep failing
+  // sits out 2, 4, ... 32 steps, so that text the proposer cannot predict costs little.
+  const bool is_self_limiting = seq.speculative == speculative_method::draft && config_.draft_min_confidence > 0;
+  seq.num_speculative_tokens =
+      is_self_limiting ? config_.num_speculative_tokens : std::clamp(num_accepted + 1, 1, config_.num_speculative_tokens);
   seq.num_speculation_misses = num_accepted == 0 ? seq.num_speculation_misses + 1 : 0;
   if (seq.num_speculation_misses >= 2) seq.speculation_pause = 1 << std::min(seq.num_speculation_misses - 1, 5);
 
@@ -734,7 +739,7 @@ void scheduler_policy::apply_speculative(const step_entry& e, sequence& seq, con
     seq.append_token(token);
     sequence_event ev{seq.id, sequence_state::running, token, logprob, top};
     if (is_first) {
-      ev.num_proposed = e.num_drafts;
+      ev.num_proposed = num_proposed;
       ev.num_accepted = num_accepted;
       is_first = false;
     }

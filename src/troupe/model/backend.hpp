@@ -80,6 +80,10 @@ struct sequence_output {
   // Speculative steps: the proposals the target accepted, in order; they come before
   // `token` (the sample after the last accepted one). Empty otherwise.
   std::vector<sampled_token_info> accepted;
+  // Draft-model steps: how many of the sequence's draft_slot proposals the draft model made
+  // (it may stop early where it is unsure; the slots after them were not fed to the
+  // target). -1 elsewhere: every proposal of the plan was made.
+  int32_t num_drafted = -1;
   bool operator==(const sequence_output&) const = default;
 };
 

@@ -82,6 +82,15 @@ int32_t num_slots(const sequence_step& s) {
 
 std::string quoted(const std::string& text) { return "\"" + text + "\""; }
 
+// softmax(raw)[token]: the draft's own belief in a proposal, whatever the request's knobs.
+double probability_of(std::span<const float> raw, int32_t token) {
+  float max_logit = -INFINITY;
+  for (float x : raw) max_logit = std::max(max_logit, x);
+  double sum = 0;
+  for (float x : raw) sum += std::exp(static_cast<double>(x - max_logit));
+  return std::exp(static_cast<double>(raw[static_cast<size_t>(token)] - max_logit)) / sum;
+}
+
 }  // namespace
 
 void check_draft_vocabulary(const tokenizer& target, const tokenizer& draft) {
@@ -123,7 +132,9 @@ void check_draft_vocabulary(const tokenizer& target, const tokenizer& draft) {
 struct draft_backend::drafting {
   size_t plan_index = 0;   // the sequence's index in the step's plan
   size_t draft_index = 0;  // its index in the draft's first step
-  int32_t k = 0;           // proposals to draw
+  int32_t k = 0;           // slots: at most this many proposals
+  double confidence = 1.0;  // the draft's probability of its proposals so far, multiplied
+  bool is_done = false;     // no more proposals: k made, the draft unsure, or no mass left
   int32_t last_pos = 0;    // position of the last known token (t)
   std::vector<int32_t> window;  // the penalty window, with the proposals drawn so far
   std::vector<int32_t> proposals;
@@ -131,10 +142,14 @@ struct draft_backend::drafting {
 };
 
 draft_backend::draft_backend(std::shared_ptr<backend> target, std::shared_ptr<backend> draft,
-                             std::vector<int32_t> eog_ids)
+                             std::vector<int32_t> eog_ids, double min_confidence)
     : target_(std::move(target)),
       draft_(std::move(draft)),
-      sampler_(target_ ? target_->config().vocab_size : 1, std::move(eog_ids)) {
+      sampler_(target_ ? target_->config().vocab_size : 1, std::move(eog_ids)),
+      min_confidence_(min_confidence) {
+  if (!(min_confidence >= 0.0 && min_confidence <= 1.0)) {
+    throw error(error_code::invalid_argument, "draft_backend: min_confidence must be in [0, 1]");
+  }
   if (!target_ || !draft_) throw error(error_code::invalid_argument, "draft_backend needs a target and a draft");
   if (!target_->supports_speculation()) {
     throw error(error_code::invalid_argument, "draft_backend: the target backend does not verify proposals");
@@ -217,9 +232,18 @@ void draft_backend::run_draft(const batch_plan& plan, std::vector<drafting>& seq
     scratch.assign(row.begin(), row.end());
     auto& q = d.q.emplace_back();
     sampler_.distribution(scratch, s.params, d.window, s.num_prompt_penalty_tokens, index, q);
+    if (std::none_of(q.begin(), q.end(), [](float x) { return x > 0; })) {
+      // The request's knobs leave the draft nothing to draw (a head over part of the
+      // vocabulary, every token of it banned): the target decides from here.
+      d.q.pop_back();
+      d.is_done = true;
+      return;
+    }
     const int32_t token = draw_from(q, uniform(s.params.seed, index, stream::draft));
     d.proposals.push_back(token);
     if (s.params.has_penalties()) d.window.push_back(token);
+    if (min_confidence_ > 0) d.confidence *= probability_of(row, token);
+    d.is_done = static_cast<int32_t>(d.proposals.size()) >= d.k || d.confidence < min_confidence_;
   };
   auto r = draft_->step(feed);
   for (auto& d : seqs) {
@@ -231,11 +255,11 @@ void draft_backend::run_draft(const batch_plan& plan, std::vector<drafting>& seq
     feed.sequences.clear();
     std::vector<drafting*> fed;
     for (auto& d : seqs) {
-      if (d.k <= j) continue;
+      if (d.is_done) continue;
       const auto& s = plan.sequences[d.plan_index];
       sequence_step f;
       f.seq_id = s.seq_id;
-      f.tokens = {d.proposals[static_cast<size_t>(j - 1)]};
+      f.tokens = {d.proposals.back()};
       f.start_pos = d.last_pos + j;
       f.block_table = s.block_table;
       f.wants_sample = false;
@@ -248,7 +272,9 @@ void draft_backend::run_draft(const batch_plan& plan, std::vector<drafting>& seq
     for (size_t i = 0; i < fed.size(); ++i) propose(*fed[i], r.outputs[i].logits);
   }
   for (const auto& d : seqs) {
-    unfed_[plan.sequences[d.plan_index].seq_id] = {d.proposals.back(), d.last_pos + d.k, num_steps_};
+    if (d.proposals.empty()) continue;
+    unfed_[plan.sequences[d.plan_index].seq_id] = {d.proposals.back(),
+                                                  d.last_pos + static_cast<int32_t>(d.proposals.size()), num_steps_};
   }
 }
 
@@ -257,11 +283,13 @@ void draft_backend::verify(const sequence_step& s, drafting& d, std::span<const 
   std::vector<float> scratch, p;
   std::vector<int32_t> window(s.penalty_tokens.begin(), s.penalty_tokens.end());
   out.accepted.clear();
-  for (size_t i = 0; i <= static_cast<size_t>(d.k); ++i) {
+  const size_t num_proposals = d.proposals.size();
+  out.num_drafted = static_cast<int32_t>(num_proposals);
+  for (size_t i = 0; i <= num_proposals; ++i) {
     const auto raw = rows.subspan(i * vocab, vocab);
     const uint64_t index = s.sample_index + i;
     scratch.assign(raw.begin(), raw.end());
-    if (i == static_cast<size_t>(d.k)) {
+    if (i == num_proposals) {
       // Every proposal accepted: the bonus token is the plain sample after the last one.
       auto r = sampler_.sample(scratch, s.params, window, s.num_prompt_penalty_tokens, index);
       out.token = r.token;
@@ -293,7 +321,9 @@ step_result draft_backend::step(const batch_plan& plan) {
   batch_plan verified = plan;
   for (const auto& d : seqs) {
     auto& s = verified.sequences[d.plan_index];
-    std::copy(d.proposals.begin(), d.proposals.end(), s.tokens.end() - d.k);
+    // Slots the draft did not fill are not fed: the scheduler rolls their positions back.
+    s.tokens.resize(s.tokens.size() - static_cast<size_t>(d.k - static_cast<int32_t>(d.proposals.size())));
+    std::copy(d.proposals.begin(), d.proposals.end(), s.tokens.end() - static_cast<ptrdiff_t>(d.proposals.size()));
     // The target only computes the rows; the rule above replaces its coupled draw.
     s.num_draft_tokens = 0;
     s.wants_sample = false;
@@ -304,7 +334,7 @@ step_result draft_backend::step(const batch_plan& plan) {
   for (auto& d : seqs) {
     const auto& s = plan.sequences[d.plan_index];
     auto& out = result.outputs[d.plan_index];
-    const auto rows = std::span<const float>(out.logits).last(static_cast<size_t>(d.k + 1) * vocab);
+    const auto rows = std::span<const float>(out.logits).last((d.proposals.size() + 1) * vocab);
     verify(s, d, rows, out);
     if (!s.wants_all_logits) out.logits = {};
   }

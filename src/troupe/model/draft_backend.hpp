@@ -12,12 +12,13 @@
 // accepted the k-th is fed to the draft in front of the sequence's next step (however many
 // steps later: a sequence may be swapped out in between).
 //
-// Per speculating sequence a step runs: k one-token draft steps (batched over the
-// sequences), each drawing a proposal from q = sampler::distribution of the draft's row
+// Per speculating sequence a step runs: up to k one-token draft steps (batched over the
+// sequences; a sequence stops early where the draft is unsure), each drawing a proposal from q = sampler::distribution of the draft's row
 // with the request's own sampling knobs and penalty window, then one target step over
 // [t, d1..dk], then position by position p = sampler::distribution of the target's row and
 // accept_or_resample(p, q); after k acceptances the bonus token is the plain sample of the
-// target's last row. The uniforms are pure functions of (seed, output index), one stream for
+// target's last row. Slots the draft left unfilled are not fed to the target; the output
+// says how many were filled (sequence_output::num_drafted). The uniforms are pure functions of (seed, output index), one stream for
 // the draft's draws, one for acceptance, one for the resample, so a seeded request draws the
 // same tokens when it is scheduled the same way. Greedy requests (p and q one-hot) emit
 // exactly the target's argmax tokens, the output without speculation.
@@ -44,7 +45,12 @@ class draft_backend final : public backend {
   // vocabulary size, and the target must verify proposals (supports_speculation); throws
   // troupe::error(invalid_argument) otherwise. eog_ids: the target's end-of-generation
   // tokens, for the sampler.
-  draft_backend(std::shared_ptr<backend> target, std::shared_ptr<backend> draft, std::vector<int32_t> eog_ids);
+  //
+  // min_confidence: the draft stops proposing once the product of its own probabilities of
+  // its proposals so far (each the softmax of its raw logits at the proposed token) falls
+  // under it; the proposal that took it under is still made. 0: always fill every slot.
+  draft_backend(std::shared_ptr<backend> target, std::shared_ptr<backend> draft, std::vector<int32_t> eog_ids,
+                double min_confidence = 0.0);
 
   const model_config& config() const override { return target_->config(); }
   // The target's pool geometry; bytes_per_block counts both models' KV of a block.
@@ -70,6 +76,7 @@ class draft_backend final : public backend {
   std::shared_ptr<backend> target_;
   std::shared_ptr<backend> draft_;
   sampler sampler_;
+  double min_confidence_ = 0.0;
   // The last proposal of each sequence's latest draft run, not fed to the draft: fed in front
   // of the sequence's next step if that starts right after it (all k were accepted),
   // dropped otherwise, or once it is max_unfed_age steps old (the sequence ended there).
