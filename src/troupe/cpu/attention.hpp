@@ -18,8 +18,9 @@ struct attention_sequence {
   const int32_t* block_table = nullptr;
 };
 
-// Which kernel: the fastest the CPU has, or the plain C++ one (tests compare the two).
-enum class attention_kernel { best, portable };
+// Which kernel: the fastest the CPU has, the AVX2 one (where the CPU has AVX2, FMA and F16C;
+// else the plain one), or the plain C++ one (tests compare them).
+enum class attention_kernel { best, avx2, portable };
 
 // q: rows of q_dim floats (RoPE applied); out: rows of q_dim floats. K/V of the fed tokens
 // must already be in kv.

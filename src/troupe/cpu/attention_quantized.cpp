@@ -210,7 +210,7 @@ void paged_attention_quantized(const kv_memory& kv, int32_t layer, const model_c
   make_work_items(sequences, config.num_kv_heads, items);
   const quantized_view view{&kv, layer, config.head_dim, config.head_dim / 32, config.num_heads / config.num_kv_heads,
                             config.q_dim(), 1.0f / std::sqrt((float)config.head_dim)};
-  const kernels& k = kernel == attention_kernel::best && has_avx2() ? avx2_kernels : portable_kernels;
+  const kernels& k = kernel != attention_kernel::portable && has_avx2() ? avx2_kernels : portable_kernels;
   std::atomic<size_t> next{0};
   const auto& work = items;
   pool.run([&](int, int) {
