@@ -70,6 +70,9 @@ inline greedy_run greedy_with_margins(loaded_model& m, const std::vector<int32_t
   const int32_t vocab = m.backend->config().vocab_size;
   for (size_t j = 0; j < r.tokens.size(); ++j) {
     std::vector<float> row(&logits[(prompt.size() - 1 + j) * vocab], &logits[(prompt.size() + j) * vocab]);
+    // The run ignores end of generation: its choice is among the other tokens, and so is
+    // its margin (past an end the model was sure of, the next best may be a near-tie).
+    for (int32_t id : m.eog_ids) row[static_cast<size_t>(id)] = -INFINITY;
     std::partial_sort(row.begin(), row.begin() + 2, row.end(), std::greater<>());
     r.margins.push_back(row[0] - row[1]);
   }
