@@ -1,6 +1,8 @@
 // AVX2 kernels (compiled for that target per function, chosen at run time): the same packed
 // layout as AVX-512, each 16-row group as two ymm halves, vpdpbusd emulated by
-// vpmaddubsw + vpmaddwd (a sign trick keeps byte formats clear of int16 saturation).
+// vpmaddubsw + vpmaddwd (a sign trick keeps byte formats clear of int16 saturation). One
+// token streams a whole group; batches take 8 rows by 4 tokens, unpacking each weight chunk
+// once for the 4 and summing products in int16 where the value range allows.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -144,13 +146,165 @@ void tile(const packed_matrix::impl& w, int64_t g, const act_view& act, int64_t 
   }
 }
 
+// How many vpmaddubsw results of a format may be summed in int16 before vpmaddwd: a pair
+// sum is at most 2*15*127 = 3,810 for 4-bit values (8 fit), 7,874 for 5-bit (4), 16,002
+// for 6-bit (2) and 32,512 for centered bytes (1) under 32,767.
+template <int_format F>
+constexpr int int16_terms() {
+  return is_byte(F) ? 1 : has_6_bits(F) ? 2 : has_5_bits(F) ? 4 : 8;
+}
+
+// Half hf (8 rows) of group g times T tokens, for batches: each chunk of weights is unpacked
+// once for the T tokens, and products are summed in int16 as far as int16_terms allows.
+template <int_format F, int T>
+void half_tile(const packed_matrix::impl& w, int64_t g, int hf, const act_view& act, int64_t t0, float* y) {
+  constexpr int64_t qs_block = qs_block_bytes(F);
+  constexpr int64_t sc_block = scales_block_bytes(F);
+  constexpr int num_passes = has_half_scales(F) ? 2 : 1;
+  constexpr int terms = int16_terms<F>();
+  const int64_t nb = w.num_blocks;
+  const uint8_t* wq = w.qs.get() + g * w.qs_group_stride();
+  const uint8_t* ws = w.scales.get() + g * w.scales_group_stride();
+  const uint8_t* wsup = is_k(F) ? w.super_scales.get() + g * w.super_group_stride() : nullptr;
+  const float* as = uses_q8_1_sum(F) ? act.s : act.s_exact;
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* qs = wq + b * qs_block;
+    const uint8_t* sc = ws + b * sc_block;
+    const uint8_t* sup = is_k(F) ? wsup + b / blocks_per_super * super_bytes(F) : nullptr;
+    const int8_t* aq[T];
+    for (int t = 0; t < T; ++t) aq[t] = act.q + (t0 + t) * act.num_cols + 32 * b;
+    for (int pass = 0; pass < num_passes; ++pass) {
+      __m256i dot[T], part[T];
+      for (int t = 0; t < T; ++t) {
+        const int64_t ab = (t0 + t) * nb + b;
+        int32_t init = 0;
+        if constexpr (is_byte(F)) init = act.sum[ab] * 128;  // dot(u, a) = dot(u - 128, a) + 128*sum(a)
+        if constexpr (has_half_scales(F)) init = -32 * (pass == 0 ? act.sum_lo[ab] : act.sum[ab] - act.sum_lo[ab]);
+        dot[t] = _mm256_set1_epi32(init);
+      }
+      int n = 0;  // products summed in part[] so far
+      for (int h = pass; h < 2; h += num_passes) {
+        for (int j = 0; j < 4; ++j) {
+          const __m256i u = block_values<F>(qs, h, j, hf);
+          __m256i ua, centered;
+          if constexpr (is_byte(F)) {
+            centered = _mm256_xor_si256(u, _mm256_set1_epi8(static_cast<char>(0x80)));
+            ua = _mm256_abs_epi8(centered);
+          }
+          for (int t = 0; t < T; ++t) {
+            const __m256i a = broadcast_4_bytes(aq[t] + 16 * h + 4 * j);
+            __m256i p;
+            if constexpr (is_byte(F)) p = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(a, centered));
+            else p = _mm256_maddubs_epi16(u, a);
+            part[t] = n == 0 ? p : _mm256_add_epi16(part[t], p);
+          }
+          if (++n == terms) {
+            for (int t = 0; t < T; ++t) dot[t] = _mm256_add_epi32(dot[t], _mm256_madd_epi16(part[t], ones));
+            n = 0;
+          }
+        }
+      }
+      if (n > 0) {
+        for (int t = 0; t < T; ++t) dot[t] = _mm256_add_epi32(dot[t], _mm256_madd_epi16(part[t], ones));
+      }
+      __m256 d, m = _mm256_setzero_ps();
+      if constexpr (has_half_scales(F)) {
+        d = _mm256_mul_ps(load_f16x8(sup + 16 * hf), i8x8_to_fp32(sc + rows_per_group * pass + 8 * hf));
+      } else if constexpr (is_k(F)) {
+        d = _mm256_mul_ps(load_f16x8(sup + 16 * hf), u8x8_to_fp32(sc + 8 * hf));
+        m = _mm256_mul_ps(load_f16x8(sup + 2 * rows_per_group + 16 * hf), u8x8_to_fp32(sc + rows_per_group + 8 * hf));
+      } else {
+        d = load_f16x8(sc + 16 * hf);
+        m = has_stored_min(F) ? load_f16x8(sc + 32 + 16 * hf) : _mm256_mul_ps(d, _mm256_set1_ps(w.min_factor));
+      }
+      for (int t = 0; t < T; ++t) {
+        const int64_t ab = (t0 + t) * nb + b;
+        const __m256 scale = _mm256_mul_ps(d, _mm256_set1_ps(act.d[ab]));
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[t]), scale, acc[t]);
+        if constexpr (has_half_scales(F)) continue;
+        else if constexpr (is_k(F)) acc[t] = _mm256_fnmadd_ps(m, _mm256_set1_ps(as[ab]), acc[t]);
+        else acc[t] = _mm256_fmadd_ps(m, _mm256_set1_ps(as[ab]), acc[t]);
+      }
+    }
+  }
+
+  const int64_t row0 = g * rows_per_group + 8 * hf;
+  const int64_t num_valid = std::clamp<int64_t>(w.num_rows - row0, 0, 8);
+  for (int t = 0; t < T; ++t) {
+    float out[8];
+    _mm256_storeu_ps(out, acc[t]);
+    std::memcpy(y + (t0 + t) * w.num_rows + row0, out, sizeof(float) * static_cast<size_t>(num_valid));
+  }
+}
+
+template <int_format F, int T>
+void both_halves(const packed_matrix::impl& w, int64_t g, const act_view& act, int64_t t0, float* y) {
+  half_tile<F, T>(w, g, 0, act, t0, y);
+  if (g * rows_per_group + 8 < w.num_rows) half_tile<F, T>(w, g, 1, act, t0, y);
+}
+
 template <int_format F>
 void int_groups_format(const packed_matrix::impl& w, int64_t group_begin, int64_t group_end,
                        const act_view& act, int64_t num_tokens, float* y) {
   for (int64_t g = group_begin; g < group_end; ++g) {
+    if (num_tokens == 1) {
+      tile<F, 1>(w, g, act, 0, y);
+      continue;
+    }
     int64_t t0 = 0;
-    for (; t0 + 2 <= num_tokens; t0 += 2) tile<F, 2>(w, g, act, t0, y);
-    if (t0 < num_tokens) tile<F, 1>(w, g, act, t0, y);
+    for (; t0 + 4 <= num_tokens; t0 += 4) both_halves<F, 4>(w, g, act, t0, y);
+    switch (num_tokens - t0) {
+      case 3: both_halves<F, 3>(w, g, act, t0, y); break;
+      case 2: both_halves<F, 2>(w, g, act, t0, y); break;
+      case 1: both_halves<F, 1>(w, g, act, t0, y); break;
+      default: break;
+    }
+  }
+}
+
+// quantize_row_q8's recipe, bit for bit, 8 lanes at a time.
+void quantize_avx2(const float* x, int64_t num_tokens, int64_t num_cols, int8_t* q, float* d, float* s,
+                   float* s_exact, int32_t* sum, int32_t* sum_lo) {
+  const int64_t num_blocks_total = num_tokens * (num_cols / block_cols);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  for (int64_t b = 0; b < num_blocks_total; ++b) {
+    __m256 v[4];
+    __m256 mx = _mm256_setzero_ps();
+    for (int i = 0; i < 4; ++i) {
+      v[i] = _mm256_loadu_ps(x + 32 * b + 8 * i);
+      mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, v[i]));
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+    const float amax = _mm_cvtss_f32(m4);
+    const float scale = amax / 127.0f;
+    const __m256 inverse = _mm256_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+    __m256i qi[4];
+    for (int i = 0; i < 4; ++i) qi[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], inverse));
+    // int32 -> int8 in order: the packs interleave 128-bit lanes, the permute undoes it.
+    const __m256i w01 = _mm256_packs_epi32(qi[0], qi[1]);
+    const __m256i w23 = _mm256_packs_epi32(qi[2], qi[3]);
+    const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(w01, w23), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 32 * b), bytes);
+    const __m256i lo = _mm256_add_epi32(qi[0], qi[1]);
+    const __m256i all = _mm256_add_epi32(lo, _mm256_add_epi32(qi[2], qi[3]));
+    const auto hsum = [](__m256i x) {
+      __m128i t = _mm_add_epi32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
+      t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+      t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+      return _mm_cvtsi128_si32(t);
+    };
+    const int32_t total = hsum(all);
+    sum_lo[b] = hsum(lo);
+    d[b] = fp16_to_fp32(fp32_to_fp16(scale));
+    s[b] = fp16_to_fp32(fp32_to_fp16(scale * static_cast<float>(total)));
+    s_exact[b] = d[b] * static_cast<float>(total);
+    sum[b] = total;
   }
 }
 
@@ -195,7 +349,7 @@ void float_rows_avx2(const packed_matrix::impl& w, int64_t row_begin, int64_t ro
 
 namespace troupe::cpu::detail {
 const kernel_table& avx2_kernels() {
-  static const kernel_table table{portable_kernels().quantize, int_groups_avx2, float_rows_avx2};
+  static const kernel_table table{quantize_avx2, int_groups_avx2, float_rows_avx2};
   return table;
 }
 }  // namespace troupe::cpu::detail
