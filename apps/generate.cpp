@@ -17,6 +17,7 @@
 #include "troupe/embed/draft_model.hpp"
 #include "apps/cli_args.hpp"
 #include "troupe/actors/engine.hpp"
+#include "troupe/config/config.hpp"
 #include "troupe/cpu/cpu_backend.hpp"
 #include "troupe/model/chat_template.hpp"
 #include "troupe/model/error.hpp"
@@ -189,7 +190,9 @@ int run_generate(int argc, char** argv) {
   auto backend = choice.ranks.front();
   if (draft_file) {
     if (choice.is_cuda) throw error(error_code::unsupported, "--draft-model runs on the CPU only (use --device cpu)");
-    backend = with_draft_model(backend, draft_file, options);
+    const config defaults;  // serve's draft settings
+    backend = with_draft_model(backend, draft_file, options, defaults.draft_vocab,
+                               defaults.scheduling.draft_min_confidence);
   }
   const auto params = read_params(args, backend->config().vocab_size);
   caf::actor_system_config cfg;

@@ -217,7 +217,12 @@ def main():
     if args.draft_model:
         spec_flags = ["--speculative", "draft", "--draft-model", args.draft_model,
                       "--num-speculative-tokens", str(args.draft_k)]
-        llama_spec_flags = ["--model-draft", args.draft_model, "--draft-max", str(args.draft_k), "--draft-min", "0",
+        # llama.cpp renamed --draft-max/--draft-min to --spec-draft-n-max/--spec-draft-n-min.
+        help_text = subprocess.run([args.llama_server, "-h"], capture_output=True, text=True).stdout \
+            if os.access(args.llama_server, os.X_OK) else ""
+        n_max, n_min = ("--spec-draft-n-max", "--spec-draft-n-min") if "--spec-draft-n-max" in help_text \
+            else ("--draft-max", "--draft-min")
+        llama_spec_flags = ["--model-draft", args.draft_model, n_max, str(args.draft_k), n_min, "0",
                             "-td", str(args.threads)]
     else:
         spec_flags = ["--speculative", "ngram"]

@@ -3,8 +3,10 @@
 // imperfect draft is the target's plain greedy output; a draft identical to the target has
 // every proposal accepted (its KV kept in step, the last proposal of a fully accepted run
 // included); seeded runs reproduce; sampled output follows the target's distribution
-// (chi-square, 100,000 draws); and on the real default model and Qwen2.5-Coder-0.5B, each
-// drafting for itself, greedy output is the plain output with every proposal accepted.
+// (chi-square, 100,000 draws), also with a draft over part of the vocabulary that stops where
+// it is unsure; such drafts keep greedy output; and on the real default model and
+// Qwen2.5-Coder-0.5B, each drafting for itself, greedy output is the plain output with every
+// proposal accepted.
 #include <doctest/doctest.h>
 
 #include <algorithm>
