@@ -93,6 +93,36 @@ void attend_portable(const layer_view& v, const attention_sequence& s, const wor
   for (int r = 0; r < num_rows; ++r) std::copy(&acc[(size_t)r * hd], &acc[(size_t)r * hd] + hd, out + q_offset(v, s, w, r));
 }
 
+// An item's working buffers, one set per thread: a key tile as fp32, the rows' output sums,
+// q rounded to fp16, and the probabilities (rows of `stride`).
+struct item_buffers {
+  std::vector<float> kt, acc, qh, probs;
+};
+
+item_buffers& buffers_for(const layer_view& v, int num_rows, int32_t stride) {
+  thread_local item_buffers b;
+  b.kt.resize((size_t)tile_keys * v.head_dim);
+  b.acc.resize((size_t)num_rows * v.head_dim);
+  b.qh.resize((size_t)num_rows * v.head_dim);
+  b.probs.resize((size_t)num_rows * stride);
+  return b;
+}
+
+// Keys [j0, j0 + 16) of the item's kv head where they lie whole in one block (read in place,
+// dimension d at + d * block_size); null for a tile to gather.
+const uint16_t* keys_in_place(const layer_view& v, const attention_sequence& s, const work_item& w, int32_t j0, int n) {
+  const int32_t bs = v.kv->block_size();
+  if (n != tile_keys || j0 % bs + tile_keys > bs) return nullptr;
+  return v.kv->key_block(v.layer, s.block_table[j0 / bs]) + (int64_t)w.kv_head * v.head_dim * bs + j0 % bs;
+}
+
+void copy_rows_out(const layer_view& v, const attention_sequence& s, const work_item& w, const float* acc, int num_rows,
+                   float* out) {
+  for (int r = 0; r < num_rows; ++r) {
+    std::copy(acc + (size_t)r * v.head_dim, acc + (size_t)(r + 1) * v.head_dim, out + q_offset(v, s, w, r));
+  }
+}
+
 // exp(x) for 16 lanes: x = n·ln2 + r, |r| <= ln2/2, degree-6 polynomial, scaled by 2^n.
 __attribute__((target("avx512f"))) inline __m512 exp512(__m512 x) {
   x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
@@ -202,11 +232,7 @@ __attribute__((target("avx512f,f16c"))) void attend_avx512(const layer_view& v, 
   const int num_rows = (w.token_end - w.token_begin) * v.group;
   const int32_t num_keys = s.start_pos + w.token_end;
   const int32_t stride = (num_keys + 15) & ~15;
-  thread_local std::vector<float> kt, acc, qh, probs;
-  kt.resize((size_t)tile_keys * hd);
-  acc.resize((size_t)num_rows * hd);
-  qh.resize((size_t)num_rows * hd);
-  probs.resize((size_t)num_rows * stride);
+  auto& [kt, acc, qh, probs] = buffers_for(v, num_rows, stride);
   for (int r = 0; r < num_rows; ++r) {
     const float* qr = q + q_offset(v, s, w, r);
     for (int d = 0; d < hd; d += 16) {
@@ -218,12 +244,8 @@ __attribute__((target("avx512f,f16c"))) void attend_avx512(const layer_view& v, 
     const int n = std::min<int32_t>(tile_keys, num_keys - j0);
     // A whole tile inside one block is read in place; else it is gathered and converted.
     const int32_t bs = v.kv->block_size();
-    const uint16_t* kh = nullptr;
-    if (n == tile_keys && j0 % bs + tile_keys <= bs) {
-      kh = v.kv->key_block(v.layer, s.block_table[j0 / bs]) + (int64_t)w.kv_head * hd * bs + j0 % bs;
-    } else {
-      load_key_tile(v, s, w.kv_head, j0, n, kt.data());
-    }
+    const uint16_t* kh = keys_in_place(v, s, w, j0, n);
+    if (!kh) load_key_tile(v, s, w.kv_head, j0, n, kt.data());
     int r = 0;
     for (; r + 8 <= num_rows; r += 8) score_rows<8>(v, s, w, qh.data(), kt.data(), kh, bs, j0, n, r, probs.data(), stride);
     switch (num_rows - r) {
@@ -272,9 +294,7 @@ __attribute__((target("avx512f,f16c"))) void attend_avx512(const layer_view& v, 
     const int32_t keys = s.start_pos + w.token_begin + r / v.group + 1;
     weigh_rows_chunks<1>(v, s, w, probs.data(), stride, keys, r, acc.data());
   }
-  for (int r2 = 0; r2 < num_rows; ++r2) {
-    std::copy(&acc[(size_t)r2 * hd], &acc[(size_t)r2 * hd] + hd, out + q_offset(v, s, w, r2));
-  }
+  copy_rows_out(v, s, w, acc.data(), num_rows, out);
 }
 
 // The AVX2 kernel (FMA, F16C): the same two passes, tiles and roundings as attend_avx512,
@@ -412,11 +432,7 @@ TROUPE_AVX2 void attend_avx2(const layer_view& v, const attention_sequence& s, c
   const int num_rows = (w.token_end - w.token_begin) * v.group;
   const int32_t num_keys = s.start_pos + w.token_end;
   const int32_t stride = (num_keys + 15) & ~15;
-  thread_local std::vector<float> kt, acc, qh, probs;
-  kt.resize((size_t)tile_keys * hd);
-  acc.resize((size_t)num_rows * hd);
-  qh.resize((size_t)num_rows * hd);
-  probs.resize((size_t)num_rows * stride);
+  auto& [kt, acc, qh, probs] = buffers_for(v, num_rows, stride);
   for (int r = 0; r < num_rows; ++r) {
     const float* qr = q + q_offset(v, s, w, r);
     for (int d = 0; d < hd; d += 8) {
@@ -427,12 +443,8 @@ TROUPE_AVX2 void attend_avx2(const layer_view& v, const attention_sequence& s, c
   const int32_t bs = v.kv->block_size();
   for (int32_t j0 = 0; j0 < stride; j0 += tile_keys) {
     const int n = std::min<int32_t>(tile_keys, num_keys - j0);
-    const uint16_t* kh = nullptr;
-    if (n == tile_keys && j0 % bs + tile_keys <= bs) {
-      kh = v.kv->key_block(v.layer, s.block_table[j0 / bs]) + (int64_t)w.kv_head * hd * bs + j0 % bs;
-    } else {
-      load_key_tile_scalar(v, s, w.kv_head, j0, n, kt.data());
-    }
+    const uint16_t* kh = keys_in_place(v, s, w, j0, n);
+    if (!kh) load_key_tile_scalar(v, s, w.kv_head, j0, n, kt.data());
     int r = 0;
     for (; r + 6 <= num_rows; r += 6) {
       score_rows_avx2<6>(v, s, w, qh.data(), kt.data(), kh, bs, j0, n, r, probs.data(), stride);
@@ -484,9 +496,7 @@ TROUPE_AVX2 void attend_avx2(const layer_view& v, const attention_sequence& s, c
     const int32_t keys = s.start_pos + w.token_begin + r / v.group + 1;
     weigh_rows_chunks_avx2<1>(v, s, w, probs.data(), stride, keys, r, acc.data());
   }
-  for (int r2 = 0; r2 < num_rows; ++r2) {
-    std::copy(&acc[(size_t)r2 * hd], &acc[(size_t)r2 * hd] + hd, out + q_offset(v, s, w, r2));
-  }
+  copy_rows_out(v, s, w, acc.data(), num_rows, out);
 }
 
 bool use_avx2(int32_t head_dim) {

@@ -75,6 +75,40 @@ inline __m256i block_values(const uint8_t* qs, int h, int j, int hf) {
   }
 }
 
+// The integer dot's starting value for one token's block ab: the byte formats' +128 offset,
+// Q6_K's -32 of half block `pass`, else 0.
+template <int_format F>
+inline int32_t dot_init(const act_view& act, int64_t ab, int pass) {
+  if constexpr (is_byte(F)) return act.sum[ab] * 128;  // dot(u, a) = dot(u - 128, a) + 128*sum(a)
+  if constexpr (has_half_scales(F)) return -32 * (pass == 0 ? act.sum_lo[ab] : act.sum[ab] - act.sum_lo[ab]);
+  return 0;
+}
+
+// Half hf's per-row scale d and minimum m of one block (Q6_K: of half block `pass`; no m).
+template <int_format F>
+inline void block_scales(const packed_matrix::impl& w, const uint8_t* sc, const uint8_t* sup, int pass, int hf,
+                         __m256& d, __m256& m) {
+  m = _mm256_setzero_ps();
+  if constexpr (has_half_scales(F)) {
+    d = _mm256_mul_ps(load_f16x8(sup + 16 * hf), i8x8_to_fp32(sc + rows_per_group * pass + 8 * hf));
+  } else if constexpr (is_k(F)) {
+    d = _mm256_mul_ps(load_f16x8(sup + 16 * hf), u8x8_to_fp32(sc + 8 * hf));
+    m = _mm256_mul_ps(load_f16x8(sup + 2 * rows_per_group + 16 * hf), u8x8_to_fp32(sc + rows_per_group + 8 * hf));
+  } else {
+    d = load_f16x8(sc + 16 * hf);
+    m = has_stored_min(F) ? load_f16x8(sc + 32 + 16 * hf) : _mm256_mul_ps(d, _mm256_set1_ps(w.min_factor));
+  }
+}
+
+// acc + one token's block: d*d_a*dot, and the minimum term m*s_a (subtracted for K formats).
+template <int_format F>
+inline __m256 add_block(__m256 acc, __m256i dot, __m256 d, __m256 m, float act_d, float act_s) {
+  acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(d, _mm256_set1_ps(act_d)), acc);
+  if constexpr (has_half_scales(F)) return acc;
+  else if constexpr (is_k(F)) return _mm256_fnmadd_ps(m, _mm256_set1_ps(act_s), acc);
+  else return _mm256_fmadd_ps(m, _mm256_set1_ps(act_s), acc);
+}
+
 // One group of 16 rows (two halves of 8) times T tokens.
 template <int_format F, int T>
 void tile(const packed_matrix::impl& w, int64_t g, const act_view& act, int64_t t0, float* y) {
@@ -96,11 +130,7 @@ void tile(const packed_matrix::impl& w, int64_t g, const act_view& act, int64_t 
     for (int pass = 0; pass < num_passes; ++pass) {
       __m256i dot[T][2];
       for (int t = 0; t < T; ++t) {
-        const int64_t ab = (t0 + t) * nb + b;
-        int32_t init = 0;
-        if constexpr (is_byte(F)) init = act.sum[ab] * 128;  // dot(u, a) = dot(u - 128, a) + 128*sum(a)
-        if constexpr (has_half_scales(F)) init = -32 * (pass == 0 ? act.sum_lo[ab] : act.sum[ab] - act.sum_lo[ab]);
-        dot[t][0] = dot[t][1] = _mm256_set1_epi32(init);
+        dot[t][0] = dot[t][1] = _mm256_set1_epi32(dot_init<F>(act, (t0 + t) * nb + b, pass));
         const int8_t* aq = act.q + (t0 + t) * act.num_cols + 32 * b;
         for (int h = pass; h < 2; h += num_passes) {
           for (int j = 0; j < 4; ++j) {
@@ -114,23 +144,11 @@ void tile(const packed_matrix::impl& w, int64_t g, const act_view& act, int64_t 
         }
       }
       for (int hf = 0; hf < 2; ++hf) {
-        __m256 d, m = _mm256_setzero_ps();
-        if constexpr (has_half_scales(F)) {
-          d = _mm256_mul_ps(load_f16x8(sup + 16 * hf), i8x8_to_fp32(sc + rows_per_group * pass + 8 * hf));
-        } else if constexpr (is_k(F)) {
-          d = _mm256_mul_ps(load_f16x8(sup + 16 * hf), u8x8_to_fp32(sc + 8 * hf));
-          m = _mm256_mul_ps(load_f16x8(sup + 2 * rows_per_group + 16 * hf), u8x8_to_fp32(sc + rows_per_group + 8 * hf));
-        } else {
-          d = load_f16x8(sc + 16 * hf);
-          m = has_stored_min(F) ? load_f16x8(sc + 32 + 16 * hf) : _mm256_mul_ps(d, _mm256_set1_ps(w.min_factor));
-        }
+        __m256 d, m;
+        block_scales<F>(w, sc, sup, pass, hf, d, m);
         for (int t = 0; t < T; ++t) {
           const int64_t ab = (t0 + t) * nb + b;
-          const __m256 scale = _mm256_mul_ps(d, _mm256_set1_ps(act.d[ab]));
-          acc[t][hf] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[t][hf]), scale, acc[t][hf]);
-          if constexpr (has_half_scales(F)) continue;
-          else if constexpr (is_k(F)) acc[t][hf] = _mm256_fnmadd_ps(m, _mm256_set1_ps(as[ab]), acc[t][hf]);
-          else acc[t][hf] = _mm256_fmadd_ps(m, _mm256_set1_ps(as[ab]), acc[t][hf]);
+          acc[t][hf] = add_block<F>(acc[t][hf], dot[t][hf], d, m, act.d[ab], as[ab]);
         }
       }
     }
@@ -179,13 +197,7 @@ void half_tile(const packed_matrix::impl& w, int64_t g, int hf, const act_view& 
     for (int t = 0; t < T; ++t) aq[t] = act.q + (t0 + t) * act.num_cols + 32 * b;
     for (int pass = 0; pass < num_passes; ++pass) {
       __m256i dot[T], part[T];
-      for (int t = 0; t < T; ++t) {
-        const int64_t ab = (t0 + t) * nb + b;
-        int32_t init = 0;
-        if constexpr (is_byte(F)) init = act.sum[ab] * 128;  // dot(u, a) = dot(u - 128, a) + 128*sum(a)
-        if constexpr (has_half_scales(F)) init = -32 * (pass == 0 ? act.sum_lo[ab] : act.sum[ab] - act.sum_lo[ab]);
-        dot[t] = _mm256_set1_epi32(init);
-      }
+      for (int t = 0; t < T; ++t) dot[t] = _mm256_set1_epi32(dot_init<F>(act, (t0 + t) * nb + b, pass));
       int n = 0;  // products summed in part[] so far
       for (int h = pass; h < 2; h += num_passes) {
         for (int j = 0; j < 4; ++j) {
@@ -211,23 +223,11 @@ void half_tile(const packed_matrix::impl& w, int64_t g, int hf, const act_view& 
       if (n > 0) {
         for (int t = 0; t < T; ++t) dot[t] = _mm256_add_epi32(dot[t], _mm256_madd_epi16(part[t], ones));
       }
-      __m256 d, m = _mm256_setzero_ps();
-      if constexpr (has_half_scales(F)) {
-        d = _mm256_mul_ps(load_f16x8(sup + 16 * hf), i8x8_to_fp32(sc + rows_per_group * pass + 8 * hf));
-      } else if constexpr (is_k(F)) {
-        d = _mm256_mul_ps(load_f16x8(sup + 16 * hf), u8x8_to_fp32(sc + 8 * hf));
-        m = _mm256_mul_ps(load_f16x8(sup + 2 * rows_per_group + 16 * hf), u8x8_to_fp32(sc + rows_per_group + 8 * hf));
-      } else {
-        d = load_f16x8(sc + 16 * hf);
-        m = has_stored_min(F) ? load_f16x8(sc + 32 + 16 * hf) : _mm256_mul_ps(d, _mm256_set1_ps(w.min_factor));
-      }
+      __m256 d, m;
+      block_scales<F>(w, sc, sup, pass, hf, d, m);
       for (int t = 0; t < T; ++t) {
         const int64_t ab = (t0 + t) * nb + b;
-        const __m256 scale = _mm256_mul_ps(d, _mm256_set1_ps(act.d[ab]));
-        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[t]), scale, acc[t]);
-        if constexpr (has_half_scales(F)) continue;
-        else if constexpr (is_k(F)) acc[t] = _mm256_fnmadd_ps(m, _mm256_set1_ps(as[ab]), acc[t]);
-        else acc[t] = _mm256_fmadd_ps(m, _mm256_set1_ps(as[ab]), acc[t]);
+        acc[t] = add_block<F>(acc[t], dot[t], d, m, act.d[ab], as[ab]);
       }
     }
   }
