@@ -24,7 +24,7 @@ double uniform(uint64_t seed, uint64_t sample_index, stream s) {
 }
 
 // A draw from `probs` (summing to 1) by one uniform, scanning in token order; only a token
-// of positive probability can come out.
+// of positive probability can come out. -1 when no token has any.
 int32_t draw_from(std::span<const float> probs, double u) {
   double total = 0;
   for (float x : probs) total += x;
@@ -37,21 +37,25 @@ int32_t draw_from(std::span<const float> probs, double u) {
     acc += probs[i];
     if (target < acc) return last;
   }
-  if (last < 0) throw error(error_code::internal, "draft_backend: a proposal distribution with no mass");
   return last;
+}
+
+// log(sum(exp(raw))), computed from the largest logit.
+float log_sum_exp(std::span<const float> raw) {
+  float max_logit = -INFINITY;
+  for (float x : raw) max_logit = std::max(max_logit, x);
+  double sum = 0;
+  for (float x : raw) sum += std::exp(static_cast<double>(x - max_logit));
+  return max_logit + static_cast<float>(std::log(sum));
 }
 
 // What the sampler reports of an emitted token: its log-softmax under the raw logits, and
 // the n likeliest tokens (ties by id), as sampler::sample reports them.
 sampled_token_info describe(std::span<const float> raw, int32_t token, int32_t num_logprobs) {
-  float max_logit = -INFINITY;
-  for (float x : raw) max_logit = std::max(max_logit, x);
-  double sum = 0;
-  for (float x : raw) sum += std::exp(static_cast<double>(x - max_logit));
-  const float log_sum_exp = max_logit + static_cast<float>(std::log(sum));
+  const float lse = log_sum_exp(raw);
   sampled_token_info info;
   info.token = token;
-  info.logprob = raw[static_cast<size_t>(token)] - log_sum_exp;
+  info.logprob = raw[static_cast<size_t>(token)] - lse;
   if (num_logprobs > 0) {
     std::vector<int32_t> ids(raw.size());
     for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
@@ -61,7 +65,7 @@ sampled_token_info describe(std::span<const float> raw, int32_t token, int32_t n
       return x != y ? x > y : a < b;
     });
     for (size_t i = 0; i < n; ++i) {
-      info.top_logprobs.push_back({ids[i], raw[static_cast<size_t>(ids[i])] - log_sum_exp});
+      info.top_logprobs.push_back({ids[i], raw[static_cast<size_t>(ids[i])] - lse});
     }
   }
   return info;
@@ -84,11 +88,7 @@ std::string quoted(const std::string& text) { return "\"" + text + "\""; }
 
 // softmax(raw)[token]: the draft's own belief in a proposal, whatever the request's knobs.
 double probability_of(std::span<const float> raw, int32_t token) {
-  float max_logit = -INFINITY;
-  for (float x : raw) max_logit = std::max(max_logit, x);
-  double sum = 0;
-  for (float x : raw) sum += std::exp(static_cast<double>(x - max_logit));
-  return std::exp(static_cast<double>(raw[static_cast<size_t>(token)] - max_logit)) / sum;
+  return std::exp(static_cast<double>(raw[static_cast<size_t>(token)]) - static_cast<double>(log_sum_exp(raw)));
 }
 
 }  // namespace
@@ -232,14 +232,14 @@ void draft_backend::run_draft(const batch_plan& plan, std::vector<drafting>& seq
     scratch.assign(row.begin(), row.end());
     auto& q = d.q.emplace_back();
     sampler_.distribution(scratch, s.params, d.window, s.num_prompt_penalty_tokens, index, q);
-    if (std::none_of(q.begin(), q.end(), [](float x) { return x > 0; })) {
+    const int32_t token = draw_from(q, uniform(s.params.seed, index, stream::draft));
+    if (token < 0) {
       // The request's knobs leave the draft nothing to draw (a head over part of the
       // vocabulary, every token of it banned): the target decides from here.
       d.q.pop_back();
       d.is_done = true;
       return;
     }
-    const int32_t token = draw_from(q, uniform(s.params.seed, index, stream::draft));
     d.proposals.push_back(token);
     if (s.params.has_penalties()) d.window.push_back(token);
     if (min_confidence_ > 0) d.confidence *= probability_of(row, token);
