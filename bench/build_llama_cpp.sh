@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds llama.cpp's native tools (llama-bench, llama-perplexity, llama-tokenize,
 # llama-cli, llama-server, llama-completion) from the llama.cpp sources vendored in the
-# llama-cpp-python source distribution on PyPI. llama.cpp is only a peer to compare
+# llama-cpp-python source distribution on PyPI, and llama-quantize (requantized copies of a
+# model for the speed tables). llama.cpp is only a peer to compare
 # against: nothing here is linked into troupe, and third_party/ is gitignored.
 #
 # Usage: bench/build_llama_cpp.sh [--quick]
@@ -25,7 +26,7 @@ build=$dir/build
 bin=$build/bin
 
 quick_targets=(llama-bench llama-perplexity llama-tokenize)
-full_targets=(llama-cli llama-server llama-completion)
+full_targets=(llama-cli llama-server llama-completion llama-quantize)
 targets=("${quick_targets[@]}")
 if [[ ${1:-} != --quick ]]; then targets+=("${full_targets[@]}"); fi
 

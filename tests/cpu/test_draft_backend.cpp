@@ -119,9 +119,11 @@ struct decoded {
   int64_t num_short_runs = 0;  // steps whose draft filled fewer slots than it had
 };
 
-decoded decode(backend& b, uint64_t id, const std::vector<int32_t>& prompt, const sampling_params& params, int n,
-               int32_t k, int32_t num_blocks_per_seq = 16) {
+// ks: the proposal slots of successive decode steps, cycled (0: a plain step).
+decoded decode_cycle(backend& b, uint64_t id, const std::vector<int32_t>& prompt, const sampling_params& params,
+                     int n, const std::vector<int32_t>& ks, int32_t num_blocks_per_seq = 16) {
   decoded d;
+  size_t step = 0;
   std::vector<int32_t> seq = prompt;
   batch_plan p;
   p.sequences.push_back(make_step(id, prompt, 0, params, 0, 0, num_blocks_per_seq));
@@ -136,6 +138,7 @@ decoded decode(backend& b, uint64_t id, const std::vector<int32_t>& prompt, cons
     for (const auto& a : out.accepted) d.tokens.push_back(a.token);
     d.tokens.push_back(out.token);
     seq.insert(seq.end(), d.tokens.end() - static_cast<ptrdiff_t>(out.accepted.size() + 1), d.tokens.end());
+    const int32_t k = ks[step++ % ks.size()];
     const int32_t slots = std::min<int32_t>(k, n - static_cast<int32_t>(d.tokens.size()));
     p.sequences[0] = make_step(id, {seq.back()}, static_cast<int32_t>(seq.size()) - 1, params, d.tokens.size(),
                                std::max(slots, 0), num_blocks_per_seq);
@@ -143,6 +146,40 @@ decoded decode(backend& b, uint64_t id, const std::vector<int32_t>& prompt, cons
   d.tokens.resize(static_cast<size_t>(n));
   return d;
 }
+
+decoded decode(backend& b, uint64_t id, const std::vector<int32_t>& prompt, const sampling_params& params, int n,
+               int32_t k, int32_t num_blocks_per_seq = 16) {
+  return decode_cycle(b, id, prompt, params, n, {k}, num_blocks_per_seq);
+}
+
+// A backend that counts the steps and tokens it is given, and passes everything on.
+class counting_backend final : public backend {
+ public:
+  explicit counting_backend(std::shared_ptr<backend> inner) : inner_(std::move(inner)) {}
+  const model_config& config() const override { return inner_->config(); }
+  kv_cache_shape kv_shape() const override { return inner_->kv_shape(); }
+  step_result step(const batch_plan& plan) override {
+    ++num_steps;
+    bool only_single_feeds = true;
+    for (const auto& s : plan.sequences) {
+      num_tokens += static_cast<int64_t>(s.tokens.size());
+      only_single_feeds = only_single_feeds && s.tokens.size() == 1 && !s.wants_all_logits && !s.wants_sample;
+    }
+    num_single_feed_steps += only_single_feeds ? 1 : 0;
+    return inner_->step(plan);
+  }
+  void copy_blocks(const std::vector<std::pair<int32_t, int32_t>>& pairs) override { inner_->copy_blocks(pairs); }
+  int32_t num_swap_blocks() const override { return inner_->num_swap_blocks(); }
+  void swap_out(const std::vector<std::pair<int32_t, int32_t>>& pairs) override { inner_->swap_out(pairs); }
+  void swap_in(const std::vector<std::pair<int32_t, int32_t>>& pairs) override { inner_->swap_in(pairs); }
+  bool supports_speculation() const override { return inner_->supports_speculation(); }
+  int64_t num_steps = 0;
+  int64_t num_tokens = 0;
+  int64_t num_single_feed_steps = 0;  // steps that only fed one token to each sequence, asking nothing back
+
+ private:
+  std::shared_ptr<backend> inner_;
+};
 
 std::vector<int32_t> tiny_prompt(int32_t vocab, int salt) {
   std::vector<int32_t> prompt;
@@ -224,6 +261,37 @@ TEST_CASE("draft model: a draft identical to the target has every greedy proposa
   CHECK(got.tokens == decode(plain, 1, prompt, greedy, 45, 0).tokens);
   CHECK(got.num_proposed > 30);
   CHECK(got.num_accepted == got.num_proposed);
+}
+
+TEST_CASE("draft model: plain decodes between speculating steps reach the draft in one chunk, and every proposal of an identical draft is accepted") {
+  // Plain steps (k = 0) are not fed to the draft when they run: the next speculating step
+  // feeds them first. A position the draft missed or got twice at the wrong place would
+  // change its rows and show as a rejection.
+  const auto file = tiny_file(1);
+  const auto o = pool_options();
+  auto counted = std::make_shared<counting_backend>(std::make_shared<cpu::cpu_backend>(file, o));
+  draft_backend b(std::make_shared<cpu::cpu_backend>(file, o), counted, o.eog_ids);
+  cpu::cpu_backend plain(file, o);
+  sampling_params greedy;
+  greedy.temperature = 0.0f;
+  const auto prompt = tiny_prompt(b.config().vocab_size, 6);
+  const auto want = decode(plain, 1, prompt, greedy, 50, 0).tokens;
+  // Three plain steps, then k = 3 (a full acceptance leaves its last proposal unfed, in
+  // front of the plain tokens), then one plain, then k = 2.
+  const auto got = decode_cycle(b, 3, prompt, greedy, 50, {0, 0, 0, 3, 0, 2});
+  CHECK(got.tokens == want);
+  CHECK(got.num_proposed > 15);
+  CHECK(got.num_accepted == got.num_proposed);
+  // Only the prompt, the speculating steps and their catch-up chunks ran the draft: no draft
+  // step for a plain decode alone. Every known position reaches it once (in a catch-up chunk
+  // or its own step), besides the proposals it feeds itself.
+  MESSAGE("draft steps " << counted->num_steps << ", tokens fed to the draft " << counted->num_tokens);
+  CHECK(counted->num_single_feed_steps == 0);
+  CHECK(counted->num_tokens <= static_cast<int64_t>(prompt.size()) + 50 + got.num_proposed);
+  // Runs cut by rejections, on a draft of other weights: the text stays the target's.
+  auto other = std::make_shared<draft_backend>(std::make_shared<cpu::cpu_backend>(file, o),
+                                               std::make_shared<cpu::cpu_backend>(tiny_file(2), o), o.eog_ids);
+  CHECK(decode_cycle(*other, 2, prompt, greedy, 50, {0, 4, 0, 0, 1}).tokens == want);
 }
 
 TEST_CASE("draft model: sequences with different proposal counts, prefill chunks and plain decodes share a step") {

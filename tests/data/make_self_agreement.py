@@ -11,6 +11,12 @@ Usage: python3 tests/data/make_self_agreement.py [--model PATH] [--dir DIR]
   e.g. --model models/qwen2.5-coder-0.5b-instruct.gguf --dir tests/data/qwen2.5-coder-0.5b
   [--with-perplexity]  also llama.cpp's GPL-3 perplexity with flash attention on (the noise
                        floor of the perplexity comparison)
+  [--kv-type q8_0]     instead: run llama.cpp again exactly as golden_teacher_forced_kv_q8_0.json
+                       was made (-ctk/-ctv q8_0, flash attention on) and print how often it
+                       agrees with that file. On the machine that made the file this is 100%;
+                       on another CPU (other SIMD kernels, so other last bits in K and V before
+                       they are quantized) it is llama.cpp's own noise floor for a quantized
+                       cache. Prints only: the figure belongs to the pair of machines.
 Requires: pip install llama-cpp-python==0.3.36 numpy
 """
 import argparse
@@ -23,6 +29,27 @@ import llama_cpp
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
+def rerun_quantized(args):
+    ggml_type = {"q8_0": 8, "q4_0": 2}[args.kv_type]
+    golden = json.load(open(os.path.join(args.dir, f"golden_teacher_forced_kv_{args.kv_type}.json")))
+    llm = llama_cpp.Llama(model_path=args.model, n_ctx=2048, n_batch=512, n_ubatch=512, n_threads=2,
+                          n_threads_batch=2, logits_all=True, flash_attn=True, type_k=ggml_type,
+                          type_v=ggml_type, verbose=False)
+    tops, want, margins = [], [], []
+    for text in golden["texts"]:
+        llm.reset()
+        llm.eval(text["tokens"])
+        tops += list(np.array(llm.scores[: len(text["tokens"])]).argmax(axis=1))
+        want += text["top1"]
+        margins += [a - b for a, b in zip(text["top1_logit"], text["top2_logit"])]
+    tops, want, margins = np.array(tops), np.array(want), np.array(margins)
+    clear = margins >= 0.2
+    print(f"llama.cpp {llama_cpp.__version__}, {args.kv_type} cache, this machine against "
+          f"golden_teacher_forced_kv_{args.kv_type}.json: {int((tops == want).sum())}/{len(want)} = "
+          f"{(tops == want).mean():.4f}; where the golden's top-2 margin >= 0.2: "
+          f"{int((tops[clear] == want[clear]).sum())}/{int(clear.sum())} = {(tops[clear] == want[clear]).mean():.4f}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
@@ -30,7 +57,12 @@ def main():
                     help="the folder of golden_teacher_forced.json, where the result goes too")
     ap.add_argument("--with-perplexity", action="store_true",
                     help="also evaluate golden_ppl_gpl3.json's tokens with flash attention on")
+    ap.add_argument("--kv-type", choices=["q8_0", "q4_0"], default=None,
+                    help="rerun the quantized-cache golden and print its agreement with itself")
     args = ap.parse_args()
+    if args.kv_type:
+        rerun_quantized(args)
+        return
     golden = json.load(open(os.path.join(args.dir, "golden_teacher_forced.json")))
     llm = llama_cpp.Llama(model_path=args.model, n_ctx=2048, n_batch=512, n_ubatch=512, n_threads=2,
                           n_threads_batch=2, logits_all=True, flash_attn=True, verbose=False)

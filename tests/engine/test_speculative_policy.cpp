@@ -14,6 +14,7 @@
 #include "troupe/engine/block_manager.hpp"
 #include "troupe/engine/proposer.hpp"
 #include "troupe/engine/scheduler_policy.hpp"
+#include "troupe/engine/speculation_cost.hpp"
 #include "troupe/model/error.hpp"
 
 using namespace troupe;
@@ -73,12 +74,14 @@ struct run_result {
   int32_t num_steps = 0;
   scheduler_stats stats;
   bool mixed_step = false;  // a step held a sequence with proposals and one without
+  double seconds = 0;       // the steps' times, when they were timed
 };
 
 template <class Kv>
 run_result run(Kv& kv, scheduler_config config, const std::vector<sequence_request>& requests,
                simulated_worker::next_token_rule rule, int32_t num_blocks, int32_t block_size,
-               const std::function<void()>& after_step = {}, simulated_worker::next_token_rule draft_rule = {}) {
+               const std::function<void()>& after_step = {}, simulated_worker::next_token_rule draft_rule = {},
+               const std::function<double(const scheduled_step&)>& step_seconds = {}) {
   scheduler_policy sched(config, kv, {eog_token});
   simulated_worker worker(num_blocks, block_size, 0);
   worker.set_rule(std::move(rule));
@@ -100,7 +103,9 @@ run_result run(Kv& kv, scheduler_config config, const std::vector<sequence_reque
     out.mixed_step = out.mixed_step || (any_drafts && any_plain);
     CHECK(s.num_scheduled_tokens <= config.max_num_batched_tokens);
     const auto result = worker.run(s);
-    for (const auto& e : sched.on_step_done(result)) {
+    const double seconds = step_seconds ? step_seconds(s) : -1.0;
+    out.seconds += std::max(0.0, seconds);
+    for (const auto& e : sched.on_step_done(result, seconds)) {
       out.outputs[e.seq_id].push_back(e.token);
       if (e.state == sequence_state::finished) out.finished[e.seq_id] = e.reason;
     }
@@ -289,6 +294,103 @@ TEST_CASE("speculation: proposals that keep failing pause, and the proposal coun
   CHECK(spec.stats.num_speculative_steps > 10);
   CHECK(spec.stats.num_speculative_steps < spec.num_steps / 2);
   CHECK(spec.stats.num_draft_tokens < 2 * spec.stats.num_speculative_steps);
+}
+
+TEST_CASE("speculation cost: plain step times, a proposal's share, the break-even and when to measure again") {
+  speculation_cost cost(4, 8);
+  CHECK_FALSE(cost.needs_plain_step(1));  // nothing timed yet: no step is planned plain for it
+  CHECK(cost.break_even(1, 3) < 0);
+  cost.observe(1, 3, 0.040);  // proposals before any plain step teach nothing
+  CHECK(cost.seconds_per_proposal() == 0);
+  CHECK(cost.needs_plain_step(1));
+  cost.observe(1, 0, 0.010);
+  CHECK_FALSE(cost.needs_plain_step(1));
+  CHECK(cost.needs_plain_step(2));  // each batch size on its own
+  cost.observe(1, 4, 0.042);
+  CHECK(cost.seconds_per_proposal() == doctest::Approx(0.008));
+  // Four proposals hold one sequence back 32 ms, 3.2 plain steps' worth; in a step of two
+  // sequences they hold both back.
+  CHECK(cost.break_even(1, 4) == doctest::Approx(3.2));
+  CHECK(cost.break_even(2, 4) < 0);
+  cost.observe(2, 0, 0.016);
+  CHECK(cost.break_even(2, 4) == doctest::Approx(2 * 4 * 0.008 / 0.016));
+  // A step faster than the plain one counts as free proposals, never negative ones.
+  cost.observe(1, 2, 0.005);
+  CHECK(cost.seconds_per_proposal() == doctest::Approx(0.8 * 0.008));
+  // Eight observed steps after its last plain one, a batch size is measured again.
+  for (int i = 0; i < 6; ++i) cost.observe(1, 1, 0.012);
+  CHECK(cost.needs_plain_step(1));
+  cost.observe(1, 0, 0.020);
+  CHECK(cost.plain_seconds(1) == doctest::Approx(0.010 + 0.3 * (0.020 - 0.010)));
+  CHECK_FALSE(cost.needs_plain_step(1));
+  cost.observe(5, 0, 1.0);  // past max_batch: ignored
+  CHECK(cost.plain_seconds(5) == 0);
+}
+
+namespace {
+
+// Step times of a machine where a decode step takes 10 ms and each proposal adds `per_proposal`.
+std::function<double(const scheduled_step&)> timed_steps(double per_proposal) {
+  return [per_proposal](const scheduled_step& s) {
+    int64_t num_proposals = 0;
+    for (const auto& f : s.plan.full) num_proposals += f.num_draft_tokens;
+    return 0.010 + per_proposal * static_cast<double>(num_proposals);
+  };
+}
+
+}  // namespace
+
+TEST_CASE("speculation: proposals that cost more than they win sit out; proposals that pay go on") {
+  auto c = spec_config(speculative_method::ngram);
+  c.ngram_min = 1;
+  const auto reqs = std::vector<sequence_request>{periodic_request(1, 3, 30, 300)};
+  // A model picking among 3 tokens at random: single-token lookup always finds a proposal,
+  // and a third of them are right, 0.33 tokens won per proposal.
+  const auto random3 = [](const std::vector<int32_t>& context, uint64_t seed, uint64_t index) {
+    return 100 + simulated_worker::next_token(context, seed, index) % 3;
+  };
+  const auto plain = run_fake(spec_config(speculative_method::off), reqs, random3);
+  auto run_timed = [&](const scheduler_config& config, simulated_worker::next_token_rule rule, double per_proposal) {
+    fake_kv_space kv(256, 4);
+    auto r = run(kv, config, reqs, std::move(rule), 256, 4, {}, {}, timed_steps(per_proposal));
+    CHECK(kv.is_all_free());
+    return r;
+  };
+  // At 8 ms a proposal (0.8 plain steps), a third accepted does not pay: the rule makes the
+  // sequence sit out. At 1 ms one (0.1 steps) it pays, and the sequence keeps proposing.
+  const auto dear = run_timed(c, random3, 0.008);
+  const auto cheap = run_timed(c, random3, 0.001);
+  auto no_rule = c;
+  no_rule.speculative_break_even = false;
+  const auto untimed = run_timed(no_rule, random3, 0.008);
+  CHECK(dear.outputs == plain.outputs);
+  CHECK(cheap.outputs == plain.outputs);
+  CHECK(untimed.outputs == plain.outputs);
+  const auto cheap_untimed = run_timed(no_rule, random3, 0.001);
+  const double plain_seconds = 0.010 * plain.num_steps;
+  MESSAGE("8 ms a proposal: " << untimed.stats.num_speculative_steps << " speculative steps, " << untimed.seconds
+                              << " s without the rule; " << dear.stats.num_speculative_steps << ", " << dear.seconds
+                              << " s with it; plain " << plain_seconds << " s");
+  MESSAGE("1 ms a proposal: " << cheap_untimed.stats.num_speculative_steps << " speculative steps, "
+                              << cheap_untimed.seconds << " s without the rule; " << cheap.stats.num_speculative_steps
+                              << ", " << cheap.seconds << " s with it");
+  // Where proposals do not pay, speculating without the rule is slower than plain decoding,
+  // and with it within a few percent of plain; where they pay, the rule leaves them be.
+  CHECK(untimed.seconds > plain_seconds * 1.1);
+  CHECK(dear.seconds < plain_seconds * 1.05);
+  CHECK(dear.stats.num_speculative_steps * 3 < untimed.stats.num_speculative_steps);
+  CHECK(cheap.seconds < plain_seconds * 0.97);
+  CHECK(cheap.seconds <= cheap_untimed.seconds * 1.02);
+
+  // A model that repeats its cycle: every proposal right. Even at 8 ms a proposal they pay
+  // (four proposals cost 3.2 steps and win 4 tokens), so the rule changes nothing but its
+  // few plain steps for measuring.
+  const auto cycle = cyclic_rule(3, [](uint64_t) { return false; });
+  const auto good = run_timed(c, cycle, 0.008);
+  const auto good_untimed = run_timed(no_rule, cycle, 0.008);
+  CHECK(good.outputs == good_untimed.outputs);
+  MESSAGE("all accepted: " << good.num_steps << " steps with the rule, " << good_untimed.num_steps << " without");
+  CHECK(good.num_steps <= good_untimed.num_steps + 3);
 }
 
 TEST_CASE("speculation: random workloads on the real block manager keep its invariants and the plain outputs") {

@@ -247,7 +247,7 @@ void on_step_back(scheduler_self self, step_sample sample, int64_t num_pairs, cl
     sample.back_seconds = clock_seconds(back);
     st.metrics->on_step(sample);
   }
-  auto events = st.policy->on_step_done(result);
+  auto events = st.policy->on_step_done(result, seconds_between(started, back));
   // Counted apart from send_step's planning, which counts itself.
   add_overhead(self, seconds_between(back, clock_type::now()));
   const step_notices notices = pump(self);

@@ -60,7 +60,8 @@ scheduler_policy::scheduler_policy(scheduler_config config, kv_space& kv, std::v
       attention_cost_(std::max(0.0, config_.attention_cost)),
       kv_(kv),
       eog_ids_(std::move(eog_ids)),
-      ngram_(std::max(1, config_.ngram_min), std::max(std::max(1, config_.ngram_min), config_.ngram_max)) {
+      ngram_(std::max(1, config_.ngram_min), std::max(std::max(1, config_.ngram_min), config_.ngram_max)),
+      spec_cost_(config_.speculative_max_batch) {
   config_.validate();
   const int64_t pool_tokens = static_cast<int64_t>(kv_.num_total_blocks()) * kv_.block_size();
   max_sequence_tokens_ = static_cast<int32_t>(std::min<int64_t>(config_.max_model_len, pool_tokens));
@@ -398,6 +399,9 @@ void scheduler_policy::propose_drafts(step_builder& b, const std::vector<sequenc
     wants_speculation = wants_speculation || seq->speculative != speculative_method::off;
   }
   if (!wants_speculation || num_decodes > config_.speculative_max_batch) return;
+  // Now and then a step of this size goes plain, so that the break-even rule knows what
+  // proposals add to it.
+  if (config_.speculative_break_even && spec_cost_.needs_plain_step(num_decodes)) return;
   for (sequence* seq : order) {
     if (seq->step_share != 1 || !is_planned_decode(*seq) || seq->speculative == speculative_method::off) continue;
     if (seq->num_pending_samples > 0) continue;  // its last token is not known yet
@@ -624,7 +628,7 @@ sequence_step scheduler_policy::make_step(const sequence& seq, int32_t num_token
   return s;
 }
 
-std::vector<sequence_event> scheduler_policy::on_step_done(const step_result& result) {
+std::vector<sequence_event> scheduler_policy::on_step_done(const step_result& result, double seconds) {
   if (in_flight_.empty()) throw error(error_code::internal, "on_step_done() without a step in flight");
   // Each entry's sequence is looked up once (nullptr: retired while the step ran), each
   // output matched to its sequence once; outputs of retired sequences are ignored.
@@ -649,6 +653,7 @@ std::vector<sequence_event> scheduler_policy::on_step_done(const step_result& re
     }
   }
 
+  observe_step_time(in_flight_.front(), seconds);
   const in_flight_step done = std::move(in_flight_.front());
   in_flight_.erase(in_flight_.begin());
   release_deferred(done.entries);
@@ -704,6 +709,45 @@ std::vector<sequence_event> scheduler_policy::on_step_done(const step_result& re
   return events;
 }
 
+void scheduler_policy::observe_step_time(const in_flight_step& step, double seconds) {
+  step_decodes_ = 0;
+  if (seconds < 0 || step.entries.empty() || static_cast<int32_t>(step.entries.size()) > config_.speculative_max_batch) {
+    return;
+  }
+  int32_t num_proposals = 0;
+  for (size_t i = 0; i < step.entries.size(); ++i) {
+    const step_entry& e = step.entries[i];
+    if (!e.wants_sample || e.num_tokens - e.num_drafts != 1) return;  // a prompt chunk is in it
+    if (e.num_drafts == 0) continue;
+    const sequence* seq = step_sequences_[i];
+    const sequence_output* o = seq != nullptr ? seq->step_output : nullptr;
+    num_proposals += o != nullptr && o->num_drafted >= 0 ? std::min(o->num_drafted, e.num_drafts) : e.num_drafts;
+  }
+  step_decodes_ = static_cast<int32_t>(step.entries.size());
+  spec_cost_.observe(step_decodes_, num_proposals, seconds);
+}
+
+void scheduler_policy::weigh_speculation(sequence& seq, int32_t num_proposed, int32_t num_accepted) {
+  if (!config_.speculative_break_even || step_decodes_ == 0 || num_proposed == 0) return;
+  const double break_even = spec_cost_.break_even(step_decodes_, num_proposed);
+  if (break_even < 0) return;
+  // A moving average over the last few steps: acceptance moves with the text, and a sequence
+  // should stop soon after its proposals stop paying, but not on one unlucky step.
+  constexpr double weight = 0.3;
+  constexpr int32_t min_samples = 4;
+  const double gain = num_accepted - break_even;
+  seq.speculation_gain = seq.num_gain_samples == 0 ? gain : seq.speculation_gain + weight * (gain - seq.speculation_gain);
+  if (++seq.num_gain_samples < min_samples) return;
+  if (seq.speculation_gain >= 0) {
+    seq.num_break_even_pauses = 0;
+    return;
+  }
+  // Under the break-even: sit out 4, 8, 16, then 32 steps. The average is kept, so one more
+  // step that does not pay sends it back out; a few that do bring it back over.
+  seq.speculation_pause = std::max(seq.speculation_pause, 4 << std::min(seq.num_break_even_pauses, 3));
+  ++seq.num_break_even_pauses;
+}
+
 void scheduler_policy::apply_speculative(const step_entry& e, sequence& seq, const sequence_output& o,
                                          std::vector<sequence_event>& events) {
   const auto num_accepted = static_cast<int32_t>(o.accepted.size());
@@ -732,6 +776,7 @@ void scheduler_policy::apply_speculative(const step_entry& e, sequence& seq, con
       is_self_limiting ? config_.num_speculative_tokens : std::clamp(num_accepted + 1, 1, config_.num_speculative_tokens);
   seq.num_speculation_misses = num_accepted == 0 ? seq.num_speculation_misses + 1 : 0;
   if (seq.num_speculation_misses >= 2) seq.speculation_pause = 1 << std::min(seq.num_speculation_misses - 1, 5);
+  weigh_speculation(seq, num_proposed, num_accepted);
 
   bool is_first = true;
   // Appends one emitted token and its event; true when the sequence stopped on it.

@@ -22,6 +22,7 @@
 #include "troupe/engine/kv_space.hpp"
 #include "troupe/engine/scheduler_config.hpp"
 #include "troupe/engine/sequence.hpp"
+#include "troupe/engine/speculation_cost.hpp"
 #include "troupe/engine/step_plan.hpp"
 #include "troupe/model/backend.hpp"
 
@@ -144,8 +145,9 @@ class scheduler_policy {
   // seq_id), applies the stop rules, finishes and frees sequences. A sequence that stopped
   // on a token leaves the step planned behind it (the worker drops it there too). Returns
   // one event per sampled token, in plan order. Throws troupe::error(internal) with no
-  // step in flight or when a wanted sample is missing.
-  std::vector<sequence_event> on_step_done(const step_result& result);
+  // step in flight or when a wanted sample is missing. `seconds`, when known (>= 0), is how
+  // long the worker took: decode steps' times teach the speculation break-even rule.
+  std::vector<sequence_event> on_step_done(const step_result& result, double seconds = -1);
   // The worker could not run the oldest step: every sequence in it fails and frees its
   // blocks. A step planned ahead of it will fail too (step_delta::is_planned_ahead).
   std::vector<sequence_event> on_step_failed(error_code code, const std::string& message);
@@ -209,6 +211,11 @@ class scheduler_policy {
   // (up to a stop), adapts the sequence's proposal count, rolls back rejected positions.
   void apply_speculative(const step_entry& e, sequence& seq, const sequence_output& o,
                          std::vector<sequence_event>& events);
+  // A step of decodes alone (at most speculative_max_batch of them) took `seconds`: its
+  // size and proposals made go to spec_cost_; step_decodes_ is its size (0 for other steps).
+  void observe_step_time(const in_flight_step& step, double seconds);
+  // The break-even rule for a sequence whose num_proposed proposals won num_accepted.
+  void weigh_speculation(sequence& seq, int32_t num_proposed, int32_t num_accepted);
   void schedule_swapped(step_builder& b);
   void schedule_waiting(step_builder& b, const std::vector<std::pair<int64_t, uint64_t>>& queue);
   // Tokens to feed this step under the remaining budget (0: not this step), from position
@@ -298,6 +305,8 @@ class scheduler_policy {
   // resident; otherwise it starts waiting, to be fed again).
   sequence& fork_beam(sequence& parent, uint64_t id, uint64_t arrival_order);
   ngram_proposer ngram_;
+  speculation_cost spec_cost_;
+  int32_t step_decodes_ = 0;  // decodes in the step being applied, when it was timed; else 0
   bool needs_sync_ = false;
   uint64_t next_arrival_order_ = 0;
   scheduler_stats totals_;

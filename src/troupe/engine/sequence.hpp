@@ -67,6 +67,12 @@ class sequence {
   int32_t num_speculative_tokens = 0;
   int32_t speculation_pause = 0;
   int32_t num_speculation_misses = 0;
+  // The break-even rule (scheduler_config::speculative_break_even): a moving average of
+  // accepted proposals less what they cost, in tokens per step; the samples in it; how many
+  // times in a row it has sat out for it.
+  double speculation_gain = 0;
+  int32_t num_gain_samples = 0;
+  int32_t num_break_even_pauses = 0;
   std::vector<int32_t> drafts;
   // Parallel sampling: the members this sequence forks into once its prompt (but the last
   // token) has KV; empty once forked, and for every sequence without a group. group_id is

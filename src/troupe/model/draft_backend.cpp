@@ -191,40 +191,66 @@ void draft_backend::swap_in(const std::vector<std::pair<int32_t, int32_t>>& host
   draft_->swap_in(host_to_device);
 }
 
+draft_backend::unfed_run draft_backend::take_unfed(uint64_t seq_id, int32_t start_pos) {
+  const auto it = unfed_.find(seq_id);
+  if (it == unfed_.end()) return {start_pos, {}, num_steps_};
+  unfed_run run = std::move(it->second);
+  unfed_.erase(it);
+  const auto run_end = run.pos + static_cast<int32_t>(run.tokens.size());
+  if (start_pos < run.pos || start_pos > run_end) return {start_pos, {}, num_steps_};
+  run.tokens.resize(static_cast<size_t>(start_pos - run.pos));  // what is fed again from start_pos on
+  run.step = num_steps_;
+  return run;
+}
+
 void draft_backend::run_draft(const batch_plan& plan, std::vector<drafting>& seqs) {
   const auto vocab = static_cast<size_t>(config().vocab_size);
   ++num_steps_;
   std::erase_if(unfed_, [&](const auto& entry) { return entry.second.step + max_unfed_age < num_steps_; });
-  batch_plan feed;
+  // catch_up: the unfed runs of the sequences speculating now, fed before their last token
+  // (which alone needs the draft's row); feed: every other known token fed now.
+  batch_plan catch_up, feed;
   feed.sequences.reserve(plan.sequences.size());
   for (size_t i = 0; i < plan.sequences.size(); ++i) {
     const auto& s = plan.sequences[i];
     const int32_t k = num_slots(s);
+    const auto num_known = s.tokens.size() - static_cast<size_t>(k);
+    unfed_run run = take_unfed(s.seq_id, s.start_pos);
+    if (k == 0 && s.num_draft_tokens == 0 && num_known == 1) {
+      // A plain decode: the draft sees its token when the sequence next speculates.
+      run.tokens.push_back(s.tokens.front());
+      unfed_[s.seq_id] = std::move(run);
+      continue;
+    }
     sequence_step f;
     f.seq_id = s.seq_id;
-    f.tokens.assign(s.tokens.begin(), s.tokens.end() - k);
-    f.start_pos = s.start_pos;
     f.block_table = s.block_table;
     f.wants_sample = false;
-    if (const auto it = unfed_.find(s.seq_id); it != unfed_.end()) {
-      if (it->second.pos + 1 == s.start_pos) {
-        f.tokens.insert(f.tokens.begin(), it->second.token);
-        f.start_pos -= 1;
-      }
-      unfed_.erase(it);
+    if (k > 0 && !run.tokens.empty()) {
+      sequence_step c = f;
+      c.tokens = std::move(run.tokens);
+      c.start_pos = run.pos;
+      catch_up.sequences.push_back(std::move(c));
+      run.tokens.clear();
+      run.pos = s.start_pos;
     }
+    f.tokens = std::move(run.tokens);
+    f.tokens.insert(f.tokens.end(), s.tokens.begin(), s.tokens.begin() + static_cast<ptrdiff_t>(num_known));
+    f.start_pos = run.pos;
     if (k > 0) {
       f.wants_all_logits = true;
       drafting d;
       d.plan_index = i;
       d.draft_index = feed.sequences.size();
       d.k = k;
-      d.last_pos = s.start_pos + static_cast<int32_t>(s.tokens.size()) - k - 1;
+      d.last_pos = s.start_pos + static_cast<int32_t>(num_known) - 1;
       d.window = s.penalty_tokens;
       seqs.push_back(std::move(d));
     }
     feed.sequences.push_back(std::move(f));
   }
+  if (!catch_up.sequences.empty()) draft_->step(catch_up);
+  if (feed.sequences.empty()) return;
   std::vector<float> scratch;
   const auto propose = [&](drafting& d, std::span<const float> row) {
     const auto& s = plan.sequences[d.plan_index];
@@ -273,8 +299,8 @@ void draft_backend::run_draft(const batch_plan& plan, std::vector<drafting>& seq
   }
   for (const auto& d : seqs) {
     if (d.proposals.empty()) continue;
-    unfed_[plan.sequences[d.plan_index].seq_id] = {d.proposals.back(),
-                                                  d.last_pos + static_cast<int32_t>(d.proposals.size()), num_steps_};
+    unfed_[plan.sequences[d.plan_index].seq_id] = {d.last_pos + static_cast<int32_t>(d.proposals.size()),
+                                                  {d.proposals.back()}, num_steps_};
   }
 }
 

@@ -6,11 +6,16 @@
 // Both models' KV caches are indexed by the same block ids: the scheduler's one block
 // manager hands out ids, and every block table, copy, swap-out and swap-in applies to the
 // target's pool and the draft's alike (the two pools have the same block count and size).
-// The draft is fed every token the target is fed (prompt chunks, decode tokens, n-gram
-// proposals) at the same positions, so its KV is valid wherever the target's is, with one
-// lag: a draft of k proposals feeds itself only the first k - 1 of them, and when all k are
-// accepted the k-th is fed to the draft in front of the sequence's next step (however many
-// steps later: a sequence may be swapped out in between).
+// The draft is fed the tokens the target is fed (prompt chunks, decode tokens, n-gram
+// proposals) at the same positions, so its KV is valid wherever the target's is, with two
+// lags. A plain one-token decode (the sequence proposes nothing this step: it sits out, its
+// request did not ask, the batch is too large) is not fed to the draft then: it joins the
+// sequence's run of unfed tokens, and the run is fed as one chunk, before the draft's
+// proposal steps, the next time the sequence speculates (a draft step per decode token is
+// the draft's largest cost, and a chunk costs a fraction of that per token). And a draft of
+// k proposals feeds itself only the first k - 1 of them: when all k are accepted, the k-th
+// starts the run. Runs outlive swap-outs; a sequence fed again from an earlier position (a
+// rollback, a recompute) cuts its run there.
 //
 // Per speculating sequence a step runs: up to k one-token draft steps (batched over the
 // sequences; a sequence stops early where the draft is unsure), each drawing a proposal from q = sampler::distribution of the draft's row
@@ -67,8 +72,9 @@ class draft_backend final : public backend {
  private:
   struct drafting;  // one speculating sequence's proposals during a step
 
-  // Feeds the draft every known token of the plan (and the proposals a full acceptance left
-  // unfed), and the speculating sequences' proposal steps; fills `seqs`.
+  // Feeds the draft the known tokens of the plan (a plain decode's token only joins its
+  // sequence's unfed run; a speculating sequence's run is fed first), and runs the
+  // speculating sequences' proposal steps; fills `seqs`.
   void run_draft(const batch_plan& plan, std::vector<drafting>& seqs);
   // Verifies one sequence's proposals on the target's rows, fills its output.
   void verify(const sequence_step& step, drafting& d, std::span<const float> rows, sequence_output& out);
@@ -77,16 +83,21 @@ class draft_backend final : public backend {
   std::shared_ptr<backend> draft_;
   sampler sampler_;
   double min_confidence_ = 0.0;
-  // The last proposal of each sequence's latest draft run, not fed to the draft: fed in front
-  // of the sequence's next step if that starts right after it (all k were accepted),
-  // dropped otherwise, or once it is max_unfed_age steps old (the sequence ended there).
-  struct unfed_proposal {
-    int32_t token = -1;
+  // Per sequence, known tokens at positions [pos, pos + tokens.size()) that the target has
+  // and the draft has not been fed yet: plain decodes' tokens, and the last proposal of a
+  // fully accepted draft run. Dropped once max_unfed_age steps pass without the sequence in
+  // a plan (it ended).
+  struct unfed_run {
     int32_t pos = 0;
+    std::vector<int32_t> tokens;
     uint64_t step = 0;
   };
+  // The sequence's run, cut where a step starting at start_pos continues it: empty when
+  // there is none, or when start_pos is not within it (a sequence fed again from before
+  // the run, or after a gap the draft cannot fill).
+  unfed_run take_unfed(uint64_t seq_id, int32_t start_pos);
   static constexpr uint64_t max_unfed_age = 4096;
-  std::unordered_map<uint64_t, unfed_proposal> unfed_;
+  std::unordered_map<uint64_t, unfed_run> unfed_;
   uint64_t num_steps_ = 0;
 };
 
