@@ -18,7 +18,7 @@ namespace troupe {
 class speculation_cost {
  public:
   // b from 1 to max_batch is learned (speculation stops past it anyway).
-  explicit speculation_cost(int32_t max_batch, int32_t refresh_steps = 64);
+  explicit speculation_cost(int32_t max_batch, int32_t refresh_steps = 128);
 
   // A decode step of b sequences (no prompt chunk) with `num_proposals` proposals made in all
   // took `seconds`. Steps of other shapes are not passed.
