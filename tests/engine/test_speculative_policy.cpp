@@ -340,10 +340,11 @@ std::function<double(const scheduled_step&)> timed_steps(double per_proposal) {
 
 }  // namespace
 
-TEST_CASE("speculation: proposals that cost more than they win sit out; proposals that pay go on") {
+TEST_CASE("speculation: greedy proposals that cost more than they win sit out; proposals that pay go on; sampled ones are left alone") {
   auto c = spec_config(speculative_method::ngram);
   c.ngram_min = 1;
-  const auto reqs = std::vector<sequence_request>{periodic_request(1, 3, 30, 300)};
+  auto reqs = std::vector<sequence_request>{periodic_request(1, 3, 30, 300)};
+  reqs[0].params.temperature = 0.0f;  // greedy
   // A model picking among 3 tokens at random: single-token lookup always finds a proposal,
   // and a third of them are right, 0.33 tokens won per proposal.
   const auto random3 = [](const std::vector<int32_t>& context, uint64_t seed, uint64_t index) {
@@ -381,6 +382,19 @@ TEST_CASE("speculation: proposals that cost more than they win sit out; proposal
   CHECK(dear.stats.num_speculative_steps * 3 < untimed.stats.num_speculative_steps);
   CHECK(cheap.seconds < plain_seconds * 0.97);
   CHECK(cheap.seconds <= cheap_untimed.seconds * 1.02);
+
+  // A sampled request is left to the miss rule: whichever steps it speculates in decide its
+  // text, so timing must not.
+  auto sampled_reqs = reqs;
+  sampled_reqs[0].params.temperature = 0.7f;
+  {
+    fake_kv_space kv(256, 4), kv_untimed(256, 4);
+    const auto timed = run(kv, c, sampled_reqs, random3, 256, 4, {}, {}, timed_steps(0.008));
+    const auto untimed_sampled = run(kv_untimed, c, sampled_reqs, random3, 256, 4);
+    CHECK(timed.outputs == untimed_sampled.outputs);
+    CHECK(timed.num_steps == untimed_sampled.num_steps);
+    CHECK(timed.stats.num_speculative_steps == untimed_sampled.stats.num_speculative_steps);
+  }
 
   // A model that repeats its cycle: every proposal right. Even at 8 ms a proposal they pay
   // (four proposals cost 3.2 steps and win 4 tokens), so the rule changes nothing but its

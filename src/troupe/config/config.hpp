@@ -91,7 +91,7 @@ void for_each_option(Config& c, F&& f) {
   f("ngram_min", "shortest suffix n-gram prompt lookup matches", c.scheduling.ngram_min);
   f("ngram_max", "longest suffix n-gram prompt lookup matches", c.scheduling.ngram_max);
   f("speculative_max_batch", "propose only while at most this many sequences decode in a step", c.scheduling.speculative_max_batch);
-  f("speculative_break_even", "a sequence whose accepted proposals do not pay for their measured cost sits out 4 to 32 steps", c.scheduling.speculative_break_even);
+  f("speculative_break_even", "a greedy sequence whose accepted proposals do not pay for their measured cost sits out 4 to 32 steps", c.scheduling.speculative_break_even);
   f("attention_cost", "attended positions costing one token's matmuls; deep prompt chunks shrink by it (-1 = measured, 0 = off)", c.scheduling.attention_cost);
   f("step_timeout_ms", "a step not back from the worker in this long (or 4x its predicted time, if longer) fails its requests and the worker is replaced (0 = never)", c.scheduling.step_timeout_ms);
   f("ageing_ms", "a waiting request gains one priority level per this many ms (0 = never)", c.scheduling.ageing_ms);

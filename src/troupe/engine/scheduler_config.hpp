@@ -64,9 +64,10 @@ struct scheduler_config {
   // the tokens they save (docs/speculative.md has the measurement behind the default).
   int32_t speculative_max_batch = 4;
   // Proposals must pay for themselves: the scheduler learns from the steps it times what a
-  // proposal costs against a plain decode step (engine/speculation_cost.hpp), and a sequence
-  // whose accepted proposals stay under that break-even sits out 4, 8, ... 32 steps before it
-  // tries again. Off, only steps with nothing accepted make it sit out.
+  // proposal costs against a plain decode step (engine/speculation_cost.hpp), and a greedy
+  // sequence whose accepted proposals stay under that break-even sits out 4, 8, ... 32 steps
+  // before it tries again (sampled ones are not weighed: their text would depend on timing).
+  // Off, only steps with nothing accepted make a sequence sit out.
   bool speculative_break_even = true;
 
   // The watchdog: a step the worker has not answered within max(step_timeout_ms, 4x what its

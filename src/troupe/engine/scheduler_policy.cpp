@@ -391,17 +391,20 @@ void scheduler_policy::schedule_running(step_builder& b) {
 
 void scheduler_policy::propose_drafts(step_builder& b, const std::vector<sequence*>& order) {
   int32_t num_decodes = 0;
-  bool wants_speculation = false;
+  bool wants_speculation = false, has_sampled_speculation = false;
   for (sequence* seq : order) {
     seq->drafts.clear();
     if (seq->step_share != 1 || !is_planned_decode(*seq)) continue;
     ++num_decodes;
-    wants_speculation = wants_speculation || seq->speculative != speculative_method::off;
+    if (seq->speculative == speculative_method::off) continue;
+    wants_speculation = true;
+    has_sampled_speculation = has_sampled_speculation || !seq->params.is_greedy();
   }
   if (!wants_speculation || num_decodes > config_.speculative_max_batch) return;
   // Now and then a step of this size goes plain, so that the break-even rule knows what
-  // proposals add to it.
-  if (config_.speculative_break_even && spec_cost_.needs_plain_step(num_decodes)) return;
+  // proposals add to it; never one with a sampled sequence that would speculate, whose text
+  // would then depend on step times (see weigh_speculation).
+  if (config_.speculative_break_even && !has_sampled_speculation && spec_cost_.needs_plain_step(num_decodes)) return;
   for (sequence* seq : order) {
     if (seq->step_share != 1 || !is_planned_decode(*seq) || seq->speculative == speculative_method::off) continue;
     if (seq->num_pending_samples > 0) continue;  // its last token is not known yet
@@ -728,7 +731,10 @@ void scheduler_policy::observe_step_time(const in_flight_step& step, double seco
 }
 
 void scheduler_policy::weigh_speculation(sequence& seq, int32_t num_proposed, int32_t num_accepted) {
-  if (!config_.speculative_break_even || step_decodes_ == 0 || num_proposed == 0) return;
+  // Greedy sequences only: their text is the same whichever steps they speculate in. A
+  // sampled sequence's is not (proposals change which uniform decides each token), and a
+  // rule driven by measured time would make a seeded request's text depend on the load.
+  if (!config_.speculative_break_even || step_decodes_ == 0 || num_proposed == 0 || !seq.params.is_greedy()) return;
   const double break_even = spec_cost_.break_even(step_decodes_, num_proposed);
   if (break_even < 0) return;
   // A moving average over the last few steps: acceptance moves with the text, and a sequence
