@@ -6,6 +6,7 @@
 #include <cmath>
 #include <span>
 #include <string>
+#include <utility>
 
 #include "troupe/model/error.hpp"
 #include "troupe/model/sampler_math.hpp"
@@ -191,13 +192,13 @@ void draft_backend::swap_in(const std::vector<std::pair<int32_t, int32_t>>& host
   draft_->swap_in(host_to_device);
 }
 
-draft_backend::unfed_run draft_backend::take_unfed(uint64_t seq_id, int32_t start_pos) {
-  const auto it = unfed_.find(seq_id);
-  if (it == unfed_.end()) return {start_pos, {}, num_steps_};
-  unfed_run run = std::move(it->second);
-  unfed_.erase(it);
+draft_backend::unfed_run& draft_backend::unfed_at(uint64_t seq_id, int32_t start_pos) {
+  unfed_run& run = unfed_.try_emplace(seq_id, unfed_run{start_pos, {}, num_steps_}).first->second;
   const auto run_end = run.pos + static_cast<int32_t>(run.tokens.size());
-  if (start_pos < run.pos || start_pos > run_end) return {start_pos, {}, num_steps_};
+  if (start_pos < run.pos || start_pos > run_end) {
+    run.tokens.clear();
+    run.pos = start_pos;
+  }
   run.tokens.resize(static_cast<size_t>(start_pos - run.pos));  // what is fed again from start_pos on
   run.step = num_steps_;
   return run;
@@ -206,7 +207,9 @@ draft_backend::unfed_run draft_backend::take_unfed(uint64_t seq_id, int32_t star
 void draft_backend::run_draft(const batch_plan& plan, std::vector<drafting>& seqs) {
   const auto vocab = static_cast<size_t>(config().vocab_size);
   ++num_steps_;
-  std::erase_if(unfed_, [&](const auto& entry) { return entry.second.step + max_unfed_age < num_steps_; });
+  if (num_steps_ % 64 == 0) {
+    std::erase_if(unfed_, [&](const auto& entry) { return entry.second.step + max_unfed_age < num_steps_; });
+  }
   // catch_up: the unfed runs of the sequences speculating now, fed before their last token
   // (which alone needs the draft's row); feed: every other known token fed now.
   batch_plan catch_up, feed;
@@ -215,28 +218,27 @@ void draft_backend::run_draft(const batch_plan& plan, std::vector<drafting>& seq
     const auto& s = plan.sequences[i];
     const int32_t k = num_slots(s);
     const auto num_known = s.tokens.size() - static_cast<size_t>(k);
-    unfed_run run = take_unfed(s.seq_id, s.start_pos);
+    unfed_run& run = unfed_at(s.seq_id, s.start_pos);
     if (k == 0 && s.num_draft_tokens == 0 && num_known == 1) {
       // A plain decode: the draft sees its token when the sequence next speculates.
       run.tokens.push_back(s.tokens.front());
-      unfed_[s.seq_id] = std::move(run);
       continue;
     }
     sequence_step f;
     f.seq_id = s.seq_id;
     f.block_table = s.block_table;
     f.wants_sample = false;
-    if (k > 0 && !run.tokens.empty()) {
-      sequence_step c = f;
-      c.tokens = std::move(run.tokens);
-      c.start_pos = run.pos;
-      catch_up.sequences.push_back(std::move(c));
-      run.tokens.clear();
-      run.pos = s.start_pos;
-    }
-    f.tokens = std::move(run.tokens);
-    f.tokens.insert(f.tokens.end(), s.tokens.begin(), s.tokens.begin() + static_cast<ptrdiff_t>(num_known));
     f.start_pos = run.pos;
+    f.tokens = std::move(run.tokens);
+    unfed_.erase(s.seq_id);
+    if (k > 0 && !f.tokens.empty()) {
+      // The run in a step of its own: of this sequence only the last token's row is wanted.
+      sequence_step c = f;
+      c.tokens = std::exchange(f.tokens, {});
+      f.start_pos = s.start_pos;
+      catch_up.sequences.push_back(std::move(c));
+    }
+    f.tokens.insert(f.tokens.end(), s.tokens.begin(), s.tokens.begin() + static_cast<ptrdiff_t>(num_known));
     if (k > 0) {
       f.wants_all_logits = true;
       drafting d;

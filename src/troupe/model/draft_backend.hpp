@@ -86,16 +86,16 @@ class draft_backend final : public backend {
   // Per sequence, known tokens at positions [pos, pos + tokens.size()) that the target has
   // and the draft has not been fed yet: plain decodes' tokens, and the last proposal of a
   // fully accepted draft run. Dropped once max_unfed_age steps pass without the sequence in
-  // a plan (it ended).
+  // a plan (it ended; checked every 64 steps).
   struct unfed_run {
     int32_t pos = 0;
     std::vector<int32_t> tokens;
     uint64_t step = 0;
   };
-  // The sequence's run, cut where a step starting at start_pos continues it: empty when
-  // there is none, or when start_pos is not within it (a sequence fed again from before
-  // the run, or after a gap the draft cannot fill).
-  unfed_run take_unfed(uint64_t seq_id, int32_t start_pos);
+  // The sequence's run (a new empty one if it has none), cut where a step starting at
+  // start_pos continues it; emptied and moved to start_pos when start_pos is not within it
+  // (a sequence fed again from before the run, or after a gap the draft cannot fill).
+  unfed_run& unfed_at(uint64_t seq_id, int32_t start_pos);
   static constexpr uint64_t max_unfed_age = 4096;
   std::unordered_map<uint64_t, unfed_run> unfed_;
   uint64_t num_steps_ = 0;
