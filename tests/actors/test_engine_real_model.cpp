@@ -262,7 +262,9 @@ TEST_CASE("engine: asynchronous scheduling gives the text of synchronous schedul
     std::vector<engine::handle> handles;
     for (const auto& r : reqs) handles.push_back(f.eng->submit(r, sink));
     if (with_cancels) {
+      // Cancels land after the first preemption (the run must have both), at least 300 ms in.
       std::this_thread::sleep_for(300ms);
+      for (int i = 0; i < 600 && f.eng->stats().scheduling.num_preemptions == 0; ++i) std::this_thread::sleep_for(5ms);
       for (size_t i = 0; i < handles.size(); i += 5) f.eng->cancel(handles[i]);
     }
     REQUIRE(sink->wait_for(reqs.size()));

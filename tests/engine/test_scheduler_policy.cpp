@@ -7,6 +7,7 @@
 #include <map>
 #include <random>
 #include <set>
+#include <sstream>
 
 #include "troupe/engine/block_manager.hpp"
 #include "engine/fake_kv_space.hpp"
@@ -152,7 +153,34 @@ struct workload_result {
   std::set<uint64_t> aborted;
   int64_t num_planned_ahead = 0;
   int64_t num_groups = 0;
+  std::vector<std::string> step_trace;  // each step as it ran (describe_step)
 };
+
+// A step as it ran, in an order that does not depend on how it was planned: every sequence
+// with its first position, token count, whether it sampled and its block table (with
+// with_blocks), then who was preempted, started or resumed and the block moves.
+std::string describe_step(const scheduled_step& s, const batch_plan& ran, bool with_blocks) {
+  std::vector<std::string> parts;
+  for (const auto& q : ran.sequences) {
+    std::ostringstream p;
+    p << q.seq_id << "@" << q.start_pos << "+" << q.tokens.size() << (q.wants_sample ? "s" : "");
+    if (with_blocks) for (const int32_t b : q.block_table) p << "," << b;
+    parts.push_back(p.str());
+  }
+  std::sort(parts.begin(), parts.end());
+  std::ostringstream out;
+  for (const auto& p : parts) out << p << " ";
+  const auto ids = [&](const char* name, std::vector<uint64_t> v) {
+    std::sort(v.begin(), v.end());
+    out << name;
+    for (const uint64_t id : v) out << " " << id;
+  };
+  ids("| preempted", s.preempted);
+  ids(" started", s.started);
+  ids(" resumed", s.resumed);
+  out << " | moves " << s.ops.copies.size() << "/" << s.ops.swap_out.size() << "/" << s.ops.swap_in.size();
+  return out.str();
+}
 
 // 3 s of random arrivals (prompt lengths, priorities, max_tokens, stop tokens, aborts),
 // then drains. Checks the budgets at every step, that no step is empty while work is left,
@@ -162,7 +190,7 @@ struct workload_result {
 // (fork_ids), each member expected to draw what a lone request with its seed draws.
 workload_result run_random_workload(scheduler_policy& sched, simulated_worker& worker, const scheduler_config& c,
                                     uint32_t seed, bool has_shared_prefixes, bool is_async = false,
-                                    bool has_groups = false) {
+                                    bool has_groups = false, bool trace_blocks = false) {
   std::mt19937 rng(seed);
   workload_result w;
   uint64_t next_id = 1;
@@ -233,6 +261,7 @@ workload_result run_random_workload(scheduler_policy& sched, simulated_worker& w
     maybe_abort();
     if (!sent.empty()) {
       const auto result = worker.run(sent.front());
+      w.step_trace.push_back(describe_step(sent.front(), worker.last_plan(), trace_blocks));
       sent.erase(sent.begin());
       for (const auto& ran : worker.last_plan().sequences) CHECK_FALSE(w.log.finished.contains(ran.seq_id));
       w.log.record(sched.on_step_done(result));
@@ -307,6 +336,82 @@ TEST_CASE("with the real block manager and prefix caching, outputs equal uninter
       CHECK(s.prefix_hit_ratio() > 0.0);
       CHECK(sched.stats().num_preemptions > 0);
       CHECK((w.num_groups > 10) == has_groups);
+      check_outputs_match_runs_alone(w, sched.max_sequence_tokens());
+    }
+  }
+}
+
+// The steady decode lane (sequences decoding inside their last block, planned without being
+// looked at) must change what planning costs, never what is planned: the same random
+// workloads, lane on and off, give the same steps (sequences, positions, token counts,
+// preemptions) and the same tokens, synchronous and asynchronous, with stops, aborts and
+// preemptions. Block numbers may differ: the lane's members finish after the others of
+// their step, so blocks return to the pool in another order (the simulated worker reads
+// every context back through the block tables, so a wrong table changes the tokens).
+TEST_CASE("the steady decode lane plans exactly the steps of planning every sequence one by one") {
+  for (const bool is_async : {false, true})
+  for (const int32_t block_size : {4, 16})
+  for (const auto mode : {preemption_mode::recompute, preemption_mode::swap}) {
+    CAPTURE(is_async);
+    CAPTURE(block_size);
+    CAPTURE(static_cast<int>(mode));
+    auto c = config(8, 64, 64);
+    c.preemption = mode;
+    c.ageing_ms = 50;
+    const int32_t num_blocks = 192 / block_size;
+    for (const uint32_t seed : {11u, 606u}) {
+      CAPTURE(seed);
+      auto run = [&](bool steady) {
+        auto lane_config = c;
+        lane_config.steady_decodes = steady;
+        fake_kv_space kv(num_blocks, block_size, 128 / block_size);
+        scheduler_policy sched(lane_config, kv, {eog_token});
+        simulated_worker worker(num_blocks, block_size, 128 / block_size);
+        auto w = run_random_workload(sched, worker, lane_config, seed, false, is_async);
+        CHECK(kv.is_all_free(128 / block_size));
+        check_outputs_match_runs_alone(w, sched.max_sequence_tokens());
+        return std::pair(std::move(w), sched.stats());
+      };
+      const auto [one_by_one, one_by_one_stats] = run(false);
+      const auto [lane, lane_stats] = run(true);
+      CHECK(one_by_one_stats.num_steady_tokens == 0);
+      MESSAGE("lane share of scheduled tokens: " << lane_stats.num_steady_tokens << " / " << lane_stats.num_scheduled_tokens);
+      CHECK(lane_stats.num_steady_tokens * 20 > lane_stats.num_scheduled_tokens);
+      CHECK(lane_stats.num_preemptions > 0);
+      for (size_t i = 0; i < std::min(lane.step_trace.size(), one_by_one.step_trace.size()); ++i) {
+        CAPTURE(i);
+        REQUIRE(lane.step_trace[i] == one_by_one.step_trace[i]);
+      }
+      CHECK(lane_stats.num_preemptions == one_by_one_stats.num_preemptions);
+      CHECK(lane_stats.num_steps == one_by_one_stats.num_steps);
+      CHECK(lane.step_trace.size() == one_by_one.step_trace.size());
+      CHECK(lane.log.outputs == one_by_one.log.outputs);
+      CHECK(lane.aborted == one_by_one.aborted);
+    }
+  }
+}
+
+// With the real block manager and prefix caching the lane keys full blocks later (when a
+// member leaves it), so cache hits may differ; what each sequence draws may not.
+TEST_CASE("the steady decode lane with the real block manager: outputs equal uninterrupted runs, pool invariants hold") {
+  for (const bool is_async : {false, true})
+  for (const auto mode : {preemption_mode::recompute, preemption_mode::swap}) {
+    CAPTURE(is_async);
+    CAPTURE(static_cast<int>(mode));
+    auto c = config(8, 64, 64);
+    c.preemption = mode;
+    c.ageing_ms = 50;
+    for (const uint32_t seed : {3u, 1999u}) {
+      CAPTURE(seed);
+      block_manager kv({.num_blocks = 24, .block_size = 8, .num_swap_blocks = 16, .enable_prefix_caching = true});
+      scheduler_policy sched(c, kv, {eog_token});
+      simulated_worker worker(24, 8, 16);
+      const auto w = run_random_workload(sched, worker, c, seed, true, is_async, true);
+      kv.check_invariants();
+      CHECK(kv.stats().num_used_blocks == 0);
+      CHECK(kv.stats().num_used_swap_blocks == 0);
+      CHECK(sched.stats().num_steady_tokens * 20 > sched.stats().num_scheduled_tokens);
+      CHECK(sched.stats().num_preemptions > 0);
       check_outputs_match_runs_alone(w, sched.max_sequence_tokens());
     }
   }

@@ -417,8 +417,8 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, scheduler_stats& x) {
   return f(caf::meta::type_name("troupe::scheduler_stats"), x.num_running, x.num_waiting, x.num_swapped,
            x.num_preemptions, x.num_steps, x.num_scheduled_tokens, x.num_budget_tokens, x.num_steps_ahead,
-           x.num_speculative_steps, x.num_draft_tokens, x.num_accepted_tokens, x.num_emitted_tokens,
-           x.num_drafts_at_position, x.num_accepted_at_position);
+           x.num_steady_tokens, x.num_speculative_steps, x.num_draft_tokens, x.num_accepted_tokens,
+           x.num_emitted_tokens, x.num_drafts_at_position, x.num_accepted_at_position);
 }
 
 template <class Inspector>

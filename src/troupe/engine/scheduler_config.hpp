@@ -40,6 +40,13 @@ struct scheduler_config {
   // step is short (a GPU); off, every step is planned after the last one is back.
   bool async_scheduling = false;
 
+  // The steady decode lane: a sequence that decodes one token per step inside its last KV
+  // block, with nothing about it changing, is planned as a member of the lane (no pool call,
+  // no per-sequence checks) until its block fills or its length runs out, so that planning
+  // costs what changed, not the batch. Off, every running sequence is planned one by one
+  // each step (the same steps: tests compare the two).
+  bool steady_decodes = true;
+
   // Speculative decoding (vLLM's --speculative-config with method "ngram"): while few
   // sequences decode, each proposes up to num_speculative_tokens tokens by prompt lookup
   // (n-grams of ngram_min..ngram_max tokens) and the step verifies them (model/speculative.hpp).

@@ -4,6 +4,7 @@
 #include "troupe/engine/scheduler_policy.hpp"
 
 #include <algorithm>
+#include <functional>
 #include <optional>
 #include <tuple>
 #include <utility>
@@ -53,6 +54,9 @@ struct scheduler_policy::step_builder {
   std::vector<step_entry> entries;                 // planned: KV grown, in plan order
   bool has_preempted_for_kv = false;
   bool is_short_of_kv = false;  // ahead: a running sequence could not grow (a preemption is due)
+  uint64_t serial = 0;            // this step's number (totals_.num_steps once planned)
+  uint64_t steady_epoch = 0;      // the lane step planned with it, or 0
+  std::vector<sequence*> joins;   // planned one by one, joining the lane from the next step
 };
 
 scheduler_policy::scheduler_policy(scheduler_config config, kv_space& kv, std::vector<int32_t> eog_ids)
@@ -196,18 +200,38 @@ scheduled_step scheduler_policy::plan(int64_t now_ms, bool is_ahead) {
   // sequence then never leaves planned-but-unwritten blocks in the prefix cache, and every
   // swap_out precedes every swap_in, the order the backend runs them in.
   if (num_pending_forks_ > 0) fork_ready_groups();
+  b.serial = totals_.num_steps + 1;
   const auto queue = waiting_in_order(now_ms);
   preempt_for_priority(b, queue);
+  prepare_steady(b);
   schedule_running(b);
   // Resuming swapped or admitting new work in a step that ran out of KV would only evict
   // again (vLLM skips both too), unless nothing is left to run: an empty step must mean
   // that nothing can run until the next add, abort or step_done.
   if (b.is_short_of_kv) {
     needs_sync_ = true;
-  } else if (!b.has_preempted_for_kv || b.entries.empty()) {
+  } else if (!b.has_preempted_for_kv || (b.entries.empty() && (b.steady_epoch == 0 || steady_.empty()))) {
     schedule_swapped(b);
     if (swapped_.empty()) schedule_waiting(b, queue);
   }
+
+  in_flight_step step;
+  step.steady_epoch = b.steady_epoch;
+  if (b.steady_epoch != 0) {
+    // The lane: one decode_next per member, each at the position its offset gives; no
+    // sequence is looked at.
+    auto& next = b.out.plan.next;
+    next.reserve(next.size() + steady_.size());
+    step.steady_ids.reserve(steady_.size());
+    const auto epoch = static_cast<int64_t>(b.steady_epoch);
+    for (const steady_member& m : steady_) {
+      next.push_back({m.id, static_cast<int32_t>(m.offset + epoch), -1});
+      step.steady_ids.push_back(m.id);
+    }
+    const auto n = static_cast<int64_t>(steady_.size());
+    b.out.num_attended_pairs += steady_offset_sum_ + n * epoch + n;  // attended_pairs(pos, 1) = pos + 1
+  }
+  for (sequence* seq : b.joins) join_steady(*seq);
 
   b.out.num_scheduled_tokens = static_cast<int32_t>(b.out.plan.num_tokens());
   b.out.token_budget = config_.max_num_batched_tokens;
@@ -215,7 +239,11 @@ scheduled_step scheduler_policy::plan(int64_t now_ms, bool is_ahead) {
   b.out.plan.forget = std::move(forgets_);
   forgets_.clear();
   b.out.plan.is_planned_ahead = is_ahead;
-  in_flight_.push_back({std::move(b.entries), is_ahead});
+  step.entries = std::move(b.entries);
+  step.is_planned_ahead = is_ahead;
+  step.serial = b.serial;
+  totals_.num_steady_tokens += static_cast<int64_t>(step.steady_ids.size());
+  in_flight_.push_back(std::move(step));
   ++totals_.num_steps;
   totals_.num_steps_ahead += is_ahead ? 1 : 0;
   totals_.num_scheduled_tokens += b.out.num_scheduled_tokens;
@@ -240,10 +268,12 @@ void scheduler_policy::add_to_plan(step_builder& b, sequence& seq, int32_t num_t
   b.out.num_attended_pairs += attended_pairs(start, num_tokens);
   const auto& table = *growth.block_table;
   const auto num_blocks = static_cast<int32_t>(table.size());
+  bool is_next = false;
   if (num_drafts == 0 && num_tokens == 1 && seq.is_known_to_worker && seq.was_last_sent_sampled && !had_copies &&
       is_planned_decode(seq) && num_blocks <= seq.num_blocks_sent + 1) {
     const int32_t new_block = num_blocks > seq.num_blocks_sent ? table.back() : -1;
     b.out.plan.next.push_back({seq.id, start, new_block});
+    is_next = true;
   } else {
     if (start + num_known > seq.num_tokens()) {
       // Only a decode_next may feed a token not yet known, and schedule_running keeps
@@ -267,6 +297,10 @@ void scheduler_policy::add_to_plan(step_builder& b, sequence& seq, int32_t num_t
   seq.num_in_flight_tokens += num_tokens;
   seq.num_pending_samples += wants_sample ? 1 : 0;
   seq.num_in_flight_steps += 1;
+  seq.last_step_serial = b.serial;
+  // A decode continued as the worker expects, its KV block not yet full: the lane takes it
+  // from the next step on.
+  if (is_next && wants_sample && can_join_steady(seq)) b.joins.push_back(&seq);
 }
 
 int32_t scheduler_policy::num_tokens_to_feed(int32_t num_computed, int32_t num_uncomputed, int32_t budget) const {
@@ -390,7 +424,7 @@ void scheduler_policy::schedule_running(step_builder& b) {
 }
 
 void scheduler_policy::propose_drafts(step_builder& b, const std::vector<sequence*>& order) {
-  int32_t num_decodes = 0;
+  auto num_decodes = static_cast<int32_t>(b.steady_epoch != 0 ? steady_.size() : 0);  // the lane's
   bool wants_speculation = false, has_sampled_speculation = false;
   for (sequence* seq : order) {
     seq->drafts.clear();
@@ -556,6 +590,14 @@ void scheduler_policy::preempt(uint64_t seq_id, step_builder& b, preemption_mode
     throw error(error_code::internal, "sequence " + std::to_string(seq_id) + " was evicted after being planned");
   }
   sequence& seq = sequences_.at(seq_id);
+  if (seq.steady_index >= 0) {
+    const steady_member& m = steady_[static_cast<size_t>(seq.steady_index)];
+    if (b.steady_epoch != 0) {  // its lane token of this step goes back to the budgets
+      b.budget += 1;
+      b.cost_budget += step_cost(m.offset + static_cast<int64_t>(b.steady_epoch), 1, attention_cost_);
+    }
+    leave_steady(seq);
+  }
   if (seq.step_share > 0) {  // its share of this step goes back to the budgets
     b.budget += seq.step_share;
     b.cost_budget += step_cost(scheduled_end(seq), seq.step_share, attention_cost_);
@@ -585,8 +627,11 @@ void scheduler_policy::preempt(uint64_t seq_id, step_builder& b, preemption_mode
 }
 
 std::optional<uint64_t> scheduler_policy::lowest_ranked_running() const {
-  if (running_.empty()) return std::nullopt;
-  return running_.back()->id;
+  const sequence* steady = lowest_ranked_steady();
+  if (running_.empty()) return steady != nullptr ? std::optional<uint64_t>(steady->id) : std::nullopt;
+  const sequence* last = running_.back();
+  if (steady != nullptr && is_ranked_before(*last, *steady)) return steady->id;
+  return last->id;
 }
 
 void scheduler_policy::insert_running(sequence& seq) {
@@ -635,17 +680,25 @@ std::vector<sequence_event> scheduler_policy::on_step_done(const step_result& re
   if (in_flight_.empty()) throw error(error_code::internal, "on_step_done() without a step in flight");
   // Each entry's sequence is looked up once (nullptr: retired while the step ran), each
   // output matched to its sequence once; outputs of retired sequences are ignored.
-  const auto& entries = in_flight_.front().entries;
+  // The lane's members follow the entries: each a one-token decode that wants a sample.
+  const in_flight_step& step = in_flight_.front();
+  const auto& entries = step.entries;
+  const size_t num_entries = entries.size();
+  const auto entry_at = [&](size_t i) {
+    return i < num_entries ? entries[i] : step_entry{step.steady_ids[i - num_entries], 1, true, 0};
+  };
   step_sequences_.clear();
-  for (const auto& e : entries) {
-    const auto it = sequences_.find(e.seq_id);
-    step_sequences_.push_back(it == sequences_.end() ? nullptr : &it->second);
-  }
+  const auto lookup = [this](uint64_t id) {
+    const auto it = sequences_.find(id);
+    return it == sequences_.end() ? nullptr : &it->second;
+  };
+  for (const auto& e : entries) step_sequences_.push_back(lookup(e.seq_id));
+  for (const uint64_t id : step.steady_ids) step_sequences_.push_back(lookup(id));
   for (const auto& o : result.outputs) {
     if (const auto it = sequences_.find(o.seq_id); it != sequences_.end()) it->second.step_output = &o;
   }
-  for (size_t i = 0; i < entries.size(); ++i) {
-    const auto& e = entries[i];
+  for (size_t i = 0; i < step.size(); ++i) {
+    const auto e = entry_at(i);
     if (!e.wants_sample || step_sequences_[i] == nullptr) continue;
     const sequence_output* o = step_sequences_[i]->step_output;
     if (o == nullptr || o->token < 0) {
@@ -659,20 +712,24 @@ std::vector<sequence_event> scheduler_policy::on_step_done(const step_result& re
   observe_step_time(in_flight_.front(), seconds);
   const in_flight_step done = std::move(in_flight_.front());
   in_flight_.erase(in_flight_.begin());
-  release_deferred(done.entries);
+  release_deferred(done);
   std::vector<sequence_event> events;
-  events.reserve(done.entries.size());
+  events.reserve(done.size());
   std::vector<uint64_t> beam_rounds;  // beam groups with a beam that got its next tokens
-  for (size_t i = 0; i < done.entries.size(); ++i) {
-    const auto& e = done.entries[i];
+  for (size_t i = 0; i < done.size(); ++i) {
+    const step_entry e = i < num_entries ? done.entries[i] : step_entry{done.steady_ids[i - num_entries], 1, true, 0};
     if (step_sequences_[i] == nullptr) continue;  // retired while the step ran
     sequence& seq = *step_sequences_[i];
+    // A member still in the lane since before this step never counted it in flight.
+    const bool is_implicit = i >= num_entries && seq.steady_index >= 0 && seq.steady_join_epoch <= done.steady_epoch;
     seq.num_computed_tokens += e.num_tokens - e.num_drafts;
-    seq.num_in_flight_tokens -= e.num_tokens;
-    seq.num_in_flight_steps -= 1;
+    if (!is_implicit) {
+      seq.num_in_flight_tokens -= e.num_tokens;
+      seq.num_in_flight_steps -= 1;
+    }
     const sequence_output* output = std::exchange(seq.step_output, nullptr);
     if (!e.wants_sample) continue;  // a non-final prefill chunk
-    seq.num_pending_samples -= 1;
+    if (!is_implicit) seq.num_pending_samples -= 1;
     const sequence_output& o = *output;
     if (seq.is_beam) {
       seq.beam_next = o.top_logprobs;
@@ -691,15 +748,25 @@ std::vector<sequence_event> scheduler_policy::on_step_done(const step_result& re
     if (should_stop(seq)) {
       ev.state = sequence_state::finished;
       ev.reason = seq.reason;
-      // The worker drops a stopped sequence from the step planned behind this one.
-      if (seq.num_in_flight_steps > 0 && is_stop_token(seq.params, eog_ids_, o.token)) {
-        auto& next = in_flight_.front().entries;
+      // The worker drops a stopped sequence from the step planned behind this one (a lane
+      // member's lane step in flight becomes its own count first).
+      const bool is_stop = is_stop_token(seq.params, eog_ids_, o.token);
+      if (is_stop && seq.steady_index >= 0) leave_steady(seq);
+      if (seq.num_in_flight_steps > 0 && is_stop) {
+        auto& behind = in_flight_.front();
+        auto& next = behind.entries;
         const auto dropped = std::find_if(next.begin(), next.end(), [&](const step_entry& x) { return x.seq_id == seq.id; });
         if (dropped != next.end()) {
           seq.num_in_flight_tokens -= dropped->num_tokens;
           seq.num_pending_samples -= dropped->wants_sample ? 1 : 0;
           seq.num_in_flight_steps -= 1;
           next.erase(dropped);
+        } else if (const auto lane = std::find(behind.steady_ids.begin(), behind.steady_ids.end(), seq.id);
+                   lane != behind.steady_ids.end()) {
+          seq.num_in_flight_tokens -= 1;
+          seq.num_pending_samples -= 1;
+          seq.num_in_flight_steps -= 1;
+          behind.steady_ids.erase(lane);
         }
       }
       retire(seq, sequence_state::finished);
@@ -714,9 +781,7 @@ std::vector<sequence_event> scheduler_policy::on_step_done(const step_result& re
 
 void scheduler_policy::observe_step_time(const in_flight_step& step, double seconds) {
   step_decodes_ = 0;
-  if (seconds < 0 || step.entries.empty() || static_cast<int32_t>(step.entries.size()) > config_.speculative_max_batch) {
-    return;
-  }
+  if (seconds < 0 || step.size() == 0 || static_cast<int32_t>(step.size()) > config_.speculative_max_batch) return;
   int32_t num_proposals = 0;
   for (size_t i = 0; i < step.entries.size(); ++i) {
     const step_entry& e = step.entries[i];
@@ -726,7 +791,7 @@ void scheduler_policy::observe_step_time(const in_flight_step& step, double seco
     const sequence_output* o = seq != nullptr ? seq->step_output : nullptr;
     num_proposals += o != nullptr && o->num_drafted >= 0 ? std::min(o->num_drafted, e.num_drafts) : e.num_drafts;
   }
-  step_decodes_ = static_cast<int32_t>(step.entries.size());
+  step_decodes_ = static_cast<int32_t>(step.size());  // lane members are plain decodes
   spec_cost_.observe(step_decodes_, num_proposals, seconds);
 }
 
@@ -813,9 +878,9 @@ void scheduler_policy::apply_speculative(const step_entry& e, sequence& seq, con
 
 std::vector<sequence_event> scheduler_policy::on_step_failed(error_code code, const std::string& message) {
   if (in_flight_.empty()) throw error(error_code::internal, "on_step_failed() without a step in flight");
-  const in_flight_step failed = std::move(in_flight_.front());
+  in_flight_step failed = std::move(in_flight_.front());
   in_flight_.erase(in_flight_.begin());
-  release_deferred(failed.entries);
+  release_deferred(failed);
   // The worker fails a step planned ahead of a failed one (it may read the failed step's KV).
   if (!in_flight_.empty() && in_flight_.front().is_planned_ahead) needs_sync_ = true;
   std::vector<sequence_event> events;
@@ -827,6 +892,16 @@ std::vector<sequence_event> scheduler_policy::on_step_failed(error_code code, co
     seq.num_pending_samples -= e.wants_sample ? 1 : 0;
     seq.num_in_flight_steps -= 1;
   }
+  for (const uint64_t id : failed.steady_ids) {
+    const auto it = sequences_.find(id);
+    if (it == sequences_.end()) continue;
+    sequence& seq = it->second;
+    if (seq.steady_index >= 0 && seq.steady_join_epoch <= failed.steady_epoch) continue;  // never counted
+    seq.num_in_flight_tokens -= 1;
+    seq.num_pending_samples -= 1;
+    seq.num_in_flight_steps -= 1;
+  }
+  for (const uint64_t id : failed.steady_ids) failed.entries.push_back({id, 1, true, 0});
   for (const auto& e : failed.entries) {
     const auto it = sequences_.find(e.seq_id);
     if (it == sequences_.end()) continue;  // retired, or a beam whose group failed already
@@ -849,6 +924,7 @@ std::vector<sequence_event> scheduler_policy::on_step_failed(error_code code, co
 }
 
 void scheduler_policy::forget_worker_state() {
+  dissolve_steady();  // the lane continues what the worker holds
   for (auto& [id, seq] : sequences_) {
     seq.is_known_to_worker = false;
     seq.num_blocks_sent = 0;
@@ -860,11 +936,18 @@ scheduler_policy::worker_loss scheduler_policy::on_worker_lost(error_code code, 
                                                                int64_t now_ms) {
   worker_loss out;
   std::vector<uint64_t> in_steps;  // plan order, each once
+  std::unordered_set<uint64_t> seen;
   for (const auto& step : in_flight_) {
     for (const auto& e : step.entries) {
-      if (std::find(in_steps.begin(), in_steps.end(), e.seq_id) == in_steps.end()) in_steps.push_back(e.seq_id);
+      if (seen.insert(e.seq_id).second) in_steps.push_back(e.seq_id);
+    }
+    for (const uint64_t id : step.steady_ids) {
+      if (seen.insert(id).second) in_steps.push_back(id);
     }
   }
+  std::vector<uint64_t> steady_ids;  // running, in the lane
+  for (const steady_member& m : steady_) steady_ids.push_back(m.id);
+  clear_steady();
   // Every block (deferred ones included) goes with the pool; nothing is released one by one.
   in_flight_.clear();
   deferred_.clear();
@@ -889,6 +972,9 @@ scheduler_policy::worker_loss scheduler_policy::on_worker_lost(error_code code, 
   // Admitted again by priority and arrival, as every waiting sequence (waiting_in_order).
   std::vector<uint64_t> lost;
   for (const sequence* seq : running_) lost.push_back(seq->id);
+  for (const uint64_t id : steady_ids) {
+    if (sequences_.contains(id)) lost.push_back(id);
+  }
   lost.insert(lost.end(), swapped_.begin(), swapped_.end());
   for (auto& [id, seq] : sequences_) {
     seq.num_in_flight_tokens = 0;
@@ -929,6 +1015,7 @@ std::vector<sequence_event> scheduler_policy::fail_all(error_code code, const st
     ev.message = message;
     events.push_back(std::move(ev));
   }
+  clear_steady();
   sequences_.clear();
   waiting_.clear();
   running_.clear();
@@ -962,12 +1049,13 @@ bool scheduler_policy::should_stop(sequence& seq) const {
 void scheduler_policy::retire(sequence& seq, sequence_state final_state) {
   const uint64_t id = seq.id;
   drop_pending_forks(seq);
+  if (seq.steady_index >= 0) leave_steady(seq);
   if (seq.state() == sequence_state::running || seq.state() == sequence_state::swapped) {
     const bool is_discard = final_state == sequence_state::failed;
     if (seq.num_in_flight_steps > 0) {
       // Blocks planned for steps in flight are registered in the prefix cache before the
       // steps write them: they go back only once those steps are back.
-      deferred_[id] = {seq.num_in_flight_steps, is_discard};
+      defer_release(seq, is_discard);
     } else if (is_discard) {
       // Its planned step never ran: the blocks registered in the prefix cache hold nothing.
       kv_.discard(id);
@@ -983,18 +1071,145 @@ void scheduler_policy::retire(sequence& seq, sequence_state final_state) {
   sequences_.erase(id);
 }
 
-void scheduler_policy::release_deferred(const std::vector<step_entry>& entries) {
-  if (deferred_.empty()) return;
-  for (const auto& e : entries) {
-    const auto it = deferred_.find(e.seq_id);
-    if (it == deferred_.end() || --it->second.num_steps > 0) continue;
+void scheduler_policy::defer_release(sequence& seq, bool is_discard) {
+  // Steps come back in order: the blocks go back with the newest step that holds the sequence.
+  deferred_[seq.id] = {seq.num_in_flight_steps, is_discard};
+  for (auto& step : in_flight_) {
+    if (step.serial == seq.last_step_serial) {
+      step.release_after.push_back(seq.id);
+      return;
+    }
+  }
+  throw error(error_code::internal, "sequence " + std::to_string(seq.id) + " has steps in flight, but none holds it");
+}
+
+void scheduler_policy::release_deferred(const in_flight_step& step) {
+  for (const uint64_t id : step.release_after) {
+    const auto it = deferred_.find(id);
+    if (it == deferred_.end()) continue;
     if (it->second.is_discard) {
-      kv_.discard(e.seq_id);
+      kv_.discard(id);
     } else {
-      kv_.release(e.seq_id);
+      kv_.release(id);
     }
     deferred_.erase(it);
   }
+}
+
+// ---- the steady decode lane ----------------------------------------------------------------
+
+bool scheduler_policy::can_join_steady(const sequence& seq) const {
+  // A budget under max_num_seqs may not cover every decode, which must then be given out in
+  // rank order one by one.
+  return config_.steady_decodes && config_.max_num_batched_tokens >= config_.max_num_seqs && seq.steady_index < 0 && seq.speculative == speculative_method::off &&
+         !seq.is_beam && !seq.has_beam_next && seq.fork_ids.empty() && seq.state() == sequence_state::running;
+}
+
+void scheduler_policy::join_steady(sequence& seq) {
+  // Lane step i (1, 2, ...) after joining feeds position end + i - 1; it may while that is
+  // inside the last block, and while its sample neither passes max_tokens nor the longest
+  // sequence (what ends_by_length_in_flight checks for a sequence planned one by one).
+  const int32_t end = scheduled_end(seq);
+  const int64_t kv_room = static_cast<int64_t>(seq.num_blocks_sent) * kv_.block_size() - end;
+  const int64_t length_room =
+      std::min<int64_t>(static_cast<int64_t>(seq.params.max_tokens) - seq.num_output_tokens() - seq.num_pending_samples,
+                        static_cast<int64_t>(max_sequence_tokens_) - planned_tokens(seq));
+  const int64_t room = std::min(kv_room, length_room);
+  if (room <= 0) return;
+  const uint64_t join = steady_epoch_ + 1;
+  seq.steady_join_epoch = join;
+  seq.steady_due_epoch = join + static_cast<uint64_t>(room);
+  seq.steady_index = static_cast<int32_t>(steady_.size());
+  const int64_t offset = end - static_cast<int64_t>(join);
+  steady_.push_back({seq.id, &seq, offset});
+  steady_offset_sum_ += offset;
+  steady_due_.emplace_back(seq.steady_due_epoch, seq.id);
+  std::push_heap(steady_due_.begin(), steady_due_.end(), std::greater<>{});
+  erase_running(seq);
+  if (steady_.size() == 1) {
+    steady_lowest_ = &seq;
+  } else if (steady_lowest_ != nullptr && is_ranked_before(*steady_lowest_, seq)) {
+    steady_lowest_ = &seq;
+  }
+}
+
+void scheduler_policy::leave_steady(sequence& seq) {
+  // Its lane steps in flight become its own in-flight counts, as if planned one by one.
+  for (const auto& step : in_flight_) {
+    if (step.steady_epoch == 0 || step.steady_epoch < seq.steady_join_epoch) continue;
+    seq.num_in_flight_tokens += 1;
+    seq.num_pending_samples += 1;
+    seq.num_in_flight_steps += 1;
+    seq.last_step_serial = step.serial;
+  }
+  const auto i = static_cast<size_t>(seq.steady_index);
+  steady_offset_sum_ -= steady_[i].offset;
+  if (i + 1 != steady_.size()) {
+    steady_[i] = steady_.back();
+    steady_[i].seq->steady_index = static_cast<int32_t>(i);
+  }
+  steady_.pop_back();
+  seq.steady_index = -1;
+  if (steady_lowest_ == &seq) steady_lowest_ = nullptr;
+  insert_running(seq);
+  // The pool learns the positions the lane planned (inside the last block: nothing is
+  // allocated) and keys the blocks they filled.
+  if (!kv_.grow(seq.id, scheduled_end(seq), seq.tokens()).copies.empty()) {
+    throw error(error_code::internal, "sequence " + std::to_string(seq.id) + " left the steady lane with a shared last block");
+  }
+}
+
+void scheduler_policy::dissolve_steady() {
+  while (!steady_.empty()) leave_steady(*steady_.back().seq);
+  steady_due_.clear();
+}
+
+void scheduler_policy::clear_steady() {
+  for (const steady_member& m : steady_) m.seq->steady_index = -1;
+  steady_.clear();
+  steady_due_.clear();
+  steady_offset_sum_ = 0;
+  steady_lowest_ = nullptr;
+}
+
+const sequence* scheduler_policy::lowest_ranked_steady() const {
+  if (steady_.empty()) return nullptr;
+  if (steady_lowest_ == nullptr) {
+    steady_lowest_ = steady_.front().seq;
+    for (const steady_member& m : steady_) {
+      if (is_ranked_before(*steady_lowest_, *m.seq)) steady_lowest_ = m.seq;
+    }
+  }
+  return steady_lowest_;
+}
+
+void scheduler_policy::prepare_steady(step_builder& b) {
+  if (steady_.empty()) return;
+  const uint64_t epoch = steady_epoch_ + 1;
+  // Members due now leave first: their next decode needs a block or ends them.
+  while (!steady_due_.empty() && steady_due_.front().first <= epoch) {
+    std::pop_heap(steady_due_.begin(), steady_due_.end(), std::greater<>{});
+    const auto [due, id] = steady_due_.back();
+    steady_due_.pop_back();
+    const auto it = sequences_.find(id);
+    if (it != sequences_.end() && it->second.steady_index >= 0 && it->second.steady_due_epoch == due) {
+      leave_steady(it->second);
+    }
+  }
+  if (steady_.empty()) return;
+  // Every decode gets its token before any prompt chunk; when the budget might not cover
+  // every decode, they are given out one by one in rank order, as without the lane.
+  const auto n = static_cast<int64_t>(steady_.size());
+  if (b.budget < n + static_cast<int64_t>(running_.size())) {
+    dissolve_steady();
+    return;
+  }
+  steady_epoch_ = epoch;
+  b.steady_epoch = epoch;
+  b.budget -= static_cast<int32_t>(n);
+  const int64_t sum_pos = steady_offset_sum_ + n * static_cast<int64_t>(epoch);
+  b.cost_budget -= attention_cost_ > 0 ? static_cast<double>(n) + static_cast<double>(sum_pos + n) / attention_cost_
+                                       : static_cast<double>(n);
 }
 
 bool scheduler_policy::abort(uint64_t seq_id) {
@@ -1027,7 +1242,7 @@ const sequence* scheduler_policy::find(uint64_t seq_id) const {
 
 scheduler_stats scheduler_policy::stats() const {
   scheduler_stats s = totals_;
-  s.num_running = static_cast<int32_t>(running_.size());
+  s.num_running = static_cast<int32_t>(running_.size() + steady_.size());
   s.num_waiting = static_cast<int32_t>(waiting_.size());
   s.num_swapped = static_cast<int32_t>(swapped_.size());
   return s;

@@ -93,6 +93,7 @@ struct scheduler_stats {
   int64_t num_scheduled_tokens = 0;  // over all steps
   int64_t num_budget_tokens = 0;     // max_num_batched_tokens times num_steps
   int64_t num_steps_ahead = 0;       // of num_steps, planned while the step before ran
+  int64_t num_steady_tokens = 0;     // of num_scheduled_tokens, planned in the steady decode lane
   // Speculative decoding (vLLM's spec_decode counters): sequence-steps that carried
   // proposals, tokens proposed, accepted, and emitted by those sequence-steps (accepted plus
   // the one sampled after them), and per proposal position i (0-based) how many were
@@ -192,6 +193,22 @@ class scheduler_policy {
   struct in_flight_step {
     std::vector<step_entry> entries;
     bool is_planned_ahead = false;
+    // The steady lane's members in this step (each a one-token decode that wants a sample),
+    // and the lane step's number (0: the step has no lane).
+    std::vector<uint64_t> steady_ids;
+    uint64_t steady_epoch = 0;
+    uint64_t serial = 0;                 // totals_.num_steps when it was planned
+    std::vector<uint64_t> release_after; // retired sequences whose blocks go back once this step is back
+    size_t size() const { return entries.size() + steady_ids.size(); }
+  };
+  // A member of the steady decode lane: a running sequence that decodes one token per step
+  // inside its last KV block. Lane step e feeds it position offset + e; it stays until its
+  // due step (sequence::steady_due_epoch) or until anything about it changes (it finishes,
+  // is cancelled or preempted), and then leaves with its in-flight counters made explicit.
+  struct steady_member {
+    uint64_t id = 0;
+    sequence* seq = nullptr;
+    int64_t offset = 0;
   };
   // A retired sequence whose blocks go back once the steps in flight that hold it are.
   struct deferred_release {
@@ -252,7 +269,22 @@ class scheduler_policy {
   // running_ stays in rank order: an admission or a resume is inserted at its rank.
   void insert_running(sequence& seq);
   void erase_running(const sequence& seq);
-  void release_deferred(const std::vector<step_entry>& entries);
+  void release_deferred(const in_flight_step& step);
+  void defer_release(sequence& seq, bool is_discard);
+  // The steady decode lane (scheduler_config::steady_decodes).
+  bool can_join_steady(const sequence& seq) const;
+  void join_steady(sequence& seq);
+  void leave_steady(sequence& seq);
+  void dissolve_steady();
+  void clear_steady();
+  void prepare_steady(step_builder& b);
+  const sequence* lowest_ranked_steady() const;
+  std::vector<steady_member> steady_;
+  std::vector<std::pair<uint64_t, uint64_t>> steady_due_;  // min-heap of (due lane step, id); stale entries skipped
+  uint64_t steady_epoch_ = 0;      // the last lane step planned
+  int64_t steady_offset_sum_ = 0;  // sum of the members' offsets: their positions' sum is this + size * epoch
+  mutable const sequence* steady_lowest_ = nullptr;  // cached lowest-ranked member, or nullptr: unknown
+
   // Forks every group whose shared prefill is done (its prompt but the last token has KV,
   // no step in flight for it): the members start running beside the parent.
   void fork_ready_groups();
