@@ -190,7 +190,7 @@ double metrics_cost_per_step() {
 
 int main(int argc, char** argv) {
   try {
-    const apps::cli_args args(argc, argv, 1, {"--model", "--streams", "--step-us", "--gen-tokens", "--seconds", "--async", "--trace", "--trace-streams"}, {"--loop-only"});
+    const apps::cli_args args(argc, argv, 1, {"--model", "--streams", "--step-us", "--gen-tokens", "--seconds", "--async", "--trace", "--trace-streams"}, {"--loop-only", "--no-steady-decodes"});
     const auto path = args.get_or("--model", "models/SmolLM2-135M-Instruct.Q4_1.gguf");
     const auto step_time = std::chrono::microseconds(args.get_int("--step-us", 2000, 0, 1000000));
     const int32_t gen_tokens = static_cast<int32_t>(args.get_int("--gen-tokens", 32, 1, 4096));
@@ -221,6 +221,7 @@ int main(int argc, char** argv) {
     eo.scheduling.max_num_batched_tokens = std::max(2048, 2 * max_streams);
     eo.scheduling.max_queue_len = 4 * max_streams + 64;
     eo.enable_prefix_caching = false;
+    eo.scheduling.steady_decodes = !args.has("--no-steady-decodes");  // the old one-by-one planning, for comparison
     caf::actor_system_config cfg;
     caf::actor_system sys{cfg};
 

@@ -6,6 +6,11 @@ side with their ratio.
 
 Usage: bench/sched_overhead_compare.py --before BIN --after BIN [--model GGUF]
           [--step-us 2000,500] [--streams 1,4,16,64,256,1024] [--seconds 3] [--rounds 3]
+          [--gen-tokens 32] [--before-args "..."] [--after-args "..."]
+
+--gen-tokens: output tokens per request (each finishes and is replaced by a new one), both
+binaries. --before-args / --after-args: extra flags for one side, e.g. the same binary as
+both, with --before-args=--no-steady-decodes.
 
 The after binary runs with --async both (synchronous and asynchronous scheduling); a
 before binary that does not know --async runs as it is (it schedules synchronously).
@@ -16,6 +21,7 @@ prints the loop's cost per step before -> after, split into plan, worker and res
 """
 import argparse
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -37,8 +43,8 @@ def knows_async(binary):
     return "--async" in out.stdout + out.stderr
 
 
-def run_loop(binary, model, streams, seconds):
-    cmd = [binary, "--model", model, "--loop-only", "--step-us", "0", "--streams", streams, "--seconds", str(seconds)]
+def run_loop(binary, model, streams, seconds, extra):
+    cmd = [binary, "--model", model, "--loop-only", "--step-us", "0", "--streams", streams, "--seconds", str(seconds)] + extra
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return {r["streams"]: r for r in (json.loads(l[len("RESULT "):]) for l in out.splitlines()
                                       if l.startswith("RESULT ") and '"loop_only"' in l)}
@@ -47,11 +53,11 @@ def run_loop(binary, model, streams, seconds):
 def loop_only(args):
     before, after = [], []
     for _ in range(args.rounds):  # alternating, so that drift hits both alike
-        before.append(run_loop(args.before, args.model, args.streams, args.seconds))
-        after.append(run_loop(args.after, args.model, args.streams, args.seconds))
+        before.append(run_loop(args.before, args.model, args.streams, args.seconds, args.before_extra))
+        after.append(run_loop(args.after, args.model, args.streams, args.seconds, args.after_extra))
     keys = ["loop_overhead_us", "loop_plan_us", "loop_worker_us", "loop_results_us"]
-    print(f"plain loop, stand-in backend answering at once; median of {args.rounds} alternating rounds of "
-          f"{args.seconds:g} s per point; us per step, before -> after")
+    print(f"plain loop, stand-in backend answering at once, {args.gen_tokens} output tokens per request; median of "
+          f"{args.rounds} alternating rounds of {args.seconds:g} s per point; us per step, before -> after")
     print(f"{'streams':>7} | {'loop':>17} | {'plan':>17} | {'worker':>17} | {'results':>17} | {'ns/stream after':>15}")
     for n in [int(x) for x in args.streams.split(",")]:
         med = lambda rounds, k: statistics.median(r[n][k] for r in rounds)
@@ -72,15 +78,21 @@ def main():
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--loop-only", action="store_true")
+    ap.add_argument("--gen-tokens", type=int, default=32)
+    ap.add_argument("--before-args", default="")
+    ap.add_argument("--after-args", default="")
     args = ap.parse_args()
+    common = ["--gen-tokens", str(args.gen_tokens)]
+    args.before_extra = common + shlex.split(args.before_args)
+    args.after_extra = common + shlex.split(args.after_args)
     if args.loop_only:
         return loop_only(args)
-    before_extra = ["--async", "sync"] if knows_async(args.before) else []
+    before_extra = (["--async", "sync"] if knows_async(args.before) else []) + args.before_extra
     for step_us in [int(x) for x in args.step_us.split(",")]:
         before, after = [], []
         for _ in range(args.rounds):  # alternating, so that drift hits both alike
             before.append(run(args.before, args.model, step_us, args.streams, args.seconds, before_extra))
-            after.append(run(args.after, args.model, step_us, args.streams, args.seconds, ["--async", "both"]))
+            after.append(run(args.after, args.model, step_us, args.streams, args.seconds, ["--async", "both"] + args.after_extra))
         print(f"\nstand-in step {step_us} us; median of {args.rounds} alternating rounds of {args.seconds:g} s per point")
         print(f"{'streams':>7} | {'before: overhead':>16} {'gap p50':>8} | {'after sync':>10} {'gap p50':>8} |"
               f" {'after async':>11} {'gap p50':>8} {'sched us':>8} {'loop us':>8} | {'async/before':>12}")

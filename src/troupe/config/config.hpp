@@ -83,6 +83,7 @@ void for_each_option(Config& c, F&& f) {
   f("max_model_len", "prompt + output tokens per sequence (0 = the model's context)", c.scheduling.max_model_len);
   f("enable_chunked_prefill", "split long prompts over several steps", c.scheduling.enable_chunked_prefill);
   f("async_scheduling", "plan step N+1 while step N runs: auto | on | off (auto: on with CUDA)", c.async_scheduling);
+  f("steady_decodes", "plan decodes that stay inside their KV blocks as one lane, not one by one (the same steps, planned at the cost of what changed)", c.scheduling.steady_decodes);
   f("speculative", "speculative decoding: off | ngram (prompt lookup; exact) | draft (--draft-model); requests may override", c.speculative);
   f("draft_model", "GGUF draft model for --speculative draft (same vocabulary as --model; CPU only)", c.draft_model);
   f("draft_vocab", "the draft model's head covers token ids below this only (0 = all): cheaper draft steps, exact output", c.draft_vocab);

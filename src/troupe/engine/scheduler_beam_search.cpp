@@ -22,7 +22,7 @@ int32_t scheduler_policy::num_slots(const sequence& seq) const {
 }
 
 int32_t scheduler_policy::num_running_slots() const {
-  int32_t n = static_cast<int32_t>(running_.size() + steady_.size()) + num_reserved_slots_;
+  int32_t n = static_cast<int32_t>(running_.size()) + num_steady_ + num_reserved_slots_;
   for (const auto& [group_id, g] : beam_groups_) {
     if (!g.is_admitted) continue;
     int32_t num_running = 0;

@@ -210,7 +210,7 @@ scheduled_step scheduler_policy::plan(int64_t now_ms, bool is_ahead) {
   // that nothing can run until the next add, abort or step_done.
   if (b.is_short_of_kv) {
     needs_sync_ = true;
-  } else if (!b.has_preempted_for_kv || (b.entries.empty() && (b.steady_epoch == 0 || steady_.empty()))) {
+  } else if (!b.has_preempted_for_kv || (b.entries.empty() && (b.steady_epoch == 0 || num_steady_ == 0))) {
     schedule_swapped(b);
     if (swapped_.empty()) schedule_waiting(b, queue);
   }
@@ -221,14 +221,17 @@ scheduled_step scheduler_policy::plan(int64_t now_ms, bool is_ahead) {
     // The lane: one decode_next per member, each at the position its offset gives; no
     // sequence is looked at.
     auto& next = b.out.plan.next;
-    next.reserve(next.size() + steady_.size());
-    step.steady_ids.reserve(steady_.size());
+    next.reserve(next.size() + static_cast<size_t>(num_steady_));
+    step.steady_ids.reserve(static_cast<size_t>(num_steady_));
     const auto epoch = static_cast<int64_t>(b.steady_epoch);
     for (const steady_member& m : steady_) {
-      next.push_back({m.id, static_cast<int32_t>(m.offset + epoch), -1});
+      if (m.seq == nullptr) continue;  // left the lane
+      next.push_back({m.id, static_cast<int32_t>(m.offset + epoch), m.new_block});
       step.steady_ids.push_back(m.id);
     }
-    const auto n = static_cast<int64_t>(steady_.size());
+    for (const int32_t index : steady_grown_) steady_[static_cast<size_t>(index)].new_block = -1;
+    steady_grown_.clear();
+    const auto n = static_cast<int64_t>(num_steady_);
     b.out.num_attended_pairs += steady_offset_sum_ + n * epoch + n;  // attended_pairs(pos, 1) = pos + 1
   }
   for (sequence* seq : b.joins) join_steady(*seq);
@@ -424,7 +427,7 @@ void scheduler_policy::schedule_running(step_builder& b) {
 }
 
 void scheduler_policy::propose_drafts(step_builder& b, const std::vector<sequence*>& order) {
-  auto num_decodes = static_cast<int32_t>(b.steady_epoch != 0 ? steady_.size() : 0);  // the lane's
+  auto num_decodes = b.steady_epoch != 0 ? num_steady_ : 0;  // the lane's
   bool wants_speculation = false, has_sampled_speculation = false;
   for (sequence* seq : order) {
     seq->drafts.clear();
@@ -946,7 +949,9 @@ scheduler_policy::worker_loss scheduler_policy::on_worker_lost(error_code code, 
     }
   }
   std::vector<uint64_t> steady_ids;  // running, in the lane
-  for (const steady_member& m : steady_) steady_ids.push_back(m.id);
+  for (const steady_member& m : steady_) {
+    if (m.seq != nullptr) steady_ids.push_back(m.id);
+  }
   clear_steady();
   // Every block (deferred ones included) goes with the pool; nothing is released one by one.
   in_flight_.clear();
@@ -1101,32 +1106,35 @@ void scheduler_policy::release_deferred(const in_flight_step& step) {
 bool scheduler_policy::can_join_steady(const sequence& seq) const {
   // A budget under max_num_seqs may not cover every decode, which must then be given out in
   // rank order one by one.
-  return config_.steady_decodes && config_.max_num_batched_tokens >= config_.max_num_seqs && seq.steady_index < 0 && seq.speculative == speculative_method::off &&
-         !seq.is_beam && !seq.has_beam_next && seq.fork_ids.empty() && seq.state() == sequence_state::running;
+  return config_.steady_decodes && config_.max_num_batched_tokens >= config_.max_num_seqs && seq.steady_index < 0 &&
+         seq.speculative == speculative_method::off && !seq.is_beam && !seq.has_beam_next && seq.fork_ids.empty() &&
+         seq.state() == sequence_state::running;
 }
 
 void scheduler_policy::join_steady(sequence& seq) {
-  // Lane step i (1, 2, ...) after joining feeds position end + i - 1; it may while that is
-  // inside the last block, and while its sample neither passes max_tokens nor the longest
-  // sequence (what ends_by_length_in_flight checks for a sequence planned one by one).
+  // Lane step i (1, 2, ...) after joining feeds position end + i - 1; it may while its sample
+  // neither passes max_tokens nor the longest sequence (what ends_by_length_in_flight checks
+  // for a sequence planned one by one), and, without a new block, while that position is in
+  // the last block.
   const int32_t end = scheduled_end(seq);
   const int64_t kv_room = static_cast<int64_t>(seq.num_blocks_sent) * kv_.block_size() - end;
   const int64_t length_room =
       std::min<int64_t>(static_cast<int64_t>(seq.params.max_tokens) - seq.num_output_tokens() - seq.num_pending_samples,
                         static_cast<int64_t>(max_sequence_tokens_) - planned_tokens(seq));
-  const int64_t room = std::min(kv_room, length_room);
-  if (room <= 0) return;
+  if (length_room <= 0 || kv_room < 0) return;
   const uint64_t join = steady_epoch_ + 1;
   seq.steady_join_epoch = join;
-  seq.steady_due_epoch = join + static_cast<uint64_t>(room);
+  seq.steady_end_epoch = join + static_cast<uint64_t>(length_room);
+  seq.steady_due_epoch = join + static_cast<uint64_t>(std::min(kv_room, length_room));
   seq.steady_index = static_cast<int32_t>(steady_.size());
   const int64_t offset = end - static_cast<int64_t>(join);
-  steady_.push_back({seq.id, &seq, offset});
+  steady_.push_back({seq.id, &seq, offset, -1});
+  ++num_steady_;
   steady_offset_sum_ += offset;
   steady_due_.emplace_back(seq.steady_due_epoch, seq.id);
   std::push_heap(steady_due_.begin(), steady_due_.end(), std::greater<>{});
   erase_running(seq);
-  if (steady_.size() == 1) {
+  if (num_steady_ == 1) {
     steady_lowest_ = &seq;
   } else if (steady_lowest_ != nullptr && is_ranked_before(*steady_lowest_, seq)) {
     steady_lowest_ = &seq;
@@ -1142,13 +1150,11 @@ void scheduler_policy::leave_steady(sequence& seq) {
     seq.num_in_flight_steps += 1;
     seq.last_step_serial = step.serial;
   }
-  const auto i = static_cast<size_t>(seq.steady_index);
-  steady_offset_sum_ -= steady_[i].offset;
-  if (i + 1 != steady_.size()) {
-    steady_[i] = steady_.back();
-    steady_[i].seq->steady_index = static_cast<int32_t>(i);
-  }
-  steady_.pop_back();
+  // Its place stays empty until the lane is compacted: the others keep their order.
+  steady_member& m = steady_[static_cast<size_t>(seq.steady_index)];
+  steady_offset_sum_ -= m.offset;
+  m = steady_member{};
+  --num_steady_;
   seq.steady_index = -1;
   if (steady_lowest_ == &seq) steady_lowest_ = nullptr;
   insert_running(seq);
@@ -1159,53 +1165,113 @@ void scheduler_policy::leave_steady(sequence& seq) {
   }
 }
 
+void scheduler_policy::compact_steady() {
+  size_t kept = 0;
+  for (size_t i = 0; i < steady_.size(); ++i) {
+    if (steady_[i].seq == nullptr) continue;
+    steady_[kept] = steady_[i];
+    steady_[kept].seq->steady_index = static_cast<int32_t>(kept);
+    ++kept;
+  }
+  steady_.resize(kept);
+}
+
 void scheduler_policy::dissolve_steady() {
-  while (!steady_.empty()) leave_steady(*steady_.back().seq);
+  for (size_t i = 0; i < steady_.size(); ++i) {
+    if (steady_[i].seq != nullptr) leave_steady(*steady_[i].seq);
+  }
+  steady_.clear();
   steady_due_.clear();
 }
 
 void scheduler_policy::clear_steady() {
-  for (const steady_member& m : steady_) m.seq->steady_index = -1;
+  for (const steady_member& m : steady_) {
+    if (m.seq != nullptr) m.seq->steady_index = -1;
+  }
   steady_.clear();
+  num_steady_ = 0;
   steady_due_.clear();
   steady_offset_sum_ = 0;
   steady_lowest_ = nullptr;
 }
 
 const sequence* scheduler_policy::lowest_ranked_steady() const {
-  if (steady_.empty()) return nullptr;
+  if (num_steady_ == 0) return nullptr;
   if (steady_lowest_ == nullptr) {
-    steady_lowest_ = steady_.front().seq;
     for (const steady_member& m : steady_) {
-      if (is_ranked_before(*steady_lowest_, *m.seq)) steady_lowest_ = m.seq;
+      if (m.seq != nullptr && (steady_lowest_ == nullptr || is_ranked_before(*steady_lowest_, *m.seq))) {
+        steady_lowest_ = m.seq;
+      }
     }
   }
   return steady_lowest_;
 }
 
 void scheduler_policy::prepare_steady(step_builder& b) {
-  if (steady_.empty()) return;
+  if (num_steady_ == 0) {
+    steady_.clear();
+    steady_due_.clear();
+    return;
+  }
+  if (steady_.size() > 2 * static_cast<size_t>(num_steady_) + 64) compact_steady();
   const uint64_t epoch = steady_epoch_ + 1;
-  // Members due now leave first: their next decode needs a block or ends them.
+  // Members due now: those whose length runs out leave; those whose last block is full
+  // need one for this step's position.
+  steady_grown_.clear();
   while (!steady_due_.empty() && steady_due_.front().first <= epoch) {
     std::pop_heap(steady_due_.begin(), steady_due_.end(), std::greater<>{});
     const auto [due, id] = steady_due_.back();
     steady_due_.pop_back();
     const auto it = sequences_.find(id);
-    if (it != sequences_.end() && it->second.steady_index >= 0 && it->second.steady_due_epoch == due) {
-      leave_steady(it->second);
+    if (it == sequences_.end() || it->second.steady_index < 0 || it->second.steady_due_epoch != due) continue;
+    sequence& seq = it->second;
+    if (seq.steady_end_epoch <= epoch) {
+      leave_steady(seq);
+    } else {
+      steady_grown_.push_back(seq.steady_index);
     }
   }
-  if (steady_.empty()) return;
   // Every decode gets its token before any prompt chunk; when the budget might not cover
   // every decode, they are given out one by one in rank order, as without the lane.
-  const auto n = static_cast<int64_t>(steady_.size());
-  if (b.budget < n + static_cast<int64_t>(running_.size())) {
+  const int64_t num_decodes = num_steady_ + static_cast<int64_t>(running_.size());
+  if (b.budget < num_decodes) {
     dissolve_steady();
     return;
   }
+  if (!steady_grown_.empty()) {
+    // A new block for each, here, only when the pool has more than every running sequence
+    // could take this step (one block per running sequence and the budget's worth of prompt
+    // chunks): then nobody runs short, and the step is the one planning every sequence in
+    // rank order would give. Otherwise they are planned one by one.
+    const int32_t block_size = kv_.block_size();
+    const int64_t others = static_cast<int64_t>(running_.size()) +
+                           (static_cast<int64_t>(b.budget) - num_steady_ + block_size - 1) / block_size;
+    const bool has_room = kv_.num_free_blocks() >= static_cast<int64_t>(steady_grown_.size()) + others;
+    for (const int32_t index : steady_grown_) {
+      steady_member& m = steady_[static_cast<size_t>(index)];
+      sequence& seq = *m.seq;
+      if (!has_room) {
+        leave_steady(seq);
+        continue;
+      }
+      const int64_t pos = m.offset + static_cast<int64_t>(epoch);
+      auto growth = kv_.try_grow(seq.id, static_cast<int32_t>(pos + 1), seq.tokens());
+      if (!growth || !growth->ops.copies.empty() ||
+          static_cast<int32_t>(growth->block_table->size()) != seq.num_blocks_sent + 1) {
+        throw error(error_code::internal, "sequence " + std::to_string(seq.id) + " could not take a new block in the steady lane");
+      }
+      m.new_block = growth->block_table->back();
+      seq.num_blocks_sent += 1;
+      seq.steady_due_epoch = std::min(epoch + static_cast<uint64_t>(block_size), seq.steady_end_epoch);
+      steady_due_.emplace_back(seq.steady_due_epoch, seq.id);
+      std::push_heap(steady_due_.begin(), steady_due_.end(), std::greater<>{});
+    }
+    if (!has_room) steady_grown_.clear();
+  }
+  if (num_steady_ == 0) return;
   steady_epoch_ = epoch;
   b.steady_epoch = epoch;
+  const auto n = static_cast<int64_t>(num_steady_);
   b.budget -= static_cast<int32_t>(n);
   const int64_t sum_pos = steady_offset_sum_ + n * static_cast<int64_t>(epoch);
   b.cost_budget -= attention_cost_ > 0 ? static_cast<double>(n) + static_cast<double>(sum_pos + n) / attention_cost_
@@ -1242,7 +1308,7 @@ const sequence* scheduler_policy::find(uint64_t seq_id) const {
 
 scheduler_stats scheduler_policy::stats() const {
   scheduler_stats s = totals_;
-  s.num_running = static_cast<int32_t>(running_.size() + steady_.size());
+  s.num_running = static_cast<int32_t>(running_.size()) + num_steady_;
   s.num_waiting = static_cast<int32_t>(waiting_.size());
   s.num_swapped = static_cast<int32_t>(swapped_.size());
   return s;

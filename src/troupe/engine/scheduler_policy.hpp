@@ -201,14 +201,16 @@ class scheduler_policy {
     std::vector<uint64_t> release_after; // retired sequences whose blocks go back once this step is back
     size_t size() const { return entries.size() + steady_ids.size(); }
   };
-  // A member of the steady decode lane: a running sequence that decodes one token per step
-  // inside its last KV block. Lane step e feeds it position offset + e; it stays until its
-  // due step (sequence::steady_due_epoch) or until anything about it changes (it finishes,
-  // is cancelled or preempted), and then leaves with its in-flight counters made explicit.
+  // A member of the steady decode lane: a running sequence that decodes one token per step.
+  // Lane step e feeds it position offset + e; at its due step (sequence::steady_due_epoch)
+  // it takes a new KV block in the lane, or leaves when its length runs out; it leaves too
+  // when anything else about it changes (it finishes, is cancelled or preempted), with its
+  // in-flight counters made explicit. seq == nullptr: the place of one that left.
   struct steady_member {
     uint64_t id = 0;
     sequence* seq = nullptr;
     int64_t offset = 0;
+    int32_t new_block = -1;  // taken for the lane step being planned
   };
   // A retired sequence whose blocks go back once the steps in flight that hold it are.
   struct deferred_release {
@@ -276,10 +278,13 @@ class scheduler_policy {
   void join_steady(sequence& seq);
   void leave_steady(sequence& seq);
   void dissolve_steady();
+  void compact_steady();
   void clear_steady();
   void prepare_steady(step_builder& b);
   const sequence* lowest_ranked_steady() const;
-  std::vector<steady_member> steady_;
+  std::vector<steady_member> steady_;  // in joining order, with the places of those that left
+  int32_t num_steady_ = 0;             // members
+  std::vector<int32_t> steady_grown_;  // members given a new block for the lane step being planned
   std::vector<std::pair<uint64_t, uint64_t>> steady_due_;  // min-heap of (due lane step, id); stale entries skipped
   uint64_t steady_epoch_ = 0;      // the last lane step planned
   int64_t steady_offset_sum_ = 0;  // sum of the members' offsets: their positions' sum is this + size * epoch

@@ -60,11 +60,13 @@ class sequence {
   int32_t step_share = 0;
   // In the scheduler's steady decode lane (scheduler_policy.hpp): its place there, or -1; the
   // first lane step it is in (its in-flight counters leave those steps out while it is in the
-  // lane), and the first lane step it can no longer be in (its last KV block is full, or its
-  // next token would pass max_tokens or the longest sequence).
+  // lane), the next lane step that needs a look at it (a new KV block, or its end), and the
+  // first lane step it can no longer be in (its token would pass max_tokens or the longest
+  // sequence).
   int32_t steady_index = -1;
   uint64_t steady_join_epoch = 0;
   uint64_t steady_due_epoch = 0;
+  uint64_t steady_end_epoch = 0;
   uint64_t last_step_serial = 0;  // the newest step planned with it (steady lane steps included once it leaves)
   const sequence_output* step_output = nullptr;
   // Speculative decoding: the method (the server's unless the request chose), the most
