@@ -108,6 +108,8 @@ struct loop_cost {
   double worker = 0;   // plan_state: the delta turned into the backend's batch, samples recorded
   double results = 0;  // scheduler_policy::on_step_done and the refills: tokens appended, stop rules
   int64_t num_steps = 0;
+  double lane = 0;        // sequences per step planned in the steady decode lane
+  double one_by_one = 0;  // sequences per step planned one by one (what changed: admissions, prompt chunks, ...)
 };
 
 // The peer: scheduler_policy and the same stand-in backend in a loop on this thread, the
@@ -139,12 +141,15 @@ loop_cost plain_loop_overhead(const model_bundle& model, const scheduler_config&
   for (int i = 0; i < num_streams; ++i) add(i);
   loop_cost cost;
   using seconds_type = std::chrono::duration<double>;
+  const int64_t lane_before = policy.stats().num_steady_tokens;
+  int64_t num_planned = 0;
   const auto start = clock_type::now();
   const auto end = start + seconds_type(seconds);
   for (auto t0 = start; t0 < end;) {
     auto step = policy.schedule(0);
     if (step.is_empty()) break;  // cannot happen while every stream has a request
     const auto t1 = clock_type::now();
+    num_planned += static_cast<int64_t>(step.plan.full.size() + step.plan.next.size());
     const auto& batch = plans.apply(std::move(step.plan));
     const auto t2 = clock_type::now();
     const auto result = backend.step(batch);
@@ -167,6 +172,8 @@ loop_cost plain_loop_overhead(const model_bundle& model, const scheduler_config&
   cost.plan /= n;
   cost.worker /= n;
   cost.results /= n;
+  cost.lane = static_cast<double>(policy.stats().num_steady_tokens - lane_before) / n;
+  cost.one_by_one = static_cast<double>(num_planned) / n - cost.lane;
   return cost;
 }
 
@@ -230,16 +237,18 @@ int main(int argc, char** argv) {
       std::printf("plain loop (scheduler_policy + plan_state + stand-in backend of %lld us), %d output tokens per "
                   "request, %.1f s per point\n",
                   static_cast<long long>(step_time.count()), gen_tokens, seconds);
-      std::printf("%7s %8s %10s %10s %10s %10s %12s\n", "streams", "steps", "loop us", "plan us", "worker us",
-                  "results us", "ns/stream");
+      std::printf("%7s %8s %10s %10s %10s %10s %12s %10s %12s\n", "streams", "steps", "loop us", "plan us", "worker us",
+                  "results us", "ns/stream", "lane/step", "others/step");
       for (int n : streams) {
         const auto c = plain_loop_overhead(*model, eo.scheduling, num_blocks, step_time, n, gen_tokens, seconds);
-        std::printf("%7d %8lld %10.1f %10.1f %10.1f %10.1f %12.1f\n", n, static_cast<long long>(c.num_steps),
-                    c.total * 1e6, c.plan * 1e6, c.worker * 1e6, c.results * 1e6, c.total * 1e9 / n);
+        std::printf("%7d %8lld %10.1f %10.1f %10.1f %10.1f %12.1f %10.1f %12.1f\n", n, static_cast<long long>(c.num_steps),
+                    c.total * 1e6, c.plan * 1e6, c.worker * 1e6, c.results * 1e6, c.total * 1e9 / n, c.lane,
+                    c.one_by_one);
         std::printf("RESULT {\"loop_only\": true, \"streams\": %d, \"steps\": %lld, \"loop_overhead_us\": %.2f, "
-                    "\"loop_plan_us\": %.2f, \"loop_worker_us\": %.2f, \"loop_results_us\": %.2f}\n",
+                    "\"loop_plan_us\": %.2f, \"loop_worker_us\": %.2f, \"loop_results_us\": %.2f, "
+                    "\"lane_per_step\": %.1f, \"one_by_one_per_step\": %.1f}\n",
                     n, static_cast<long long>(c.num_steps), c.total * 1e6, c.plan * 1e6, c.worker * 1e6,
-                    c.results * 1e6);
+                    c.results * 1e6, c.lane, c.one_by_one);
         std::fflush(stdout);
       }
       return 0;

@@ -58,11 +58,13 @@ def loop_only(args):
     keys = ["loop_overhead_us", "loop_plan_us", "loop_worker_us", "loop_results_us"]
     print(f"plain loop, stand-in backend answering at once, {args.gen_tokens} output tokens per request; median of "
           f"{args.rounds} alternating rounds of {args.seconds:g} s per point; us per step, before -> after")
-    print(f"{'streams':>7} | {'loop':>17} | {'plan':>17} | {'worker':>17} | {'results':>17} | {'ns/stream after':>15}")
+    print(f"{'streams':>7} | {'loop':>17} | {'plan':>17} | {'worker':>17} | {'results':>17} | {'ns/stream after':>15}"
+          f" | {'after: lane/step':>16} {'others/step':>11}")
     for n in [int(x) for x in args.streams.split(",")]:
-        med = lambda rounds, k: statistics.median(r[n][k] for r in rounds)
+        med = lambda rounds, k: statistics.median(r[n].get(k, float("nan")) for r in rounds)
         cells = [f"{med(before, k):>7.1f} -> {med(after, k):>6.1f}" for k in keys]
-        print(f"{n:>7} | " + " | ".join(cells) + f" | {1000 * med(after, keys[0]) / n:>15.1f}")
+        print(f"{n:>7} | " + " | ".join(cells) + f" | {1000 * med(after, keys[0]) / n:>15.1f}"
+              f" | {med(after, 'lane_per_step'):>16.1f} {med(after, 'one_by_one_per_step'):>11.1f}")
         print("RESULT " + json.dumps({"streams": n, **{"before_" + k: med(before, k) for k in keys},
                                       **{"after_" + k: med(after, k) for k in keys}}))
     return 0
