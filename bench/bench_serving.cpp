@@ -79,7 +79,7 @@ double percentile(const std::vector<double>& sorted, double p) {
 int main(int argc, char** argv) {
   try {
     const apps::cli_args args(argc, argv, 1, {"--model", "--threads", "--prompt-tokens", "--gen-tokens", "--streams", "--async-scheduling", "--device"},
-                              {"--cuda-graphs"});
+                              {"--cuda-graphs", "--no-steady-decodes"});
     const auto path = args.get("--model");
     if (!path) throw error(error_code::invalid_argument, "--model is required");
     const int prompt_tokens = (int)args.get_int("--prompt-tokens", 128, 1, 4096);
@@ -121,12 +121,14 @@ int main(int argc, char** argv) {
     const std::string async_mode = args.get_or("--async-scheduling", "off");
     if (async_mode != "on" && async_mode != "off") throw error(error_code::invalid_argument, "--async-scheduling takes on or off");
     eo.scheduling.async_scheduling = async_mode == "on";
+    eo.scheduling.steady_decodes = !args.has("--no-steady-decodes");  // one-by-one planning, for comparison
     caf::actor_system_config cfg;
     caf::actor_system sys{cfg};
     engine eng(sys, model, backend, eo);
 
-    std::printf("troupe serving, %s, prompt %d, output %d tokens per stream, %s scheduling\n",
-                threads.c_str(), prompt_tokens, gen_tokens, eo.scheduling.async_scheduling ? "asynchronous" : "synchronous");
+    std::printf("troupe serving, %s, prompt %d, output %d tokens per stream, %s scheduling, steady decode lane %s\n",
+                threads.c_str(), prompt_tokens, gen_tokens, eo.scheduling.async_scheduling ? "asynchronous" : "synchronous",
+                eo.scheduling.steady_decodes ? "on" : "off");
     std::printf("%8s %12s %12s %12s %10s %10s\n", "streams", "output tok/s", "TTFT p50 ms", "TTFT p99 ms",
                 "KV waste", "overhead");
     for (int n : streams) {
