@@ -351,13 +351,16 @@ TEST_CASE("with the real block manager and prefix caching, outputs equal uninter
 TEST_CASE("the steady decode lane plans exactly the steps of planning every sequence one by one") {
   for (const bool is_async : {false, true})
   for (const int32_t block_size : {4, 16})
-  for (const auto mode : {preemption_mode::recompute, preemption_mode::swap}) {
+  for (const auto mode : {preemption_mode::recompute, preemption_mode::swap})
+  for (const double attention_cost : {0.0, 40.0}) {  // with attention counted, the lane's positions are summed
     CAPTURE(is_async);
     CAPTURE(block_size);
     CAPTURE(static_cast<int>(mode));
+    CAPTURE(attention_cost);
     auto c = config(8, 64, 64);
     c.preemption = mode;
     c.ageing_ms = 50;
+    c.attention_cost = attention_cost;
     const int32_t num_blocks = 192 / block_size;
     for (const uint32_t seed : {11u, 606u}) {
       CAPTURE(seed);
