@@ -1131,7 +1131,8 @@ void scheduler_policy::join_steady(sequence& seq) {
   steady_.push_back({seq.id, &seq, offset, -1});
   ++num_steady_;
   steady_offset_sum_ += offset;
-  steady_due_.emplace_back(seq.steady_due_epoch, seq.id);
+  seq.steady_ticket = ++steady_tickets_;
+  steady_due_.emplace_back(seq.steady_due_epoch, seq.id, seq.steady_ticket);
   std::push_heap(steady_due_.begin(), steady_due_.end(), std::greater<>{});
   erase_running(seq);
   if (num_steady_ == 1) {
@@ -1218,13 +1219,17 @@ void scheduler_policy::prepare_steady(step_builder& b) {
   // Members due now: those whose length runs out leave; those whose last block is full
   // need one for this step's position.
   steady_grown_.clear();
-  while (!steady_due_.empty() && steady_due_.front().first <= epoch) {
+  while (!steady_due_.empty() && std::get<0>(steady_due_.front()) <= epoch) {
     std::pop_heap(steady_due_.begin(), steady_due_.end(), std::greater<>{});
-    const auto [due, id] = steady_due_.back();
+    const auto [due, id, ticket] = steady_due_.back();
     steady_due_.pop_back();
     const auto it = sequences_.find(id);
-    if (it == sequences_.end() || it->second.steady_index < 0 || it->second.steady_due_epoch != due) continue;
+    if (it == sequences_.end() || it->second.steady_index < 0 || it->second.steady_ticket != ticket ||
+        it->second.steady_due_epoch != due) {
+      continue;  // left the lane since
+    }
     sequence& seq = it->second;
+    seq.steady_due_epoch = 0;  // looked at now; a new due step follows from what happens to it
     if (seq.steady_end_epoch <= epoch) {
       leave_steady(seq);
     } else {
@@ -1263,7 +1268,7 @@ void scheduler_policy::prepare_steady(step_builder& b) {
       m.new_block = growth->block_table->back();
       seq.num_blocks_sent += 1;
       seq.steady_due_epoch = std::min(epoch + static_cast<uint64_t>(block_size), seq.steady_end_epoch);
-      steady_due_.emplace_back(seq.steady_due_epoch, seq.id);
+      steady_due_.emplace_back(seq.steady_due_epoch, seq.id, seq.steady_ticket);
       std::push_heap(steady_due_.begin(), steady_due_.end(), std::greater<>{});
     }
     if (!has_room) steady_grown_.clear();

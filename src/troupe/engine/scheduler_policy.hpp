@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -285,7 +286,10 @@ class scheduler_policy {
   std::vector<steady_member> steady_;  // in joining order, with the places of those that left
   int32_t num_steady_ = 0;             // members
   std::vector<int32_t> steady_grown_;  // members given a new block for the lane step being planned
-  std::vector<std::pair<uint64_t, uint64_t>> steady_due_;  // min-heap of (due lane step, id); stale entries skipped
+  // A min-heap of (due lane step, id, membership ticket); entries of a membership that ended
+  // are skipped (the ticket tells a rejoined sequence's entries from its old ones).
+  std::vector<std::tuple<uint64_t, uint64_t, uint64_t>> steady_due_;
+  uint64_t steady_tickets_ = 0;
   uint64_t steady_epoch_ = 0;      // the last lane step planned
   int64_t steady_offset_sum_ = 0;  // sum of the members' offsets: their positions' sum is this + size * epoch
   mutable const sequence* steady_lowest_ = nullptr;  // cached lowest-ranked member, or nullptr: unknown

@@ -67,6 +67,7 @@ class sequence {
   uint64_t steady_join_epoch = 0;
   uint64_t steady_due_epoch = 0;
   uint64_t steady_end_epoch = 0;
+  uint64_t steady_ticket = 0;  // this membership's number (each join takes a new one)
   uint64_t last_step_serial = 0;  // the newest step planned with it (steady lane steps included once it leaves)
   const sequence_output* step_output = nullptr;
   // Speculative decoding: the method (the server's unless the request chose), the most
