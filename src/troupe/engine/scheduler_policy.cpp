@@ -685,23 +685,19 @@ std::vector<sequence_event> scheduler_policy::on_step_done(const step_result& re
   // output matched to its sequence once; outputs of retired sequences are ignored.
   // The lane's members follow the entries: each a one-token decode that wants a sample.
   const in_flight_step& step = in_flight_.front();
-  const auto& entries = step.entries;
-  const size_t num_entries = entries.size();
-  const auto entry_at = [&](size_t i) {
-    return i < num_entries ? entries[i] : step_entry{step.steady_ids[i - num_entries], 1, true, 0};
-  };
+  const size_t num_entries = step.entries.size();
   step_sequences_.clear();
   const auto lookup = [this](uint64_t id) {
     const auto it = sequences_.find(id);
     return it == sequences_.end() ? nullptr : &it->second;
   };
-  for (const auto& e : entries) step_sequences_.push_back(lookup(e.seq_id));
+  for (const auto& e : step.entries) step_sequences_.push_back(lookup(e.seq_id));
   for (const uint64_t id : step.steady_ids) step_sequences_.push_back(lookup(id));
   for (const auto& o : result.outputs) {
     if (const auto it = sequences_.find(o.seq_id); it != sequences_.end()) it->second.step_output = &o;
   }
   for (size_t i = 0; i < step.size(); ++i) {
-    const auto e = entry_at(i);
+    const auto e = step.entry(i);
     if (!e.wants_sample || step_sequences_[i] == nullptr) continue;
     const sequence_output* o = step_sequences_[i]->step_output;
     if (o == nullptr || o->token < 0) {
@@ -720,7 +716,7 @@ std::vector<sequence_event> scheduler_policy::on_step_done(const step_result& re
   events.reserve(done.size());
   std::vector<uint64_t> beam_rounds;  // beam groups with a beam that got its next tokens
   for (size_t i = 0; i < done.size(); ++i) {
-    const step_entry e = i < num_entries ? done.entries[i] : step_entry{done.steady_ids[i - num_entries], 1, true, 0};
+    const step_entry e = done.entry(i);
     if (step_sequences_[i] == nullptr) continue;  // retired while the step ran
     sequence& seq = *step_sequences_[i];
     // A member still in the lane since before this step never counted it in flight.
@@ -1078,7 +1074,7 @@ void scheduler_policy::retire(sequence& seq, sequence_state final_state) {
 
 void scheduler_policy::defer_release(sequence& seq, bool is_discard) {
   // Steps come back in order: the blocks go back with the newest step that holds the sequence.
-  deferred_[seq.id] = {seq.num_in_flight_steps, is_discard};
+  deferred_[seq.id] = is_discard;
   for (auto& step : in_flight_) {
     if (step.serial == seq.last_step_serial) {
       step.release_after.push_back(seq.id);
@@ -1092,7 +1088,7 @@ void scheduler_policy::release_deferred(const in_flight_step& step) {
   for (const uint64_t id : step.release_after) {
     const auto it = deferred_.find(id);
     if (it == deferred_.end()) continue;
-    if (it->second.is_discard) {
+    if (it->second) {
       kv_.discard(id);
     } else {
       kv_.release(id);

@@ -201,6 +201,10 @@ class scheduler_policy {
     uint64_t serial = 0;                 // totals_.num_steps when it was planned
     std::vector<uint64_t> release_after; // retired sequences whose blocks go back once this step is back
     size_t size() const { return entries.size() + steady_ids.size(); }
+    // The entries, then the lane's members: each a one-token decode that wants a sample.
+    step_entry entry(size_t i) const {
+      return i < entries.size() ? entries[i] : step_entry{steady_ids[i - entries.size()], 1, true, 0};
+    }
   };
   // A member of the steady decode lane: a running sequence that decodes one token per step.
   // Lane step e feeds it position offset + e; at its due step (sequence::steady_due_epoch)
@@ -212,11 +216,6 @@ class scheduler_policy {
     sequence* seq = nullptr;
     int64_t offset = 0;
     int32_t new_block = -1;  // taken for the lane step being planned
-  };
-  // A retired sequence whose blocks go back once the steps in flight that hold it are.
-  struct deferred_release {
-    int32_t num_steps = 0;
-    bool is_discard = false;  // its KV was never written (a failed step): drop it from the prefix cache
   };
   struct step_builder;
 
@@ -328,7 +327,9 @@ class scheduler_policy {
   std::vector<uint64_t> swapped_;
   std::vector<in_flight_step> in_flight_;  // oldest first, at most two
   std::vector<sequence*> step_sequences_;  // on_step_done's scratch: the oldest step's entries' sequences
-  std::unordered_map<uint64_t, deferred_release> deferred_;
+  // Retired sequences whose blocks go back with a step in flight (in_flight_step::release_after);
+  // true: their KV was never written (a failed step), so they leave the prefix cache too.
+  std::unordered_map<uint64_t, bool> deferred_;
   std::vector<uint64_t> forgets_;  // for the next plan: the worker drops these sequences' state
   std::unordered_map<uint64_t, uint64_t> fork_parents_;  // a member not forked yet -> its parent
   int32_t num_pending_forks_ = 0;  // parents whose group is not forked yet
