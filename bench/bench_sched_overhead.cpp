@@ -5,7 +5,8 @@
 // detokenizing. The peer in the same run is a plain loop over the same scheduler_policy,
 // the worker's plan_state and the backend on one thread, with no actors and no
 // request-side work. --async sync|async|both: the scheduler plans each step after the
-// last is back, or while it runs (both: one table each, in one run).
+// last is back, or while it runs (both: one table each, in one run). --speculative ngram:
+// the requests may speculate by prompt lookup, as on a server run with it.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -20,6 +21,7 @@
 #include "troupe/actors/engine.hpp"
 #include "apps/cli_args.hpp"
 #include "troupe/engine/block_manager.hpp"
+#include "troupe/engine/proposer.hpp"
 #include "troupe/engine/request_state.hpp"
 #include "troupe/engine/scheduler_policy.hpp"
 #include "troupe/engine/serving_metrics.hpp"
@@ -197,7 +199,7 @@ double metrics_cost_per_step() {
 
 int main(int argc, char** argv) {
   try {
-    const apps::cli_args args(argc, argv, 1, {"--model", "--streams", "--step-us", "--gen-tokens", "--seconds", "--async", "--trace", "--trace-streams"}, {"--loop-only", "--no-steady-decodes"});
+    const apps::cli_args args(argc, argv, 1, {"--model", "--streams", "--step-us", "--gen-tokens", "--seconds", "--async", "--trace", "--trace-streams", "--speculative"}, {"--loop-only", "--no-steady-decodes"});
     const auto path = args.get_or("--model", "models/SmolLM2-135M-Instruct.Q4_1.gguf");
     const auto step_time = std::chrono::microseconds(args.get_int("--step-us", 2000, 0, 1000000));
     const int32_t gen_tokens = static_cast<int32_t>(args.get_int("--gen-tokens", 32, 1, 4096));
@@ -229,14 +231,19 @@ int main(int argc, char** argv) {
     eo.scheduling.max_queue_len = 4 * max_streams + 64;
     eo.enable_prefix_caching = false;
     eo.scheduling.steady_decodes = !args.has("--no-steady-decodes");  // the old one-by-one planning, for comparison
+    // --speculative ngram: requests may propose by prompt lookup (a server run with
+    // --speculative ngram); past speculative_max_batch streams they cannot, and plan as plain
+    // decodes. The stand-in verifies what is proposed against its own rule.
+    eo.scheduling.speculative = parse_speculative_method(args.get_or("--speculative", "off"));
+    if (eo.scheduling.speculative == speculative_method::draft) throw std::runtime_error("--speculative draft needs a draft model");
     caf::actor_system_config cfg;
     caf::actor_system sys{cfg};
 
     // --loop-only: the plain loop alone (no actors), its cost split by part, per stream count.
     if (args.has("--loop-only")) {
       std::printf("plain loop (scheduler_policy + plan_state + stand-in backend of %lld us), %d output tokens per "
-                  "request, %.1f s per point\n",
-                  static_cast<long long>(step_time.count()), gen_tokens, seconds);
+                  "request, %.1f s per point, speculative %s\n",
+                  static_cast<long long>(step_time.count()), gen_tokens, seconds, to_string(eo.scheduling.speculative));
       std::printf("%7s %8s %10s %10s %10s %10s %12s %10s %12s\n", "streams", "steps", "loop us", "plan us", "worker us",
                   "results us", "ns/stream", "lane/step", "others/step");
       for (int n : streams) {
@@ -254,8 +261,9 @@ int main(int argc, char** argv) {
       return 0;
     }
     std::printf("scheduling overhead: stand-in backend of %lld us per step, %d output tokens per request, %.1f s "
-                "per point, %u hardware threads\n",
-                static_cast<long long>(step_time.count()), gen_tokens, seconds, std::thread::hardware_concurrency());
+                "per point, %u hardware threads, speculative %s\n",
+                static_cast<long long>(step_time.count()), gen_tokens, seconds, std::thread::hardware_concurrency(),
+                to_string(eo.scheduling.speculative));
     const double metrics_cost = metrics_cost_per_step();
     std::printf("metric updates: %.0f ns per step (on_step + on_queues + overhead counter, alone on one thread)\n",
                 metrics_cost * 1e9);

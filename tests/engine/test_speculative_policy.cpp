@@ -1,13 +1,16 @@
 // Speculative decoding in the scheduler: the n-gram proposer, proposals in the plan within
 // the budgets, verification results applied (accepted tokens, rollback of rejected
 // positions, adaptive proposal counts), stop rules inside a run of accepted tokens, mixing
-// speculative and plain sequences in one step, and a property test over random workloads on
-// the real block manager: outputs equal those without speculation and every invariant holds.
+// speculative and plain sequences in one step, a property test over random workloads on
+// the real block manager (outputs equal those without speculation, every invariant holds),
+// and the steady decode lane with sequences that may speculate (the same steps as without it).
 #include <doctest/doctest.h>
 
 #include <map>
 #include <memory>
 #include <random>
+#include <sstream>
+#include <string>
 
 #include "engine/fake_kv_space.hpp"
 #include "engine/simulated_worker.hpp"
@@ -558,4 +561,126 @@ TEST_CASE("speculation: a request asking for draft proposals where no draft mode
   CHECK(drafted.outputs == plain.outputs);
   CHECK(drafted.stats.num_accepted_tokens > 0);
   CHECK(drafted.num_steps < plain.num_steps);
+}
+
+// Sequences that may speculate join the steady decode lane while the batch is past
+// speculative_max_batch (they could not propose there) and are planned one by one again as
+// soon as it is not. Arrivals, finishes and aborts move the batch across the limit both
+// ways; the lane on and off must plan the same steps (every sequence's position, tokens fed,
+// proposals included, and who was preempted) and give the same tokens. Synchronous and
+// asynchronous (a step planned ahead while one runs).
+TEST_CASE("speculation: the steady lane plans exactly the steps of planning one by one as the batch crosses the limit") {
+  struct lane_run {
+    std::vector<std::string> trace;
+    std::map<uint64_t, std::vector<int32_t>> outputs;
+    scheduler_stats stats;
+  };
+  std::mt19937 rng(20261205);
+  int64_t num_steady = 0, num_drafts = 0, num_scheduled = 0, num_steady_all_speculating = 0, num_preemptions = 0;
+  for (int round = 0; round < 24; ++round) {
+    CAPTURE(round);
+    const bool is_async = round % 2 == 1;
+    const int32_t period = 2 + static_cast<int32_t>(rng() % 5);
+    const uint32_t deviation = 3 + rng() % 8;
+    const auto rule = cyclic_rule(period, [deviation](uint64_t i) { return i % deviation == deviation - 1; });
+    const int num_requests = 6 + static_cast<int>(rng() % 10);
+    std::vector<sequence_request> reqs;
+    std::vector<int> arrival;  // the loop iteration each request arrives at
+    for (int i = 0; i < num_requests; ++i) {
+      auto r = periodic_request(static_cast<uint64_t>(i + 1), period, 2 + static_cast<int32_t>(rng() % 20),
+                                4 + static_cast<int32_t>(rng() % 60));
+      if (round % 3 == 2 && rng() % 4 == 0) r.speculative = speculative_method::off;
+      reqs.push_back(std::move(r));
+      arrival.push_back(i < 4 ? 0 : static_cast<int>(rng() % 80));
+    }
+    std::vector<std::pair<int, uint64_t>> aborts;  // (iteration, id)
+    for (int i = 0; i < 2; ++i) aborts.emplace_back(static_cast<int>(rng() % 60), 1 + rng() % num_requests);
+    const int32_t block_size = (rng() % 2) ? 4 : 8;
+    auto c = spec_config(speculative_method::ngram, 64 + static_cast<int32_t>(rng() % 64));
+    c.num_speculative_tokens = 1 + static_cast<int32_t>(rng() % 5);
+    c.speculative_max_batch = 1 + static_cast<int32_t>(rng() % 3);
+    c.max_num_seqs = 8;
+    c.attention_cost = round % 4 < 2 ? 0.0 : 40.0;
+    // Some pools are tight: blocks for new positions run short, proposals are dropped and
+    // sequences preempted.
+    const int32_t num_blocks = (rng() % 2 ? 24 : 200) * 4 / block_size;
+
+    auto run_lane = [&](const scheduler_config& config) {
+      fake_kv_space kv(num_blocks, block_size);
+      scheduler_policy sched(config, kv, {eog_token});
+      simulated_worker worker(num_blocks, block_size, 0);
+      worker.set_rule(rule);
+      lane_run out;
+      std::vector<scheduled_step> sent;
+      size_t num_added = 0;
+      for (int it = 0; num_added < reqs.size() || sched.has_unfinished() || !sent.empty(); ++it) {
+        REQUIRE(it < 20000);
+        for (size_t i = 0; i < reqs.size(); ++i) {
+          if (arrival[i] == it) {
+            sched.add(reqs[i], 0);
+            ++num_added;
+          }
+        }
+        for (const auto& [at, id] : aborts) {
+          if (at == it) sched.abort(id);
+        }
+        if (sent.empty()) {
+          auto s = sched.schedule(0);
+          if (!s.is_empty()) sent.push_back(std::move(s));
+        }
+        if (is_async && sent.size() == 1) {
+          auto s = sched.schedule_ahead(0);
+          if (!s.is_empty()) sent.push_back(std::move(s));
+        }
+        if (sent.empty()) continue;
+        const auto result = worker.run(sent.front());
+        std::vector<std::string> parts;
+        for (const auto& q : worker.last_plan().sequences) {
+          std::ostringstream p;
+          p << q.seq_id << "@" << q.start_pos << (q.wants_sample ? "s" : "") << ":";
+          for (const int32_t t : q.tokens) p << t << ",";
+          p << "d" << q.num_draft_tokens;
+          parts.push_back(p.str());
+        }
+        std::sort(parts.begin(), parts.end());
+        std::ostringstream step;
+        for (const auto& p : parts) step << p << " ";
+        auto preempted = sent.front().preempted;
+        std::sort(preempted.begin(), preempted.end());
+        step << "| preempted";
+        for (const uint64_t id : preempted) step << " " << id;
+        out.trace.push_back(step.str());
+        sent.erase(sent.begin());
+        for (const auto& e : sched.on_step_done(result)) out.outputs[e.seq_id].push_back(e.token);
+      }
+      CHECK(kv.is_all_free());
+      out.stats = sched.stats();
+      return out;
+    };
+    auto one_by_one_config = c;
+    one_by_one_config.steady_decodes = false;
+    const auto one_by_one = run_lane(one_by_one_config);
+    const auto lane = run_lane(c);
+    CHECK(one_by_one.stats.num_steady_tokens == 0);
+    for (size_t i = 0; i < std::min(lane.trace.size(), one_by_one.trace.size()); ++i) {
+      CAPTURE(i);
+      REQUIRE(lane.trace[i] == one_by_one.trace[i]);
+    }
+    CHECK(lane.trace.size() == one_by_one.trace.size());
+    CHECK(lane.outputs == one_by_one.outputs);
+    CHECK(lane.stats.num_draft_tokens == one_by_one.stats.num_draft_tokens);
+    CHECK(lane.stats.num_accepted_tokens == one_by_one.stats.num_accepted_tokens);
+    CHECK(lane.stats.num_preemptions == one_by_one.stats.num_preemptions);
+    num_preemptions += lane.stats.num_preemptions;
+    num_steady += lane.stats.num_steady_tokens;
+    num_drafts += lane.stats.num_draft_tokens;
+    num_scheduled += lane.stats.num_scheduled_tokens;
+    // Where every sequence may speculate, what went through the lane were sequences that may.
+    if (round % 3 != 2) num_steady_all_speculating += lane.stats.num_steady_tokens;
+  }
+  MESSAGE("lane tokens " << num_steady << " (" << num_steady_all_speculating << " where all may speculate), proposals "
+                         << num_drafts << ", scheduled " << num_scheduled << ", preemptions " << num_preemptions);
+  CHECK(num_steady_all_speculating * 10 > num_scheduled);
+  CHECK(num_preemptions > 0);
+  CHECK(num_drafts * 20 > num_scheduled);
 }

@@ -64,9 +64,27 @@ TEST_CASE("stand-in backend: a step answers each sequence in plan order, samples
   CHECK(r.outputs[0].token == b.token_after(7, 4));
   CHECK(r.outputs[1].seq_id == 9);
   CHECK(r.outputs[1].token == -1);
-  // Proposals are refused, not answered as if verified.
+  // Proposals are verified against the stand-in's rule: accepted while each is the token
+  // the rule answers after the one before it (with the sample index advancing), then the
+  // sample after the last accepted one; draft-model slots are refused.
+  const int32_t t1 = b.token_after(7, 4), t2 = b.token_after(t1, 5), t3 = b.token_after(t2, 6);
   sequence_step spec = a;
+  spec.tokens = {5, 6, 7, t1, t2, t1 == 1 ? 2 : 1};
+  spec.num_draft_tokens = 3;
+  plan.sequences = {spec};
+  CHECK(b.supports_speculation());
+  const auto verified = b.step(plan);
+  REQUIRE(verified.outputs.size() == 1);
+  REQUIRE(verified.outputs[0].accepted.size() == 2);
+  CHECK(verified.outputs[0].accepted[0].token == t1);
+  CHECK(verified.outputs[0].accepted[1].token == t2);
+  CHECK(verified.outputs[0].token == t3);
+  spec.tokens = {5, 6, 7, t1 == 1 ? 2 : 1};
   spec.num_draft_tokens = 1;
+  plan.sequences = {spec};
+  CHECK(b.step(plan).outputs[0].accepted.empty());
+  CHECK(b.step(plan).outputs[0].token == t1);
+  spec.tokens = {5, 6, 7, draft_slot};
   plan.sequences = {spec};
   CHECK_THROWS_AS(b.step(plan), error);
 }

@@ -57,6 +57,7 @@ struct scheduler_policy::step_builder {
   uint64_t serial = 0;            // this step's number (totals_.num_steps once planned)
   uint64_t steady_epoch = 0;      // the lane step planned with it, or 0
   std::vector<sequence*> joins;   // planned one by one, joining the lane from the next step
+  int64_t num_decodes = 0;        // decodes planned (lane members included), once counted
 };
 
 scheduler_policy::scheduler_policy(scheduler_config config, kv_space& kv, std::vector<int32_t> eog_ids)
@@ -303,7 +304,11 @@ void scheduler_policy::add_to_plan(step_builder& b, sequence& seq, int32_t num_t
   seq.last_step_serial = b.serial;
   // A decode continued as the worker expects, its KV block not yet full: the lane takes it
   // from the next step on.
-  if (is_next && wants_sample && can_join_steady(seq)) b.joins.push_back(&seq);
+  // A sequence that may speculate joins only while the batch is too large to speculate.
+  if (is_next && wants_sample && can_join_steady(seq) &&
+      (seq.speculative == speculative_method::off || b.num_decodes > config_.speculative_max_batch)) {
+    b.joins.push_back(&seq);
+  }
 }
 
 int32_t scheduler_policy::num_tokens_to_feed(int32_t num_computed, int32_t num_uncomputed, int32_t budget) const {
@@ -370,7 +375,7 @@ void scheduler_policy::preempt_for_priority(step_builder& b, const std::vector<s
 }
 
 void scheduler_policy::schedule_running(step_builder& b) {
-  const std::vector<sequence*> order = running_;  // rank order, kept while sequences are preempted
+  std::vector<sequence*> order = running_;  // rank order, kept while sequences are preempted
   // Token shares: every decode its one token first, then prefill chunks in rank order. A
   // sequence whose sample in flight ends it by length gets nothing more. Planned ahead, a
   // sequence is fed only what the worker can fill in: known tokens, or its own last sample.
@@ -382,7 +387,7 @@ void scheduler_policy::schedule_running(step_builder& b) {
       b.cost_budget -= step_cost(scheduled_end(*seq), 1, attention_cost_);
     }
   }
-  if (!b.is_ahead) propose_drafts(b, order);
+  propose_drafts(b, order);
   for (sequence* seq : order) {
     if (is_planned_decode(*seq) || ends_by_length_in_flight(*seq)) continue;
     seq->step_share = take_tokens(b, scheduled_end(*seq), planned_tokens(*seq) - scheduled_end(*seq));
@@ -426,18 +431,31 @@ void scheduler_policy::schedule_running(step_builder& b) {
   }
 }
 
-void scheduler_policy::propose_drafts(step_builder& b, const std::vector<sequence*>& order) {
-  auto num_decodes = b.steady_epoch != 0 ? num_steady_ : 0;  // the lane's
+void scheduler_policy::propose_drafts(step_builder& b, std::vector<sequence*>& order) {
+  const auto is_decode = [](const sequence* seq) { return seq->step_share == 1 && is_planned_decode(*seq); };
+  b.num_decodes = (b.steady_epoch != 0 ? num_steady_ : 0) + std::count_if(order.begin(), order.end(), is_decode);
+  if (b.is_ahead || b.num_decodes > config_.speculative_max_batch) return;
+  // A batch this small may speculate: the lane's members that may are planned one by one,
+  // as if they had never joined (their token of the lane step becomes their share).
+  if (b.steady_epoch != 0 && num_steady_speculating_ > 0) {
+    for (const steady_member& m : steady_) {
+      if (m.seq == nullptr || m.seq->speculative == speculative_method::off) continue;
+      sequence& seq = *m.seq;
+      if (m.new_block >= 0) seq.num_blocks_sent -= 1;  // grown for this step: the block goes out with its entry
+      leave_steady(seq);
+      seq.step_share = 1;
+    }
+    order = running_;
+  }
   bool wants_speculation = false, has_sampled_speculation = false;
   for (sequence* seq : order) {
     seq->drafts.clear();
-    if (seq->step_share != 1 || !is_planned_decode(*seq)) continue;
-    ++num_decodes;
-    if (seq->speculative == speculative_method::off) continue;
+    if (!is_decode(seq) || seq->speculative == speculative_method::off) continue;
     wants_speculation = true;
     has_sampled_speculation = has_sampled_speculation || !seq->params.is_greedy();
   }
-  if (!wants_speculation || num_decodes > config_.speculative_max_batch) return;
+  if (!wants_speculation) return;
+  const int64_t num_decodes = b.num_decodes;
   // Now and then a step of this size goes plain, so that the break-even rule knows what
   // proposals add to it; never one with a sampled sequence that would speculate, whose text
   // would then depend on step times (see weigh_speculation).
@@ -1103,8 +1121,7 @@ bool scheduler_policy::can_join_steady(const sequence& seq) const {
   // A budget under max_num_seqs may not cover every decode, which must then be given out in
   // rank order one by one.
   return config_.steady_decodes && config_.max_num_batched_tokens >= config_.max_num_seqs && seq.steady_index < 0 &&
-         seq.speculative == speculative_method::off && !seq.is_beam && !seq.has_beam_next && seq.fork_ids.empty() &&
-         seq.state() == sequence_state::running;
+         !seq.is_beam && !seq.has_beam_next && seq.fork_ids.empty() && seq.state() == sequence_state::running;
 }
 
 void scheduler_policy::join_steady(sequence& seq) {
@@ -1126,6 +1143,7 @@ void scheduler_policy::join_steady(sequence& seq) {
   const int64_t offset = end - static_cast<int64_t>(join);
   steady_.push_back({seq.id, &seq, offset, -1});
   ++num_steady_;
+  num_steady_speculating_ += seq.speculative != speculative_method::off ? 1 : 0;
   steady_offset_sum_ += offset;
   seq.steady_ticket = ++steady_tickets_;
   steady_due_.emplace_back(seq.steady_due_epoch, seq.id, seq.steady_ticket);
@@ -1152,6 +1170,7 @@ void scheduler_policy::leave_steady(sequence& seq) {
   steady_offset_sum_ -= m.offset;
   m = steady_member{};
   --num_steady_;
+  num_steady_speculating_ -= seq.speculative != speculative_method::off ? 1 : 0;
   seq.steady_index = -1;
   if (steady_lowest_ == &seq) steady_lowest_ = nullptr;
   insert_running(seq);
@@ -1187,6 +1206,7 @@ void scheduler_policy::clear_steady() {
   }
   steady_.clear();
   num_steady_ = 0;
+  num_steady_speculating_ = 0;
   steady_due_.clear();
   steady_offset_sum_ = 0;
   steady_lowest_ = nullptr;
@@ -1245,7 +1265,8 @@ void scheduler_policy::prepare_steady(step_builder& b) {
     // chunks): then nobody runs short, and the step is the one planning every sequence in
     // rank order would give. Otherwise they are planned one by one.
     const int32_t block_size = kv_.block_size();
-    const int64_t others = static_cast<int64_t>(running_.size()) +
+    // Members that may speculate count as running too: a small batch plans them one by one.
+    const int64_t others = static_cast<int64_t>(running_.size()) + num_steady_speculating_ +
                            (static_cast<int64_t>(b.budget) - num_steady_ + block_size - 1) / block_size;
     const bool has_room = kv_.num_free_blocks() >= static_cast<int64_t>(steady_grown_.size()) + others;
     for (const int32_t index : steady_grown_) {

@@ -225,7 +225,7 @@ class scheduler_policy {
   void schedule_running(step_builder& b);
   // Proposals for the decodes of a synchronous step with few enough of them: each
   // decoding sequence's share grows by its proposals, within the budgets.
-  void propose_drafts(step_builder& b, const std::vector<sequence*>& order);
+  void propose_drafts(step_builder& b, std::vector<sequence*>& order);
   // A speculative entry's result: emits the accepted proposals and the sample after them
   // (up to a stop), adapts the sequence's proposal count, rolls back rejected positions.
   void apply_speculative(const step_entry& e, sequence& seq, const sequence_output& o,
@@ -284,6 +284,7 @@ class scheduler_policy {
   const sequence* lowest_ranked_steady() const;
   std::vector<steady_member> steady_;  // in joining order, with the places of those that left
   int32_t num_steady_ = 0;             // members
+  int32_t num_steady_speculating_ = 0; // members that may speculate (planned one by one when the batch allows it)
   std::vector<int32_t> steady_grown_;  // members given a new block for the lane step being planned
   // A min-heap of (due lane step, id, membership ticket); entries of a membership that ended
   // are skipped (the ticket tells a rejoined sequence's entries from its old ones).

@@ -46,12 +46,26 @@ step_result stand_in_backend::step(const batch_plan& plan) {
   step_result r;
   r.outputs.reserve(plan.sequences.size());
   for (const auto& s : plan.sequences) {
-    if (s.num_draft_tokens > 0) {
-      throw error(error_code::unsupported, "the stand-in backend does not verify proposed tokens");
-    }
     sequence_output o;
     o.seq_id = s.seq_id;
-    if (s.wants_sample) o.token = token_after(s.tokens.empty() ? 0 : s.tokens.back(), s.sample_index);
+    if (s.num_draft_tokens > 0) {
+      // Proposals are verified against the stand-in's own rule, as a model verifies them:
+      // each is accepted while it is the token the rule answers after what came before it.
+      const auto first = static_cast<ptrdiff_t>(s.tokens.size()) - s.num_draft_tokens;
+      if (!s.wants_sample || first < 1) throw error(error_code::bad_plan, "a speculative step without a known token");
+      if (std::find(s.tokens.begin() + first, s.tokens.end(), draft_slot) != s.tokens.end()) {
+        throw error(error_code::unsupported, "the stand-in backend has no draft model to fill proposal slots");
+      }
+      uint64_t index = s.sample_index;
+      int32_t sample = token_after(s.tokens[static_cast<size_t>(first - 1)], index);
+      for (auto i = static_cast<size_t>(first); i < s.tokens.size() && s.tokens[i] == sample; ++i) {
+        o.accepted.push_back({sample, 0.0f, {}});
+        sample = token_after(sample, ++index);
+      }
+      o.token = sample;
+    } else if (s.wants_sample) {
+      o.token = token_after(s.tokens.empty() ? 0 : s.tokens.back(), s.sample_index);
+    }
     r.outputs.push_back(std::move(o));
   }
   std::this_thread::sleep_until(start + step_time_);

@@ -1,7 +1,8 @@
 // A timing stand-in for a model's forward pass, for benchmarks of what is around the step
 // (the actor runtime, the router, a fleet of replicas): every step sleeps until a fixed time
 // has passed since it began and answers each sampled sequence with a made-up token derived
-// from the last token it was fed, never an end-of-generation token. It computes nothing,
+// from the last token it was fed, never an end-of-generation token; proposed tokens
+// (speculative steps) are accepted while each is the token its rule answers there. It computes nothing,
 // writes no KV and its outputs are not text anyone should read; it is reached only through
 // `--stand-in-step-us`, which says so in its help.
 #pragma once
@@ -30,6 +31,7 @@ class stand_in_backend final : public backend {
   step_result step(const batch_plan& plan) override;
   void copy_blocks(const std::vector<std::pair<int32_t, int32_t>>&) override {}
   int32_t num_swap_blocks() const override { return 0; }
+  bool supports_speculation() const override { return true; }  // by its own rule (step())
   void swap_out(const std::vector<std::pair<int32_t, int32_t>>&) override {}
   void swap_in(const std::vector<std::pair<int32_t, int32_t>>&) override {}
 
