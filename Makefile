@@ -61,8 +61,11 @@ test-fast: configure
 # tiny qwen2 models, at a size that is slow under the sanitizers); then the actor and front-door suites under
 # ThreadSanitizer. Any report fails the run. See docs/reliability.md.
 SANITIZE_DIR ?= build-asan
-# More ctest arguments for check-asan, e.g. -E REGEX to leave cases out (.ci/run does).
+# More ctest arguments for check-asan, e.g. -E REGEX to leave cases out, or -L fast (.ci/run).
 SANITIZE_CTEST_ARGS ?=
+# What check-asan builds: everything, or e.g. troupe_fast_tests (the binaries of the fast
+# label, which is what .ci/run runs under the sanitizers).
+SANITIZE_BUILD_TARGETS ?= all
 # The same for check-tsan, e.g. -LE real_model (the real model's actor cases: ~14 min of the
 # ~15 under ThreadSanitizer on 2 cores).
 TSAN_CTEST_ARGS ?=
@@ -81,7 +84,7 @@ SANITIZE_FLAGS = -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEB
 
 check-asan: deps test-models test-deps
 	cmake -S . -B $(SANITIZE_DIR) $(SANITIZE_FLAGS) -DTROUPE_SANITIZE=address,undefined
-	cmake --build $(SANITIZE_DIR) -j $(JOBS)
+	cmake --build $(SANITIZE_DIR) -j $(JOBS) --target $(SANITIZE_BUILD_TARGETS)
 	cd $(SANITIZE_DIR) && $(SANITIZER_ENV) ctest --output-on-failure -LE 'package|qwen_model' $(SANITIZE_CTEST_ARGS) -j 1 --timeout 1800
 
 # ThreadSanitizer needs CAF built with it too (scripts/build_caf_tsan.sh says why): the

@@ -134,6 +134,14 @@ TEST_CASE("serving metrics: queue and KV gauges follow the statistics; prefix-ca
   CHECK(f.gauge("troupe_num_requests_running") == 4);
   CHECK(f.gauge("troupe_num_requests_waiting") == 2);
   CHECK(f.gauge("troupe_num_requests_swapped") == 1);
+  // The steady decode lane's tokens: a counter of the scheduler's running total's growth.
+  CHECK(f.counter("troupe_scheduler_steady_decode_tokens_total") == 0);
+  s.num_steady_tokens = 300;
+  f.metrics.on_queues(s);
+  s.num_steady_tokens = 420;
+  f.metrics.on_queues(s);
+  f.metrics.on_queues(s);
+  CHECK(f.counter("troupe_scheduler_steady_decode_tokens_total") == 420);
   block_manager_stats b;
   b.num_total_blocks = 100;
   b.num_used_blocks = 25;

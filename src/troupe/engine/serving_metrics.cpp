@@ -92,6 +92,9 @@ void serving_metrics::engine_series(metrics_registry& r) {
   max_num_seqs_ = r.gauge("troupe_scheduler_max_num_seqs", "The scheduler's limit on sequences running at once.");
   max_num_batched_tokens_ = r.gauge("troupe_scheduler_max_num_batched_tokens",
                                     "The scheduler's token budget per step (max_num_batched_tokens).");
+  steady_tokens_ = r.counter("troupe_scheduler_steady_decode_tokens_total",
+                             "Decode tokens planned in the scheduler's steady decode lane, without looking at "
+                             "their sequences; over troupe_batch_size_tokens_sum: the lane's share.");
   preemptions_ = r.counter("troupe_num_preemptions_total", "Sequences preempted (recompute or swap).");
   busy_seconds_ = r.counter("troupe_worker_busy_seconds_total", "Wall time with a step in flight to the worker.");
   overhead_seconds_ = r.counter("troupe_scheduler_overhead_seconds_total",
@@ -218,6 +221,8 @@ void serving_metrics::on_queues(const scheduler_stats& stats) {
   running_->set(stats.num_running);
   waiting_->set(stats.num_waiting);
   swapped_->set(stats.num_swapped);
+  steady_tokens_->inc(static_cast<double>(stats.num_steady_tokens - steady_tokens_seen_));
+  steady_tokens_seen_ = stats.num_steady_tokens;
   if (stats.num_speculative_steps == spec_seen_.num_speculative_steps) return;
   spec_steps_->inc(static_cast<double>(stats.num_speculative_steps - spec_seen_.num_speculative_steps));
   spec_drafts_->inc(static_cast<double>(stats.num_draft_tokens - spec_seen_.num_draft_tokens));

@@ -137,6 +137,8 @@ class serving_metrics {
 
   // Speculative decoding (vLLM's spec_decode counters), and the scheduler's totals already
   // added to them.
+  counter_metric* steady_tokens_;
+  int64_t steady_tokens_seen_ = 0;
   counter_metric* spec_steps_;
   counter_metric* spec_drafts_;
   counter_metric* spec_accepted_;
