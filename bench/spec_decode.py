@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """Speculative decoding, troupe vs llama.cpp's llama-server, over loopback HTTP, in one run.
 
-Four servers on the same model file and thread count, one after another:
+Four servers on the same model file and thread count, a pair at a time (troupe's two side
+by side, then llama.cpp's two):
   troupe plain      `troupe serve`
   troupe ngram      `troupe serve --speculative ngram` (prompt lookup)
   llama.cpp plain   `llama-server`
   llama.cpp ngram   `llama-server --spec-type ngram-simple` (llama.cpp's prompt lookup)
 Each serves the same chat requests through POST /v1/chat/completions with stream:true,
-greedy, one at a time (single stream). Decode speed of one request is its output tokens
-after the first over the time from the first to the last token (prefill excluded), and a
-workload's figure is total such tokens over total such time. Workloads:
+greedy, one at a time (single stream): each prompt to one server of the pair and then the
+other, which goes first alternating, for --rounds rounds, so that the machine's drift in
+speed falls on both alike (an idle server sleeps). Decode speed of one request is its
+output tokens after the first over the time from the first to the last token (prefill
+excluded), and a workload's figure is total such tokens over total such time; the ratio of
+each round's figures is printed too. Workloads:
   rewrite  repeat or lightly rewrite a given paragraph (the output quotes the input)
   code     edit a given function (rename, add a comment): mostly a copy of the input
   open     open questions with nothing to copy (speculation should cost nothing here)
@@ -27,7 +31,7 @@ prompt lookup (`troupe serve --draft-model D --speculative draft`, `llama-server
 --model-draft D --draft-max K`), D having the model's vocabulary (Qwen2.5-Coder-0.5B for
 Qwen2.5-Coder-1.5B). Columns read "+draft" for "+ngram".
 
-Usage: bench/spec_decode.py [--model M] [--threads T] [--gen N] [--streams 32] [--stream-rounds 3]
+Usage: bench/spec_decode.py [--model M] [--threads T] [--gen N] [--rounds 3] [--streams 32] [--stream-rounds 3]
                             [--only-troupe] [--troupe-args "..."] [--draft-model D] [--draft-k K]
 """
 import argparse
@@ -122,37 +126,68 @@ def chat(port, prompt, n_gen, ignore_eos=False):
     return tokens or 0, (last - first) if first and last else 0.0, draft, "".join(text)
 
 
-def run_single(port, n_gen, name, is_troupe):
-    out = {}
-    texts = {}
+def run_pair(servers, n_gen, rounds, is_troupe):
+    """The single-stream workloads on two servers running side by side ((name, port) each),
+    `rounds` times: each prompt goes to one server and then the other, which goes first
+    alternating from prompt to prompt and round to round, so that this shared machine's
+    drift in speed (+-20% over minutes) falls on both alike. Per server and workload: the
+    decode tok/s over all rounds, each round's figure, and the proposal counts."""
+    out = {name: {} for name, _ in servers}
+    texts = {name: {} for name, _ in servers}
     for wl, prompts in workloads().items():
-        before = metrics(port) if is_troupe else {}
-        tokens = 0
-        seconds = 0.0
-        drafted = accepted = 0
-        spec_steps = None
-        for i, p in enumerate(prompts):
-            n, s, draft, text = chat(port, p, n_gen)
-            texts[f"{wl}{i}"] = text
-            tokens += max(n - 1, 0)
-            seconds += s
-            if draft:
-                drafted += draft[0]
-                accepted += draft[1]
-        if is_troupe:
-            after = metrics(port)
-            drafted = after.get("troupe_spec_decode_num_draft_tokens_total", 0) - before.get(
-                "troupe_spec_decode_num_draft_tokens_total", 0)
-            accepted = after.get("troupe_spec_decode_num_accepted_tokens_total", 0) - before.get(
-                "troupe_spec_decode_num_accepted_tokens_total", 0)
-            spec_steps = after.get("troupe_spec_decode_num_steps_total", 0) - before.get(
-                "troupe_spec_decode_num_steps_total", 0)
-        out[wl] = {"decode_tok_s": tokens / seconds if seconds > 0 else 0.0, "tokens": tokens,
-                   "drafted": drafted, "accepted": accepted,
-                   "acceptance": accepted / drafted if drafted else None,
-                   "accepted_per_spec_step": accepted / spec_steps if spec_steps else None}
-        print(f"{name} {wl}: {out[wl]}", file=sys.stderr)
+        before = {name: metrics(port) if is_troupe else {} for name, port in servers}
+        per_round = {name: [] for name, _ in servers}
+        drafts = {name: [0, 0] for name, _ in servers}
+        for rnd in range(rounds):
+            sums = {name: [0, 0.0] for name, _ in servers}
+            for i, p in enumerate(prompts):
+                order = servers if (rnd + i) % 2 == 0 else servers[::-1]
+                for name, port in order:
+                    n, sec, draft, text = chat(port, p, n_gen)
+                    # troupe's greedy text is the same every time; llama.cpp's speculative
+                    # server's may differ between rounds (verification batches change its
+                    # numerics): its first is kept.
+                    if texts[name].setdefault(f"{wl}{i}", text) != text and is_troupe:
+                        raise RuntimeError(f"{name}: greedy output of {wl} prompt {i} changed between rounds")
+                    sums[name][0] += max(n - 1, 0)
+                    sums[name][1] += sec
+                    if draft:
+                        drafts[name][0] += draft[0]
+                        drafts[name][1] += draft[1]
+            for name, _ in servers:
+                per_round[name].append(sums[name])
+        for name, port in servers:
+            drafted, accepted = drafts[name]
+            spec_steps = None
+            if is_troupe:
+                after = metrics(port)
+                delta = lambda key: after.get(key, 0) - before[name].get(key, 0)  # noqa: E731
+                drafted = delta("troupe_spec_decode_num_draft_tokens_total")
+                accepted = delta("troupe_spec_decode_num_accepted_tokens_total")
+                spec_steps = delta("troupe_spec_decode_num_steps_total")
+            tokens = sum(t for t, _ in per_round[name])
+            seconds = sum(sec for _, sec in per_round[name])
+            out[name][wl] = {"decode_tok_s": tokens / seconds if seconds > 0 else 0.0, "tokens": tokens,
+                             "rounds_tok_s": [t / sec if sec > 0 else 0.0 for t, sec in per_round[name]],
+                             "drafted": drafted, "accepted": accepted,
+                             "acceptance": accepted / drafted if drafted else None,
+                             "accepted_per_spec_step": accepted / spec_steps if spec_steps else None}
+            print(f"{name} {wl}: {out[name][wl]}", file=sys.stderr)
     return out, texts
+
+
+def start_pair(pair):
+    """Starts both servers of a pair ((name, command, port) each); stops the first if the
+    second does not come up."""
+    procs = []
+    try:
+        for name, cmd, port in pair:
+            procs.append(serve(cmd, port, name))
+    except BaseException:
+        for proc in procs:
+            stop(proc)
+        raise
+    return procs
 
 
 def run_streams(port, n, n_gen):
@@ -202,6 +237,8 @@ def main():
     ap.add_argument("--gen", type=int, default=128)
     ap.add_argument("--streams", type=int, default=32, help="the many-streams point (0: skip it)")
     ap.add_argument("--stream-rounds", type=int, default=3, help="alternating rounds of the many-streams point")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds of the single-stream workloads (the two servers of a pair side by side)")
     ap.add_argument("--troupe", default=os.path.join(ROOT, "build", "troupe"))
     ap.add_argument("--llama-server", default=os.path.join(ROOT, "third_party", "llama.cpp", "build", "bin",
                                                             "llama-server"))
@@ -230,12 +267,15 @@ def main():
 
     results = {}
     outputs = {}
-    for name, flags in (("troupe plain", []), (spec, spec_flags)):
-        port = free_port()
-        proc = serve(troupe_cmd(args, port, extra + flags), port, name)
-        try:
-            results[name], outputs[name] = run_single(port, args.gen, name, True)
-        finally:
+    pair = [(name, troupe_cmd(args, port, extra + flags), port)
+            for name, flags, port in (("troupe plain", [], free_port()), (spec, spec_flags, free_port()))]
+    procs = start_pair(pair)
+    try:
+        got, texts = run_pair([(name, port) for name, _, port in pair], args.gen, args.rounds, True)
+        results.update(got)
+        outputs.update(texts)
+    finally:
+        for proc in procs:
             stop(proc)
     # The many-streams point varies by +-15% from run to run on this machine: rounds
     # alternate the two servers (which goes first alternates too), and the median of the
@@ -263,21 +303,27 @@ def main():
     if not args.only_troupe:
         if not os.access(args.llama_server, os.X_OK):
             subprocess.run([os.path.join(ROOT, "bench", "build_llama_cpp.sh")], check=True)
+        pair = []
         for name, flags in (("llama.cpp plain", []), (lspec, llama_spec_flags)):
             port = free_port()
-            cmd = [args.llama_server, "-m", args.model, "-t", str(args.threads), "-np", "1", "-c", "4096",
-                   "--host", "127.0.0.1", "--port", str(port), *flags]
-            proc = serve(cmd, port, name)
-            try:
-                results[name], outputs[name] = run_single(port, args.gen, name, False)
-            finally:
+            pair.append((name, [args.llama_server, "-m", args.model, "-t", str(args.threads), "-np", "1", "-c",
+                                "4096", "--host", "127.0.0.1", "--port", str(port), *flags], port))
+        procs = start_pair(pair)
+        try:
+            got, texts = run_pair([(name, port) for name, _, port in pair], args.gen, args.rounds, False)
+            results.update(got)
+            outputs.update(texts)
+        finally:
+            for proc in procs:
                 stop(proc)
 
     same = sum(outputs["troupe plain"][k] == outputs[spec][k] for k in outputs["troupe plain"])
     print(f"speculative decoding, single stream, greedy, {args.gen} output tokens at most, {args.threads} threads, "
-          f"{os.path.basename(args.model)}")
+          f"{os.path.basename(args.model)}, {args.rounds} rounds (each pair of servers side by side, each prompt "
+          f"to both in alternating order)")
     print(f"{spec} output identical to troupe plain on {same} of {len(outputs['troupe plain'])} prompts")
-    header = f"{'workload':>8} | {'troupe':>7} {'+' + method:>7} {'x':>5} {'accept':>6} {'acc/st':>6}"
+    header = (f"{'workload':>8} | {'troupe':>7} {'+' + method:>7} {'x':>5} {'accept':>6} {'acc/st':>6} "
+              f"{'x per round':>16}")
     if not args.only_troupe:
         header += f" | {'llama':>7} {'+' + method:>7} {'x':>5} {'accept':>6} | {method + ' t/l':>9}"
     print(header)
@@ -285,9 +331,12 @@ def main():
         t0, t1 = results["troupe plain"][wl], results[spec][wl]
         acc = lambda r: f"{100 * r['acceptance']:>5.0f}%" if r["acceptance"] is not None else "     -"
         per_step = t1["accepted_per_spec_step"]
+        ratios = sorted(b / max(a, 1e-9) for a, b in zip(t0["rounds_tok_s"], t1["rounds_tok_s"]))
+        results.setdefault("ratio_rounds", {})[wl] = ratios
         line = (f"{wl:>8} | {t0['decode_tok_s']:>7.1f} {t1['decode_tok_s']:>7.1f} "
                 f"{t1['decode_tok_s'] / max(t0['decode_tok_s'], 1e-9):>5.2f} {acc(t1)} "
-                f"{per_step if per_step is not None else 0:>6.2f}")
+                f"{per_step if per_step is not None else 0:>6.2f} "
+                f"{' '.join(f'{r:.2f}' for r in ratios):>16}")
         if not args.only_troupe:
             l0, l1 = results["llama.cpp plain"][wl], results[lspec][wl]
             line += (f" | {l0['decode_tok_s']:>7.1f} {l1['decode_tok_s']:>7.1f} "
