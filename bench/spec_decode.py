@@ -176,18 +176,19 @@ def run_pair(servers, n_gen, rounds, is_troupe):
     return out, texts
 
 
-def start_pair(pair):
-    """Starts both servers of a pair ((name, command, port) each); stops the first if the
-    second does not come up."""
+def measure_pair(pair, args, is_troupe, results, outputs):
+    """Starts both servers of a pair ((name, command, port) each), runs the single-stream
+    workloads on them side by side (run_pair) into results and outputs, and stops them."""
     procs = []
     try:
         for name, cmd, port in pair:
             procs.append(serve(cmd, port, name))
-    except BaseException:
+        got, texts = run_pair([(name, port) for name, _, port in pair], args.gen, args.rounds, is_troupe)
+        results.update(got)
+        outputs.update(texts)
+    finally:
         for proc in procs:
             stop(proc)
-        raise
-    return procs
 
 
 def run_streams(port, n, n_gen):
@@ -269,14 +270,7 @@ def main():
     outputs = {}
     pair = [(name, troupe_cmd(args, port, extra + flags), port)
             for name, flags, port in (("troupe plain", [], free_port()), (spec, spec_flags, free_port()))]
-    procs = start_pair(pair)
-    try:
-        got, texts = run_pair([(name, port) for name, _, port in pair], args.gen, args.rounds, True)
-        results.update(got)
-        outputs.update(texts)
-    finally:
-        for proc in procs:
-            stop(proc)
+    measure_pair(pair, args, True, results, outputs)
     # The many-streams point varies by +-15% from run to run on this machine: rounds
     # alternate the two servers (which goes first alternates too), and the median of the
     # per-round ratios is reported beside the medians.
@@ -308,14 +302,7 @@ def main():
             port = free_port()
             pair.append((name, [args.llama_server, "-m", args.model, "-t", str(args.threads), "-np", "1", "-c",
                                 "4096", "--host", "127.0.0.1", "--port", str(port), *flags], port))
-        procs = start_pair(pair)
-        try:
-            got, texts = run_pair([(name, port) for name, _, port in pair], args.gen, args.rounds, False)
-            results.update(got)
-            outputs.update(texts)
-        finally:
-            for proc in procs:
-                stop(proc)
+        measure_pair(pair, args, False, results, outputs)
 
     same = sum(outputs["troupe plain"][k] == outputs[spec][k] for k in outputs["troupe plain"])
     print(f"speculative decoding, single stream, greedy, {args.gen} output tokens at most, {args.threads} threads, "
