@@ -18,7 +18,8 @@ each round's figures is printed too. Workloads:
   code     edit a given function (rename, add a comment): mostly a copy of the input
   open     open questions with nothing to copy (speculation should cost nothing here)
 Then N streams at once (default 32) of the rewrite workload on troupe with and without
-speculation, each making --gen tokens (end of generation ignored), in alternating rounds:
+speculation (the two servers side by side), each making --gen tokens (end of generation
+ignored), in alternating rounds:
 total output tokens/s, the check that the policy keeps speculation from costing throughput
 when the batch is large.
 
@@ -271,25 +272,29 @@ def main():
     pair = [(name, troupe_cmd(args, port, extra + flags), port)
             for name, flags, port in (("troupe plain", [], free_port()), (spec, spec_flags, free_port()))]
     measure_pair(pair, args, True, results, outputs)
-    # The many-streams point varies by +-15% from run to run on this machine: rounds
-    # alternate the two servers (which goes first alternates too), and the median of the
-    # per-round ratios is reported beside the medians.
-    for rnd in range(args.stream_rounds if args.streams > 0 else 0):
-        pair = [("troupe plain", []), (spec, spec_flags)]
-        for name, flags in (pair if rnd % 2 == 0 else pair[::-1]):
-            port = free_port()
-            proc = serve(troupe_cmd(args, port, extra + flags), port, name)
-            try:
-                before = metrics(port)
-                tok_s = run_streams(port, args.streams, args.gen)
-                after = metrics(port)
-            finally:
+    # The many-streams point: the two troupe servers side by side again, each round a burst
+    # on one and then the other, which goes first alternating; the median of the per-round
+    # ratios is reported beside the medians.
+    if args.streams > 0 and args.stream_rounds > 0:
+        pair = [(name, troupe_cmd(args, port, extra + flags), port)
+                for name, flags, port in (("troupe plain", [], free_port()), (spec, spec_flags, free_port()))]
+        procs = []
+        try:
+            for name, cmd, port in pair:
+                procs.append(serve(cmd, port, name))
+            for rnd in range(args.stream_rounds):
+                for name, _, port in (pair if rnd % 2 == 0 else pair[::-1]):
+                    before = metrics(port)
+                    tok_s = run_streams(port, args.streams, args.gen)
+                    after = metrics(port)
+                    results[name].setdefault("streams_tok_s_rounds", []).append(tok_s)
+                    drafted = after.get("troupe_spec_decode_num_draft_tokens_total", 0) - before.get(
+                        "troupe_spec_decode_num_draft_tokens_total", 0)
+                    results[name]["streams_drafted"] = results[name].get("streams_drafted", 0) + drafted
+                    print(f"{name} {args.streams} streams, round {rnd + 1}: {tok_s:.1f} tok/s", file=sys.stderr)
+        finally:
+            for proc in procs:
                 stop(proc)
-            results[name].setdefault("streams_tok_s_rounds", []).append(tok_s)
-            drafted = after.get("troupe_spec_decode_num_draft_tokens_total", 0) - before.get(
-                "troupe_spec_decode_num_draft_tokens_total", 0)
-            results[name]["streams_drafted"] = results[name].get("streams_drafted", 0) + drafted
-            print(f"{name} {args.streams} streams, round {rnd + 1}: {tok_s:.1f} tok/s", file=sys.stderr)
     for name in ("troupe plain", spec):
         rounds = results[name].get("streams_tok_s_rounds")
         if rounds:
