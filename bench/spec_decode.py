@@ -36,6 +36,7 @@ Usage: bench/spec_decode.py [--model M] [--threads T] [--gen N] [--rounds 3] [--
                             [--only-troupe] [--troupe-args "..."] [--draft-model D] [--draft-k K]
 """
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -177,16 +178,15 @@ def run_pair(servers, n_gen, rounds, is_troupe):
     return out, texts
 
 
-def measure_pair(pair, args, is_troupe, results, outputs):
-    """Starts both servers of a pair ((name, command, port) each), runs the single-stream
-    workloads on them side by side (run_pair) into results and outputs, and stops them."""
+@contextlib.contextmanager
+def serving(pair):
+    """Both servers of a pair ((name, command, port) each) running for the block; the
+    (name, port) of each."""
     procs = []
     try:
         for name, cmd, port in pair:
             procs.append(serve(cmd, port, name))
-        got, texts = run_pair([(name, port) for name, _, port in pair], args.gen, args.rounds, is_troupe)
-        results.update(got)
-        outputs.update(texts)
+        yield [(name, port) for name, _, port in pair]
     finally:
         for proc in procs:
             stop(proc)
@@ -269,32 +269,25 @@ def main():
 
     results = {}
     outputs = {}
-    pair = [(name, troupe_cmd(args, port, extra + flags), port)
-            for name, flags, port in (("troupe plain", [], free_port()), (spec, spec_flags, free_port()))]
-    measure_pair(pair, args, True, results, outputs)
-    # The many-streams point: the two troupe servers side by side again, each round a burst
-    # on one and then the other, which goes first alternating; the median of the per-round
-    # ratios is reported beside the medians.
-    if args.streams > 0 and args.stream_rounds > 0:
-        pair = [(name, troupe_cmd(args, port, extra + flags), port)
-                for name, flags, port in (("troupe plain", [], free_port()), (spec, spec_flags, free_port()))]
-        procs = []
-        try:
-            for name, cmd, port in pair:
-                procs.append(serve(cmd, port, name))
-            for rnd in range(args.stream_rounds):
-                for name, _, port in (pair if rnd % 2 == 0 else pair[::-1]):
-                    before = metrics(port)
-                    tok_s = run_streams(port, args.streams, args.gen)
-                    after = metrics(port)
-                    results[name].setdefault("streams_tok_s_rounds", []).append(tok_s)
-                    drafted = after.get("troupe_spec_decode_num_draft_tokens_total", 0) - before.get(
-                        "troupe_spec_decode_num_draft_tokens_total", 0)
-                    results[name]["streams_drafted"] = results[name].get("streams_drafted", 0) + drafted
-                    print(f"{name} {args.streams} streams, round {rnd + 1}: {tok_s:.1f} tok/s", file=sys.stderr)
-        finally:
-            for proc in procs:
-                stop(proc)
+    # The troupe pair serves the single-stream workloads and then the many-streams point:
+    # each round a burst on one server and then the other, which goes first alternating; the
+    # median of the per-round ratios is reported beside the medians.
+    troupe_pair = [(name, troupe_cmd(args, port, extra + flags), port)
+                   for name, flags, port in (("troupe plain", [], free_port()), (spec, spec_flags, free_port()))]
+    with serving(troupe_pair) as servers:
+        got, texts = run_pair(servers, args.gen, args.rounds, True)
+        results.update(got)
+        outputs.update(texts)
+        for rnd in range(args.stream_rounds if args.streams > 0 else 0):
+            for name, port in (servers if rnd % 2 == 0 else servers[::-1]):
+                before = metrics(port)
+                tok_s = run_streams(port, args.streams, args.gen)
+                after = metrics(port)
+                results[name].setdefault("streams_tok_s_rounds", []).append(tok_s)
+                drafted = after.get("troupe_spec_decode_num_draft_tokens_total", 0) - before.get(
+                    "troupe_spec_decode_num_draft_tokens_total", 0)
+                results[name]["streams_drafted"] = results[name].get("streams_drafted", 0) + drafted
+                print(f"{name} {args.streams} streams, round {rnd + 1}: {tok_s:.1f} tok/s", file=sys.stderr)
     for name in ("troupe plain", spec):
         rounds = results[name].get("streams_tok_s_rounds")
         if rounds:
@@ -307,7 +300,10 @@ def main():
             port = free_port()
             pair.append((name, [args.llama_server, "-m", args.model, "-t", str(args.threads), "-np", "1", "-c",
                                 "4096", "--host", "127.0.0.1", "--port", str(port), *flags], port))
-        measure_pair(pair, args, False, results, outputs)
+        with serving(pair) as servers:
+            got, texts = run_pair(servers, args.gen, args.rounds, False)
+            results.update(got)
+            outputs.update(texts)
 
     same = sum(outputs["troupe plain"][k] == outputs[spec][k] for k in outputs["troupe plain"])
     print(f"speculative decoding, single stream, greedy, {args.gen} output tokens at most, {args.threads} threads, "

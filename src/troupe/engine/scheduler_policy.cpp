@@ -57,7 +57,7 @@ struct scheduler_policy::step_builder {
   uint64_t serial = 0;            // this step's number (totals_.num_steps once planned)
   uint64_t steady_epoch = 0;      // the lane step planned with it, or 0
   std::vector<sequence*> joins;   // planned one by one, joining the lane from the next step
-  int64_t num_decodes = 0;        // decodes planned (lane members included), once counted
+  int32_t num_decodes = 0;        // decodes planned (lane members included), once counted
 };
 
 scheduler_policy::scheduler_policy(scheduler_config config, kv_space& kv, std::vector<int32_t> eog_ids)
@@ -433,7 +433,8 @@ void scheduler_policy::schedule_running(step_builder& b) {
 
 void scheduler_policy::propose_drafts(step_builder& b, std::vector<sequence*>& order) {
   const auto is_decode = [](const sequence* seq) { return seq->step_share == 1 && is_planned_decode(*seq); };
-  b.num_decodes = (b.steady_epoch != 0 ? num_steady_ : 0) + std::count_if(order.begin(), order.end(), is_decode);
+  b.num_decodes = (b.steady_epoch != 0 ? num_steady_ : 0) +
+                  static_cast<int32_t>(std::count_if(order.begin(), order.end(), is_decode));
   if (b.is_ahead || b.num_decodes > config_.speculative_max_batch) return;
   // A batch this small may speculate: the lane's members that may are planned one by one,
   // as if they had never joined (their token of the lane step becomes their share).
@@ -455,13 +456,12 @@ void scheduler_policy::propose_drafts(step_builder& b, std::vector<sequence*>& o
     has_sampled_speculation = has_sampled_speculation || !seq->params.is_greedy();
   }
   if (!wants_speculation) return;
-  const int64_t num_decodes = b.num_decodes;
   // Now and then a step of this size goes plain, so that the break-even rule knows what
   // proposals add to it; never one with a sampled sequence that would speculate, whose text
   // would then depend on step times (see weigh_speculation).
-  if (config_.speculative_break_even && !has_sampled_speculation && spec_cost_.needs_plain_step(num_decodes)) return;
+  if (config_.speculative_break_even && !has_sampled_speculation && spec_cost_.needs_plain_step(b.num_decodes)) return;
   for (sequence* seq : order) {
-    if (seq->step_share != 1 || !is_planned_decode(*seq) || seq->speculative == speculative_method::off) continue;
+    if (!is_decode(seq) || seq->speculative == speculative_method::off) continue;
     if (seq->num_pending_samples > 0) continue;  // its last token is not known yet
     if (seq->speculation_pause > 0) {
       --seq->speculation_pause;

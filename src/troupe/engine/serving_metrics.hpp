@@ -134,11 +134,12 @@ class serving_metrics {
   double window_busy_seconds_ = 0;
   int64_t num_prefix_queries_seen_ = 0;
   int64_t num_prefix_hits_seen_ = 0;
+  // Tokens planned in the steady decode lane, and the scheduler's total already added.
+  counter_metric* steady_tokens_;
+  int64_t steady_tokens_seen_ = 0;
 
   // Speculative decoding (vLLM's spec_decode counters), and the scheduler's totals already
   // added to them.
-  counter_metric* steady_tokens_;
-  int64_t steady_tokens_seen_ = 0;
   counter_metric* spec_steps_;
   counter_metric* spec_drafts_;
   counter_metric* spec_accepted_;
