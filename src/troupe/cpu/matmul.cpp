@@ -53,7 +53,7 @@ act_view quantize_activations(const kernel_table& k, const float* x, int64_t num
   thread_local std::vector<uint8_t> storage;
   const int64_t nb = num_cols / detail::block_cols;
   const size_t q_bytes = static_cast<size_t>((num_tokens * num_cols + 63) / 64 * 64);
-  const size_t per_block = sizeof(float) * 3 + sizeof(int32_t) * 2;
+  const size_t per_block = sizeof(float) * 3 + sizeof(int32_t) * 3;
   const size_t total = q_bytes + static_cast<size_t>(num_tokens * nb) * per_block + 64;
   if (storage.size() < total) storage.resize(total);
   uint8_t* base = storage.data() + (64 - reinterpret_cast<uintptr_t>(storage.data()) % 64) % 64;
@@ -63,6 +63,7 @@ act_view quantize_activations(const kernel_table& k, const float* x, int64_t num
   float* s_exact = s + num_tokens * nb;
   auto* sum = reinterpret_cast<int32_t*>(s_exact + num_tokens * nb);
   int32_t* sum_lo = sum + num_tokens * nb;
+  int32_t* sum_halves = sum_lo + num_tokens * nb;
 
   constexpr int64_t parallel_min_values = 1 << 15;
   if (num_tokens > 1 && num_tokens * num_cols >= parallel_min_values && pool.num_threads() > 1) {
@@ -76,7 +77,11 @@ act_view quantize_activations(const kernel_table& k, const float* x, int64_t num
   } else {
     k.quantize(x, num_tokens, num_cols, q, d, s, s_exact, sum, sum_lo);
   }
-  return act_view{q, d, s, s_exact, sum, sum_lo, num_cols, nb};
+  for (int64_t i = 0; i < num_tokens * nb; ++i) {
+    const auto lo = static_cast<uint32_t>(sum_lo[i]) & 0xffffu;  // |sum| <= 16*127: fits int16
+    sum_halves[i] = static_cast<int32_t>(lo | (static_cast<uint32_t>(sum[i] - sum_lo[i]) << 16));
+  }
+  return act_view{q, d, s, s_exact, sum, sum_lo, sum_halves, num_cols, nb};
 }
 
 void check_same_input(const packed_matrix& w, int64_t num_cols) {

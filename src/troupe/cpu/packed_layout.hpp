@@ -151,6 +151,7 @@ struct act_view {
   const float* s_exact;
   const int32_t* sum;
   const int32_t* sum_lo;  // sum of the block's first 16 values
+  const int32_t* sum_halves;  // the two halves' sums as int16: first in the low, second in the high
   int64_t num_cols;
   int64_t num_blocks;
 };
