@@ -119,24 +119,38 @@ inline __m256 add_block(__m256 acc, __m256i dot, __m256 d, __m256 m, float act_d
   else return _mm256_fmadd_ps(m, _mm256_set1_ps(act_s), acc);
 }
 
+// Group g's packed weights, block by block: values, block scales and (K formats) the
+// super-block scales the block falls in.
+template <int_format F>
+struct group_blocks {
+  const uint8_t* qs;
+  const uint8_t* scales;
+  const uint8_t* super;
+  group_blocks(const packed_matrix::impl& w, int64_t g)
+      : qs(w.qs.get() + g * w.qs_group_stride()),
+        scales(w.scales.get() + g * w.scales_group_stride()),
+        super(is_k(F) ? w.super_scales.get() + g * w.super_group_stride() : nullptr) {}
+  const uint8_t* values(int64_t b) const { return qs + b * qs_block_bytes(F); }
+  const uint8_t* block_scales(int64_t b) const { return scales + b * scales_block_bytes(F); }
+  const uint8_t* super_scales(int64_t b) const {
+    return is_k(F) ? super + b / blocks_per_super * super_bytes(F) : nullptr;
+  }
+};
+
 // One group of 16 rows (two halves of 8) times T tokens.
 template <int_format F, int T>
 void tile(const packed_matrix::impl& w, int64_t g, const act_view& act, int64_t t0, float* y) {
-  constexpr int64_t qs_block = qs_block_bytes(F);
-  constexpr int64_t sc_block = scales_block_bytes(F);
   constexpr int num_passes = has_half_scales(F) ? 2 : 1;
   const int64_t nb = w.num_blocks;
-  const uint8_t* wq = w.qs.get() + g * w.qs_group_stride();
-  const uint8_t* ws = w.scales.get() + g * w.scales_group_stride();
-  const uint8_t* wsup = is_k(F) ? w.super_scales.get() + g * w.super_group_stride() : nullptr;
+  const group_blocks<F> blocks(w, g);
   const float* as = uses_q8_1_sum(F) ? act.s : act.s_exact;
   __m256 acc[T][2];
   for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
 
   for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* qs = wq + b * qs_block;
-    const uint8_t* sc = ws + b * sc_block;
-    const uint8_t* sup = is_k(F) ? wsup + b / blocks_per_super * super_bytes(F) : nullptr;
+    const uint8_t* qs = blocks.values(b);
+    const uint8_t* sc = blocks.block_scales(b);
+    const uint8_t* sup = blocks.super_scales(b);
     for (int pass = 0; pass < num_passes; ++pass) {
       __m256i dot[T][2];
       for (int t = 0; t < T; ++t) {
@@ -174,6 +188,18 @@ void tile(const packed_matrix::impl& w, int64_t g, const act_view& act, int64_t 
   }
 }
 
+// Writes half hf (8 rows) of group g for T tokens, leaving out rows past the matrix.
+template <int T>
+void store_half(const __m256 (&acc)[T], const packed_matrix::impl& w, int64_t g, int hf, int64_t t0, float* y) {
+  const int64_t row0 = g * rows_per_group + 8 * hf;
+  const int64_t num_valid = std::clamp<int64_t>(w.num_rows - row0, 0, 8);
+  for (int t = 0; t < T; ++t) {
+    float out[8];
+    _mm256_storeu_ps(out, acc[t]);
+    std::memcpy(y + (t0 + t) * w.num_rows + row0, out, sizeof(float) * static_cast<size_t>(num_valid));
+  }
+}
+
 // How many vpmaddubsw results of a format may be summed in int16 before vpmaddwd: a pair
 // sum is at most 2*15*127 = 3,810 for 4-bit values (8 fit), 7,874 for 5-bit (4), 16,002
 // for 6-bit (2) and 32,512 for centered bytes (1) under 32,767.
@@ -186,23 +212,19 @@ constexpr int int16_terms() {
 // once for the T tokens, and products are summed in int16 as far as int16_terms allows.
 template <int_format F, int T>
 void half_tile(const packed_matrix::impl& w, int64_t g, int hf, const act_view& act, int64_t t0, float* y) {
-  constexpr int64_t qs_block = qs_block_bytes(F);
-  constexpr int64_t sc_block = scales_block_bytes(F);
   constexpr int num_passes = has_half_scales(F) ? 2 : 1;
   constexpr int terms = int16_terms<F>();
   const int64_t nb = w.num_blocks;
-  const uint8_t* wq = w.qs.get() + g * w.qs_group_stride();
-  const uint8_t* ws = w.scales.get() + g * w.scales_group_stride();
-  const uint8_t* wsup = is_k(F) ? w.super_scales.get() + g * w.super_group_stride() : nullptr;
+  const group_blocks<F> blocks(w, g);
   const float* as = uses_q8_1_sum(F) ? act.s : act.s_exact;
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[T];
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
 
   for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* qs = wq + b * qs_block;
-    const uint8_t* sc = ws + b * sc_block;
-    const uint8_t* sup = is_k(F) ? wsup + b / blocks_per_super * super_bytes(F) : nullptr;
+    const uint8_t* qs = blocks.values(b);
+    const uint8_t* sc = blocks.block_scales(b);
+    const uint8_t* sup = blocks.super_scales(b);
     const int8_t* aq[T];
     for (int t = 0; t < T; ++t) aq[t] = act.q + (t0 + t) * act.num_cols + 32 * b;
     for (int pass = 0; pass < num_passes; ++pass) {
@@ -245,13 +267,7 @@ void half_tile(const packed_matrix::impl& w, int64_t g, int hf, const act_view& 
     }
   }
 
-  const int64_t row0 = g * rows_per_group + 8 * hf;
-  const int64_t num_valid = std::clamp<int64_t>(w.num_rows - row0, 0, 8);
-  for (int t = 0; t < T; ++t) {
-    float out[8];
-    _mm256_storeu_ps(out, acc[t]);
-    std::memcpy(y + (t0 + t) * w.num_rows + row0, out, sizeof(float) * static_cast<size_t>(num_valid));
-  }
+  store_half<T>(acc, w, g, hf, t0, y);
 }
 
 // Eight sign-extended int8 values as int16 pairs, each value twice: the multiplier that
@@ -271,20 +287,16 @@ template <int T>
 void half_tile_half_scales(const packed_matrix::impl& w, int64_t g, int hf, const act_view& act, int64_t t0,
                            float* y) {
   constexpr int_format F = int_format::nib6_k_half;
-  constexpr int64_t qs_block = qs_block_bytes(F);
-  constexpr int64_t sc_block = scales_block_bytes(F);
   constexpr int terms = int16_terms<F>();
   const int64_t nb = w.num_blocks;
-  const uint8_t* wq = w.qs.get() + g * w.qs_group_stride();
-  const uint8_t* ws = w.scales.get() + g * w.scales_group_stride();
-  const uint8_t* wsup = w.super_scales.get() + g * w.super_group_stride();
+  const group_blocks<F> blocks(w, g);
   __m256 acc[T];
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
 
   for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* qs = wq + b * qs_block;
-    const uint8_t* sc = ws + b * sc_block + 8 * hf;
-    const __m256 d_super = load_f16x8(wsup + b / blocks_per_super * super_bytes(F) + 16 * hf);
+    const uint8_t* qs = blocks.values(b);
+    const uint8_t* sc = blocks.block_scales(b) + 8 * hf;
+    const __m256 d_super = load_f16x8(blocks.super_scales(b) + 16 * hf);
     const __m256i sc_half[2] = {scales_as_int16_pairs(sc), scales_as_int16_pairs(sc + rows_per_group)};
     // Per lane (sc_0, sc_1) as int16: with a token's (S_0, S_1) broadcast (act.sum_halves),
     // one vpmaddwd gives sc_0*S_0 + sc_1*S_1.
@@ -323,13 +335,7 @@ void half_tile_half_scales(const packed_matrix::impl& w, int64_t g, int hf, cons
     }
   }
 
-  const int64_t row0 = g * rows_per_group + 8 * hf;
-  const int64_t num_valid = std::clamp<int64_t>(w.num_rows - row0, 0, 8);
-  for (int t = 0; t < T; ++t) {
-    float out[8];
-    _mm256_storeu_ps(out, acc[t]);
-    std::memcpy(y + (t0 + t) * w.num_rows + row0, out, sizeof(float) * static_cast<size_t>(num_valid));
-  }
+  store_half<T>(acc, w, g, hf, t0, y);
 }
 
 // Both halves of group g times T tokens, for the 4-bit formats (Q4_0, Q4_1, Q4_K): each
@@ -340,20 +346,16 @@ void half_tile_half_scales(const packed_matrix::impl& w, int64_t g, int hf, cons
 template <int_format F, int T>
 void group_tile(const packed_matrix::impl& w, int64_t g, const act_view& act, int64_t t0, float* y) {
   static_assert(int16_terms<F>() == 8 && !is_byte(F) && !has_high_plane(F) && !has_half_scales(F));
-  constexpr int64_t qs_block = qs_block_bytes(F);
-  constexpr int64_t sc_block = scales_block_bytes(F);
   const int64_t nb = w.num_blocks;
-  const uint8_t* wq = w.qs.get() + g * w.qs_group_stride();
-  const uint8_t* ws = w.scales.get() + g * w.scales_group_stride();
-  const uint8_t* wsup = is_k(F) ? w.super_scales.get() + g * w.super_group_stride() : nullptr;
+  const group_blocks<F> blocks(w, g);
   const float* as = uses_q8_1_sum(F) ? act.s : act.s_exact;
   const __m256i ones = _mm256_set1_epi16(1);
   alignas(32) float acc[T][rows_per_group] = {};
 
   for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* qs = wq + b * qs_block;
-    const uint8_t* sc = ws + b * sc_block;
-    const uint8_t* sup = is_k(F) ? wsup + b / blocks_per_super * super_bytes(F) : nullptr;
+    const uint8_t* qs = blocks.values(b);
+    const uint8_t* sc = blocks.block_scales(b);
+    const uint8_t* sup = blocks.super_scales(b);
     const int8_t* aq[T];
     for (int t = 0; t < T; ++t) aq[t] = act.q + (t0 + t) * act.num_cols + 32 * b;
     __m256i part[T][2];
