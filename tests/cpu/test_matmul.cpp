@@ -149,6 +149,38 @@ TEST_CASE("every path gives the same outputs as the portable path") {
   }
 }
 
+// Speculative verification runs a sequence's 1 + k tokens through the same matrices where
+// plain decoding runs one, and a batch mixes sequences: a greedy output stays the same only
+// if a token's result does not depend on how many tokens share the call or where it sits.
+TEST_CASE("a token's outputs are bit-identical alone and in any batch, on every path") {
+  path_guard guard;
+  thread_pool pool(2);
+  for (ggml_type type : all_types) {
+    const int64_t num_cols = traits_of(type).block_elements == 256 ? 512 : 160;
+    const int64_t num_rows = 72;  // four and a half row groups: a partial group at the end
+    const auto rows = test::random_rows(type, num_rows, num_cols, 21);
+    const packed_matrix w = packed_matrix::pack(type, rows.data(), num_rows, num_cols);
+    constexpr int64_t num_tokens = 11;
+    const auto x = test::random_activations(num_tokens, num_cols, 23);
+    for (isa_path path : supported_paths()) {
+      force_path(path);
+      const auto batch = run_matmul(w, x, num_tokens, pool);
+      for (int64_t first : {int64_t{0}, int64_t{3}}) {
+        for (int64_t count : {int64_t{1}, int64_t{2}, int64_t{5}}) {
+          const std::vector<float> part(x.begin() + first * num_cols, x.begin() + (first + count) * num_cols);
+          const auto got = run_matmul(w, part, count, pool);
+          int num_different = 0;
+          for (int64_t i = 0; i < count * num_rows; ++i)
+            num_different += got[static_cast<size_t>(i)] != batch[static_cast<size_t>(first * num_rows + i)];
+          CHECK_MESSAGE(num_different == 0, to_string(path) << " " << traits_of(type).name << ": tokens " << first
+                                                            << ".." << first + count - 1 << " alone differ from the batch of "
+                                                            << num_tokens << " in " << num_different << " outputs");
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("matmul_shared_input equals separate matmuls, mixing integer and float types") {
   path_guard guard;
   thread_pool pool(2);

@@ -413,7 +413,11 @@ template <int_format F>
 void int_groups_format(const packed_matrix::impl& w, int64_t group_begin, int64_t group_end,
                        const act_view& act, int64_t num_tokens, float* y) {
   for (int64_t g = group_begin; g < group_end; ++g) {
-    if (num_tokens == 1) {
+    // Q6_K's batch tile sums a block's halves in integers before its one float update; the
+    // streaming one-token tile would round each half apart. A token's result must not depend
+    // on the batch it is in (speculative verification runs 1 + k tokens where plain decoding
+    // runs one), so Q6_K takes the batch tile for one token too.
+    if (num_tokens == 1 && !has_half_scales(F)) {
       tile<F, 1>(w, g, act, 0, y);
       continue;
     }
