@@ -86,22 +86,19 @@ inline __m256i block_values(const uint8_t* qs, int h, int j, int hf) {
 }
 
 // The integer dot's starting value for one token's block ab: the byte formats' +128 offset,
-// Q6_K's -32 of half block `pass`, else 0.
+// else 0. (Q6_K, with its half-block scales, has a tile of its own: half_tile_half_scales.)
 template <int_format F>
-inline int32_t dot_init(const act_view& act, int64_t ab, int pass) {
+inline int32_t dot_init(const act_view& act, int64_t ab) {
   if constexpr (is_byte(F)) return act.sum[ab] * 128;  // dot(u, a) = dot(u - 128, a) + 128*sum(a)
-  if constexpr (has_half_scales(F)) return -32 * (pass == 0 ? act.sum_lo[ab] : act.sum[ab] - act.sum_lo[ab]);
   return 0;
 }
 
-// Half hf's per-row scale d and minimum m of one block (Q6_K: of half block `pass`; no m).
+// Half hf's per-row scale d and minimum m of one block.
 template <int_format F>
-inline void block_scales(const packed_matrix::impl& w, const uint8_t* sc, const uint8_t* sup, int pass, int hf,
-                         __m256& d, __m256& m) {
-  m = _mm256_setzero_ps();
-  if constexpr (has_half_scales(F)) {
-    d = _mm256_mul_ps(load_f16x8(sup + 16 * hf), i8x8_to_fp32(sc + rows_per_group * pass + 8 * hf));
-  } else if constexpr (is_k(F)) {
+inline void block_scales(const packed_matrix::impl& w, const uint8_t* sc, const uint8_t* sup, int hf, __m256& d,
+                         __m256& m) {
+  static_assert(!has_half_scales(F));
+  if constexpr (is_k(F)) {
     d = _mm256_mul_ps(load_f16x8(sup + 16 * hf), u8x8_to_fp32(sc + 8 * hf));
     m = _mm256_mul_ps(load_f16x8(sup + 2 * rows_per_group + 16 * hf), u8x8_to_fp32(sc + rows_per_group + 8 * hf));
   } else {
@@ -114,8 +111,7 @@ inline void block_scales(const packed_matrix::impl& w, const uint8_t* sc, const 
 template <int_format F>
 inline __m256 add_block(__m256 acc, __m256i dot, __m256 d, __m256 m, float act_d, float act_s) {
   acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(d, _mm256_set1_ps(act_d)), acc);
-  if constexpr (has_half_scales(F)) return acc;
-  else if constexpr (is_k(F)) return _mm256_fnmadd_ps(m, _mm256_set1_ps(act_s), acc);
+  if constexpr (is_k(F)) return _mm256_fnmadd_ps(m, _mm256_set1_ps(act_s), acc);
   else return _mm256_fmadd_ps(m, _mm256_set1_ps(act_s), acc);
 }
 
@@ -140,7 +136,6 @@ struct group_blocks {
 // One group of 16 rows (two halves of 8) times T tokens.
 template <int_format F, int T>
 void tile(const packed_matrix::impl& w, int64_t g, const act_view& act, int64_t t0, float* y) {
-  constexpr int num_passes = has_half_scales(F) ? 2 : 1;
   const int64_t nb = w.num_blocks;
   const group_blocks<F> blocks(w, g);
   const float* as = uses_q8_1_sum(F) ? act.s : act.s_exact;
@@ -151,29 +146,27 @@ void tile(const packed_matrix::impl& w, int64_t g, const act_view& act, int64_t 
     const uint8_t* qs = blocks.values(b);
     const uint8_t* sc = blocks.block_scales(b);
     const uint8_t* sup = blocks.super_scales(b);
-    for (int pass = 0; pass < num_passes; ++pass) {
-      __m256i dot[T][2];
-      for (int t = 0; t < T; ++t) {
-        dot[t][0] = dot[t][1] = _mm256_set1_epi32(dot_init<F>(act, (t0 + t) * nb + b, pass));
-        const int8_t* aq = act.q + (t0 + t) * act.num_cols + 32 * b;
-        for (int h = pass; h < 2; h += num_passes) {
-          for (int j = 0; j < 4; ++j) {
-            const __m256i a = broadcast_4_bytes(aq + 16 * h + 4 * j);
-            for (int hf = 0; hf < 2; ++hf) {
-              const __m256i u = block_values<F>(qs, h, j, hf);
-              if constexpr (is_byte(F)) dot[t][hf] = dot_byte_centered(dot[t][hf], u, a);
-              else dot[t][hf] = dot_nib(dot[t][hf], u, a);
-            }
+    __m256i dot[T][2];
+    for (int t = 0; t < T; ++t) {
+      dot[t][0] = dot[t][1] = _mm256_set1_epi32(dot_init<F>(act, (t0 + t) * nb + b));
+      const int8_t* aq = act.q + (t0 + t) * act.num_cols + 32 * b;
+      for (int h = 0; h < 2; ++h) {
+        for (int j = 0; j < 4; ++j) {
+          const __m256i a = broadcast_4_bytes(aq + 16 * h + 4 * j);
+          for (int hf = 0; hf < 2; ++hf) {
+            const __m256i u = block_values<F>(qs, h, j, hf);
+            if constexpr (is_byte(F)) dot[t][hf] = dot_byte_centered(dot[t][hf], u, a);
+            else dot[t][hf] = dot_nib(dot[t][hf], u, a);
           }
         }
       }
-      for (int hf = 0; hf < 2; ++hf) {
-        __m256 d, m;
-        block_scales<F>(w, sc, sup, pass, hf, d, m);
-        for (int t = 0; t < T; ++t) {
-          const int64_t ab = (t0 + t) * nb + b;
-          acc[t][hf] = add_block<F>(acc[t][hf], dot[t][hf], d, m, act.d[ab], as[ab]);
-        }
+    }
+    for (int hf = 0; hf < 2; ++hf) {
+      __m256 d, m;
+      block_scales<F>(w, sc, sup, hf, d, m);
+      for (int t = 0; t < T; ++t) {
+        const int64_t ab = (t0 + t) * nb + b;
+        acc[t][hf] = add_block<F>(acc[t][hf], dot[t][hf], d, m, act.d[ab], as[ab]);
       }
     }
   }
@@ -212,8 +205,8 @@ constexpr int int16_terms() {
 // once for the T tokens, and products are summed in int16 as far as int16_terms allows.
 template <int_format F, int T>
 void half_tile(const packed_matrix::impl& w, int64_t g, int hf, const act_view& act, int64_t t0, float* y) {
-  constexpr int num_passes = has_half_scales(F) ? 2 : 1;
   constexpr int terms = int16_terms<F>();
+  static_assert(8 % terms == 0, "a block's 8 chunks end on a flush of the int16 sums");
   const int64_t nb = w.num_blocks;
   const group_blocks<F> blocks(w, g);
   const float* as = uses_q8_1_sum(F) ? act.s : act.s_exact;
@@ -227,43 +220,38 @@ void half_tile(const packed_matrix::impl& w, int64_t g, int hf, const act_view& 
     const uint8_t* sup = blocks.super_scales(b);
     const int8_t* aq[T];
     for (int t = 0; t < T; ++t) aq[t] = act.q + (t0 + t) * act.num_cols + 32 * b;
-    for (int pass = 0; pass < num_passes; ++pass) {
-      __m256i dot[T], part[T];
-      for (int t = 0; t < T; ++t) dot[t] = _mm256_set1_epi32(dot_init<F>(act, (t0 + t) * nb + b, pass));
-      int n = 0;  // products summed in part[] so far
+    __m256i dot[T], part[T];
+    for (int t = 0; t < T; ++t) dot[t] = _mm256_set1_epi32(dot_init<F>(act, (t0 + t) * nb + b));
+    int n = 0;  // products summed in part[] so far
 #pragma GCC unroll 2
-      for (int h = pass; h < 2; h += num_passes) {
+    for (int h = 0; h < 2; ++h) {
 #pragma GCC unroll 4
-        for (int j = 0; j < 4; ++j) {
-          const __m256i u = block_values<F>(qs, h, j, hf);
-          __m256i ua, centered;
-          if constexpr (is_byte(F)) {
-            centered = _mm256_xor_si256(u, _mm256_set1_epi8(static_cast<char>(0x80)));
-            ua = _mm256_abs_epi8(centered);
-          }
-          for (int t = 0; t < T; ++t) {
-            const __m256i a = broadcast_4_bytes(aq[t] + 16 * h + 4 * j);
-            __m256i p;
-            if constexpr (is_byte(F)) p = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(a, centered));
-            else p = _mm256_maddubs_epi16(u, a);
-            part[t] = n == 0 ? p : _mm256_add_epi16(part[t], p);
-            keep_in_register(part[t]);
-          }
-          if (++n == terms) {
-            for (int t = 0; t < T; ++t) dot[t] = _mm256_add_epi32(dot[t], _mm256_madd_epi16(part[t], ones));
-            n = 0;
-          }
+      for (int j = 0; j < 4; ++j) {
+        const __m256i u = block_values<F>(qs, h, j, hf);
+        __m256i ua, centered;
+        if constexpr (is_byte(F)) {
+          centered = _mm256_xor_si256(u, _mm256_set1_epi8(static_cast<char>(0x80)));
+          ua = _mm256_abs_epi8(centered);
+        }
+        for (int t = 0; t < T; ++t) {
+          const __m256i a = broadcast_4_bytes(aq[t] + 16 * h + 4 * j);
+          __m256i p;
+          if constexpr (is_byte(F)) p = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(a, centered));
+          else p = _mm256_maddubs_epi16(u, a);
+          part[t] = n == 0 ? p : _mm256_add_epi16(part[t], p);
+          keep_in_register(part[t]);
+        }
+        if (++n == terms) {
+          for (int t = 0; t < T; ++t) dot[t] = _mm256_add_epi32(dot[t], _mm256_madd_epi16(part[t], ones));
+          n = 0;
         }
       }
-      if (n > 0) {
-        for (int t = 0; t < T; ++t) dot[t] = _mm256_add_epi32(dot[t], _mm256_madd_epi16(part[t], ones));
-      }
-      __m256 d, m;
-      block_scales<F>(w, sc, sup, pass, hf, d, m);
-      for (int t = 0; t < T; ++t) {
-        const int64_t ab = (t0 + t) * nb + b;
-        acc[t] = add_block<F>(acc[t], dot[t], d, m, act.d[ab], as[ab]);
-      }
+    }
+    __m256 d, m;
+    block_scales<F>(w, sc, sup, hf, d, m);
+    for (int t = 0; t < T; ++t) {
+      const int64_t ab = (t0 + t) * nb + b;
+      acc[t] = add_block<F>(acc[t], dot[t], d, m, act.d[ab], as[ab]);
     }
   }
 
@@ -379,7 +367,7 @@ void group_tile(const packed_matrix::impl& w, int64_t g, const act_view& act, in
       }
     }
     __m256 d[2], m[2];
-    for (int hf = 0; hf < 2; ++hf) block_scales<F>(w, sc, sup, 0, hf, d[hf], m[hf]);
+    for (int hf = 0; hf < 2; ++hf) block_scales<F>(w, sc, sup, hf, d[hf], m[hf]);
     for (int t = 0; t < T; ++t) {
       const int64_t ab = (t0 + t) * nb + b;
       for (int hf = 0; hf < 2; ++hf) {
@@ -417,9 +405,11 @@ void int_groups_format(const packed_matrix::impl& w, int64_t group_begin, int64_
     // streaming one-token tile would round each half apart. A token's result must not depend
     // on the batch it is in (speculative verification runs 1 + k tokens where plain decoding
     // runs one), so Q6_K takes the batch tile for one token too.
-    if (num_tokens == 1 && !has_half_scales(F)) {
-      tile<F, 1>(w, g, act, 0, y);
-      continue;
+    if constexpr (!has_half_scales(F)) {
+      if (num_tokens == 1) {
+        tile<F, 1>(w, g, act, 0, y);
+        continue;
+      }
     }
     int64_t t0 = 0;
     for (; t0 + 4 <= num_tokens; t0 += 4) both_halves<F, 4>(w, g, act, t0, y);
