@@ -85,7 +85,7 @@ SANITIZE_FLAGS = -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEB
 check-asan: deps test-models test-deps
 	cmake -S . -B $(SANITIZE_DIR) $(SANITIZE_FLAGS) -DTROUPE_SANITIZE=address,undefined
 	cmake --build $(SANITIZE_DIR) -j $(JOBS) --target $(SANITIZE_BUILD_TARGETS)
-	cd $(SANITIZE_DIR) && $(SANITIZER_ENV) ctest --output-on-failure -LE 'package|qwen_model' $(SANITIZE_CTEST_ARGS) -j 1 --timeout 1800
+	cd $(SANITIZE_DIR) && $(SANITIZER_ENV) ctest --output-on-failure -LE 'package|qwen_model' $(SANITIZE_CTEST_ARGS) -j $(JOBS) --timeout 1800
 
 # ThreadSanitizer needs CAF built with it too (scripts/build_caf_tsan.sh says why): the
 # suites compile and link against that copy, not Debian's.
