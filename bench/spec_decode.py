@@ -33,7 +33,8 @@ prompt lookup (`troupe serve --draft-model D --speculative draft`, `llama-server
 Qwen2.5-Coder-1.5B). Columns read "+draft" for "+ngram".
 
 Usage: bench/spec_decode.py [--model M] [--threads T] [--gen N] [--rounds 3] [--streams 32] [--stream-rounds 3]
-                            [--only-troupe] [--troupe-args "..."] [--draft-model D] [--draft-k K]
+                            [--only-troupe] [--troupe-args "..."] [--llama-args "..."] [--draft-model D]
+                            [--draft-k K]
 """
 import argparse
 import contextlib
@@ -246,6 +247,9 @@ def main():
                                                             "llama-server"))
     ap.add_argument("--troupe-args", default="", help="more `troupe serve` flags for both troupe runs")
     ap.add_argument("--only-troupe", action="store_true", help="skip llama-server")
+    ap.add_argument("--llama-args", default="",
+                    help="more `llama-server` flags for both llama.cpp runs, after the script's own (so they "
+                         "override them), e.g. \"--spec-draft-n-max 3\" (llama.cpp's default draft length)")
     ap.add_argument("--draft-model", default="", help="speculate with this draft model instead of prompt lookup")
     ap.add_argument("--draft-k", type=int, default=4, help="most proposals per step in draft mode (both servers)")
     args = ap.parse_args()
@@ -263,6 +267,9 @@ def main():
             else ("--draft-max", "--draft-min")
         llama_spec_flags = ["--model-draft", args.draft_model, n_max, str(args.draft_k), n_min, "0",
                             "-td", str(args.threads)]
+        # Versions with --spec-type default it to none: the draft model is loaded and never used.
+        if "draft-simple" in help_text:
+            llama_spec_flags += ["--spec-type", "draft-simple"]
     else:
         spec_flags = ["--speculative", "ngram"]
         llama_spec_flags = ["--spec-type", "ngram-simple"]
@@ -299,7 +306,8 @@ def main():
         for name, flags in (("llama.cpp plain", []), (lspec, llama_spec_flags)):
             port = free_port()
             pair.append((name, [args.llama_server, "-m", args.model, "-t", str(args.threads), "-np", "1", "-c",
-                                "4096", "--host", "127.0.0.1", "--port", str(port), *flags], port))
+                                "4096", "--host", "127.0.0.1", "--port", str(port), *flags,
+                                *args.llama_args.split()], port))
         with serving(pair) as servers:
             got, texts = run_pair(servers, args.gen, args.rounds, False)
             results.update(got)
