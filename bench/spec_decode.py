@@ -29,8 +29,9 @@ accepted proposals per speculative sequence-step ("acc/st"), and one line "RESUL
 
 Draft mode (--draft-model D): the speculative servers run D as a draft model instead of
 prompt lookup (`troupe serve --draft-model D --speculative draft`, `llama-server
---model-draft D --draft-max K`), D having the model's vocabulary (Qwen2.5-Coder-0.5B for
-Qwen2.5-Coder-1.5B). Columns read "+draft" for "+ngram".
+--model-draft D --spec-draft-n-max K`, plus `--spec-type draft-simple` where the server has
+that option: without it such a server loads D and never drafts), D having the model's
+vocabulary (Qwen2.5-Coder-0.5B for Qwen2.5-Coder-1.5B). Columns read "+draft" for "+ngram".
 
 Usage: bench/spec_decode.py [--model M] [--threads T] [--gen N] [--rounds 3] [--streams 32] [--stream-rounds 3]
                             [--only-troupe] [--troupe-args "..."] [--llama-args "..."] [--draft-model D]
